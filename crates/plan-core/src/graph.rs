@@ -1,0 +1,414 @@
+//! Validation of a [`Plan`] into a [`PlanGraph`], and queries on the dependency graph.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use petgraph::graph::{DiGraph, NodeIndex};
+
+use crate::model::{Plan, Step, StepId};
+
+/// Limits applied by validation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Limits {
+    /// The largest number of steps a plan may have.
+    pub max_steps: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { max_steps: 200 }
+    }
+}
+
+impl Limits {
+    /// Limits with a given step cap.
+    pub fn with_max_steps(max_steps: usize) -> Self {
+        Self { max_steps }
+    }
+}
+
+/// One thing wrong with a plan. Each names the steps involved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PlanProblem {
+    /// The plan has no steps.
+    Empty,
+    /// More steps than [`Limits::max_steps`].
+    TooManySteps {
+        /// Steps in the plan.
+        count: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// A step has an empty id (position in `steps`, 0-based).
+    EmptyId {
+        /// Position of the step.
+        index: usize,
+    },
+    /// A step has an empty description.
+    EmptyDescription {
+        /// The step.
+        step: StepId,
+    },
+    /// Two or more steps share an id.
+    DuplicateId {
+        /// The id.
+        step: StepId,
+        /// How many steps have it.
+        count: usize,
+    },
+    /// A step depends on itself.
+    SelfDependency {
+        /// The step.
+        step: StepId,
+    },
+    /// A step depends on an id no step has.
+    UnknownDependency {
+        /// The step.
+        step: StepId,
+        /// The missing id.
+        dependency: StepId,
+    },
+    /// Steps depend on each other in a circle; `path` starts and ends with the same id.
+    Cycle {
+        /// The cycle, e.g. `[a, c, b, a]`: each step depends on the one after it.
+        path: Vec<StepId>,
+    },
+}
+
+impl fmt::Display for PlanProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PlanProblem::Empty => write!(f, "the plan has no steps: add at least one step"),
+            PlanProblem::TooManySteps { count, limit } => write!(
+                f,
+                "the plan has {count} steps, more than the limit of {limit}: merge steps or raise the limit"
+            ),
+            PlanProblem::EmptyId { index } => {
+                write!(
+                    f,
+                    "step #{} has an empty id: give it a unique id",
+                    index + 1
+                )
+            }
+            PlanProblem::EmptyDescription { step } => write!(
+                f,
+                "step `{step}` has an empty description: say what the step should do"
+            ),
+            PlanProblem::DuplicateId { step, count } => write!(
+                f,
+                "{count} steps have the id `{step}`: ids must be unique, rename all but one"
+            ),
+            PlanProblem::SelfDependency { step } => write!(
+                f,
+                "step `{step}` depends on itself: remove `{step}` from its dependencies"
+            ),
+            PlanProblem::UnknownDependency { step, dependency } => write!(
+                f,
+                "step `{step}` depends on `{dependency}`, which is not a step of the plan: fix the id or add the step"
+            ),
+            PlanProblem::Cycle { path } => {
+                let path: Vec<&str> = path.iter().map(StepId::as_str).collect();
+                write!(
+                    f,
+                    "dependency cycle {}: each step waits for the next one, so none can start; remove one of these dependencies",
+                    path.join(" -> ")
+                )
+            }
+        }
+    }
+}
+
+/// Every problem found in a plan (never empty).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub struct PlanErrors {
+    /// The problems, in a stable order.
+    pub problems: Vec<PlanProblem>,
+}
+
+impl fmt::Display for PlanErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.problems.len();
+        write!(
+            f,
+            "invalid plan ({n} problem{})",
+            if n == 1 { "" } else { "s" }
+        )?;
+        for p in &self.problems {
+            write!(f, "\n  - {p}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A validated plan: unique ids, known dependencies, no cycles.
+///
+/// Steps are addressed by their position in [`Plan::steps`] (`usize`) for speed, or by id.
+#[derive(Clone, Debug)]
+pub struct PlanGraph {
+    plan: Plan,
+    index: HashMap<StepId, usize>,
+    graph: DiGraph<usize, ()>,
+    deps: Vec<Vec<usize>>,
+    dependents: Vec<Vec<usize>>,
+}
+
+impl PlanGraph {
+    /// Validates `plan` with the default [`Limits`].
+    ///
+    /// # Errors
+    /// [`PlanErrors`] listing every problem found.
+    pub fn new(plan: Plan) -> Result<Self, PlanErrors> {
+        Self::with_limits(plan, &Limits::default())
+    }
+
+    /// Validates `plan` with the given limits.
+    ///
+    /// # Errors
+    /// [`PlanErrors`] listing every problem found.
+    pub fn with_limits(plan: Plan, limits: &Limits) -> Result<Self, PlanErrors> {
+        let mut problems = Vec::new();
+        let n = plan.steps.len();
+        if n == 0 {
+            problems.push(PlanProblem::Empty);
+        }
+        if n > limits.max_steps {
+            problems.push(PlanProblem::TooManySteps {
+                count: n,
+                limit: limits.max_steps,
+            });
+        }
+
+        let mut index: HashMap<StepId, usize> = HashMap::with_capacity(n);
+        let mut dup_counts: Vec<(StepId, usize)> = Vec::new();
+        for (i, step) in plan.steps.iter().enumerate() {
+            if step.id.as_str().trim().is_empty() {
+                problems.push(PlanProblem::EmptyId { index: i });
+                continue;
+            }
+            if step.description.trim().is_empty() {
+                problems.push(PlanProblem::EmptyDescription {
+                    step: step.id.clone(),
+                });
+            }
+            if index.contains_key(&step.id) {
+                match dup_counts.iter_mut().find(|(id, _)| *id == step.id) {
+                    Some((_, c)) => *c += 1,
+                    None => dup_counts.push((step.id.clone(), 2)),
+                }
+            } else {
+                index.insert(step.id.clone(), i);
+            }
+        }
+        problems.extend(
+            dup_counts
+                .into_iter()
+                .map(|(step, count)| PlanProblem::DuplicateId { step, count }),
+        );
+
+        let mut deps: Vec<Vec<usize>> = vec![Vec::new(); n];
+        let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); n];
+        let mut graph = DiGraph::<usize, ()>::with_capacity(n, n);
+        for i in 0..n {
+            graph.add_node(i);
+        }
+        for (i, step) in plan.steps.iter().enumerate() {
+            if index.get(&step.id) != Some(&i) {
+                continue; // empty id or a duplicate: already reported
+            }
+            for dep in &step.dependencies {
+                if *dep == step.id {
+                    problems.push(PlanProblem::SelfDependency {
+                        step: step.id.clone(),
+                    });
+                    continue;
+                }
+                match index.get(dep) {
+                    Some(&d) => {
+                        if deps[i].contains(&d) {
+                            continue; // a repeated dependency is harmless
+                        }
+                        deps[i].push(d);
+                        dependents[d].push(i);
+                        graph.add_edge(NodeIndex::new(d), NodeIndex::new(i), ());
+                    }
+                    None => problems.push(PlanProblem::UnknownDependency {
+                        step: step.id.clone(),
+                        dependency: dep.clone(),
+                    }),
+                }
+            }
+        }
+
+        for path in find_cycles(&plan.steps, &graph, &deps) {
+            problems.push(PlanProblem::Cycle { path });
+        }
+
+        if problems.is_empty() {
+            Ok(Self {
+                plan,
+                index,
+                graph,
+                deps,
+                dependents,
+            })
+        } else {
+            Err(PlanErrors { problems })
+        }
+    }
+
+    /// The validated plan.
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    /// Gives the plan back.
+    pub fn into_plan(self) -> Plan {
+        self.plan
+    }
+
+    /// Number of steps.
+    pub fn len(&self) -> usize {
+        self.plan.steps.len()
+    }
+
+    /// Whether the plan has no steps (never true for a validated plan).
+    pub fn is_empty(&self) -> bool {
+        self.plan.steps.is_empty()
+    }
+
+    /// The position of the step with this id.
+    pub fn index_of(&self, id: &str) -> Option<usize> {
+        self.index.get(id).copied()
+    }
+
+    /// The step at a position.
+    pub fn step(&self, index: usize) -> &Step {
+        &self.plan.steps[index]
+    }
+
+    /// The step with this id.
+    pub fn step_by_id(&self, id: &str) -> Option<&Step> {
+        self.index_of(id).map(|i| &self.plan.steps[i])
+    }
+
+    /// Positions of the steps that step `index` depends on.
+    pub fn dependencies(&self, index: usize) -> &[usize] {
+        &self.deps[index]
+    }
+
+    /// Positions of the steps that depend directly on step `index`.
+    pub fn dependents(&self, index: usize) -> &[usize] {
+        &self.dependents[index]
+    }
+
+    /// The underlying petgraph graph: node weights are step positions, an edge `a → b`
+    /// means `b` depends on `a`.
+    pub fn graph(&self) -> &DiGraph<usize, ()> {
+        &self.graph
+    }
+
+    /// A topological order (dependencies before dependents, ties in plan order).
+    pub fn topological_order(&self) -> Vec<usize> {
+        let n = self.len();
+        let mut indegree: Vec<usize> = self.deps.iter().map(Vec::len).collect();
+        let mut queue: std::collections::VecDeque<usize> =
+            (0..n).filter(|&i| indegree[i] == 0).collect();
+        let mut order = Vec::with_capacity(n);
+        while let Some(i) = queue.pop_front() {
+            order.push(i);
+            for &d in &self.dependents[i] {
+                indegree[d] -= 1;
+                if indegree[d] == 0 {
+                    queue.push_back(d);
+                }
+            }
+        }
+        order
+    }
+}
+
+/// One cycle path per strongly connected component with more than one step.
+fn find_cycles(
+    steps: &[Step],
+    graph: &DiGraph<usize, ()>,
+    deps: &[Vec<usize>],
+) -> Vec<Vec<StepId>> {
+    let mut cycles = Vec::new();
+    for scc in petgraph::algo::tarjan_scc(graph) {
+        if scc.len() < 2 {
+            continue;
+        }
+        let members: std::collections::HashSet<usize> = scc.iter().map(|n| n.index()).collect();
+        let Some(&start) = members.iter().min() else {
+            continue;
+        };
+        // Walk "depends on" edges inside the component until a step repeats.
+        let mut path = vec![start];
+        let mut seen: HashMap<usize, usize> = HashMap::from([(start, 0)]);
+        let mut current = start;
+        while let Some(&next) = deps[current].iter().find(|d| members.contains(d)) {
+            if let Some(&pos) = seen.get(&next) {
+                let mut cycle: Vec<StepId> =
+                    path[pos..].iter().map(|&i| steps[i].id.clone()).collect();
+                cycle.push(steps[next].id.clone());
+                cycles.push(cycle);
+                break;
+            }
+            seen.insert(next, path.len());
+            path.push(next);
+            current = next;
+        }
+    }
+    cycles.sort();
+    cycles
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_problem_is_listed() {
+        let plan = Plan::new(
+            "g",
+            vec![
+                Step::new("a", "a").depends_on(["c"]),
+                Step::new("b", "b").depends_on(["a", "b", "zz"]),
+                Step::new("c", "c").depends_on(["b"]),
+                Step::new("c", "again"),
+                Step::new("", "no id"),
+            ],
+        );
+        let err = PlanGraph::new(plan).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("5 problems"), "{text}");
+        assert!(text.contains("2 steps have the id `c`"), "{text}");
+        assert!(text.contains("step `b` depends on itself"), "{text}");
+        assert!(text.contains("depends on `zz`"), "{text}");
+        assert!(text.contains("step #5 has an empty id"), "{text}");
+        assert!(text.contains("cycle a -> c -> b -> a"), "{text}");
+    }
+
+    #[test]
+    fn topological_order_respects_edges() {
+        let plan = Plan::new(
+            "g",
+            vec![
+                Step::new("c", "c").depends_on(["a", "b"]),
+                Step::new("b", "b").depends_on(["a"]),
+                Step::new("a", "a"),
+            ],
+        );
+        let g = PlanGraph::new(plan).unwrap();
+        let order: Vec<&str> = g
+            .topological_order()
+            .into_iter()
+            .map(|i| g.step(i).id.as_str())
+            .collect();
+        assert_eq!(order, ["a", "b", "c"]);
+        assert_eq!(g.dependents(2), &[0, 1]);
+    }
+}

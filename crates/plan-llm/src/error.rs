@@ -1,0 +1,124 @@
+//! [`LlmError`]: what can go wrong talking to a model.
+
+use std::time::Duration;
+
+/// An error from a provider or a layer. Messages never contain API keys.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LlmError {
+    /// The key was missing, wrong or lacks permission (401/403).
+    #[error("authentication failed ({provider}): {message}")]
+    Auth {
+        /// Which provider.
+        provider: String,
+        /// What the server said, or what to set.
+        message: String,
+    },
+    /// Too many requests (429); `retry_after` is the server's requested delay.
+    #[error("rate limited ({provider}): {message}")]
+    RateLimited {
+        /// Which provider.
+        provider: String,
+        /// What the server said.
+        message: String,
+        /// The delay the server asked for.
+        retry_after: Option<Duration>,
+    },
+    /// The server is overloaded or failed (5xx, 529, or an error event mid-stream).
+    #[error("server error ({provider}{}): {message}", status.map(|s| format!(", HTTP {s}")).unwrap_or_default())]
+    Server {
+        /// Which provider.
+        provider: String,
+        /// HTTP status, if the error came with one.
+        status: Option<u16>,
+        /// What the server said.
+        message: String,
+        /// The delay the server asked for.
+        retry_after: Option<Duration>,
+    },
+    /// The request was rejected as malformed (400, 404, 422, ...); retrying will not help.
+    #[error("request rejected ({provider}, HTTP {status}): {message}")]
+    BadRequest {
+        /// Which provider.
+        provider: String,
+        /// HTTP status.
+        status: u16,
+        /// What the server said.
+        message: String,
+    },
+    /// The prompt is longer than the model's context.
+    #[error("context length exceeded ({provider}): {message}")]
+    ContextLength {
+        /// Which provider.
+        provider: String,
+        /// What the server said.
+        message: String,
+    },
+    /// No reply in time.
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    /// The connection failed or broke.
+    #[error("transport error ({provider}): {message}")]
+    Transport {
+        /// Which provider.
+        provider: String,
+        /// What failed.
+        message: String,
+    },
+    /// The reply could not be understood, or was cut off.
+    #[error("invalid response ({provider}): {message}")]
+    InvalidResponse {
+        /// Which provider.
+        provider: String,
+        /// What was wrong.
+        message: String,
+    },
+    /// The model refused to answer.
+    #[error("the model refused ({provider}): {message}")]
+    Refused {
+        /// Which provider.
+        provider: String,
+        /// The refusal text.
+        message: String,
+    },
+    /// A token budget would be exceeded.
+    #[error(
+        "token budget exceeded: used {used} of {budget} tokens; raise the budget (--budget-tokens) or shorten the goal"
+    )]
+    BudgetExceeded {
+        /// Tokens used so far.
+        used: u64,
+        /// The budget.
+        budget: u64,
+    },
+    /// Missing or bad configuration (an unset key, an unknown provider).
+    #[error("configuration error: {0}")]
+    Config(String),
+    /// The operation was cancelled.
+    #[error("cancelled")]
+    Cancelled,
+}
+
+impl LlmError {
+    /// Whether retrying the same request may succeed (rate limits, server errors, timeouts,
+    /// transport errors).
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            LlmError::RateLimited { .. }
+                | LlmError::Server { .. }
+                | LlmError::Timeout(_)
+                | LlmError::Transport { .. }
+        )
+    }
+
+    /// The delay the server asked for before a retry, if any.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            LlmError::RateLimited { retry_after, .. } | LlmError::Server { retry_after, .. } => {
+                *retry_after
+            }
+            _ => None,
+        }
+    }
+}

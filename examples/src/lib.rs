@@ -1,0 +1,1 @@
+//! Examples of the plan framework's public API; see `examples/examples/`.

@@ -39,15 +39,85 @@ fn run() -> Result<()> {
 
 /// Installs what the tests need, then runs every test of the workspace.
 fn test() -> Result<()> {
-    cargo(&["test", "--workspace"])
+    ensure_system_packages()?;
+    let mut test = Command::new(cargo_bin());
+    test.args(["test", "--workspace", "--locked"]);
+    let fixtures = workspace_root().join("../shared/fixtures/providers");
+    if std::env::var_os("PLAN_PROVIDER_FIXTURES").is_none() && fixtures.is_dir() {
+        test.env("PLAN_PROVIDER_FIXTURES", &fixtures);
+    }
+    run(&mut test)
+}
+
+/// System packages the tests need: bubblewrap for the sandbox, Debian's python3 (visible
+/// inside the sandbox, unlike pyenv's).
+fn ensure_system_packages() -> Result<()> {
+    let missing: Vec<&str> = [("bwrap", "bubblewrap"), ("/usr/bin/python3", "python3")]
+        .into_iter()
+        .filter(|(bin, _)| !on_path(bin))
+        .map(|(_, pkg)| pkg)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !is_root() {
+        bail!(
+            "the tests need these Debian packages: {}; install them (sudo apt-get install -y {}) and run again",
+            missing.join(", "),
+            missing.join(" ")
+        );
+    }
+    eprintln!("xtask: installing {}", missing.join(" "));
+    run(Command::new("apt-get").arg("update").arg("-q"))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-q", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
+fn on_path(bin: &str) -> bool {
+    if bin.contains('/') {
+        return std::path::Path::new(bin).exists();
+    }
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file()))
+        .unwrap_or(false)
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+fn workspace_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd
+        .status()
+        .with_context(|| format!("could not start {:?}", cmd.get_program()))?;
+    if !status.success() {
+        bail!("{:?} failed ({status})", cmd.get_program());
+    }
+    Ok(())
+}
+
+fn cargo_bin() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned())
 }
 
 fn cargo(args: &[&str]) -> Result<()> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let status = Command::new(&cargo)
+    let status = Command::new(cargo_bin())
         .args(args)
         .status()
-        .with_context(|| format!("could not start {cargo}"))?;
+        .context("could not start cargo")?;
     if !status.success() {
         bail!("`cargo {}` failed ({status})", args.join(" "));
     }

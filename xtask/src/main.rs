@@ -46,7 +46,7 @@ fn test() -> Result<()> {
     if std::env::var_os("PLAN_PROVIDER_FIXTURES").is_none() && fixtures.is_dir() {
         test.env("PLAN_PROVIDER_FIXTURES", &fixtures);
     }
-    run(&mut test)
+    exec(&mut test)
 }
 
 /// System packages the tests need: bubblewrap for the sandbox, Debian's python3 (visible
@@ -68,11 +68,13 @@ fn ensure_system_packages() -> Result<()> {
         );
     }
     eprintln!("xtask: installing {}", missing.join(" "));
-    run(Command::new("apt-get").arg("update").arg("-q"))?;
-    run(Command::new("apt-get")
-        .args(["install", "-y", "-q", "--no-install-recommends"])
-        .args(&missing)
-        .env("DEBIAN_FRONTEND", "noninteractive"))
+    exec(Command::new("apt-get").arg("update").arg("-q"))?;
+    exec(
+        Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
 }
 
 fn on_path(bin: &str) -> bool {
@@ -99,7 +101,7 @@ fn workspace_root() -> std::path::PathBuf {
         .unwrap_or_default()
 }
 
-fn run(cmd: &mut Command) -> Result<()> {
+fn exec(cmd: &mut Command) -> Result<()> {
     let status = cmd
         .status()
         .with_context(|| format!("could not start {:?}", cmd.get_program()))?;

@@ -120,6 +120,8 @@ impl fmt::Display for PlanProblem {
     }
 }
 
+impl std::error::Error for PlanProblem {}
+
 /// Every problem found in a plan (never empty).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -242,7 +244,8 @@ impl PlanGraph {
             }
         }
 
-        for path in find_cycles(&plan.steps, &graph, &deps) {
+        let ids: Vec<StepId> = plan.steps.iter().map(|s| s.id.clone()).collect();
+        for path in cycle_paths(&ids, &graph, &deps) {
             problems.push(PlanProblem::Cycle { path });
         }
 
@@ -330,9 +333,10 @@ impl PlanGraph {
     }
 }
 
-/// One cycle path per strongly connected component with more than one step.
-fn find_cycles(
-    steps: &[Step],
+/// One cycle path per strongly connected component with more than one step, sorted.
+/// `ids[i]` names node `i`; `deps[i]` are the nodes node `i` depends on (edges `d → i`).
+pub(crate) fn cycle_paths(
+    ids: &[StepId],
     graph: &DiGraph<usize, ()>,
     deps: &[Vec<usize>],
 ) -> Vec<Vec<StepId>> {
@@ -351,9 +355,8 @@ fn find_cycles(
         let mut current = start;
         while let Some(&next) = deps[current].iter().find(|d| members.contains(d)) {
             if let Some(&pos) = seen.get(&next) {
-                let mut cycle: Vec<StepId> =
-                    path[pos..].iter().map(|&i| steps[i].id.clone()).collect();
-                cycle.push(steps[next].id.clone());
+                let mut cycle: Vec<StepId> = path[pos..].iter().map(|&i| ids[i].clone()).collect();
+                cycle.push(ids[next].clone());
                 cycles.push(cycle);
                 break;
             }

@@ -70,8 +70,8 @@ pub fn render_text(graph: &PlanGraph, state: Option<&RunState>) -> String {
     }
     let mut children: Vec<Vec<usize>> = vec![Vec::new(); n];
     let mut roots = Vec::new();
-    for i in 0..n {
-        match parent[i] {
+    for (i, p) in parent.iter().enumerate() {
+        match *p {
             Some(p) => children[p].push(i),
             None => roots.push(i),
         }

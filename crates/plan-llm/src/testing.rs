@@ -456,6 +456,9 @@ pub fn to_cr(body: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Builds a wire-format error body from a status and a message.
+pub type ErrorBody = Box<dyn Fn(u16, &str) -> String + Send + Sync>;
+
 /// What the conformance suite needs to know about a wire format: a request, a successful
 /// reply recording and the text it means, an optional streamed reply recording, and how
 /// the format writes an error body.
@@ -470,7 +473,7 @@ pub struct ConformanceKit {
     /// A streamed successful reply carrying the same text; `None` skips stream checks.
     pub stream_reply: Option<FakeResponse>,
     /// Builds an error body for a status and message.
-    pub error_body: Box<dyn Fn(u16, &str) -> String + Send + Sync>,
+    pub error_body: ErrorBody,
     /// The key the provider under test was built with, to check it never shows in errors.
     pub api_key: Option<String>,
 }
@@ -679,7 +682,8 @@ where
 
     // HTTP errors.
     type Check = fn(&LlmError) -> bool;
-    let cases: Vec<(&str, u16, Vec<(&str, &str)>, Check)> = vec![
+    type Case = (&'static str, u16, Vec<(&'static str, &'static str)>, Check);
+    let cases: Vec<Case> = vec![
         ("401 is an auth error", 401, vec![], |e| {
             matches!(e, LlmError::Auth { .. })
         }),

@@ -136,8 +136,10 @@ impl Scheduler {
         Self::default()
     }
 
-    /// A scheduler holding every step of a validated plan, at the graph's positions.
-    /// Adding is finished: no more steps can come.
+    /// A scheduler holding every step of a validated plan, at the graph's positions, with
+    /// adding finished. More steps may still be added (which reopens adding). To resume,
+    /// [`mark_completed`](Self::mark_completed) the steps already done; after a replan that
+    /// drops steps, build a new scheduler from the new graph and mark the kept ones.
     pub fn from_graph(graph: &PlanGraph) -> Self {
         let n = graph.len();
         let mut slots = Vec::with_capacity(n);
@@ -676,6 +678,29 @@ mod tests {
         assert!(!s.is_finished());
         assert_eq!(s.block_stuck(), vec![1, 2, 3, 4]);
         assert!(s.is_finished());
+    }
+
+    #[test]
+    fn steps_can_be_added_after_from_graph() {
+        let plan = Plan::new("g", vec![step("a", &[]), step("b", &["a"])]);
+        let g = PlanGraph::new(plan).unwrap();
+        let mut s = Scheduler::from_graph(&g);
+        assert_eq!(s.take_ready(), vec![0]);
+        let c = s.add_step(&step("c", &["b", "a"])).unwrap();
+        assert!(!s.is_adding_finished());
+        assert!(matches!(
+            s.add_step(&step("b", &[])),
+            Err(PlanProblem::DuplicateId { .. })
+        ));
+        s.complete(0);
+        assert_eq!(s.take_ready(), vec![1]);
+        s.complete(1);
+        assert_eq!(s.take_ready(), vec![c]);
+        s.complete(c);
+        s.finish_adding().unwrap();
+        assert!(s.is_finished());
+        assert_eq!(s.index_of("c"), Some(2));
+        assert_eq!(s.dependencies(c), &[1, 0]);
     }
 
     #[test]

@@ -42,7 +42,7 @@ struct QMat {
 
 impl QMat {
     fn from_f32(rows: usize, cols: usize, data: &[f32]) -> Result<Self, String> {
-        if cols % QK != 0 || data.len() != rows * cols {
+        if !cols.is_multiple_of(QK) || data.len() != rows * cols {
             return Err(format!(
                 "a {rows}x{cols} weight cannot be stored in blocks of {QK}"
             ));
@@ -178,7 +178,10 @@ impl Llama {
                 hyper.train_context
             ));
         }
-        if hyper.n_kv_head == 0 || n_head % hyper.n_kv_head != 0 || hyper.head_dim % 2 != 0 {
+        if hyper.n_kv_head == 0
+            || !n_head.is_multiple_of(hyper.n_kv_head)
+            || !hyper.head_dim.is_multiple_of(2)
+        {
             return Err("inconsistent attention shape".to_owned());
         }
         let device = Device::Cpu;

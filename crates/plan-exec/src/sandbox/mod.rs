@@ -20,6 +20,7 @@ use async_trait::async_trait;
 
 pub use choice::{ParseSandboxChoiceError, SandboxChoice};
 pub use error::SandboxError;
+pub(crate) use types::check_relative;
 pub use types::{Isolation, LimitHit, Limits, MissingFile, OutputFile, Program, RunOutput};
 
 #[cfg(target_os = "linux")]

@@ -1,11 +1,13 @@
 //! The data a sandbox run takes and returns.
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 use plan_core::CodeLang;
 use serde::{Serialize, Serializer};
+
+use super::SandboxError;
 
 /// A program to run: source text in a language, input files and files to read back.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -345,4 +347,29 @@ impl Serialize for RunOutput {
         }
         .serialize(s)
     }
+}
+
+/// A path relative to the work dir: not empty, not absolute, no `..`.
+pub(crate) fn check_relative(path: &str) -> Result<(), SandboxError> {
+    let bad = |why: &str| {
+        Err(SandboxError::InvalidProgram(format!(
+            "file path `{path}` {why}; use a relative path inside the work dir"
+        )))
+    };
+    if path.is_empty() || path.contains('\0') {
+        return bad("is empty or contains NUL");
+    }
+    let mut normal = 0;
+    for c in Path::new(path).components() {
+        match c {
+            Component::Normal(_) => normal += 1,
+            Component::CurDir => {}
+            Component::ParentDir => return bad("contains `..`"),
+            Component::RootDir | Component::Prefix(_) => return bad("is absolute"),
+        }
+    }
+    if normal == 0 {
+        return bad("names no file");
+    }
+    Ok(())
 }

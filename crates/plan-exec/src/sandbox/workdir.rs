@@ -10,6 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use plan_core::CodeLang;
 
+use super::types::check_relative;
 use super::{MissingFile, OutputFile, Program, SandboxError};
 
 /// The uid and gid files are handed to when the caller is root.
@@ -143,31 +144,6 @@ fn open_up(dir: &Path) {
             }
         }
     }
-}
-
-/// A path relative to the work dir: not empty, not absolute, no `..`.
-pub(crate) fn check_relative(path: &str) -> Result<(), SandboxError> {
-    let bad = |why: &str| {
-        Err(SandboxError::InvalidProgram(format!(
-            "file path `{path}` {why}; use a relative path inside the work dir"
-        )))
-    };
-    if path.is_empty() || path.contains('\0') {
-        return bad("is empty or contains NUL");
-    }
-    let mut normal = 0;
-    for c in Path::new(path).components() {
-        match c {
-            Component::Normal(_) => normal += 1,
-            Component::CurDir => {}
-            Component::ParentDir => return bad("contains `..`"),
-            Component::RootDir | Component::Prefix(_) => return bad("is absolute"),
-        }
-    }
-    if normal == 0 {
-        return bad("names no file");
-    }
-    Ok(())
 }
 
 fn mkdir(path: &Path, mode: u32) -> Result<(), SandboxError> {

@@ -167,3 +167,4 @@ pub fn host_uid_of(marker: &str) -> Option<u32> {
     }
     None
 }
+pub mod scripted;

@@ -9,7 +9,7 @@ use nix::sys::memfd::{MFdFlags, memfd_create};
 use plan_core::CodeLang;
 use tokio::process::Command;
 
-use super::spawn::{AfterExit, finish, install_pre_exec, run_captured};
+use super::spawn::{AfterExit, finish, install_pre_exec, run_captured, tasks_of_uid};
 use super::workdir::{Owner, RunDirs};
 use super::{Isolation, Limits, Program, RunOutput, Sandbox, SandboxError};
 
@@ -294,10 +294,12 @@ impl Sandbox for BwrapSandbox {
             // Never run the program as host root: bwrap itself starts unprivileged.
             cmd.uid(o.uid).gid(o.gid);
         }
+        let run_as = owner.map_or_else(|| nix::unistd::getuid().as_raw(), |o| o.uid);
         install_pre_exec(
             &mut cmd,
             limits,
-            2,
+            // bwrap's own two processes, and whatever the uid already runs.
+            2 + tasks_of_uid(run_as),
             fds.iter().map(AsRawFd::as_raw_fd).collect(),
         );
         let captured =

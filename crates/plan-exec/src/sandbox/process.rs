@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use plan_core::CodeLang;
 use tokio::process::Command;
 
-use super::spawn::{AfterExit, finish, install_pre_exec, run_captured};
+use super::spawn::{AfterExit, finish, install_pre_exec, run_captured, tasks_of_uid};
 use super::workdir::{Owner, RunDirs};
 use super::{Isolation, Limits, Program, RunOutput, Sandbox, SandboxError};
 
@@ -101,7 +101,8 @@ impl Sandbox for ProcessSandbox {
         if let Some(o) = owner {
             cmd.uid(o.uid).gid(o.gid);
         }
-        install_pre_exec(&mut cmd, limits, 0, Vec::new());
+        let run_as = owner.map_or_else(|| nix::unistd::getuid().as_raw(), |o| o.uid);
+        install_pre_exec(&mut cmd, limits, tasks_of_uid(run_as), Vec::new());
         let captured =
             run_captured(cmd, program.stdin.as_deref(), limits, AfterExit::KillGroup).await?;
         Ok(finish(captured, Isolation::Process, &dirs, program, limits))

@@ -360,3 +360,41 @@ pub(crate) fn finish(
         missing_files,
     }
 }
+
+/// Tasks (processes and threads) the host already runs as real uid `uid`.
+///
+/// `RLIMIT_NPROC` counts every task of the uid, not just the sandbox's, so the limit is
+/// set to this many plus the program's allowance: a caller with hundreds of processes of
+/// its own can still start a sandbox, and concurrent runs each get their allowance.
+pub(crate) fn tasks_of_uid(uid: u32) -> u64 {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    let uid = uid.to_string();
+    let mut tasks = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if !name
+            .to_str()
+            .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        {
+            continue;
+        }
+        let Ok(status) = std::fs::read_to_string(entry.path().join("status")) else {
+            continue;
+        };
+        let mut real_uid = None;
+        let mut threads = 1;
+        for line in status.lines() {
+            if let Some(rest) = line.strip_prefix("Uid:") {
+                real_uid = rest.split_whitespace().next().map(str::to_owned);
+            } else if let Some(rest) = line.strip_prefix("Threads:") {
+                threads = rest.trim().parse().unwrap_or(1);
+            }
+        }
+        if real_uid.as_deref() == Some(uid.as_str()) {
+            tasks += threads;
+        }
+    }
+    tasks
+}

@@ -98,7 +98,8 @@ pub struct Limits {
     pub cpu_secs: u64,
     /// Address space in bytes (`RLIMIT_AS`). Default 512 MiB.
     pub memory_bytes: u64,
-    /// Processes and threads (`RLIMIT_NPROC`, counted for the sandbox uid). Default 64.
+    /// Processes and threads the program may add (`RLIMIT_NPROC`, set to what the sandbox
+    /// uid already runs plus this). Default 64.
     pub max_processes: u64,
     /// Bytes kept of stdout and of stderr each; more kills the program. Default 1 MiB.
     pub max_output_bytes: usize,

@@ -7,11 +7,21 @@ use std::sync::Arc;
 
 use plan_core::{CodeLang, EventKind, Step, StepKind};
 use plan_exec::{CodeStepExecutor, EventLog, Sandbox, StepContext, StepExecutor};
-use sandbox_support::scripted::Scripted;
+use plan_llm::{Reply, ScriptedModel};
 use sandbox_support::{bwrap, turn};
 
 async fn sandbox() -> Option<Arc<dyn Sandbox>> {
     bwrap().await.map(|s| Arc::new(s) as Arc<dyn Sandbox>)
+}
+
+/// plan-llm's scripted model, replying with these texts in order.
+fn scripted<'a>(replies: impl IntoIterator<Item = &'a str>) -> ScriptedModel {
+    ScriptedModel::from_replies(replies.into_iter().map(Reply::text))
+}
+
+/// The user message of the model's `i`-th request.
+fn prompt(model: &ScriptedModel, i: usize) -> String {
+    model.requests()[i].messages.last().unwrap().content.clone()
 }
 
 fn code_step(id: &str, description: &str) -> Step {
@@ -25,7 +35,7 @@ async fn a_failing_program_is_fed_back_and_the_fix_wins() {
     let Some(sandbox) = sandbox().await else {
         return;
     };
-    let model = Arc::new(Scripted::new([
+    let model = Arc::new(scripted([
         "```python\ntotal = sum(range(10)) / 0\nprint(total)\n```",
         "Fixed:\n```python\nprint(sum(range(10)))\n```",
     ]));
@@ -37,13 +47,13 @@ async fn a_failing_program_is_fed_back_and_the_fix_wins() {
     let out = exec.execute(&ctx).await.unwrap();
     assert_eq!(out, "45\n");
     assert_eq!(model.requests().len(), 2);
-    let first = model.prompt(0);
+    let first = prompt(&model, 0);
     assert!(
         first.contains("Add the numbers 0 to 9 (keep *this* text verbatim)"),
         "{first}"
     );
     assert!(!first.contains("previous program"));
-    let second = model.prompt(1);
+    let second = prompt(&model, 1);
     assert!(second.contains("Your previous program failed"), "{second}");
     assert!(second.contains("total = sum(range(10)) / 0"), "{second}");
     assert!(
@@ -64,7 +74,7 @@ async fn dependency_outputs_are_files_and_declared_files_are_output() {
     let Some(sandbox) = sandbox().await else {
         return;
     };
-    let model = Arc::new(Scripted::new([
+    let model = Arc::new(scripted([
         "```python\n# plan-output: table.md\nrows = open('deps/fetch.txt').read().split()\n\
          open('table.md', 'w').write('| n |\\n' + ''.join(f'| {r} |\\n' for r in rows))\nprint(len(rows), 'rows')\n```",
     ]));
@@ -78,7 +88,7 @@ async fn dependency_outputs_are_files_and_declared_files_are_output() {
         out,
         "3 rows\n--- file table.md ---\n| n |\n| 3 |\n| 1 |\n| 2 |\n"
     );
-    let prompt = model.prompt(0);
+    let prompt = prompt(&model, 0);
     assert!(
         prompt.contains("--- step `fetch` (file deps/fetch.txt): Fetch the numbers ---\n3 1 2"),
         "{prompt}"
@@ -90,7 +100,7 @@ async fn a_failed_check_is_fed_back() {
     let Some(sandbox) = sandbox().await else {
         return;
     };
-    let model = Arc::new(Scripted::new([
+    let model = Arc::new(scripted([
         "```bash\necho 'no number here'\n```",
         "```bash\necho 42\n```",
     ]));
@@ -106,12 +116,12 @@ async fn a_failed_check_is_fed_back() {
     let ctx = StepContext::new("g", code_step("n", "Print a number"));
     let _turn = turn().await;
     assert_eq!(exec.execute(&ctx).await.unwrap(), "42\n");
-    let second = model.prompt(1);
+    let second = prompt(&model, 1);
     assert!(
         second.contains("the check failed: stdout `no number here` is not a number"),
         "{second}"
     );
-    assert!(model.prompt(0).contains("Write it in bash."));
+    assert!(prompt(&model, 0).contains("Write it in bash."));
 }
 
 #[tokio::test]
@@ -119,7 +129,7 @@ async fn attempts_run_out_with_the_last_error() {
     let Some(sandbox) = sandbox().await else {
         return;
     };
-    let model = Arc::new(Scripted::new([
+    let model = Arc::new(scripted([
         "```python\nraise SystemExit('first failure')\n```",
         "```python\nimport sys\nsys.stderr.write('second failure\\n')\nsys.exit(4)\n```",
     ]));
@@ -142,7 +152,7 @@ async fn a_step_with_its_own_code_runs_without_a_model() {
     let Some(sandbox) = sandbox().await else {
         return;
     };
-    let model = Arc::new(Scripted::new(Vec::<String>::new()));
+    let model = Arc::new(scripted(Vec::<&str>::new()));
     let exec = CodeStepExecutor::new(model.clone(), sandbox);
     let step = code_step("check", "Check the sum").with_code(
         CodeLang::Bash,

@@ -167,4 +167,3 @@ pub fn host_uid_of(marker: &str) -> Option<u32> {
     }
     None
 }
-pub mod scripted;

@@ -51,6 +51,12 @@ impl Backoff {
         }
     }
 
+    /// The same waits, without jitter (predictable, for tests).
+    pub fn without_jitter(mut self) -> Self {
+        self.jitter = false;
+        self
+    }
+
     /// The waits before retries 1, 2, ..., `retries`.
     pub(crate) fn delays(&self, retries: u32) -> Vec<Duration> {
         if self.initial.is_zero() {

@@ -41,6 +41,8 @@ pub struct PlanRun {
     pub completed: HashMap<StepId, String>,
     /// Attempts made before, per step, so attempt numbers continue after a resume.
     pub prior_attempts: HashMap<StepId, u32>,
+    /// Whether `plan` was validated already (by the runner itself).
+    validated: bool,
 }
 
 impl PlanRun {
@@ -52,6 +54,7 @@ impl PlanRun {
             revision: 0,
             completed: HashMap::new(),
             prior_attempts: HashMap::new(),
+            validated: false,
         }
     }
 
@@ -198,7 +201,14 @@ impl Runner {
             revision: 0,
         });
         let result = self
-            .drive(&session, PlanRun::new(record.id.clone(), plan), no_stream())
+            .drive(
+                &session,
+                PlanRun {
+                    validated: true,
+                    ..PlanRun::new(record.id.clone(), plan)
+                },
+                no_stream(),
+            )
             .await;
         self.finish(session, result).await
     }
@@ -350,6 +360,7 @@ impl Runner {
             revision,
             completed,
             prior_attempts,
+            validated,
         } = run;
         let goal: Arc<str> = Arc::from(plan.goal.as_str());
         // A child, so that a failure cancelling the run leaves the caller's token alone.
@@ -363,7 +374,7 @@ impl Runner {
             reports: Vec::with_capacity(plan.steps.len()),
             problems: Vec::new(),
         };
-        if stream.is_none() {
+        if stream.is_none() && !validated {
             // Every problem at once, before anything runs.
             PlanGraph::with_limits(plan.clone(), &unlimited())?;
         }

@@ -14,18 +14,18 @@ use plan_llm::{LlmError, Reply, ScriptedModel};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     // Every call takes 200 ms; `broken` always fails with a non-retryable error, so its
-    // fallback runs.
+    // fallback runs (rules are checked in the order added: the fallback's rule first).
     let model = ScriptedModel::new()
         .with_latency(Duration::from_millis(200))
+        .when_user_contains("from memory", Reply::text("(the fallback's answer)"))
         .when_user_contains(
-            "`broken`",
+            "Your step (`broken`)",
             Reply::error(LlmError::BadRequest {
                 provider: "scripted".into(),
                 status: 400,
                 message: "this step always fails".into(),
             }),
         )
-        .when_user_contains("from memory", Reply::text("(the fallback's answer)"))
         .otherwise(Reply::text("(an answer)"));
 
     let plan = Plan::new(

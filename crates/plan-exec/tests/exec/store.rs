@@ -78,7 +78,7 @@ async fn an_output_is_committed_once() {
         },
     );
     store
-        .commit_output(&record.id, &out, &[ev.clone()])
+        .commit_output(&record.id, &out, std::slice::from_ref(&ev))
         .await
         .unwrap();
     let err = store

@@ -51,6 +51,12 @@ impl Backoff {
         }
     }
 
+    /// The same waits, without jitter (predictable, for tests).
+    pub fn without_jitter(mut self) -> Self {
+        self.jitter = false;
+        self
+    }
+
     /// The waits before retries 1, 2, ..., `retries`.
     pub(crate) fn delays(&self, retries: u32) -> Vec<Duration> {
         if self.initial.is_zero() {
@@ -64,7 +70,11 @@ impl Backoff {
         if self.jitter {
             builder = builder.with_jitter();
         }
-        builder.build().collect()
+        // Whole milliseconds: backon's float arithmetic leaves nanosecond noise.
+        builder
+            .build()
+            .map(|d| Duration::from_millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)))
+            .collect()
     }
 }
 

@@ -117,6 +117,21 @@ pub struct StepOutputRecord {
     pub ts: Timestamp,
 }
 
+impl StepOutputRecord {
+    /// A record of `output` for `step`: one attempt, no fallback, revision 0, stamped now.
+    pub fn new(step: impl Into<StepId>, output: impl Into<String>) -> Self {
+        Self {
+            step: step.into(),
+            output: output.into(),
+            attempts: 1,
+            fallback: false,
+            revision: 0,
+            duration_ms: 0,
+            ts: Timestamp::now(),
+        }
+    }
+}
+
 /// One line of `plan runs`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]

@@ -1,0 +1,10 @@
+//! Integration tests of plan-exec through its public API (the sandbox has its own).
+
+mod support;
+
+mod crash;
+mod faults;
+mod llm;
+mod props;
+mod runner;
+mod store;

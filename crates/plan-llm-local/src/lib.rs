@@ -47,7 +47,7 @@
 //! use plan_llm_local::{FetchEvent, FetchOptions, ModelStore};
 //!
 //! let dir = tempfile::tempdir()?;
-//! let store = ModelStore::new(dir.path());
+//! let store = ModelStore::new(dir.path().join("cache"));
 //! // A file that is not the model is rejected, and nothing lands in the cache.
 //! let bogus = dir.path().join("bogus.gguf");
 //! std::fs::write(&bogus, b"not a model")?;

@@ -12,3 +12,17 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 #![deny(clippy::print_stdout, clippy::print_stderr)]
+
+mod error;
+mod planner;
+mod prompts;
+mod repair;
+mod stream;
+
+pub use error::StrategyError;
+pub use planner::{
+    AgentInfo, FailedStep, FinishedStep, LlmCall, LlmPlanner, PlanContext, PlanRequest, Planned,
+    Planner, PlannerConfig, RepairNote, ReplanContext, StepSink, StepSource, step_channel,
+};
+pub use prompts::PLAN_SCHEMA;
+pub use stream::StepStreamParser;

@@ -1,0 +1,6 @@
+//! Integration tests of plan-core through its public API (one test binary).
+
+mod graph;
+mod repair;
+mod scheduler;
+mod support;

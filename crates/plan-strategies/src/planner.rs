@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures::StreamExt;
-use plan_core::{Limits, Plan, PlanGraph, Step, StepId};
+use plan_core::{Limits, Plan, PlanGraph, RepairReport, Step, StepId};
 use plan_llm::{Chunk, Message, Provider, Request, ResponseFormat, Usage};
 use serde::Serialize;
 use tokio::sync::mpsc;
@@ -216,8 +216,10 @@ pub struct LlmCall {
 pub struct RepairNote {
     /// The problems of the last reply, as sent to the model.
     pub problems: Vec<String>,
-    /// Each change made, in words.
+    /// Each change made, in words (plan-core's changes and the planner's own).
     pub changes: Vec<String>,
+    /// plan-core's repair report.
+    pub report: RepairReport,
 }
 
 /// A plan the planner made, and how it got there.
@@ -622,7 +624,7 @@ impl LlmPlanner {
                 problems: texts,
             });
         };
-        let (plan, changes) = self.repair(request, plan);
+        let (plan, report, changes) = self.repair(request, plan);
         let (_, remaining) = self.check_plan(request, plan.clone());
         if remaining.iter().any(|p| p.hard) {
             return Err(StrategyError::InvalidPlan {
@@ -638,6 +640,7 @@ impl LlmPlanner {
             repair: Some(RepairNote {
                 problems: texts,
                 changes,
+                report,
             }),
             streamed,
         })
@@ -709,7 +712,7 @@ impl LlmPlanner {
     }
 
     /// The repair pass: fixes what can be fixed mechanically in the last reply.
-    fn repair(&self, request: &PlanRequest, plan: Plan) -> (Plan, Vec<String>) {
+    fn repair(&self, request: &PlanRequest, plan: Plan) -> (Plan, RepairReport, Vec<String>) {
         let kept: HashSet<StepId> = request.kept().iter().map(|f| f.step.id.clone()).collect();
         let mut changes = Vec::new();
         let mut plan = plan;
@@ -736,9 +739,10 @@ impl LlmPlanner {
                 }
             }
         }
-        let (plan, core_changes) = crate::repair::repair_plan(plan, self.config.max_steps + kept.len());
+        let (plan, report, core_changes) =
+            crate::repair::repair_plan(plan, self.config.max_steps + kept.len());
         changes.extend(core_changes);
-        (plan, changes)
+        (plan, report, changes)
     }
 }
 

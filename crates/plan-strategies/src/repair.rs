@@ -1,104 +1,36 @@
-//! The mechanical repair pass applied when re-prompting did not give a valid plan.
+//! The repair pass applied when re-prompting did not give a valid plan: plan-core's
+//! [`repair`](plan_core::repair), then the step cap.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
-use plan_core::{Plan, PlanGraph, PlanProblem, Step, StepId};
+use plan_core::{Plan, RepairReport, StepId};
 
-/// Fixes what can be fixed without the model: empty ids, duplicate ids, self and unknown
-/// dependencies, cycles (the dependency closing each cycle is removed) and too many steps.
-/// Returns the plan and the changes made, in words.
-pub(crate) fn repair_plan(plan: Plan, max_steps: usize) -> (Plan, Vec<String>) {
-    let mut changes = Vec::new();
-    let goal = plan.goal.clone();
-    let mut steps: Vec<Step> = Vec::new();
-    let mut ids = HashSet::new();
-    for (i, mut s) in plan.steps.into_iter().enumerate() {
-        if s.description.trim().is_empty() {
-            changes.push(format!("dropped step #{} with an empty description", i + 1));
-            continue;
-        }
-        if s.id.as_str().trim().is_empty() {
-            let id = unique(&ids, &format!("step_{}", i + 1));
-            changes.push(format!("gave step #{} the id `{id}`", i + 1));
-            s.id = StepId::new(id);
-        }
-        if ids.contains(&s.id) {
-            let id = unique(&ids, s.id.as_str());
-            changes.push(format!("renamed a second step `{}` to `{id}`", s.id));
-            s.id = StepId::new(id);
-        }
-        ids.insert(s.id.clone());
-        steps.push(s);
-    }
-    if steps.len() > max_steps {
+/// Repairs `plan` with plan-core's repair pass and cuts it to `max_steps` steps. Returns
+/// the plan, plan-core's report, and every change in words.
+pub(crate) fn repair_plan(plan: Plan, max_steps: usize) -> (Plan, RepairReport, Vec<String>) {
+    let (mut plan, report) = plan_core::repair(plan);
+    let mut changes: Vec<String> = report.changes.iter().map(ToString::to_string).collect();
+    if plan.steps.len() > max_steps {
         changes.push(format!(
             "dropped the last {} steps to stay within {max_steps}",
-            steps.len() - max_steps
+            plan.steps.len() - max_steps
         ));
-        steps.truncate(max_steps);
-        let ids: HashSet<StepId> = steps.iter().map(|s| s.id.clone()).collect();
-        for s in &mut steps {
+        plan.steps.truncate(max_steps);
+        let ids: HashSet<StepId> = plan.steps.iter().map(|s| s.id.clone()).collect();
+        for s in &mut plan.steps {
             s.dependencies.retain(|d| ids.contains(d));
         }
     }
-    let ids: HashSet<StepId> = steps.iter().map(|s| s.id.clone()).collect();
-    for s in &mut steps {
-        let before = s.dependencies.len();
-        let own = s.id.clone();
-        let mut seen = HashSet::new();
-        s.dependencies
-            .retain(|d| d != &own && ids.contains(d) && seen.insert(d.clone()));
-        if s.dependencies.len() != before {
-            changes.push(format!(
-                "removed self, unknown or repeated dependencies of `{}`",
-                s.id
-            ));
-        }
-    }
-    // Break cycles: remove the dependency that closes each cycle reported, until none is.
-    for _ in 0..steps.len().max(1) {
-        let plan = Plan::new(goal.clone(), steps.clone());
-        let Err(errors) = PlanGraph::with_limits(plan, &plan_core::Limits::with_max_steps(usize::MAX)) else {
-            break;
-        };
-        let mut cut = false;
-        for p in &errors.problems {
-            if let PlanProblem::Cycle { path } = p {
-                if let [from, to, ..] = path.as_slice() {
-                    let index: HashMap<&StepId, usize> =
-                        steps.iter().enumerate().map(|(i, s)| (&s.id, i)).collect();
-                    if let Some(&i) = index.get(from) {
-                        let to = to.clone();
-                        steps[i].dependencies.retain(|d| d != &to);
-                        changes.push(format!(
-                            "removed the dependency of `{from}` on `{to}` to break a cycle"
-                        ));
-                        cut = true;
-                        break;
-                    }
-                }
-            }
-        }
-        if !cut {
-            break;
-        }
-    }
-    (Plan::new(goal, steps), changes)
-}
-
-fn unique(ids: &HashSet<StepId>, base: &str) -> String {
-    (2..)
-        .map(|n| format!("{base}_{n}"))
-        .find(|c| !ids.contains(c.as_str()))
-        .unwrap_or_else(|| base.to_owned())
+    (plan, report, changes)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use plan_core::{PlanGraph, Step};
 
     #[test]
-    fn repairs_cycles_duplicates_and_unknown_dependencies() {
+    fn repairs_cycles_duplicates_unknown_dependencies_and_length() {
         let plan = Plan::new(
             "g",
             vec![
@@ -108,9 +40,11 @@ mod tests {
                 Step::new("a", "again"),
             ],
         );
-        let (plan, changes) = repair_plan(plan, 10);
+        let (plan, report, changes) = repair_plan(plan, 3);
         assert!(PlanGraph::new(plan.clone()).is_ok(), "{changes:?}");
-        assert_eq!(plan.steps[3].id.as_str(), "a_2");
-        assert!(changes.iter().any(|c| c.contains("cycle")));
+        assert_eq!(plan.steps.len(), 3);
+        assert!(!report.is_empty());
+        assert!(changes.iter().any(|c| c.contains("cycle")), "{changes:?}");
+        assert!(changes.iter().any(|c| c.contains("within 3")), "{changes:?}");
     }
 }

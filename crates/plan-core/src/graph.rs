@@ -47,6 +47,13 @@ pub enum PlanProblem {
         /// Position of the step.
         index: usize,
     },
+    /// A node of a [`GoalTree`](crate::GoalTree) below the top level has an empty id.
+    EmptyChildId {
+        /// The full id of the parent sub-goal.
+        parent: StepId,
+        /// Position among the parent's children, 0-based.
+        index: usize,
+    },
     /// A step has an empty description.
     EmptyDescription {
         /// The step.
@@ -93,6 +100,11 @@ impl fmt::Display for PlanProblem {
                     index + 1
                 )
             }
+            PlanProblem::EmptyChildId { parent, index } => write!(
+                f,
+                "child #{} of `{parent}` has an empty id: give it an id unique among its siblings",
+                index + 1
+            ),
             PlanProblem::EmptyDescription { step } => write!(
                 f,
                 "step `{step}` has an empty description: say what the step should do"

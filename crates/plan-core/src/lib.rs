@@ -28,6 +28,7 @@ mod model;
 mod repair;
 mod scheduler;
 mod state;
+mod tree;
 
 pub use event::{Event, EventKind, RunId, RunStatus, Timestamp};
 pub use graph::{CriticalPath, Limits, PlanErrors, PlanGraph, PlanProblem};
@@ -35,3 +36,4 @@ pub use model::{CodeLang, ParsePlanError, Plan, Step, StepBody, StepId, StepKind
 pub use repair::{RepairChange, RepairReport, repair};
 pub use scheduler::{ScheduleState, Scheduler, SchedulerCounts};
 pub use state::{RunState, StepState, StepStatus, TransitionError};
+pub use tree::{FlatPlan, GoalNode, GoalTree, PATH_SEPARATOR};

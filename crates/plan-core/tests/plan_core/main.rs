@@ -4,3 +4,4 @@ mod graph;
 mod repair;
 mod scheduler;
 mod support;
+mod tree;

@@ -118,8 +118,8 @@ impl std::fmt::Debug for AgentBuilder {
 impl AgentBuilder {
     /// The model used for planning, critique, decomposition and synthesis, and (unless
     /// [`executor`](Self::executor) is set) for the steps.
-    pub fn provider(mut self, provider: impl Into<Arc<dyn Provider>>) -> Self {
-        self.provider = Some(provider.into());
+    pub fn provider(mut self, provider: impl Provider + 'static) -> Self {
+        self.provider = Some(Arc::new(provider));
         self
     }
 
@@ -1063,7 +1063,6 @@ impl Agent {
             if !announced {
                 run.plan_created(&plan, revision).await?;
             }
-            announced = false;
             let mut job = PlanRun::new(run.id.clone(), plan.clone())
                 .with_revision(revision)
                 .with_completed(completed.clone());

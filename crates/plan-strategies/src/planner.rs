@@ -40,10 +40,10 @@ impl AgentInfo {
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct PlannerConfig {
-    /// The fewest steps the planner asks for (default 3). A smaller plan is re-prompted once
-    /// and then accepted: some goals are small.
+    /// The fewest steps the prompt asks for (default 3). Guidance only: a smaller plan is
+    /// accepted, since some goals are small.
     pub min_steps: usize,
-    /// The most steps a plan may have (default 10); larger plans are rejected.
+    /// The most steps a plan may have (default 10); a larger plan is re-prompted, then cut.
     pub max_steps: usize,
     /// How often a bad reply is answered with its problems before repair (default 2).
     pub max_fix_attempts: u32,
@@ -211,7 +211,7 @@ pub struct LlmCall {
 }
 
 /// What the repair pass changed in a plan the model could not get right.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub struct RepairNote {
     /// The problems of the last reply, as sent to the model.
@@ -365,9 +365,9 @@ impl std::fmt::Debug for LlmPlanner {
 
 impl LlmPlanner {
     /// A planner over `provider` with the default configuration.
-    pub fn new(provider: impl Into<Arc<dyn Provider>>) -> Self {
+    pub fn new(provider: impl Provider + 'static) -> Self {
         Self {
-            provider: provider.into(),
+            provider: Arc::new(provider),
             config: PlannerConfig::default(),
         }
     }
@@ -585,10 +585,7 @@ impl LlmPlanner {
                 _ => self.call(&req, purpose, &mut calls).await?,
             };
             let (plan, problems) = self.check_reply(request, &text);
-            let hard = problems.iter().any(|p| p.hard);
-            // Soft problems (too few steps) are re-prompted once, then accepted.
-            let acceptable = problems.is_empty() || (!hard && (attempt > 1 || attempt == attempts_allowed));
-            if acceptable {
+            if problems.is_empty() {
                 if let Some(plan) = plan {
                     return Ok(Planned {
                         plan,
@@ -626,7 +623,7 @@ impl LlmPlanner {
         };
         let (plan, report, changes) = self.repair(request, plan);
         let (_, remaining) = self.check_plan(request, plan.clone());
-        if remaining.iter().any(|p| p.hard) {
+        if !remaining.is_empty() {
             return Err(StrategyError::InvalidPlan {
                 attempts: attempts_allowed,
                 problems: remaining.into_iter().map(|p| p.text).collect(),
@@ -662,20 +659,10 @@ impl LlmPlanner {
                         )));
                     }
                 }
-                let new_count = new_steps.steps.len();
                 let merged = merge(request, new_steps);
                 if problems.is_empty() {
                     let (_, mut more) = self.check_plan(request, merged.clone());
                     problems.append(&mut more);
-                }
-                if matches!(request.context, PlanContext::Fresh | PlanContext::Improve { .. })
-                    && new_count > 0
-                    && new_count < self.config.min_steps
-                {
-                    problems.push(Problem::soft(format!(
-                        "the plan has {new_count} steps, fewer than {}: split the work into concrete steps if it has parts that can be done separately",
-                        self.config.min_steps
-                    )));
                 }
                 (Some(merged), problems)
             }
@@ -804,18 +791,15 @@ pub(crate) fn streamed_consistent(planned: &Planned) -> bool {
         .all(|s| planned.plan.step(s.id.as_str()) == Some(s))
 }
 
+/// One thing wrong with a reply, in the words sent back to the model.
 #[derive(Debug)]
 struct Problem {
     text: String,
-    hard: bool,
 }
 
 impl Problem {
     fn hard(text: String) -> Self {
-        Self { text, hard: true }
-    }
-    fn soft(text: String) -> Self {
-        Self { text, hard: false }
+        Self { text }
     }
 }
 

@@ -1,0 +1,9 @@
+//! Integration tests of plan-exec through its public API (the sandbox has its own).
+
+mod support;
+
+mod crash;
+mod faults;
+mod llm;
+mod runner;
+mod store;

@@ -893,9 +893,9 @@ impl Agent {
         let planning = async {
             let result = self.inner.planner.plan_streamed(&request, sink).await;
             match &result {
+                // The runner saves the plan and emits `plan_created` when the stream ends.
                 Ok(planned) if streamed_consistent(planned) => {
                     run.record_calls(&planned.calls).await?;
-                    run.plan_created(&planned.plan, 0).await?;
                 }
                 _ => stream_cancel.cancel(),
             }

@@ -144,25 +144,29 @@ mod tests {
 
         #[test]
         fn plan_system_prompt_with_agents_and_bounds() {
-            let p = planner().with_config(
-                PlannerConfig::default()
-                    .with_step_bounds(2, 6)
-                    .with_agents(vec![
+            let p =
+                planner().with_config(PlannerConfig::default().with_step_bounds(2, 6).with_agents(
+                    vec![
                         AgentInfo::new("researcher", "searches the document index"),
                         AgentInfo::new("coder", "writes and runs Python in a sandbox"),
-                    ]),
-            );
+                    ],
+                ));
             insta::assert_snapshot!(p.system_prompt().unwrap());
         }
 
         #[test]
         fn plan_user_prompts() {
             let p = planner();
-            let fresh = p.user_prompt(&PlanRequest::new("Compare Rust web frameworks")).unwrap();
+            let fresh = p
+                .user_prompt(&PlanRequest::new("Compare Rust web frameworks"))
+                .unwrap();
             let improve = p
                 .user_prompt(&PlanRequest::improve(
                     plan(),
-                    vec!["nothing checks the comparison".into(), "search is vague".into()],
+                    vec![
+                        "nothing checks the comparison".into(),
+                        "search is vague".into(),
+                    ],
                 ))
                 .unwrap();
             let replan = p
@@ -245,7 +249,8 @@ mod tests {
                 },
             ];
             let messages =
-                synthesis_messages("Compare Rust web frameworks", &steps, Some("tree here")).unwrap();
+                synthesis_messages("Compare Rust web frameworks", &steps, Some("tree here"))
+                    .unwrap();
             insta::assert_snapshot!(format!(
                 "--- system\n{}\n--- user\n{}",
                 messages[0].content, messages[1].content

@@ -17,14 +17,11 @@ async fn main() -> anyhow::Result<()> {
     // fallback runs.
     let model = ScriptedModel::new()
         .with_latency(Duration::from_millis(200))
-        .when_user_contains(
-            "`broken`",
-            Reply::error(LlmError::BadRequest {
-                provider: "scripted".into(),
-                status: 400,
-                message: "this step always fails".into(),
-            }),
-        )
+        .when_user_contains("`broken`", Reply::error(LlmError::BadRequest {
+            provider: "scripted".into(),
+            status: 400,
+            message: "this step always fails".into(),
+        }))
         .when_user_contains("from memory", Reply::text("(the fallback's answer)"))
         .otherwise(Reply::text("(an answer)"));
 
@@ -72,10 +69,7 @@ async fn main() -> anyhow::Result<()> {
     drop(runner); // lets the event channel close
     printer.await?;
 
-    println!(
-        "run {} {} in {} ms",
-        report.run_id, report.status, report.duration_ms
-    );
+    println!("run {} {} in {} ms", report.run_id, report.status, report.duration_ms);
     for step in &report.steps {
         println!(
             "{:<8} {:<10} attempts={} fallback={} {}",
@@ -87,10 +81,7 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     for run in store.list_runs().await? {
-        println!(
-            "stored: {} {} {}/{} steps",
-            run.id, run.status, run.steps_done, run.steps_total
-        );
+        println!("stored: {} {} {}/{} steps", run.id, run.status, run.steps_done, run.steps_total);
     }
     let _ = std::fs::remove_dir_all(dir);
     Ok(())

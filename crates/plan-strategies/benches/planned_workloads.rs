@@ -17,7 +17,6 @@
 //!
 //! Prints a table of makespan, ideal, ratio and calls.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;

@@ -827,3 +827,60 @@ fn key_types_are_send_and_sync() {
     is::<plan_strategies::AgentReport>();
     is::<plan_strategies::StrategyError>();
 }
+
+#[tokio::test]
+async fn a_cancelled_run_is_reported_and_resumes_where_it_stopped() {
+    let dir = std::env::temp_dir().join(format!("plan-strat-cancel-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("runs.db");
+    let _ = std::fs::remove_file(&path);
+    let fake = Fake::with_model(ScriptedModel::new().with_latency(Duration::from_millis(150)))
+        .plan(plan_json(THREE));
+    let cancel = plan_exec::CancelToken::new();
+    let cancellable = agent(&fake, Strategy::Dag)
+        .planning_mode(PlanningMode::PlanThenRun)
+        .store(SqliteStore::open(&path).unwrap())
+        .cancel_token(cancel.clone())
+        .build()
+        .unwrap();
+    let stopper = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        cancel.cancel();
+    });
+    let first = cancellable.run("cancel me").await.unwrap();
+    stopper.await.unwrap();
+    assert_eq!(first.status, RunStatus::Cancelled);
+    assert!(first.failure.as_deref().unwrap().contains("plan resume"));
+    assert!(first.answer.is_none());
+    let done_before: Vec<String> = fake.step_requests();
+    let fake2 = Fake::non_streaming();
+    let second = agent(&fake2, Strategy::Dag)
+        .store(SqliteStore::open(&path).unwrap())
+        .build()
+        .unwrap()
+        .resume(&first.run_id)
+        .await
+        .unwrap();
+    assert!(second.is_success(), "{:?}", second.failure);
+    // every step ran to completion exactly once over both sessions, except one cancelled
+    // in flight, which the resume ran again
+    let completed_before: Vec<&str> = first
+        .steps
+        .iter()
+        .filter(|s| s.status == "completed")
+        .map(|s| s.id.as_str())
+        .collect();
+    for id in &completed_before {
+        assert!(
+            !fake2.step_requests().iter().any(|s| s == id),
+            "{id} ran again"
+        );
+    }
+    assert_eq!(
+        completed_before.len() + fake2.step_requests().len(),
+        3,
+        "before: {done_before:?}, after: {:?}",
+        fake2.step_requests()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,284 @@
+//! Whole-run benchmark (`cargo bench -p plan-strategies --bench planned_workloads`): plan-exec's
+//! reference workloads *planned by the DAG strategy*. The plan comes from plan-exec's fake
+//! OpenAI-compatible server (axum on loopback, 300 ms per call, over real HTTP with
+//! plan-llm's OpenAI adapter), the steps run through the parallel runner and the LLM step
+//! executor against the same server, and a synthesis call writes the answer.
+//!
+//! A whole run is ideal at (critical path + 2) x latency: one planning call, the steps on
+//! the critical path, one synthesis call. Only streamed planning can beat that, by starting
+//! the first steps while the plan is still being generated. Three set-ups per workload:
+//!
+//! - `plan-then-run`: the whole plan, then the run;
+//! - `streamed, burst`: streamed planning against the fake server, which (like a server
+//!   that buffers) sends the whole reply at once after its latency: no overlap is possible;
+//! - `streamed, paced`: the planning and synthesis replies are generated at an even pace
+//!   over the same 300 ms (the fake server, behind a wrapper that spreads the reply's text
+//!   over the latency as a model generating tokens would), so steps overlap the planning.
+//!
+//! Prints a table of makespan, ideal, ratio and calls.
+
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use plan_core::{Plan, Step, StepKind};
+use plan_exec::testing::{FakeOpenAi, FakeOpenAiConfig, FakeReply, default_reply};
+use plan_exec::{LlmStepExecutor, RunOptions, StepPolicy};
+use plan_llm::{
+    Capabilities, Chunk, ChunkStream, FinishReason, Flavour, LlmError, OpenAi, Provider, Request,
+    Response,
+};
+use plan_strategies::{Agent, PlannerConfig, PlanningMode, Strategy};
+
+const LATENCY: Duration = Duration::from_millis(300);
+const PIECES: u32 = 30;
+
+fn step(id: &str, what: &str, deps: &[String]) -> Step {
+    Step::new(id, what).depends_on(deps.iter().cloned())
+}
+
+fn chain(n: usize) -> Plan {
+    let steps = (0..n)
+        .map(|i| {
+            let deps: Vec<String> = if i == 0 {
+                vec![]
+            } else {
+                vec![format!("c{}", i - 1)]
+            };
+            step(
+                &format!("c{i}"),
+                &format!("Refine the draft, pass {i}"),
+                &deps,
+            )
+        })
+        .collect();
+    Plan::new("Write a short essay in six passes", steps)
+}
+
+fn fan_out(n: usize) -> Plan {
+    let mut steps: Vec<Step> = (0..n)
+        .map(|i| step(&format!("f{i}"), &format!("Summarise source {i}"), &[]))
+        .collect();
+    let all: Vec<String> = (0..n).map(|i| format!("f{i}")).collect();
+    steps.push(step("merge", "Merge the summaries", &all));
+    Plan::new("Summarise eight sources and merge them", steps)
+}
+
+fn diamond() -> Plan {
+    Plan::new(
+        "Plan a trip",
+        vec![
+            step("1", "Pick a destination", &[]),
+            step("2a", "Find flights", &["1".into()]),
+            step("2b", "Find hotels", &["1".into()]),
+            step("3", "Make an itinerary", &["2a".into(), "2b".into()]),
+        ],
+    )
+}
+
+fn layered(widths: &[usize]) -> Plan {
+    let mut steps = Vec::new();
+    for (l, &w) in widths.iter().enumerate() {
+        for k in 0..w {
+            let deps: Vec<String> = if l == 0 {
+                vec![]
+            } else {
+                let p = widths[l - 1];
+                let mut d = vec![format!("L{}_{}", l - 1, k % p)];
+                let other = format!("L{}_{}", l - 1, (k + 1) % p);
+                if !d.contains(&other) {
+                    d.push(other);
+                }
+                d
+            };
+            steps.push(step(
+                &format!("L{l}_{k}"),
+                &format!("Task {k} of stage {l}"),
+                &deps,
+            ));
+        }
+    }
+    Plan::new("A layered project", steps)
+}
+
+fn research() -> Plan {
+    let searches: Vec<String> = (1..=3).map(|i| format!("search{i}")).collect();
+    let mut steps: Vec<Step> = searches
+        .iter()
+        .map(|id| step(id, &format!("Search the web: {id}"), &[]).with_kind(StepKind::Search))
+        .collect();
+    steps.push(step("analyze1", "Analyse speed", &searches).with_kind(StepKind::Analyze));
+    steps.push(step("analyze2", "Analyse ecosystems", &searches).with_kind(StepKind::Analyze));
+    steps.push(
+        step(
+            "synthesis",
+            "Write the comparison",
+            &["analyze1".into(), "analyze2".into()],
+        )
+        .with_kind(StepKind::Synthesize),
+    );
+    Plan::new("Compare the top 3 Python web frameworks", steps)
+}
+
+/// A provider that generates its replies at an even pace: the inner provider answers
+/// at once, and the reply's text is streamed in `PIECES` pieces over `LATENCY` (for
+/// `complete`, the whole reply after `LATENCY`).
+struct Paced<P> {
+    inner: P,
+}
+
+#[async_trait]
+impl<P: Provider> Provider for Paced<P> {
+    fn name(&self) -> &str {
+        "paced"
+    }
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+    async fn complete(&self, request: &Request) -> Result<Response, LlmError> {
+        let response = self.inner.complete(request).await?;
+        tokio::time::sleep(LATENCY).await;
+        Ok(response)
+    }
+    async fn stream(&self, request: &Request) -> Result<ChunkStream, LlmError> {
+        let response = self.inner.complete(request).await?;
+        let text: Vec<char> = response.content.chars().collect();
+        let per = text.len().div_ceil(PIECES as usize).max(1);
+        let pieces: Vec<String> = text.chunks(per).map(|c| c.iter().collect()).collect();
+        let usage = response.usage;
+        let delay = LATENCY / PIECES;
+        let stream = futures::stream::iter(pieces)
+            .then(move |piece| async move {
+                tokio::time::sleep(delay).await;
+                Ok(Chunk::Text(piece))
+            })
+            .chain(futures::stream::iter([
+                Ok(Chunk::Usage(usage)),
+                Ok(Chunk::Finish(FinishReason::Stop)),
+            ]));
+        Ok(Box::pin(stream))
+    }
+}
+
+fn responder(plan: Plan) -> impl Fn(&plan_exec::testing::FakeRequest) -> FakeReply {
+    let json = serde_json::to_string(&plan).unwrap_or_default();
+    move |r| {
+        let system = r
+            .messages
+            .iter()
+            .find(|(role, _)| role == "system")
+            .map(|(_, c)| c.as_str())
+            .unwrap_or("");
+        if system.contains("You are a planner") {
+            FakeReply::Text(json.clone())
+        } else if system.contains("final answer") {
+            FakeReply::Text("the answer".into())
+        } else {
+            FakeReply::Text(default_reply(&r.key))
+        }
+    }
+}
+
+fn openai(server: &FakeOpenAi) -> OpenAi {
+    OpenAi::new("fake-model", None)
+        .with_base_url(server.base_url())
+        .with_flavour(Flavour::compatible())
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Setup {
+    PlanThenRun,
+    Burst,
+    Paced,
+}
+
+async fn run_once(plan: &Plan, setup: Setup) -> (Duration, usize, bool) {
+    let steps_server = FakeOpenAi::start(
+        FakeOpenAiConfig::default()
+            .with_latency(LATENCY)
+            .with_responder(responder(plan.clone())),
+    )
+    .await
+    .unwrap();
+    let instant_server =
+        FakeOpenAi::start(FakeOpenAiConfig::default().with_responder(responder(plan.clone())))
+            .await
+            .unwrap();
+    let executor = LlmStepExecutor::new(openai(&steps_server));
+    let options = RunOptions::default()
+        .with_concurrency(16)
+        .with_policy(StepPolicy::default());
+    let config = PlannerConfig::default().with_step_bounds(3, 30);
+    let builder = Agent::builder()
+        .strategy(Strategy::Dag)
+        .executor(executor)
+        .run_options(options)
+        .planner_config(config);
+    let builder = match setup {
+        Setup::PlanThenRun => builder
+            .provider(openai(&steps_server))
+            .planning_mode(PlanningMode::PlanThenRun),
+        Setup::Burst => builder.provider(openai(&steps_server)),
+        Setup::Paced => builder.provider(Paced {
+            inner: openai(&instant_server),
+        }),
+    };
+    let agent = builder.build().unwrap();
+    // Warm the connection pools, as a long-running process would have them.
+    let _ = agent
+        .execute(Plan::new("warm", vec![Step::new("w", "warm up")]))
+        .await;
+    steps_server.reset();
+    instant_server.reset();
+    let t = Instant::now();
+    let report = agent.run(plan.goal.clone()).await.unwrap();
+    let took = t.elapsed();
+    let calls = steps_server.total_requests() + instant_server.total_requests();
+    (took, calls, report.is_success())
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let workloads: Vec<(&str, Plan, u32)> = vec![
+            ("chain of 6", chain(6), 6),
+            ("fan-out 8 then 1", fan_out(8), 2),
+            ("diamond", diamond(), 3),
+            ("layered 4,5,4,4,3", layered(&[4, 5, 4, 4, 3]), 5),
+            ("research 3-2-1", research(), 3),
+        ];
+        println!(
+            "latency {} ms per call; ideal = (critical path + 2) x latency (plan, steps, synthesis)\n",
+            LATENCY.as_millis()
+        );
+        println!(
+            "{:<20} {:>5} {:>7} {:>17} {:>17} {:>17} {:>6}",
+            "workload", "steps", "ideal", "plan-then-run", "streamed, burst", "streamed, paced", "calls"
+        );
+        for (name, plan, critical_path) in workloads {
+            let ideal = LATENCY * (critical_path + 2);
+            let mut cells = Vec::new();
+            let mut calls = 0;
+            for setup in [Setup::PlanThenRun, Setup::Burst, Setup::Paced] {
+                let (took, n, ok) = run_once(&plan, setup).await;
+                assert!(ok, "{name}: the run failed");
+                calls = n;
+                let ratio = took.as_secs_f64() / ideal.as_secs_f64();
+                cells.push(format!("{:>6.0} ms {:>5.3}", took.as_secs_f64() * 1000.0, ratio));
+            }
+            println!(
+                "{:<20} {:>5} {:>4} ms {:>17} {:>17} {:>17} {:>6}",
+                name,
+                plan.steps.len(),
+                ideal.as_millis(),
+                cells[0],
+                cells[1],
+                cells[2],
+                calls
+            );
+        }
+    });
+}

@@ -1,4 +1,4 @@
-//! Developer tasks: `cargo xtask ci | test | bench | fetch-model`.
+//! Developer tasks: `cargo xtask ci | test | bench | fetch-model | invariants`.
 
 mod fetch_model;
 mod invariants;
@@ -35,13 +35,15 @@ fn run() -> Result<()> {
         Some("test") => test(),
         Some("invariants") => invariants::check_workspace(),
         Some("fetch-model") => fetch_model::fetch_model(),
-        _ => bail!("usage: cargo xtask <ci|test|invariants|fetch-model>"),
+        Some("bench") => bench(),
+        _ => bail!("usage: cargo xtask <ci|test|bench|invariants|fetch-model>"),
     }
 }
 
 /// Installs what the tests need, then runs every test of the workspace.
 fn test() -> Result<()> {
     ensure_system_packages()?;
+    fetch_model::fetch_model().context("the embedded model is needed by the tests")?;
     let mut test = Command::new(cargo_bin());
     test.args(["test", "--workspace", "--locked"]);
     let fixtures = workspace_root().join("../shared/fixtures/providers");
@@ -49,6 +51,22 @@ fn test() -> Result<()> {
         test.env("PLAN_PROVIDER_FIXTURES", &fixtures);
     }
     exec(&mut test)
+}
+
+/// Runs every benchmark; each prints its figures.
+fn bench() -> Result<()> {
+    ensure_system_packages()?;
+    fetch_model::fetch_model()?;
+    for (krate, bench) in [
+        ("plan-core", "schedule"),
+        ("plan-exec", "workloads"),
+        ("plan-exec", "sandbox"),
+        ("plan-strategies", "planned_workloads"),
+        ("plan-llm-local", "local_model"),
+    ] {
+        cargo(&["bench", "--locked", "-p", krate, "--bench", bench])?;
+    }
+    Ok(())
 }
 
 /// System packages the tests need: bubblewrap for the sandbox, Debian's python3 (visible

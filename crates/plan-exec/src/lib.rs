@@ -12,3 +12,17 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 #![deny(clippy::print_stdout, clippy::print_stderr)]
+
+// --- tools and search (research) ---
+mod search;
+mod tools;
+
+#[cfg(feature = "search-index")]
+pub use search::{LocalIndex, LocalIndexConfig, RefreshStats};
+pub use search::{BraveSearch, BraveSearchConfig, SearchBackend, SearchError, SearchHit, SearchQuery};
+pub use tools::{
+    DynTool, FsRoot, ListFilesArgs, ListFilesTool, ReadFileArgs, ReadFileTool, SearchDocsArgs,
+    SearchDocsTool, Tool, ToolCallMode, ToolCallRecord, ToolContext, ToolError, ToolLoop,
+    ToolLoopConfig, ToolLoopError, ToolLoopOutcome, ToolObserver, ToolOutput, ToolSet, schema_for,
+};
+// --- end tools and search ---

@@ -12,3 +12,15 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 #![deny(clippy::print_stdout, clippy::print_stderr)]
+
+// --- agents and research (research) ---
+mod agents;
+mod research;
+
+pub use agents::{AgentCatalogue, AgentError, AgentProfile};
+pub use research::{
+    ModelCall, RESEARCH_PLANNER_GUIDANCE, ResearchAgent, ResearchConfig, ResearchError,
+    ResearchInput, ResearchOutput, Source, SourceLedger, citation_tags, default_research_plan,
+    query_for_step, research_catalogue,
+};
+// --- end agents and research ---

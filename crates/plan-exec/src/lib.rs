@@ -26,3 +26,13 @@ pub use tools::{
     ToolLoopConfig, ToolLoopError, ToolLoopOutcome, ToolObserver, ToolOutput, ToolSet, schema_for,
 };
 // --- end tools and search ---
+
+mod sandbox;
+
+// The sandbox.
+#[cfg(target_os = "linux")]
+pub use sandbox::{BwrapConfig, BwrapSandbox, ProcessSandbox};
+pub use sandbox::{
+    Isolation, LimitHit, Limits, MissingFile, OutputFile, ParseSandboxChoiceError, Program,
+    RunOutput, Sandbox, SandboxChoice, SandboxError,
+};

@@ -21,7 +21,7 @@ mod tools;
 pub use search::{LocalIndex, LocalIndexConfig, RefreshStats};
 pub use search::{BraveSearch, BraveSearchConfig, SearchBackend, SearchError, SearchHit, SearchQuery};
 pub use tools::{
-    DynTool, FsRoot, ListFilesArgs, ListFilesTool, ReadFileArgs, ReadFileTool, SearchDocsArgs,
+    CodeLanguage, DynTool, RunCodeArgs, RunCodeTool, FsRoot, ListFilesArgs, ListFilesTool, ReadFileArgs, ReadFileTool, SearchDocsArgs,
     SearchDocsTool, Tool, ToolCallMode, ToolCallRecord, ToolContext, ToolError, ToolLoop,
     ToolLoopConfig, ToolLoopError, ToolLoopOutcome, ToolObserver, ToolOutput, ToolSet, schema_for,
 };

@@ -3,6 +3,7 @@
 //! tool loop ([`ToolLoop`]) and the built-in tools (files under a root, document
 //! search).
 
+mod builtin_code;
 mod builtin_fs;
 mod builtin_search;
 mod tool_loop;
@@ -19,6 +20,7 @@ use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+pub use builtin_code::{CodeLanguage, RunCodeArgs, RunCodeTool};
 pub use builtin_fs::{FsRoot, ListFilesArgs, ListFilesTool, ReadFileArgs, ReadFileTool};
 pub use builtin_search::{SearchDocsArgs, SearchDocsTool};
 pub use tool_loop::{

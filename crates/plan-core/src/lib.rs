@@ -25,9 +25,11 @@
 mod event;
 mod graph;
 mod model;
+mod scheduler;
 mod state;
 
 pub use event::{Event, EventKind, RunId, RunStatus, Timestamp};
-pub use graph::{Limits, PlanErrors, PlanGraph, PlanProblem};
+pub use graph::{CriticalPath, Limits, PlanErrors, PlanGraph, PlanProblem};
 pub use model::{CodeLang, ParsePlanError, Plan, Step, StepBody, StepId, StepKind};
+pub use scheduler::{ScheduleState, Scheduler, SchedulerCounts};
 pub use state::{RunState, StepState, StepStatus, TransitionError};

@@ -63,7 +63,8 @@ pub use search::{BraveSearch, BraveSearchConfig, SearchBackend, SearchError, Sea
 pub use tools::{
     CodeLanguage, DynTool, RunCodeArgs, RunCodeTool, FsRoot, ListFilesArgs, ListFilesTool, ReadFileArgs, ReadFileTool, SearchDocsArgs,
     SearchDocsTool, Tool, ToolCallMode, ToolCallRecord, ToolContext, ToolError, ToolLoop,
-    ToolLoopConfig, ToolLoopError, ToolLoopOutcome, ToolObserver, ToolOutput, ToolSet, schema_for,
+    ToolLoopConfig, ToolLoopError, ToolLoopOutcome, ToolObserver, ToolOutput, ToolSet,
+    ToolStepExecutor, tool_schema,
 };
 // --- end tools and search ---
 

@@ -6,6 +6,7 @@
 mod builtin_code;
 mod builtin_fs;
 mod builtin_search;
+mod step;
 mod tool_loop;
 
 use std::collections::BTreeMap;
@@ -23,6 +24,7 @@ use serde::{Deserialize, Serialize};
 pub use builtin_code::{CodeLanguage, RunCodeArgs, RunCodeTool};
 pub use builtin_fs::{FsRoot, ListFilesArgs, ListFilesTool, ReadFileArgs, ReadFileTool};
 pub use builtin_search::{SearchDocsArgs, SearchDocsTool};
+pub use step::ToolStepExecutor;
 pub use tool_loop::{
     ToolCallMode, ToolCallRecord, ToolLoop, ToolLoopConfig, ToolLoopError, ToolLoopOutcome,
     ToolObserver,
@@ -224,7 +226,7 @@ pub trait DynTool: Send + Sync {
 }
 
 /// The JSON schema of a type, as a tool's `parameters` (an object schema).
-pub fn schema_for<T: JsonSchema>() -> serde_json::Value {
+pub fn tool_schema<T: JsonSchema>() -> serde_json::Value {
     let mut schema = serde_json::to_value(schemars::schema_for!(T)).unwrap_or_default();
     if let Some(obj) = schema.as_object_mut() {
         obj.remove("$schema");
@@ -238,7 +240,7 @@ pub fn schema_for<T: JsonSchema>() -> serde_json::Value {
 #[async_trait]
 impl<T: Tool> DynTool for T {
     fn spec(&self) -> ToolSpec {
-        ToolSpec::new(self.name(), self.description(), schema_for::<T::Args>())
+        ToolSpec::new(self.name(), self.description(), tool_schema::<T::Args>())
     }
 
     async fn call_json(

@@ -161,6 +161,7 @@ pub struct ToolLoop {
     provider: Arc<dyn Provider>,
     tools: ToolSet,
     config: ToolLoopConfig,
+    max_tokens: Option<u32>,
 }
 
 impl std::fmt::Debug for ToolLoop {
@@ -262,7 +263,14 @@ impl ToolLoop {
             provider,
             tools,
             config: ToolLoopConfig::default(),
+            max_tokens: None,
         }
+    }
+
+    /// Caps the tokens of each model reply (`None`: the provider's default).
+    pub fn with_max_tokens(mut self, max_tokens: Option<u32>) -> Self {
+        self.max_tokens = max_tokens;
+        self
     }
 
     /// Sets the settings.
@@ -356,6 +364,7 @@ impl ToolLoop {
         };
         let mut request = Request::new(messages).with_tools(self.tools.specs());
         request.temperature = self.config.temperature;
+        request.max_tokens = self.max_tokens;
         let limit = self.config.max_iterations;
         for round in 0..=limit {
             if round == limit {
@@ -421,6 +430,7 @@ impl ToolLoop {
         }
         let mut request = Request::new(messages);
         request.temperature = self.config.temperature;
+        request.max_tokens = self.max_tokens;
         let limit = self.config.max_iterations;
         for round in 0..=limit {
             if round == limit {

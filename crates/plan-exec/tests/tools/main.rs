@@ -2,6 +2,7 @@
 //! search tool, and the tool loop in native and JSON-action modes.
 
 mod fs;
+mod step;
 mod tool_loop;
 
 use plan_exec::{DynTool, Tool, ToolContext, ToolError, ToolOutput, ToolSet};

@@ -18,14 +18,14 @@ use super::tools;
 
 /// Replies in order; records requests.
 #[derive(Clone)]
-struct Script {
+pub struct Script {
     native_tools: bool,
     replies: Arc<Mutex<Vec<Response>>>,
     requests: Arc<Mutex<Vec<Request>>>,
 }
 
 impl Script {
-    fn new(native_tools: bool, mut replies: Vec<Response>) -> Self {
+    pub fn new(native_tools: bool, mut replies: Vec<Response>) -> Self {
         replies.reverse();
         Self {
             native_tools,
@@ -33,7 +33,7 @@ impl Script {
             requests: Arc::default(),
         }
     }
-    fn requests(&self) -> Vec<Request> {
+    pub fn requests(&self) -> Vec<Request> {
         self.requests.lock().unwrap().clone()
     }
 }
@@ -58,11 +58,11 @@ impl Provider for Script {
     }
 }
 
-fn text(content: &str) -> Response {
+pub fn text(content: &str) -> Response {
     Response::text(content, Usage::new(7, 3))
 }
 
-fn calls(calls: Vec<ToolCall>) -> Response {
+pub fn calls(calls: Vec<ToolCall>) -> Response {
     let mut r = Response::text("", Usage::new(7, 3));
     r.tool_calls = calls;
     r.finish_reason = FinishReason::ToolCalls;

@@ -2,11 +2,15 @@
 //! kinds) gathered in an [`AgentCatalogue`] that routes steps, checks plans for unknown
 //! agents and tells the planner which agents exist.
 
+mod team;
+
 use std::collections::BTreeSet;
 use std::path::Path;
 
 use plan_core::{Plan, Step, StepKind};
 use serde::{Deserialize, Serialize};
+
+pub use team::{AgentTeam, ModelResolver};
 
 /// A specialised agent: who it is, what it is for, and what it may use.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -113,6 +117,14 @@ pub enum AgentError {
         unknown: Vec<(String, String)>,
         /// The agents that exist, comma-separated.
         known: String,
+    },
+    /// A profile's model could not be made.
+    #[error("cannot make the model of agent `{agent}`: {message}")]
+    Model {
+        /// The profile.
+        agent: String,
+        /// What went wrong.
+        message: String,
     },
     /// A profile names tools that are not available.
     #[error("agent `{agent}` uses unknown tools: {}; available tools: {available}", tools.join(", "))]

@@ -7,6 +7,10 @@
 //! point at a file no search found. Tags the model made up are removed and reported.
 
 mod prompts;
+mod setup;
+
+#[cfg(feature = "search-index")]
+pub use setup::ResearchSetup;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

@@ -134,3 +134,172 @@ fn planner_brief_lists_agents_and_purposes() {
     insta::assert_snapshot!(catalogue().planner_brief());
     assert_eq!(AgentCatalogue::new().planner_brief(), "");
 }
+
+mod team {
+    use std::sync::{Arc, Mutex};
+
+    use async_trait::async_trait;
+    use plan_core::{EventKind, Plan, Step, StepKind};
+    use plan_exec::{EventLog, Router, Runner, StepOutcome, Tool, ToolContext, ToolError, ToolOutput, ToolSet};
+    use plan_llm::{Capabilities, LlmError, Provider, Request, Response, ToolCall, Usage};
+    use plan_strategies::{AgentCatalogue, AgentError, AgentTeam};
+    use schemars::JsonSchema;
+    use serde::Deserialize;
+
+    /// Replies in order, records requests; offers native tools.
+    #[derive(Clone)]
+    struct Model {
+        name: String,
+        replies: Arc<Mutex<Vec<Response>>>,
+        requests: Arc<Mutex<Vec<Request>>>,
+    }
+
+    impl Model {
+        fn new(name: &str, mut replies: Vec<Response>) -> Self {
+            replies.reverse();
+            Self {
+                name: name.to_owned(),
+                replies: Arc::new(Mutex::new(replies)),
+                requests: Arc::default(),
+            }
+        }
+        fn systems(&self) -> Vec<String> {
+            self.requests.lock().unwrap().iter().map(|r| r.messages[0].content.clone()).collect()
+        }
+    }
+
+    #[async_trait]
+    impl Provider for Model {
+        fn name(&self) -> &str {
+            &self.name
+        }
+        fn capabilities(&self) -> Capabilities {
+            let mut c = Capabilities::default();
+            c.tools = true;
+            c
+        }
+        async fn complete(&self, request: &Request) -> Result<Response, LlmError> {
+            self.requests.lock().unwrap().push(request.clone());
+            self.replies
+                .lock()
+                .unwrap()
+                .pop()
+                .ok_or_else(|| LlmError::Config(format!("{} ran out of replies", self.name)))
+        }
+    }
+
+    fn text(t: &str) -> Response {
+        Response::text(t, Usage::new(1, 1))
+    }
+
+    /// Arguments of `lookup`.
+    #[derive(Deserialize, JsonSchema)]
+    struct LookupArgs {
+        /// The term.
+        term: String,
+    }
+
+    struct Lookup;
+
+    impl Tool for Lookup {
+        type Args = LookupArgs;
+        fn name(&self) -> &str {
+            "lookup"
+        }
+        fn description(&self) -> &str {
+            "Looks a term up"
+        }
+        async fn call(&self, args: LookupArgs, _: &ToolContext) -> Result<ToolOutput, ToolError> {
+            Ok(ToolOutput::Text(format!("{} means 42", args.term)))
+        }
+    }
+
+    const PROFILES: &str = r#"
+        [[agent]]
+        name = "researcher"
+        description = "Looks things up"
+        system_prompt = "You are the researcher."
+        tools = ["lookup"]
+        kinds = ["search"]
+
+        [[agent]]
+        name = "writer"
+        description = "Writes"
+        system_prompt = "You are the writer."
+        model = "fake:writer"
+    "#;
+
+    #[tokio::test]
+    async fn steps_run_on_their_agents_models_tools_and_prompts() {
+        let default = Model::new(
+            "default",
+            vec![
+                {
+                    let mut r = text("");
+                    r.tool_calls = vec![ToolCall::new("c", "lookup", serde_json::json!({"term": "zorp"}))];
+                    r
+                },
+                text("zorp means 42"),
+                text("general work done"),
+            ],
+        );
+        let writer = Model::new("writer", vec![text("The report: zorp means 42.")]);
+        let writer_for_resolver = writer.clone();
+        let catalogue = AgentCatalogue::from_toml_str(PROFILES).unwrap();
+        let team = AgentTeam::new(catalogue.clone(), Arc::new(default.clone()))
+            .with_tools(ToolSet::new().with(Lookup))
+            .with_model_resolver(move |spec: &str| -> Result<Arc<dyn Provider>, LlmError> {
+                assert_eq!(spec, "fake:writer");
+                Ok(Arc::new(writer_for_resolver.clone()))
+            });
+        let router = team
+            .routes(Router::default().with_default(plan_exec::LlmStepExecutor::new(default.clone())))
+            .unwrap();
+        let plan = Plan::new(
+            "Explain zorp",
+            vec![
+                Step::new("find", "Find what zorp means").with_kind(StepKind::Search),
+                Step::new("misc", "Do general work").depends_on(["find"]),
+                Step::new("write", "Write it up").with_agent("writer").depends_on(["misc"]),
+            ],
+        );
+        catalogue.check_plan(&plan).unwrap();
+        let log = Arc::new(EventLog::new());
+        let report = Runner::sequential(router)
+            .with_event_sink(log.clone())
+            .run(plan)
+            .await
+            .unwrap();
+        assert!(report.steps.iter().all(|s| s.status == StepOutcome::Completed), "{report:?}");
+        let out = |id: &str| {
+            report.steps.iter().find(|s| s.id.as_str() == id).unwrap().output.clone().unwrap()
+        };
+        assert_eq!(out("find"), "zorp means 42");
+        assert_eq!(out("write"), "The report: zorp means 42.");
+        // The search step went to the researcher (by kind) with its prompt and tool, the
+        // plain step to the default executor, the named step to the writer's own model.
+        let default_systems = default.systems();
+        assert_eq!(default_systems[0], "You are the researcher.");
+        assert!(default_systems[2].starts_with("You carry out one step"), "{default_systems:?}");
+        assert_eq!(writer.systems(), vec!["You are the writer."]);
+        let tools_offered = default.requests.lock().unwrap()[0].tools.len();
+        assert_eq!(tools_offered, 1);
+        assert!(log.kinds().iter().any(|k| matches!(k,
+            EventKind::ToolCall { tool, ok: true, step, .. } if tool == "lookup" && step.as_str() == "find")));
+    }
+
+    #[test]
+    fn teams_report_missing_tools_and_models() {
+        let catalogue = AgentCatalogue::from_toml_str(PROFILES).unwrap();
+        let default = Arc::new(Model::new("d", vec![]));
+        let err = AgentTeam::new(catalogue.clone(), default.clone())
+            .routes(Router::default())
+            .unwrap_err();
+        assert!(matches!(err, AgentError::UnknownTools { .. }), "{err:?}");
+        let err = AgentTeam::new(catalogue, default)
+            .with_tools(ToolSet::new().with(Lookup))
+            .routes(Router::default())
+            .unwrap_err();
+        assert!(err.to_string().contains("no model resolver"), "{err}");
+    }
+}

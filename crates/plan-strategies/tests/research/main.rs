@@ -186,3 +186,54 @@ async fn uncited_report_lists_the_sources_it_was_given() {
     let consulted = report.text.split("Sources consulted (none cited):\n").nth(1).unwrap();
     assert!(consulted.starts_with("[s#1] software/quillon-history.md:"), "{consulted}");
 }
+
+#[tokio::test]
+async fn a_planned_run_routes_research_steps_and_cites_real_files() {
+    use plan_core::EventKind;
+    use plan_exec::{EventLog, LlmStepExecutor, Router, Runner, StepOutcome};
+    use plan_strategies::default_research_plan;
+
+    let index = index();
+    let model = Script::new([
+        "Hedda Lindqvist discovered Vessa in 2031 [search#1].",
+        "Vessa was discovered by Hedda Lindqvist [search#1].",
+    ]);
+    let agent = ResearchAgent::new(index, Arc::new(model.clone()));
+    let router = agent.routes(
+        Router::default().with_default(LlmStepExecutor::new(model.clone())),
+    );
+    let log = Arc::new(EventLog::new());
+    let plan = default_research_plan("Who discovered the planet Vessa?");
+    let report = Runner::parallel(router)
+        .with_event_sink(log.clone())
+        .run(plan)
+        .await
+        .unwrap();
+    assert!(report.steps.iter().all(|s| s.status == StepOutcome::Completed));
+    let answer = report.steps.iter().find(|s| s.id.as_str() == "report").unwrap();
+    let answer = answer.output.as_deref().unwrap();
+    assert!(answer.contains("\n\nSources:\n[search#1] astronomy/vessa.md:"), "{answer}");
+    let kinds = log.kinds();
+    assert!(kinds.iter().any(|k| matches!(k,
+        EventKind::ToolCall { tool, ok: true, .. } if tool == "search:local")));
+    let purposes: Vec<String> = kinds
+        .iter()
+        .filter_map(|k| match k {
+            EventKind::LlmCall { purpose, .. } => Some(purpose.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(purposes, vec!["analyze", "synthesize"]);
+    assert_eq!(agent.ledger().sources()[0].hit.source, "astronomy/vessa.md");
+}
+
+#[tokio::test]
+async fn steps_naming_research_agents_run_as_their_kind() {
+    use plan_exec::{Router, StepContext, StepExecutor};
+    let index = index();
+    let agent = ResearchAgent::new(index, Arc::new(Script::new(Vec::<String>::new())));
+    let router = agent.routes(Router::default());
+    let step = Step::new("look", "Quarry package manager manifest file").with_agent("researcher");
+    let out = router.execute(&StepContext::new("g", step)).await.unwrap();
+    assert!(out.contains("[look#1] software/quillon-package-manager.md:"), "{out}");
+}

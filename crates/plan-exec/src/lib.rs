@@ -57,14 +57,15 @@ pub use sandbox::{
 mod search;
 mod tools;
 
+pub use search::{
+    BraveSearch, BraveSearchConfig, SearchBackend, SearchError, SearchHit, SearchQuery,
+};
 #[cfg(feature = "search-index")]
 pub use search::{LocalIndex, LocalIndexConfig, RefreshStats};
-pub use search::{BraveSearch, BraveSearchConfig, SearchBackend, SearchError, SearchHit, SearchQuery};
 pub use tools::{
-    CodeLanguage, DynTool, RunCodeArgs, RunCodeTool, FsRoot, ListFilesArgs, ListFilesTool, ReadFileArgs, ReadFileTool, SearchDocsArgs,
-    SearchDocsTool, Tool, ToolCallMode, ToolCallRecord, ToolContext, ToolError, ToolLoop,
-    ToolLoopConfig, ToolLoopError, ToolLoopOutcome, ToolObserver, ToolOutput, ToolSet,
-    ToolStepExecutor, tool_schema,
+    CodeLanguage, DynTool, FsRoot, ListFilesArgs, ListFilesTool, ReadFileArgs, ReadFileTool,
+    RunCodeArgs, RunCodeTool, SearchDocsArgs, SearchDocsTool, Tool, ToolCallMode, ToolCallRecord,
+    ToolContext, ToolError, ToolLoop, ToolLoopConfig, ToolLoopError, ToolLoopOutcome, ToolObserver,
+    ToolOutput, ToolSet, ToolStepExecutor, tool_schema,
 };
 // --- end tools and search ---
-

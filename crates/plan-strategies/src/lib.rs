@@ -18,11 +18,11 @@ mod agents;
 mod research;
 
 pub use agents::{AgentCatalogue, AgentError, AgentProfile, AgentTeam, ModelResolver};
+#[cfg(feature = "search-index")]
+pub use research::ResearchSetup;
 pub use research::{
     ModelCall, RESEARCH_PLANNER_GUIDANCE, ResearchAgent, ResearchConfig, ResearchError,
     ResearchInput, ResearchOutput, Source, SourceLedger, citation_tags, default_research_plan,
     query_for_step, research_catalogue,
 };
-#[cfg(feature = "search-index")]
-pub use research::ResearchSetup;
 // --- end agents and research ---

@@ -18,8 +18,7 @@ use tantivy::schema::{
 };
 use tantivy::snippet::SnippetGenerator;
 use tantivy::tokenizer::{
-    Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer, StopWordFilter,
-    TextAnalyzer,
+    Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer, StopWordFilter, TextAnalyzer,
 };
 use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
 
@@ -683,7 +682,8 @@ impl Inner {
                 &TopDocs::with_limit(query.limit.saturating_mul(8).max(16)).order_by_score(),
             )
             .map_err(index_err)?;
-        let mut snippets = SnippetGenerator::create(&searcher, &*parsed, f.body).map_err(index_err)?;
+        let mut snippets =
+            SnippetGenerator::create(&searcher, &*parsed, f.body).map_err(index_err)?;
         snippets.set_max_num_chars(self.config.snippet_chars);
         let mut hits: Vec<SearchHit> = Vec::new();
         for (score, address) in candidates {
@@ -767,7 +767,10 @@ mod tests {
 
     #[test]
     fn long_paragraphs_are_cut() {
-        let text = (1..=10).map(|i| format!("l{i}")).collect::<Vec<_>>().join("\n");
+        let text = (1..=10)
+            .map(|i| format!("l{i}"))
+            .collect::<Vec<_>>()
+            .join("\n");
         let chunks = chunk_text(&text, 4);
         let starts: Vec<u32> = chunks.iter().map(|c| c.start_line).collect();
         assert_eq!(starts, vec![1, 5, 9]);

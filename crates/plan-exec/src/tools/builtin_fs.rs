@@ -91,7 +91,11 @@ impl FsRoot {
             .map(|c| c.as_os_str().to_string_lossy().into_owned())
             .collect::<Vec<_>>()
             .join("/");
-        if text.is_empty() { ".".to_owned() } else { text }
+        if text.is_empty() {
+            ".".to_owned()
+        } else {
+            text
+        }
     }
 }
 
@@ -150,10 +154,7 @@ impl Tool for ReadFileTool {
         .map_err(|e| ToolError::failed("read_file", e.to_string()))?
         .map_err(|e| ToolError::failed("read_file", format!("cannot read `{}`: {e}", args.path)))?;
         let text = String::from_utf8(bytes).map_err(|_| {
-            ToolError::failed(
-                "read_file",
-                format!("`{}` is not UTF-8 text", args.path),
-            )
+            ToolError::failed("read_file", format!("`{}` is not UTF-8 text", args.path))
         })?;
         let start = args.start_line.unwrap_or(1).max(1) as usize;
         let max = args.max_lines.unwrap_or(200).max(1) as usize;

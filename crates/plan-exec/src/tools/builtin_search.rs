@@ -54,7 +54,11 @@ impl Tool for SearchDocsTool {
          (`file:line` or URL), title and a snippet; cite sources by that location."
     }
 
-    async fn call(&self, args: SearchDocsArgs, _ctx: &ToolContext) -> Result<ToolOutput, ToolError> {
+    async fn call(
+        &self,
+        args: SearchDocsArgs,
+        _ctx: &ToolContext,
+    ) -> Result<ToolOutput, ToolError> {
         let limit = args.limit.unwrap_or(5).clamp(1, 20) as usize;
         let hits = self
             .backend

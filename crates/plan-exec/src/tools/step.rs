@@ -7,7 +7,9 @@ use async_trait::async_trait;
 use plan_core::EventKind;
 use plan_llm::{Provider, Usage};
 
-use super::{ToolCallRecord, ToolContext, ToolLoop, ToolLoopConfig, ToolLoopError, ToolObserver, ToolSet};
+use super::{
+    ToolCallRecord, ToolContext, ToolLoop, ToolLoopConfig, ToolLoopError, ToolObserver, ToolSet,
+};
 use crate::context::StepContext;
 use crate::error::StepError;
 use crate::executor::StepExecutor;

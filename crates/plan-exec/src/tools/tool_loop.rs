@@ -180,7 +180,10 @@ fn truncate(text: String, max: usize) -> String {
         return text;
     }
     let mut cut: String = text.chars().take(max).collect();
-    cut.push_str(&format!("\n…[truncated: {} of {total} characters shown]", max));
+    cut.push_str(&format!(
+        "\n…[truncated: {} of {total} characters shown]",
+        max
+    ));
     cut
 }
 
@@ -383,9 +386,10 @@ impl ToolLoop {
                 break;
             }
             let calls = response.tool_calls.clone();
-            request
-                .messages
-                .push(Message::assistant_tool_calls(response.content, response.tool_calls));
+            request.messages.push(Message::assistant_tool_calls(
+                response.content,
+                response.tool_calls,
+            ));
             let records = futures::future::join_all(
                 calls.iter().map(|call| self.run_call(call, ctx, observer)),
             )

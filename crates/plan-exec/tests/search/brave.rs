@@ -40,7 +40,12 @@ async fn web_search(
         .push((params.clone(), token.clone()));
     let json = [("content-type", "application/json")];
     if token.as_deref() != Some(KEY) {
-        return (StatusCode::UNAUTHORIZED, json, fixture("brave_error_401.json")).into_response();
+        return (
+            StatusCode::UNAUTHORIZED,
+            json,
+            fixture("brave_error_401.json"),
+        )
+            .into_response();
     }
     match params.get("q").map(String::as_str) {
         Some("slow down") => (
@@ -55,7 +60,9 @@ async fn web_search(
             fixture("brave_error_422.json"),
         )
             .into_response(),
-        Some("garbage") => (StatusCode::OK, json, "<html>not json</html>".to_owned()).into_response(),
+        Some("garbage") => {
+            (StatusCode::OK, json, "<html>not json</html>".to_owned()).into_response()
+        }
         _ => (StatusCode::OK, json, fixture("brave_web_search.json")).into_response(),
     }
 }
@@ -94,7 +101,10 @@ async fn parses_documented_results() {
         "{}",
         hits[0].snippet
     );
-    assert!(hits[0].snippet.contains("(the \"ebb check\")"), "extra snippets are kept");
+    assert!(
+        hits[0].snippet.contains("(the \"ebb check\")"),
+        "extra snippets are kept"
+    );
     assert_eq!(hits[0].line, None);
     assert!(hits[0].score > hits[1].score);
     let requests = seen.requests.lock().unwrap();
@@ -119,7 +129,10 @@ async fn errors_are_typed_and_never_show_the_key() {
     assert!(!text.contains(wrong), "{text}");
 
     let brave = client(&base, KEY);
-    let err = brave.search(&SearchQuery::new("slow down")).await.unwrap_err();
+    let err = brave
+        .search(&SearchQuery::new("slow down"))
+        .await
+        .unwrap_err();
     match &err {
         SearchError::RateLimited {
             retry_after_secs, ..
@@ -128,13 +141,25 @@ async fn errors_are_typed_and_never_show_the_key() {
     }
     assert!(err.is_retryable());
 
-    let err = brave.search(&SearchQuery::new("bad count")).await.unwrap_err();
-    assert!(matches!(err, SearchError::Http { status: 422, .. }), "{err:?}");
+    let err = brave
+        .search(&SearchQuery::new("bad count"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, SearchError::Http { status: 422, .. }),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("Unable to validate"), "{err}");
     assert!(!err.is_retryable());
 
-    let err = brave.search(&SearchQuery::new("garbage")).await.unwrap_err();
-    assert!(matches!(err, SearchError::InvalidResponse { .. }), "{err:?}");
+    let err = brave
+        .search(&SearchQuery::new("garbage"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, SearchError::InvalidResponse { .. }),
+        "{err:?}"
+    );
 
     assert!(matches!(
         brave.search(&SearchQuery::new("")).await,
@@ -164,5 +189,8 @@ fn missing_key_is_a_clear_configuration_error() {
         return; // the developer has a real key set; nothing to check here
     }
     let err = BraveSearch::from_env().unwrap_err();
-    assert!(err.to_string().contains("BRAVE_API_KEY is not set"), "{err}");
+    assert!(
+        err.to_string().contains("BRAVE_API_KEY is not set"),
+        "{err}"
+    );
 }

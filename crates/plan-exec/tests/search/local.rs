@@ -41,15 +41,22 @@ fn corpus_index() -> LocalIndex {
 async fn every_question_retrieves_its_files_first() {
     let index = corpus_index();
     for q in questions() {
-        let hits = index.search(&SearchQuery::new(&q.query).with_limit(3)).await.unwrap();
+        let hits = index
+            .search(&SearchQuery::new(&q.query).with_limit(3))
+            .await
+            .unwrap();
         assert_eq!(
-            hits[0].source, q.files[0],
+            hits[0].source,
+            q.files[0],
             "question {}: top hits {:?}",
             q.id,
             hits.iter().map(|h| &h.source).collect::<Vec<_>>()
         );
         if let Some(second) = &q.second_query {
-            let hits = index.search(&SearchQuery::new(second).with_limit(3)).await.unwrap();
+            let hits = index
+                .search(&SearchQuery::new(second).with_limit(3))
+                .await
+                .unwrap();
             assert!(
                 hits.iter().take(2).any(|h| h.source == q.files[1]),
                 "question {} (second hop): {:?}",
@@ -84,7 +91,10 @@ fn snippets_point_at_the_matching_line() {
         top.snippet
     );
     assert!(top.snippet.contains("Kestrel"), "{:?}", top.snippet);
-    assert_eq!(top.location(), format!("astronomy/sorrel-ridge-observatory.md:{line}"));
+    assert_eq!(
+        top.location(),
+        format!("astronomy/sorrel-ridge-observatory.md:{line}")
+    );
     assert_eq!(line, 6, "the Kestrel sentence is on line 6");
 }
 
@@ -134,8 +144,8 @@ fn bad_queries_and_roots_are_reported() {
 
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("precious.txt"), "keep me").unwrap();
-    let err = LocalIndex::open(LocalIndexConfig::new(corpus()).with_index_dir(dir.path()))
-        .unwrap_err();
+    let err =
+        LocalIndex::open(LocalIndexConfig::new(corpus()).with_index_dir(dir.path())).unwrap_err();
     assert!(err.to_string().contains("not empty"), "{err}");
     assert!(dir.path().join("precious.txt").exists());
 }
@@ -156,10 +166,22 @@ fn bump_mtime(path: &Path) {
 fn refresh_is_incremental_and_persists() {
     let docs = tempfile::tempdir().unwrap();
     let cache = tempfile::tempdir().unwrap();
-    write(&docs.path().join("a.md"), "# Alpha\n\nThe alpha file mentions apricots.\n");
-    write(&docs.path().join("sub/b.txt"), "Bravo talks about bananas.\n");
-    write(&docs.path().join("c.md"), "# Charlie\n\nCharlie grows cherries.\n");
-    write(&docs.path().join("ignored.bin"), "not text we index: apricots");
+    write(
+        &docs.path().join("a.md"),
+        "# Alpha\n\nThe alpha file mentions apricots.\n",
+    );
+    write(
+        &docs.path().join("sub/b.txt"),
+        "Bravo talks about bananas.\n",
+    );
+    write(
+        &docs.path().join("c.md"),
+        "# Charlie\n\nCharlie grows cherries.\n",
+    );
+    write(
+        &docs.path().join("ignored.bin"),
+        "not text we index: apricots",
+    );
     write(&docs.path().join(".hidden/d.md"), "hidden apricots");
     let config = LocalIndexConfig::new(docs.path()).with_cache_dir(cache.path());
 
@@ -169,15 +191,23 @@ fn refresh_is_incremental_and_persists() {
     let again = index.refresh().unwrap();
     assert!(!again.changed());
     assert_eq!(again.unchanged, 3);
-    let apricots = index.search_blocking(&SearchQuery::new("apricots")).unwrap();
+    let apricots = index
+        .search_blocking(&SearchQuery::new("apricots"))
+        .unwrap();
     assert_eq!(apricots.len(), 1, "hidden and non-text files are skipped");
 
     // Change one, add one, delete one; rewrite one with the same content.
-    write(&docs.path().join("a.md"), "# Alpha\n\nThe alpha file now mentions avocados.\n");
+    write(
+        &docs.path().join("a.md"),
+        "# Alpha\n\nThe alpha file now mentions avocados.\n",
+    );
     bump_mtime(&docs.path().join("a.md"));
     write(&docs.path().join("e.md"), "Echo likes elderberries.\n");
     std::fs::remove_file(docs.path().join("c.md")).unwrap();
-    write(&docs.path().join("sub/b.txt"), "Bravo talks about bananas.\n");
+    write(
+        &docs.path().join("sub/b.txt"),
+        "Bravo talks about bananas.\n",
+    );
     bump_mtime(&docs.path().join("sub/b.txt"));
     let stats = index.refresh().unwrap();
     assert_eq!(

@@ -45,28 +45,42 @@ async fn call(f: &Fixture, tool: &str, args: serde_json::Value) -> Result<String
 async fn reads_numbered_lines_with_paging() {
     let f = fixture();
     assert_eq!(
-        call(&f, "read_file", json!({"path": "a.txt"})).await.unwrap(),
+        call(&f, "read_file", json!({"path": "a.txt"}))
+            .await
+            .unwrap(),
         "1: one\n2: two\n3: three\n4: four\n"
     );
     assert_eq!(
-        call(&f, "read_file", json!({"path": "./a.txt", "start_line": 2, "max_lines": 2}))
-            .await
-            .unwrap(),
+        call(
+            &f,
+            "read_file",
+            json!({"path": "./a.txt", "start_line": 2, "max_lines": 2})
+        )
+        .await
+        .unwrap(),
         "2: two\n3: three\n[lines 2-3 of 4; call again with start_line=4 for more]\n"
     );
     assert_eq!(
-        call(&f, "read_file", json!({"path": "inside_link.txt", "max_lines": 1}))
-            .await
-            .unwrap()
-            .lines()
-            .next()
-            .unwrap(),
+        call(
+            &f,
+            "read_file",
+            json!({"path": "inside_link.txt", "max_lines": 1})
+        )
+        .await
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap(),
         "1: one",
         "a symlink that stays inside the root is fine"
     );
-    let err = call(&f, "read_file", json!({"path": "notes"})).await.unwrap_err();
+    let err = call(&f, "read_file", json!({"path": "notes"}))
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("is a folder"), "{err}");
-    let err = call(&f, "read_file", json!({"path": "missing.md"})).await.unwrap_err();
+    let err = call(&f, "read_file", json!({"path": "missing.md"}))
+        .await
+        .unwrap_err();
     assert!(matches!(err, ToolError::NotFound { .. }), "{err:?}");
 }
 
@@ -80,16 +94,22 @@ async fn nothing_outside_the_root_is_reachable() {
         "escape.txt",
         "escape_dir/passwd",
     ] {
-        let err = call(&f, "read_file", json!({"path": path})).await.unwrap_err();
+        let err = call(&f, "read_file", json!({"path": path}))
+            .await
+            .unwrap_err();
         assert!(
             matches!(err, ToolError::PathOutsideRoot { .. }),
             "{path}: {err:?}"
         );
         assert!(err.to_string().contains("outside the allowed folder"));
     }
-    let err = call(&f, "list_files", json!({"path": ".."})).await.unwrap_err();
+    let err = call(&f, "list_files", json!({"path": ".."}))
+        .await
+        .unwrap_err();
     assert!(matches!(err, ToolError::PathOutsideRoot { .. }), "{err:?}");
-    let err = call(&f, "list_files", json!({"path": "escape_dir"})).await.unwrap_err();
+    let err = call(&f, "list_files", json!({"path": "escape_dir"}))
+        .await
+        .unwrap_err();
     assert!(matches!(err, ToolError::PathOutsideRoot { .. }), "{err:?}");
 }
 
@@ -100,12 +120,25 @@ async fn lists_folders_to_a_depth() {
     let names: Vec<&str> = top.lines().map(|l| l.split(' ').next().unwrap()).collect();
     assert_eq!(
         names,
-        vec!["a.txt", "escape.txt", "escape_dir", "inside_link.txt", "notes/"],
+        vec![
+            "a.txt",
+            "escape.txt",
+            "escape_dir",
+            "inside_link.txt",
+            "notes/"
+        ],
         "{top}"
     );
     assert!(top.contains("a.txt (19 bytes)"));
-    let deep = call(&f, "list_files", json!({"path": "notes", "depth": 3})).await.unwrap();
-    assert_eq!(deep, "notes/b.md (4 bytes)\nnotes/deep/\nnotes/deep/c.md (1 bytes)");
-    let err = call(&f, "list_files", json!({"depth": "deep"})).await.unwrap_err();
+    let deep = call(&f, "list_files", json!({"path": "notes", "depth": 3}))
+        .await
+        .unwrap();
+    assert_eq!(
+        deep,
+        "notes/b.md (4 bytes)\nnotes/deep/\nnotes/deep/c.md (1 bytes)"
+    );
+    let err = call(&f, "list_files", json!({"depth": "deep"}))
+        .await
+        .unwrap_err();
     assert!(matches!(err, ToolError::InvalidArguments { .. }));
 }

@@ -32,7 +32,9 @@ impl Tool for Add {
     }
     async fn call(&self, args: AddArgs, ctx: &ToolContext) -> Result<ToolOutput, ToolError> {
         let step = ctx.step.as_ref().map(|s| s.to_string()).unwrap_or_default();
-        Ok(ToolOutput::Json(serde_json::json!({"sum": args.a + args.b, "step": step})))
+        Ok(ToolOutput::Json(
+            serde_json::json!({"sum": args.a + args.b, "step": step}),
+        ))
     }
 }
 
@@ -57,7 +59,9 @@ impl DynTool for Echo {
         args: serde_json::Value,
         _ctx: &ToolContext,
     ) -> Result<ToolOutput, ToolError> {
-        Ok(ToolOutput::Text(args["word"].as_str().unwrap_or_default().to_owned()))
+        Ok(ToolOutput::Text(
+            args["word"].as_str().unwrap_or_default().to_owned(),
+        ))
     }
 }
 
@@ -73,7 +77,10 @@ fn schemas_come_from_the_argument_types() {
     assert_eq!(add.description, "Adds two integers");
     assert_eq!(add.parameters["type"], "object");
     assert_eq!(add.parameters["properties"]["a"]["type"], "integer");
-    assert_eq!(add.parameters["properties"]["a"]["description"], "First addend.");
+    assert_eq!(
+        add.parameters["properties"]["a"]["description"],
+        "First addend."
+    );
     assert_eq!(add.parameters["required"], serde_json::json!(["a", "b"]));
     assert!(add.parameters.get("$schema").is_none());
 }
@@ -82,8 +89,14 @@ fn schemas_come_from_the_argument_types() {
 async fn arguments_are_validated_before_the_call() {
     let tools = tools();
     let ctx = ToolContext::for_step("s1");
-    let out = tools.call("add", serde_json::json!({"a": 2, "b": 40}), &ctx).await.unwrap();
-    assert_eq!(out, ToolOutput::Json(serde_json::json!({"sum": 42, "step": "s1"})));
+    let out = tools
+        .call("add", serde_json::json!({"a": 2, "b": 40}), &ctx)
+        .await
+        .unwrap();
+    assert_eq!(
+        out,
+        ToolOutput::Json(serde_json::json!({"sum": 42, "step": "s1"}))
+    );
 
     let err = tools
         .call("add", serde_json::json!({"a": "two", "c": 1}), &ctx)
@@ -102,12 +115,22 @@ async fn arguments_are_validated_before_the_call() {
         .unwrap_err();
     assert!(err.to_string().contains("shorter than 2"), "{err}");
     assert_eq!(
-        tools.call("echo", serde_json::json!({"word": "hi"}), &ctx).await.unwrap().to_text(),
+        tools
+            .call("echo", serde_json::json!({"word": "hi"}), &ctx)
+            .await
+            .unwrap()
+            .to_text(),
         "hi"
     );
 
-    let err = tools.call("mul", serde_json::json!({}), &ctx).await.unwrap_err();
-    assert_eq!(err.to_string(), "unknown tool `mul`; available tools: add, echo");
+    let err = tools
+        .call("mul", serde_json::json!({}), &ctx)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "unknown tool `mul`; available tools: add, echo"
+    );
 }
 
 #[test]

@@ -28,7 +28,10 @@ async fn a_run_emits_a_tool_call_event_per_call() {
     let executor = ToolStepExecutor::new(Arc::new(model.clone()), tools())
         .with_system_prompt("You are the calculator agent.");
     let log = Arc::new(EventLog::new());
-    let plan = Plan::new("Add numbers", vec![Step::new("sum", "Add 1 and 2 with the add tool")]);
+    let plan = Plan::new(
+        "Add numbers",
+        vec![Step::new("sum", "Add 1 and 2 with the add tool")],
+    );
     let report = Runner::sequential(Router::default().with_default(executor))
         .with_event_sink(log.clone())
         .run(plan)
@@ -65,7 +68,11 @@ async fn a_run_emits_a_tool_call_event_per_call() {
     assert_eq!(first.messages[0].role, Role::System);
     assert_eq!(first.messages[0].content, "You are the calculator agent.");
     assert!(first.messages[1].content.contains("Goal: Add numbers"));
-    assert!(first.messages[1].content.contains("Add 1 and 2 with the add tool"));
+    assert!(
+        first.messages[1]
+            .content
+            .contains("Add 1 and 2 with the add tool")
+    );
 }
 
 #[tokio::test]
@@ -79,7 +86,10 @@ async fn dependency_outputs_reach_the_prompt_and_bounds_fail_the_step() {
         .with_dependency(&dep, "the sky is green");
     let err = executor.execute(&ctx).await.unwrap_err();
     assert!(!err.is_retryable(), "{err:?}");
-    assert!(err.message.contains("still calling tools after 1 rounds"), "{err}");
+    assert!(
+        err.message.contains("still calling tools after 1 rounds"),
+        "{err}"
+    );
     let prompt = &model.requests()[0].messages[1].content;
     assert!(prompt.contains("the sky is green"), "{prompt}");
     assert_eq!(StepId::new("use"), ctx.step().id);

@@ -9,8 +9,8 @@ use plan_exec::{
     ToolObserver,
 };
 use plan_llm::{
-    Capabilities, FinishReason, LlmError, Provider, Request, Response, Role, ToolCall,
-    ToolChoice, Usage,
+    Capabilities, FinishReason, LlmError, Provider, Request, Response, Role, ToolCall, ToolChoice,
+    Usage,
 };
 use serde_json::json;
 
@@ -109,12 +109,24 @@ async fn native_calls_run_and_results_go_back_as_tool_messages() {
     assert_eq!(outcome.answer, "42, and hi");
     assert_eq!(outcome.model_calls, 3);
     assert_eq!(outcome.usage, Usage::new(21, 9));
-    let oks: Vec<(String, bool)> = outcome.calls.iter().map(|c| (c.tool.clone(), c.ok)).collect();
+    let oks: Vec<(String, bool)> = outcome
+        .calls
+        .iter()
+        .map(|c| (c.tool.clone(), c.ok))
+        .collect();
     assert_eq!(
         oks,
-        vec![("add".into(), true), ("echo".into(), true), ("add".into(), false)]
+        vec![
+            ("add".into(), true),
+            ("echo".into(), true),
+            ("add".into(), false)
+        ]
     );
-    assert_eq!(seen.0.lock().unwrap().len(), 3, "the observer saw every call");
+    assert_eq!(
+        seen.0.lock().unwrap().len(),
+        3,
+        "the observer saw every call"
+    );
     assert_eq!(*seen.1.lock().unwrap(), 3);
 
     let requests = model.requests();
@@ -129,7 +141,10 @@ async fn native_calls_run_and_results_go_back_as_tool_messages() {
     // The invalid call's error went back to the model, naming the problem.
     let third = &requests[2].messages;
     let error = &third.last().unwrap().content;
-    assert!(error.starts_with("error: invalid arguments for `add`"), "{error}");
+    assert!(
+        error.starts_with("error: invalid arguments for `add`"),
+        "{error}"
+    );
     assert!(error.contains("at /a"), "{error}");
 }
 
@@ -147,7 +162,13 @@ async fn the_iteration_bound_forces_an_answer() {
     assert_eq!(outcome.calls.len(), 2);
     let last = model.requests().pop().unwrap();
     assert_eq!(last.tool_choice, ToolChoice::None);
-    assert!(last.messages.last().unwrap().content.contains("used all 2 rounds"));
+    assert!(
+        last.messages
+            .last()
+            .unwrap()
+            .content
+            .contains("used all 2 rounds")
+    );
 
     // A model that keeps calling tools after that is an error, not an endless loop.
     let model = Script::new(true, vec![again(), again(), again()]);
@@ -156,7 +177,10 @@ async fn the_iteration_bound_forces_an_answer() {
         .run(messages(), &ToolContext::default(), &())
         .await
         .unwrap_err();
-    assert!(matches!(err, ToolLoopError::IterationLimit { limit: 2, calls: 2 }), "{err:?}");
+    assert!(
+        matches!(err, ToolLoopError::IterationLimit { limit: 2, calls: 2 }),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("raise the iteration limit"));
 }
 
@@ -173,7 +197,10 @@ async fn providers_without_tools_use_json_actions() {
     let seen = Seen::default();
     let lp = ToolLoop::new(Arc::new(model.clone()), tools());
     assert_eq!(lp.effective_mode(), ToolCallMode::JsonActions);
-    let outcome = lp.run(messages(), &ToolContext::default(), &seen).await.unwrap();
+    let outcome = lp
+        .run(messages(), &ToolContext::default(), &seen)
+        .await
+        .unwrap();
     assert_eq!(outcome.answer, "3");
     assert_eq!(outcome.calls.len(), 2);
     assert!(outcome.calls[0].ok && !outcome.calls[1].ok);
@@ -188,7 +215,10 @@ async fn providers_without_tools_use_json_actions() {
     assert!(fed_back.starts_with("Result of tool `add`:"), "{fed_back}");
     assert!(fed_back.contains(r#""sum":3"#));
     let error = &requests[2].messages.last().unwrap().content;
-    assert!(error.contains("unknown tool `nope`; available tools: add, echo"), "{error}");
+    assert!(
+        error.contains("unknown tool `nope`; available tools: add, echo"),
+        "{error}"
+    );
 }
 
 #[tokio::test]
@@ -208,7 +238,11 @@ async fn long_results_are_cut_visibly() {
     let model = Script::new(
         true,
         vec![
-            calls(vec![ToolCall::new("c", "echo", json!({"word": "x".repeat(100)}))]),
+            calls(vec![ToolCall::new(
+                "c",
+                "echo",
+                json!({"word": "x".repeat(100)}),
+            )]),
             text("ok"),
         ],
     );
@@ -217,5 +251,9 @@ async fn long_results_are_cut_visibly() {
         .run(messages(), &ToolContext::default(), &())
         .await
         .unwrap();
-    assert!(outcome.calls[0].output.contains("[truncated: 10 of 100 characters shown]"));
+    assert!(
+        outcome.calls[0]
+            .output
+            .contains("[truncated: 10 of 100 characters shown]")
+    );
 }

@@ -193,7 +193,9 @@ pub enum ResearchError {
     #[error(transparent)]
     Llm(#[from] LlmError),
     /// The step is not a research step.
-    #[error("step `{step}` is of kind `{kind}`; the research agent runs search, analyze and synthesize steps")]
+    #[error(
+        "step `{step}` is of kind `{kind}`; the research agent runs search, analyze and synthesize steps"
+    )]
     WrongKind {
         /// The step.
         step: StepId,
@@ -283,8 +285,24 @@ impl std::fmt::Debug for ResearchAgent {
 /// The words a search step's description may start with that are instructions, not
 /// search terms.
 const INSTRUCTION_WORDS: &[&str] = &[
-    "search", "find", "look", "up", "for", "research", "query", "retrieve", "gather", "locate",
-    "identify", "the", "documents", "docs", "in", "about", "information", "on",
+    "search",
+    "find",
+    "look",
+    "up",
+    "for",
+    "research",
+    "query",
+    "retrieve",
+    "gather",
+    "locate",
+    "identify",
+    "the",
+    "documents",
+    "docs",
+    "in",
+    "about",
+    "information",
+    "on",
 ];
 
 /// The query a search step sends: its description without the leading instruction words
@@ -314,7 +332,9 @@ fn cap(text: &str, max: usize) -> String {
         return text.to_owned();
     }
     let mut cut: String = text.chars().take(max).collect();
-    cut.push_str(&format!("\n…[truncated: {max} of {total} characters shown]"));
+    cut.push_str(&format!(
+        "\n…[truncated: {max} of {total} characters shown]"
+    ));
     cut
 }
 
@@ -478,17 +498,10 @@ impl ResearchAgent {
     ///
     /// # Errors
     /// [`ResearchError::Llm`].
-    pub async fn synthesize(
-        &self,
-        input: &ResearchInput,
-    ) -> Result<ResearchOutput, ResearchError> {
+    pub async fn synthesize(&self, input: &ResearchInput) -> Result<ResearchOutput, ResearchError> {
         let available = self.cited_in_context(input);
-        let user = prompts::synthesize_user(
-            &input.goal,
-            &input.step,
-            &self.context(input),
-            &available,
-        );
+        let user =
+            prompts::synthesize_user(&input.goal, &input.step, &self.context(input), &available);
         let (reply, call) = self.ask(prompts::SYNTHESIZE_SYSTEM, user).await?;
         let (mut text, cited, unknown) = self.verify(&reply);
         let text_trimmed = text.trim_end().to_owned();
@@ -587,7 +600,8 @@ mod tests {
 
     #[test]
     fn finds_tags() {
-        let text = "Vessa was found by Lindqvist [s1#1]. Pell too [s1#1, s2#3]; see [note] and [x #2].";
+        let text =
+            "Vessa was found by Lindqvist [s1#1]. Pell too [s1#1, s2#3]; see [note] and [x #2].";
         assert_eq!(citation_tags(text), vec!["s1#1", "s2#3"]);
     }
 

@@ -27,7 +27,12 @@ pub(super) fn analyze_user(goal: &str, step: &Step, context: &str) -> String {
     format!("{}\n{context}", task(goal, step))
 }
 
-pub(super) fn synthesize_user(goal: &str, step: &Step, context: &str, sources: &[Source]) -> String {
+pub(super) fn synthesize_user(
+    goal: &str,
+    step: &Step,
+    context: &str,
+    sources: &[Source],
+) -> String {
     let mut text = format!("{}\n{context}", task(goal, step));
     if !sources.is_empty() {
         text.push_str("Sources you may cite:\n");

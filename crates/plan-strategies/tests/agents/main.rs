@@ -49,15 +49,18 @@ fn profiles_load_from_a_toml_file() {
 fn bad_profile_files_say_what_and_where() {
     let err = AgentCatalogue::load("/nonexistent/agents.toml").unwrap_err();
     assert!(matches!(err, AgentError::Read { .. }));
-    assert!(err.to_string().contains("/nonexistent/agents.toml"), "{err}");
+    assert!(
+        err.to_string().contains("/nonexistent/agents.toml"),
+        "{err}"
+    );
 
     let err = AgentCatalogue::from_toml_str("[[agent]]\nname = \"a\"\nkinds = [\"dance\"]\n")
         .unwrap_err();
     let text = err.to_string();
     assert!(text.contains("dance") && text.contains("line 3"), "{text}");
 
-    let err = AgentCatalogue::from_toml_str("[[agent]]\nname = \"a\"\ncolour = \"red\"\n")
-        .unwrap_err();
+    let err =
+        AgentCatalogue::from_toml_str("[[agent]]\nname = \"a\"\ncolour = \"red\"\n").unwrap_err();
     assert!(err.to_string().contains("colour"), "{err}");
 
     let err = AgentCatalogue::from_toml_str("[[agent]]\nname = \"a\"\n[[agent]]\nname = \"a\"\n")
@@ -73,13 +76,26 @@ fn bad_profile_files_say_what_and_where() {
 #[test]
 fn steps_route_by_agent_then_by_kind() {
     let c = catalogue();
-    let named = Step::new("a", "x").with_agent("writer").with_kind(StepKind::Search);
-    assert_eq!(c.route(&named).unwrap().name, "writer", "the agent field wins");
+    let named = Step::new("a", "x")
+        .with_agent("writer")
+        .with_kind(StepKind::Search);
+    assert_eq!(
+        c.route(&named).unwrap().name,
+        "writer",
+        "the agent field wins"
+    );
     let by_kind = Step::new("b", "x").with_kind(StepKind::Analyze);
-    assert_eq!(c.route(&by_kind).unwrap().name, "analyst", "the first profile for the kind");
+    assert_eq!(
+        c.route(&by_kind).unwrap().name,
+        "analyst",
+        "the first profile for the kind"
+    );
     let verify = Step::new("c", "x").with_kind(StepKind::Verify);
     assert_eq!(c.route(&verify).unwrap().name, "analyst");
-    assert!(c.route(&Step::new("d", "x")).is_none(), "actions go to the default executor");
+    assert!(
+        c.route(&Step::new("d", "x")).is_none(),
+        "actions go to the default executor"
+    );
     assert!(c.route(&Step::new("e", "x").with_agent("ghost")).is_none());
 }
 
@@ -102,7 +118,10 @@ fn plans_naming_unknown_agents_are_rejected_with_every_offender() {
     match &err {
         AgentError::UnknownAgents { unknown, .. } => assert_eq!(
             unknown,
-            &vec![("b".to_owned(), "poet".to_owned()), ("c".to_owned(), "ghost".to_owned())]
+            &vec![
+                ("b".to_owned(), "poet".to_owned()),
+                ("c".to_owned(), "ghost".to_owned())
+            ]
         ),
         other => panic!("{other:?}"),
     }
@@ -111,17 +130,28 @@ fn plans_naming_unknown_agents_are_rejected_with_every_offender() {
         "the plan names unknown agents: step `b` uses `poet`, step `c` uses `ghost`; \
          known agents: researcher, analyst, writer"
     );
-    let ok = Plan::new("g", vec![Step::new("a", "x").with_agent("writer"), Step::new("b", "y")]);
+    let ok = Plan::new(
+        "g",
+        vec![
+            Step::new("a", "x").with_agent("writer"),
+            Step::new("b", "y"),
+        ],
+    );
     c.check_plan(&ok).unwrap();
 
     let none = AgentCatalogue::new().check_plan(&plan).unwrap_err();
-    assert!(none.to_string().contains("no agent profiles are configured"), "{none}");
+    assert!(
+        none.to_string()
+            .contains("no agent profiles are configured"),
+        "{none}"
+    );
 }
 
 #[test]
 fn tools_named_by_profiles_must_exist() {
     let c = catalogue();
-    c.check_tools(&["search_docs", "read_file", "list_files"]).unwrap();
+    c.check_tools(&["search_docs", "read_file", "list_files"])
+        .unwrap();
     let err = c.check_tools(&["read_file"]).unwrap_err();
     assert_eq!(
         err.to_string(),
@@ -140,7 +170,9 @@ mod team {
 
     use async_trait::async_trait;
     use plan_core::{EventKind, Plan, Step, StepKind};
-    use plan_exec::{EventLog, Router, Runner, StepOutcome, Tool, ToolContext, ToolError, ToolOutput, ToolSet};
+    use plan_exec::{
+        EventLog, Router, Runner, StepOutcome, Tool, ToolContext, ToolError, ToolOutput, ToolSet,
+    };
     use plan_llm::{Capabilities, LlmError, Provider, Request, Response, ToolCall, Usage};
     use plan_strategies::{AgentCatalogue, AgentError, AgentTeam};
     use schemars::JsonSchema;
@@ -164,7 +196,12 @@ mod team {
             }
         }
         fn systems(&self) -> Vec<String> {
-            self.requests.lock().unwrap().iter().map(|r| r.messages[0].content.clone()).collect()
+            self.requests
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|r| r.messages[0].content.clone())
+                .collect()
         }
     }
 
@@ -236,7 +273,11 @@ mod team {
             vec![
                 {
                     let mut r = text("");
-                    r.tool_calls = vec![ToolCall::new("c", "lookup", serde_json::json!({"term": "zorp"}))];
+                    r.tool_calls = vec![ToolCall::new(
+                        "c",
+                        "lookup",
+                        serde_json::json!({"term": "zorp"}),
+                    )];
                     r
                 },
                 text("zorp means 42"),
@@ -253,14 +294,18 @@ mod team {
                 Ok(Arc::new(writer_for_resolver.clone()))
             });
         let router = team
-            .routes(Router::default().with_default(plan_exec::LlmStepExecutor::new(default.clone())))
+            .routes(
+                Router::default().with_default(plan_exec::LlmStepExecutor::new(default.clone())),
+            )
             .unwrap();
         let plan = Plan::new(
             "Explain zorp",
             vec![
                 Step::new("find", "Find what zorp means").with_kind(StepKind::Search),
                 Step::new("misc", "Do general work").depends_on(["find"]),
-                Step::new("write", "Write it up").with_agent("writer").depends_on(["misc"]),
+                Step::new("write", "Write it up")
+                    .with_agent("writer")
+                    .depends_on(["misc"]),
             ],
         );
         catalogue.check_plan(&plan).unwrap();
@@ -270,9 +315,22 @@ mod team {
             .run(plan)
             .await
             .unwrap();
-        assert!(report.steps.iter().all(|s| s.status == StepOutcome::Completed), "{report:?}");
+        assert!(
+            report
+                .steps
+                .iter()
+                .all(|s| s.status == StepOutcome::Completed),
+            "{report:?}"
+        );
         let out = |id: &str| {
-            report.steps.iter().find(|s| s.id.as_str() == id).unwrap().output.clone().unwrap()
+            report
+                .steps
+                .iter()
+                .find(|s| s.id.as_str() == id)
+                .unwrap()
+                .output
+                .clone()
+                .unwrap()
         };
         assert_eq!(out("find"), "zorp means 42");
         assert_eq!(out("write"), "The report: zorp means 42.");
@@ -280,7 +338,10 @@ mod team {
         // plain step to the default executor, the named step to the writer's own model.
         let default_systems = default.systems();
         assert_eq!(default_systems[0], "You are the researcher.");
-        assert!(default_systems[2].starts_with("You carry out one step"), "{default_systems:?}");
+        assert!(
+            default_systems[2].starts_with("You carry out one step"),
+            "{default_systems:?}"
+        );
         assert_eq!(writer.systems(), vec!["You are the writer."]);
         let tools_offered = default.requests.lock().unwrap()[0].tools.len();
         assert_eq!(tools_offered, 1);

@@ -37,7 +37,11 @@ async fn reports_cite_the_files_the_search_found() {
             .run_step(&ResearchInput::new(&goal, find, vec![]))
             .await
             .unwrap();
-        assert_eq!(searched.cited[0].hit.source, q.files[0], "question {}", q.id);
+        assert_eq!(
+            searched.cited[0].hit.source, q.files[0],
+            "question {}",
+            q.id
+        );
         assert!(searched.text.contains(&format!("[find#1] {}:", q.files[0])));
 
         let analyze = Step::new("analyze", "Extract the facts that answer the goal")
@@ -71,7 +75,10 @@ async fn reports_cite_the_files_the_search_found() {
         let line = report.cited[0].hit.line.unwrap();
         assert_eq!(
             sources.trim(),
-            format!("[find#1] {}:{line} — {}", q.files[0], report.cited[0].hit.title)
+            format!(
+                "[find#1] {}:{line} — {}",
+                q.files[0], report.cited[0].hit.title
+            )
         );
         // The answer is in the cited file, at or after the cited line.
         let text = std::fs::read_to_string(corpus().join(&q.files[0])).unwrap();
@@ -96,7 +103,11 @@ async fn two_hop_questions_cite_both_files() {
         let agent = ResearchAgent::new(index.clone(), Arc::new(model.clone()));
         let goal = q.query.clone();
         let s1 = agent
-            .run_step(&ResearchInput::new(&goal, search_step("hop1", &q.query), vec![]))
+            .run_step(&ResearchInput::new(
+                &goal,
+                search_step("hop1", &q.query),
+                vec![],
+            ))
             .await
             .unwrap();
         let s2 = agent
@@ -111,13 +122,19 @@ async fn two_hop_questions_cite_both_files() {
             .run_step(&ResearchInput::new(
                 &goal,
                 Step::new("a", "Connect the two findings").with_kind(StepKind::Analyze),
-                vec![(StepId::new("hop1"), s1.text), (StepId::new("hop2"), s2.text)],
+                vec![
+                    (StepId::new("hop1"), s1.text),
+                    (StepId::new("hop2"), s2.text),
+                ],
             ))
             .await
             .unwrap();
         // Analysis prompts see both search outputs.
         let prompt = &model.request(0).messages[1].content;
-        assert!(prompt.contains("## Output of step `hop1`") && prompt.contains("## Output of step `hop2`"));
+        assert!(
+            prompt.contains("## Output of step `hop1`")
+                && prompt.contains("## Output of step `hop2`")
+        );
         let report = agent
             .run_step(&ResearchInput::new(
                 &goal,
@@ -127,7 +144,12 @@ async fn two_hop_questions_cite_both_files() {
             .await
             .unwrap();
         let cited: Vec<&str> = report.cited.iter().map(|s| s.hit.source.as_str()).collect();
-        assert_eq!(cited, vec![q.files[0].as_str(), q.files[1].as_str()], "question {}", q.id);
+        assert_eq!(
+            cited,
+            vec![q.files[0].as_str(), q.files[1].as_str()],
+            "question {}",
+            q.id
+        );
         assert!(report.unknown_citations.is_empty());
     }
 }
@@ -158,7 +180,11 @@ async fn no_results_and_uncited_reports_are_honest() {
     assert!(report.cited.is_empty());
 
     let err = agent
-        .run_step(&ResearchInput::new("g", Step::new("c", "code it").with_kind(StepKind::Code), vec![]))
+        .run_step(&ResearchInput::new(
+            "g",
+            Step::new("c", "code it").with_kind(StepKind::Code),
+            vec![],
+        ))
         .await
         .unwrap_err();
     assert!(matches!(err, ResearchError::WrongKind { .. }));
@@ -171,7 +197,11 @@ async fn uncited_report_lists_the_sources_it_was_given() {
     let model = Script::new(["Quillon was designed by Ines Varga."]);
     let agent = ResearchAgent::new(index, Arc::new(model));
     let searched = agent
-        .run_step(&ResearchInput::new("g", search_step("s", "Quillon designed"), vec![]))
+        .run_step(&ResearchInput::new(
+            "g",
+            search_step("s", "Quillon designed"),
+            vec![],
+        ))
         .await
         .unwrap();
     let report = agent
@@ -183,8 +213,15 @@ async fn uncited_report_lists_the_sources_it_was_given() {
         .await
         .unwrap();
     assert!(report.cited.is_empty());
-    let consulted = report.text.split("Sources consulted (none cited):\n").nth(1).unwrap();
-    assert!(consulted.starts_with("[s#1] software/quillon-history.md:"), "{consulted}");
+    let consulted = report
+        .text
+        .split("Sources consulted (none cited):\n")
+        .nth(1)
+        .unwrap();
+    assert!(
+        consulted.starts_with("[s#1] software/quillon-history.md:"),
+        "{consulted}"
+    );
 }
 
 #[tokio::test]
@@ -199,9 +236,7 @@ async fn a_planned_run_routes_research_steps_and_cites_real_files() {
         "Vessa was discovered by Hedda Lindqvist [search#1].",
     ]);
     let agent = ResearchAgent::new(index, Arc::new(model.clone()));
-    let router = agent.routes(
-        Router::default().with_default(LlmStepExecutor::new(model.clone())),
-    );
+    let router = agent.routes(Router::default().with_default(LlmStepExecutor::new(model.clone())));
     let log = Arc::new(EventLog::new());
     let plan = default_research_plan("Who discovered the planet Vessa?");
     let report = Runner::parallel(router)
@@ -209,10 +244,22 @@ async fn a_planned_run_routes_research_steps_and_cites_real_files() {
         .run(plan)
         .await
         .unwrap();
-    assert!(report.steps.iter().all(|s| s.status == StepOutcome::Completed));
-    let answer = report.steps.iter().find(|s| s.id.as_str() == "report").unwrap();
+    assert!(
+        report
+            .steps
+            .iter()
+            .all(|s| s.status == StepOutcome::Completed)
+    );
+    let answer = report
+        .steps
+        .iter()
+        .find(|s| s.id.as_str() == "report")
+        .unwrap();
     let answer = answer.output.as_deref().unwrap();
-    assert!(answer.contains("\n\nSources:\n[search#1] astronomy/vessa.md:"), "{answer}");
+    assert!(
+        answer.contains("\n\nSources:\n[search#1] astronomy/vessa.md:"),
+        "{answer}"
+    );
     let kinds = log.kinds();
     assert!(kinds.iter().any(|k| matches!(k,
         EventKind::ToolCall { tool, ok: true, .. } if tool == "search:local")));
@@ -235,5 +282,8 @@ async fn steps_naming_research_agents_run_as_their_kind() {
     let router = agent.routes(Router::default());
     let step = Step::new("look", "Quarry package manager manifest file").with_agent("researcher");
     let out = router.execute(&StepContext::new("g", step)).await.unwrap();
-    assert!(out.contains("[look#1] software/quillon-package-manager.md:"), "{out}");
+    assert!(
+        out.contains("[look#1] software/quillon-package-manager.md:"),
+        "{out}"
+    );
 }

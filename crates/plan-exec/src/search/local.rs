@@ -424,7 +424,7 @@ fn chunk_text(text: &str, max_lines: usize) -> Vec<Chunk> {
         paragraphs.push((s, lines.len()));
     }
     let mut current: Option<(usize, usize)> = None;
-    let mut flush = |range: (usize, usize), chunks: &mut Vec<Chunk>| {
+    let flush = |range: (usize, usize), chunks: &mut Vec<Chunk>| {
         chunks.push(Chunk {
             start_line: u32::try_from(range.0 + 1).unwrap_or(u32::MAX),
             text: lines[range.0..range.1].join("\n"),
@@ -678,7 +678,7 @@ impl Inner {
         let (parsed, _ignored) = parser.parse_query_lenient(text);
         let candidates = searcher
             .search(
-                &parsed,
+                &*parsed,
                 &TopDocs::with_limit(query.limit.saturating_mul(8).max(16)).order_by_score(),
             )
             .map_err(index_err)?;

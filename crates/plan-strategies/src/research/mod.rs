@@ -567,18 +567,22 @@ pub fn research_catalogue() -> crate::AgentCatalogue {
     let profiles = [
         crate::AgentProfile::new(
             "researcher",
-            "Searches the documents; the step description is the search query",
+            "searches the document collection (kind `search`): the step's description is \
+             what to look for, in plain words, one topic per step; independent searches run \
+             in parallel",
         )
         .with_kinds([StepKind::Search]),
         crate::AgentProfile::new(
             "analyst",
-            "Extracts and compares facts from search results, keeping their citations",
+            "extracts and compares the facts in the search results it depends on (kind \
+             `analyze`), keeping their citations",
         )
         .with_system_prompt(prompts::ANALYZE_SYSTEM)
         .with_kinds([StepKind::Analyze]),
         crate::AgentProfile::new(
             "writer",
-            "Writes the final report with citations to the documents",
+            "writes the final answer with citations to the documents (kind `synthesize`): \
+             exactly one such step, last, depending on the analyses",
         )
         .with_system_prompt(prompts::SYNTHESIZE_SYSTEM)
         .with_kinds([StepKind::Synthesize]),

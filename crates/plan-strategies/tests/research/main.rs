@@ -98,7 +98,7 @@ async fn two_hop_questions_cite_both_files() {
     for q in questions().into_iter().filter(|q| q.second_query.is_some()) {
         let model = Script::new([
             "First fact [hop1#1]; second fact [hop2#1, hop2#2].",
-            "Combining both: the answer follows [hop1#1] [hop2#1].",
+            "Combining both: the answer follows [hop1#1] [hop2#1, hop2#2].",
         ]);
         let agent = ResearchAgent::new(index.clone(), Arc::new(model.clone()));
         let goal = q.query.clone();
@@ -144,10 +144,10 @@ async fn two_hop_questions_cite_both_files() {
             .await
             .unwrap();
         let cited: Vec<&str> = report.cited.iter().map(|s| s.hit.source.as_str()).collect();
-        assert_eq!(
-            cited,
-            vec![q.files[0].as_str(), q.files[1].as_str()],
-            "question {}",
+        assert_eq!(cited[0], q.files[0], "question {}", q.id);
+        assert!(
+            cited[1..].contains(&q.files[1].as_str()),
+            "question {}: {cited:?}",
             q.id
         );
         assert!(report.unknown_citations.is_empty());

@@ -93,3 +93,20 @@ pub use sandbox::{
     Isolation, LimitHit, Limits, MissingFile, OutputFile, ParseSandboxChoiceError, Program,
     RunOutput, Sandbox, SandboxChoice, SandboxError,
 };
+
+// --- tools and search (research) ---
+mod search;
+mod tools;
+
+pub use search::{
+    BraveSearch, BraveSearchConfig, SearchBackend, SearchError, SearchHit, SearchQuery,
+};
+#[cfg(feature = "search-index")]
+pub use search::{LocalIndex, LocalIndexConfig, RefreshStats};
+pub use tools::{
+    CodeLanguage, DynTool, FsRoot, ListFilesArgs, ListFilesTool, ReadFileArgs, ReadFileTool,
+    RunCodeArgs, RunCodeTool, SearchDocsArgs, SearchDocsTool, Tool, ToolCallMode, ToolCallRecord,
+    ToolContext, ToolError, ToolLoop, ToolLoopConfig, ToolLoopError, ToolLoopOutcome, ToolObserver,
+    ToolOutput, ToolSet, ToolStepExecutor, tool_schema,
+};
+// --- end tools and search ---

@@ -55,3 +55,16 @@ pub use planner::{
 pub use prompts::PLAN_SCHEMA;
 pub use report::{AgentReport, GoalResult, Replan, StepResult, Strategy, UnknownStrategy, Usage};
 pub use stream::StepStreamParser;
+// --- agents and research (research) ---
+mod agents;
+mod research;
+
+pub use agents::{AgentCatalogue, AgentError, AgentProfile, AgentTeam, ModelResolver};
+#[cfg(feature = "search-index")]
+pub use research::ResearchSetup;
+pub use research::{
+    ModelCall, RESEARCH_PLANNER_GUIDANCE, ResearchAgent, ResearchConfig, ResearchError,
+    ResearchInput, ResearchOutput, Source, SourceLedger, citation_tags, default_research_plan,
+    query_for_step, research_catalogue,
+};
+// --- end agents and research ---

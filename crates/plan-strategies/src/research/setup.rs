@@ -1,0 +1,176 @@
+//! The research agent as a step executor, and [`ResearchSetup`]: what `plan run --research
+//! DIR` wires together.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use plan_core::{EventKind, StepKind};
+use plan_exec::{Router, StepContext, StepError, StepExecutor};
+
+use super::{ResearchAgent, ResearchError, ResearchInput, research_catalogue};
+
+fn millis(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The kind a research step runs as: its own, or for an `action` step routed to one of the
+/// research agents by name, that agent's kind.
+fn research_kind(step: &plan_core::Step) -> StepKind {
+    match (step.kind, step.agent.as_deref()) {
+        (StepKind::Action, Some("researcher")) => StepKind::Search,
+        (StepKind::Action, Some("analyst")) => StepKind::Analyze,
+        (StepKind::Action, Some("writer")) => StepKind::Synthesize,
+        (kind, _) => kind,
+    }
+}
+
+#[async_trait]
+impl StepExecutor for ResearchAgent {
+    async fn execute(&self, ctx: &StepContext) -> Result<String, StepError> {
+        let mut step = ctx.step().clone();
+        step.kind = research_kind(&step);
+        let kind = step.kind;
+        let input = ResearchInput::new(
+            ctx.goal(),
+            step,
+            ctx.dependencies()
+                .iter()
+                .map(|d| (d.id.clone(), d.output.clone()))
+                .collect(),
+        );
+        let started = Instant::now();
+        let result = tokio::select! {
+            r = self.run_step(&input) => r,
+            () = ctx.cancel_token().cancelled() => return Err(StepError::cancelled()),
+        };
+        let step_id = ctx.step().id.clone();
+        if kind == StepKind::Search {
+            ctx.emit(EventKind::ToolCall {
+                step: step_id.clone(),
+                tool: format!("search:{}", self.backend.name()),
+                ok: result.is_ok(),
+                duration_ms: millis(started.elapsed()),
+            });
+        }
+        let output = result.map_err(|e| match e {
+            ResearchError::Llm(e) => StepError::from(e),
+            e if e.is_retryable() => StepError::retryable(e.to_string()),
+            e => StepError::fatal(e.to_string()),
+        })?;
+        if let Some(call) = output.model_call {
+            ctx.emit(EventKind::LlmCall {
+                purpose: kind.as_str().to_owned(),
+                step: Some(step_id),
+                prompt_tokens: call.usage.prompt_tokens,
+                completion_tokens: call.usage.completion_tokens,
+                duration_ms: millis(call.duration),
+            });
+        }
+        Ok(output.text)
+    }
+}
+
+impl ResearchAgent {
+    /// Adds this agent to `router`: the `search`, `analyze` and `synthesize` kinds, and the
+    /// agent names of [`research_catalogue`] (`researcher`, `analyst`, `writer`).
+    pub fn routes(&self, router: Router) -> Router {
+        let me = Arc::new(self.clone());
+        let mut router = router;
+        for kind in Self::kinds() {
+            router = router.route_kind(kind, Arc::clone(&me));
+        }
+        for name in research_catalogue().names() {
+            router = router.route_agent(name, Arc::clone(&me));
+        }
+        router
+    }
+}
+
+/// Everything a run over a folder of documents needs (`plan run --strategy dag --research
+/// DIR "question"`): the refreshed local index, the [`ResearchAgent`] over it, its routes and
+/// what the planner must be told.
+#[cfg(feature = "search-index")]
+#[derive(Clone, Debug)]
+pub struct ResearchSetup {
+    index: plan_exec::LocalIndex,
+    agent: ResearchAgent,
+    refresh: plan_exec::RefreshStats,
+}
+
+#[cfg(feature = "search-index")]
+impl ResearchSetup {
+    /// Opens (or creates) the index of `config`'s folder, brings it up to date (only changed
+    /// files are re-indexed when the index is kept in a folder) and builds the research
+    /// agent over it with `provider`.
+    ///
+    /// ```
+    /// # async fn demo(provider: std::sync::Arc<dyn plan_llm::Provider>) -> Result<(), plan_strategies::ResearchError> {
+    /// use plan_exec::{LlmStepExecutor, LocalIndexConfig, Router};
+    /// use plan_strategies::{ResearchConfig, ResearchSetup};
+    ///
+    /// let setup = ResearchSetup::open(
+    ///     LocalIndexConfig::new("docs").with_cache_dir("/tmp/plan-index"),
+    ///     provider.clone(),
+    ///     ResearchConfig::default(),
+    /// )
+    /// .await?;
+    /// let router = setup.routes(Router::default().with_default(LlmStepExecutor::new(provider)));
+    /// // Give `router` to the Agent builder as its executor, and tell the planner about
+    /// // `setup.planner_guidance()` and the agents of `research_catalogue()`.
+    /// # let _ = router; Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`ResearchError::Search`] when the folder cannot be read or the index written.
+    pub async fn open(
+        config: plan_exec::LocalIndexConfig,
+        provider: Arc<dyn plan_llm::Provider>,
+        research: super::ResearchConfig,
+    ) -> Result<Self, ResearchError> {
+        let index = tokio::task::spawn_blocking(move || plan_exec::LocalIndex::open(config))
+            .await
+            .map_err(|e| {
+                ResearchError::Search(plan_exec::SearchError::Index(format!(
+                    "the index task failed: {e}"
+                )))
+            })??;
+        let refresh = index.refresh_async().await?;
+        let agent = ResearchAgent::new(Arc::new(index.clone()), provider).with_config(research);
+        Ok(Self {
+            index,
+            agent,
+            refresh,
+        })
+    }
+
+    /// The index.
+    pub fn index(&self) -> &plan_exec::LocalIndex {
+        &self.index
+    }
+
+    /// What the refresh on opening did.
+    pub fn refresh_stats(&self) -> plan_exec::RefreshStats {
+        self.refresh
+    }
+
+    /// The research agent (its ledger holds the sources found in the run).
+    pub fn agent(&self) -> &ResearchAgent {
+        &self.agent
+    }
+
+    /// Adds the research routes to `router` (see [`ResearchAgent::routes`]).
+    pub fn routes(&self, router: Router) -> Router {
+        self.agent.routes(router)
+    }
+
+    /// What the planner must be told, with the document count.
+    pub fn planner_guidance(&self) -> String {
+        format!(
+            "{} The collection has {} documents under {}.",
+            super::RESEARCH_PLANNER_GUIDANCE,
+            self.index.file_count(),
+            self.index.root().display()
+        )
+    }
+}

@@ -1,0 +1,289 @@
+//! The research agent on the shared corpus: search steps query the real local index, and
+//! the report's sources are the files the searches returned, whatever the script says.
+
+mod support;
+
+use std::sync::Arc;
+
+use plan_core::{Step, StepId, StepKind};
+use plan_exec::{LocalIndex, LocalIndexConfig};
+use plan_strategies::{ResearchAgent, ResearchError, ResearchInput};
+use support::{Script, corpus, questions};
+
+fn index() -> Arc<LocalIndex> {
+    let index = LocalIndex::open(LocalIndexConfig::new(corpus())).unwrap();
+    index.refresh().unwrap();
+    Arc::new(index)
+}
+
+fn search_step(id: &str, query: &str) -> Step {
+    Step::new(id, format!("Search the documents for {query}")).with_kind(StepKind::Search)
+}
+
+#[tokio::test]
+async fn reports_cite_the_files_the_search_found() {
+    let index = index();
+    for q in questions().into_iter().filter(|q| q.second_query.is_none()) {
+        // The script is the same for every question: which file is cited is decided by
+        // the real search, not by the script.
+        let model = Script::new([
+            "The documents state the answer [find#1].",
+            "The answer is given in the documents [find#1]. Also see [invented#7].",
+        ]);
+        let agent = ResearchAgent::new(index.clone(), Arc::new(model.clone()));
+        let goal = format!("Answer: {}", q.query);
+        let find = search_step("find", &q.query);
+        let searched = agent
+            .run_step(&ResearchInput::new(&goal, find, vec![]))
+            .await
+            .unwrap();
+        assert_eq!(
+            searched.cited[0].hit.source, q.files[0],
+            "question {}",
+            q.id
+        );
+        assert!(searched.text.contains(&format!("[find#1] {}:", q.files[0])));
+
+        let analyze = Step::new("analyze", "Extract the facts that answer the goal")
+            .with_kind(StepKind::Analyze)
+            .depends_on(["find"]);
+        let analysed = agent
+            .run_step(&ResearchInput::new(
+                &goal,
+                analyze,
+                vec![(StepId::new("find"), searched.text.clone())],
+            ))
+            .await
+            .unwrap();
+        let report_step = Step::new("report", "Write the answer with sources")
+            .with_kind(StepKind::Synthesize)
+            .depends_on(["analyze"]);
+        let report = agent
+            .run_step(&ResearchInput::new(
+                &goal,
+                report_step,
+                vec![(StepId::new("analyze"), analysed.text.clone())],
+            ))
+            .await
+            .unwrap();
+
+        assert_eq!(report.cited.len(), 1, "question {}", q.id);
+        assert_eq!(report.cited[0].hit.source, q.files[0], "question {}", q.id);
+        assert_eq!(report.unknown_citations, vec!["invented#7"]);
+        assert!(!report.text.contains("invented#7"), "{}", report.text);
+        let sources = report.text.split("\n\nSources:\n").nth(1).unwrap();
+        let line = report.cited[0].hit.line.unwrap();
+        assert_eq!(
+            sources.trim(),
+            format!(
+                "[find#1] {}:{line} — {}",
+                q.files[0], report.cited[0].hit.title
+            )
+        );
+        // The answer is in the cited file, at or after the cited line.
+        let text = std::fs::read_to_string(corpus().join(&q.files[0])).unwrap();
+        assert!(text.contains(&q.answer));
+
+        // The synthesize prompt carried the cited source's snippet (from the search) and
+        // the step description verbatim.
+        let prompt = &model.request(1).messages[1].content;
+        assert!(prompt.contains("Write the answer with sources"));
+        assert!(prompt.contains(&searched.cited[0].hit.snippet), "{prompt}");
+    }
+}
+
+#[tokio::test]
+async fn two_hop_questions_cite_both_files() {
+    let index = index();
+    for q in questions().into_iter().filter(|q| q.second_query.is_some()) {
+        let model = Script::new([
+            "First fact [hop1#1]; second fact [hop2#1, hop2#2].",
+            "Combining both: the answer follows [hop1#1] [hop2#1, hop2#2].",
+        ]);
+        let agent = ResearchAgent::new(index.clone(), Arc::new(model.clone()));
+        let goal = q.query.clone();
+        let s1 = agent
+            .run_step(&ResearchInput::new(
+                &goal,
+                search_step("hop1", &q.query),
+                vec![],
+            ))
+            .await
+            .unwrap();
+        let s2 = agent
+            .run_step(&ResearchInput::new(
+                &goal,
+                search_step("hop2", q.second_query.as_deref().unwrap()),
+                vec![],
+            ))
+            .await
+            .unwrap();
+        let analysis = agent
+            .run_step(&ResearchInput::new(
+                &goal,
+                Step::new("a", "Connect the two findings").with_kind(StepKind::Analyze),
+                vec![
+                    (StepId::new("hop1"), s1.text),
+                    (StepId::new("hop2"), s2.text),
+                ],
+            ))
+            .await
+            .unwrap();
+        // Analysis prompts see both search outputs.
+        let prompt = &model.request(0).messages[1].content;
+        assert!(
+            prompt.contains("## Output of step `hop1`")
+                && prompt.contains("## Output of step `hop2`")
+        );
+        let report = agent
+            .run_step(&ResearchInput::new(
+                &goal,
+                Step::new("r", "Write the report").with_kind(StepKind::Synthesize),
+                vec![(StepId::new("a"), analysis.text)],
+            ))
+            .await
+            .unwrap();
+        let cited: Vec<&str> = report.cited.iter().map(|s| s.hit.source.as_str()).collect();
+        assert_eq!(cited[0], q.files[0], "question {}", q.id);
+        assert!(
+            cited[1..].contains(&q.files[1].as_str()),
+            "question {}: {cited:?}",
+            q.id
+        );
+        assert!(report.unknown_citations.is_empty());
+    }
+}
+
+#[tokio::test]
+async fn no_results_and_uncited_reports_are_honest() {
+    let index = index();
+    let model = Script::new(["I could not find anything about it."]);
+    let agent = ResearchAgent::new(index, Arc::new(model));
+    let searched = agent
+        .run_step(&ResearchInput::new(
+            "g",
+            search_step("s", "zzqx unknownium"),
+            vec![],
+        ))
+        .await
+        .unwrap();
+    assert!(searched.text.contains("No results."), "{}", searched.text);
+    let report = agent
+        .run_step(&ResearchInput::new(
+            "g",
+            Step::new("r", "Write it up").with_kind(StepKind::Synthesize),
+            vec![(StepId::new("s"), searched.text)],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(report.text, "I could not find anything about it.");
+    assert!(report.cited.is_empty());
+
+    let err = agent
+        .run_step(&ResearchInput::new(
+            "g",
+            Step::new("c", "code it").with_kind(StepKind::Code),
+            vec![],
+        ))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ResearchError::WrongKind { .. }));
+    assert!(err.to_string().contains("search, analyze and synthesize"));
+}
+
+#[tokio::test]
+async fn uncited_report_lists_the_sources_it_was_given() {
+    let index = index();
+    let model = Script::new(["Quillon was designed by Ines Varga."]);
+    let agent = ResearchAgent::new(index, Arc::new(model));
+    let searched = agent
+        .run_step(&ResearchInput::new(
+            "g",
+            search_step("s", "Quillon designed"),
+            vec![],
+        ))
+        .await
+        .unwrap();
+    let report = agent
+        .run_step(&ResearchInput::new(
+            "g",
+            Step::new("r", "Write it up").with_kind(StepKind::Synthesize),
+            vec![(StepId::new("s"), searched.text)],
+        ))
+        .await
+        .unwrap();
+    assert!(report.cited.is_empty());
+    let consulted = report
+        .text
+        .split("Sources consulted (none cited):\n")
+        .nth(1)
+        .unwrap();
+    assert!(
+        consulted.starts_with("[s#1] software/quillon-history.md:"),
+        "{consulted}"
+    );
+}
+
+#[tokio::test]
+async fn a_planned_run_routes_research_steps_and_cites_real_files() {
+    use plan_core::EventKind;
+    use plan_exec::{EventLog, LlmStepExecutor, Router, Runner, StepOutcome};
+    use plan_strategies::default_research_plan;
+
+    let index = index();
+    let model = Script::new([
+        "Hedda Lindqvist discovered Vessa in 2031 [search#1].",
+        "Vessa was discovered by Hedda Lindqvist [search#1].",
+    ]);
+    let agent = ResearchAgent::new(index, Arc::new(model.clone()));
+    let router = agent.routes(Router::default().with_default(LlmStepExecutor::new(model.clone())));
+    let log = Arc::new(EventLog::new());
+    let plan = default_research_plan("Who discovered the planet Vessa?");
+    let report = Runner::parallel(router)
+        .with_event_sink(log.clone())
+        .run(plan)
+        .await
+        .unwrap();
+    assert!(
+        report
+            .steps
+            .iter()
+            .all(|s| s.status == StepOutcome::Completed)
+    );
+    let answer = report
+        .steps
+        .iter()
+        .find(|s| s.id.as_str() == "report")
+        .unwrap();
+    let answer = answer.output.as_deref().unwrap();
+    assert!(
+        answer.contains("\n\nSources:\n[search#1] astronomy/vessa.md:"),
+        "{answer}"
+    );
+    let kinds = log.kinds();
+    assert!(kinds.iter().any(|k| matches!(k,
+        EventKind::ToolCall { tool, ok: true, .. } if tool == "search:local")));
+    let purposes: Vec<String> = kinds
+        .iter()
+        .filter_map(|k| match k {
+            EventKind::LlmCall { purpose, .. } => Some(purpose.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(purposes, vec!["analyze", "synthesize"]);
+    assert_eq!(agent.ledger().sources()[0].hit.source, "astronomy/vessa.md");
+}
+
+#[tokio::test]
+async fn steps_naming_research_agents_run_as_their_kind() {
+    use plan_exec::{Router, StepContext, StepExecutor};
+    let index = index();
+    let agent = ResearchAgent::new(index, Arc::new(Script::new(Vec::<String>::new())));
+    let router = agent.routes(Router::default());
+    let step = Step::new("look", "Quarry package manager manifest file").with_agent("researcher");
+    let out = router.execute(&StepContext::new("g", step)).await.unwrap();
+    assert!(
+        out.contains("[look#1] software/quillon-package-manager.md:"),
+        "{out}"
+    );
+}

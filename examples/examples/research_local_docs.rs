@@ -1,0 +1,68 @@
+//! The research agent over a folder of documents: search steps query a local full-text
+//! index, an analyze step extracts the facts, a synthesize step writes the answer, and the
+//! sources listed are the files (with lines) the searches really returned.
+//!
+//! The model is scripted so the example runs offline: it cites the tag of the first
+//! search hit, and which file that is comes from the real search.
+//!
+//!     cargo run -p plan-examples --example research_local_docs -- [DIR] ["question"]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use plan_exec::{LlmStepExecutor, LocalIndexConfig, Router, Runner};
+use plan_llm::{Reply, ScriptedModel};
+use plan_strategies::{ResearchConfig, ResearchSetup, default_research_plan};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let dir = args.next().map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../testdata/research-corpus")
+    });
+    let question = args
+        .next()
+        .unwrap_or_else(|| "Who designed the Quillon programming language?".to_owned());
+
+    let model = ScriptedModel::new()
+        .when_system_contains(
+            "research analyst",
+            Reply::text("The top search result answers the question [search#1]."),
+        )
+        .when_system_contains(
+            "final research report",
+            Reply::text("The documents answer this directly [search#1]."),
+        );
+    let provider: Arc<dyn plan_llm::Provider> = Arc::new(model);
+
+    let cache = std::env::temp_dir().join("plan-example-index");
+    let setup = ResearchSetup::open(
+        LocalIndexConfig::new(&dir).with_cache_dir(&cache),
+        provider.clone(),
+        ResearchConfig::default(),
+    )
+    .await?;
+    let stats = setup.refresh_stats();
+    println!(
+        "index of {}: {} added, {} updated, {} removed, {} unchanged",
+        dir.display(),
+        stats.added,
+        stats.updated,
+        stats.removed,
+        stats.unchanged
+    );
+
+    let router = setup.routes(Router::default().with_default(LlmStepExecutor::new(provider)));
+    let report = Runner::parallel(router)
+        .run(default_research_plan(&question))
+        .await?;
+    for step in &report.steps {
+        println!(
+            "\n== {} ({})\n{}",
+            step.id,
+            step.status.as_str(),
+            step.output.as_deref().unwrap_or("")
+        );
+    }
+    Ok(())
+}

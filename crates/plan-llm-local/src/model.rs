@@ -65,6 +65,7 @@ impl QRows {
         }
     }
 
+    #[inline]
     fn row(&self, r: usize, cols: usize) -> (&[i8], &[f32]) {
         (
             &self.qs[r * cols..(r + 1) * cols],
@@ -103,13 +104,19 @@ impl QMat {
         let serial = rayon::current_num_threads() <= 1;
         // Each task owns a run of weight rows.
         const CHUNK: usize = 64;
+        let bpr = cols / QK;
+        // The weight rows `start..start + len`.
+        let w = |start: usize, len: usize| {
+            (
+                &self.q.qs[start * cols..(start + len) * cols],
+                &self.q.d[start * bpr..(start + len) * bpr],
+            )
+        };
         if n == 1 {
             let (xq, xd) = x.row(0, cols);
             let run = |(ci, o): (usize, &mut [f32])| {
-                for (i, oi) in o.iter_mut().enumerate() {
-                    let (wq, wd) = self.q.row(ci * CHUNK + i, cols);
-                    *oi = kernel.dot::<1>(wq, wd, [xq], [xd])[0];
-                }
+                let (wq, wd) = w(ci * CHUNK, o.len());
+                kernel.dot_rows::<1>(wq, wd, [xq], [xd], o, 1);
             };
             let out = &mut out[..rows];
             if serial {
@@ -124,21 +131,18 @@ impl QMat {
         let task = |ci: usize| -> (usize, Vec<f32>) {
             let start = ci * CHUNK;
             let nrows = CHUNK.min(rows - start);
+            let (wq, wd) = w(start, nrows);
             let mut local = vec![0f32; nrows * n];
-            for r in 0..nrows {
-                let (wq, wd) = self.q.row(start + r, cols);
-                let dst = &mut local[r * n..(r + 1) * n];
-                let mut t = 0;
-                while t + TILE <= n {
-                    let xs: [(&[i8], &[f32]); TILE] = std::array::from_fn(|j| x.row(t + j, cols));
-                    let got = kernel.dot::<TILE>(wq, wd, xs.map(|p| p.0), xs.map(|p| p.1));
-                    dst[t..t + TILE].copy_from_slice(&got);
-                    t += TILE;
-                }
-                for (tt, d) in dst.iter_mut().enumerate().skip(t) {
-                    let (xq, xd) = x.row(tt, cols);
-                    *d = kernel.dot::<1>(wq, wd, [xq], [xd])[0];
-                }
+            let mut t = 0;
+            while t + TILE <= n {
+                let xs: [(&[i8], &[f32]); TILE] = std::array::from_fn(|j| x.row(t + j, cols));
+                let (xq, xd) = (xs.map(|p| p.0), xs.map(|p| p.1));
+                kernel.dot_rows::<TILE>(wq, wd, xq, xd, &mut local[t..], n);
+                t += TILE;
+            }
+            for tt in t..n {
+                let (xq, xd) = x.row(tt, cols);
+                kernel.dot_rows::<1>(wq, wd, [xq], [xd], &mut local[tt..], n);
             }
             (start, local)
         };
@@ -176,27 +180,38 @@ impl Kernel {
         Self::Portable
     }
 
-    /// Dot products of one weight row with `T` activation rows.
+    /// Dot products of the weight rows in `wq`/`wd` (whole rows of `xd[0].len()` blocks)
+    /// with `T` activation rows: row `r`, token `t` goes to `out[r * stride + t]`.
     #[inline]
-    fn dot<const T: usize>(
+    fn dot_rows<const T: usize>(
         self,
         wq: &[i8],
         wd: &[f32],
         xq: [&[i8]; T],
         xd: [&[f32]; T],
-    ) -> [f32; T] {
+        out: &mut [f32],
+        stride: usize,
+    ) {
+        let bpr = xd.first().map_or(0, |x| x.len());
         assert!(
-            wq.len() == wd.len() * QK
-                && xq.iter().all(|x| x.len() == wq.len())
-                && xd.iter().all(|x| x.len() == wd.len()),
+            bpr > 0
+                && wd.len().is_multiple_of(bpr)
+                && wq.len() == wd.len() * QK
+                && xq.iter().all(|x| x.len() == bpr * QK)
+                && xd.iter().all(|x| x.len() == bpr),
             "mismatched row lengths"
         );
         match self {
             // SAFETY: `detect` saw AVX2 and FMA on this CPU; the lengths are checked above.
             #[cfg(target_arch = "x86_64")]
             #[allow(unsafe_code)]
-            Self::Avx2 => unsafe { avx2::dot::<T>(wq, wd, xq, xd) },
-            Self::Portable => portable_dot::<T>(wq, wd, xq, xd),
+            Self::Avx2 => unsafe { avx2::dot_rows::<T>(wq, wd, xq, xd, out, stride) },
+            Self::Portable => {
+                for (r, rd) in wd.chunks_exact(bpr).enumerate() {
+                    let got = portable_dot::<T>(&wq[r * bpr * QK..(r + 1) * bpr * QK], rd, xq, xd);
+                    out[r * stride..r * stride + T].copy_from_slice(&got);
+                }
+            }
         }
     }
 }
@@ -227,11 +242,35 @@ mod avx2 {
 
     use super::QK;
 
+    /// Every weight row against the `T` activation rows (see `Kernel::dot_rows`).
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA; `xd` non-empty, `wd.len()` a multiple of
+    /// `xd[0].len()`, `wq.len() == wd.len() * QK`, every `xq[t]` `xd[0].len() * QK` long
+    /// and every `xd[t]` `xd[0].len()` long.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn dot_rows<const T: usize>(
+        wq: &[i8],
+        wd: &[f32],
+        xq: [&[i8]; T],
+        xd: [&[f32]; T],
+        out: &mut [f32],
+        stride: usize,
+    ) {
+        let bpr = xd[0].len();
+        for (r, rd) in wd.chunks_exact(bpr).enumerate() {
+            // SAFETY: the row holds bpr blocks, as many as every xq[t] (the contract).
+            let got = unsafe { dot::<T>(&wq[r * bpr * QK..(r + 1) * bpr * QK], rd, xq, xd) };
+            out[r * stride..r * stride + T].copy_from_slice(&got);
+        }
+    }
+
     /// # Safety
     /// The CPU must support AVX2 and FMA; `wq.len() == wd.len() * QK`, every `xq[t]` as
     /// long as `wq` and every `xd[t]` as long as `wd`.
+    #[inline]
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn dot<const T: usize>(
+    unsafe fn dot<const T: usize>(
         wq: &[i8],
         wd: &[f32],
         xq: [&[i8]; T],

@@ -328,6 +328,9 @@ pub(crate) struct Llama {
     cos: Vec<f32>,
     sin: Vec<f32>,
     context: usize,
+    /// The final hidden state of the last token run, normalised and quantised: the input
+    /// of the output projection.
+    last: QRows,
 }
 
 fn md_u32(ct: &Content, key: &str) -> Result<usize, String> {
@@ -463,6 +466,7 @@ impl Llama {
             cos,
             sin,
             context,
+            last: QRows::default(),
         })
     }
 
@@ -473,7 +477,39 @@ impl Llama {
 
     /// Runs `tokens` at positions `pos..pos + tokens.len()` (earlier positions must be in
     /// the cache) and returns the logits after the last one.
+    #[cfg(test)]
     pub(crate) fn forward(&mut self, tokens: &[u32], pos: usize) -> Result<Vec<f32>, String> {
+        self.run(tokens, pos)?;
+        Ok(self.logits(None))
+    }
+
+    /// The logits after the last token run by [`Llama::run`]: all of them, or with `only`
+    /// just those tokens (the rest are −∞), which skips most of the output projection when
+    /// a grammar allows few tokens. A token's logit is the same either way.
+    pub(crate) fn logits(&self, only: Option<&[u32]>) -> Vec<f32> {
+        let vocab = self.hyper.vocab;
+        let Some(only) = only else {
+            let mut logits = vec![0f32; vocab];
+            self.output.matmul(&self.last, 1, &mut logits);
+            return logits;
+        };
+        let mut logits = vec![f32::NEG_INFINITY; vocab];
+        let kernel = Kernel::detect();
+        let cols = self.output.cols;
+        let (xq, xd) = self.last.row(0, cols);
+        for &tok in only {
+            let tok = tok as usize;
+            if tok < vocab {
+                let (wq, wd) = self.output.q.row(tok, cols);
+                kernel.dot_rows::<1>(wq, wd, [xq], [xd], &mut logits[tok..], 1);
+            }
+        }
+        logits
+    }
+
+    /// Runs `tokens` at positions `pos..pos + tokens.len()` (earlier positions must be in
+    /// the cache); [`Llama::logits`] then gives the logits after the last one.
+    pub(crate) fn run(&mut self, tokens: &[u32], pos: usize) -> Result<(), String> {
         let h = self.hyper.clone();
         let n = tokens.len();
         if n == 0 {
@@ -551,10 +587,8 @@ impl Llama {
         let last = &x[(n - 1) * dim..];
         let mut normed = vec![0f32; dim];
         rms_norm(last, &self.norm, h.eps, dim, &mut normed);
-        xq.quantize(&normed);
-        let mut logits = vec![0f32; h.vocab];
-        self.output.matmul(&xq, 1, &mut logits);
-        Ok(logits)
+        self.last.quantize(&normed);
+        Ok(())
     }
 }
 
@@ -723,6 +757,15 @@ mod tests {
             out
         };
         let batched = model.forward(&prompt, 0).unwrap();
+        let some: Vec<u32> = (0..batched.len() as u32).step_by(97).collect();
+        let subset = model.logits(Some(&some));
+        for (i, l) in subset.iter().enumerate() {
+            if i % 97 == 0 {
+                assert_eq!(*l, batched[i], "token {i}");
+            } else {
+                assert_eq!(*l, f32::NEG_INFINITY, "token {i}");
+            }
+        }
         let from_batched = greedy(&mut model, batched.clone(), prompt.len());
         let mut stepped = Vec::new();
         for (pos, &t) in prompt.iter().enumerate() {

@@ -106,10 +106,7 @@ impl Engine {
         let budget = params.max_tokens.min(context - prompt.len());
         let mut rng = rand::rngs::StdRng::seed_from_u64(params.seed);
         let mut text = TextOut::new(&params.stop);
-        let mut logits = self
-            .model
-            .forward(prompt, 0)
-            .map_err(LocalError::Inference)?;
+        self.model.run(prompt, 0).map_err(LocalError::Inference)?;
         let mut pos = prompt.len();
         let mut generated = 0usize;
         let trie = self.tok_env.tok_trie();
@@ -117,14 +114,25 @@ impl Engine {
             if generated >= budget {
                 break FinishReason::Length;
             }
-            if let Some(m) = matcher.as_mut() {
-                let mask = m.compute_mask().map_err(|e| grammar_err(m, e))?;
-                for (i, l) in logits.iter_mut().enumerate() {
-                    if !mask.is_allowed(i as u32) {
-                        *l = f32::NEG_INFINITY;
+            let logits = match matcher.as_mut() {
+                None => self.model.logits(None),
+                Some(m) => {
+                    let mask = m.compute_mask().map_err(|e| grammar_err(m, e))?;
+                    let vocab = self.model.hyper.vocab;
+                    if mask.num_set() * 4 < vocab {
+                        // Few tokens allowed: compute only their logits.
+                        self.model.logits(Some(&mask.to_list()))
+                    } else {
+                        let mut logits = self.model.logits(None);
+                        for (i, l) in logits.iter_mut().enumerate() {
+                            if !mask.is_allowed(i as u32) {
+                                *l = f32::NEG_INFINITY;
+                            }
+                        }
+                        logits
                     }
                 }
-            }
+            };
             let token = sample(&logits, params.temperature, &mut rng).ok_or_else(|| {
                 LocalError::Inference("no token is allowed at this point".to_owned())
             })?;
@@ -182,10 +190,7 @@ impl Engine {
             if generated >= budget {
                 break FinishReason::Length;
             }
-            logits = self
-                .model
-                .forward(&batch, pos)
-                .map_err(LocalError::Inference)?;
+            self.model.run(&batch, pos).map_err(LocalError::Inference)?;
             pos += batch.len();
         };
         let rest = text.finish();

@@ -12,7 +12,6 @@ use std::io::{Read, Seek};
 
 use candle_core::Device;
 use candle_core::quantized::gguf_file::Content;
-use candle_core::quantized::k_quants::{BlockQ8_0, GgmlType};
 use rayon::prelude::*;
 
 /// Values per Q8_0 block.
@@ -33,11 +32,56 @@ pub(crate) struct Hyper {
     pub(crate) train_context: usize,
 }
 
-/// A weight matrix `rows x cols` stored as Q8_0 blocks, row-major.
+/// Token rows processed together by one weight row in the batched (prompt) matmul: each
+/// weight block is loaded once for this many activation rows.
+const TILE: usize = 4;
+
+/// Rows quantised to Q8_0, split into values and scales: `qs` holds `rows * cols` signed
+/// bytes, `d` one f32 scale per block of [`QK`] values (f32 rather than GGUF's f16 so the
+/// inner loop has no half-float conversion).
+#[derive(Default)]
+struct QRows {
+    qs: Vec<i8>,
+    d: Vec<f32>,
+}
+
+impl QRows {
+    /// Quantises `x` (whole blocks of [`QK`] values) into `self`, reusing its buffers.
+    fn quantize(&mut self, x: &[f32]) {
+        self.qs.resize(x.len(), 0);
+        self.d.resize(x.len() / QK, 0.0);
+        for ((src, dst), d) in x
+            .chunks_exact(QK)
+            .zip(self.qs.chunks_exact_mut(QK))
+            .zip(self.d.iter_mut())
+        {
+            let amax = src.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let scale = amax / 127.0;
+            let inv = if scale != 0.0 { 1.0 / scale } else { 0.0 };
+            *d = scale;
+            for (q, v) in dst.iter_mut().zip(src) {
+                // Round half away from zero without a libm call (`f32::round` is not
+                // inlined on baseline x86-64); |v * inv| <= 127 so the cast cannot clip.
+                let r = v * inv;
+                *q = (r + 0.5f32.copysign(r)) as i8;
+            }
+        }
+    }
+
+    #[inline]
+    fn row(&self, r: usize, cols: usize) -> (&[i8], &[f32]) {
+        (
+            &self.qs[r * cols..(r + 1) * cols],
+            &self.d[r * cols / QK..(r + 1) * cols / QK],
+        )
+    }
+}
+
+/// A weight matrix `rows x cols` stored as Q8_0, row-major.
 struct QMat {
     rows: usize,
     cols: usize,
-    blocks: Vec<BlockQ8_0>,
+    q: QRows,
 }
 
 impl QMat {
@@ -47,57 +91,219 @@ impl QMat {
                 "a {rows}x{cols} weight cannot be stored in blocks of {QK}"
             ));
         }
-        let per_row = cols / QK;
-        let mut blocks = vec![BlockQ8_0::zeros(); rows * per_row];
-        blocks
-            .par_chunks_mut(per_row)
-            .zip(data.par_chunks(cols))
-            .for_each(|(dst, src)| BlockQ8_0::from_float(src, dst));
-        Ok(Self { rows, cols, blocks })
+        let mut q = QRows::default();
+        q.quantize(data);
+        Ok(Self { rows, cols, q })
     }
 
-    /// `out[t][r] = sum_c w[r][c] * x[t][c]` for `n` input rows already quantised to Q8_0.
-    fn matmul(&self, xq: &[BlockQ8_0], n: usize, out: &mut [f32]) {
-        let per_row = self.cols / QK;
+    /// `out[t][r] = sum_c w[r][c] * x[t][c]` for `n` input rows already quantised.
+    ///
+    /// Every (row, token) dot product runs the same arithmetic in the same order whatever
+    /// `n` is, so a prompt run in one batch gives the same numbers as token by token.
+    fn matmul(&self, x: &QRows, n: usize, out: &mut [f32]) {
+        let cols = self.cols;
         let rows = self.rows;
-        // Each task owns a run of weight rows and writes its column of every output row:
-        // gather per task, then scatter (outputs are small next to the weights).
+        let kernel = Kernel::detect();
+        let serial = rayon::current_num_threads() <= 1;
+        // Each task owns a run of weight rows.
         const CHUNK: usize = 64;
-        let parts: Vec<(usize, Vec<f32>)> = self
-            .blocks
-            .par_chunks(per_row * CHUNK)
-            .enumerate()
-            .map(|(ci, wchunk)| {
-                let nrows = wchunk.len() / per_row;
-                let mut local = vec![0f32; nrows * n];
-                for r in 0..nrows {
-                    let w = &wchunk[r * per_row..(r + 1) * per_row];
-                    for t in 0..n {
-                        let x = &xq[t * per_row..(t + 1) * per_row];
-                        local[t * nrows + r] = BlockQ8_0::vec_dot(self.cols, w, x);
-                    }
-                }
-                (ci * CHUNK, local)
-            })
-            .collect();
+        let bpr = cols / QK;
+        // The weight rows `start..start + len`.
+        let w = |start: usize, len: usize| {
+            (
+                &self.q.qs[start * cols..(start + len) * cols],
+                &self.q.d[start * bpr..(start + len) * bpr],
+            )
+        };
+        if n == 1 {
+            let (xq, xd) = x.row(0, cols);
+            let run = |(ci, o): (usize, &mut [f32])| {
+                let (wq, wd) = w(ci * CHUNK, o.len());
+                kernel.dot_rows::<1>(wq, wd, [xq], [xd], o, 1);
+            };
+            let out = &mut out[..rows];
+            if serial {
+                out.chunks_mut(CHUNK).enumerate().for_each(run);
+            } else {
+                out.par_chunks_mut(CHUNK).enumerate().for_each(run);
+            }
+            return;
+        }
+        // Batched: a task computes its rows for every token (tiles of TILE tokens share
+        // each weight block load) into a local [row][token] buffer, then scatters.
+        let task = |ci: usize| -> (usize, Vec<f32>) {
+            let start = ci * CHUNK;
+            let nrows = CHUNK.min(rows - start);
+            let (wq, wd) = w(start, nrows);
+            let mut local = vec![0f32; nrows * n];
+            let mut t = 0;
+            while t + TILE <= n {
+                let xs: [(&[i8], &[f32]); TILE] = std::array::from_fn(|j| x.row(t + j, cols));
+                let (xq, xd) = (xs.map(|p| p.0), xs.map(|p| p.1));
+                kernel.dot_rows::<TILE>(wq, wd, xq, xd, &mut local[t..], n);
+                t += TILE;
+            }
+            for tt in t..n {
+                let (xq, xd) = x.row(tt, cols);
+                kernel.dot_rows::<1>(wq, wd, [xq], [xd], &mut local[tt..], n);
+            }
+            (start, local)
+        };
+        let chunks = rows.div_ceil(CHUNK);
+        let parts: Vec<(usize, Vec<f32>)> = if serial {
+            (0..chunks).map(task).collect()
+        } else {
+            (0..chunks).into_par_iter().map(task).collect()
+        };
         for (start, local) in parts {
-            let nrows = local.len() / n.max(1);
-            for t in 0..n {
-                out[t * rows + start..t * rows + start + nrows]
-                    .copy_from_slice(&local[t * nrows..(t + 1) * nrows]);
+            for (r, vals) in local.chunks_exact(n).enumerate() {
+                for (t, v) in vals.iter().enumerate() {
+                    out[t * rows + start + r] = *v;
+                }
             }
         }
     }
 }
 
-fn quantize_rows(x: &[f32], cols: usize) -> Vec<BlockQ8_0> {
-    let per_row = cols / QK;
-    let n = x.len() / cols;
-    let mut blocks = vec![BlockQ8_0::zeros(); n * per_row];
-    for (dst, src) in blocks.chunks_mut(per_row).zip(x.chunks(cols)) {
-        BlockQ8_0::from_float(src, dst);
+/// The dot-product kernel for this CPU: AVX2+FMA when present, portable otherwise.
+#[derive(Clone, Copy)]
+enum Kernel {
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    Portable,
+}
+
+impl Kernel {
+    fn detect() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            return Self::Avx2;
+        }
+        Self::Portable
     }
-    blocks
+
+    /// Dot products of the weight rows in `wq`/`wd` (whole rows of `xd[0].len()` blocks)
+    /// with `T` activation rows: row `r`, token `t` goes to `out[r * stride + t]`.
+    #[inline]
+    fn dot_rows<const T: usize>(
+        self,
+        wq: &[i8],
+        wd: &[f32],
+        xq: [&[i8]; T],
+        xd: [&[f32]; T],
+        out: &mut [f32],
+        stride: usize,
+    ) {
+        let bpr = xd.first().map_or(0, |x| x.len());
+        assert!(
+            bpr > 0
+                && wd.len().is_multiple_of(bpr)
+                && wq.len() == wd.len() * QK
+                && xq.iter().all(|x| x.len() == bpr * QK)
+                && xd.iter().all(|x| x.len() == bpr),
+            "mismatched row lengths"
+        );
+        match self {
+            // SAFETY: `detect` saw AVX2 and FMA on this CPU; the lengths are checked above.
+            #[cfg(target_arch = "x86_64")]
+            #[allow(unsafe_code)]
+            Self::Avx2 => unsafe { avx2::dot_rows::<T>(wq, wd, xq, xd, out, stride) },
+            Self::Portable => {
+                for (r, rd) in wd.chunks_exact(bpr).enumerate() {
+                    let got = portable_dot::<T>(&wq[r * bpr * QK..(r + 1) * bpr * QK], rd, xq, xd);
+                    out[r * stride..r * stride + T].copy_from_slice(&got);
+                }
+            }
+        }
+    }
+}
+
+fn portable_dot<const T: usize>(
+    wq: &[i8],
+    wd: &[f32],
+    xq: [&[i8]; T],
+    xd: [&[f32]; T],
+) -> [f32; T] {
+    let mut acc = [0f32; T];
+    for (b, (w, dw)) in wq.chunks_exact(QK).zip(wd).enumerate() {
+        for t in 0..T {
+            let x = &xq[t][b * QK..(b + 1) * QK];
+            let s: i32 = w.iter().zip(x).map(|(a, c)| *a as i32 * *c as i32).sum();
+            acc[t] += dw * xd[t][b] * s as f32;
+        }
+    }
+    acc
+}
+
+// The one place this crate uses `unsafe`: SIMD loads in the hot loop, behind a runtime
+// CPU feature check and a length check.
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    use super::QK;
+
+    /// Every weight row against the `T` activation rows (see `Kernel::dot_rows`).
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA; `xd` non-empty, `wd.len()` a multiple of
+    /// `xd[0].len()`, `wq.len() == wd.len() * QK`, every `xq[t]` `xd[0].len() * QK` long
+    /// and every `xd[t]` `xd[0].len()` long.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn dot_rows<const T: usize>(
+        wq: &[i8],
+        wd: &[f32],
+        xq: [&[i8]; T],
+        xd: [&[f32]; T],
+        out: &mut [f32],
+        stride: usize,
+    ) {
+        let bpr = xd[0].len();
+        for (r, rd) in wd.chunks_exact(bpr).enumerate() {
+            // SAFETY: the row holds bpr blocks, as many as every xq[t] (the contract).
+            let got = unsafe { dot::<T>(&wq[r * bpr * QK..(r + 1) * bpr * QK], rd, xq, xd) };
+            out[r * stride..r * stride + T].copy_from_slice(&got);
+        }
+    }
+
+    /// # Safety
+    /// The CPU must support AVX2 and FMA; `wq.len() == wd.len() * QK`, every `xq[t]` as
+    /// long as `wq` and every `xd[t]` as long as `wd`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn dot<const T: usize>(
+        wq: &[i8],
+        wd: &[f32],
+        xq: [&[i8]; T],
+        xd: [&[f32]; T],
+    ) -> [f32; T] {
+        let ones = _mm256_set1_epi16(1);
+        let mut acc = [_mm256_setzero_ps(); T];
+        for (b, dw) in wd.iter().enumerate() {
+            // SAFETY: (b + 1) * QK <= wq.len() == xq[t].len() (the caller's contract).
+            let w = unsafe { _mm256_loadu_si256(wq.as_ptr().add(b * QK).cast::<__m256i>()) };
+            // |w| and sign(w) * x: maddubs wants one unsigned operand.
+            let aw = _mm256_sign_epi8(w, w);
+            for t in 0..T {
+                let y = unsafe { _mm256_loadu_si256(xq[t].as_ptr().add(b * QK).cast::<__m256i>()) };
+                let sy = _mm256_sign_epi8(y, w);
+                let pairs = _mm256_maddubs_epi16(aw, sy);
+                let sums = _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, ones));
+                acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dw * xd[t][b]), sums, acc[t]);
+            }
+        }
+        let mut out = [0f32; T];
+        for (o, a) in out.iter_mut().zip(acc) {
+            let hi = _mm256_extractf128_ps(a, 1);
+            let s = _mm_add_ps(hi, _mm256_castps256_ps128(a));
+            let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+            let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+            *o = _mm_cvtss_f32(s);
+        }
+        out
+    }
 }
 
 struct Layer {
@@ -125,6 +331,9 @@ pub(crate) struct Llama {
     cos: Vec<f32>,
     sin: Vec<f32>,
     context: usize,
+    /// The final hidden state of the last token run, normalised and quantised: the input
+    /// of the output projection.
+    last: QRows,
 }
 
 fn md_u32(ct: &Content, key: &str) -> Result<usize, String> {
@@ -260,6 +469,7 @@ impl Llama {
             cos,
             sin,
             context,
+            last: QRows::default(),
         })
     }
 
@@ -270,7 +480,39 @@ impl Llama {
 
     /// Runs `tokens` at positions `pos..pos + tokens.len()` (earlier positions must be in
     /// the cache) and returns the logits after the last one.
+    #[cfg(test)]
     pub(crate) fn forward(&mut self, tokens: &[u32], pos: usize) -> Result<Vec<f32>, String> {
+        self.run(tokens, pos)?;
+        Ok(self.logits(None))
+    }
+
+    /// The logits after the last token run by [`Llama::run`]: all of them, or with `only`
+    /// just those tokens (the rest are −∞), which skips most of the output projection when
+    /// a grammar allows few tokens. A token's logit is the same either way.
+    pub(crate) fn logits(&self, only: Option<&[u32]>) -> Vec<f32> {
+        let vocab = self.hyper.vocab;
+        let Some(only) = only else {
+            let mut logits = vec![0f32; vocab];
+            self.output.matmul(&self.last, 1, &mut logits);
+            return logits;
+        };
+        let mut logits = vec![f32::NEG_INFINITY; vocab];
+        let kernel = Kernel::detect();
+        let cols = self.output.cols;
+        let (xq, xd) = self.last.row(0, cols);
+        for &tok in only {
+            let tok = tok as usize;
+            if tok < vocab {
+                let (wq, wd) = self.output.q.row(tok, cols);
+                kernel.dot_rows::<1>(wq, wd, [xq], [xd], &mut logits[tok..], 1);
+            }
+        }
+        logits
+    }
+
+    /// Runs `tokens` at positions `pos..pos + tokens.len()` (earlier positions must be in
+    /// the cache); [`Llama::logits`] then gives the logits after the last one.
+    pub(crate) fn run(&mut self, tokens: &[u32], pos: usize) -> Result<(), String> {
         let h = self.hyper.clone();
         let n = tokens.len();
         if n == 0 {
@@ -300,9 +542,10 @@ impl Llama {
         let mut att = vec![0f32; n * dim];
         let mut gate = vec![0f32; n * h.ffn];
         let mut up = vec![0f32; n * h.ffn];
+        let mut xq = QRows::default();
         for layer in &mut self.layers {
             rms_norm(&x, &layer.attn_norm, h.eps, dim, &mut buf);
-            let xq = quantize_rows(&buf, dim);
+            xq.quantize(&buf);
             layer.wq.matmul(&xq, n, &mut q);
             layer.wk.matmul(&xq, n, &mut k);
             layer.wv.matmul(&xq, n, &mut v);
@@ -326,20 +569,20 @@ impl Llama {
             layer.k_cache[pos * kv_dim..(pos + n) * kv_dim].copy_from_slice(&k);
             layer.v_cache[pos * kv_dim..(pos + n) * kv_dim].copy_from_slice(&v);
             attention(&h, &q, &layer.k_cache, &layer.v_cache, pos, &mut att);
-            let aq = quantize_rows(&att, dim);
-            layer.wo.matmul(&aq, n, &mut buf);
+            xq.quantize(&att);
+            layer.wo.matmul(&xq, n, &mut buf);
             for (xi, bi) in x.iter_mut().zip(&buf) {
                 *xi += bi;
             }
             rms_norm(&x, &layer.ffn_norm, h.eps, dim, &mut buf);
-            let xq = quantize_rows(&buf, dim);
+            xq.quantize(&buf);
             layer.w_gate.matmul(&xq, n, &mut gate);
             layer.w_up.matmul(&xq, n, &mut up);
             for (g, u) in gate.iter_mut().zip(&up) {
                 *g = *g / (1.0 + (-*g).exp()) * u;
             }
-            let gq = quantize_rows(&gate, h.ffn);
-            layer.w_down.matmul(&gq, n, &mut buf);
+            xq.quantize(&gate);
+            layer.w_down.matmul(&xq, n, &mut buf);
             for (xi, bi) in x.iter_mut().zip(&buf) {
                 *xi += bi;
             }
@@ -347,10 +590,8 @@ impl Llama {
         let last = &x[(n - 1) * dim..];
         let mut normed = vec![0f32; dim];
         rms_norm(last, &self.norm, h.eps, dim, &mut normed);
-        let lq = quantize_rows(&normed, dim);
-        let mut logits = vec![0f32; h.vocab];
-        self.output.matmul(&lq, 1, &mut logits);
-        Ok(logits)
+        self.last.quantize(&normed);
+        Ok(())
     }
 }
 
@@ -448,7 +689,9 @@ mod tests {
             .collect();
         let m = QMat::from_f32(rows, cols, &w).unwrap();
         let mut out = vec![0f32; n * rows];
-        m.matmul(&quantize_rows(&x, cols), n, &mut out);
+        let mut xq = QRows::default();
+        xq.quantize(&x);
+        m.matmul(&xq, n, &mut out);
         for t in 0..n {
             for r in 0..rows {
                 let exact = dot(&w[r * cols..(r + 1) * cols], &x[t * cols..(t + 1) * cols]);
@@ -459,6 +702,90 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn batched_and_tiled_matmul_equal_row_by_row_exactly() {
+        let (rows, cols, n) = (130, 96, 7);
+        let w: Vec<f32> = (0..rows * cols)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
+            .collect();
+        let x: Vec<f32> = (0..n * cols)
+            .map(|i| ((i * 13 % 29) as f32 - 14.0) / 14.0)
+            .collect();
+        let m = QMat::from_f32(rows, cols, &w).unwrap();
+        let mut all = QRows::default();
+        all.quantize(&x);
+        let mut batched = vec![0f32; n * rows];
+        m.matmul(&all, n, &mut batched);
+        for t in 0..n {
+            let mut one = QRows::default();
+            one.quantize(&x[t * cols..(t + 1) * cols]);
+            let mut single = vec![0f32; rows];
+            m.matmul(&one, 1, &mut single);
+            assert_eq!(&batched[t * rows..(t + 1) * rows], &single[..], "token {t}");
+        }
+    }
+
+    /// The real model: a prompt run in one batch gives the logits of running it token by
+    /// token, and greedy decoding from either continues with the same tokens.
+    #[test]
+    fn prefill_matches_token_by_token_decoding() {
+        let path = crate::fetch::ModelStore::default()
+            .ensure(&crate::fetch::FetchOptions::default(), &mut |_| {})
+            .unwrap();
+        let mut reader = std::io::BufReader::new(std::fs::File::open(&path).unwrap());
+        let content = Content::read(&mut reader).unwrap();
+        let tokenizer = crate::tokenizer::Tokenizer::from_gguf(&content).unwrap();
+        let prompt = tokenizer
+            .encode("<|im_start|>user\nName three colours of the rainbow.<|im_end|>\n<|im_start|>assistant\n")
+            .unwrap();
+        assert!(prompt.len() > 2 * TILE + 1, "{prompt:?}");
+        let mut model = Llama::load(&content, &mut reader, 256).unwrap();
+        let argmax = |l: &[f32]| {
+            l.iter()
+                .enumerate()
+                .max_by(|a, b| a.1.total_cmp(b.1))
+                .map(|(i, _)| i as u32)
+                .unwrap()
+        };
+        let greedy = |model: &mut Llama, mut logits: Vec<f32>, mut pos: usize| {
+            let mut out = Vec::new();
+            for _ in 0..12 {
+                let t = argmax(&logits);
+                out.push(t);
+                logits = model.forward(&[t], pos).unwrap();
+                pos += 1;
+            }
+            out
+        };
+        let batched = model.forward(&prompt, 0).unwrap();
+        let some: Vec<u32> = (0..batched.len() as u32).step_by(97).collect();
+        let subset = model.logits(Some(&some));
+        for (i, l) in subset.iter().enumerate() {
+            if i % 97 == 0 {
+                assert_eq!(*l, batched[i], "token {i}");
+            } else {
+                assert_eq!(*l, f32::NEG_INFINITY, "token {i}");
+            }
+        }
+        let from_batched = greedy(&mut model, batched.clone(), prompt.len());
+        let mut stepped = Vec::new();
+        for (pos, &t) in prompt.iter().enumerate() {
+            stepped = model.forward(&[t], pos).unwrap();
+        }
+        let max_diff = batched
+            .iter()
+            .zip(&stepped)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(max_diff < 1e-3, "logits differ by up to {max_diff}");
+        let from_stepped = greedy(&mut model, stepped, prompt.len());
+        assert_eq!(from_batched, from_stepped);
+        assert_eq!(
+            tokenizer.decode(&from_batched).unwrap(),
+            tokenizer.decode(&from_stepped).unwrap()
+        );
     }
 
     #[test]

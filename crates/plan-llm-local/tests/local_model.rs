@@ -43,21 +43,21 @@ fn plan_schema() -> Value {
     json!({
         "type": "object",
         "properties": {
-            "goal": {"type": "string", "minLength": 1, "maxLength": 80},
+            "goal": {"type": "string", "minLength": 1, "maxLength": 40},
             "steps": {
                 "type": "array",
                 "minItems": 2,
-                "maxItems": 4,
+                "maxItems": 3,
                 "items": {
                     "type": "object",
                     "properties": {
-                        "id": {"type": "string", "pattern": "^[a-z][a-z0-9_]{0,15}$"},
-                        "description": {"type": "string", "pattern": "^[A-Za-z0-9 ,.'-]{1,80}$"},
+                        "id": {"type": "string", "pattern": "^[a-z][a-z0-9_]{0,11}$"},
+                        "description": {"type": "string", "pattern": "^[A-Za-z0-9 ,.'-]{1,40}$"},
                         "kind": {"enum": ["action", "verify", "search", "analyze"]},
                         "dependencies": {
                             "type": "array",
-                            "maxItems": 3,
-                            "items": {"type": "string", "pattern": "^[a-z][a-z0-9_]{0,15}$"}
+                            "maxItems": 2,
+                            "items": {"type": "string", "pattern": "^[a-z][a-z0-9_]{0,11}$"}
                         }
                     },
                     "required": ["id", "description", "kind", "dependencies"],
@@ -80,20 +80,20 @@ fn check_plan(v: &Value) -> Result<(), String> {
         ));
     }
     let goal = obj.get("goal").and_then(Value::as_str).ok_or("no goal")?;
-    if goal.is_empty() || goal.chars().count() > 80 {
+    if goal.is_empty() || goal.chars().count() > 40 {
         return Err(format!("goal length {}", goal.chars().count()));
     }
     let steps = obj
         .get("steps")
         .and_then(Value::as_array)
         .ok_or("no steps")?;
-    if !(2..=4).contains(&steps.len()) {
+    if !(2..=3).contains(&steps.len()) {
         return Err(format!("{} steps", steps.len()));
     }
     let id_ok = |s: &str| {
         let mut c = s.chars();
         c.next().is_some_and(|f| f.is_ascii_lowercase())
-            && s.len() <= 16
+            && s.len() <= 12
             && c.all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '_')
     };
     for step in steps {
@@ -110,7 +110,7 @@ fn check_plan(v: &Value) -> Result<(), String> {
             .and_then(Value::as_str)
             .ok_or("no description")?;
         let d_ok = !d.is_empty()
-            && d.len() <= 80
+            && d.len() <= 40
             && d.chars()
                 .all(|c| c.is_ascii_alphanumeric() || " ,.'-".contains(c));
         if !d_ok {
@@ -124,7 +124,7 @@ fn check_plan(v: &Value) -> Result<(), String> {
             .get("dependencies")
             .and_then(Value::as_array)
             .ok_or("no dependencies")?;
-        if deps.len() > 3 || deps.iter().any(|d| !d.as_str().is_some_and(id_ok)) {
+        if deps.len() > 2 || deps.iter().any(|d| !d.as_str().is_some_and(id_ok)) {
             return Err(format!("bad dependencies {deps:?}"));
         }
     }
@@ -160,8 +160,9 @@ fn plan_request(goal: &str) -> Request {
         Message::user(format!("Goal: {goal}")),
     ])
     .with_temperature(0.0)
-    // Above the schema's worst case (every string at its maximum, one token per char).
-    .with_max_tokens(800)
+    // Above the schema's worst case (every string at its maximum, one token per char:
+    // about 510), so a reply is never cut. The limits are small to keep the test cheap.
+    .with_max_tokens(600)
     .with_response_format(ResponseFormat::JsonSchema {
         name: "plan".into(),
         schema: plan_schema(),

@@ -1,8 +1,33 @@
-//! The `plan` command-line tool.
+//! The `plan` command-line tool: parsing, configuration, display and exit codes. The work
+//! itself is done by the library crates.
+
+mod cli;
+mod cmd;
+mod config;
+mod display;
+mod events;
+mod exit;
+mod interrupt;
+mod render;
+mod style;
 
 use std::process::ExitCode;
 
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+
 fn main() -> ExitCode {
-    eprintln!("plan: not built yet");
-    ExitCode::from(2)
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(error) => exit::report(&error),
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Graph(args) => cmd::graph::run(args),
+        _ => Err(exit::Usage::new("this command is not wired yet").into()),
+    }
 }

@@ -1,0 +1,7 @@
+//! Integration tests of the `plan` binary: every command and flag of the CLI contract.
+
+mod support;
+
+mod graph;
+mod help;
+mod output;

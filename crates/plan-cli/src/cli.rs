@@ -139,9 +139,9 @@ impl Strategy {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SandboxArg {
-    /// bwrap when it works here, else refuse code steps
+    /// Use bwrap when it works here, else refuse code steps
     Auto,
-    /// bubblewrap isolation (fail if unavailable)
+    /// Bubblewrap isolation; fail when it is unavailable
     Bwrap,
     /// No isolation, limits only (reported as unisolated)
     Process,

@@ -6,6 +6,7 @@ use std::fmt;
 use petgraph::graph::{DiGraph, NodeIndex};
 
 use crate::model::{Plan, Step, StepId};
+use crate::state::{RunState, StepStatus};
 
 /// Limits applied by validation.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,6 +45,13 @@ pub enum PlanProblem {
     /// A step has an empty id (position in `steps`, 0-based).
     EmptyId {
         /// Position of the step.
+        index: usize,
+    },
+    /// A node of a [`GoalTree`](crate::GoalTree) below the top level has an empty id.
+    EmptyChildId {
+        /// The full id of the parent sub-goal.
+        parent: StepId,
+        /// Position among the parent's children, 0-based.
         index: usize,
     },
     /// A step has an empty description.
@@ -92,6 +100,11 @@ impl fmt::Display for PlanProblem {
                     index + 1
                 )
             }
+            PlanProblem::EmptyChildId { parent, index } => write!(
+                f,
+                "child #{} of `{parent}` has an empty id: give it an id unique among its siblings",
+                index + 1
+            ),
             PlanProblem::EmptyDescription { step } => write!(
                 f,
                 "step `{step}` has an empty description: say what the step should do"
@@ -119,6 +132,8 @@ impl fmt::Display for PlanProblem {
         }
     }
 }
+
+impl std::error::Error for PlanProblem {}
 
 /// Every problem found in a plan (never empty).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -242,7 +257,8 @@ impl PlanGraph {
             }
         }
 
-        for path in find_cycles(&plan.steps, &graph, &deps) {
+        let ids: Vec<StepId> = plan.steps.iter().map(|s| s.id.clone()).collect();
+        for path in cycle_paths(&ids, &graph, &deps) {
             problems.push(PlanProblem::Cycle { path });
         }
 
@@ -328,11 +344,162 @@ impl PlanGraph {
         }
         order
     }
+
+    /// Steps that can start now: pending in `state` (or absent from it) with every
+    /// dependency completed, in plan order. A step a replan added and the state does not
+    /// know yet counts as pending.
+    ///
+    /// This scans the whole plan; a runner that asks after every step should drive a
+    /// [`Scheduler`](crate::Scheduler) instead.
+    pub fn ready(&self, state: &RunState) -> Vec<usize> {
+        (0..self.len())
+            .filter(|&i| {
+                let pending = state
+                    .status(self.plan.steps[i].id.as_str())
+                    .is_none_or(|s| *s == StepStatus::Pending);
+                pending
+                    && self.deps[i].iter().all(|&d| {
+                        state
+                            .status(self.plan.steps[d].id.as_str())
+                            .is_some_and(StepStatus::is_completed)
+                    })
+            })
+            .collect()
+    }
+
+    /// The steps grouped by level: level 0 has no dependencies, and a step's level is one
+    /// more than its highest dependency's. Steps of a level can run together once the
+    /// levels before are done. Each level is in plan order.
+    pub fn levels(&self) -> Vec<Vec<usize>> {
+        let mut level = vec![0usize; self.len()];
+        let mut levels: Vec<Vec<usize>> = Vec::new();
+        for i in self.topological_order() {
+            let l = self.deps[i]
+                .iter()
+                .map(|&d| level[d] + 1)
+                .max()
+                .unwrap_or(0);
+            level[i] = l;
+            if levels.len() <= l {
+                levels.resize_with(l + 1, Vec::new);
+            }
+            levels[l].push(i);
+        }
+        for l in &mut levels {
+            l.sort_unstable();
+        }
+        levels
+    }
+
+    /// The number of steps on the longest dependency chain: the fewest rounds a runner
+    /// with unlimited parallelism needs.
+    pub fn critical_path_len(&self) -> usize {
+        self.critical_path().steps.len()
+    }
+
+    /// The longest dependency chain, counting each step as 1.
+    pub fn critical_path(&self) -> CriticalPath {
+        self.critical_path_weighted(|_| 1.0)
+    }
+
+    /// The chain of dependencies with the largest total weight (for example expected
+    /// seconds per step): the least time a run can take with unlimited parallelism.
+    /// Weights that are negative or not numbers count as 0. Ties go to the chain that ends
+    /// earliest in plan order.
+    pub fn critical_path_weighted(&self, weight: impl Fn(usize) -> f64) -> CriticalPath {
+        let n = self.len();
+        let mut finish = vec![0.0f64; n];
+        let mut via: Vec<Option<usize>> = vec![None; n];
+        for i in self.topological_order() {
+            let mut best: Option<(usize, f64)> = None;
+            for &d in &self.deps[i] {
+                if best.is_none_or(|(b, f)| finish[d] > f || (finish[d] == f && d < b)) {
+                    best = Some((d, finish[d]));
+                }
+            }
+            let w = weight(i);
+            let w = if w.is_finite() && w > 0.0 { w } else { 0.0 };
+            finish[i] = best.map_or(0.0, |(_, f)| f) + w;
+            via[i] = best.map(|(d, _)| d);
+        }
+        let mut end: Option<usize> = None;
+        for i in 0..n {
+            if end.is_none_or(|e| finish[i] > finish[e]) {
+                end = Some(i);
+            }
+        }
+        let mut steps = Vec::new();
+        let mut cur = end;
+        while let Some(i) = cur {
+            steps.push(i);
+            cur = via[i];
+        }
+        steps.reverse();
+        CriticalPath {
+            length: end.map_or(0.0, |e| finish[e]),
+            steps,
+        }
+    }
+
+    /// Every step that depends on step `index`, directly or not, ascending: what a failure
+    /// of `index` leaves unable to run.
+    pub fn descendants(&self, index: usize) -> Vec<usize> {
+        self.reach(index, &self.dependents)
+    }
+
+    /// Every step that step `index` depends on, directly or not, ascending.
+    pub fn ancestors(&self, index: usize) -> Vec<usize> {
+        self.reach(index, &self.deps)
+    }
+
+    /// Steps with no dependencies, in plan order.
+    pub fn roots(&self) -> Vec<usize> {
+        (0..self.len())
+            .filter(|&i| self.deps[i].is_empty())
+            .collect()
+    }
+
+    /// Steps nothing depends on (the plan's end results), in plan order.
+    pub fn sinks(&self) -> Vec<usize> {
+        (0..self.len())
+            .filter(|&i| self.dependents[i].is_empty())
+            .collect()
+    }
+
+    fn reach(&self, start: usize, edges: &[Vec<usize>]) -> Vec<usize> {
+        let Some(first) = edges.get(start) else {
+            return Vec::new();
+        };
+        let mut seen = vec![false; self.len()];
+        seen[start] = true;
+        let mut stack: Vec<usize> = first.clone();
+        let mut out = Vec::new();
+        while let Some(i) = stack.pop() {
+            if !seen[i] {
+                seen[i] = true;
+                out.push(i);
+                stack.extend(&edges[i]);
+            }
+        }
+        out.sort_unstable();
+        out
+    }
 }
 
-/// One cycle path per strongly connected component with more than one step.
-fn find_cycles(
-    steps: &[Step],
+/// The longest chain of dependencies through a plan.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct CriticalPath {
+    /// Its total weight (its number of steps for [`PlanGraph::critical_path`]).
+    pub length: f64,
+    /// The steps, first to last: each depends on the one before.
+    pub steps: Vec<usize>,
+}
+
+/// One cycle path per strongly connected component with more than one step, sorted.
+/// `ids[i]` names node `i`; `deps[i]` are the nodes node `i` depends on (edges `d → i`).
+pub(crate) fn cycle_paths(
+    ids: &[StepId],
     graph: &DiGraph<usize, ()>,
     deps: &[Vec<usize>],
 ) -> Vec<Vec<StepId>> {
@@ -351,9 +518,8 @@ fn find_cycles(
         let mut current = start;
         while let Some(&next) = deps[current].iter().find(|d| members.contains(d)) {
             if let Some(&pos) = seen.get(&next) {
-                let mut cycle: Vec<StepId> =
-                    path[pos..].iter().map(|&i| steps[i].id.clone()).collect();
-                cycle.push(steps[next].id.clone());
+                let mut cycle: Vec<StepId> = path[pos..].iter().map(|&i| ids[i].clone()).collect();
+                cycle.push(ids[next].clone());
                 cycles.push(cycle);
                 break;
             }
@@ -410,5 +576,61 @@ mod tests {
             .collect();
         assert_eq!(order, ["a", "b", "c"]);
         assert_eq!(g.dependents(2), &[0, 1]);
+    }
+
+    fn diamond() -> PlanGraph {
+        // a -> b -> d, a -> c -> d, e alone
+        PlanGraph::new(Plan::new(
+            "g",
+            vec![
+                Step::new("d", "d").depends_on(["b", "c"]),
+                Step::new("a", "a"),
+                Step::new("b", "b").depends_on(["a"]),
+                Step::new("c", "c").depends_on(["a"]),
+                Step::new("e", "e"),
+            ],
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn levels_and_critical_paths() {
+        let g = diamond();
+        assert_eq!(g.levels(), vec![vec![1, 4], vec![2, 3], vec![0]]);
+        assert_eq!(g.critical_path_len(), 3);
+        let unit = g.critical_path();
+        assert_eq!(unit.steps, vec![1, 2, 0]);
+        assert_eq!(unit.length, 3.0);
+        // c is slow, so the path goes through c; e alone is slower still.
+        let w = g.critical_path_weighted(|i| [1.0, 1.0, 1.0, 5.0, 0.5][i]);
+        assert_eq!((w.steps, w.length), (vec![1, 3, 0], 7.0));
+        let w = g.critical_path_weighted(|i| if i == 4 { 10.0 } else { f64::NAN });
+        assert_eq!((w.steps, w.length), (vec![4], 10.0));
+    }
+
+    #[test]
+    fn descendants_ancestors_roots_sinks() {
+        let g = diamond();
+        assert_eq!(g.descendants(1), vec![0, 2, 3]);
+        assert_eq!(g.descendants(2), vec![0]);
+        assert!(g.descendants(0).is_empty());
+        assert!(g.descendants(99).is_empty());
+        assert_eq!(g.ancestors(0), vec![1, 2, 3]);
+        assert_eq!(g.roots(), vec![1, 4]);
+        assert_eq!(g.sinks(), vec![0, 4]);
+    }
+
+    #[test]
+    fn ready_follows_run_state() {
+        let g = diamond();
+        let mut st = RunState::new(g.plan());
+        assert_eq!(g.ready(&st), vec![1, 4]);
+        st.start(&StepId::new("a")).unwrap();
+        assert_eq!(g.ready(&st), vec![4]);
+        st.complete(&StepId::new("a"), "x".into()).unwrap();
+        assert_eq!(g.ready(&st), vec![2, 3, 4]);
+        st.start(&StepId::new("b")).unwrap();
+        st.fail(&StepId::new("b"), "no".into()).unwrap();
+        assert_eq!(g.ready(&st), vec![3, 4]);
     }
 }

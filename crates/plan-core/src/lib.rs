@@ -25,9 +25,17 @@
 mod event;
 mod graph;
 mod model;
+mod render;
+mod repair;
+mod scheduler;
 mod state;
+mod tree;
 
 pub use event::{Event, EventKind, RunId, RunStatus, Timestamp};
-pub use graph::{Limits, PlanErrors, PlanGraph, PlanProblem};
+pub use graph::{CriticalPath, Limits, PlanErrors, PlanGraph, PlanProblem};
 pub use model::{CodeLang, ParsePlanError, Plan, Step, StepBody, StepId, StepKind};
+pub use render::{render_dot, render_goal_tree, render_mermaid, render_text, status_mark};
+pub use repair::{RepairChange, RepairReport, repair};
+pub use scheduler::{ScheduleState, Scheduler, SchedulerCounts};
 pub use state::{RunState, StepState, StepStatus, TransitionError};
+pub use tree::{FlatPlan, GoalNode, GoalTree, PATH_SEPARATOR};

@@ -47,6 +47,18 @@ impl Borrow<str> for StepId {
     }
 }
 
+impl PartialEq<str> for StepId {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for StepId {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
 impl AsRef<str> for StepId {
     fn as_ref(&self) -> &str {
         &self.0

@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use plan_core::{Plan, PlanGraph};
+use plan_core::{Plan, PlanGraph, render_dot, render_mermaid, render_text};
 
 use crate::cli::{GraphArgs, GraphFormat};
 use crate::config::read_input;
@@ -19,10 +19,12 @@ pub fn run(args: GraphArgs) -> anyhow::Result<ExitCode> {
         }
         (None, None) => return Err(Usage::new("give a plan file or --run RUN_ID").into()),
     };
+    let graph = render::graph(&plan)
+        .ok_or_else(|| Usage::new("the plan is not valid: run `plan graph` on its file to see why"))?;
     let text = match args.format {
-        GraphFormat::Tree => render::tree(&plan),
-        GraphFormat::Mermaid => render::tree(&plan),
-        GraphFormat::Dot => render::tree(&plan),
+        GraphFormat::Tree => render_text(&graph, None),
+        GraphFormat::Mermaid => render_mermaid(&graph, None),
+        GraphFormat::Dot => render_dot(&graph, None),
     };
     print!("{text}");
     if !text.ends_with('\n') {

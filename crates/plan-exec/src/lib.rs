@@ -12,3 +12,13 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 #![deny(clippy::print_stdout, clippy::print_stderr)]
+
+mod sandbox;
+
+// The sandbox.
+#[cfg(target_os = "linux")]
+pub use sandbox::{BwrapConfig, BwrapSandbox, ProcessSandbox};
+pub use sandbox::{
+    Isolation, LimitHit, Limits, MissingFile, OutputFile, ParseSandboxChoiceError, Program,
+    RunOutput, Sandbox, SandboxChoice, SandboxError,
+};

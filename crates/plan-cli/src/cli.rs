@@ -133,6 +133,11 @@ impl Strategy {
             Strategy::Reflective => "reflective",
         }
     }
+
+    /// The strategy with this name, as recorded in the run store.
+    pub fn from_name(name: &str) -> Option<Strategy> {
+        <Strategy as ValueEnum>::from_str(name, true).ok()
+    }
 }
 
 /// Where code steps run.

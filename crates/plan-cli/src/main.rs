@@ -15,7 +15,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, SandboxCommand};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -26,8 +26,12 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     match cli.command {
         Command::Graph(args) => cmd::graph::run(args),
+        Command::Sandbox(SandboxCommand::Run(args)) => runtime.block_on(cmd::sandbox::run(args)),
         _ => Err(exit::Usage::new("this command is not wired yet").into()),
     }
 }

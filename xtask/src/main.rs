@@ -1,5 +1,6 @@
 //! Developer tasks: `cargo xtask ci | test | bench | fetch-model`.
 
+mod fetch_model;
 mod invariants;
 
 use std::process::{Command, ExitCode};
@@ -33,7 +34,8 @@ fn run() -> Result<()> {
         }
         Some("test") => test(),
         Some("invariants") => invariants::check_workspace(),
-        _ => bail!("usage: cargo xtask <ci|test|invariants>"),
+        Some("fetch-model") => fetch_model::fetch_model(),
+        _ => bail!("usage: cargo xtask <ci|test|invariants|fetch-model>"),
     }
 }
 

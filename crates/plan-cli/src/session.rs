@@ -10,7 +10,10 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use plan_core::Event;
 use plan_exec::{CancelToken, ChannelSink, SqliteStore, event_channel};
-use plan_llm::{LlmError, ModelSpec, Provider, ProviderConfig, UsageMeter, build_provider};
+use plan_llm::{
+    LlmError, ModelSpec, Provider, ProviderConfig, ProviderExt, RetryPolicy, UsageMeter,
+    build_provider,
+};
 use plan_llm_local::{FetchEvent, LocalConfig, LocalModel, ModelStore};
 use plan_strategies::{Agent, AgentBuilder, StrategyError};
 use tokio::task::JoinHandle;
@@ -111,17 +114,20 @@ pub fn provider(settings: &Settings, quiet: bool) -> anyhow::Result<Arc<dyn Prov
             if let Some(url) = &settings.base_url {
                 config = config.with_base_url(url.clone());
             }
-            build_provider(&spec, &config).map_err(|e| Usage::new(llm_message(&e)))?
+            let remote =
+                build_provider(&spec, &config).map_err(|e| Usage::new(llm_message(&e)))?;
+            // Remote calls are retried (429, 5xx, resets) and bounded in time.
+            Arc::new(
+                remote
+                    .with_timeout(Duration::from_secs(300))
+                    .with_retry(RetryPolicy::default()),
+            )
         }
     };
-    Ok(provider)
-}
-
-/// The usage meter enforcing `--budget-tokens`, if one was set.
-pub fn budget(settings: &Settings) -> Option<UsageMeter> {
-    settings
-        .budget_tokens
-        .map(|tokens| UsageMeter::new().with_budget(tokens))
+    Ok(match settings.budget_tokens {
+        Some(tokens) => Arc::new(provider.with_usage_meter(&UsageMeter::new().with_budget(tokens))),
+        None => provider,
+    })
 }
 
 fn llm_message(e: &LlmError) -> String {

@@ -87,6 +87,11 @@ pub async fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The step statuses of a stored run's latest plan.
+pub fn state_of(run: &StoredRun) -> Option<RunState> {
+    View::of(run).state
+}
+
 /// A stored run as `plan show` presents it.
 struct View {
     state: Option<RunState>,

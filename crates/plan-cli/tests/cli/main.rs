@@ -2,7 +2,10 @@
 
 mod support;
 
+mod approve;
 mod graph;
 mod help;
 mod output;
+mod run;
 mod sandbox;
+mod store;

@@ -88,6 +88,18 @@ impl FakeOpenAi {
         self
     }
 
+    /// Adds a rule that is checked before every earlier one.
+    pub fn on_first(&self, needle: &str, reply: Reply) -> &Self {
+        self.inner.lock().unwrap().rules.insert(
+            0,
+            Rule {
+                needle: needle.to_owned(),
+                reply,
+            },
+        );
+        self
+    }
+
     /// The reply when no rule matches (default: the text "ok").
     pub fn otherwise(&self, reply: Reply) -> &Self {
         self.inner.lock().unwrap().fallback = Some(reply);

@@ -112,3 +112,88 @@ pub fn read_events(path: &Path) -> Vec<serde_json::Value> {
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad line {l:?}: {e}")))
         .collect()
 }
+
+/// A fake model server that plays every part the strategies need: planner, reviewer,
+/// decomposer, step worker (it echoes the step id), verifier and writer of the answer.
+pub fn agent_server(plan: &str) -> fake_openai::FakeOpenAi {
+    use fake_openai::Reply;
+    let server = fake_openai::FakeOpenAi::start();
+    server
+        .on("You are a planner", Reply::Text(plan.to_owned()))
+        .on(
+            "You review plans",
+            Reply::Text(r#"{"approved": true, "issues": []}"#.to_owned()),
+        )
+        .on(
+            "You break goals down",
+            Reply::With(std::sync::Arc::new(|text: &str| {
+                if text.contains("This goal is part of a larger one") {
+                    r#"{"atomic": true, "subgoals": []}"#.to_owned()
+                } else {
+                    r#"{"atomic": false, "subgoals": [
+                        {"id": "gather", "goal": "Gather the facts", "dependencies": []},
+                        {"id": "write", "goal": "Write the summary", "dependencies": ["gather"]}]}"#
+                        .to_owned()
+                }
+            })),
+        )
+        .on(
+            "You write the final answer",
+            Reply::Text("FINAL ANSWER: all done".to_owned()),
+        )
+        .on("Check to make", Reply::Text("PASS: looks right".to_owned()))
+        .otherwise(Reply::With(std::sync::Arc::new(|text: &str| {
+            format!("result of {}", step_id(text).unwrap_or("?"))
+        })));
+    server
+}
+
+/// The step id in a step prompt (`Your step (`id`):`).
+pub fn step_id(text: &str) -> Option<&str> {
+    let start = text.find("Your step (`")? + "Your step (`".len();
+    let end = text[start..].find('`')? + start;
+    Some(&text[start..end])
+}
+
+/// The needle that matches the prompt of step `id`.
+pub fn step_prompt(id: &str) -> String {
+    format!("Your step (`{id}`)")
+}
+
+/// Three steps: `a` and `b` in parallel, then `c`.
+pub const DIAMOND: &str = r#"{"goal": "Compare two things", "steps": [
+    {"id": "a", "description": "Describe the first thing", "dependencies": []},
+    {"id": "b", "description": "Describe the second thing", "dependencies": []},
+    {"id": "c", "description": "Compare them", "dependencies": ["a", "b"]}]}"#;
+
+/// Model flags pointing at a fake server.
+pub fn model_flags(server: &fake_openai::FakeOpenAi) -> Vec<String> {
+    vec![
+        "--model".into(),
+        "openai:fake-model".into(),
+        "--base-url".into(),
+        server.base_url(),
+    ]
+}
+
+/// Waits until `path` holds an event named `name` (or panics after `secs`).
+pub fn wait_for_event(path: &Path, name: &str, secs: u64) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            for line in text.lines() {
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(line)
+                    && v["event"] == name
+                {
+                    return v;
+                }
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {name} event in {} after {secs}s",
+            path.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

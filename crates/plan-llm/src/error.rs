@@ -3,7 +3,12 @@
 use std::time::Duration;
 
 /// An error from a provider or a layer. Messages never contain API keys.
-#[derive(Debug, thiserror::Error)]
+///
+/// Adapters fold the server's `x-should-retry` hint into the variant: a status the server
+/// says not to retry becomes [`LlmError::BadRequest`], one it says to retry becomes
+/// [`LlmError::Server`], so [`is_retryable`](LlmError::is_retryable) tells the whole story.
+/// 408 and 409 map to [`LlmError::Server`] (transient server-side conditions).
+#[derive(Clone, Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum LlmError {
     /// The key was missing, wrong or lacks permission (401/403).
@@ -97,6 +102,17 @@ pub enum LlmError {
     /// The operation was cancelled.
     #[error("cancelled")]
     Cancelled,
+    /// A structured reply could not be obtained; `attempts` says what was tried and how
+    /// each attempt failed.
+    #[error("no valid structured output from {provider} for `{schema}`: {}", attempts.join("; "))]
+    StructuredOutput {
+        /// Which provider.
+        provider: String,
+        /// The schema's name.
+        schema: String,
+        /// One line per attempt: the mode tried and why it failed.
+        attempts: Vec<String>,
+    },
 }
 
 impl LlmError {

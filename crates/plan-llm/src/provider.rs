@@ -26,6 +26,42 @@ pub struct Capabilities {
     pub tools: bool,
 }
 
+impl Capabilities {
+    /// Every capability.
+    pub fn all() -> Self {
+        Self {
+            streaming: true,
+            json_schema: true,
+            json_object: true,
+            tools: true,
+        }
+    }
+
+    /// Sets whether replies stream natively.
+    pub fn with_streaming(mut self, yes: bool) -> Self {
+        self.streaming = yes;
+        self
+    }
+
+    /// Sets whether `ResponseFormat::JsonSchema` is enforced.
+    pub fn with_json_schema(mut self, yes: bool) -> Self {
+        self.json_schema = yes;
+        self
+    }
+
+    /// Sets whether `ResponseFormat::JsonObject` is enforced.
+    pub fn with_json_object(mut self, yes: bool) -> Self {
+        self.json_object = yes;
+        self
+    }
+
+    /// Sets whether tools are called natively.
+    pub fn with_tools(mut self, yes: bool) -> Self {
+        self.tools = yes;
+        self
+    }
+}
+
 /// A chat model behind some provider: the one trait adapters, layers and test doubles
 /// implement. Object-safe, so `Arc<dyn Provider>` selects a model at run time.
 #[async_trait]
@@ -71,13 +107,17 @@ pub fn response_to_chunks(response: Response) -> Vec<Chunk> {
 }
 
 /// Collects a chunk stream into a response. A stream that ends without a
-/// [`Chunk::Finish`] is reported as truncated.
+/// [`Chunk::Finish`] is reported as truncated. Tool-call arguments that are empty become
+/// `{}`; when the reply was cut off by the token cap (`FinishReason::Length`), arguments
+/// that are incomplete JSON are kept as a JSON string holding the partial text.
 ///
 /// # Errors
-/// The stream's first error, or [`LlmError::InvalidResponse`] for a truncated stream or
+/// The stream's first error; [`LlmError::Refused`] when the model refused (refusal chunks
+/// or `Finish(Refusal)`); [`LlmError::InvalidResponse`] for a truncated stream or
 /// tool-call arguments that are not JSON.
 pub async fn collect_stream(provider: &str, mut stream: ChunkStream) -> Result<Response, LlmError> {
     let mut content = String::new();
+    let mut refusal: Option<String> = None;
     let mut usage = Usage::default();
     let mut finish = None;
     let mut calls: Vec<(Option<String>, Option<String>, String)> = Vec::new();
@@ -103,8 +143,21 @@ pub async fn collect_stream(provider: &str, mut stream: ChunkStream) -> Result<R
                 slot.2.push_str(&arguments);
             }
             Chunk::Usage(u) => usage = u,
+            Chunk::Refusal(r) => refusal.get_or_insert_with(String::new).push_str(&r),
             Chunk::Finish(f) => finish = Some(f),
         }
+    }
+    if refusal.is_some() || finish == Some(FinishReason::Refusal) {
+        let text = refusal.unwrap_or_default();
+        let message = if text.trim().is_empty() {
+            "the model declined to answer".to_owned()
+        } else {
+            text
+        };
+        return Err(LlmError::Refused {
+            provider: provider.to_owned(),
+            message,
+        });
     }
     let Some(finish_reason) = finish else {
         return Err(LlmError::InvalidResponse {
@@ -117,10 +170,17 @@ pub async fn collect_stream(provider: &str, mut stream: ChunkStream) -> Result<R
         let arguments = if args.trim().is_empty() {
             serde_json::Value::Object(Default::default())
         } else {
-            serde_json::from_str(&args).map_err(|e| LlmError::InvalidResponse {
-                provider: provider.to_owned(),
-                message: format!("tool call #{i} has arguments that are not JSON: {e}"),
-            })?
+            match serde_json::from_str(&args) {
+                Ok(value) => value,
+                // Cut off by the token cap: keep the partial text rather than lose it.
+                Err(_) if finish_reason == FinishReason::Length => serde_json::Value::String(args),
+                Err(e) => {
+                    return Err(LlmError::InvalidResponse {
+                        provider: provider.to_owned(),
+                        message: format!("tool call #{i} has arguments that are not JSON: {e}"),
+                    });
+                }
+            }
         };
         tool_calls.push(ToolCall {
             id: id.unwrap_or_else(|| format!("call_{i}")),

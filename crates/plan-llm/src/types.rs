@@ -326,6 +326,9 @@ pub enum Chunk {
     },
     /// Token counts (the latest value replaces earlier ones).
     Usage(Usage),
+    /// A fragment of a refusal message (the model declined to answer); a stream that
+    /// refuses ends with `Finish(FinishReason::Refusal)`.
+    Refusal(String),
     /// Why generation stopped; the last chunk of a complete stream.
     Finish(FinishReason),
 }

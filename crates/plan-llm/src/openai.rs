@@ -1,0 +1,688 @@
+//! The OpenAI chat-completions adapter, for OpenAI and OpenAI-compatible servers.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::error::LlmError;
+use crate::http::{self, Decoder, ErrorInfo, SseEvent};
+use crate::provider::{Capabilities, ChunkStream, Provider, collect_stream};
+use crate::secret::ApiKey;
+use crate::types::{
+    Chunk, FinishReason, Message, Request, Response, ResponseFormat, Role, ToolChoice, Usage,
+};
+
+/// The default endpoint.
+pub const OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
+
+/// How an OpenAI-compatible server differs from OpenAI's own API.
+///
+/// ```
+/// use plan_llm::Flavour;
+/// let vllm = Flavour::compatible().with_json_schema(true);
+/// assert!(vllm.json_schema && !Flavour::compatible().json_schema);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Flavour {
+    /// `response_format: {"type": "json_schema"}` is supported.
+    pub json_schema: bool,
+    /// `response_format: {"type": "json_object"}` is supported.
+    pub json_object: bool,
+    /// `stream_options.include_usage` is accepted and usage arrives in the last chunk.
+    pub streamed_usage: bool,
+    /// An assistant message with tool calls needs `content: ""` instead of `null`.
+    pub empty_content_with_tool_calls: bool,
+    /// The token cap is sent as `max_completion_tokens` (OpenAI) rather than `max_tokens`.
+    pub max_completion_tokens: bool,
+}
+
+impl Flavour {
+    /// OpenAI's own API.
+    pub fn openai() -> Self {
+        Self {
+            json_schema: true,
+            json_object: true,
+            streamed_usage: true,
+            empty_content_with_tool_calls: false,
+            max_completion_tokens: true,
+        }
+    }
+
+    /// A conservative default for other servers (llama.cpp, vLLM, LM Studio, ...): JSON
+    /// object mode, `max_tokens`, `content: ""` with tool calls, no schema mode and no
+    /// streamed usage until you say so.
+    pub fn compatible() -> Self {
+        Self {
+            json_schema: false,
+            json_object: true,
+            streamed_usage: false,
+            empty_content_with_tool_calls: true,
+            max_completion_tokens: false,
+        }
+    }
+
+    /// Sets whether `json_schema` response formats are supported.
+    pub fn with_json_schema(mut self, yes: bool) -> Self {
+        self.json_schema = yes;
+        self
+    }
+
+    /// Sets whether `json_object` response formats are supported.
+    pub fn with_json_object(mut self, yes: bool) -> Self {
+        self.json_object = yes;
+        self
+    }
+
+    /// Sets whether streamed usage is requested.
+    pub fn with_streamed_usage(mut self, yes: bool) -> Self {
+        self.streamed_usage = yes;
+        self
+    }
+
+    /// Sets whether assistant tool-call messages carry `content: ""`.
+    pub fn with_empty_content_with_tool_calls(mut self, yes: bool) -> Self {
+        self.empty_content_with_tool_calls = yes;
+        self
+    }
+
+    /// Sets whether the token cap is sent as `max_completion_tokens`.
+    pub fn with_max_completion_tokens(mut self, yes: bool) -> Self {
+        self.max_completion_tokens = yes;
+        self
+    }
+}
+
+impl Default for Flavour {
+    fn default() -> Self {
+        Self::openai()
+    }
+}
+
+/// A model behind OpenAI's chat-completions API or a compatible server.
+///
+/// ```
+/// use plan_llm::{ApiKey, Flavour, OpenAi, Provider};
+/// let gpt = OpenAi::new("gpt-4o-mini", Some(ApiKey::new("sk-...")));
+/// assert_eq!(gpt.name(), "openai:gpt-4o-mini");
+/// let local = OpenAi::new("qwen2.5", None)
+///     .with_base_url("http://localhost:8080/v1")
+///     .with_flavour(Flavour::compatible());
+/// # let _ = local;
+/// ```
+#[derive(Clone, Debug)]
+pub struct OpenAi {
+    name: String,
+    model: String,
+    base_url: String,
+    key: Option<ApiKey>,
+    flavour: Flavour,
+    client: reqwest::Client,
+}
+
+impl OpenAi {
+    /// A model on OpenAI's API (`key` may be `None` for servers that need none).
+    pub fn new(model: impl Into<String>, key: Option<ApiKey>) -> Self {
+        let model = model.into();
+        Self {
+            name: format!("openai:{model}"),
+            model,
+            base_url: OPENAI_BASE_URL.to_owned(),
+            key,
+            flavour: Flavour::openai(),
+            client: http::client(),
+        }
+    }
+
+    /// Talks to this base URL (ending in `/v1` for most servers).
+    pub fn with_base_url(mut self, base_url: impl Into<String>) -> Self {
+        self.base_url = base_url.into();
+        self
+    }
+
+    /// Uses this flavour of the API.
+    pub fn with_flavour(mut self, flavour: Flavour) -> Self {
+        self.flavour = flavour;
+        self
+    }
+
+    /// Reports this name (the default is `openai:<model>`).
+    pub fn with_name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// The base URL requests go to.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    async fn send(&self, request: &Request, stream: bool) -> Result<reqwest::Response, LlmError> {
+        let body = wire_request(&self.model, request, stream, self.flavour);
+        let mut builder = self
+            .client
+            .post(http::join(&self.base_url, "chat/completions"))
+            .json(&body);
+        if let Some(key) = &self.key {
+            builder = builder.bearer_auth(key.expose_secret());
+        }
+        let response = builder
+            .send()
+            .await
+            .map_err(|e| http::transport(&self.name, e, self.key.as_ref()))?;
+        if response.status().is_success() {
+            Ok(response)
+        } else {
+            Err(http::read_error(&self.name, response, self.key.as_ref(), parse_error).await)
+        }
+    }
+}
+
+#[async_trait]
+impl Provider for OpenAi {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::default()
+            .with_streaming(true)
+            .with_tools(true)
+            .with_json_schema(self.flavour.json_schema)
+            .with_json_object(self.flavour.json_object)
+    }
+
+    async fn complete(&self, request: &Request) -> Result<Response, LlmError> {
+        let response = self.send(request, false).await?;
+        let text = response
+            .text()
+            .await
+            .map_err(|e| http::transport(&self.name, e, self.key.as_ref()))?;
+        let invalid = |message: String| LlmError::InvalidResponse {
+            provider: self.name.clone(),
+            message,
+        };
+        if let Some(info) = parse_error(&text) {
+            return Err(http::stream_error(&self.name, info, self.key.as_ref()));
+        }
+        let wire: WireCompletion = serde_json::from_str(&text)
+            .map_err(|e| invalid(format!("the reply is not a chat completion: {e}")))?;
+        let choice = wire
+            .choices
+            .into_iter()
+            .next()
+            .ok_or_else(|| invalid("the reply has no choices".to_owned()))?;
+        let mut chunks = Vec::new();
+        if let Some(content) = choice.message.content.filter(|c| !c.is_empty()) {
+            chunks.push(Chunk::Text(content));
+        }
+        if let Some(refusal) = choice.message.refusal.filter(|r| !r.is_empty()) {
+            chunks.push(Chunk::Refusal(refusal));
+        }
+        for (index, call) in choice.message.tool_calls.into_iter().enumerate() {
+            chunks.push(Chunk::ToolCall {
+                index,
+                id: call.id,
+                name: call.function.name,
+                arguments: call.function.arguments.unwrap_or_default(),
+            });
+        }
+        if let Some(usage) = wire.usage {
+            chunks.push(Chunk::Usage(usage.into()));
+        }
+        chunks.push(Chunk::Finish(finish_reason(
+            choice.finish_reason.as_deref().unwrap_or("stop"),
+        )));
+        collect_stream(
+            &self.name,
+            Box::pin(futures::stream::iter(chunks.into_iter().map(Ok))),
+        )
+        .await
+    }
+
+    async fn stream(&self, request: &Request) -> Result<ChunkStream, LlmError> {
+        let response = self.send(request, true).await?;
+        let events = http::sse_events(&self.name, response, self.key.clone());
+        let decoder = StreamDecoder {
+            provider: self.name.clone(),
+            key: self.key.clone(),
+            finish: None,
+            usage: None,
+            calls: BTreeMap::new(),
+        };
+        Ok(http::decode(events.boxed(), decoder))
+    }
+}
+
+fn finish_reason(reason: &str) -> FinishReason {
+    match reason {
+        "stop" => FinishReason::Stop,
+        "length" => FinishReason::Length,
+        "tool_calls" | "function_call" => FinishReason::ToolCalls,
+        "content_filter" => FinishReason::ContentFilter,
+        other => FinishReason::Other(other.to_owned()),
+    }
+}
+
+fn parse_error(body: &str) -> Option<ErrorInfo> {
+    #[derive(Deserialize)]
+    struct Envelope {
+        error: WireError,
+    }
+    #[derive(Deserialize)]
+    struct WireError {
+        #[serde(default)]
+        message: Option<String>,
+        #[serde(default, rename = "type")]
+        kind: Option<String>,
+        #[serde(default)]
+        code: Option<Value>,
+    }
+    let env: Envelope = serde_json::from_str(body).ok()?;
+    let code = match env.error.code {
+        Some(Value::String(s)) => Some(s),
+        Some(Value::Number(n)) => Some(n.to_string()),
+        _ => None,
+    };
+    Some(ErrorInfo {
+        // The code is more specific (`context_length_exceeded`, `rate_limit_exceeded`).
+        kind: code.or(env.error.kind).unwrap_or_default(),
+        message: env.error.message.unwrap_or_default(),
+        request_id: None,
+    })
+}
+
+// ---- wire types (private) ----
+
+fn wire_message(m: &Message, flavour: Flavour) -> Value {
+    match m.role {
+        Role::System => json!({"role": "system", "content": m.content}),
+        Role::User => json!({"role": "user", "content": m.content}),
+        Role::Assistant if !m.tool_calls.is_empty() => {
+            let content = if !m.content.is_empty() {
+                Value::String(m.content.clone())
+            } else if flavour.empty_content_with_tool_calls {
+                Value::String(String::new())
+            } else {
+                Value::Null
+            };
+            let calls: Vec<Value> = m
+                .tool_calls
+                .iter()
+                .map(|c| {
+                    json!({
+                        "id": c.id,
+                        "type": "function",
+                        "function": {"name": c.name, "arguments": c.arguments.to_string()},
+                    })
+                })
+                .collect();
+            json!({"role": "assistant", "content": content, "tool_calls": calls})
+        }
+        Role::Assistant => json!({"role": "assistant", "content": m.content}),
+        Role::Tool => json!({
+            "role": "tool",
+            "tool_call_id": m.tool_call_id.clone().unwrap_or_default(),
+            "content": m.content,
+        }),
+    }
+}
+
+/// Whether OpenAI's strict mode accepts this schema: every object closes its properties
+/// and requires all of them.
+fn strict_compatible(schema: &Value) -> bool {
+    match schema {
+        Value::Object(map) => {
+            if map.get("type") == Some(&json!("object")) || map.contains_key("properties") {
+                let props: Vec<&String> = map
+                    .get("properties")
+                    .and_then(Value::as_object)
+                    .map(|p| p.keys().collect())
+                    .unwrap_or_default();
+                let required: Vec<&str> = map
+                    .get("required")
+                    .and_then(Value::as_array)
+                    .map(|r| r.iter().filter_map(Value::as_str).collect())
+                    .unwrap_or_default();
+                if map.get("additionalProperties") != Some(&Value::Bool(false))
+                    || props.iter().any(|p| !required.contains(&p.as_str()))
+                {
+                    return false;
+                }
+            }
+            map.values().all(strict_compatible)
+        }
+        Value::Array(items) => items.iter().all(strict_compatible),
+        _ => true,
+    }
+}
+
+pub(crate) fn wire_request(model: &str, r: &Request, stream: bool, flavour: Flavour) -> Value {
+    let mut body = json!({
+        "model": model,
+        "messages": r.messages.iter().map(|m| wire_message(m, flavour)).collect::<Vec<_>>(),
+        "stream": stream,
+    });
+    let obj = body.as_object_mut();
+    let Some(obj) = obj else { return body };
+    if let Some(t) = r.temperature {
+        obj.insert("temperature".into(), json!(t));
+    }
+    if let Some(n) = r.max_tokens {
+        let field = if flavour.max_completion_tokens {
+            "max_completion_tokens"
+        } else {
+            "max_tokens"
+        };
+        obj.insert(field.into(), json!(n));
+    }
+    if !r.stop.is_empty() {
+        obj.insert("stop".into(), json!(r.stop));
+    }
+    match &r.response_format {
+        ResponseFormat::Text => {}
+        ResponseFormat::JsonObject => {
+            obj.insert("response_format".into(), json!({"type": "json_object"}));
+        }
+        ResponseFormat::JsonSchema { name, schema } => {
+            obj.insert(
+                "response_format".into(),
+                json!({"type": "json_schema", "json_schema": {
+                    "name": name,
+                    "schema": schema,
+                    "strict": strict_compatible(schema),
+                }}),
+            );
+        }
+    }
+    if !r.tools.is_empty() {
+        let tools: Vec<Value> = r
+            .tools
+            .iter()
+            .map(|t| {
+                json!({"type": "function", "function": {
+                    "name": t.name, "description": t.description, "parameters": t.parameters,
+                }})
+            })
+            .collect();
+        obj.insert("tools".into(), Value::Array(tools));
+        let choice = match &r.tool_choice {
+            ToolChoice::None => json!("none"),
+            ToolChoice::Required => json!("required"),
+            ToolChoice::Tool(name) => json!({"type": "function", "function": {"name": name}}),
+            _ => json!("auto"),
+        };
+        obj.insert("tool_choice".into(), choice);
+    }
+    if stream && flavour.streamed_usage {
+        obj.insert("stream_options".into(), json!({"include_usage": true}));
+    }
+    body
+}
+
+#[derive(Deserialize)]
+struct WireCompletion {
+    #[serde(default)]
+    choices: Vec<WireChoice>,
+    #[serde(default)]
+    usage: Option<WireUsage>,
+}
+
+#[derive(Deserialize)]
+struct WireChoice {
+    message: WireMessage,
+    #[serde(default)]
+    finish_reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct WireMessage {
+    #[serde(default)]
+    content: Option<String>,
+    #[serde(default)]
+    refusal: Option<String>,
+    #[serde(default, deserialize_with = "null_as_empty")]
+    tool_calls: Vec<WireToolCall>,
+}
+
+#[derive(Deserialize)]
+struct WireToolCall {
+    #[serde(default)]
+    index: Option<usize>,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    function: WireFunction,
+}
+
+#[derive(Deserialize, Default)]
+struct WireFunction {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    arguments: Option<String>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy)]
+struct WireUsage {
+    #[serde(default)]
+    prompt_tokens: u64,
+    #[serde(default)]
+    completion_tokens: u64,
+}
+
+impl From<WireUsage> for Usage {
+    fn from(u: WireUsage) -> Self {
+        Usage::new(u.prompt_tokens, u.completion_tokens)
+    }
+}
+
+fn null_as_empty<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Ok(Option::<Vec<T>>::deserialize(d)?.unwrap_or_default())
+}
+
+#[derive(Deserialize)]
+struct WireChunk {
+    #[serde(default, deserialize_with = "null_as_empty")]
+    choices: Vec<WireChunkChoice>,
+    #[serde(default)]
+    usage: Option<WireUsage>,
+}
+
+#[derive(Deserialize)]
+struct WireChunkChoice {
+    #[serde(default)]
+    delta: Option<WireDelta>,
+    #[serde(default)]
+    finish_reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct WireDelta {
+    #[serde(default)]
+    content: Option<String>,
+    #[serde(default)]
+    refusal: Option<String>,
+    #[serde(default, deserialize_with = "null_as_empty")]
+    tool_calls: Vec<WireToolCall>,
+}
+
+struct StreamDecoder {
+    provider: String,
+    key: Option<ApiKey>,
+    finish: Option<FinishReason>,
+    usage: Option<Usage>,
+    /// Wire index → (our index, id seen, name seen).
+    calls: BTreeMap<usize, (usize, bool, bool)>,
+}
+
+impl Decoder for StreamDecoder {
+    type Item = SseEvent;
+
+    fn feed(&mut self, event: SseEvent, out: &mut Vec<Chunk>) -> Result<bool, LlmError> {
+        let data = event.data.trim();
+        if data == "[DONE]" {
+            if let Some(usage) = self.usage {
+                out.push(Chunk::Usage(usage));
+            }
+            out.push(Chunk::Finish(self.finish.clone().unwrap_or_default()));
+            return Ok(true);
+        }
+        if data.is_empty() {
+            return Ok(false);
+        }
+        if let Some(info) = parse_error(data) {
+            return Err(http::stream_error(&self.provider, info, self.key.as_ref()));
+        }
+        let chunk: WireChunk =
+            serde_json::from_str(data).map_err(|e| LlmError::InvalidResponse {
+                provider: self.provider.clone(),
+                message: format!("a stream chunk is not valid JSON: {e}"),
+            })?;
+        if let Some(usage) = chunk.usage {
+            self.usage = Some(usage.into());
+        }
+        // Only the first choice is used; we never ask for more.
+        if let Some(choice) = chunk.choices.into_iter().next() {
+            if let Some(delta) = choice.delta {
+                if let Some(text) = delta.content.filter(|t| !t.is_empty()) {
+                    out.push(Chunk::Text(text));
+                }
+                if let Some(refusal) = delta.refusal.filter(|t| !t.is_empty()) {
+                    out.push(Chunk::Refusal(refusal));
+                }
+                for (position, call) in delta.tool_calls.into_iter().enumerate() {
+                    let wire_index = call.index.unwrap_or(position);
+                    let next = self.calls.len();
+                    let slot = self.calls.entry(wire_index).or_insert((next, false, false));
+                    // Some servers repeat id and name in every fragment: pass them once.
+                    let id = call.id.filter(|_| !std::mem::replace(&mut slot.1, true));
+                    let name = call
+                        .function
+                        .name
+                        .filter(|_| !std::mem::replace(&mut slot.2, true));
+                    let arguments = call.function.arguments.unwrap_or_default();
+                    if id.is_some() || name.is_some() || !arguments.is_empty() {
+                        out.push(Chunk::ToolCall {
+                            index: slot.0,
+                            id,
+                            name,
+                            arguments,
+                        });
+                    }
+                }
+            }
+            if let Some(reason) = choice.finish_reason {
+                self.finish = Some(finish_reason(&reason));
+            }
+        }
+        Ok(false)
+    }
+
+    fn truncated(&self) -> LlmError {
+        LlmError::InvalidResponse {
+            provider: self.provider.clone(),
+            message: "the stream ended without `data: [DONE]` (truncated)".to_owned(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::replay::sse_all_cuts;
+
+    fn decoder() -> StreamDecoder {
+        StreamDecoder {
+            provider: "p".into(),
+            key: None,
+            finish: None,
+            usage: None,
+            calls: BTreeMap::new(),
+        }
+    }
+
+    fn crlf(body: &[u8]) -> Vec<u8> {
+        String::from_utf8(body.to_vec())
+            .unwrap()
+            .replace('\n', "\r\n")
+            .into_bytes()
+    }
+
+    fn cr(body: &[u8]) -> Vec<u8> {
+        String::from_utf8(body.to_vec())
+            .unwrap()
+            .replace('\n', "\r")
+            .into_bytes()
+    }
+
+    #[test]
+    fn text_stream_survives_every_cut_and_line_ending() {
+        let body = include_bytes!("../tests/recordings/openai/text.sse");
+        let mut bom = vec![0xEF, 0xBB, 0xBF];
+        bom.extend_from_slice(body);
+        for variant in [body.to_vec(), crlf(body), cr(body), bom] {
+            let r = sse_all_cuts(&variant, decoder).unwrap();
+            assert_eq!(r.content, "Hello, wörld — ✓");
+            assert_eq!(r.usage, Usage::new(12, 5));
+            assert_eq!(r.finish_reason, FinishReason::Stop);
+        }
+    }
+
+    #[test]
+    fn tool_calls_multi_line_data_and_truncation() {
+        let tools = sse_all_cuts(
+            include_bytes!("../tests/recordings/openai/tools-parallel.sse"),
+            decoder,
+        )
+        .unwrap();
+        let names: Vec<&str> = tools.tool_calls.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["get_weather", "get_time", "ping"]);
+        assert_eq!(tools.tool_calls[1].arguments, json!({"tz": "CET"}));
+        let multi = sse_all_cuts(
+            include_bytes!("../tests/recordings/openai/multiline-data.sse"),
+            decoder,
+        )
+        .unwrap();
+        assert_eq!(multi.content, "Hello, wörld — ✓");
+        let cut = sse_all_cuts(
+            include_bytes!("../tests/recordings/openai/no-done.sse"),
+            decoder,
+        )
+        .unwrap_err();
+        assert!(cut.contains("truncated"), "{cut}");
+    }
+
+    #[test]
+    fn strict_mode_only_for_closed_schemas() {
+        let closed = json!({"type": "object", "properties": {"a": {"type": "string"}},
+            "required": ["a"], "additionalProperties": false});
+        assert!(strict_compatible(&closed));
+        let open = json!({"type": "object", "properties": {"a": {"type": "string"}}});
+        assert!(!strict_compatible(&open));
+    }
+
+    #[test]
+    fn tool_call_messages_follow_the_flavour() {
+        let m = Message::assistant_tool_calls(
+            "",
+            vec![crate::types::ToolCall::new("c1", "f", json!({"x": 1}))],
+        );
+        assert_eq!(wire_message(&m, Flavour::openai())["content"], Value::Null);
+        assert_eq!(
+            wire_message(&m, Flavour::compatible())["content"],
+            json!("")
+        );
+        assert_eq!(
+            wire_message(&m, Flavour::openai())["tool_calls"][0]["function"]["arguments"],
+            json!("{\"x\":1}")
+        );
+    }
+}

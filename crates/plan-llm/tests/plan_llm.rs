@@ -1,0 +1,3 @@
+//! Integration tests for plan-llm, through the public API only.
+
+mod suite;

@@ -1,0 +1,7 @@
+mod adapters;
+mod config;
+mod fixtures;
+mod layers;
+mod scripted;
+mod structured;
+mod support;

@@ -4,6 +4,8 @@ mod support;
 
 mod approve;
 mod graph;
+mod local;
+mod readme;
 mod help;
 mod output;
 mod run;

@@ -1,0 +1,163 @@
+//! Errors: [`StepError`] (one step attempt), [`ExecError`] (a run) and [`StoreError`]
+//! (the run store).
+
+use std::time::Duration;
+
+use plan_core::{PlanErrors, RunId};
+
+/// How a step attempt failed; decides what the runner does next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum StepErrorKind {
+    /// Trying again may succeed (a rate limit, a server error, a flaky tool).
+    Retryable,
+    /// Trying again will not help; the fallback (if any) runs at once.
+    Fatal,
+    /// The attempt took longer than the step's timeout (retried like `Retryable`).
+    Timeout,
+    /// The step was cancelled; it is neither retried nor failed, and resume runs it again.
+    Cancelled,
+}
+
+/// Why a step attempt failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+#[non_exhaustive]
+pub struct StepError {
+    /// What kind of failure.
+    pub kind: StepErrorKind,
+    /// What went wrong, for the report and the `step_failed` event.
+    pub message: String,
+}
+
+impl StepError {
+    /// A failure that may go away if the step is tried again.
+    pub fn retryable(message: impl Into<String>) -> Self {
+        Self {
+            kind: StepErrorKind::Retryable,
+            message: message.into(),
+        }
+    }
+
+    /// A failure that retrying will not fix.
+    pub fn fatal(message: impl Into<String>) -> Self {
+        Self {
+            kind: StepErrorKind::Fatal,
+            message: message.into(),
+        }
+    }
+
+    /// The step was cancelled.
+    pub fn cancelled() -> Self {
+        Self {
+            kind: StepErrorKind::Cancelled,
+            message: "cancelled".to_owned(),
+        }
+    }
+
+    /// The attempt ran out of time.
+    pub fn timeout(after: Duration) -> Self {
+        Self {
+            kind: StepErrorKind::Timeout,
+            message: format!(
+                "timed out after {}: the step took longer than its timeout; raise the timeout or split the step",
+                humanize(after)
+            ),
+        }
+    }
+
+    /// Whether another attempt may succeed (retryable errors and timeouts).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self.kind, StepErrorKind::Retryable | StepErrorKind::Timeout)
+    }
+
+    /// Whether the step was cancelled.
+    pub fn is_cancelled(&self) -> bool {
+        self.kind == StepErrorKind::Cancelled
+    }
+}
+
+impl From<plan_llm::LlmError> for StepError {
+    fn from(e: plan_llm::LlmError) -> Self {
+        match e {
+            plan_llm::LlmError::Cancelled => StepError::cancelled(),
+            e if e.is_retryable() => StepError::retryable(e.to_string()),
+            e => StepError::fatal(e.to_string()),
+        }
+    }
+}
+
+fn humanize(d: Duration) -> String {
+    if d.as_millis() < 1000 {
+        format!("{} ms", d.as_millis())
+    } else {
+        format!("{:.1} s", d.as_secs_f64())
+    }
+}
+
+/// A failure of the run store.
+#[derive(Debug, thiserror::Error)]
+#[error("run store: {message}")]
+#[non_exhaustive]
+pub struct StoreError {
+    /// What went wrong and what to do.
+    pub message: String,
+    /// The underlying cause, if any.
+    #[source]
+    pub source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl StoreError {
+    /// An error with a message.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// An error with a message and a cause.
+    pub fn with_source(
+        message: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            message: message.into(),
+            source: Some(Box::new(source)),
+        }
+    }
+}
+
+/// Why a run could not be carried out (step failures are not errors: they are in the
+/// [`RunReport`](crate::RunReport)).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ExecError {
+    /// The plan is invalid (for a streamed plan: found when the stream ended).
+    #[error(transparent)]
+    InvalidPlan(#[from] PlanErrors),
+    /// A streamed step was rejected as it arrived (an empty or duplicate id, a
+    /// self-dependency).
+    #[error("invalid step in the streamed plan: {0}")]
+    InvalidStep(plan_core::PlanProblem),
+    /// The run store failed; finished work up to the failure is saved.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// No run with this id in the store.
+    #[error("no run `{0}` in the run store: list runs with `plan runs`")]
+    UnknownRun(RunId),
+    /// The operation needs a run store and the runner has none.
+    #[error("this needs a run store: give the runner one with `with_store`")]
+    NoStore,
+    /// The run has no plan saved, so there is nothing to resume.
+    #[error("run `{0}` has no saved plan: it stopped before planning finished; start it again")]
+    NoPlan(RunId),
+    /// A step task panicked (a bug in an executor).
+    #[error("step `{step}` panicked: {message}")]
+    StepPanicked {
+        /// The step.
+        step: String,
+        /// The panic message.
+        message: String,
+    },
+}

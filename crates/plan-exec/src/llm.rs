@@ -1,0 +1,155 @@
+//! [`LlmStepExecutor`]: runs a step by asking a model.
+
+use std::fmt::Write as _;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use plan_core::{EventKind, StepKind};
+use plan_llm::{Message, Provider, Request};
+
+use crate::context::StepContext;
+use crate::error::StepError;
+use crate::executor::StepExecutor;
+
+const DEFAULT_SYSTEM: &str = "You carry out one step of a plan made to reach a goal. \
+Do only this step, completely and concisely. Build on the outputs of earlier steps when \
+they are given; do not redo them. Reply with the step's result only.";
+
+const VERIFY_SYSTEM: &str = "You check the work of earlier steps of a plan made to reach a \
+goal. Judge only what you are asked to check, using the outputs given. Be strict and \
+specific.";
+
+/// Runs a step with one call to a model through any [`Provider`].
+///
+/// The prompt (see [`request`](Self::request)) carries the goal, the step's description
+/// verbatim, what the output should look like, and the outputs of the step's direct
+/// dependencies as the runner capped them. A `verify` step is shown the outputs it checks
+/// and asked for a verdict (`PASS` or `FAIL` on the first line). Each call emits an
+/// `llm_call` event with the token usage; retryable model errors
+/// ([`LlmError::is_retryable`](plan_llm::LlmError::is_retryable)) become retryable step
+/// errors.
+#[derive(Clone, Debug)]
+pub struct LlmStepExecutor<P> {
+    provider: P,
+    system: Option<String>,
+    max_tokens: Option<u32>,
+    temperature: Option<f32>,
+}
+
+impl<P: Provider> LlmStepExecutor<P> {
+    /// An executor over `provider` with the built-in prompts.
+    pub fn new(provider: P) -> Self {
+        Self {
+            provider,
+            system: None,
+            max_tokens: None,
+            temperature: None,
+        }
+    }
+
+    /// Replaces the system prompt (for every kind of step).
+    pub fn with_system_prompt(mut self, system: impl Into<String>) -> Self {
+        self.system = Some(system.into());
+        self
+    }
+
+    /// Caps the tokens of each reply.
+    pub fn with_max_tokens(mut self, max_tokens: u32) -> Self {
+        self.max_tokens = Some(max_tokens);
+        self
+    }
+
+    /// Sets the sampling temperature.
+    pub fn with_temperature(mut self, temperature: f32) -> Self {
+        self.temperature = Some(temperature);
+        self
+    }
+
+    /// The provider.
+    pub fn provider(&self) -> &P {
+        &self.provider
+    }
+
+    /// The request this executor sends for a step.
+    pub fn request(&self, ctx: &StepContext) -> Request {
+        let step = ctx.step();
+        let verify = step.kind == StepKind::Verify;
+        let system = self.system.clone().unwrap_or_else(|| {
+            if verify {
+                VERIFY_SYSTEM
+            } else {
+                DEFAULT_SYSTEM
+            }
+            .to_owned()
+        });
+
+        let mut user = String::new();
+        let _ = writeln!(user, "Goal: {}\n", ctx.goal());
+        if verify {
+            let _ = writeln!(user, "Check to make (step `{}`):", step.id);
+        } else {
+            let _ = writeln!(user, "Your step (`{}`):", step.id);
+        }
+        let _ = writeln!(user, "{}", step.description);
+        if let Some(expected) = &step.expected_output {
+            let _ = writeln!(user, "\nExpected output: {expected}");
+        }
+        if !ctx.dependencies().is_empty() {
+            if verify {
+                let _ = writeln!(user, "\nOutputs to check:");
+            } else {
+                let _ = writeln!(user, "\nOutputs of the steps this one builds on:");
+            }
+            for dep in ctx.dependencies() {
+                let _ = writeln!(
+                    user,
+                    "\n--- step `{}`: {} ---\n{}",
+                    dep.id, dep.description, dep.output
+                );
+            }
+            let _ = writeln!(user, "--- end of outputs ---");
+        }
+        if verify {
+            let _ = write!(
+                user,
+                "\nGive your verdict on the first line, `PASS` or `FAIL`, then say briefly \
+                 what is right or wrong."
+            );
+        } else {
+            let _ = write!(user, "\nReply with the result of your step only.");
+        }
+
+        let mut request = Request::new(vec![Message::system(system), Message::user(user)]);
+        request.max_tokens = self.max_tokens;
+        request.temperature = self.temperature;
+        request
+    }
+}
+
+#[async_trait]
+impl<P: Provider> StepExecutor for LlmStepExecutor<P> {
+    async fn execute(&self, ctx: &StepContext) -> Result<String, StepError> {
+        let request = self.request(ctx);
+        let started = Instant::now();
+        let result = tokio::select! {
+            r = self.provider.complete(&request) => r,
+            () = ctx.cancel_token().cancelled() => return Err(StepError::cancelled()),
+        };
+        let response = result.map_err(StepError::from)?;
+        ctx.emit(EventKind::LlmCall {
+            purpose: "step".to_owned(),
+            step: Some(ctx.step().id.clone()),
+            prompt_tokens: response.usage.prompt_tokens,
+            completion_tokens: response.usage.completion_tokens,
+            duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        });
+        if response.content.trim().is_empty() {
+            return Err(StepError::retryable(format!(
+                "the model ({}) returned an empty reply for step `{}`",
+                self.provider.name(),
+                ctx.step().id
+            )));
+        }
+        Ok(response.content)
+    }
+}

@@ -1,0 +1,925 @@
+//! [`Runner`]: runs a plan's steps through an executor, sequentially or in parallel, on
+//! the one scheduling core ([`plan_core::Scheduler`]).
+
+use std::collections::{BTreeSet, HashMap};
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use futures::{FutureExt as _, Stream, StreamExt as _};
+use plan_core::{
+    Event, EventKind, Plan, PlanGraph, PlanProblem, RunId, RunStatus, Scheduler, Step, StepId,
+    Timestamp,
+};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use crate::context::{CancelToken, DependencyOutput, StepContext, cap_output};
+use crate::error::{ExecError, StepError};
+use crate::events::{Emitter, EventSink, JournalMsg, NoopSink};
+use crate::executor::StepExecutor;
+use crate::policy::{RunOptions, StepPolicy};
+use crate::report::{RunReport, RunUsage, StepOutcome, StepReport};
+use crate::store::{RunRecord, RunStore, StepOutputRecord};
+
+/// A plan revision to execute inside an existing run: the lower-level entry point for
+/// strategies that plan, replan and synthesise around the runner
+/// ([`Runner::execute`], [`Runner::execute_stream`]).
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct PlanRun {
+    /// The run the steps belong to (already created in the store, if there is one).
+    pub run_id: RunId,
+    /// The plan (for [`Runner::execute_stream`]: the goal and any steps known already).
+    pub plan: Plan,
+    /// The plan revision (0 for the first plan).
+    pub revision: u32,
+    /// Outputs of steps already done (kept across a replan, or committed before a
+    /// crash): these steps are not run again and their outputs feed their dependents.
+    pub completed: HashMap<StepId, String>,
+    /// Attempts made before, per step, so attempt numbers continue after a resume.
+    pub prior_attempts: HashMap<StepId, u32>,
+}
+
+impl PlanRun {
+    /// Revision 0 of `plan` in run `run_id`, nothing done yet.
+    pub fn new(run_id: RunId, plan: Plan) -> Self {
+        Self {
+            run_id,
+            plan,
+            revision: 0,
+            completed: HashMap::new(),
+            prior_attempts: HashMap::new(),
+        }
+    }
+
+    /// Sets the revision.
+    pub fn with_revision(mut self, revision: u32) -> Self {
+        self.revision = revision;
+        self
+    }
+
+    /// Sets the outputs of steps already done.
+    pub fn with_completed(mut self, completed: HashMap<StepId, String>) -> Self {
+        self.completed = completed;
+        self
+    }
+}
+
+/// Runs plans: starts each step the moment its last dependency completes, up to the
+/// concurrency bound (1 for [`Runner::sequential`]), with per-step timeouts, retries with
+/// backoff, fallbacks, skipping of the dependents of failed steps, cancellation, events
+/// and (with a store) a durable journal that [`resume`](Self::resume) continues from.
+///
+/// There are no waves and no polling: a finished step wakes the runner, which hands the
+/// steps it made ready to new tasks at once.
+#[derive(Clone)]
+pub struct Runner {
+    executor: Arc<dyn StepExecutor>,
+    options: RunOptions,
+    sequential: bool,
+    sink: Arc<dyn EventSink>,
+    store: Option<Arc<dyn RunStore>>,
+    cancel: CancelToken,
+}
+
+impl std::fmt::Debug for Runner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runner")
+            .field("options", &self.options)
+            .field("sequential", &self.sequential)
+            .field("store", &self.store.is_some())
+            .finish()
+    }
+}
+
+impl Runner {
+    /// A parallel runner with the default [`RunOptions`] (concurrency 4).
+    pub fn parallel(executor: impl StepExecutor + 'static) -> Self {
+        Self {
+            executor: Arc::new(executor),
+            options: RunOptions::default(),
+            sequential: false,
+            sink: Arc::new(NoopSink),
+            store: None,
+            cancel: CancelToken::new(),
+        }
+    }
+
+    /// A sequential runner: one step at a time, in plan order among the ready steps.
+    pub fn sequential(executor: impl StepExecutor + 'static) -> Self {
+        Self {
+            sequential: true,
+            ..Self::parallel(executor)
+        }
+    }
+
+    /// Sets the run options (a sequential runner keeps a concurrency of 1).
+    pub fn with_options(mut self, options: RunOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Sends every event to `sink`.
+    pub fn with_event_sink(mut self, sink: impl EventSink + 'static) -> Self {
+        self.sink = Arc::new(sink);
+        self
+    }
+
+    /// Journals runs in `store`, so they can be listed, shown and resumed.
+    pub fn with_store(mut self, store: impl RunStore + 'static) -> Self {
+        self.store = Some(Arc::new(store));
+        self
+    }
+
+    /// Uses `cancel` as the run's cancel token (cancel it on Ctrl-C).
+    pub fn with_cancel(mut self, cancel: CancelToken) -> Self {
+        self.cancel = cancel;
+        self
+    }
+
+    /// The run's cancel token: cancelling it stops the run; in-flight steps are cancelled
+    /// and the run can be resumed.
+    pub fn cancel_token(&self) -> &CancelToken {
+        &self.cancel
+    }
+
+    /// The options in force.
+    pub fn options(&self) -> &RunOptions {
+        &self.options
+    }
+
+    /// The store, if any.
+    pub fn store(&self) -> Option<&Arc<dyn RunStore>> {
+        self.store.as_ref()
+    }
+
+    fn concurrency(&self) -> usize {
+        if self.sequential {
+            1
+        } else {
+            self.options.concurrency.max(1)
+        }
+    }
+
+    /// Runs a plan as a new run: validates it, records the run (with a store), emits
+    /// `run_started`, `plan_created`, the step events and `run_finished`.
+    ///
+    /// # Errors
+    /// [`ExecError::InvalidPlan`] listing every problem; [`ExecError::Store`]. Failed
+    /// steps are not errors: see [`RunReport::status`].
+    pub async fn run(&self, plan: Plan) -> Result<RunReport, ExecError> {
+        let record = RunRecord::new(plan.goal.clone());
+        self.run_with_record(record, plan).await
+    }
+
+    /// Like [`run`](Self::run), recording `record` (model spec, strategy, options).
+    ///
+    /// # Errors
+    /// As [`run`](Self::run).
+    pub async fn run_with_record(
+        &self,
+        record: RunRecord,
+        plan: Plan,
+    ) -> Result<RunReport, ExecError> {
+        PlanGraph::with_limits(plan.clone(), &unlimited())?;
+        let session = self.open(&record.id);
+        if let Some(store) = &self.store {
+            store.create_run(&record).await?;
+            store.save_plan(&record.id, 0, &plan).await?;
+        }
+        session.emit(EventKind::RunStarted {
+            goal: record.goal.clone(),
+        });
+        session.emit(EventKind::PlanCreated {
+            plan: plan.clone(),
+            revision: 0,
+        });
+        let result = self
+            .drive(&session, PlanRun::new(record.id.clone(), plan), no_stream())
+            .await;
+        self.finish(session, result).await
+    }
+
+    /// Runs a plan whose steps are still arriving (streamed planning) as a new run: each
+    /// step may start as soon as it and its dependencies are in, before the plan is
+    /// complete. The plan is validated when the stream ends; `plan_created` is emitted and
+    /// the plan saved then.
+    ///
+    /// # Errors
+    /// [`ExecError::InvalidPlan`] when the streamed plan turns out invalid (steps that
+    /// could run have run and their outputs are saved); [`ExecError::Store`].
+    pub async fn run_stream<S>(&self, record: RunRecord, steps: S) -> Result<RunReport, ExecError>
+    where
+        S: Stream<Item = Step> + Send,
+    {
+        let session = self.open(&record.id);
+        if let Some(store) = &self.store {
+            store.create_run(&record).await?;
+        }
+        session.emit(EventKind::RunStarted {
+            goal: record.goal.clone(),
+        });
+        let run = PlanRun::new(
+            record.id.clone(),
+            Plan::new(record.goal.clone(), Vec::new()),
+        );
+        let result = self.drive(&session, run, Some(Box::pin(steps))).await;
+        self.finish(session, result).await
+    }
+
+    /// Continues a run from the store after a crash or a cancellation: reloads the latest
+    /// plan revision and the committed outputs, never re-runs a completed step, and runs
+    /// every other step (those in flight when the process died included).
+    ///
+    /// # Errors
+    /// [`ExecError::NoStore`], [`ExecError::UnknownRun`], [`ExecError::NoPlan`],
+    /// [`ExecError::Store`].
+    pub async fn resume(&self, run_id: &RunId) -> Result<RunReport, ExecError> {
+        let store = self.store.as_ref().ok_or(ExecError::NoStore)?;
+        let stored = store
+            .load_run(run_id)
+            .await?
+            .ok_or_else(|| ExecError::UnknownRun(run_id.clone()))?;
+        let latest = stored
+            .latest_plan()
+            .ok_or_else(|| ExecError::NoPlan(run_id.clone()))?;
+        let mut run =
+            PlanRun::new(run_id.clone(), latest.plan.clone()).with_revision(latest.revision);
+        for step in &latest.plan.steps {
+            if let Some(out) = stored.output(step.id.as_str()) {
+                run.completed.insert(step.id.clone(), out.output.clone());
+            }
+            let attempts = stored.attempts(step.id.as_str());
+            if attempts > 0 {
+                run.prior_attempts.insert(step.id.clone(), attempts);
+            }
+        }
+        store.set_status(run_id, RunStatus::Running, None).await?;
+        let session = self.open(run_id);
+        session.emit(EventKind::RunStarted {
+            goal: stored.record.goal.clone(),
+        });
+        let result = self.drive(&session, run, no_stream()).await;
+        self.finish(session, result).await
+    }
+
+    /// Executes one plan revision inside an existing run (the run is created, and
+    /// `run_started`, `plan_created`/`replanned` and `run_finished` are emitted, by the
+    /// caller). Emits the step events and `progress`, and commits outputs to the store.
+    ///
+    /// # Errors
+    /// [`ExecError::InvalidPlan`]; [`ExecError::Store`].
+    pub async fn execute(&self, run: PlanRun) -> Result<RunReport, ExecError> {
+        let session = self.open(&run.run_id);
+        let result = self.drive(&session, run, no_stream()).await;
+        session.close().await;
+        result
+    }
+
+    /// Like [`execute`](Self::execute), with the plan's steps arriving on `steps` (added
+    /// to the steps already in `run.plan`). Steps start as soon as they and their
+    /// dependencies are in.
+    ///
+    /// # Errors
+    /// As [`run_stream`](Self::run_stream).
+    pub async fn execute_stream<S>(&self, run: PlanRun, steps: S) -> Result<RunReport, ExecError>
+    where
+        S: Stream<Item = Step> + Send,
+    {
+        let session = self.open(&run.run_id);
+        let result = self.drive(&session, run, Some(Box::pin(steps))).await;
+        session.close().await;
+        result
+    }
+
+    fn open(&self, run: &RunId) -> Session {
+        let (journal, pump) = match &self.store {
+            Some(store) => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                let pump = tokio::spawn(pump(store.clone(), run.clone(), rx));
+                (Some(tx), Some(pump))
+            }
+            None => (None, None),
+        };
+        Session {
+            run: run.clone(),
+            emitter: Emitter::new(self.sink.clone(), journal),
+            pump,
+        }
+    }
+
+    async fn finish(
+        &self,
+        session: Session,
+        result: Result<RunReport, ExecError>,
+    ) -> Result<RunReport, ExecError> {
+        let status = match &result {
+            Ok(report) => report.status,
+            Err(_) => RunStatus::Failed,
+        };
+        session.emit(EventKind::RunFinished {
+            status,
+            answer: None,
+        });
+        let run = session.run.clone();
+        session.close().await;
+        if let Some(store) = &self.store {
+            store.set_status(&run, status, None).await?;
+        }
+        result
+    }
+
+    async fn drive<S>(
+        &self,
+        session: &Session,
+        run: PlanRun,
+        mut stream: Option<std::pin::Pin<Box<S>>>,
+    ) -> Result<RunReport, ExecError>
+    where
+        S: Stream<Item = Step> + Send + ?Sized,
+    {
+        let started_at = Timestamp::now();
+        let t0 = Instant::now();
+        let emitter = session.emitter.clone();
+        let PlanRun {
+            run_id,
+            mut plan,
+            revision,
+            completed,
+            prior_attempts,
+        } = run;
+        let goal: Arc<str> = Arc::from(plan.goal.as_str());
+        // A child, so that a failure cancelling the run leaves the caller's token alone.
+        let cancel = self.cancel.child();
+        let concurrency = self.concurrency();
+
+        let mut state = State {
+            sched: Scheduler::new(),
+            steps: Vec::with_capacity(plan.steps.len()),
+            outputs: Vec::with_capacity(plan.steps.len()),
+            reports: Vec::with_capacity(plan.steps.len()),
+            problems: Vec::new(),
+        };
+        if stream.is_none() {
+            // Every problem at once, before anything runs.
+            PlanGraph::with_limits(plan.clone(), &unlimited())?;
+        }
+        let initial = std::mem::take(&mut plan.steps);
+        for step in initial {
+            state.add(step, &completed, &prior_attempts);
+        }
+        if stream.is_none() {
+            state.sched.finish_adding()?;
+        }
+        if let Some(problem) = state.problems.pop() {
+            return Err(ExecError::InvalidStep(problem));
+        }
+        if !completed.is_empty() {
+            session.emit(EventKind::progress(
+                state.sched.counts().finished(),
+                state.sched.len(),
+            ));
+        }
+
+        let mut ready: BTreeSet<usize> = BTreeSet::new();
+        let mut tasks: JoinSet<StepRun> = JoinSet::new();
+        let mut cancelled = cancel.is_cancelled();
+        let mut failure: Option<ExecError> = None;
+
+        loop {
+            ready.extend(state.sched.take_ready());
+            let blocked = state.sched.take_blocked();
+            if !blocked.is_empty() {
+                for b in blocked {
+                    state.skip(
+                        b,
+                        session,
+                        "a step it depends on failed or was skipped".into(),
+                    );
+                }
+                state.progress(session);
+            }
+            while !cancelled && failure.is_none() && tasks.len() < concurrency {
+                let Some(i) = ready.pop_first() else { break };
+                let job = StepJob {
+                    index: i,
+                    run: run_id.clone(),
+                    goal: goal.clone(),
+                    step: state.steps[i].clone(),
+                    dependencies: state.dependency_outputs(i, self.options.max_dependency_chars),
+                    policy: self.options.policy_for(&state.steps[i].id).clone(),
+                    prior_attempts: state.reports[i].attempts,
+                    cancel: cancel.child(),
+                    emitter: emitter.clone(),
+                    executor: self.executor.clone(),
+                    t0,
+                };
+                tasks.spawn(job.run());
+            }
+            if tasks.is_empty() && (stream.is_none() || cancelled || failure.is_some()) {
+                break;
+            }
+            tokio::select! {
+                biased;
+                () = cancel.cancelled(), if !cancelled => {
+                    cancelled = true;
+                }
+                Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
+                    let outcome = match joined {
+                        Ok(outcome) => outcome,
+                        Err(e) => {
+                            failure.get_or_insert(ExecError::StepPanicked {
+                                step: "unknown".to_owned(),
+                                message: e.to_string(),
+                            });
+                            continue;
+                        }
+                    };
+                    if let Err(e) = state.finish(outcome, session, revision, &cancel).await {
+                        failure.get_or_insert(e);
+                        cancel.cancel();
+                    }
+                }
+                item = next_step(&mut stream), if stream.is_some() => {
+                    match item {
+                        Some(step) => state.add(step, &completed, &prior_attempts),
+                        None => {
+                            stream = None;
+                            if let Err(e) = state.sched.finish_adding() {
+                                failure.get_or_insert(ExecError::InvalidPlan(e));
+                                cancel.cancel();
+                            }
+                            let plan_so_far = Plan::new(goal.to_string(), state.steps.clone());
+                            if let Some(store) = &self.store
+                                && let Err(e) = store.save_plan(&run_id, revision, &plan_so_far).await {
+                                    failure.get_or_insert(e.into());
+                                }
+                            session.emit(EventKind::PlanCreated { plan: plan_so_far, revision });
+                        }
+                    }
+                    if let Some(problem) = state.problems.pop() {
+                        failure.get_or_insert(ExecError::InvalidStep(problem));
+                        cancel.cancel();
+                    }
+                }
+            }
+        }
+
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        // Steps that can never become ready (only possible for a streamed plan, which
+        // reported its problems above) are skipped.
+        if !cancelled {
+            let stuck = state.sched.block_stuck();
+            for i in stuck {
+                state.skip(
+                    i,
+                    session,
+                    "it can never run: a dependency is missing".into(),
+                );
+            }
+        }
+        for (i, report) in state.reports.iter_mut().enumerate() {
+            if report.status == StepOutcome::Cancelled && state.outputs[i].is_some() {
+                report.status = StepOutcome::Completed;
+            }
+        }
+        let status = if cancelled {
+            RunStatus::Cancelled
+        } else if state
+            .reports
+            .iter()
+            .all(|r| r.status == StepOutcome::Completed)
+        {
+            RunStatus::Succeeded
+        } else {
+            RunStatus::Failed
+        };
+        let (llm_calls, prompt_tokens, completion_tokens) = emitter.usage();
+        plan.steps = state.steps;
+        Ok(RunReport {
+            run_id,
+            status,
+            goal: goal.to_string(),
+            plan,
+            revision,
+            steps: state.reports,
+            usage: RunUsage {
+                llm_calls,
+                prompt_tokens,
+                completion_tokens,
+            },
+            started: started_at,
+            duration_ms: millis(t0.elapsed()),
+        })
+    }
+}
+
+/// A placeholder stream type for runs without a stream.
+type Nothing = futures::stream::Empty<Step>;
+
+fn no_stream() -> Option<std::pin::Pin<Box<Nothing>>> {
+    None
+}
+
+async fn next_step<S: Stream<Item = Step> + ?Sized>(
+    stream: &mut Option<std::pin::Pin<Box<S>>>,
+) -> Option<Step> {
+    match stream {
+        Some(s) => s.next().await,
+        None => None,
+    }
+}
+
+fn unlimited() -> plan_core::Limits {
+    plan_core::Limits::with_max_steps(usize::MAX)
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// One execution's event emitter and journal pump.
+struct Session {
+    run: RunId,
+    emitter: Emitter,
+    pump: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Session {
+    fn emit(&self, kind: EventKind) {
+        self.emitter.emit(&self.run, kind);
+    }
+
+    /// Waits until every event is in the store.
+    async fn close(self) {
+        let Session { emitter, pump, .. } = self;
+        drop(emitter);
+        if let Some(pump) = pump {
+            let _ = pump.await;
+        }
+    }
+}
+
+/// Writes a run's events and outputs to the store, in order, batching events.
+async fn pump(store: Arc<dyn RunStore>, run: RunId, mut rx: mpsc::UnboundedReceiver<JournalMsg>) {
+    let mut pending: Vec<Event> = Vec::new();
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < 1024 {
+            match rx.try_recv() {
+                Ok(m) => batch.push(m),
+                Err(_) => break,
+            }
+        }
+        for msg in batch {
+            match msg {
+                JournalMsg::Event(e) => pending.push(e),
+                JournalMsg::Commit { output, event, ack } => {
+                    pending.push(event);
+                    let result = store.commit_output(&run, &output, &pending).await;
+                    pending.clear();
+                    let _ = ack.send(result);
+                }
+            }
+        }
+        if !pending.is_empty() {
+            if let Err(e) = store.append_events(&run, &pending).await {
+                tracing::warn!(run = %run, error = %e, "could not journal events");
+            }
+            pending.clear();
+        }
+    }
+}
+
+struct State {
+    sched: Scheduler,
+    steps: Vec<Step>,
+    outputs: Vec<Option<Arc<str>>>,
+    reports: Vec<StepReport>,
+    problems: Vec<PlanProblem>,
+}
+
+impl State {
+    fn add(
+        &mut self,
+        step: Step,
+        completed: &HashMap<StepId, String>,
+        prior_attempts: &HashMap<StepId, u32>,
+    ) {
+        match self.sched.add_step(&step) {
+            Ok(i) => {
+                let done = completed.get(&step.id);
+                self.reports.push(StepReport {
+                    id: step.id.clone(),
+                    status: if done.is_some() {
+                        StepOutcome::Completed
+                    } else {
+                        StepOutcome::Cancelled
+                    },
+                    attempts: prior_attempts.get(&step.id).copied().unwrap_or(0),
+                    output: done.cloned(),
+                    error: None,
+                    fallback: false,
+                    reused: done.is_some(),
+                    started_ms: None,
+                    duration_ms: None,
+                });
+                self.outputs.push(done.map(|o| Arc::from(o.as_str())));
+                self.steps.push(step);
+                if done.is_some() {
+                    self.sched.mark_completed(i);
+                }
+            }
+            Err(problem) => self.problems.push(problem),
+        }
+    }
+
+    fn dependency_outputs(&self, i: usize, max_chars: usize) -> Vec<DependencyOutput> {
+        let step = &self.steps[i];
+        let mut out = Vec::with_capacity(step.dependencies.len());
+        for (k, dep) in step.dependencies.iter().enumerate() {
+            if step.dependencies[..k].contains(dep) {
+                continue;
+            }
+            let Some(d) = self.sched.index_of(dep.as_str()) else {
+                continue;
+            };
+            let Some(text) = &self.outputs[d] else {
+                continue;
+            };
+            let (output, truncated) = cap_output(text, max_chars);
+            out.push(DependencyOutput {
+                id: dep.clone(),
+                description: self.steps[d].description.clone(),
+                output,
+                truncated,
+            });
+        }
+        out
+    }
+
+    fn skip(&mut self, i: usize, session: &Session, reason: String) {
+        let failed_deps: Vec<&str> = self.steps[i]
+            .dependencies
+            .iter()
+            .filter(|d| {
+                self.sched.index_of(d.as_str()).is_some_and(|k| {
+                    matches!(
+                        self.reports[k].status,
+                        StepOutcome::Failed | StepOutcome::Skipped
+                    )
+                })
+            })
+            .map(StepId::as_str)
+            .collect();
+        let reason = if failed_deps.is_empty() {
+            reason
+        } else {
+            format!(
+                "skipped because {} did not complete",
+                failed_deps
+                    .iter()
+                    .map(|d| format!("`{d}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
+        let report = &mut self.reports[i];
+        report.status = StepOutcome::Skipped;
+        report.error = Some(reason.clone());
+        session.emit(EventKind::StepSkipped {
+            step: self.steps[i].id.clone(),
+            reason,
+        });
+    }
+
+    fn progress(&self, session: &Session) {
+        session.emit(EventKind::progress(
+            self.sched.counts().finished(),
+            self.sched.len(),
+        ));
+    }
+
+    async fn finish(
+        &mut self,
+        run: StepRun,
+        session: &Session,
+        revision: u32,
+        cancel: &CancelToken,
+    ) -> Result<(), ExecError> {
+        let i = run.index;
+        {
+            let report = &mut self.reports[i];
+            report.attempts = run.attempts;
+            report.fallback = run.fallback;
+            report.started_ms = Some(run.started_ms);
+            report.duration_ms = Some(run.duration_ms);
+        }
+        match run.result {
+            Ok(output) => {
+                let id = self.steps[i].id.clone();
+                let record = StepOutputRecord {
+                    step: id.clone(),
+                    output: output.clone(),
+                    attempts: run.attempts,
+                    fallback: run.fallback,
+                    revision,
+                    duration_ms: run.last_attempt_ms,
+                    ts: Timestamp::now(),
+                };
+                let event = Event::now(
+                    session.run.clone(),
+                    EventKind::StepCompleted {
+                        step: id,
+                        duration_ms: run.last_attempt_ms,
+                    },
+                );
+                session.emitter.commit(record, event).await?;
+                let report = &mut self.reports[i];
+                report.status = StepOutcome::Completed;
+                self.outputs[i] = Some(Arc::from(output.as_str()));
+                report.output = Some(output);
+                self.sched.complete(i);
+                self.progress(session);
+            }
+            Err(e) if e.is_cancelled() && cancel.is_cancelled() => {
+                self.reports[i].status = StepOutcome::Cancelled;
+            }
+            Err(e) => {
+                let report = &mut self.reports[i];
+                report.status = StepOutcome::Failed;
+                report.error = Some(e.message);
+                for b in self.sched.fail(i) {
+                    self.skip(b, session, "a step it depends on failed".into());
+                }
+                self.progress(session);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What a step task reports back.
+struct StepRun {
+    index: usize,
+    result: Result<String, StepError>,
+    attempts: u32,
+    fallback: bool,
+    started_ms: u64,
+    duration_ms: u64,
+    last_attempt_ms: u64,
+}
+
+/// Everything a step task needs.
+struct StepJob {
+    index: usize,
+    run: RunId,
+    goal: Arc<str>,
+    step: Step,
+    dependencies: Vec<DependencyOutput>,
+    policy: StepPolicy,
+    prior_attempts: u32,
+    cancel: CancelToken,
+    emitter: Emitter,
+    executor: Arc<dyn StepExecutor>,
+    t0: Instant,
+}
+
+impl StepJob {
+    async fn run(self) -> StepRun {
+        let start = Instant::now();
+        let started_ms = millis(start.duration_since(self.t0));
+        let index = self.index;
+        let mut attempts = self.prior_attempts;
+        let mut fallback = false;
+        let mut last_attempt_ms = 0;
+        let result =
+            AssertUnwindSafe(self.attempts(&mut attempts, &mut fallback, &mut last_attempt_ms))
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|panic| {
+                    let message = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| (*s).to_owned())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "unknown panic".to_owned());
+                    Err(StepError::fatal(format!(
+                        "the step executor panicked: {message}"
+                    )))
+                });
+        StepRun {
+            index,
+            result,
+            attempts,
+            fallback,
+            started_ms,
+            duration_ms: millis(start.elapsed()),
+            last_attempt_ms,
+        }
+    }
+
+    async fn attempts(
+        &self,
+        attempts: &mut u32,
+        fallback: &mut bool,
+        last_attempt_ms: &mut u64,
+    ) -> Result<String, StepError> {
+        let mut step = self.step.clone();
+        loop {
+            let delays = self.policy.backoff.delays(self.policy.retries);
+            let mut tries: u32 = 0;
+            let error = loop {
+                *attempts += 1;
+                tries += 1;
+                self.emit(EventKind::StepStarted {
+                    step: step.id.clone(),
+                    attempt: *attempts,
+                });
+                let ctx = StepContext {
+                    run: self.run.clone(),
+                    goal: self.goal.clone(),
+                    step: step.clone(),
+                    dependencies: self.dependencies.clone(),
+                    attempt: *attempts,
+                    cancel: self.cancel.clone(),
+                    events: self.emitter.clone(),
+                };
+                let attempt_start = Instant::now();
+                let work = self.executor.execute(&ctx);
+                let result = tokio::select! {
+                    biased;
+                    () = self.cancel.cancelled() => Err(StepError::cancelled()),
+                    r = with_timeout(self.policy.timeout, work) => r,
+                };
+                *last_attempt_ms = millis(attempt_start.elapsed());
+                match result {
+                    Ok(output) => return Ok(output),
+                    Err(_) if self.cancel.is_cancelled() => return Err(StepError::cancelled()),
+                    Err(e) => {
+                        let e = if e.is_cancelled() {
+                            StepError::fatal(
+                                "the step executor gave up (cancelled) although the run was not cancelled",
+                            )
+                        } else {
+                            e
+                        };
+                        let retrying = e.is_retryable() && tries <= self.policy.retries;
+                        self.emit(EventKind::StepFailed {
+                            step: step.id.clone(),
+                            error: e.message.clone(),
+                            retrying,
+                        });
+                        if !retrying {
+                            break e;
+                        }
+                        let delay = delays
+                            .get(tries as usize - 1)
+                            .copied()
+                            .unwrap_or(Duration::ZERO);
+                        if !delay.is_zero() {
+                            tokio::select! {
+                                () = self.cancel.cancelled() => return Err(StepError::cancelled()),
+                                () = tokio::time::sleep(delay) => {}
+                            }
+                        }
+                    }
+                }
+            };
+            if !*fallback
+                && self.policy.fallback
+                && let Some(fb) = self.step.fallback_step()
+            {
+                self.emit(EventKind::FallbackUsed {
+                    step: step.id.clone(),
+                    error: error.message.clone(),
+                });
+                *fallback = true;
+                step = fb;
+                continue;
+            }
+            return Err(error);
+        }
+    }
+
+    fn emit(&self, kind: EventKind) {
+        self.emitter.emit(&self.run, kind);
+    }
+}
+
+async fn with_timeout<F>(timeout: Option<Duration>, work: F) -> Result<String, StepError>
+where
+    F: std::future::Future<Output = Result<String, StepError>>,
+{
+    match timeout {
+        Some(limit) => match tokio::time::timeout(limit, work).await {
+            Ok(r) => r,
+            Err(_) => Err(StepError::timeout(limit)),
+        },
+        None => work.await,
+    }
+}

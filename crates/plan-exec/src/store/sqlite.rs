@@ -1,0 +1,461 @@
+//! [`SqliteStore`]: the run store in one SQLite file (WAL mode).
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use plan_core::{Event, Plan, RunId, RunStatus, StepId, Timestamp};
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{PlanRevision, RunRecord, RunStore, RunSummary, StepOutputRecord, StoredRun};
+use crate::error::StoreError;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS runs (
+    id          TEXT PRIMARY KEY,
+    goal        TEXT NOT NULL,
+    created_ms  INTEGER NOT NULL,
+    updated_ms  INTEGER NOT NULL,
+    strategy    TEXT,
+    model       TEXT,
+    base_url    TEXT,
+    options     TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    answer      TEXT
+);
+CREATE TABLE IF NOT EXISTS plans (
+    run         TEXT NOT NULL REFERENCES runs(id),
+    revision    INTEGER NOT NULL,
+    plan        TEXT NOT NULL,
+    created_ms  INTEGER NOT NULL,
+    PRIMARY KEY (run, revision)
+);
+CREATE TABLE IF NOT EXISTS events (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    run         TEXT NOT NULL REFERENCES runs(id),
+    ts_ms       INTEGER NOT NULL,
+    event       TEXT NOT NULL,
+    body        TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_by_run ON events (run, seq);
+CREATE TABLE IF NOT EXISTS outputs (
+    run         TEXT NOT NULL REFERENCES runs(id),
+    step        TEXT NOT NULL,
+    output      TEXT NOT NULL,
+    attempts    INTEGER NOT NULL,
+    fallback    INTEGER NOT NULL,
+    revision    INTEGER NOT NULL,
+    duration_ms INTEGER NOT NULL,
+    ts_ms       INTEGER NOT NULL,
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    UNIQUE (run, step)
+);
+PRAGMA user_version = 1;
+";
+
+/// The run store in a SQLite file, in WAL mode: a committed step output survives the
+/// process being killed at any point.
+///
+/// Calls run on tokio's blocking pool, so they need a tokio runtime.
+#[derive(Clone)]
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+    label: Arc<str>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.label)
+            .finish()
+    }
+}
+
+fn db_err(what: &str) -> impl FnOnce(rusqlite::Error) -> StoreError + '_ {
+    move |e| StoreError::with_source(format!("{what}: {e}"), e)
+}
+
+fn json_err(what: &str) -> impl FnOnce(serde_json::Error) -> StoreError + '_ {
+    move |e| StoreError::with_source(format!("{what}: {e}"), e)
+}
+
+fn ms(t: Timestamp) -> i64 {
+    i64::try_from(t.unix_millis()).unwrap_or(i64::MAX)
+}
+
+fn ts(ms: i64) -> Timestamp {
+    Timestamp::from_unix_millis(u64::try_from(ms).unwrap_or(0))
+}
+
+fn parse_status(s: &str) -> RunStatus {
+    match s {
+        "succeeded" => RunStatus::Succeeded,
+        "failed" => RunStatus::Failed,
+        "cancelled" => RunStatus::Cancelled,
+        _ => RunStatus::Running,
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store at `path`, and its parent directory.
+    ///
+    /// # Errors
+    /// [`StoreError`] naming the path when the file cannot be opened or is not a run store.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let path = path.as_ref();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::with_source(
+                    format!("cannot create the directory {}: {e}", dir.display()),
+                    e,
+                )
+            })?;
+        }
+        let what = format!(
+            "cannot open the run store {}; check the path (--store) and its permissions",
+            path.display()
+        );
+        let conn = Connection::open(path).map_err(db_err(&what))?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(db_err(&what))?;
+        Self::init(conn, path.display().to_string())
+    }
+
+    /// A store in memory, gone when dropped (tests).
+    ///
+    /// # Errors
+    /// [`StoreError`] if SQLite cannot start.
+    pub fn in_memory() -> Result<Self, StoreError> {
+        let conn = Connection::open_in_memory().map_err(db_err("cannot open SQLite in memory"))?;
+        Self::init(conn, ":memory:".to_owned())
+    }
+
+    fn init(conn: Connection, label: String) -> Result<Self, StoreError> {
+        let what = format!("cannot set up the run store {label}");
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(db_err(&what))?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(db_err(&what))?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(db_err(&what))?;
+        conn.execute_batch(SCHEMA).map_err(db_err(&what))?;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+            label: Arc::from(label),
+        })
+    }
+
+    async fn with_conn<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn
+                .lock()
+                .map_err(|_| StoreError::new("the run store is unusable after a panic"))?;
+            f(&mut guard)
+        })
+        .await
+        .map_err(|e| StoreError::with_source("a run store task failed", e))?
+    }
+}
+
+fn insert_events(
+    tx: &rusqlite::Transaction<'_>,
+    run: &RunId,
+    events: &[Event],
+) -> Result<(), StoreError> {
+    let mut stmt = tx
+        .prepare_cached("INSERT INTO events (run, ts_ms, event, body) VALUES (?1, ?2, ?3, ?4)")
+        .map_err(db_err("cannot save events"))?;
+    for e in events {
+        stmt.execute(params![
+            run.as_str(),
+            ms(e.ts),
+            e.kind.name(),
+            e.to_json_line()
+        ])
+        .map_err(db_err("cannot save events"))?;
+    }
+    Ok(())
+}
+
+fn touch(tx: &rusqlite::Transaction<'_>, run: &RunId) -> Result<(), StoreError> {
+    tx.execute(
+        "UPDATE runs SET updated_ms = ?2 WHERE id = ?1",
+        params![run.as_str(), ms(Timestamp::now())],
+    )
+    .map_err(db_err("cannot update the run"))?;
+    Ok(())
+}
+
+#[async_trait]
+impl RunStore for SqliteStore {
+    async fn create_run(&self, run: &RunRecord) -> Result<(), StoreError> {
+        let run = run.clone();
+        self.with_conn(move |c| {
+            let options = serde_json::to_string(&run.options).map_err(json_err("bad options"))?;
+            c.execute(
+                "INSERT INTO runs (id, goal, created_ms, updated_ms, strategy, model, base_url, options, status)
+                 VALUES (?1, ?2, ?3, ?3, ?4, ?5, ?6, ?7, 'running')",
+                params![
+                    run.id.as_str(),
+                    run.goal,
+                    ms(run.created),
+                    run.strategy,
+                    run.model,
+                    run.base_url,
+                    options
+                ],
+            )
+            .map_err(db_err(&format!("cannot record run `{}`", run.id)))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn save_plan(&self, run: &RunId, revision: u32, plan: &Plan) -> Result<(), StoreError> {
+        let run = run.clone();
+        let body = serde_json::to_string(plan).map_err(json_err("cannot encode the plan"))?;
+        self.with_conn(move |c| {
+            let tx = c.transaction().map_err(db_err("cannot save the plan"))?;
+            tx.execute(
+                "INSERT OR REPLACE INTO plans (run, revision, plan, created_ms) VALUES (?1, ?2, ?3, ?4)",
+                params![run.as_str(), revision, body, ms(Timestamp::now())],
+            )
+            .map_err(db_err(&format!("cannot save plan revision {revision} of run `{run}`")))?;
+            touch(&tx, &run)?;
+            tx.commit().map_err(db_err("cannot save the plan"))
+        })
+        .await
+    }
+
+    async fn append_events(&self, run: &RunId, events: &[Event]) -> Result<(), StoreError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let run = run.clone();
+        let events = events.to_vec();
+        self.with_conn(move |c| {
+            let tx = c.transaction().map_err(db_err("cannot save events"))?;
+            insert_events(&tx, &run, &events)?;
+            tx.commit().map_err(db_err("cannot save events"))
+        })
+        .await
+    }
+
+    async fn commit_output(
+        &self,
+        run: &RunId,
+        output: &StepOutputRecord,
+        events: &[Event],
+    ) -> Result<(), StoreError> {
+        let run = run.clone();
+        let output = output.clone();
+        let events = events.to_vec();
+        self.with_conn(move |c| {
+            let what = format!("cannot save the output of step `{}`", output.step);
+            let tx = c.transaction().map_err(db_err(&what))?;
+            insert_events(&tx, &run, &events)?;
+            tx.execute(
+                "INSERT INTO outputs (run, step, output, attempts, fallback, revision, duration_ms, ts_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    run.as_str(),
+                    output.step.as_str(),
+                    output.output,
+                    output.attempts,
+                    output.fallback,
+                    output.revision,
+                    i64::try_from(output.duration_ms).unwrap_or(i64::MAX),
+                    ms(output.ts)
+                ],
+            )
+            .map_err(db_err(&what))?;
+            touch(&tx, &run)?;
+            tx.commit().map_err(db_err(&what))
+        })
+        .await
+    }
+
+    async fn set_status(
+        &self,
+        run: &RunId,
+        status: RunStatus,
+        answer: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let run = run.clone();
+        let answer = answer.map(str::to_owned);
+        self.with_conn(move |c| {
+            let n = c
+                .execute(
+                    "UPDATE runs SET status = ?2, answer = COALESCE(?3, answer), updated_ms = ?4 WHERE id = ?1",
+                    params![run.as_str(), status.as_str(), answer, ms(Timestamp::now())],
+                )
+                .map_err(db_err("cannot update the run status"))?;
+            if n == 0 {
+                return Err(StoreError::new(format!("no run `{run}` in the run store")));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_runs(&self) -> Result<Vec<RunSummary>, StoreError> {
+        self.with_conn(|c| {
+            let what = "cannot list runs";
+            let mut stmt = c
+                .prepare(
+                    "SELECT r.id, r.goal, r.status, r.created_ms, r.updated_ms, r.strategy, r.model,
+                        (SELECT p.plan FROM plans p WHERE p.run = r.id ORDER BY p.revision DESC LIMIT 1),
+                        (SELECT COUNT(*) FROM outputs o WHERE o.run = r.id)
+                     FROM runs r ORDER BY r.created_ms DESC, r.id DESC",
+                )
+                .map_err(db_err(what))?;
+            let rows = stmt
+                .query_map([], |row| {
+                    Ok((
+                        row.get::<_, String>(0)?,
+                        row.get::<_, String>(1)?,
+                        row.get::<_, String>(2)?,
+                        row.get::<_, i64>(3)?,
+                        row.get::<_, i64>(4)?,
+                        row.get::<_, Option<String>>(5)?,
+                        row.get::<_, Option<String>>(6)?,
+                        row.get::<_, Option<String>>(7)?,
+                        row.get::<_, i64>(8)?,
+                    ))
+                })
+                .map_err(db_err(what))?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (id, goal, status, created, updated, strategy, model, plan, done) =
+                    row.map_err(db_err(what))?;
+                let steps_total = plan
+                    .and_then(|p| serde_json::from_str::<Plan>(&p).ok())
+                    .map_or(0, |p| p.steps.len());
+                out.push(RunSummary {
+                    id: RunId::new(id),
+                    goal,
+                    status: parse_status(&status),
+                    created: ts(created),
+                    updated: ts(updated),
+                    strategy,
+                    model,
+                    steps_total,
+                    steps_done: usize::try_from(done).unwrap_or(0),
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn load_run(&self, run: &RunId) -> Result<Option<StoredRun>, StoreError> {
+        let run = run.clone();
+        self.with_conn(move |c| {
+            let what = format!("cannot load run `{run}`");
+            let head = c
+                .query_row(
+                    "SELECT goal, created_ms, strategy, model, base_url, options, status, answer, updated_ms
+                     FROM runs WHERE id = ?1",
+                    params![run.as_str()],
+                    |row| {
+                        Ok((
+                            row.get::<_, String>(0)?,
+                            row.get::<_, i64>(1)?,
+                            row.get::<_, Option<String>>(2)?,
+                            row.get::<_, Option<String>>(3)?,
+                            row.get::<_, Option<String>>(4)?,
+                            row.get::<_, String>(5)?,
+                            row.get::<_, String>(6)?,
+                            row.get::<_, Option<String>>(7)?,
+                            row.get::<_, i64>(8)?,
+                        ))
+                    },
+                )
+                .optional()
+                .map_err(db_err(&what))?;
+            let Some((goal, created, strategy, model, base_url, options, status, answer, updated)) =
+                head
+            else {
+                return Ok(None);
+            };
+            let record = RunRecord {
+                id: run.clone(),
+                goal,
+                created: ts(created),
+                strategy,
+                model,
+                base_url,
+                options: serde_json::from_str(&options).map_err(json_err(&what))?,
+            };
+
+            let mut plans = Vec::new();
+            let mut stmt = c
+                .prepare("SELECT revision, plan FROM plans WHERE run = ?1 ORDER BY revision")
+                .map_err(db_err(&what))?;
+            let rows = stmt
+                .query_map(params![run.as_str()], |r| {
+                    Ok((r.get::<_, u32>(0)?, r.get::<_, String>(1)?))
+                })
+                .map_err(db_err(&what))?;
+            for row in rows {
+                let (revision, plan) = row.map_err(db_err(&what))?;
+                plans.push(PlanRevision {
+                    revision,
+                    plan: serde_json::from_str(&plan).map_err(json_err(&what))?,
+                });
+            }
+
+            let mut outputs = Vec::new();
+            let mut stmt = c
+                .prepare(
+                    "SELECT step, output, attempts, fallback, revision, duration_ms, ts_ms
+                     FROM outputs WHERE run = ?1 ORDER BY seq",
+                )
+                .map_err(db_err(&what))?;
+            let rows = stmt
+                .query_map(params![run.as_str()], |r| {
+                    Ok(StepOutputRecord {
+                        step: StepId::new(r.get::<_, String>(0)?),
+                        output: r.get(1)?,
+                        attempts: r.get(2)?,
+                        fallback: r.get(3)?,
+                        revision: r.get(4)?,
+                        duration_ms: u64::try_from(r.get::<_, i64>(5)?).unwrap_or(0),
+                        ts: ts(r.get(6)?),
+                    })
+                })
+                .map_err(db_err(&what))?;
+            for row in rows {
+                outputs.push(row.map_err(db_err(&what))?);
+            }
+
+            let mut events = Vec::new();
+            let mut stmt = c
+                .prepare("SELECT body FROM events WHERE run = ?1 ORDER BY seq")
+                .map_err(db_err(&what))?;
+            let rows = stmt
+                .query_map(params![run.as_str()], |r| r.get::<_, String>(0))
+                .map_err(db_err(&what))?;
+            for row in rows {
+                let body = row.map_err(db_err(&what))?;
+                events.push(serde_json::from_str::<Event>(&body).map_err(json_err(&what))?);
+            }
+
+            Ok(Some(StoredRun {
+                record,
+                status: parse_status(&status),
+                answer,
+                updated: ts(updated),
+                plans,
+                outputs,
+                events,
+            }))
+        })
+        .await
+    }
+}

@@ -1,0 +1,113 @@
+//! The SQLite run store through the public API.
+
+use plan_core::{Event, EventKind, RunId, RunStatus, StepId};
+use plan_exec::{RunRecord, RunStore, Runner, SqliteStore, StepOutputRecord, new_run_id};
+
+use crate::support::*;
+
+#[tokio::test]
+async fn a_run_is_journaled_listed_and_loadable() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nested/dir/runs.db");
+    let store = SqliteStore::open(&path).unwrap();
+    let probe = Probe::default();
+    let runner = Runner::parallel(probe.executor(|_| std::time::Duration::from_millis(1)))
+        .with_store(store.clone());
+    let record = RunRecord::new("test goal")
+        .with_model("openai:gpt-4o-mini")
+        .with_base_url("https://user:sk-secret@api.example.com/v1?api_key=sk-secret")
+        .with_strategy("dag")
+        .with_options(serde_json::json!({"concurrency": 4}));
+    let id = record.id.clone();
+    let report = runner
+        .run_with_record(record, plan(&[("a", &[]), ("b", &["a"])]))
+        .await
+        .unwrap();
+    assert_eq!(report.run_id, id);
+
+    // Reopen, as `plan runs` / `plan show` would.
+    let store = SqliteStore::open(&path).unwrap();
+    let runs = store.list_runs().await.unwrap();
+    assert_eq!(runs.len(), 1);
+    let summary = &runs[0];
+    assert_eq!(summary.id, id);
+    assert_eq!(summary.status, RunStatus::Succeeded);
+    assert_eq!((summary.steps_done, summary.steps_total), (2, 2));
+    assert_eq!(summary.model.as_deref(), Some("openai:gpt-4o-mini"));
+
+    let run = store.load_run(&id).await.unwrap().unwrap();
+    assert_eq!(run.record.goal, "test goal");
+    assert_eq!(
+        run.record.base_url.as_deref(),
+        Some("https://api.example.com/v1")
+    );
+    assert_eq!(run.record.options["concurrency"], 4);
+    assert_eq!(run.latest_plan().unwrap().plan, report.plan);
+    assert_eq!(run.outputs.len(), 2);
+    assert_eq!(run.output("b").unwrap().output, "out(b)<-[a]");
+    let names: Vec<&str> = run.events.iter().map(|e| e.kind.name()).collect();
+    assert_eq!(names.first(), Some(&"run_started"));
+    assert_eq!(names.last(), Some(&"run_finished"));
+    assert_eq!(names.iter().filter(|n| **n == "step_completed").count(), 2);
+    // Nothing secret anywhere in the file.
+    drop(store);
+    let bytes = std::fs::read(&path).unwrap();
+    let wal = std::fs::read(path.with_extension("db-wal")).unwrap_or_default();
+    for b in [&bytes, &wal] {
+        assert!(!String::from_utf8_lossy(b).contains("sk-secret"));
+    }
+    assert!(store_missing_run_is_none(&path).await);
+}
+
+async fn store_missing_run_is_none(path: &std::path::Path) -> bool {
+    let store = SqliteStore::open(path).unwrap();
+    store.load_run(&RunId::new("nope")).await.unwrap().is_none()
+}
+
+#[tokio::test]
+async fn an_output_is_committed_once() {
+    let store = SqliteStore::in_memory().unwrap();
+    let record = RunRecord::new("g");
+    store.create_run(&record).await.unwrap();
+    let out = StepOutputRecord::new("a", "x");
+    let ev = Event::now(
+        record.id.clone(),
+        EventKind::StepCompleted {
+            step: StepId::new("a"),
+            duration_ms: 5,
+        },
+    );
+    store
+        .commit_output(&record.id, &out, &[ev.clone()])
+        .await
+        .unwrap();
+    let err = store
+        .commit_output(&record.id, &out, &[ev])
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("step `a`"), "{err}");
+    let run = store.load_run(&record.id).await.unwrap().unwrap();
+    assert_eq!(run.outputs.len(), 1);
+    assert_eq!(run.events.len(), 1, "the failed commit left nothing behind");
+}
+
+#[tokio::test]
+async fn runs_list_newest_first_and_ids_sort_by_time() {
+    let store = SqliteStore::in_memory().unwrap();
+    let mut ids = Vec::new();
+    for goal in ["one", "two", "three"] {
+        let r = RunRecord::new(goal);
+        ids.push(r.id.clone());
+        store.create_run(&r).await.unwrap();
+    }
+    let listed: Vec<RunId> = store
+        .list_runs()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    ids.reverse();
+    assert_eq!(listed, ids);
+    assert!(new_run_id() > ids[0]);
+}

@@ -29,7 +29,6 @@ pub struct Ui {
     display: Arc<Mutex<Display>>,
     sink: ChannelSink,
     task: JoinHandle<()>,
-    quiet: bool,
 }
 
 impl Ui {
@@ -51,25 +50,12 @@ impl Ui {
             display,
             sink,
             task,
-            quiet,
         })
     }
 
     /// The sink to give the agent.
     pub fn sink(&self) -> ChannelSink {
         self.sink.clone()
-    }
-
-    /// Whether a live view is in use (stderr is a terminal and not `--quiet`).
-    pub fn is_live(&self) -> bool {
-        Mode::detect(self.quiet) == Mode::Live
-    }
-
-    /// Prints a line on stderr without tearing the live view.
-    pub fn line(&self, text: &str) {
-        if let Ok(d) = self.display.lock() {
-            d.line(text);
-        }
     }
 
     /// Runs `f` with the live view hidden (prompts, the editor).
@@ -108,7 +94,7 @@ pub fn provider(settings: &Settings, quiet: bool) -> anyhow::Result<Arc<dyn Prov
         ))
     })?;
     let provider: Arc<dyn Provider> = match spec {
-        ModelSpec::Local { .. } => Arc::new(load_local(quiet)?),
+        ModelSpec::Local { .. } => Arc::new(tokio::task::block_in_place(|| load_local(quiet))?),
         spec => {
             let mut config = ProviderConfig::from_env();
             if let Some(url) = &settings.base_url {

@@ -33,14 +33,17 @@ pub async fn run(args: RunArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         .map_err(session::strategy_error)?;
     let result = if args.execution.approve {
         match agent.plan_only(args.goal.clone()).await {
-            Ok(outcome) => match ask(&ui, outcome.plan, &cancel).await? {
-                Some(plan) => agent.execute(plan).await,
-                None => {
-                    drop(agent);
-                    ui.finish().await;
-                    return aborted();
+            Ok(outcome) => {
+                let decision = ask(&ui, outcome.plan, &cancel).await?;
+                match decision {
+                    Some(plan) => agent.execute(plan).await,
+                    None => {
+                        drop(agent);
+                        ui.finish().await;
+                        return aborted();
+                    }
                 }
-            },
+            }
             Err(e) => Err(e),
         }
     } else {
@@ -70,7 +73,8 @@ pub async fn exec(args: ExecArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         .build()
         .map_err(session::strategy_error)?;
     let plan = if args.execution.approve {
-        match ask(&ui, plan, &cancel).await? {
+        let decision = ask(&ui, plan, &cancel).await?;
+        match decision {
             Some(plan) => plan,
             None => {
                 drop(agent);

@@ -36,7 +36,16 @@ async fn main() -> Result<(), LlmError> {
         r#"{"destination": "Chamonix", "days": 2, "packing": ["boots", "rain jacket"]}"#,
     ));
     let trip = generate_structured::<Trip, _>(&native, &request).await?;
-    println!("{:?} via {}", trip.value, trip.mode);
+    let Trip {
+        destination,
+        days,
+        packing,
+    } = &trip.value;
+    println!(
+        "{days} days in {destination}, pack {} (via {})",
+        packing.join(", "),
+        trip.mode
+    );
 
     // A model with no JSON mode chats around its JSON: it is still found and validated.
     let chatty = ScriptedModel::new()
@@ -45,7 +54,10 @@ async fn main() -> Result<(), LlmError> {
             "Great idea! Here's the plan:\n```json\n{\"destination\": \"Zermatt\", \"days\": 3, \"packing\": [\"map\"]}\n```\nEnjoy!",
         ));
     let trip = generate_structured::<Trip, _>(&chatty, &request).await?;
-    println!("{:?} via {}", trip.value, trip.mode);
+    println!(
+        "{} days in {} (via {})",
+        trip.value.days, trip.value.destination, trip.mode
+    );
 
     // Invalid replies are reported with every attempt.
     let wrong = ScriptedModel::new().otherwise(Reply::text(r#"{"destination": "Nowhere"}"#));

@@ -1,1 +1,182 @@
-fn main() {}
+//! Runner benchmark (`cargo bench -p plan-exec --bench workloads`): the reference
+//! workloads through the parallel runner and the LLM step executor, against the in-repo
+//! fake OpenAI-compatible server (axum on loopback, 300 ms per call), over real HTTP with
+//! plan-llm's OpenAI adapter. Prints a table: makespan, ideal (critical path x latency),
+//! ratio, max concurrency at the server, calls and prompt tokens. Then 100,000 no-op steps
+//! through the parallel runner: time and peak memory.
+
+use std::time::{Duration, Instant};
+
+use plan_core::{Plan, Step, StepKind};
+use plan_exec::testing::{FakeOpenAi, FakeOpenAiConfig};
+use plan_exec::{LlmStepExecutor, RunOptions, Runner, StepContext, StepPolicy, executor_fn};
+use plan_llm::{Flavour, OpenAi};
+
+const LATENCY: Duration = Duration::from_millis(300);
+
+fn step(id: &str, what: &str, deps: &[String]) -> Step {
+    Step::new(id, what).depends_on(deps.iter().cloned())
+}
+
+fn chain(n: usize) -> Plan {
+    let steps = (0..n)
+        .map(|i| {
+            let deps: Vec<String> = if i == 0 { vec![] } else { vec![format!("c{}", i - 1)] };
+            step(&format!("c{i}"), &format!("Refine the draft, pass {i}"), &deps)
+        })
+        .collect();
+    Plan::new("Write a short essay in six passes", steps)
+}
+
+fn fan_out(n: usize) -> Plan {
+    let mut steps: Vec<Step> = (0..n)
+        .map(|i| step(&format!("f{i}"), &format!("Summarise source {i}"), &[]))
+        .collect();
+    let all: Vec<String> = (0..n).map(|i| format!("f{i}")).collect();
+    steps.push(step("merge", "Merge the summaries", &all));
+    Plan::new("Summarise eight sources and merge them", steps)
+}
+
+fn diamond() -> Plan {
+    Plan::new(
+        "Plan a trip",
+        vec![
+            step("1", "Pick a destination", &[]),
+            step("2a", "Find flights", &["1".into()]),
+            step("2b", "Find hotels", &["1".into()]),
+            step("3", "Make an itinerary", &["2a".into(), "2b".into()]),
+        ],
+    )
+}
+
+fn layered(widths: &[usize]) -> Plan {
+    let mut steps = Vec::new();
+    for (l, &w) in widths.iter().enumerate() {
+        for k in 0..w {
+            let deps: Vec<String> = if l == 0 {
+                vec![]
+            } else {
+                let p = widths[l - 1];
+                let mut d = vec![format!("L{}_{}", l - 1, k % p)];
+                let other = format!("L{}_{}", l - 1, (k + 1) % p);
+                if !d.contains(&other) {
+                    d.push(other);
+                }
+                d
+            };
+            steps.push(step(&format!("L{l}_{k}"), &format!("Task {k} of stage {l}"), &deps));
+        }
+    }
+    Plan::new("A layered project", steps)
+}
+
+fn research() -> Plan {
+    let searches: Vec<String> = (1..=3).map(|i| format!("search{i}")).collect();
+    let mut steps: Vec<Step> = searches
+        .iter()
+        .map(|id| step(id, &format!("Search the web: {id}"), &[]).with_kind(StepKind::Search))
+        .collect();
+    steps.push(step("analyze1", "Analyse speed", &searches).with_kind(StepKind::Analyze));
+    steps.push(step("analyze2", "Analyse ecosystems", &searches).with_kind(StepKind::Analyze));
+    steps.push(
+        step("synthesis", "Write the comparison", &["analyze1".into(), "analyze2".into()])
+            .with_kind(StepKind::Synthesize),
+    );
+    Plan::new("Compare the top 3 Python web frameworks", steps)
+}
+
+fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let server = FakeOpenAi::start(FakeOpenAiConfig::default().with_latency(LATENCY))
+            .await
+            .unwrap();
+        let provider = OpenAi::new("fake-model", None)
+            .with_base_url(server.base_url())
+            .with_flavour(Flavour::compatible());
+        let runner = Runner::parallel(LlmStepExecutor::new(provider)).with_options(
+            RunOptions::default()
+                .with_concurrency(16)
+                .with_policy(StepPolicy::default()),
+        );
+
+        // Warm the HTTP connection pool (as a long-running process would have it).
+        let _ = runner.run(fan_out(8)).await.unwrap();
+
+        let workloads: Vec<(&str, Plan, u32)> = vec![
+            ("chain of 6", chain(6), 6),
+            ("fan-out 8 then 1", fan_out(8), 2),
+            ("diamond", diamond(), 3),
+            ("layered 4,5,4,4,3", layered(&[4, 5, 4, 4, 3]), 5),
+            ("research 3-2-1", research(), 3),
+        ];
+        println!(
+            "{:<20} {:>6} {:>11} {:>9} {:>7} {:>8} {:>6} {:>13}",
+            "workload", "steps", "makespan", "ideal", "ratio", "max conc", "calls", "prompt tokens"
+        );
+        let mut worst: f64 = 0.0;
+        for (name, plan, critical_path) in workloads {
+            let n = plan.steps.len();
+            server.reset();
+            let t = Instant::now();
+            let report = runner.run(plan).await.unwrap();
+            let makespan = t.elapsed();
+            assert!(report.is_success(), "{name}: {:?}", report.status);
+            let ideal = LATENCY * critical_path;
+            let ratio = makespan.as_secs_f64() / ideal.as_secs_f64();
+            worst = worst.max(ratio);
+            println!(
+                "{:<20} {:>6} {:>8.1} ms {:>6} ms {:>7.3} {:>8} {:>6} {:>13}",
+                name,
+                n,
+                makespan.as_secs_f64() * 1000.0,
+                ideal.as_millis(),
+                ratio,
+                server.max_in_flight(),
+                server.total_requests(),
+                report.usage.prompt_tokens,
+            );
+        }
+        println!("worst ratio: {worst:.3} (goal <= 1.03)");
+
+        // 100,000 no-op steps: a forest where step i depends on step i / 2.
+        let n = 100_000;
+        let steps: Vec<Step> = (0..n)
+            .map(|i| {
+                let s = Step::new(format!("n{i}"), "no-op");
+                if i == 0 { s } else { s.depends_on([format!("n{}", i / 2)]) }
+            })
+            .collect();
+        let plan = Plan::new("no-op", steps);
+        let noop = Runner::parallel(executor_fn(|_: StepContext| async { Ok(String::new()) }))
+            .with_options(RunOptions::default().with_concurrency(64));
+        let rss_before = peak_rss_kib();
+        let reset = reset_peak_rss();
+        let t = Instant::now();
+        let report = noop.run(plan).await.unwrap();
+        let took = t.elapsed();
+        assert!(report.is_success());
+        let peak = peak_rss_kib();
+        println!(
+            "100000 no-op steps (binary tree, concurrency 64): {:.0} ms, {:.1} us/step, peak RSS {} MiB{} (before: {} MiB)",
+            took.as_secs_f64() * 1000.0,
+            took.as_secs_f64() * 1e6 / n as f64,
+            peak.map_or("?".into(), |k| format!("{:.1}", k as f64 / 1024.0)),
+            if reset { "" } else { " (process peak; could not reset)" },
+            rss_before.map_or("?".into(), |k| format!("{:.1}", k as f64 / 1024.0)),
+        );
+    });
+}

@@ -520,20 +520,20 @@ impl Decoder for StreamDecoder {
                     (Some(Block::Text), WireDelta::TextDelta { text }) => {
                         out.push(Chunk::Text(text))
                     }
-                    (Some(Block::Call(ours)), WireDelta::InputJsonDelta { partial_json }) => {
-                        if !partial_json.is_empty() {
-                            out.push(Chunk::ToolCall {
-                                index: *ours,
-                                id: None,
-                                name: None,
-                                arguments: partial_json,
-                            });
-                        }
+                    (Some(Block::Call(ours)), WireDelta::InputJsonDelta { partial_json })
+                        if !partial_json.is_empty() =>
+                    {
+                        out.push(Chunk::ToolCall {
+                            index: *ours,
+                            id: None,
+                            name: None,
+                            arguments: partial_json,
+                        });
                     }
-                    (Some(Block::Structured), WireDelta::InputJsonDelta { partial_json }) => {
-                        if !partial_json.is_empty() {
-                            out.push(Chunk::Text(partial_json));
-                        }
+                    (Some(Block::Structured), WireDelta::InputJsonDelta { partial_json })
+                        if !partial_json.is_empty() =>
+                    {
+                        out.push(Chunk::Text(partial_json));
                     }
                     _ => {}
                 }

@@ -105,8 +105,9 @@ impl RetryPolicy {
     }
 }
 
-/// Retries failed calls by a [`RetryPolicy`] (built with `backon`). For streams only
-/// opening the stream is retried; an error after output has started is passed on.
+/// Retries failed calls by a [`RetryPolicy`] (built with `backon`). For streams, opening
+/// the stream and an error in place of the first chunk are retried; an error after
+/// output has started is passed on.
 #[derive(Clone, Debug)]
 pub struct Retry<P> {
     inner: P,
@@ -148,8 +149,21 @@ impl<P: Provider> Provider for Retry<P> {
 
     async fn stream(&self, request: &Request) -> Result<ChunkStream, LlmError> {
         let name = self.inner.name();
-        (|| self.inner.stream(request))
-            .retry(self.policy.backoff())
+        // An error before the first chunk (e.g. an `overloaded_error` event on HTTP 200)
+        // is retried like a failed request: nothing has been delivered yet.
+        let open = || async {
+            let mut stream = self.inner.stream(request).await?;
+            match stream.next().await {
+                Some(Err(e)) => Err(e),
+                Some(Ok(first)) => {
+                    let rest: ChunkStream =
+                        Box::pin(futures::stream::once(async move { Ok(first) }).chain(stream));
+                    Ok(rest)
+                }
+                None => Ok(stream),
+            }
+        };
+        open.retry(self.policy.backoff())
             .sleep(tokio::time::sleep)
             .when(LlmError::is_retryable)
             .adjust(|e, d| self.policy.next_delay(e, d))

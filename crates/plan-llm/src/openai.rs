@@ -637,6 +637,20 @@ mod tests {
     }
 
     #[test]
+    fn unicode_line_separators_are_not_line_breaks() {
+        let body = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\u{2028}b\u{2029}c\"},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n";
+        let r = sse_all_cuts(body.as_bytes(), decoder).unwrap();
+        assert_eq!(r.content, "a\u{2028}b\u{2029}c");
+    }
+
+    #[test]
+    fn comments_and_unknown_fields_are_ignored_and_bare_data_is_empty() {
+        let body = ": hello\n\nid: 1\nretry: 10\nfoo: bar\ndata:\n\ndata: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"x\"},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n";
+        let r = sse_all_cuts(body.as_bytes(), decoder).unwrap();
+        assert_eq!(r.content, "x");
+    }
+
+    #[test]
     fn tool_calls_multi_line_data_and_truncation() {
         let tools = sse_all_cuts(
             include_bytes!("../tests/recordings/openai/tools-parallel.sse"),

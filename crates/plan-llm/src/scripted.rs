@@ -61,6 +61,12 @@ impl Reply {
         Self::response(response)
     }
 
+    /// A refusal: `complete` fails with [`LlmError::Refused`] carrying `text`, and a stream
+    /// yields [`Chunk::Refusal`] then `Finish(Refusal)`.
+    pub fn refusal(text: impl Into<String>) -> Self {
+        Self::text(text).with_finish_reason(FinishReason::Refusal)
+    }
+
     /// A reply that is this complete response (its usage is kept unless it is zero).
     pub fn response(response: Response) -> Self {
         let usage = (response.usage != Usage::default()).then_some(response.usage);

@@ -383,18 +383,18 @@ fn check(
             ));
         }
     }
-    if let Some(options) = s.get("enum").and_then(Value::as_array) {
-        if !options.contains(value) {
-            return Err(format!(
-                "{path}: {value} is not one of {}",
-                Value::Array(options.clone())
-            ));
-        }
+    if let Some(options) = s.get("enum").and_then(Value::as_array)
+        && !options.contains(value)
+    {
+        return Err(format!(
+            "{path}: {value} is not one of {}",
+            Value::Array(options.clone())
+        ));
     }
-    if let Some(c) = s.get("const") {
-        if c != value {
-            return Err(format!("{path}: expected {c}"));
-        }
+    if let Some(c) = s.get("const")
+        && c != value
+    {
+        return Err(format!("{path}: expected {c}"));
     }
     if let Some(all) = s.get("allOf").and_then(Value::as_array) {
         for sub in all {
@@ -442,21 +442,21 @@ fn check(
             }
         }
         Value::Array(items) => {
-            if let Some(min) = s.get("minItems").and_then(Value::as_u64) {
-                if (items.len() as u64) < min {
-                    return Err(format!(
-                        "{path}: expected at least {min} items, got {}",
-                        items.len()
-                    ));
-                }
+            if let Some(min) = s.get("minItems").and_then(Value::as_u64)
+                && (items.len() as u64) < min
+            {
+                return Err(format!(
+                    "{path}: expected at least {min} items, got {}",
+                    items.len()
+                ));
             }
-            if let Some(max) = s.get("maxItems").and_then(Value::as_u64) {
-                if items.len() as u64 > max {
-                    return Err(format!(
-                        "{path}: expected at most {max} items, got {}",
-                        items.len()
-                    ));
-                }
+            if let Some(max) = s.get("maxItems").and_then(Value::as_u64)
+                && items.len() as u64 > max
+            {
+                return Err(format!(
+                    "{path}: expected at most {max} items, got {}",
+                    items.len()
+                ));
             }
             if let Some(item_schema) = s.get("items") {
                 for (i, v) in items.iter().enumerate() {
@@ -466,15 +466,15 @@ fn check(
         }
         Value::Number(n) => {
             let x = n.as_f64().unwrap_or(0.0);
-            if let Some(min) = s.get("minimum").and_then(Value::as_f64) {
-                if x < min {
-                    return Err(format!("{path}: {n} is below the minimum {min}"));
-                }
+            if let Some(min) = s.get("minimum").and_then(Value::as_f64)
+                && x < min
+            {
+                return Err(format!("{path}: {n} is below the minimum {min}"));
             }
-            if let Some(max) = s.get("maximum").and_then(Value::as_f64) {
-                if x > max {
-                    return Err(format!("{path}: {n} is above the maximum {max}"));
-                }
+            if let Some(max) = s.get("maximum").and_then(Value::as_f64)
+                && x > max
+            {
+                return Err(format!("{path}: {n} is above the maximum {max}"));
             }
         }
         _ => {}

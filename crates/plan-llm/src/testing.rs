@@ -456,6 +456,9 @@ pub fn to_cr(body: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Builds a wire-format error body from a status and a message.
+pub type ErrorBody = Box<dyn Fn(u16, &str) -> String + Send + Sync>;
+
 /// What the conformance suite needs to know about a wire format: a request, a successful
 /// reply recording and the text it means, an optional streamed reply recording, and how
 /// the format writes an error body.
@@ -470,9 +473,11 @@ pub struct ConformanceKit {
     /// A streamed successful reply carrying the same text; `None` skips stream checks.
     pub stream_reply: Option<FakeResponse>,
     /// Builds an error body for a status and message.
-    pub error_body: Box<dyn Fn(u16, &str) -> String + Send + Sync>,
+    pub error_body: ErrorBody,
     /// The key the provider under test was built with, to check it never shows in errors.
     pub api_key: Option<String>,
+    /// Checks not to count (by name prefix), for wire formats without a feature.
+    pub skip: Vec<String>,
 }
 
 impl ConformanceKit {
@@ -490,12 +495,20 @@ impl ConformanceKit {
             stream_reply: None,
             error_body: Box::new(error_body),
             api_key: None,
+            skip: Vec::new(),
         }
     }
 
     /// Adds a streamed reply.
     pub fn with_stream_reply(mut self, reply: FakeResponse) -> Self {
         self.stream_reply = Some(reply);
+        self
+    }
+
+    /// Skips the checks whose names start with `prefix` (e.g. `"429 with retry-after-ms"`
+    /// for a service that never sends that header); they are listed as skipped.
+    pub fn skipping(mut self, prefix: impl Into<String>) -> Self {
+        self.skip.push(prefix.into());
         self
     }
 
@@ -514,10 +527,17 @@ pub struct ConformanceReport {
     pub passed: Vec<String>,
     /// Checks that failed, with why.
     pub failed: Vec<(String, String)>,
+    /// Checks skipped as the kit asked.
+    pub skipped: Vec<String>,
+    skip: Vec<String>,
 }
 
 impl ConformanceReport {
     fn record(&mut self, name: &str, result: Result<(), String>) {
+        if self.skip.iter().any(|p| name.starts_with(p.as_str())) {
+            self.skipped.push(name.to_owned());
+            return;
+        }
         match result {
             Ok(()) => self.passed.push(name.to_owned()),
             Err(why) => self.failed.push((name.to_owned(), why)),
@@ -570,7 +590,10 @@ where
 {
     let server = FakeServer::start().await;
     let provider = make(&server.url());
-    let mut report = ConformanceReport::default();
+    let mut report = ConformanceReport {
+        skip: kit.skip.clone(),
+        ..ConformanceReport::default()
+    };
     let key = kit.api_key.as_deref();
 
     // Complete replies, whole and split.
@@ -679,7 +702,8 @@ where
 
     // HTTP errors.
     type Check = fn(&LlmError) -> bool;
-    let cases: Vec<(&str, u16, Vec<(&str, &str)>, Check)> = vec![
+    type Case = (&'static str, u16, Vec<(&'static str, &'static str)>, Check);
+    let cases: Vec<Case> = vec![
         ("401 is an auth error", 401, vec![], |e| {
             matches!(e, LlmError::Auth { .. })
         }),

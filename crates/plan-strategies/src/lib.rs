@@ -1,10 +1,32 @@
 //! Making and revising plans: the planner, the linear, DAG, hierarchical, adaptive and
-//! reflective strategies, and the `Agent` facade.
+//! reflective strategies, and the [`Agent`] facade.
+//!
+//! An [`Agent`] turns a goal into a plan with a [`Planner`] (by default the [`LlmPlanner`]:
+//! a schema-shaped reply, validated, re-prompted with the exact problems, then repaired),
+//! runs it with plan-exec's parallel runner according to its [`Strategy`], and writes the
+//! answer with one final model call. With a streaming provider the DAG strategy feeds each
+//! step to the runner as soon as the model has written it ([`StepStreamParser`]).
 //!
 //! ```
-//! use plan_core::Plan;
-//! let plan = Plan::from_json(r#"{"goal": "g", "steps": [{"id": "a", "description": "a"}]}"#).unwrap();
-//! assert_eq!(plan.goal, "g");
+//! use plan_llm::{Reply, ScriptedModel};
+//! use plan_strategies::{Agent, PlanningMode, Strategy};
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! let model = ScriptedModel::new()
+//!     .when_system_contains("You are a planner", Reply::text(r#"{"goal": "g", "steps": [
+//!         {"id": "a", "description": "Say hello", "dependencies": []},
+//!         {"id": "b", "description": "Say goodbye", "dependencies": ["a"]}]}"#))
+//!     .when_system_contains("final answer", Reply::text("hello and goodbye"))
+//!     .otherwise(Reply::text("done"));
+//! let agent = Agent::builder()
+//!     .provider(model)
+//!     .strategy(Strategy::Dag)
+//!     .build()?;
+//! let report = agent.run("Greet, then say goodbye").await?;
+//! assert!(report.is_success());
+//! assert_eq!(report.answer.as_deref(), Some("hello and goodbye"));
+//! # Ok::<(), plan_strategies::StrategyError>(())
+//! # }).unwrap();
 //! ```
 #![deny(missing_docs)]
 #![cfg_attr(
@@ -12,3 +34,26 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 #![deny(clippy::print_stdout, clippy::print_stderr)]
+
+mod agent;
+mod calls;
+mod error;
+mod hierarchy;
+mod planner;
+mod prompts;
+mod repair;
+mod report;
+mod stream;
+
+pub use agent::{Agent, AgentBuilder, PlanOutcome, PlanningMode, StrategyOptions};
+pub use calls::Critique;
+pub use error::StrategyError;
+pub use planner::{
+    AgentInfo, FailedStep, FinishedStep, LlmCall, LlmPlanner, PlanContext, PlanRequest, Planned,
+    Planner, PlannerConfig, RepairNote, ReplanContext, StepSink, StepSource, step_channel,
+};
+pub use prompts::PLAN_SCHEMA;
+pub use report::{
+    AgentReport, GoalResult, Replan, StepResult, Strategy, UnknownStrategy, Usage,
+};
+pub use stream::StepStreamParser;

@@ -2,6 +2,8 @@
 
 mod support;
 
+mod crash;
 mod faults;
+mod llm;
 mod runner;
 mod store;

@@ -392,3 +392,31 @@ async fn retry_works_over_http_with_real_headers() {
         .unwrap_err();
     assert!(matches!(err, LlmError::Timeout(_)), "{err:?}");
 }
+
+#[tokio::test]
+async fn an_error_event_before_any_output_is_retried() {
+    let server = FakeServer::start().await;
+    server.push(FakeResponse::sse(
+        "event: error\ndata: {\"type\": \"error\", \"error\": {\"type\": \"overloaded_error\", \"message\": \"Overloaded\"}}\n\n",
+    ));
+    server.push(FakeResponse::sse(super::support::recording(
+        "anthropic/text.sse",
+    )));
+    let provider = super::support::anthropic(&server.url())
+        .with_retry(RetryPolicy::default().with_initial_delay(Duration::from_millis(5)));
+    let s = provider.stream(&ask()).await.unwrap();
+    assert_eq!(
+        collect_stream("x", s).await.unwrap().content,
+        "Hello, wörld — ✓"
+    );
+    assert_eq!(server.requests().len(), 2);
+
+    // After output has started, the error is passed on, not retried.
+    server.reset();
+    server.push(FakeResponse::sse(super::support::recording(
+        "anthropic/overloaded-midstream.sse",
+    )));
+    let s = provider.stream(&ask()).await.unwrap();
+    assert!(collect_stream("x", s).await.is_err());
+    assert_eq!(server.requests().len(), 1);
+}

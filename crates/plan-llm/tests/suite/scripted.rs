@@ -129,7 +129,7 @@ async fn a_streamed_reply_collects_to_the_same_response() {
     let model = ScriptedModel::new()
         .streaming(3, Duration::ZERO)
         .reply(Reply::tool_call("f", json!({"a": [1, 2, 3], "b": "ü"})))
-        .reply(Reply::text("no").with_finish_reason(FinishReason::Refusal));
+        .reply(Reply::refusal("no"));
     let stream = model.stream(&ask("a")).await.unwrap();
     let response = collect_stream("scripted", stream).await.unwrap();
     assert_eq!(

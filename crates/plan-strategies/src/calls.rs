@@ -1,0 +1,178 @@
+//! Structured model calls other than planning: the critique (reflection), the
+//! decomposition (hierarchical planning) and the synthesis of the answer.
+
+use std::time::Instant;
+
+use plan_llm::{Message, Provider, Request, ResponseFormat};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::error::StrategyError;
+use crate::planner::{LlmCall, extract_json};
+use crate::prompts::{CRITIQUE_SCHEMA, DECOMPOSE_SCHEMA, render, schema_compact, schema_value};
+
+/// A review of a plan against its goal.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Critique {
+    /// Whether the plan can be run as it is.
+    pub approved: bool,
+    /// What to fix (empty when approved).
+    #[serde(default)]
+    pub issues: Vec<String>,
+}
+
+/// One sub-goal of a decomposition.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct SubGoal {
+    pub(crate) id: String,
+    pub(crate) goal: String,
+    #[serde(default)]
+    pub(crate) dependencies: Vec<String>,
+}
+
+/// Whether a goal is atomic, or its sub-goals.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Decomposition {
+    pub(crate) atomic: bool,
+    #[serde(default)]
+    pub(crate) subgoals: Vec<SubGoal>,
+}
+
+/// Sends a request for a JSON reply of type `T`; a reply that does not parse is answered
+/// once with the problem.
+async fn structured<T: DeserializeOwned>(
+    provider: &dyn Provider,
+    purpose: &str,
+    system: String,
+    user: String,
+    schema: &str,
+    calls: &mut Vec<LlmCall>,
+) -> Result<T, StrategyError> {
+    let mut messages = vec![Message::system(system), Message::user(user)];
+    let mut last_problem = String::new();
+    for attempt in 0..2 {
+        let request = Request::new(messages.clone()).with_response_format(
+            ResponseFormat::JsonSchema {
+                name: purpose.to_owned(),
+                schema: schema_value(schema),
+            },
+        );
+        let started = Instant::now();
+        let response = provider
+            .complete(&request)
+            .await
+            .map_err(|e| StrategyError::llm(purpose, e))?;
+        calls.push(LlmCall {
+            purpose: purpose.to_owned(),
+            usage: response.usage,
+            duration: started.elapsed(),
+        });
+        let parsed = extract_json(&response.content).and_then(|v| {
+            serde_json::from_value::<T>(v)
+                .map_err(|e| format!("the JSON does not match the schema: {e}"))
+        });
+        match parsed {
+            Ok(value) => return Ok(value),
+            Err(problem) => {
+                tracing::debug!(purpose, attempt, %problem, "structured reply rejected");
+                messages.push(Message::assistant(response.content));
+                messages.push(Message::user(format!(
+                    "That reply could not be used: {problem}. Reply again with one JSON object matching the schema, and nothing else."
+                )));
+                last_problem = problem;
+            }
+        }
+    }
+    Err(StrategyError::InvalidReply {
+        purpose: purpose.to_owned(),
+        message: last_problem,
+    })
+}
+
+/// Asks the model to review `plan_json` against `goal`.
+pub(crate) async fn critique(
+    provider: &dyn Provider,
+    goal: &str,
+    plan_json: &str,
+    calls: &mut Vec<LlmCall>,
+) -> Result<Critique, StrategyError> {
+    let system = render(
+        "critique_system",
+        serde_json::json!({ "schema": schema_compact(CRITIQUE_SCHEMA) }),
+    )?;
+    let user = render(
+        "critique_user",
+        serde_json::json!({ "goal": goal, "plan": plan_json }),
+    )?;
+    structured(provider, "critique", system, user, CRITIQUE_SCHEMA, calls).await
+}
+
+/// Asks the model whether `goal` is atomic or how to split it.
+pub(crate) async fn decompose(
+    provider: &dyn Provider,
+    goal: &str,
+    ancestors: &[String],
+    max_subgoals: usize,
+    calls: &mut Vec<LlmCall>,
+) -> Result<Decomposition, StrategyError> {
+    let system = render(
+        "decompose_system",
+        serde_json::json!({
+            "schema": schema_compact(DECOMPOSE_SCHEMA),
+            "max_subgoals": max_subgoals,
+        }),
+    )?;
+    let user = render(
+        "decompose_user",
+        serde_json::json!({ "goal": goal, "ancestors": ancestors }),
+    )?;
+    structured(provider, "decompose", system, user, DECOMPOSE_SCHEMA, calls).await
+}
+
+/// A step's result as the synthesis sees it.
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct SynthesisInput {
+    pub(crate) id: String,
+    pub(crate) description: String,
+    pub(crate) status: String,
+    pub(crate) output: Option<String>,
+    pub(crate) error: Option<String>,
+}
+
+/// The synthesis prompt's messages.
+pub(crate) fn synthesis_messages(
+    goal: &str,
+    steps: &[SynthesisInput],
+    tree: Option<&str>,
+) -> Result<Vec<Message>, StrategyError> {
+    Ok(vec![
+        Message::system(render("synthesize_system", serde_json::json!({}))?),
+        Message::user(render(
+            "synthesize_user",
+            serde_json::json!({ "goal": goal, "steps": steps, "tree": tree }),
+        )?),
+    ])
+}
+
+/// Writes the final answer from the (bounded) step results.
+pub(crate) async fn synthesize(
+    provider: &dyn Provider,
+    goal: &str,
+    steps: &[SynthesisInput],
+    tree: Option<&str>,
+    calls: &mut Vec<LlmCall>,
+) -> Result<String, StrategyError> {
+    let request = Request::new(synthesis_messages(goal, steps, tree)?);
+    let started = Instant::now();
+    let response = provider
+        .complete(&request)
+        .await
+        .map_err(|e| StrategyError::llm("synthesize", e))?;
+    calls.push(LlmCall {
+        purpose: "synthesize".to_owned(),
+        usage: response.usage,
+        duration: started.elapsed(),
+    });
+    Ok(response.content.trim().to_owned())
+}

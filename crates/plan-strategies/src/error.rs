@@ -1,0 +1,66 @@
+//! [`StrategyError`]: what can stop planning or a run before it has a report.
+
+use plan_llm::LlmError;
+
+/// An error from planning, a strategy or the [`Agent`](crate::Agent).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StrategyError {
+    /// A model call failed (after the provider's own retries).
+    #[error("the {purpose} call to the model failed: {source}")]
+    Llm {
+        /// What the call was for (`plan`, `critique`, `decompose`, `synthesize`).
+        purpose: String,
+        /// The provider's error.
+        #[source]
+        source: LlmError,
+    },
+    /// The model did not produce a usable plan, even after re-prompting and repair.
+    #[error(
+        "the model did not produce a valid plan after {attempts} attempts:{}\ntry a larger model, a simpler goal, or raise --max-steps",
+        problems.iter().map(|p| format!("\n  - {p}")).collect::<String>()
+    )]
+    InvalidPlan {
+        /// Replies received.
+        attempts: u32,
+        /// What was wrong with the last one.
+        problems: Vec<String>,
+    },
+    /// A structured reply (a critique, a decomposition) could not be understood.
+    #[error("the model's {purpose} reply could not be used: {message}")]
+    InvalidReply {
+        /// What the call was for.
+        purpose: String,
+        /// What was wrong.
+        message: String,
+    },
+    /// A plan given to run is invalid.
+    #[error("{0}")]
+    Plan(#[from] plan_core::PlanErrors),
+    /// The agent was configured wrongly.
+    #[error("configuration error: {0}")]
+    Config(String),
+    /// Executing the plan failed outside any step (the runner or the store).
+    #[error("execution error: {0}")]
+    Exec(String),
+    /// A prompt template failed to render (a bug: please report it).
+    #[error("prompt template `{template}` failed to render: {message}")]
+    Template {
+        /// The template's name.
+        template: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The run was cancelled.
+    #[error("cancelled")]
+    Cancelled,
+}
+
+impl StrategyError {
+    pub(crate) fn llm(purpose: &str, source: LlmError) -> Self {
+        StrategyError::Llm {
+            purpose: purpose.to_owned(),
+            source,
+        }
+    }
+}

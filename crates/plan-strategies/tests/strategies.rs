@@ -1,0 +1,729 @@
+//! The strategies through the public `Agent` API, with a scripted model.
+
+mod support;
+
+use std::time::Duration;
+
+use plan_core::{EventKind, RunStatus};
+use plan_exec::{EventLog, SqliteStore};
+use plan_llm::ScriptedModel;
+use plan_strategies::{Agent, PlanningMode, PlannerConfig, Strategy};
+use support::*;
+
+fn agent(fake: &Fake, strategy: Strategy) -> plan_strategies::AgentBuilder {
+    Agent::builder()
+        .provider(fake.model.clone())
+        .strategy(strategy)
+        .run_options(no_retries())
+}
+
+const THREE: &[(&str, &str, &[&str])] = &[
+    ("search", "Find the frameworks", &[]),
+    ("compare", "Compare them", &["search"]),
+    ("check", "Check the table", &["compare"]),
+];
+
+#[tokio::test]
+async fn dag_plans_runs_and_answers() {
+    let fake = Fake::non_streaming().plan(plan_json(&[
+        ("a", "Do a", &[]),
+        ("b", "Do b", &[]),
+        ("c", "Join a and b", &["a", "b"]),
+    ]));
+    let log = EventLog::new();
+    let report = agent(&fake, Strategy::Dag)
+        .event_sink(log.clone())
+        .build()
+        .unwrap()
+        .run("reach the goal")
+        .await
+        .unwrap();
+    assert_eq!(report.status, RunStatus::Succeeded);
+    assert_eq!(report.answer.as_deref(), Some("THE ANSWER"));
+    assert_eq!(report.plan.goal, "reach the goal");
+    assert_eq!(report.steps.len(), 3);
+    assert!(report.steps.iter().all(|s| s.status == "completed" && s.attempts == 1));
+    assert_eq!(report.step("a").unwrap().output.as_deref(), Some("output of a"));
+    // c saw the outputs of its direct dependencies
+    let c = fake
+        .requests()
+        .into_iter()
+        .find(|r| step_of(r).as_deref() == Some("c"))
+        .unwrap();
+    assert!(user_text(&c).contains("output of a") && user_text(&c).contains("output of b"));
+    // planning, three steps, synthesis
+    assert_eq!(report.usage.llm_calls, 5);
+    let events = log.events();
+    assert_eq!(events, report.events);
+    let n = names(&events);
+    assert_eq!(n.first(), Some(&"run_started"));
+    assert_eq!(n.last(), Some(&"run_finished"));
+    let created = position(&events, |k| matches!(k, EventKind::PlanCreated { .. })).unwrap();
+    let first_step = position(&events, |k| matches!(k, EventKind::StepStarted { .. })).unwrap();
+    assert!(created < first_step, "{n:?}");
+    assert!(matches!(
+        &events.last().unwrap().kind,
+        EventKind::RunFinished { status: RunStatus::Succeeded, answer: Some(a) } if a == "THE ANSWER"
+    ));
+}
+
+#[tokio::test]
+async fn report_serialises_to_the_cli_contract() {
+    let fake = Fake::non_streaming().plan(plan_json(THREE));
+    let report = agent(&fake, Strategy::Dag)
+        .model_spec("openai:gpt-4o-mini")
+        .build()
+        .unwrap()
+        .run("compare frameworks")
+        .await
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_str(&report.to_json_pretty()).unwrap();
+    for key in [
+        "run_id", "status", "goal", "strategy", "model", "plan", "steps", "answer", "usage",
+        "replans", "duration_ms",
+    ] {
+        assert!(json.get(key).is_some(), "missing {key}: {json}");
+    }
+    assert_eq!(json["status"], "succeeded");
+    assert_eq!(json["strategy"], "dag");
+    assert_eq!(json["model"], "openai:gpt-4o-mini");
+    assert_eq!(json["replans"], 0);
+    for key in ["llm_calls", "prompt_tokens", "completion_tokens"] {
+        assert!(json["usage"][key].is_u64(), "usage.{key}");
+    }
+    let step = &json["steps"][0];
+    for key in ["id", "status", "attempts", "output", "error"] {
+        assert!(step.get(key).is_some(), "steps[0].{key}");
+    }
+    assert!(json["plan"]["steps"].is_array());
+}
+
+#[tokio::test]
+async fn linear_runs_steps_one_after_another() {
+    let fake = Fake::non_streaming().plan(plan_json(&[
+        ("one", "First", &[]),
+        ("two", "Second", &[]),
+        ("three", "Third", &[]),
+    ]));
+    let report = agent(&fake, Strategy::Linear)
+        .concurrency(8)
+        .build()
+        .unwrap()
+        .run("in order")
+        .await
+        .unwrap();
+    assert!(report.is_success());
+    let deps: Vec<Vec<&str>> = report
+        .plan
+        .steps
+        .iter()
+        .map(|s| s.dependencies.iter().map(|d| d.as_str()).collect())
+        .collect();
+    assert_eq!(deps, vec![vec![], vec!["one"], vec!["two"]]);
+    assert_eq!(fake.step_requests(), ["one", "two", "three"]);
+    // each step saw the one before it
+    let third = fake
+        .requests()
+        .into_iter()
+        .find(|r| step_of(r).as_deref() == Some("three"))
+        .unwrap();
+    assert!(user_text(&third).contains("output of two"));
+}
+
+#[tokio::test]
+async fn malformed_plans_are_fixed_by_re_prompting_with_the_exact_problems() {
+    let fake = Fake::non_streaming()
+        .plan("Here you go: {\"steps\": [ {\"id\": \"a\", ")
+        .plan(plan_json(&[
+            ("a", "Do a", &["c"]),
+            ("b", "Do b", &["a", "ghost"]),
+            ("c", "Do c", &["b"]),
+        ]))
+        .plan(plan_json(THREE));
+    let report = agent(&fake, Strategy::Dag)
+        .build()
+        .unwrap()
+        .run("fix me")
+        .await
+        .unwrap();
+    assert!(report.is_success());
+    assert!(report.repairs.is_empty());
+    let planner = fake.planner_requests();
+    assert_eq!(planner.len(), 3);
+    let first_fix = user_text(&planner[1]);
+    assert!(first_fix.contains("not valid JSON"), "{first_fix}");
+    let second_fix = user_text(&planner[2]);
+    assert!(
+        second_fix.contains("step `b` depends on `ghost`, which is not a step of the plan"),
+        "{second_fix}"
+    );
+    assert!(second_fix.contains("dependency cycle"), "{second_fix}");
+    // the conversation keeps the bad replies so the model sees what it wrote
+    assert_eq!(planner[2].messages.len(), 6);
+    assert_eq!(report.plan.steps.len(), 3);
+}
+
+#[tokio::test]
+async fn plans_still_invalid_after_re_prompting_are_repaired_and_reported() {
+    let cyclic = plan_json(&[
+        ("a", "Do a", &["b"]),
+        ("b", "Do b", &["a"]),
+        ("c", "Do c", &["b", "b"]),
+    ]);
+    let fake = Fake::non_streaming()
+        .plan(cyclic.clone())
+        .plan(cyclic.clone())
+        .plan(cyclic);
+    let log = EventLog::new();
+    let report = agent(&fake, Strategy::Dag)
+        .event_sink(log.clone())
+        .build()
+        .unwrap()
+        .run("cycle")
+        .await
+        .unwrap();
+    assert!(report.is_success(), "{:?}", report.failure);
+    assert_eq!(report.repairs.len(), 1);
+    let note = &report.repairs[0];
+    assert!(note.problems.iter().any(|p| p.contains("cycle")));
+    assert!(note.changes.iter().any(|c| c.contains("break the cycle")), "{:?}", note.changes);
+    assert!(!note.report.is_empty());
+    assert_eq!(fake.planner_requests().len(), 3);
+}
+
+#[tokio::test]
+async fn a_reply_that_is_no_plan_at_all_fails_with_every_problem() {
+    let fake = Fake::non_streaming()
+        .plan("I cannot help with that.")
+        .plan("Still no.")
+        .plan("No.");
+    let err = agent(&fake, Strategy::Dag)
+        .build()
+        .unwrap()
+        .run("impossible")
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("after 3 attempts"), "{text}");
+    assert!(text.contains("no JSON object"), "{text}");
+}
+
+#[tokio::test]
+async fn streamed_planning_starts_the_first_step_before_the_plan_stream_ends() {
+    // 30 chunks, 40 ms apart: the plan takes about 1.2 s to arrive.
+    let fake = Fake::with_model(ScriptedModel::new().streaming(30, SLOW)).plan(plan_json(&[
+        ("first", "Start right away", &[]),
+        ("second", "Also independent", &[]),
+        ("third", "Needs both", &["first", "second"]),
+        ("fourth", "Last one", &["third"]),
+    ]));
+    let log = EventLog::new();
+    let report = agent(&fake, Strategy::Dag)
+        .event_sink(log.clone())
+        .build()
+        .unwrap()
+        .run("stream it")
+        .await
+        .unwrap();
+    assert!(report.is_success(), "{:?}", report.failure);
+    let events = log.events();
+    let started_first = find(&events, |k| {
+        matches!(k, EventKind::StepStarted { step, .. } if step.as_str() == "first")
+    })
+    .unwrap();
+    let completed_first = find(&events, |k| {
+        matches!(k, EventKind::StepCompleted { step, .. } if step.as_str() == "first")
+    })
+    .unwrap();
+    let plan_call = find(&events, |k| matches!(k, EventKind::LlmCall { purpose, .. } if purpose == "plan")).unwrap();
+    let created = find(&events, |k| matches!(k, EventKind::PlanCreated { .. })).unwrap();
+    let i_completed = position(&events, |k| {
+        matches!(k, EventKind::StepCompleted { step, .. } if step.as_str() == "first")
+    })
+    .unwrap();
+    let i_created = position(&events, |k| matches!(k, EventKind::PlanCreated { .. })).unwrap();
+    // the first step finished before the plan was complete
+    assert!(i_completed < i_created, "{:?}", names(&events));
+    assert!(completed_first.ts <= created.ts);
+    let lead = created.ts.unix_millis() - started_first.ts.unix_millis();
+    assert!(lead >= 200, "first step started only {lead} ms before the plan ended");
+    assert!(plan_call.ts >= completed_first.ts);
+    // every step ran exactly once
+    let mut ran = fake.step_requests();
+    ran.sort();
+    assert_eq!(ran, ["first", "fourth", "second", "third"]);
+    let EventKind::PlanCreated { plan, revision } = &created.kind else { unreachable!() };
+    assert_eq!(*revision, 0);
+    assert_eq!(plan.steps.len(), 4);
+}
+
+#[tokio::test]
+async fn a_streamed_plan_that_ends_invalid_is_fixed_and_the_rest_still_runs() {
+    // `late` depends on a step that does not exist: it is held back, the plan is
+    // re-prompted, and the fixed plan keeps the streamed steps unchanged.
+    let fake = Fake::with_model(ScriptedModel::new().streaming(10, Duration::from_millis(5)))
+        .plan(plan_json(&[
+            ("a", "Do a", &[]),
+            ("b", "Do b", &["a"]),
+            ("late", "Do late", &["ghost"]),
+        ]))
+        .plan(plan_json(&[
+            ("a", "Do a", &[]),
+            ("b", "Do b", &["a"]),
+            ("late", "Do late", &["b"]),
+        ]));
+    let log = EventLog::new();
+    let report = agent(&fake, Strategy::Dag)
+        .event_sink(log.clone())
+        .build()
+        .unwrap()
+        .run("fix while streaming")
+        .await
+        .unwrap();
+    assert!(report.is_success(), "{:?}", report.failure);
+    let mut ran = fake.step_requests();
+    ran.sort();
+    assert_eq!(ran, ["a", "b", "late"]);
+    assert_eq!(fake.planner_requests().len(), 2);
+    let late = fake
+        .requests()
+        .into_iter()
+        .find(|r| step_of(r).as_deref() == Some("late"))
+        .unwrap();
+    assert!(user_text(&late).contains("output of b"));
+}
+
+#[tokio::test]
+async fn a_streamed_step_changed_by_the_fix_is_cancelled_and_the_fixed_plan_runs() {
+    // The stream breaks off mid-plan; the fixed plan rewrites `b`, which had started.
+    let fake = Fake::with_model(ScriptedModel::new().streaming(10, Duration::from_millis(5)))
+        .plan(r#"{"goal": "g", "steps": [{"id": "a", "description": "Do a", "dependencies": []}, {"id": "b", "description": "Do b", "dependencies": []}, {"id": "c", "descr"#)
+        .plan(plan_json(&[
+            ("a", "Do a", &[]),
+            ("b", "Do b differently", &[]),
+            ("c", "Do c", &["a", "b"]),
+        ]));
+    let log = EventLog::new();
+    let report = agent(&fake, Strategy::Dag)
+        .event_sink(log.clone())
+        .build()
+        .unwrap()
+        .run("changed mid-stream")
+        .await
+        .unwrap();
+    assert!(report.is_success(), "{:?}", report.failure);
+    let events = log.events();
+    let revisions: Vec<u32> = events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::PlanCreated { revision, .. } => Some(*revision),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(revisions, [1]);
+    // `a` is unchanged: done once, kept. `b` changed: its new version runs (renamed if the
+    // old one had completed).
+    let ran = fake.step_requests();
+    assert_eq!(ran.iter().filter(|s| *s == "a").count(), 1, "{ran:?}");
+    let new_b = fake
+        .requests()
+        .into_iter()
+        .filter(|r| {
+            step_of(r).is_some_and(|id| id.starts_with('b')) && user_text(r).contains("Do b differently")
+        })
+        .count();
+    assert_eq!(new_b, 1);
+    let b_id = &report.plan.steps[1].id;
+    assert!(b_id.as_str() == "b" || b_id.as_str() == "b_v2", "{b_id}");
+    assert!(report.step("c").is_some());
+}
+
+#[tokio::test]
+async fn plan_then_run_when_the_provider_does_not_stream() {
+    let fake = Fake::non_streaming().plan(plan_json(THREE));
+    let log = EventLog::new();
+    agent(&fake, Strategy::Dag)
+        .event_sink(log.clone())
+        .build()
+        .unwrap()
+        .run("no stream")
+        .await
+        .unwrap();
+    let events = log.events();
+    let created = position(&events, |k| matches!(k, EventKind::PlanCreated { .. })).unwrap();
+    let started = position(&events, |k| matches!(k, EventKind::StepStarted { .. })).unwrap();
+    assert!(created < started);
+}
+
+#[tokio::test]
+async fn plan_then_run_mode_with_a_streaming_provider() {
+    let fake = Fake::with_model(ScriptedModel::new().streaming(5, Duration::from_millis(1)))
+        .plan(plan_json(THREE));
+    let log = EventLog::new();
+    agent(&fake, Strategy::Dag)
+        .planning_mode(PlanningMode::PlanThenRun)
+        .event_sink(log.clone())
+        .build()
+        .unwrap()
+        .run("no stream")
+        .await
+        .unwrap();
+    let events = log.events();
+    let created = position(&events, |k| matches!(k, EventKind::PlanCreated { .. })).unwrap();
+    let started = position(&events, |k| matches!(k, EventKind::StepStarted { .. })).unwrap();
+    assert!(created < started);
+}
+
+#[tokio::test]
+async fn adaptive_replans_keeping_finished_steps_that_are_never_run_again() {
+    let fake = Fake::non_streaming()
+        .plan(plan_json(&[
+            ("fetch", "Fetch the data", &[]),
+            ("parse", "Parse it with the broken parser", &["fetch"]),
+            ("report", "Write the report", &["parse"]),
+        ]))
+        .plan(r#"{"steps": [
+            {"id": "parse2", "description": "Parse it by hand", "dependencies": ["fetch"]},
+            {"id": "report2", "description": "Write the report", "dependencies": ["parse2"]}]}"#)
+        .steps(|id, _| match id {
+            "parse" => Err("parser crashed on line 3".into()),
+            "fetch" => Ok("ROWS: 1,2,3".into()),
+            other => Ok(format!("output of {other}")),
+        });
+    let log = EventLog::new();
+    let report = agent(&fake, Strategy::Adaptive)
+        .event_sink(log.clone())
+        .build()
+        .unwrap()
+        .run("adapt")
+        .await
+        .unwrap();
+    assert!(report.is_success(), "{:?}", report.failure);
+    assert_eq!(report.replans, 1);
+    // fetch ran once, and no step request after the replan mentions it as the step to do
+    let ran = fake.step_requests();
+    assert_eq!(ran, ["fetch", "parse", "parse2", "report2"]);
+    // the replanning prompt showed the finished step's output and the failure
+    let planner = fake.planner_requests();
+    let replan = user_text(&planner[1]);
+    assert!(replan.contains("`fetch`") && replan.contains("ROWS: 1,2,3"), "{replan}");
+    assert!(replan.contains("parser crashed on line 3"), "{replan}");
+    assert!(replan.contains("`report`"), "abandoned steps are named: {replan}");
+    // the kept step's output still feeds the new steps
+    let parse2 = fake
+        .requests()
+        .into_iter()
+        .find(|r| step_of(r).as_deref() == Some("parse2"))
+        .unwrap();
+    assert!(user_text(&parse2).contains("ROWS: 1,2,3"));
+    // the replanned event says why and what was kept
+    let events = log.events();
+    let replanned = find(&events, |k| matches!(k, EventKind::Replanned { .. })).unwrap();
+    let EventKind::Replanned { revision, reason, kept, plan } = &replanned.kind else { unreachable!() };
+    assert_eq!(*revision, 1);
+    assert!(reason.contains("parse") && reason.contains("parser crashed"));
+    assert_eq!(kept.iter().map(|k| k.as_str()).collect::<Vec<_>>(), ["fetch"]);
+    let ids: Vec<&str> = plan.steps.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(ids, ["fetch", "parse2", "report2"]);
+    // the final report: kept step marked reused, with its original attempt
+    let fetch = report.step("fetch").unwrap();
+    assert!(fetch.reused);
+    assert_eq!(fetch.attempts, 1);
+    assert_eq!(report.replan_log.len(), 1);
+}
+
+#[tokio::test]
+async fn a_replan_that_repeats_a_finished_step_is_re_prompted() {
+    let fake = Fake::non_streaming()
+        .plan(plan_json(&[("a", "Do a", &[]), ("b", "Do b", &["a"])]))
+        .plan(plan_json(&[("a", "Do a again", &[]), ("b2", "Do b another way", &["a"])]))
+        .plan(plan_json(&[("b2", "Do b another way", &["a"])]))
+        .steps(|id, _| if id == "b" { Err("nope".into()) } else { Ok(format!("output of {id}")) });
+    let report = agent(&fake, Strategy::Adaptive)
+        .build()
+        .unwrap()
+        .run("no redo")
+        .await
+        .unwrap();
+    assert!(report.is_success(), "{:?}", report.failure);
+    let fix = user_text(&fake.planner_requests()[2]);
+    assert!(fix.contains("step `a` is already finished"), "{fix}");
+    assert_eq!(fake.step_requests(), ["a", "b", "b2"]);
+}
+
+#[tokio::test]
+async fn adaptive_gives_up_after_max_replans_with_a_clear_report() {
+    let mut fake = Fake::non_streaming().plan(plan_json(&[("s0", "Attempt 0", &[])]));
+    for i in 1..=5 {
+        fake = fake.plan(plan_json(&[(
+            Box::leak(format!("s{i}").into_boxed_str()),
+            Box::leak(format!("Attempt {i}").into_boxed_str()),
+            &[],
+        )]));
+    }
+    let fake = fake.steps(|id, _| Err(format!("failure number {id}")));
+    let log = EventLog::new();
+    let report = agent(&fake, Strategy::Adaptive)
+        .max_replans(2)
+        .event_sink(log.clone())
+        .build()
+        .unwrap()
+        .run("never works")
+        .await
+        .unwrap();
+    assert_eq!(report.status, RunStatus::Failed);
+    assert_eq!(report.replans, 2);
+    assert_eq!(fake.planner_requests().len(), 3);
+    assert_eq!(fake.step_requests(), ["s0", "s1", "s2"]);
+    let failure = report.failure.unwrap();
+    assert!(failure.contains("2 replans allowed are used up"), "{failure}");
+    assert!(failure.contains("failure number s2"), "{failure}");
+    let replans = log
+        .events()
+        .iter()
+        .filter(|e| matches!(e.kind, EventKind::Replanned { .. }))
+        .count();
+    assert_eq!(replans, 2);
+    assert!(report.answer.is_none());
+}
+
+#[tokio::test]
+async fn adaptive_stops_early_when_the_same_step_fails_the_same_way() {
+    let fake = Fake::non_streaming()
+        .plan(plan_json(&[("get", "Download the file", &[])]))
+        .plan(plan_json(&[("get_again", "Download the file", &[])]))
+        .plan(plan_json(&[("never", "Never asked for", &[])]))
+        .steps(|_, _| Err("connection refused".into()));
+    let report = agent(&fake, Strategy::Adaptive)
+        .max_replans(3)
+        .build()
+        .unwrap()
+        .run("stall")
+        .await
+        .unwrap();
+    assert_eq!(report.status, RunStatus::Failed);
+    assert_eq!(report.replans, 1);
+    assert_eq!(fake.planner_requests().len(), 2);
+    let failure = report.failure.unwrap();
+    assert!(failure.starts_with("stalled"), "{failure}");
+    assert!(failure.contains("connection refused"));
+}
+
+#[tokio::test]
+async fn hierarchical_decomposes_to_the_depth_limit_and_runs_the_leaves() {
+    let split = |a: &str, b: &str| {
+        serde_json::json!({"atomic": false, "subgoals": [
+            {"id": "x", "goal": a, "dependencies": []},
+            {"id": "y", "goal": b, "dependencies": ["x"]}]})
+        .to_string()
+    };
+    let fake = Fake::non_streaming()
+        .decompose("build a blog", split("backend", "frontend"))
+        .decompose("backend", split("schema", "api"))
+        .decompose("frontend", r#"{"atomic": true, "subgoals": []}"#)
+        // anything deeper would split again, but the depth limit stops it
+        .decompose_default(split("deeper one", "deeper two"));
+    let report = agent(&fake, Strategy::Hierarchical)
+        .max_depth(2)
+        .build()
+        .unwrap()
+        .run("build a blog")
+        .await
+        .unwrap();
+    assert!(report.is_success(), "{:?}", report.failure);
+    let ids: Vec<&str> = report.plan.steps.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(ids, ["x/x", "x/y", "y"]);
+    // frontend (y) waits for both leaves of backend (x)
+    let y = report.plan.step("y").unwrap();
+    assert_eq!(y.dependencies.len(), 2);
+    // decompose asked for: the goal, backend, frontend — not the depth-2 leaves
+    let asked: Vec<String> = fake
+        .requests()
+        .iter()
+        .filter(|r| system_text(r).contains("You break goals down"))
+        .map(user_text)
+        .collect();
+    assert_eq!(asked.len(), 3, "{asked:?}");
+    assert!(asked.iter().any(|u| u.contains("Goal: backend") && u.contains("- build a blog")));
+    // results roll up
+    let tree = report.tree.as_ref().unwrap();
+    assert_eq!(tree.status, "completed");
+    let backend = &tree.children[0];
+    assert_eq!(backend.goal, "backend");
+    assert_eq!(backend.children.len(), 2);
+    let rolled = backend.output.as_deref().unwrap();
+    assert!(rolled.contains("output of x/x") && rolled.contains("output of x/y"), "{rolled}");
+    assert_eq!(tree.children[1].children.len(), 0);
+    // the synthesis saw the tree
+    let synth = fake
+        .requests()
+        .into_iter()
+        .find(|r| system_text(r).contains("final answer"))
+        .unwrap();
+    assert!(user_text(&synth).contains("backend"), "{}", user_text(&synth));
+}
+
+#[tokio::test]
+async fn hierarchical_atomic_goal_is_one_step() {
+    let fake = Fake::non_streaming();
+    let report = agent(&fake, Strategy::Hierarchical)
+        .build()
+        .unwrap()
+        .run("say hi")
+        .await
+        .unwrap();
+    assert!(report.is_success());
+    assert_eq!(report.plan.steps.len(), 1);
+    assert_eq!(report.plan.steps[0].description, "say hi");
+}
+
+#[tokio::test]
+async fn reflective_critiques_and_improves_until_approved() {
+    let fake = Fake::non_streaming()
+        .plan(plan_json(&[("a", "Write it", &[]), ("b", "Ship it", &["a"])]))
+        .critique(r#"{"approved": false, "issues": ["nothing checks the result before shipping"]}"#)
+        .plan(plan_json(&[
+            ("a", "Write it", &[]),
+            ("check", "Check it", &["a"]),
+            ("b", "Ship it", &["check"]),
+        ]))
+        .critique(r#"{"approved": true, "issues": []}"#);
+    let report = agent(&fake, Strategy::Reflective)
+        .reflection_rounds(3)
+        .build()
+        .unwrap()
+        .run("ship")
+        .await
+        .unwrap();
+    assert!(report.is_success());
+    assert_eq!(report.critiques.len(), 2);
+    assert!(!report.critiques[0].approved);
+    assert!(report.critiques[1].approved);
+    assert_eq!(report.plan.steps.len(), 3);
+    let improve = user_text(&fake.planner_requests()[1]);
+    assert!(improve.contains("nothing checks the result before shipping"), "{improve}");
+    assert!(improve.contains("\"Ship it\""), "the current plan is shown: {improve}");
+    assert_eq!(fake.step_requests(), ["a", "check", "b"]);
+}
+
+#[tokio::test]
+async fn reflective_stops_after_its_rounds() {
+    let never = r#"{"approved": false, "issues": ["could be better"]}"#;
+    let fake = Fake::non_streaming()
+        .plan(plan_json(&[("v1", "Version 1", &[])]))
+        .critique(never)
+        .plan(plan_json(&[("v2", "Version 2", &[])]))
+        .critique(never)
+        .plan(plan_json(&[("v3", "Version 3", &[])]))
+        .critique(never);
+    let report = agent(&fake, Strategy::Reflective)
+        .reflection_rounds(2)
+        .build()
+        .unwrap()
+        .run("never good enough")
+        .await
+        .unwrap();
+    assert_eq!(report.critiques.len(), 2);
+    assert_eq!(report.plan.steps[0].id.as_str(), "v3");
+    assert_eq!(fake.step_requests(), ["v3"]);
+}
+
+#[tokio::test]
+async fn plan_only_and_execute() {
+    let fake = Fake::non_streaming().plan(plan_json(THREE));
+    let agent = agent(&fake, Strategy::Dag).build().unwrap();
+    let planned = agent.plan_only("compare").await.unwrap();
+    assert_eq!(planned.plan.steps.len(), 3);
+    assert_eq!(planned.usage.llm_calls, 1);
+    assert!(fake.step_requests().is_empty());
+    let report = agent.execute(planned.plan).await.unwrap();
+    assert!(report.is_success());
+    // no further planning call
+    assert_eq!(fake.planner_requests().len(), 1);
+    assert_eq!(fake.step_requests().len(), 3);
+}
+
+#[tokio::test]
+async fn execute_rejects_an_invalid_plan_with_every_problem() {
+    let fake = Fake::non_streaming();
+    let agent = agent(&fake, Strategy::Dag).build().unwrap();
+    let plan = plan_core::Plan::from_json(&plan_json(&[("a", "a", &["b"]), ("b", "b", &["a"]), ("c", "c", &["zz"])])).unwrap();
+    let err = agent.execute(plan).await.unwrap_err().to_string();
+    assert!(err.contains("cycle") && err.contains("zz"), "{err}");
+    assert_eq!(fake.requests().len(), 0);
+}
+
+#[tokio::test]
+async fn runs_are_stored_and_resumed_without_redoing_completed_steps() {
+    let dir = std::env::temp_dir().join(format!("plan-strat-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("runs.db");
+    let _ = std::fs::remove_file(&path);
+    let fake = Fake::non_streaming()
+        .plan(plan_json(THREE))
+        .steps(|id, _| if id == "compare" { Err("model overloaded".into()) } else { Ok(format!("output of {id}")) });
+    let first = agent(&fake, Strategy::Dag)
+        .store(SqliteStore::open(&path).unwrap())
+        .build()
+        .unwrap()
+        .run("resume me")
+        .await
+        .unwrap();
+    assert_eq!(first.status, RunStatus::Failed);
+    // resume with a model that now works
+    let fake2 = Fake::non_streaming();
+    let second = agent(&fake2, Strategy::Dag)
+        .store(SqliteStore::open(&path).unwrap())
+        .build()
+        .unwrap()
+        .resume(&first.run_id)
+        .await
+        .unwrap();
+    assert!(second.is_success(), "{:?}", second.failure);
+    assert_eq!(second.run_id, first.run_id);
+    assert_eq!(fake2.step_requests(), ["compare", "check"]);
+    assert!(fake2.planner_requests().is_empty());
+    assert!(second.step("search").unwrap().reused);
+    assert_eq!(second.answer.as_deref(), Some("THE ANSWER"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn planner_is_told_the_agents_and_rejects_unknown_ones() {
+    let fake = Fake::non_streaming()
+        .plan(r#"{"steps": [{"id": "a", "description": "Search", "dependencies": [], "agent": "wizard"}]}"#)
+        .plan(r#"{"steps": [{"id": "a", "description": "Search", "dependencies": [], "agent": "researcher"}]}"#);
+    let config = PlannerConfig::default().with_agents(vec![plan_strategies::AgentInfo::new(
+        "researcher",
+        "finds sources",
+    )]);
+    let report = agent(&fake, Strategy::Dag)
+        .planner_config(config)
+        .build()
+        .unwrap()
+        .run("route")
+        .await
+        .unwrap();
+    assert!(report.is_success());
+    let planner = fake.planner_requests();
+    assert!(system_text(&planner[0]).contains("`researcher`: finds sources"));
+    assert!(user_text(&planner[1]).contains("names the agent `wizard`, which does not exist"));
+}
+
+#[test]
+fn strategy_names_round_trip() {
+    for s in Strategy::ALL {
+        assert_eq!(s.as_str().parse::<Strategy>().unwrap(), s);
+    }
+    let err = "wild".parse::<Strategy>().unwrap_err().to_string();
+    assert!(err.contains("use one of linear, dag"));
+}
+
+#[test]
+fn key_types_are_send_and_sync() {
+    fn is<T: Send + Sync>() {}
+    is::<Agent>();
+    is::<plan_strategies::LlmPlanner>();
+    is::<plan_strategies::AgentReport>();
+    is::<plan_strategies::StrategyError>();
+}

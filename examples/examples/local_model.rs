@@ -23,9 +23,11 @@ async fn main() -> anyhow::Result<()> {
     })
     .await??;
 
-    let request = Request::new(vec![Message::user("Give me one tip for writing clear code.")])
-        .with_temperature(0.0)
-        .with_max_tokens(60);
+    let request = Request::new(vec![Message::user(
+        "Give me one tip for writing clear code.",
+    )])
+    .with_temperature(0.0)
+    .with_max_tokens(60);
     let mut stream = model.stream(&request).await?;
     while let Some(chunk) = stream.next().await {
         match chunk? {

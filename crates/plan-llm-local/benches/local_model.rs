@@ -40,9 +40,11 @@ fn main() {
         .unwrap_or_else(|e| panic!("{e}"));
     let long_prompt = "The quick brown fox jumps over the lazy dog. ".repeat(30);
     let free = |max: u32| {
-        Request::new(vec![Message::user("Write a short story about a lighthouse keeper.")])
-            .with_temperature(0.0)
-            .with_max_tokens(max)
+        Request::new(vec![Message::user(
+            "Write a short story about a lighthouse keeper.",
+        )])
+        .with_temperature(0.0)
+        .with_max_tokens(max)
     };
     let prefill = Request::new(vec![Message::user(format!("Summarise: {long_prompt}"))])
         .with_temperature(0.0)

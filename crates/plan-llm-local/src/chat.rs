@@ -46,7 +46,7 @@ impl ChatTemplate {
         env.render_str(
             &self.source,
             minijinja::context! {
-                messages => messages,
+                messages => minijinja::value::Serde(messages),
                 add_generation_prompt => true,
                 bos_token => "",
                 eos_token => "<|im_end|>",
@@ -66,7 +66,7 @@ fn role_name(role: Role) -> &'static str {
     }
 }
 
-fn environment() -> minijinja::Environment<'static> {
+fn environment<'s>() -> minijinja::Environment<'s> {
     let mut env = minijinja::Environment::new();
     env.add_function(
         "raise_exception",

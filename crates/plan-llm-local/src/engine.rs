@@ -7,7 +7,7 @@ use llguidance::api::TopLevelGrammar;
 use llguidance::{Matcher, ParserFactory};
 use plan_llm::{FinishReason, ResponseFormat};
 use rand::{Rng, SeedableRng};
-use toktrie::{TokEnv, TokenizerEnv};
+use toktrie::TokEnv;
 
 use crate::error::LocalError;
 use crate::model::Llama;

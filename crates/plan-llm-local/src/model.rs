@@ -42,7 +42,7 @@ struct QMat {
 
 impl QMat {
     fn from_f32(rows: usize, cols: usize, data: &[f32]) -> Result<Self, String> {
-        if cols % QK != 0 || data.len() != rows * cols {
+        if !cols.is_multiple_of(QK) || data.len() != rows * cols {
             return Err(format!(
                 "a {rows}x{cols} weight cannot be stored in blocks of {QK}"
             ));
@@ -178,13 +178,16 @@ impl Llama {
                 hyper.train_context
             ));
         }
-        if hyper.n_kv_head == 0 || n_head % hyper.n_kv_head != 0 || hyper.head_dim % 2 != 0 {
+        if hyper.n_kv_head == 0
+            || !n_head.is_multiple_of(hyper.n_kv_head)
+            || !hyper.head_dim.is_multiple_of(2)
+        {
             return Err("inconsistent attention shape".to_owned());
         }
         let device = Device::Cpu;
         let mut tensor = |name: &str| -> Result<(Vec<usize>, Vec<f32>), String> {
             let qt = ct
-                .tensor(reader, name, &device)
+                .tensor(&mut *reader, name, &device)
                 .map_err(|e| format!("{name}: {e}"))?;
             let dims = qt.shape().dims().to_vec();
             let data = qt
@@ -219,7 +222,6 @@ impl Llama {
                 v_cache: vec![0.0; context * kv_dim],
             });
         }
-        drop(mat);
         for (i, layer) in layers.iter_mut().enumerate() {
             layer.attn_norm = tensor(&format!("blk.{i}.attn_norm.weight"))?.1;
             layer.ffn_norm = tensor(&format!("blk.{i}.ffn_norm.weight"))?.1;
@@ -241,7 +243,9 @@ impl Llama {
         let mut sin = Vec::with_capacity(context * half);
         for pos in 0..context {
             for i in 0..half {
-                let freq = hyper.rope_base.powf(-(2.0 * i as f32) / hyper.head_dim as f32);
+                let freq = hyper
+                    .rope_base
+                    .powf(-(2.0 * i as f32) / hyper.head_dim as f32);
                 let angle = pos as f32 * freq;
                 cos.push(angle.cos());
                 sin.push(angle.sin());
@@ -304,12 +308,24 @@ impl Llama {
             layer.wv.matmul(&xq, n, &mut v);
             for t in 0..n {
                 let p = pos + t;
-                rope(&mut q[t * dim..(t + 1) * dim], &self.cos, &self.sin, p, h.head_dim);
-                rope(&mut k[t * kv_dim..(t + 1) * kv_dim], &self.cos, &self.sin, p, h.head_dim);
+                rope(
+                    &mut q[t * dim..(t + 1) * dim],
+                    &self.cos,
+                    &self.sin,
+                    p,
+                    h.head_dim,
+                );
+                rope(
+                    &mut k[t * kv_dim..(t + 1) * kv_dim],
+                    &self.cos,
+                    &self.sin,
+                    p,
+                    h.head_dim,
+                );
             }
             layer.k_cache[pos * kv_dim..(pos + n) * kv_dim].copy_from_slice(&k);
             layer.v_cache[pos * kv_dim..(pos + n) * kv_dim].copy_from_slice(&v);
-            attention(&h, &q, &layer.k_cache, &layer.v_cache, pos, n, &mut att);
+            attention(&h, &q, &layer.k_cache, &layer.v_cache, pos, &mut att);
             let aq = quantize_rows(&att, dim);
             layer.wo.matmul(&aq, n, &mut buf);
             for (xi, bi) in x.iter_mut().zip(&buf) {
@@ -380,16 +396,8 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
-/// Causal grouped-query attention for `n` new positions starting at `pos`.
-fn attention(
-    h: &Hyper,
-    q: &[f32],
-    k_cache: &[f32],
-    v_cache: &[f32],
-    pos: usize,
-    n: usize,
-    out: &mut [f32],
-) {
+/// Causal grouped-query attention for the new positions in `q`, starting at `pos`.
+fn attention(h: &Hyper, q: &[f32], k_cache: &[f32], v_cache: &[f32], pos: usize, out: &mut [f32]) {
     let hd = h.head_dim;
     let kv_dim = h.n_kv_head * hd;
     let group = h.n_head / h.n_kv_head;
@@ -445,7 +453,10 @@ mod tests {
             for r in 0..rows {
                 let exact = dot(&w[r * cols..(r + 1) * cols], &x[t * cols..(t + 1) * cols]);
                 let got = out[t * rows + r];
-                assert!((exact - got).abs() < 0.05 * (1.0 + exact.abs()), "{exact} vs {got}");
+                assert!(
+                    (exact - got).abs() < 0.05 * (1.0 + exact.abs()),
+                    "{exact} vs {got}"
+                );
             }
         }
     }

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use llguidance::ParserFactory;
 use plan_llm::{
-    Capabilities, Chunk, ChunkStream, LlmError, Provider, Request, Response, ResponseFormat,
-    Role, ToolChoice, Usage, collect_stream,
+    Capabilities, Chunk, ChunkStream, LlmError, Provider, Request, Response, ResponseFormat, Role,
+    ToolChoice, Usage, collect_stream,
 };
 
 use crate::chat::ChatTemplate;
@@ -186,9 +186,7 @@ impl LocalModel {
         }
         let threads = config.threads.unwrap_or_else(default_threads);
         if threads == 0 {
-            return Err(LocalError::Config(
-                "threads must be at least 1".to_owned(),
-            ));
+            return Err(LocalError::Config("threads must be at least 1".to_owned()));
         }
         let path = match &config.model_path {
             Some(p) => p.clone(),
@@ -304,7 +302,10 @@ impl LocalModel {
         on_text: &mut (dyn FnMut(&str) -> bool + Send),
     ) -> Result<Outcome, LocalError> {
         if !request.tools.is_empty()
-            && matches!(request.tool_choice, ToolChoice::Required | ToolChoice::Tool(_))
+            && matches!(
+                request.tool_choice,
+                ToolChoice::Required | ToolChoice::Tool(_)
+            )
         {
             return Err(LocalError::Config(
                 "the local model cannot call tools; use a provider with tool support".to_owned(),
@@ -313,9 +314,7 @@ impl LocalModel {
         Engine::grammar(&request.response_format)?;
         let prompt = self.prompt_tokens(request)?;
         let params = GenParams {
-            max_tokens: request
-                .max_tokens
-                .unwrap_or(self.shared.default_max_tokens) as usize,
+            max_tokens: request.max_tokens.unwrap_or(self.shared.default_max_tokens) as usize,
             temperature: request
                 .temperature
                 .unwrap_or(self.shared.default_temperature),
@@ -341,7 +340,9 @@ impl LocalModel {
 /// grammar enforces the format; the hint helps the model fill it sensibly).
 fn with_format_hint(request: &Request) -> Vec<plan_llm::Message> {
     let hint = match &request.response_format {
-        ResponseFormat::JsonObject => "Reply with a single JSON object and nothing else.".to_owned(),
+        ResponseFormat::JsonObject => {
+            "Reply with a single JSON object and nothing else.".to_owned()
+        }
         ResponseFormat::JsonSchema { schema, .. } => format!(
             "Reply with a single JSON object that matches this JSON schema, and nothing else:\n{schema}"
         ),
@@ -402,7 +403,8 @@ impl Provider for LocalModel {
         std::thread::Builder::new()
             .name("plan-local-gen".to_owned())
             .spawn(move || {
-                let mut on_text = |piece: &str| tx.blocking_send(Ok(Chunk::Text(piece.to_owned()))).is_ok();
+                let mut on_text =
+                    |piece: &str| tx.blocking_send(Ok(Chunk::Text(piece.to_owned()))).is_ok();
                 match model.run(&request, &mut on_text) {
                     Ok(outcome) => {
                         let _ = tx.blocking_send(Ok(Chunk::Usage(Usage::new(
@@ -420,6 +422,8 @@ impl Provider for LocalModel {
                 provider: PROVIDER_NAME.to_owned(),
                 message: format!("cannot start the generation thread: {e}"),
             })?;
-        Ok(Box::pin(futures::stream::poll_fn(move |cx| rx.poll_recv(cx))))
+        Ok(Box::pin(futures::stream::poll_fn(move |cx| {
+            rx.poll_recv(cx)
+        })))
     }
 }

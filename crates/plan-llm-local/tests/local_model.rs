@@ -74,13 +74,19 @@ fn plan_schema() -> Value {
 fn check_plan(v: &Value) -> Result<(), String> {
     let obj = v.as_object().ok_or("not an object")?;
     if obj.keys().any(|k| k != "goal" && k != "steps") {
-        return Err(format!("unexpected keys: {:?}", obj.keys().collect::<Vec<_>>()));
+        return Err(format!(
+            "unexpected keys: {:?}",
+            obj.keys().collect::<Vec<_>>()
+        ));
     }
     let goal = obj.get("goal").and_then(Value::as_str).ok_or("no goal")?;
     if goal.is_empty() || goal.chars().count() > 80 {
         return Err(format!("goal length {}", goal.chars().count()));
     }
-    let steps = obj.get("steps").and_then(Value::as_array).ok_or("no steps")?;
+    let steps = obj
+        .get("steps")
+        .and_then(Value::as_array)
+        .ok_or("no steps")?;
     if !(2..=4).contains(&steps.len()) {
         return Err(format!("{} steps", steps.len()));
     }
@@ -99,10 +105,14 @@ fn check_plan(v: &Value) -> Result<(), String> {
         if !id_ok(id) {
             return Err(format!("bad id {id:?}"));
         }
-        let d = step.get("description").and_then(Value::as_str).ok_or("no description")?;
+        let d = step
+            .get("description")
+            .and_then(Value::as_str)
+            .ok_or("no description")?;
         let d_ok = !d.is_empty()
             && d.len() <= 80
-            && d.chars().all(|c| c.is_ascii_alphanumeric() || " ,.'-".contains(c));
+            && d.chars()
+                .all(|c| c.is_ascii_alphanumeric() || " ,.'-".contains(c));
         if !d_ok {
             return Err(format!("bad description {d:?}"));
         }
@@ -164,7 +174,12 @@ fn twenty_goals_give_schema_valid_plans() {
     let rt = runtime();
     for goal in GOALS {
         let reply = rt.block_on(model.complete(&plan_request(goal))).unwrap();
-        assert_eq!(reply.finish_reason, FinishReason::Stop, "{goal}: {}", reply.content);
+        assert_eq!(
+            reply.finish_reason,
+            FinishReason::Stop,
+            "{goal}: {}",
+            reply.content
+        );
         let value: Value = serde_json::from_str(&reply.content)
             .unwrap_or_else(|e| panic!("{goal}: not JSON ({e}): {}", reply.content));
         if let Err(problem) = check_plan(&value) {
@@ -205,9 +220,11 @@ fn streaming_yields_the_same_text_as_complete_at_temperature_zero() {
 #[test]
 fn max_tokens_cuts_the_reply_with_length() {
     let model = model();
-    let request = Request::new(vec![Message::user("Count from one to one hundred in words.")])
-        .with_temperature(0.0)
-        .with_max_tokens(5);
+    let request = Request::new(vec![Message::user(
+        "Count from one to one hundred in words.",
+    )])
+    .with_temperature(0.0)
+    .with_max_tokens(5);
     let reply = runtime().block_on(model.complete(&request)).unwrap();
     assert_eq!(reply.finish_reason, FinishReason::Length);
     assert_eq!(reply.usage.completion_tokens, 5);
@@ -223,7 +240,8 @@ fn json_object_format_gives_an_object_and_sampling_is_seeded() {
     let rt = runtime();
     let a = rt.block_on(model.complete(&request)).unwrap();
     if a.finish_reason == FinishReason::Stop {
-        let v: Value = serde_json::from_str(&a.content).unwrap_or_else(|e| panic!("{e}: {}", a.content));
+        let v: Value =
+            serde_json::from_str(&a.content).unwrap_or_else(|e| panic!("{e}: {}", a.content));
         assert!(v.is_object(), "{}", a.content);
     } else {
         assert_eq!(a.finish_reason, FinishReason::Length);
@@ -256,7 +274,10 @@ fn schema_with_refs_and_enums_is_enforced() {
     let reply = runtime().block_on(model.complete(&request)).unwrap();
     assert_eq!(reply.finish_reason, FinishReason::Stop, "{}", reply.content);
     let v: Value = serde_json::from_str(&reply.content).unwrap();
-    assert!(["red", "green", "blue"].contains(&v["colour"].as_str().unwrap()), "{v}");
+    assert!(
+        ["red", "green", "blue"].contains(&v["colour"].as_str().unwrap()),
+        "{v}"
+    );
     let n = v["count"].as_i64().unwrap();
     assert!((1..=9).contains(&n), "{v}");
 }
@@ -270,7 +291,10 @@ fn a_prompt_longer_than_the_context_is_a_clear_error() {
     let small = LocalModel::load(config).unwrap();
     let request = Request::new(vec![Message::user("word ".repeat(200))]);
     let err = runtime().block_on(small.complete(&request)).unwrap_err();
-    assert!(matches!(err, plan_llm::LlmError::ContextLength { .. }), "{err}");
+    assert!(
+        matches!(err, plan_llm::LlmError::ContextLength { .. }),
+        "{err}"
+    );
     assert!(err.to_string().contains("context"), "{err}");
 }
 
@@ -319,7 +343,10 @@ fn fetch_rejects_a_corrupted_file_and_caches_nothing() {
         .unwrap_err();
     assert!(matches!(err, FetchError::AllSourcesFailed { .. }));
     let text = err.to_string();
-    assert!(text.contains("wrong sha256") && text.contains(MODEL_SHA256), "{text}");
+    assert!(
+        text.contains("wrong sha256") && text.contains(MODEL_SHA256),
+        "{text}"
+    );
     assert!(store.list().unwrap().is_empty());
     assert!(!store.model_path().exists());
 
@@ -333,7 +360,12 @@ fn fetch_rejects_a_corrupted_file_and_caches_nothing() {
     assert_eq!(path, store.model_path());
     assert_eq!(plan_llm_local::sha256_file(&path).unwrap(), MODEL_SHA256);
     assert_eq!(store.list().unwrap().len(), 1);
-    assert!(events.borrow().iter().any(|e| matches!(e, plan_llm_local::FetchEvent::Verifying)));
+    assert!(
+        events
+            .borrow()
+            .iter()
+            .any(|e| matches!(e, plan_llm_local::FetchEvent::Verifying))
+    );
 }
 
 /// Runs in a child process of [`plan_model_path_env_pointing_at_a_corrupted_file_fails`]
@@ -360,7 +392,11 @@ fn plan_model_path_env_pointing_at_a_corrupted_file_fails() {
     let dir = tempfile::tempdir().unwrap();
     let corrupt = corrupted_copy(dir.path());
     let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "child_process_fetch_from_env", "--test-threads=1"])
+        .args([
+            "--exact",
+            "child_process_fetch_from_env",
+            "--test-threads=1",
+        ])
         .env("PLAN_LOCAL_TEST_CHILD", "1")
         .env("PLAN_MODEL_PATH", &corrupt)
         .env("PLAN_MODEL_DIR", dir.path().join("cache"))
@@ -368,5 +404,8 @@ fn plan_model_path_env_pointing_at_a_corrupted_file_fails() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "the child test failed: {stdout}");
-    assert!(stdout.contains("1 passed"), "the child test did not run: {stdout}");
+    assert!(
+        stdout.contains("1 passed"),
+        "the child test did not run: {stdout}"
+    );
 }

@@ -14,15 +14,18 @@ use plan_llm::{LlmError, Reply, ScriptedModel};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     // Every call takes 200 ms; `broken` always fails with a non-retryable error, so its
-    // fallback runs.
+    // fallback runs (rules are checked in the order added: the fallback's rule first).
     let model = ScriptedModel::new()
         .with_latency(Duration::from_millis(200))
-        .when_user_contains("`broken`", Reply::error(LlmError::BadRequest {
-            provider: "scripted".into(),
-            status: 400,
-            message: "this step always fails".into(),
-        }))
         .when_user_contains("from memory", Reply::text("(the fallback's answer)"))
+        .when_user_contains(
+            "Your step (`broken`)",
+            Reply::error(LlmError::BadRequest {
+                provider: "scripted".into(),
+                status: 400,
+                message: "this step always fails".into(),
+            }),
+        )
         .otherwise(Reply::text("(an answer)"));
 
     let plan = Plan::new(
@@ -69,7 +72,10 @@ async fn main() -> anyhow::Result<()> {
     drop(runner); // lets the event channel close
     printer.await?;
 
-    println!("run {} {} in {} ms", report.run_id, report.status, report.duration_ms);
+    println!(
+        "run {} {} in {} ms",
+        report.run_id, report.status, report.duration_ms
+    );
     for step in &report.steps {
         println!(
             "{:<8} {:<10} attempts={} fallback={} {}",
@@ -81,7 +87,10 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     for run in store.list_runs().await? {
-        println!("stored: {} {} {}/{} steps", run.id, run.status, run.steps_done, run.steps_total);
+        println!(
+            "stored: {} {} {}/{} steps",
+            run.id, run.status, run.steps_done, run.steps_total
+        );
     }
     let _ = std::fs::remove_dir_all(dir);
     Ok(())

@@ -10,7 +10,11 @@ use plan_llm::{Reply, Request, ScriptedModel, Usage};
 async fn main() -> anyhow::Result<()> {
     // The scripted model answers each step with a line naming it.
     let model = ScriptedModel::new().respond_with(|request: &Request| {
-        let prompt = &request.messages.last().map(|m| m.content.clone()).unwrap_or_default();
+        let prompt = &request
+            .messages
+            .last()
+            .map(|m| m.content.clone())
+            .unwrap_or_default();
         let step = prompt.split('`').nth(1).unwrap_or("?").to_owned();
         Reply::text(format!("(the model's answer to step {step})")).with_usage(Usage::new(120, 30))
     });

@@ -21,8 +21,16 @@ fn step(id: &str, what: &str, deps: &[String]) -> Step {
 fn chain(n: usize) -> Plan {
     let steps = (0..n)
         .map(|i| {
-            let deps: Vec<String> = if i == 0 { vec![] } else { vec![format!("c{}", i - 1)] };
-            step(&format!("c{i}"), &format!("Refine the draft, pass {i}"), &deps)
+            let deps: Vec<String> = if i == 0 {
+                vec![]
+            } else {
+                vec![format!("c{}", i - 1)]
+            };
+            step(
+                &format!("c{i}"),
+                &format!("Refine the draft, pass {i}"),
+                &deps,
+            )
         })
         .collect();
     Plan::new("Write a short essay in six passes", steps)
@@ -64,7 +72,11 @@ fn layered(widths: &[usize]) -> Plan {
                 }
                 d
             };
-            steps.push(step(&format!("L{l}_{k}"), &format!("Task {k} of stage {l}"), &deps));
+            steps.push(step(
+                &format!("L{l}_{k}"),
+                &format!("Task {k} of stage {l}"),
+                &deps,
+            ));
         }
     }
     Plan::new("A layered project", steps)
@@ -79,8 +91,12 @@ fn research() -> Plan {
     steps.push(step("analyze1", "Analyse speed", &searches).with_kind(StepKind::Analyze));
     steps.push(step("analyze2", "Analyse ecosystems", &searches).with_kind(StepKind::Analyze));
     steps.push(
-        step("synthesis", "Write the comparison", &["analyze1".into(), "analyze2".into()])
-            .with_kind(StepKind::Synthesize),
+        step(
+            "synthesis",
+            "Write the comparison",
+            &["analyze1".into(), "analyze2".into()],
+        )
+        .with_kind(StepKind::Synthesize),
     );
     Plan::new("Compare the top 3 Python web frameworks", steps)
 }

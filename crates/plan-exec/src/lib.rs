@@ -1,11 +1,48 @@
 //! Running plans: step executors, sequential and parallel runners, policies, the sandbox
 //! and the durable run store.
 //!
+//! - A [`StepExecutor`] runs one step given its [`StepContext`] (the goal, the step, the
+//!   capped outputs of its direct dependencies, a [`CancelToken`], an event emitter, the
+//!   attempt number). [`LlmStepExecutor`] asks a model through any `plan_llm::Provider`;
+//!   [`executor_fn`] makes one from a closure; a [`Router`] picks one by a step's `agent`
+//!   and `kind`.
+//! - A [`Runner`] (sequential, or parallel with a concurrency bound) runs a plan on the
+//!   one scheduling core, `plan_core::Scheduler`: each step starts the moment its last
+//!   dependency completes. [`StepPolicy`] sets timeouts, retries with [`Backoff`] and
+//!   fallbacks; failed steps skip their dependents. Plans may also arrive as a stream
+//!   ([`Runner::run_stream`]).
+//! - Every state change is an `Event` sent to an [`EventSink`]; the result is a
+//!   [`RunReport`].
+//! - With a [`RunStore`] ([`SqliteStore`]), runs are journaled and
+//!   [`Runner::resume`] continues one after a crash or a cancellation without redoing
+//!   completed steps.
+//!
 //! ```
 //! use plan_core::{Plan, Step};
-//! let plan = Plan::new("g", vec![Step::new("a", "do a")]);
-//! assert_eq!(plan.steps.len(), 1);
+//! use plan_exec::{executor_fn, EventLog, Runner, StepContext};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), plan_exec::ExecError> {
+//! let plan = Plan::new("Say hello politely", vec![
+//!     Step::new("greet", "Say hello"),
+//!     Step::new("polish", "Make it polite").depends_on(["greet"]),
+//! ]);
+//! // Any executor works; this one echoes what it sees.
+//! let executor = executor_fn(|ctx: StepContext| async move {
+//!     let input: Vec<&str> = ctx.dependencies().iter().map(|d| d.output.as_str()).collect();
+//!     Ok(format!("{} {}", input.join(" "), ctx.step().description).trim().to_owned())
+//! });
+//! let events = EventLog::new();
+//! let report = Runner::parallel(executor).with_event_sink(events.clone()).run(plan).await?;
+//! assert!(report.is_success());
+//! assert_eq!(report.output("polish"), Some("Say hello Make it polite"));
+//! assert_eq!(events.kinds().last().map(|k| k.name()), Some("run_finished"));
+//! # Ok(()) }
 //! ```
+//!
+//! # Features
+//! - `test-support`: [`testing::FakeOpenAi`], a fake OpenAI-compatible server on loopback
+//!   with a fixed latency per call, counting requests per step (for tests and benchmarks).
 #![deny(missing_docs)]
 #![cfg_attr(
     not(test),

@@ -70,7 +70,11 @@ impl Backoff {
         if self.jitter {
             builder = builder.with_jitter();
         }
-        builder.build().collect()
+        // Whole milliseconds: backon's float arithmetic leaves nanosecond noise.
+        builder
+            .build()
+            .map(|d| Duration::from_millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)))
+            .collect()
     }
 }
 

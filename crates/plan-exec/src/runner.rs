@@ -41,6 +41,8 @@ pub struct PlanRun {
     pub completed: HashMap<StepId, String>,
     /// Attempts made before, per step, so attempt numbers continue after a resume.
     pub prior_attempts: HashMap<StepId, u32>,
+    /// Whether `plan` was validated already (by the runner itself).
+    validated: bool,
 }
 
 impl PlanRun {
@@ -52,6 +54,7 @@ impl PlanRun {
             revision: 0,
             completed: HashMap::new(),
             prior_attempts: HashMap::new(),
+            validated: false,
         }
     }
 
@@ -198,7 +201,14 @@ impl Runner {
             revision: 0,
         });
         let result = self
-            .drive(&session, PlanRun::new(record.id.clone(), plan), no_stream())
+            .drive(
+                &session,
+                PlanRun {
+                    validated: true,
+                    ..PlanRun::new(record.id.clone(), plan)
+                },
+                no_stream(),
+            )
             .await;
         self.finish(session, result).await
     }
@@ -295,6 +305,81 @@ impl Runner {
         result
     }
 
+    /// Records a new run in the store (if any) and emits `run_started`: the first call of
+    /// a strategy that drives [`execute`](Self::execute) itself.
+    ///
+    /// # Errors
+    /// [`ExecError::Store`].
+    pub async fn begin_run(&self, record: &RunRecord) -> Result<(), ExecError> {
+        if let Some(store) = &self.store {
+            store.create_run(record).await?;
+        }
+        self.emit(
+            &record.id,
+            EventKind::RunStarted {
+                goal: record.goal.clone(),
+            },
+        )
+        .await
+    }
+
+    /// Saves a plan revision in the store (if any). Emit `plan_created` or `replanned`
+    /// with [`emit`](Self::emit) as fits.
+    ///
+    /// # Errors
+    /// [`ExecError::Store`].
+    pub async fn save_plan(
+        &self,
+        run: &RunId,
+        revision: u32,
+        plan: &Plan,
+    ) -> Result<(), ExecError> {
+        if let Some(store) = &self.store {
+            store.save_plan(run, revision, plan).await?;
+        }
+        Ok(())
+    }
+
+    /// Emits an event of a run outside [`execute`](Self::execute) (planning calls,
+    /// `plan_created`, `replanned`): to the event sink and the store's journal.
+    ///
+    /// # Errors
+    /// [`ExecError::Store`].
+    pub async fn emit(&self, run: &RunId, kind: EventKind) -> Result<(), ExecError> {
+        let event = Event::now(run.clone(), kind);
+        self.sink.on_event(&event);
+        if let Some(store) = &self.store {
+            store
+                .append_events(run, std::slice::from_ref(&event))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Emits `run_finished` and records the run's status and answer in the store.
+    ///
+    /// # Errors
+    /// [`ExecError::Store`].
+    pub async fn end_run(
+        &self,
+        run: &RunId,
+        status: RunStatus,
+        answer: Option<&str>,
+    ) -> Result<(), ExecError> {
+        self.emit(
+            run,
+            EventKind::RunFinished {
+                status,
+                answer: answer.map(str::to_owned),
+            },
+        )
+        .await?;
+        if let Some(store) = &self.store {
+            store.set_status(run, status, answer).await?;
+        }
+        Ok(())
+    }
+
     fn open(&self, run: &RunId) -> Session {
         let (journal, pump) = match &self.store {
             Some(store) => {
@@ -350,6 +435,7 @@ impl Runner {
             revision,
             completed,
             prior_attempts,
+            validated,
         } = run;
         let goal: Arc<str> = Arc::from(plan.goal.as_str());
         // A child, so that a failure cancelling the run leaves the caller's token alone.
@@ -363,7 +449,7 @@ impl Runner {
             reports: Vec::with_capacity(plan.steps.len()),
             problems: Vec::new(),
         };
-        if stream.is_none() {
+        if stream.is_none() && !validated {
             // Every problem at once, before anything runs.
             PlanGraph::with_limits(plan.clone(), &unlimited())?;
         }
@@ -831,7 +917,7 @@ impl StepJob {
     ) -> Result<String, StepError> {
         let mut step = self.step.clone();
         loop {
-            let delays = self.policy.backoff.delays(self.policy.retries);
+            let mut delays: Option<Vec<Duration>> = None;
             let mut tries: u32 = 0;
             let error = loop {
                 *attempts += 1;
@@ -878,6 +964,7 @@ impl StepJob {
                             break e;
                         }
                         let delay = delays
+                            .get_or_insert_with(|| self.policy.backoff.delays(self.policy.retries))
                             .get(tries as usize - 1)
                             .copied()
                             .unwrap_or(Duration::ZERO);

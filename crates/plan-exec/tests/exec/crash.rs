@@ -59,14 +59,12 @@ fn crash_child_process() {
             .with_flavour(Flavour::compatible());
         let runner = Runner::parallel(LlmStepExecutor::new(provider))
             .with_store(store.clone())
-            .with_options(
-                RunOptions::default().with_concurrency(3).with_policy(
-                    StepPolicy::default().with_backoff(Backoff::exponential(
-                        Duration::from_millis(20),
-                        Duration::from_millis(100),
-                    )),
-                ),
-            );
+            .with_options(RunOptions::default().with_concurrency(3).with_policy(
+                StepPolicy::default().with_backoff(Backoff::exponential(
+                    Duration::from_millis(20),
+                    Duration::from_millis(100),
+                )),
+            ));
         let id = RunId::new(var("CRASH_RUN"));
         let plan = crash_plan(&var("CRASH_PREFIX"));
         let report = match store.load_run(&id).await.unwrap() {
@@ -101,11 +99,10 @@ async fn committed(store_path: &Path, id: &RunId) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runs_survive_sigkill_at_random_points_and_resume_without_redoing_work() {
-    let server = FakeOpenAi::start(
-        FakeOpenAiConfig::default().with_latency(Duration::from_millis(150)),
-    )
-    .await
-    .unwrap();
+    let server =
+        FakeOpenAi::start(FakeOpenAiConfig::default().with_latency(Duration::from_millis(150)))
+            .await
+            .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let store_path = dir.path().join("runs.db");
     let exe = std::env::current_exe().unwrap();
@@ -120,7 +117,12 @@ async fn runs_survive_sigkill_at_random_points_and_resume_without_redoing_work()
         let mut kills_this_run = 0;
         loop {
             let mut child = tokio::process::Command::new(&exe)
-                .args(["--exact", "crash::crash_child_process", "--nocapture", "--test-threads=1"])
+                .args([
+                    "--exact",
+                    "crash::crash_child_process",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
                 .env(CHILD_ENV, "1")
                 .env("CRASH_STORE", &store_path)
                 .env("CRASH_URL", server.base_url())
@@ -146,7 +148,10 @@ async fn runs_survive_sigkill_at_random_points_and_resume_without_redoing_work()
                         .iter()
                         .map(|s| (s.id.to_string(), server.count_for(s.id.as_str())))
                         .collect();
-                    snapshots.push(Snapshot { committed: steps, requests });
+                    snapshots.push(Snapshot {
+                        committed: steps,
+                        requests,
+                    });
                     continue;
                 }
             }
@@ -172,7 +177,11 @@ async fn runs_survive_sigkill_at_random_points_and_resume_without_redoing_work()
                 .iter()
                 .filter(|e| matches!(&e.kind, EventKind::StepCompleted { step: s, .. } if *s == step.id))
                 .count();
-            assert_eq!(completions, 1, "step {} completed {completions} times", step.id);
+            assert_eq!(
+                completions, 1,
+                "step {} completed {completions} times",
+                step.id
+            );
         }
         // No step committed before a kill was sent to the model again.
         for snap in &snapshots {

@@ -84,7 +84,10 @@ async fn runs_a_plan_with_llm_call_events_and_usage() {
             _ => None,
         })
         .collect();
-    assert_eq!(calls, [("step:a".to_owned(), 100), ("step:b".to_owned(), 100)]);
+    assert_eq!(
+        calls,
+        [("step:a".to_owned(), 100), ("step:b".to_owned(), 100)]
+    );
 }
 
 #[tokio::test]
@@ -126,7 +129,9 @@ async fn retryable_model_errors_are_retried_and_others_are_fatal() {
 
 #[tokio::test]
 async fn cancelling_a_step_stops_the_model_call() {
-    let model = ScriptedModel::new().with_latency(Duration::from_secs(3600)).otherwise(Reply::text("late"));
+    let model = ScriptedModel::new()
+        .with_latency(Duration::from_secs(3600))
+        .otherwise(Reply::text("late"));
     let exec = LlmStepExecutor::new(model);
     let ctx = StepContext::new("g", Step::new("a", "do a"));
     let token = ctx.cancel_token().clone();

@@ -5,5 +5,6 @@ mod support;
 mod crash;
 mod faults;
 mod llm;
+mod props;
 mod runner;
 mod store;

@@ -78,7 +78,7 @@ async fn an_output_is_committed_once() {
         },
     );
     store
-        .commit_output(&record.id, &out, &[ev.clone()])
+        .commit_output(&record.id, &out, std::slice::from_ref(&ev))
         .await
         .unwrap();
     let err = store
@@ -110,4 +110,65 @@ async fn runs_list_newest_first_and_ids_sort_by_time() {
     ids.reverse();
     assert_eq!(listed, ids);
     assert!(new_run_id() > ids[0]);
+}
+
+#[tokio::test]
+async fn a_strategy_can_drive_a_run_with_revisions_through_the_lifecycle_api() {
+    use plan_exec::PlanRun;
+    let store = SqliteStore::in_memory().unwrap();
+    let log = plan_exec::EventLog::new();
+    let probe = Probe::default();
+    let runner = Runner::parallel(probe.executor(|_| std::time::Duration::from_millis(1)))
+        .with_store(store.clone())
+        .with_event_sink(log.clone());
+    let record = RunRecord::new("test goal").with_strategy("adaptive");
+    let id = record.id.clone();
+    runner.begin_run(&record).await.unwrap();
+    let first = plan(&[("a", &[]), ("b", &["a"])]);
+    runner.save_plan(&id, 0, &first).await.unwrap();
+    runner
+        .emit(
+            &id,
+            EventKind::PlanCreated {
+                plan: first.clone(),
+                revision: 0,
+            },
+        )
+        .await
+        .unwrap();
+    let report = runner
+        .execute(PlanRun::new(id.clone(), first))
+        .await
+        .unwrap();
+    assert!(report.is_success());
+
+    // A revision keeps `a` and `b` and adds `c`: only `c` runs.
+    let second = plan(&[("a", &[]), ("b", &["a"]), ("c", &["b"])]);
+    runner.save_plan(&id, 1, &second).await.unwrap();
+    let report = runner
+        .execute(
+            PlanRun::new(id.clone(), second)
+                .with_revision(1)
+                .with_completed(report.completed_outputs()),
+        )
+        .await
+        .unwrap();
+    assert!(report.is_success());
+    assert_eq!(report.output("c"), Some("out(c)<-[b]"));
+    assert_eq!((probe.calls("a"), probe.calls("c")), (1, 1));
+    runner
+        .end_run(&id, RunStatus::Succeeded, Some("the answer"))
+        .await
+        .unwrap();
+
+    let run = store.load_run(&id).await.unwrap().unwrap();
+    assert_eq!(run.status, RunStatus::Succeeded);
+    assert_eq!(run.answer.as_deref(), Some("the answer"));
+    assert_eq!(run.plans.len(), 2);
+    assert_eq!(run.output("c").unwrap().revision, 1);
+    let stored: Vec<&str> = run.events.iter().map(|e| e.kind.name()).collect();
+    let seen: Vec<&str> = log.events().iter().map(|e| e.kind.name()).collect();
+    assert_eq!(stored, seen, "the journal holds every event, in order");
+    assert_eq!(stored.first(), Some(&"run_started"));
+    assert_eq!(stored.last(), Some(&"run_finished"));
 }

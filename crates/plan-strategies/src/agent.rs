@@ -5,9 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
-use plan_core::{
-    Event, EventKind, GoalTree, Plan, PlanGraph, RunId, RunStatus, Step, StepId,
-};
+use plan_core::{Event, EventKind, GoalTree, Plan, PlanGraph, RunId, RunStatus, Step, StepId};
 use plan_exec::{
     CancelToken, EventLog, EventSink, LlmStepExecutor, NoopSink, PlanRun, RunOptions, RunRecord,
     RunStore, Runner, StepExecutor, StepOutcome,
@@ -240,17 +238,15 @@ impl AgentBuilder {
         };
         let planner: Arc<dyn Planner> = match self.planner {
             Some(p) => p,
-            None => Arc::new(
-                LlmPlanner::new(provider.clone()).with_config(self.planner_config.clone()),
-            ),
+            None => {
+                Arc::new(LlmPlanner::new(provider.clone()).with_config(self.planner_config.clone()))
+            }
         };
         let executor: Arc<dyn StepExecutor> = match self.executor {
             Some(e) => e,
             None => Arc::new(LlmStepExecutor::new(provider.clone())),
         };
-        let model = self
-            .model
-            .unwrap_or_else(|| provider.name().to_owned());
+        let model = self.model.unwrap_or_else(|| provider.name().to_owned());
         Ok(Agent {
             inner: Arc::new(Inner {
                 provider,
@@ -428,12 +424,12 @@ fn step_results(
         .steps
         .iter()
         .map(|s| {
-            if s.reused {
-                if let Some(prev) = earlier.get(&s.id) {
-                    let mut prev = prev.clone();
-                    prev.reused = true;
-                    return prev;
-                }
+            if s.reused
+                && let Some(prev) = earlier.get(&s.id)
+            {
+                let mut prev = prev.clone();
+                prev.reused = true;
+                return prev;
             }
             StepResult {
                 id: s.id.clone(),
@@ -867,7 +863,11 @@ impl Agent {
 
     /// Linear and plan-then-run DAG: plan, then run.
     async fn run_planned(&self, run: &RunCtx, linear: bool) -> Result<Execution, StrategyError> {
-        let planned = self.inner.planner.plan(&PlanRequest::new(&run.goal)).await?;
+        let planned = self
+            .inner
+            .planner
+            .plan(&PlanRequest::new(&run.goal))
+            .await?;
         run.record_calls(&planned.calls).await?;
         let plan = if linear {
             chain(planned.plan)
@@ -893,9 +893,9 @@ impl Agent {
         let planning = async {
             let result = self.inner.planner.plan_streamed(&request, sink).await;
             match &result {
+                // The runner saves the plan and emits `plan_created` when the stream ends.
                 Ok(planned) if streamed_consistent(planned) => {
                     run.record_calls(&planned.calls).await?;
-                    run.plan_created(&planned.plan, 0).await?;
                 }
                 _ => stream_cancel.cancel(),
             }
@@ -1028,7 +1028,11 @@ impl Agent {
     }
 
     async fn run_adaptive(&self, run: &RunCtx) -> Result<Execution, StrategyError> {
-        let planned = self.inner.planner.plan(&PlanRequest::new(&run.goal)).await?;
+        let planned = self
+            .inner
+            .planner
+            .plan(&PlanRequest::new(&run.goal))
+            .await?;
         run.record_calls(&planned.calls).await?;
         let mut ex = self
             .drive(
@@ -1161,7 +1165,11 @@ impl Agent {
                 reason,
                 kept,
             });
-            last_failure = Some((failed_step.id.clone(), failed_step.description.clone(), error));
+            last_failure = Some((
+                failed_step.id.clone(),
+                failed_step.description.clone(),
+                error,
+            ));
             completed.retain(|id, _| planned.plan.step(id.as_str()).is_some());
             plan = planned.plan;
             announced = true;
@@ -1204,7 +1212,13 @@ fn failure_text(report: &plan_exec::RunReport) -> Option<String> {
         _ => {
             let failed: Vec<String> = report
                 .failures()
-                .map(|s| format!("`{}` ({})", s.id, s.error.as_deref().unwrap_or("no error text")))
+                .map(|s| {
+                    format!(
+                        "`{}` ({})",
+                        s.id,
+                        s.error.as_deref().unwrap_or("no error text")
+                    )
+                })
                 .collect();
             let skipped = report.count(StepOutcome::Skipped);
             Some(if failed.is_empty() {

@@ -52,12 +52,11 @@ async fn structured<T: DeserializeOwned>(
     let mut messages = vec![Message::system(system), Message::user(user)];
     let mut last_problem = String::new();
     for attempt in 0..2 {
-        let request = Request::new(messages.clone()).with_response_format(
-            ResponseFormat::JsonSchema {
+        let request =
+            Request::new(messages.clone()).with_response_format(ResponseFormat::JsonSchema {
                 name: purpose.to_owned(),
                 schema: schema_value(schema),
-            },
-        );
+            });
         let started = Instant::now();
         let response = provider
             .complete(&request)

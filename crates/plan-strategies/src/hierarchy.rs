@@ -32,7 +32,10 @@ pub(crate) async fn build_tree(
     calls: &mut Vec<LlmCall>,
 ) -> Result<GoalTree, StrategyError> {
     if limits.max_depth == 0 {
-        return Ok(GoalTree::new(goal, vec![GoalNode::leaf(Step::new("goal", goal))]));
+        return Ok(GoalTree::new(
+            goal,
+            vec![GoalNode::leaf(Step::new("goal", goal))],
+        ));
     }
     let budget = std::sync::atomic::AtomicUsize::new(limits.max_leaves.max(1));
     let (children, mut node_calls) = split(provider, goal, Vec::new(), 0, limits, &budget).await?;
@@ -122,7 +125,13 @@ fn sanitize_id(id: &str) -> String {
     let cleaned: String = id
         .trim()
         .chars()
-        .map(|c| if c.is_alphanumeric() || c == '_' || c == '-' { c } else { '_' })
+        .map(|c| {
+            if c.is_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     cleaned.to_lowercase()
 }
@@ -144,7 +153,9 @@ pub(crate) fn roll_up(tree: &GoalTree, flat: &FlatPlan, results: &[StepResult]) 
             format!("{prefix}{}{}", plan_core::PATH_SEPARATOR, n.step.id)
         };
         if n.is_leaf() {
-            let r = by_id.get(id.as_str()).filter(|_| leaf_ids.contains(id.as_str()));
+            let r = by_id
+                .get(id.as_str())
+                .filter(|_| leaf_ids.contains(id.as_str()));
             return GoalResult {
                 id,
                 goal: n.step.description.clone(),
@@ -200,8 +211,14 @@ fn combine(id: String, goal: String, children: Vec<GoalResult>) -> GoalResult {
 pub(crate) fn render_tree(root: &GoalResult) -> String {
     fn walk(n: &GoalResult, prefix: &str, last: bool, out: &mut String) {
         let branch = if last { "└── " } else { "├── " };
-        let short = n.id.rsplit(plan_core::PATH_SEPARATOR).next().unwrap_or(&n.id);
-        out.push_str(&format!("{prefix}{branch}{short}: {} [{}]\n", n.goal, n.status));
+        let short =
+            n.id.rsplit(plan_core::PATH_SEPARATOR)
+                .next()
+                .unwrap_or(&n.id);
+        out.push_str(&format!(
+            "{prefix}{branch}{short}: {} [{}]\n",
+            n.goal, n.status
+        ));
         let child_prefix = format!("{prefix}{}", if last { "    " } else { "│   " });
         for (i, c) in n.children.iter().enumerate() {
             walk(c, &child_prefix, i + 1 == n.children.len(), out);
@@ -221,9 +238,21 @@ mod tests {
     #[test]
     fn subgoals_are_cleaned() {
         let sgs = vec![
-            SubGoal { id: "a/b".into(), goal: "first".into(), dependencies: vec!["c".into(), "ghost".into()] },
-            SubGoal { id: "c".into(), goal: "second".into(), dependencies: vec!["a/b".into()] },
-            SubGoal { id: "d".into(), goal: "parent".into(), dependencies: vec![] },
+            SubGoal {
+                id: "a/b".into(),
+                goal: "first".into(),
+                dependencies: vec!["c".into(), "ghost".into()],
+            },
+            SubGoal {
+                id: "c".into(),
+                goal: "second".into(),
+                dependencies: vec!["a/b".into()],
+            },
+            SubGoal {
+                id: "d".into(),
+                goal: "parent".into(),
+                dependencies: vec![],
+            },
         ];
         let out = clean_subgoals("parent", sgs, 5);
         assert_eq!(out.len(), 2);

@@ -53,7 +53,5 @@ pub use planner::{
     Planner, PlannerConfig, RepairNote, ReplanContext, StepSink, StepSource, step_channel,
 };
 pub use prompts::PLAN_SCHEMA;
-pub use report::{
-    AgentReport, GoalResult, Replan, StepResult, Strategy, UnknownStrategy, Usage,
-};
+pub use report::{AgentReport, GoalResult, Replan, StepResult, Strategy, UnknownStrategy, Usage};
 pub use stream::StepStreamParser;

@@ -133,6 +133,7 @@ pub struct ReplanContext {
 /// What a plan is asked for.
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
+#[allow(clippy::large_enum_variant)] // built once per planning call
 pub enum PlanContext {
     /// A fresh plan for the goal.
     Fresh,
@@ -285,9 +286,10 @@ impl StepSource {
 
     /// The steps as a stream.
     pub fn into_stream(self) -> impl futures::Stream<Item = Step> + Send + Unpin + 'static {
-        futures::stream::unfold(self.rx, |mut rx| async move {
-            rx.recv().await.map(|s| (s, rx))
-        })
+        futures::stream::unfold(
+            self.rx,
+            |mut rx| async move { rx.recv().await.map(|s| (s, rx)) },
+        )
         .boxed()
     }
 }
@@ -402,7 +404,10 @@ impl LlmPlanner {
                 min_steps: self.config.min_steps,
                 max_steps: self.config.max_steps,
                 agents: &self.config.agents,
-                kinds: plan_core::StepKind::ALL.iter().map(|k| k.as_str()).collect(),
+                kinds: plan_core::StepKind::ALL
+                    .iter()
+                    .map(|k| k.as_str())
+                    .collect(),
                 schema: schema_compact(PLAN_SCHEMA),
             },
         )
@@ -429,7 +434,7 @@ impl LlmPlanner {
         struct Replan {
             finished: Vec<Finished>,
             failed: Failed,
-            abandoned: Vec<String>,
+            abandoned: String,
         }
         #[derive(Serialize)]
         struct Ctx {
@@ -467,7 +472,12 @@ impl LlmPlanner {
                         description: r.failed.step.description.clone(),
                         error: bounded(&r.failed.error, cap),
                     },
-                    abandoned: r.abandoned.iter().map(ToString::to_string).collect(),
+                    abandoned: r
+                        .abandoned
+                        .iter()
+                        .map(|id| format!("`{id}`"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
                 });
             }
         }
@@ -585,16 +595,16 @@ impl LlmPlanner {
                 _ => self.call(&req, purpose, &mut calls).await?,
             };
             let (plan, problems) = self.check_reply(request, &text);
-            if problems.is_empty() {
-                if let Some(plan) = plan {
-                    return Ok(Planned {
-                        plan,
-                        calls,
-                        attempts: attempt,
-                        repair: None,
-                        streamed,
-                    });
-                }
+            if problems.is_empty()
+                && let Some(plan) = plan
+            {
+                return Ok(Planned {
+                    plan,
+                    calls,
+                    attempts: attempt,
+                    repair: None,
+                    streamed,
+                });
             }
             tracing::debug!(attempt, problems = problems.len(), "plan reply rejected");
             if attempt < attempts_allowed {
@@ -674,16 +684,16 @@ impl LlmPlanner {
         let mut problems = Vec::new();
         if !self.config.agents.is_empty() {
             for s in &plan.steps {
-                if let Some(agent) = &s.agent {
-                    if !self.config.agents.iter().any(|a| &a.name == agent) {
-                        let names: Vec<&str> =
-                            self.config.agents.iter().map(|a| a.name.as_str()).collect();
-                        problems.push(Problem::hard(format!(
-                            "step `{}` names the agent `{agent}`, which does not exist: use one of {} or leave `agent` out",
-                            s.id,
-                            names.join(", ")
-                        )));
-                    }
+                if let Some(agent) = &s.agent
+                    && !self.config.agents.iter().any(|a| &a.name == agent)
+                {
+                    let names: Vec<&str> =
+                        self.config.agents.iter().map(|a| a.name.as_str()).collect();
+                    problems.push(Problem::hard(format!(
+                        "step `{}` names the agent `{agent}`, which does not exist: use one of {} or leave `agent` out",
+                        s.id,
+                        names.join(", ")
+                    )));
                 }
             }
         }
@@ -715,14 +725,14 @@ impl LlmPlanner {
         });
         if !self.config.agents.is_empty() {
             for s in &mut plan.steps {
-                if let Some(agent) = &s.agent {
-                    if !self.config.agents.iter().any(|a| &a.name == agent) {
-                        changes.push(format!(
-                            "step `{}`: removed the unknown agent `{agent}`",
-                            s.id
-                        ));
-                        s.agent = None;
-                    }
+                if let Some(agent) = &s.agent
+                    && !self.config.agents.iter().any(|a| &a.name == agent)
+                {
+                    changes.push(format!(
+                        "step `{}`: removed the unknown agent `{agent}`",
+                        s.id
+                    ));
+                    s.agent = None;
                 }
             }
         }
@@ -762,7 +772,9 @@ impl Planner for LlmPlanner {
             let sent: HashSet<StepId> = planned.streamed.iter().map(|s| s.id.clone()).collect();
             let kept: HashSet<&StepId> = request.kept().iter().map(|f| &f.step.id).collect();
             let mut gate = StepGate::new(
-                sent.iter().cloned().chain(kept.iter().map(|k| (*k).clone())),
+                sent.iter()
+                    .cloned()
+                    .chain(kept.iter().map(|k| (*k).clone())),
                 usize::MAX,
             );
             for step in planned.plan.steps.clone() {
@@ -813,7 +825,9 @@ fn merge(request: &PlanRequest, reply: Plan) -> Plan {
 /// The first JSON value in `text` (after any prose or code fence).
 pub(crate) fn extract_json(text: &str) -> Result<serde_json::Value, String> {
     let Some(start) = text.find(['{', '[']) else {
-        return Err("the reply contains no JSON object: reply with the plan as one JSON object".to_owned());
+        return Err(
+            "the reply contains no JSON object: reply with the plan as one JSON object".to_owned(),
+        );
     };
     let mut values =
         serde_json::Deserializer::from_str(&text[start..]).into_iter::<serde_json::Value>();
@@ -822,7 +836,9 @@ pub(crate) fn extract_json(text: &str) -> Result<serde_json::Value, String> {
         Some(Err(e)) => Err(format!(
             "the reply is not valid JSON ({e}): reply with one complete JSON object"
         )),
-        None => Err("the reply contains no JSON object: reply with the plan as one JSON object".to_owned()),
+        None => Err(
+            "the reply contains no JSON object: reply with the plan as one JSON object".to_owned(),
+        ),
     }
 }
 
@@ -846,7 +862,10 @@ pub(crate) fn parse_reply(goal: &str, text: &str) -> Result<Plan, String> {
     if !object.contains_key("steps") {
         return Err("the reply has no `steps` array: put the steps in a `steps` array".to_owned());
     }
-    object.insert("goal".to_owned(), serde_json::Value::String(goal.to_owned()));
+    object.insert(
+        "goal".to_owned(),
+        serde_json::Value::String(goal.to_owned()),
+    );
     let text = serde_json::Value::Object(object).to_string();
     Plan::from_json(&text).map_err(|e| {
         format!(
@@ -898,7 +917,7 @@ impl StepGate {
         }
         self.waiting.push(step);
         let mut out = Vec::new();
-        loop {
+        while self.count < self.limit {
             let Some(pos) = self
                 .waiting
                 .iter()
@@ -906,9 +925,6 @@ impl StepGate {
             else {
                 break;
             };
-            if self.count >= self.limit {
-                break;
-            }
             let s = self.waiting.remove(pos);
             self.released.insert(s.id.clone());
             self.count += 1;
@@ -924,7 +940,11 @@ mod tests {
 
     #[test]
     fn parse_reply_accepts_fences_arrays_and_missing_goal() {
-        let p = parse_reply("g", "Sure!\n```json\n{\"steps\": [{\"id\": \"a\", \"description\": \"x\"}]}\n```").unwrap();
+        let p = parse_reply(
+            "g",
+            "Sure!\n```json\n{\"steps\": [{\"id\": \"a\", \"description\": \"x\"}]}\n```",
+        )
+        .unwrap();
         assert_eq!(p.goal, "g");
         let p = parse_reply("g", "[{\"id\": \"a\", \"description\": \"x\"}]").unwrap();
         assert_eq!(p.steps.len(), 1);

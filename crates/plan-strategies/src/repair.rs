@@ -45,6 +45,9 @@ mod tests {
         assert_eq!(plan.steps.len(), 3);
         assert!(!report.is_empty());
         assert!(changes.iter().any(|c| c.contains("cycle")), "{changes:?}");
-        assert!(changes.iter().any(|c| c.contains("within 3")), "{changes:?}");
+        assert!(
+            changes.iter().any(|c| c.contains("within 3")),
+            "{changes:?}"
+        );
     }
 }

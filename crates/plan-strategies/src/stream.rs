@@ -121,10 +121,7 @@ impl StepStreamParser {
         match b {
             b'"' => {
                 self.in_string = true;
-                if self.stack.len() == 1
-                    && self.stack[0] == Container::Object
-                    && self.expect_key
-                {
+                if self.stack.len() == 1 && self.stack[0] == Container::Object && self.expect_key {
                     self.reading_key = true;
                     self.key.clear();
                 }
@@ -157,11 +154,12 @@ impl StepStreamParser {
             b'}' | b']' => {
                 self.stack.pop();
                 let depth = self.stack.len();
-                if b == b'}' && self.steps_depth == Some(depth) {
-                    if let Some(bytes) = self.capture.take() {
-                        self.yielded += 1;
-                        out.push(parse_step(&bytes));
-                    }
+                if b == b'}'
+                    && self.steps_depth == Some(depth)
+                    && let Some(bytes) = self.capture.take()
+                {
+                    self.yielded += 1;
+                    out.push(parse_step(&bytes));
                 }
                 if b == b']' && self.steps_depth == Some(depth + 1) {
                     // The steps array closed; later arrays named `steps` are ignored.
@@ -221,7 +219,8 @@ mod tests {
     #[test]
     fn each_step_arrives_at_its_closing_brace() {
         let mut p = StepStreamParser::new();
-        let end_of_a = PLAN.find(r#""dependencies": []}"#).unwrap() + r#""dependencies": []}"#.len();
+        let end_of_a =
+            PLAN.find(r#""dependencies": []}"#).unwrap() + r#""dependencies": []}"#.len();
         assert!(p.feed(&PLAN[..end_of_a - 1]).is_empty());
         assert_eq!(ids(&p.feed("}")), ["a"]);
     }

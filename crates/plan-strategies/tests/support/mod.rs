@@ -98,7 +98,11 @@ impl Fake {
                     .find_map(|l| l.strip_prefix("Goal: "))
                     .unwrap_or_default()
                     .to_owned();
-                return match q.decompositions.get(&goal).or(q.default_decomposition.as_ref()) {
+                return match q
+                    .decompositions
+                    .get(&goal)
+                    .or(q.default_decomposition.as_ref())
+                {
                     Some(d) => Reply::text(d.clone()),
                     None => Reply::text(r#"{"atomic": true, "subgoals": []}"#),
                 };
@@ -156,7 +160,10 @@ impl Fake {
         self
     }
 
-    pub fn steps(self, f: impl Fn(&str, &Request) -> Result<String, String> + Send + Sync + 'static) -> Self {
+    pub fn steps(
+        self,
+        f: impl Fn(&str, &Request) -> Result<String, String> + Send + Sync + 'static,
+    ) -> Self {
         *self.steps.lock().unwrap() = Arc::new(f);
         self
     }
@@ -184,7 +191,7 @@ pub fn names(events: &[Event]) -> Vec<&'static str> {
     events.iter().map(|e| e.kind.name()).collect()
 }
 
-pub fn find<'a>(events: &'a [Event], f: impl Fn(&EventKind) -> bool) -> Option<&'a Event> {
+pub fn find(events: &[Event], f: impl Fn(&EventKind) -> bool) -> Option<&Event> {
     events.iter().find(|e| f(&e.kind))
 }
 

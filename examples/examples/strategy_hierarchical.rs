@@ -1,0 +1,76 @@
+//! Hierarchical planning: the goal is split into sub-goals, recursively, until the model
+//! says a goal is atomic or the depth limit is reached; the leaves run as a DAG and their
+//! results roll up to their sub-goals.
+//!
+//!     cargo run -p plan-examples --example strategy_hierarchical
+
+use plan_llm::{Reply, ScriptedModel};
+use plan_strategies::{Agent, GoalResult, Strategy};
+use serde_json::json;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let split = |parts: &[(&str, &str, &[&str])]| {
+        let subgoals: Vec<_> = parts
+            .iter()
+            .map(|(id, goal, deps)| json!({"id": id, "goal": goal, "dependencies": deps}))
+            .collect();
+        Reply::json(json!({"atomic": false, "subgoals": subgoals}))
+    };
+    let atomic = Reply::json(json!({"atomic": true, "subgoals": []}));
+    let model = ScriptedModel::new()
+        .when_system_contains(
+            "final answer",
+            Reply::text("The blog platform is planned and built."),
+        )
+        .when_user_contains(
+            "Goal: Create a blog platform",
+            split(&[
+                ("backend", "Set up the backend", &[]),
+                ("frontend", "Build the frontend", &["backend"]),
+                ("deploy", "Deploy it", &["frontend"]),
+            ]),
+        )
+        .when_user_contains(
+            "Goal: Set up the backend",
+            split(&[
+                ("schema", "Create the database schema", &[]),
+                ("auth", "Implement user auth", &["schema"]),
+                ("posts", "Build the post API", &["schema"]),
+            ]),
+        )
+        .when_user_contains(
+            "Goal: Build the frontend",
+            split(&[
+                ("layout", "Create layout components", &[]),
+                ("editor", "Build the post editor", &["layout"]),
+            ]),
+        )
+        .when_system_contains("You break goals down", atomic)
+        .otherwise(Reply::text("done"));
+
+    let agent = Agent::builder()
+        .provider(model)
+        .strategy(Strategy::Hierarchical)
+        .max_depth(3)
+        .build()?;
+    let report = agent.run("Create a blog platform").await?;
+
+    if let Some(tree) = &report.tree {
+        print_tree(tree, 0);
+    }
+    println!("\nleaf steps run as a DAG:");
+    for step in &report.plan.steps {
+        let deps: Vec<&str> = step.dependencies.iter().map(|d| d.as_str()).collect();
+        println!("  {:<16} after {:?}", step.id, deps);
+    }
+    println!("\n{}", report.answer.unwrap_or_default());
+    Ok(())
+}
+
+fn print_tree(node: &GoalResult, depth: usize) {
+    println!("{}{} [{}]", "  ".repeat(depth), node.goal, node.status);
+    for child in &node.children {
+        print_tree(child, depth + 1);
+    }
+}

@@ -1,0 +1,71 @@
+//! Reflective planning: the model critiques its plan against the goal (a structured
+//! verdict: approved, or a list of issues), the planner improves it, for up to N rounds;
+//! then the plan runs.
+//!
+//!     cargo run -p plan-examples --example strategy_reflective
+
+use plan_llm::{Reply, ScriptedModel};
+use plan_strategies::{Agent, Strategy};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let model = ScriptedModel::new()
+        // The improvement request carries the review's issues.
+        .when_user_contains(
+            "A review found these issues",
+            Reply::text(
+                r#"{"steps": [
+                {"id": "draft", "description": "Draft the release notes from the changelog", "dependencies": []},
+                {"id": "check", "description": "Check every breaking change is called out", "dependencies": ["draft"], "kind": "verify"},
+                {"id": "publish", "description": "Format the notes for the website", "dependencies": ["check"]}
+            ]}"#,
+            ),
+        )
+        .when_system_contains(
+            "You are a planner",
+            Reply::text(
+                r#"{"steps": [
+                {"id": "draft", "description": "Draft the release notes from the changelog", "dependencies": []},
+                {"id": "publish", "description": "Format the notes for the website", "dependencies": ["draft"]}
+            ]}"#,
+            ),
+        )
+        // First review: issues. Second review (the plan now has `check`): approved.
+        .when(
+            |r| {
+                r.messages.iter().any(|m| m.content.contains("You review plans"))
+                    && r.messages.iter().any(|m| m.content.contains("\"check\""))
+            },
+            Reply::text(r#"{"approved": true, "issues": []}"#),
+        )
+        .when_system_contains(
+            "You review plans",
+            Reply::text(r#"{"approved": false, "issues": ["nothing checks that breaking changes are called out before publishing"]}"#),
+        )
+        .when_system_contains("final answer", Reply::text("Release notes for 2.0, breaking changes first."))
+        .otherwise(Reply::text("PASS: done"));
+
+    let agent = Agent::builder()
+        .provider(model)
+        .strategy(Strategy::Reflective)
+        .reflection_rounds(3)
+        .build()?;
+    let report = agent.run("Write the release notes for version 2.0").await?;
+
+    for (round, critique) in report.critiques.iter().enumerate() {
+        if critique.approved {
+            println!("round {}: approved", round + 1);
+        } else {
+            println!(
+                "round {}: {} issue(s): {:?}",
+                round + 1,
+                critique.issues.len(),
+                critique.issues
+            );
+        }
+    }
+    let ids: Vec<&str> = report.plan.steps.iter().map(|s| s.id.as_str()).collect();
+    println!("plan that ran: {ids:?}");
+    println!("\n{}", report.answer.unwrap_or_default());
+    Ok(())
+}

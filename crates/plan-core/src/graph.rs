@@ -2,9 +2,11 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::OnceLock;
 
 use petgraph::graph::{DiGraph, NodeIndex};
 
+use crate::index::IdIndex;
 use crate::model::{Plan, Step, StepId};
 use crate::state::{RunState, StepStatus};
 
@@ -164,10 +166,11 @@ impl fmt::Display for PlanErrors {
 #[derive(Clone, Debug)]
 pub struct PlanGraph {
     plan: Plan,
-    index: HashMap<StepId, usize>,
-    graph: DiGraph<usize, ()>,
-    deps: Vec<Vec<usize>>,
-    dependents: Vec<Vec<usize>>,
+    pub(crate) index: IdIndex,
+    /// Built on first use by [`PlanGraph::graph`].
+    graph: OnceLock<DiGraph<usize, ()>>,
+    pub(crate) deps: Adjacency,
+    pub(crate) dependents: Adjacency,
 }
 
 impl PlanGraph {
@@ -196,9 +199,13 @@ impl PlanGraph {
             });
         }
 
-        let mut index: HashMap<StepId, usize> = HashMap::with_capacity(n);
+        let steps = &plan.steps;
+        let id_of = |i: usize| steps[i].id.as_str();
+        let mut index = IdIndex::with_capacity(n);
         let mut dup_counts: Vec<(StepId, usize)> = Vec::new();
-        for (i, step) in plan.steps.iter().enumerate() {
+        // Whether position i holds the step its id resolves to (not empty, not a repeat).
+        let mut canonical = vec![false; n];
+        for (i, step) in steps.iter().enumerate() {
             if step.id.as_str().trim().is_empty() {
                 problems.push(PlanProblem::EmptyId { index: i });
                 continue;
@@ -208,13 +215,13 @@ impl PlanGraph {
                     step: step.id.clone(),
                 });
             }
-            if index.contains_key(&step.id) {
+            if index.insert(step.id.as_str(), i, id_of) {
+                canonical[i] = true;
+            } else {
                 match dup_counts.iter_mut().find(|(id, _)| *id == step.id) {
                     Some((_, c)) => *c += 1,
                     None => dup_counts.push((step.id.clone(), 2)),
                 }
-            } else {
-                index.insert(step.id.clone(), i);
             }
         }
         problems.extend(
@@ -223,42 +230,34 @@ impl PlanGraph {
                 .map(|(step, count)| PlanProblem::DuplicateId { step, count }),
         );
 
-        let mut deps: Vec<Vec<usize>> = vec![Vec::new(); n];
-        let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); n];
-        let mut graph = DiGraph::<usize, ()>::with_capacity(n, n);
-        for i in 0..n {
-            graph.add_node(i);
-        }
-        for (i, step) in plan.steps.iter().enumerate() {
-            if index.get(&step.id) != Some(&i) {
-                continue; // empty id or a duplicate: already reported
-            }
-            for dep in &step.dependencies {
-                if *dep == step.id {
-                    problems.push(PlanProblem::SelfDependency {
-                        step: step.id.clone(),
-                    });
-                    continue;
-                }
-                match index.get(dep) {
-                    Some(&d) => {
-                        if deps[i].contains(&d) {
-                            continue; // a repeated dependency is harmless
-                        }
-                        deps[i].push(d);
-                        dependents[d].push(i);
-                        graph.add_edge(NodeIndex::new(d), NodeIndex::new(i), ());
+        let edge_guess = steps.iter().map(|s| s.dependencies.len()).sum();
+        let mut deps = Adjacency::with_capacity(n, edge_guess);
+        for (i, step) in steps.iter().enumerate() {
+            let start = deps.targets.len();
+            if canonical[i] {
+                for dep in &step.dependencies {
+                    if *dep == step.id {
+                        problems.push(PlanProblem::SelfDependency {
+                            step: step.id.clone(),
+                        });
+                        continue;
                     }
-                    None => problems.push(PlanProblem::UnknownDependency {
-                        step: step.id.clone(),
-                        dependency: dep.clone(),
-                    }),
+                    match index.get(dep.as_str(), id_of) {
+                        // A repeated dependency is harmless: keep one.
+                        Some(d) if deps.targets[start..].contains(&d) => {}
+                        Some(d) => deps.targets.push(d),
+                        None => problems.push(PlanProblem::UnknownDependency {
+                            step: step.id.clone(),
+                            dependency: dep.clone(),
+                        }),
+                    }
                 }
             }
+            deps.starts.push(deps.targets.len());
         }
+        let dependents = deps.reversed();
 
-        let ids: Vec<StepId> = plan.steps.iter().map(|s| s.id.clone()).collect();
-        for path in cycle_paths(&ids, &graph, &deps) {
+        for path in cycle_paths(|i| &steps[i].id, &deps, &dependents) {
             problems.push(PlanProblem::Cycle { path });
         }
 
@@ -266,7 +265,7 @@ impl PlanGraph {
             Ok(Self {
                 plan,
                 index,
-                graph,
+                graph: OnceLock::new(),
                 deps,
                 dependents,
             })
@@ -297,7 +296,7 @@ impl PlanGraph {
 
     /// The position of the step with this id.
     pub fn index_of(&self, id: &str) -> Option<usize> {
-        self.index.get(id).copied()
+        self.index.get(id, |i| self.plan.steps[i].id.as_str())
     }
 
     /// The step at a position.
@@ -323,13 +322,13 @@ impl PlanGraph {
     /// The underlying petgraph graph: node weights are step positions, an edge `a → b`
     /// means `b` depends on `a`.
     pub fn graph(&self) -> &DiGraph<usize, ()> {
-        &self.graph
+        self.graph.get_or_init(|| self.deps.to_petgraph())
     }
 
     /// A topological order (dependencies before dependents, ties in plan order).
     pub fn topological_order(&self) -> Vec<usize> {
         let n = self.len();
-        let mut indegree: Vec<usize> = self.deps.iter().map(Vec::len).collect();
+        let mut indegree: Vec<usize> = (0..n).map(|i| self.deps[i].len()).collect();
         let mut queue: std::collections::VecDeque<usize> =
             (0..n).filter(|&i| indegree[i] == 0).collect();
         let mut order = Vec::with_capacity(n);
@@ -466,13 +465,13 @@ impl PlanGraph {
             .collect()
     }
 
-    fn reach(&self, start: usize, edges: &[Vec<usize>]) -> Vec<usize> {
-        let Some(first) = edges.get(start) else {
+    fn reach(&self, start: usize, edges: &Adjacency) -> Vec<usize> {
+        if start >= self.len() {
             return Vec::new();
-        };
+        }
         let mut seen = vec![false; self.len()];
         seen[start] = true;
-        let mut stack: Vec<usize> = first.clone();
+        let mut stack: Vec<usize> = edges[start].to_vec();
         let mut out = Vec::new();
         while let Some(i) = stack.pop() {
             if !seen[i] {
@@ -496,15 +495,112 @@ pub struct CriticalPath {
     pub steps: Vec<usize>,
 }
 
+/// Edges of a graph in compressed rows: the targets of node `i` are
+/// `targets[starts[i]..starts[i + 1]]`.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Adjacency {
+    starts: Vec<usize>,
+    targets: Vec<usize>,
+}
+
+impl Adjacency {
+    fn with_capacity(nodes: usize, edges: usize) -> Self {
+        let mut starts = Vec::with_capacity(nodes + 1);
+        starts.push(0);
+        Self {
+            starts,
+            targets: Vec::with_capacity(edges),
+        }
+    }
+
+    /// Builds rows from lists.
+    pub(crate) fn from_lists(lists: &[Vec<usize>]) -> Self {
+        let mut adj = Self::with_capacity(lists.len(), lists.iter().map(Vec::len).sum());
+        for l in lists {
+            adj.targets.extend_from_slice(l);
+            adj.starts.push(adj.targets.len());
+        }
+        adj
+    }
+
+    fn nodes(&self) -> usize {
+        self.starts.len() - 1
+    }
+
+    /// The same edges reversed; each row ascending.
+    pub(crate) fn reversed(&self) -> Self {
+        let n = self.nodes();
+        let mut starts = vec![0usize; n + 1];
+        for &t in &self.targets {
+            starts[t + 1] += 1;
+        }
+        for i in 0..n {
+            starts[i + 1] += starts[i];
+        }
+        let mut fill = starts.clone();
+        let mut targets = vec![0usize; self.targets.len()];
+        for i in 0..n {
+            for &t in &self[i] {
+                targets[fill[t]] = i;
+                fill[t] += 1;
+            }
+        }
+        Self { starts, targets }
+    }
+
+    /// A petgraph graph whose node weights are positions, with an edge `d → i` for each
+    /// dependency `d` of `i` (when `self` lists dependencies).
+    fn to_petgraph(&self) -> DiGraph<usize, ()> {
+        let n = self.nodes();
+        let mut graph = DiGraph::with_capacity(n, self.targets.len());
+        for i in 0..n {
+            graph.add_node(i);
+        }
+        for i in 0..n {
+            for &d in &self[i] {
+                graph.add_edge(NodeIndex::new(d), NodeIndex::new(i), ());
+            }
+        }
+        graph
+    }
+}
+
+impl std::ops::Index<usize> for Adjacency {
+    type Output = [usize];
+
+    fn index(&self, i: usize) -> &[usize] {
+        &self.targets[self.starts[i]..self.starts[i + 1]]
+    }
+}
+
 /// One cycle path per strongly connected component with more than one step, sorted.
-/// `ids[i]` names node `i`; `deps[i]` are the nodes node `i` depends on (edges `d → i`).
-pub(crate) fn cycle_paths(
-    ids: &[StepId],
-    graph: &DiGraph<usize, ()>,
-    deps: &[Vec<usize>],
+/// `id(i)` names node `i`; `deps[i]` are the nodes node `i` depends on and `dependents`
+/// the reverse.
+pub(crate) fn cycle_paths<'a>(
+    id: impl Fn(usize) -> &'a StepId,
+    deps: &Adjacency,
+    dependents: &Adjacency,
 ) -> Vec<Vec<StepId>> {
+    let n = deps.nodes();
+    // Kahn's algorithm first: a graph it empties has no cycle, and that is the common case.
+    let mut waiting: Vec<usize> = (0..n).map(|i| deps[i].len()).collect();
+    let mut queue: Vec<usize> = (0..n).filter(|&i| waiting[i] == 0).collect();
+    let mut peeled = 0;
+    while let Some(i) = queue.pop() {
+        peeled += 1;
+        for &d in &dependents[i] {
+            waiting[d] -= 1;
+            if waiting[d] == 0 {
+                queue.push(d);
+            }
+        }
+    }
+    if peeled == n {
+        return Vec::new();
+    }
+    let graph = deps.to_petgraph();
     let mut cycles = Vec::new();
-    for scc in petgraph::algo::tarjan_scc(graph) {
+    for scc in petgraph::algo::tarjan_scc(&graph) {
         if scc.len() < 2 {
             continue;
         }
@@ -518,8 +614,8 @@ pub(crate) fn cycle_paths(
         let mut current = start;
         while let Some(&next) = deps[current].iter().find(|d| members.contains(d)) {
             if let Some(&pos) = seen.get(&next) {
-                let mut cycle: Vec<StepId> = path[pos..].iter().map(|&i| ids[i].clone()).collect();
-                cycle.push(ids[next].clone());
+                let mut cycle: Vec<StepId> = path[pos..].iter().map(|&i| id(i).clone()).collect();
+                cycle.push(id(next).clone());
                 cycles.push(cycle);
                 break;
             }
@@ -576,6 +672,11 @@ mod tests {
             .collect();
         assert_eq!(order, ["a", "b", "c"]);
         assert_eq!(g.dependents(2), &[0, 1]);
+        let pg = g.graph();
+        assert_eq!((pg.node_count(), pg.edge_count()), (3, 3));
+        assert!(pg.contains_edge(NodeIndex::new(2), NodeIndex::new(0)));
+        assert_eq!(g.index_of("b"), Some(1));
+        assert_eq!(g.index_of("zz"), None);
     }
 
     fn diamond() -> PlanGraph {

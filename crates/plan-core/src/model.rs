@@ -6,9 +6,42 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 /// The identifier of a step, unique within a plan (`"search"`, `"compare"`).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+///
+/// Serialised as a JSON string; read from a string or, as some models write them, an
+/// integer (`1` reads as `"1"`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
 pub struct StepId(String);
+
+impl<'de> Deserialize<'de> for StepId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = StepId;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a step id (a string)")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<StepId, E> {
+                Ok(StepId::new(v))
+            }
+
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<StepId, E> {
+                Ok(StepId(v))
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<StepId, E> {
+                Ok(StepId(v.to_string()))
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<StepId, E> {
+                Ok(StepId(v.to_string()))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
 
 impl StepId {
     /// Wraps a string as a step id. Validation (non-empty, unique) happens in
@@ -190,8 +223,8 @@ pub struct Step {
     pub id: StepId,
     /// What to do, non-empty; copied verbatim into the step prompt.
     pub description: String,
-    /// Ids of the steps whose outputs this one needs.
-    #[serde(default)]
+    /// Ids of the steps whose outputs this one needs (`null` reads as none).
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub dependencies: Vec<StepId>,
     /// The kind of work (default `action`).
     #[serde(default, skip_serializing_if = "StepKind::is_default")]
@@ -211,6 +244,12 @@ pub struct Step {
     /// The language of `code`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lang: Option<CodeLang>,
+}
+
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<StepId>, D::Error> {
+    Ok(Option::<Vec<StepId>>::deserialize(deserializer)?.unwrap_or_default())
 }
 
 impl Step {
@@ -378,6 +417,20 @@ mod tests {
         assert_eq!(fb.description, "from memory");
         assert_eq!(fb.kind, StepKind::Analyze);
         assert_eq!(fb.agent.as_deref(), Some("analyst"));
+    }
+
+    #[test]
+    fn integer_ids_and_null_dependencies_load() {
+        let text = r#"{"goal": "g", "steps": [
+            {"id": 1, "description": "a", "dependencies": null},
+            {"id": "2", "description": "b", "dependencies": [1]}]}"#;
+        let plan = Plan::from_json(text).unwrap();
+        assert_eq!(plan.steps[0].id, "1");
+        assert!(plan.steps[0].dependencies.is_empty());
+        assert_eq!(plan.steps[1].dependencies, vec![StepId::new("1")]);
+        let err = Plan::from_json(r#"{"goal": "g", "steps": [{"id": true, "description": "a"}]}"#)
+            .unwrap_err();
+        assert!(err.message.contains("a step id"), "{err}");
     }
 
     #[test]

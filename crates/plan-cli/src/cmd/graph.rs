@@ -8,9 +8,9 @@ use plan_exec::RunStore;
 
 use crate::cli::{GraphArgs, GraphFormat};
 use crate::config::{Overrides, Settings, read_input};
-use crate::session;
 use crate::exit::Usage;
 use crate::render;
+use crate::session;
 
 /// Runs the command.
 pub async fn run(args: GraphArgs) -> anyhow::Result<ExitCode> {
@@ -71,7 +71,6 @@ pub fn load_plan_file(path: &Path) -> anyhow::Result<Plan> {
             "{name} is not a plan: {e}\n  a plan is {{\"goal\": \"...\", \"steps\": [{{\"id\": \"a\", \"description\": \"...\", \"dependencies\": []}}]}}"
         ))
     })?;
-    PlanGraph::new(plan.clone())
-        .map_err(|errors| Usage::new(format!("{name}: {errors}")))?;
+    PlanGraph::new(plan.clone()).map_err(|errors| Usage::new(format!("{name}: {errors}")))?;
     Ok(plan)
 }

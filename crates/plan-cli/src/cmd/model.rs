@@ -16,9 +16,9 @@ pub fn pull(quiet: bool) -> anyhow::Result<ExitCode> {
 /// `plan model list`: one line per cached model file: name, size, path.
 pub fn list() -> anyhow::Result<ExitCode> {
     let store = ModelStore::default();
-    let models = store
-        .list()
-        .map_err(|e| anyhow::anyhow!("cannot list the model cache {}: {e}", store.dir().display()))?;
+    let models = store.list().map_err(|e| {
+        anyhow::anyhow!("cannot list the model cache {}: {e}", store.dir().display())
+    })?;
     if models.is_empty() {
         eprintln!(
             "no models in {}: fetch the embedded model with `plan model pull`",

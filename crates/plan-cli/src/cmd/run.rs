@@ -51,7 +51,13 @@ pub async fn run(args: RunArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     };
     drop(agent);
     ui.finish().await;
-    conclude(result, args.execution.json, &args.execution.store, &cancel, false)
+    conclude(
+        result,
+        args.execution.json,
+        &args.execution.store,
+        &cancel,
+        false,
+    )
 }
 
 /// `plan exec PLAN.json`.
@@ -88,7 +94,13 @@ pub async fn exec(args: ExecArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     let result = agent.execute(plan).await;
     drop(agent);
     ui.finish().await;
-    conclude(result, args.execution.json, &args.execution.store, &cancel, true)
+    conclude(
+        result,
+        args.execution.json,
+        &args.execution.store,
+        &cancel,
+        true,
+    )
 }
 
 /// `plan plan GOAL`.
@@ -143,7 +155,8 @@ pub async fn resume(args: ResumeArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     overrides.execution.concurrency = args.concurrency;
     overrides.execution.sandbox = args.sandbox;
     let base = Settings::from_process(&overrides)?;
-    let store = session::open_existing_store(&base.store)?.ok_or_else(|| no_run(&args.run_id, &base))?;
+    let store =
+        session::open_existing_store(&base.store)?.ok_or_else(|| no_run(&args.run_id, &base))?;
     let id = RunId::new(args.run_id.clone());
     let stored = store
         .load_run(&id)
@@ -286,7 +299,9 @@ fn conclude(
             if let Some(why) = &report.failure {
                 eprintln!("  {why}");
             }
-            eprintln!("inspect it with `plan show {id}{store}`, or continue it with `plan resume {id}{store}`");
+            eprintln!(
+                "inspect it with `plan show {id}{store}`, or continue it with `plan resume {id}{store}`"
+            );
             Ok(ExitCode::from(exit::RUN_FAILED))
         }
     }

@@ -336,7 +336,10 @@ mod tests {
 
     #[test]
     fn clip_marks_what_it_leaves_out() {
-        let long = (1..=10).map(|i| format!("line {i}")).collect::<Vec<_>>().join("\n");
+        let long = (1..=10)
+            .map(|i| format!("line {i}"))
+            .collect::<Vec<_>>()
+            .join("\n");
         let c = clip(&long, false);
         assert!(c.contains("line 6") && !c.contains("line 7"), "{c}");
         assert!(c.contains("more characters; --full shows all"));

@@ -61,6 +61,9 @@ pub async fn run(args: SandboxRunArgs) -> anyhow::Result<ExitCode> {
 
 fn cannot_run(error: &dyn std::fmt::Display) -> ExitCode {
     let p = crate::style::Palette::stderr();
-    eprintln!("{}error{:#}: the sandbox could not run the program: {error}", p.error, p.error);
+    eprintln!(
+        "{}error{:#}: the sandbox could not run the program: {error}",
+        p.error, p.error
+    );
     ExitCode::from(exit::SANDBOX_UNAVAILABLE)
 }

@@ -6,10 +6,22 @@ use std::process::Stdio;
 
 use serde_json::Value;
 
-use crate::support::{DIAMOND, Sandbox, agent_server, expect_code, model_flags, step_prompt, stderr, stdout};
+use crate::support::{
+    DIAMOND, Sandbox, agent_server, expect_code, model_flags, stderr, stdout, step_prompt,
+};
 
-fn approve(sb: &Sandbox, server: &crate::support::fake_openai::FakeOpenAi, answers: &str, editor: Option<&str>) -> std::process::Output {
-    let mut args = vec!["run".to_owned(), "Compare two things".into(), "--approve".into(), "--json".into()];
+fn approve(
+    sb: &Sandbox,
+    server: &crate::support::fake_openai::FakeOpenAi,
+    answers: &str,
+    editor: Option<&str>,
+) -> std::process::Output {
+    let mut args = vec![
+        "run".to_owned(),
+        "Compare two things".into(),
+        "--approve".into(),
+        "--json".into(),
+    ];
     args.extend(model_flags(server));
     let mut cmd = sb.plan(&args);
     if let Some(editor) = editor {
@@ -21,7 +33,12 @@ fn approve(sb: &Sandbox, server: &crate::support::fake_openai::FakeOpenAi, answe
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(answers.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(answers.as_bytes())
+        .unwrap();
     child.wait_with_output().unwrap()
 }
 
@@ -32,7 +49,10 @@ fn run_answer_runs_the_plan_shown() {
     let out = approve(&sb, &server, "r\n", None);
     expect_code(&out, 0);
     let err = stderr(&out);
-    assert!(err.contains("run this plan?") && err.contains("Describe the first thing"), "{err}");
+    assert!(
+        err.contains("run this plan?") && err.contains("Describe the first thing"),
+        "{err}"
+    );
     assert_eq!(server.count("Your step"), 3);
 }
 
@@ -72,13 +92,20 @@ fn edit_validates_and_reopens_the_editor_until_the_plan_is_valid() {
             good = sb.path("good.json").display(),
         ),
     );
-    std::process::Command::new("chmod").arg("+x").arg(&script).status().unwrap();
+    std::process::Command::new("chmod")
+        .arg("+x")
+        .arg(&script)
+        .status()
+        .unwrap();
     let out = approve(&sb, &server, "e\nr\n", Some(script.to_str().unwrap()));
     expect_code(&out, 0);
     let err = stderr(&out);
     assert!(err.contains("the edited plan is invalid"), "{err}");
     assert!(err.contains("cycle") && err.contains("`ghost`"), "{err}");
-    assert_eq!(std::fs::read_to_string(sb.path("count")).unwrap().trim(), "2");
+    assert_eq!(
+        std::fs::read_to_string(sb.path("count")).unwrap().trim(),
+        "2"
+    );
     let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(v["plan"]["steps"][0]["id"], "only");
     assert_eq!(server.count(&step_prompt("only")), 1);

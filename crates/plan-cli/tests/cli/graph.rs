@@ -65,7 +65,10 @@ fn malformed_json_names_the_position() {
     let out = output(&mut sb.plan(["graph", "broken.json"]));
     expect_code(&out, 2);
     let err = stderr(&out);
-    assert!(err.contains("broken.json") && err.contains("line 2"), "{err}");
+    assert!(
+        err.contains("broken.json") && err.contains("line 2"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -28,11 +28,15 @@ fn help_texts() {
         expect_code(&out, 0);
         let text = stdout(&out);
         assert!(
-            text.contains("Examples:") || command.len() == 1 && ["sandbox", "model"].contains(&command[0]),
+            text.contains("Examples:")
+                || command.len() == 1 && ["sandbox", "model"].contains(&command[0]),
             "`plan {}` has no example",
             args.join(" ")
         );
-        assert!(!text.contains('\x1b'), "colours in help when not a terminal");
+        assert!(
+            !text.contains('\x1b'),
+            "colours in help when not a terminal"
+        );
         let name = if command.is_empty() {
             "plan".to_owned()
         } else {
@@ -46,7 +50,10 @@ fn help_texts() {
 fn version() {
     let out = output(&mut Sandbox::new().plan(["--version"]));
     expect_code(&out, 0);
-    assert_eq!(stdout(&out), format!("plan {}\n", env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        stdout(&out),
+        format!("plan {}\n", env!("CARGO_PKG_VERSION"))
+    );
 }
 
 #[test]

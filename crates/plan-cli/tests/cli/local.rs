@@ -74,10 +74,18 @@ fn model_pull_and_list_use_the_cache() {
             .env("PLAN_MODEL_PATH", &model),
     );
     expect_code(&out, 0);
-    assert!(stdout(&out).trim_end().ends_with(".gguf"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).trim_end().ends_with(".gguf"),
+        "{}",
+        stdout(&out)
+    );
     let out = output(sb.plan(["model", "list"]).env("PLAN_MODEL_DIR", &dir));
     expect_code(&out, 0);
-    assert!(stdout(&out).contains("SmolLM2-135M-Instruct"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("SmolLM2-135M-Instruct"),
+        "{}",
+        stdout(&out)
+    );
 
     // A corrupt file is refused.
     let bad = sb.write("bad.gguf", "not a model");
@@ -93,7 +101,10 @@ fn model_pull_and_list_use_the_cache() {
 #[test]
 fn model_list_of_an_empty_cache() {
     let sb = Sandbox::new();
-    let out = output(sb.plan(["model", "list"]).env("PLAN_MODEL_DIR", sb.dir.path().join("none")));
+    let out = output(
+        sb.plan(["model", "list"])
+            .env("PLAN_MODEL_DIR", sb.dir.path().join("none")),
+    );
     expect_code(&out, 0);
     assert_eq!(stdout(&out), "");
     assert!(stderr(&out).contains("plan model pull"));

@@ -4,10 +4,10 @@ mod support;
 
 mod approve;
 mod graph;
-mod local;
-mod readme;
 mod help;
+mod local;
 mod output;
+mod readme;
 mod run;
 mod sandbox;
 mod store;

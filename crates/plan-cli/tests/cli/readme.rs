@@ -88,7 +88,10 @@ fn every_readme_command_runs() {
         if w.iter().any(|a| a == "RUN_ID") {
             let out = output(&mut sb.plan(["runs", "--json"]).env("PLAN_MODEL", "x"));
             let runs: Value = serde_json::from_str(&stdout(&out)).unwrap();
-            let id = runs[0]["run_id"].as_str().expect("a run before RUN_ID").to_owned();
+            let id = runs[0]["run_id"]
+                .as_str()
+                .expect("a run before RUN_ID")
+                .to_owned();
             for a in w.iter_mut() {
                 if a == "RUN_ID" {
                     *a = id.clone();
@@ -127,7 +130,8 @@ fn every_readme_command_runs() {
 fn quick_start_uses_the_run_command() {
     // The quick start's `cargo run ... -- run "GOAL"` is run by the embedded-model test
     // with the same goal; keep them in step.
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
     assert!(text.contains(&format!(
         "cargo run --release -p plan-cli -- run \"{}\"",
         crate::local::QUICK_START_GOAL

@@ -5,14 +5,17 @@ use serde_json::Value;
 
 use crate::support::fake_openai::Reply;
 use crate::support::{
-    DIAMOND, Sandbox, agent_server, expect_code, model_flags, output, read_events, step_prompt,
-    stderr, stdout,
+    DIAMOND, Sandbox, agent_server, expect_code, model_flags, output, read_events, stderr, stdout,
+    step_prompt,
 };
 
 fn run_json(sb: &Sandbox, args: &[String]) -> Value {
     let out = output(&mut sb.plan(args));
     expect_code(&out, 0);
-    assert!(!stderr(&out).contains('\x1b'), "colours when not a terminal");
+    assert!(
+        !stderr(&out).contains('\x1b'),
+        "colours when not a terminal"
+    );
     serde_json::from_str(&stdout(&out)).unwrap_or_else(|e| panic!("{e}: {}", stdout(&out)))
 }
 
@@ -31,7 +34,10 @@ fn run_prints_the_answer() {
     assert_eq!(stdout(&out), "FINAL ANSWER: all done\n");
     let err = stderr(&out);
     assert!(err.contains("succeeded"), "{err}");
-    assert!(!err.contains('\x1b'), "colours when not a terminal: {err:?}");
+    assert!(
+        !err.contains('\x1b'),
+        "colours when not a terminal: {err:?}"
+    );
     // Each step ran once, each saw only its own dependencies' outputs.
     for id in ["a", "b", "c"] {
         assert_eq!(server.count(&step_prompt(id)), 1, "step {id}");
@@ -51,11 +57,23 @@ fn json_report_has_the_contract_shape() {
     let server = agent_server(DIAMOND);
     let v = run_json(
         &sb,
-        &args(&["run", "Compare two things", "--json"], model_flags(&server)),
+        &args(
+            &["run", "Compare two things", "--json"],
+            model_flags(&server),
+        ),
     );
     for key in [
-        "run_id", "status", "goal", "strategy", "model", "plan", "steps", "answer", "usage",
-        "replans", "duration_ms",
+        "run_id",
+        "status",
+        "goal",
+        "strategy",
+        "model",
+        "plan",
+        "steps",
+        "answer",
+        "usage",
+        "replans",
+        "duration_ms",
     ] {
         assert!(v.get(key).is_some(), "report has no {key}: {v:#}");
     }
@@ -74,7 +92,10 @@ fn json_report_has_the_contract_shape() {
         }
         assert_eq!(s["status"], "completed");
         assert_eq!(s["attempts"], 1);
-        assert_eq!(s["output"], format!("result of {}", s["id"].as_str().unwrap()));
+        assert_eq!(
+            s["output"],
+            format!("result of {}", s["id"].as_str().unwrap())
+        );
     }
     let usage = &v["usage"];
     // Planning, three steps, the answer.
@@ -92,7 +113,12 @@ fn events_file_is_jsonl_as_the_contract_says() {
     let server = agent_server(DIAMOND);
     let path = sb.path("events.jsonl");
     let out = output(&mut sb.plan(args(
-        &["run", "Compare two things", "--events", path.to_str().unwrap()],
+        &[
+            "run",
+            "Compare two things",
+            "--events",
+            path.to_str().unwrap(),
+        ],
         model_flags(&server),
     )));
     expect_code(&out, 0);
@@ -105,24 +131,51 @@ fn events_file_is_jsonl_as_the_contract_says() {
         assert!(ts.ends_with('Z') && ts.contains('T'), "not RFC 3339: {ts}");
         assert!(e["event"].is_string());
     }
-    let names: Vec<&str> = events.iter().map(|e| e["event"].as_str().unwrap()).collect();
+    let names: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
     assert_eq!(names.first(), Some(&"run_started"));
     assert_eq!(names.last(), Some(&"run_finished"));
-    for name in ["plan_created", "step_started", "step_completed", "llm_call", "progress"] {
+    for name in [
+        "plan_created",
+        "step_started",
+        "step_completed",
+        "llm_call",
+        "progress",
+    ] {
         assert!(names.contains(&name), "no {name} in {names:?}");
     }
-    let plan = events.iter().find(|e| e["event"] == "plan_created").unwrap();
+    let plan = events
+        .iter()
+        .find(|e| e["event"] == "plan_created")
+        .unwrap();
     assert_eq!(plan["revision"], 0);
     assert_eq!(plan["plan"]["steps"].as_array().unwrap().len(), 3);
-    let started = events.iter().find(|e| e["event"] == "step_started").unwrap();
+    let started = events
+        .iter()
+        .find(|e| e["event"] == "step_started")
+        .unwrap();
     assert_eq!(started["attempt"], 1);
-    let done = events.iter().find(|e| e["event"] == "step_completed").unwrap();
+    let done = events
+        .iter()
+        .find(|e| e["event"] == "step_completed")
+        .unwrap();
     assert!(done["duration_ms"].is_u64());
     let call = events.iter().find(|e| e["event"] == "llm_call").unwrap();
-    for key in ["purpose", "prompt_tokens", "completion_tokens", "duration_ms"] {
+    for key in [
+        "purpose",
+        "prompt_tokens",
+        "completion_tokens",
+        "duration_ms",
+    ] {
         assert!(call.get(key).is_some(), "llm_call has no {key}");
     }
-    let last_progress = events.iter().rev().find(|e| e["event"] == "progress").unwrap();
+    let last_progress = events
+        .iter()
+        .rev()
+        .find(|e| e["event"] == "progress")
+        .unwrap();
     assert_eq!(last_progress["done"], last_progress["total"]);
     let finished = events.last().unwrap();
     assert_eq!(finished["status"], "succeeded");
@@ -137,7 +190,13 @@ fn every_strategy_runs() {
         let v = run_json(
             &sb,
             &args(
-                &["run", "Compare two things", "--json", "--strategy", strategy],
+                &[
+                    "run",
+                    "Compare two things",
+                    "--json",
+                    "--strategy",
+                    strategy,
+                ],
                 model_flags(&server),
             ),
         );
@@ -194,11 +253,21 @@ fn adaptive_replans_keeping_finished_steps() {
     );
     assert_eq!(v["status"], "succeeded", "{v:#}");
     assert_eq!(v["replans"], 1);
-    assert_eq!(server2.count(&step_prompt("a")), 1, "a finished and was kept");
+    assert_eq!(
+        server2.count(&step_prompt("a")),
+        1,
+        "a finished and was kept"
+    );
     let events = read_events(&path);
     let replanned = events.iter().find(|e| e["event"] == "replanned").unwrap();
     assert_eq!(replanned["revision"], 1);
-    assert!(replanned["kept"].as_array().unwrap().iter().any(|k| k == "a"));
+    assert!(
+        replanned["kept"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k == "a")
+    );
     assert!(replanned["reason"].as_str().unwrap().contains('b'));
     assert!(replanned["plan"]["steps"].is_array());
 }
@@ -226,7 +295,12 @@ fn failed_run_exits_1_naming_the_failed_steps() {
     expect_code(&out, 1);
     let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(v["status"], "failed");
-    let b = v["steps"].as_array().unwrap().iter().find(|s| s["id"] == "b").unwrap();
+    let b = v["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == "b")
+        .unwrap();
     assert_eq!(b["status"], "failed");
     assert!(b["error"].is_string());
 }
@@ -248,7 +322,10 @@ fn plan_command_prints_every_format_without_running() {
         expect_code(&out, 0);
         assert!(stdout(&out).contains(needle), "{format}: {}", stdout(&out));
     }
-    let out = output(&mut sb.plan(args(&["plan", "Compare two things", "--format", "json"], model_flags(&server))));
+    let out = output(&mut sb.plan(args(
+        &["plan", "Compare two things", "--format", "json"],
+        model_flags(&server),
+    )));
     let plan: Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(plan["steps"].as_array().unwrap().len(), 3);
     assert_eq!(server.count("Your step"), 0, "plan ran steps");
@@ -259,7 +336,10 @@ fn exec_runs_a_plan_file_without_planning() {
     let sb = Sandbox::new();
     let server = agent_server(DIAMOND);
     sb.write("plan.json", DIAMOND);
-    let v = run_json(&sb, &args(&["exec", "plan.json", "--json"], model_flags(&server)));
+    let v = run_json(
+        &sb,
+        &args(&["exec", "plan.json", "--json"], model_flags(&server)),
+    );
     assert_eq!(v["status"], "succeeded");
     assert_eq!(server.count("You are a planner"), 0);
     assert_eq!(server.count("Your step"), 3);
@@ -276,7 +356,10 @@ fn exec_rejects_an_invalid_plan_file_with_exit_2() {
     let out = output(&mut sb.plan(args(&["exec", "bad.json"], model_flags(&server))));
     expect_code(&out, 2);
     let err = stderr(&out);
-    assert!(err.contains("depends on itself") && err.contains("`nope`"), "{err}");
+    assert!(
+        err.contains("depends on itself") && err.contains("`nope`"),
+        "{err}"
+    );
     assert_eq!(server.requests().len(), 0);
 }
 
@@ -287,18 +370,20 @@ fn concurrency_and_step_limits_are_passed_on() {
     server.latency(std::time::Duration::from_millis(150));
     let path = sb.path("events.jsonl");
     let plan_file = sb.write("plan.json", DIAMOND);
-    let out = output(sb.plan(args(
-        &[
-            "exec",
-            "--concurrency",
-            "1",
-            "--events",
-            path.to_str().unwrap(),
-            "-",
-        ],
-        model_flags(&server),
-    ))
-    .stdin(std::fs::File::open(plan_file).unwrap()));
+    let out = output(
+        sb.plan(args(
+            &[
+                "exec",
+                "--concurrency",
+                "1",
+                "--events",
+                path.to_str().unwrap(),
+                "-",
+            ],
+            model_flags(&server),
+        ))
+        .stdin(std::fs::File::open(plan_file).unwrap()),
+    );
     expect_code(&out, 0);
     // With one slot, a step starts only after the previous one completed.
     let mut running = 0i32;
@@ -338,7 +423,10 @@ fn configuration_file_and_environment() {
             server.base_url()
         ),
     );
-    let v = run_json(&sb, &["run".into(), "Compare two things".into(), "--json".into()]);
+    let v = run_json(
+        &sb,
+        &["run".into(), "Compare two things".into(), "--json".into()],
+    );
     assert_eq!(v["model"], "openai:from-file");
     assert_eq!(v["strategy"], "linear");
     assert!(sb.path("my-runs.sqlite").exists(), "store from plan.toml");
@@ -352,8 +440,16 @@ fn configuration_file_and_environment() {
     let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(v["model"], "openai:from-env");
     let out = output(
-        sb.plan(["run", "Compare two things", "--json", "--strategy", "dag", "--model", "openai:from-flag"])
-            .env("PLAN_MODEL", "openai:from-env"),
+        sb.plan([
+            "run",
+            "Compare two things",
+            "--json",
+            "--strategy",
+            "dag",
+            "--model",
+            "openai:from-flag",
+        ])
+        .env("PLAN_MODEL", "openai:from-env"),
     );
     expect_code(&out, 0);
     let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
@@ -385,10 +481,16 @@ fn token_budget_stops_the_run() {
 fn quiet_gives_plain_timestamped_lines() {
     let sb = Sandbox::new();
     let server = agent_server(DIAMOND);
-    let out = output(&mut sb.plan(args(&["-q", "run", "Compare two things"], model_flags(&server))));
+    let out = output(&mut sb.plan(args(
+        &["-q", "run", "Compare two things"],
+        model_flags(&server),
+    )));
     expect_code(&out, 0);
     let err = stderr(&out);
     let first = err.lines().next().unwrap();
-    assert!(first.len() > 24 && &first[10..11] == "T", "not timestamped: {first}");
+    assert!(
+        first.len() > 24 && &first[10..11] == "T",
+        "not timestamped: {first}"
+    );
     assert!(err.contains("✓ a done in"), "{err}");
 }

@@ -14,7 +14,14 @@ fn json_result_and_exit_code() {
     let sb = Sandbox::new();
     sb.write("job.sh", "echo out; echo err >&2; exit 3\n");
     let out = output(&mut sb.plan([
-        "sandbox", "run", "job.sh", "--lang", "bash", "--sandbox", "process", "--json",
+        "sandbox",
+        "run",
+        "job.sh",
+        "--lang",
+        "bash",
+        "--sandbox",
+        "process",
+        "--json",
     ]));
     expect_code(&out, 3);
     let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
@@ -31,9 +38,18 @@ fn json_result_and_exit_code() {
 #[test]
 fn plain_output_passes_streams_through() {
     let sb = Sandbox::new();
-    sb.write("hello.py", "import sys\nprint('hello')\nprint('warn', file=sys.stderr)\n");
+    sb.write(
+        "hello.py",
+        "import sys\nprint('hello')\nprint('warn', file=sys.stderr)\n",
+    );
     let out = output(&mut sb.plan([
-        "sandbox", "run", "hello.py", "--lang", "python", "--sandbox", "process",
+        "sandbox",
+        "run",
+        "hello.py",
+        "--lang",
+        "python",
+        "--sandbox",
+        "process",
     ]));
     expect_code(&out, 0);
     assert_eq!(stdout(&out), "hello\n");
@@ -46,7 +62,15 @@ fn timeout_kills_with_128_plus_signal() {
     let sb = Sandbox::new();
     sb.write("spin.sh", "sleep 30\n");
     let out = output(&mut sb.plan([
-        "sandbox", "run", "spin.sh", "--lang", "bash", "--sandbox", "process", "--timeout", "1",
+        "sandbox",
+        "run",
+        "spin.sh",
+        "--lang",
+        "bash",
+        "--sandbox",
+        "process",
+        "--timeout",
+        "1",
         "--json",
     ]));
     let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
@@ -59,7 +83,15 @@ fn timeout_kills_with_128_plus_signal() {
 fn sandbox_none_cannot_run_it() {
     let sb = Sandbox::new();
     sb.write("a.sh", "echo hi\n");
-    let out = output(&mut sb.plan(["sandbox", "run", "a.sh", "--lang", "bash", "--sandbox", "none"]));
+    let out = output(&mut sb.plan([
+        "sandbox",
+        "run",
+        "a.sh",
+        "--lang",
+        "bash",
+        "--sandbox",
+        "none",
+    ]));
     expect_code(&out, 125);
     assert_eq!(stdout(&out), "");
 }
@@ -71,7 +103,9 @@ fn bwrap_isolates_when_available() {
             std::env::var_os("CI").is_none(),
             "bwrap is missing in CI: install the bubblewrap package"
         );
-        eprintln!("notice: bwrap is not installed; the bwrap case of `plan sandbox run` is not checked here");
+        eprintln!(
+            "notice: bwrap is not installed; the bwrap case of `plan sandbox run` is not checked here"
+        );
         return;
     }
     let sb = Sandbox::new();

@@ -7,8 +7,8 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::support::{
-    DIAMOND, Sandbox, agent_server, expect_code, model_flags, output, read_events, step_prompt,
-    stderr, stdout, wait_for_event,
+    DIAMOND, Sandbox, agent_server, expect_code, model_flags, output, read_events, stderr, stdout,
+    step_prompt, wait_for_event,
 };
 
 const CHAIN: &str = r#"{"goal": "Count to four", "steps": [
@@ -18,7 +18,11 @@ const CHAIN: &str = r#"{"goal": "Count to four", "steps": [
     {"id": "s4", "description": "Say four", "dependencies": ["s3"]}]}"#;
 
 fn run_id(sb: &Sandbox, server: &crate::support::fake_openai::FakeOpenAi) -> String {
-    let mut args = vec!["run".to_owned(), "Compare two things".into(), "--json".into()];
+    let mut args = vec![
+        "run".to_owned(),
+        "Compare two things".into(),
+        "--json".into(),
+    ];
     args.extend(model_flags(server));
     let out = output(&mut sb.plan(&args));
     expect_code(&out, 0);
@@ -43,7 +47,13 @@ fn runs_lists_one_line_per_run_id_first() {
     // Newest first, the id first.
     assert!(lines[0].starts_with(&format!("{second} ")), "{text}");
     assert!(lines[1].starts_with(&format!("{first} ")), "{text}");
-    for needle in ["succeeded", "dag", "openai:fake-model", "Compare two things", "ago"] {
+    for needle in [
+        "succeeded",
+        "dag",
+        "openai:fake-model",
+        "Compare two things",
+        "ago",
+    ] {
         assert!(lines[0].contains(needle), "{needle} missing: {}", lines[0]);
     }
     let out = output(&mut sb.plan(["runs", "--json"]));
@@ -103,7 +113,10 @@ fn show_truncates_long_outputs_unless_full() {
     );
     let id = run_id(&sb, &server);
     let short = stdout(&output(&mut sb.plan(["show", &id])));
-    assert!(short.contains("--full shows all") && !short.contains("line 40"), "{short}");
+    assert!(
+        short.contains("--full shows all") && !short.contains("line 40"),
+        "{short}"
+    );
     let full = stdout(&output(&mut sb.plan(["show", &id, "--full"])));
     assert!(full.contains("line 40"), "{full}");
 }
@@ -240,7 +253,10 @@ fn second_ctrl_c_exits_at_once() {
     std::thread::sleep(Duration::from_millis(1500));
     signal(&child, "INT");
     std::thread::sleep(Duration::from_millis(300));
-    assert!(child.try_wait().unwrap().is_none(), "exited at the first press");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "exited at the first press"
+    );
     signal(&child, "INT");
     let out = child.wait_with_output().unwrap();
     expect_code(&out, 130);

@@ -86,7 +86,7 @@ fn every_readme_command_runs() {
             None => None,
         };
         if w.iter().any(|a| a == "RUN_ID") {
-            let out = output(&mut sb.plan(["runs", "--json"]).env("PLAN_MODEL", "x"));
+            let out = output(sb.plan(["runs", "--json"]).env("PLAN_MODEL", "x"));
             let runs: Value = serde_json::from_str(&stdout(&out)).unwrap();
             let id = runs[0]["run_id"]
                 .as_str()

@@ -1,8 +1,47 @@
-//! The `plan` command-line tool.
+//! The `plan` command-line tool: parsing, configuration, display and exit codes. The work
+//! itself is done by the library crates.
+
+mod approve;
+mod cli;
+mod cmd;
+mod config;
+mod display;
+mod events;
+mod exit;
+mod interrupt;
+mod render;
+mod session;
+mod style;
 
 use std::process::ExitCode;
 
+use clap::Parser;
+
+use crate::cli::{Cli, Command, ModelCommand, SandboxCommand};
+
 fn main() -> ExitCode {
-    eprintln!("plan: not built yet");
-    ExitCode::from(2)
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(error) => exit::report(&error),
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let quiet = cli.quiet;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match cli.command {
+        Command::Run(args) => runtime.block_on(cmd::run::run(args, quiet)),
+        Command::Plan(args) => runtime.block_on(cmd::run::plan(args, quiet)),
+        Command::Exec(args) => runtime.block_on(cmd::run::exec(args, quiet)),
+        Command::Resume(args) => runtime.block_on(cmd::run::resume(args, quiet)),
+        Command::Runs(args) => runtime.block_on(cmd::runs::runs(args)),
+        Command::Show(args) => runtime.block_on(cmd::runs::show(args)),
+        Command::Graph(args) => runtime.block_on(cmd::graph::run(args)),
+        Command::Sandbox(SandboxCommand::Run(args)) => runtime.block_on(cmd::sandbox::run(args)),
+        Command::Model(ModelCommand::Pull) => cmd::model::pull(quiet),
+        Command::Model(ModelCommand::List) => cmd::model::list(),
+    }
 }

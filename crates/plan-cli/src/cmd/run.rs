@@ -1,0 +1,308 @@
+//! `plan run`, `plan plan`, `plan exec` and `plan resume`: the commands that run an agent.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use plan_core::{RunId, RunStatus};
+use plan_exec::{CancelToken, RunStore};
+use plan_strategies::{AgentReport, StrategyError};
+
+use crate::approve::{self, Decision};
+use crate::cli::{ExecArgs, PlanArgs, PlanFormat, ResumeArgs, RunArgs};
+use crate::cmd::graph::load_plan_file;
+use crate::config::{Overrides, Settings};
+use crate::exit::{self, Code, Usage};
+use crate::interrupt;
+use crate::session::{self, Ui};
+use crate::style::Palette;
+
+/// `plan run GOAL`.
+pub async fn run(args: RunArgs, quiet: bool) -> anyhow::Result<ExitCode> {
+    let settings = Settings::from_process(&Overrides {
+        model: args.model.clone(),
+        planning: args.planning.clone(),
+        execution: args.execution.clone(),
+    })?;
+    let ui = Ui::start(quiet, args.execution.events.as_deref())?;
+    let cancel = interrupt::install();
+    let provider = session::provider(&settings, quiet)?;
+    let store = session::open_store(&settings.store)?;
+    let agent = session::agent(&settings, provider, &ui, &cancel)
+        .store(store)
+        .build()
+        .map_err(session::strategy_error)?;
+    let result = if args.execution.approve {
+        match agent.plan_only(args.goal.clone()).await {
+            Ok(outcome) => {
+                let decision = ask(&ui, outcome.plan, &cancel).await?;
+                match decision {
+                    Some(plan) => agent.execute(plan).await,
+                    None => {
+                        drop(agent);
+                        ui.finish().await;
+                        return aborted();
+                    }
+                }
+            }
+            Err(e) => Err(e),
+        }
+    } else {
+        agent.run(args.goal.clone()).await
+    };
+    drop(agent);
+    ui.finish().await;
+    conclude(
+        result,
+        args.execution.json,
+        &args.execution.store,
+        &cancel,
+        false,
+    )
+}
+
+/// `plan exec PLAN.json`.
+pub async fn exec(args: ExecArgs, quiet: bool) -> anyhow::Result<ExitCode> {
+    let plan = load_plan_file(&args.plan)?;
+    let mut overrides = Overrides {
+        model: args.model.clone(),
+        execution: args.execution.clone(),
+        ..Overrides::default()
+    };
+    overrides.planning.strategy = args.strategy;
+    let settings = Settings::from_process(&overrides)?;
+    let ui = Ui::start(quiet, args.execution.events.as_deref())?;
+    let cancel = interrupt::install();
+    let provider = session::provider(&settings, quiet)?;
+    let store = session::open_store(&settings.store)?;
+    let agent = session::agent(&settings, provider, &ui, &cancel)
+        .store(store)
+        .build()
+        .map_err(session::strategy_error)?;
+    let plan = if args.execution.approve {
+        let decision = ask(&ui, plan, &cancel).await?;
+        match decision {
+            Some(plan) => plan,
+            None => {
+                drop(agent);
+                ui.finish().await;
+                return aborted();
+            }
+        }
+    } else {
+        plan
+    };
+    let result = agent.execute(plan).await;
+    drop(agent);
+    ui.finish().await;
+    conclude(
+        result,
+        args.execution.json,
+        &args.execution.store,
+        &cancel,
+        true,
+    )
+}
+
+/// `plan plan GOAL`.
+pub async fn plan(args: PlanArgs, quiet: bool) -> anyhow::Result<ExitCode> {
+    let settings = Settings::from_process(&Overrides {
+        model: args.model.clone(),
+        planning: args.planning.clone(),
+        ..Overrides::default()
+    })?;
+    let ui = Ui::start(quiet, args.events.as_deref())?;
+    let cancel = interrupt::install();
+    let provider = session::provider(&settings, quiet)?;
+    let agent = session::agent(&settings, provider, &ui, &cancel)
+        .build()
+        .map_err(session::strategy_error)?;
+    let result = agent.plan_only(args.goal.clone()).await;
+    drop(agent);
+    ui.finish().await;
+    if cancel.is_cancelled() {
+        eprintln!("interrupted: no plan was made");
+        return Err(Code(exit::INTERRUPTED).into());
+    }
+    let outcome = result.map_err(session::strategy_error)?;
+    for note in &outcome.repairs {
+        for change in &note.changes {
+            eprintln!("note: the model's plan was repaired: {change}");
+        }
+    }
+    let text = match args.format {
+        PlanFormat::Json => outcome.plan.to_json_pretty(),
+        PlanFormat::Tree => match &outcome.tree {
+            Some(tree) => plan_core::render_goal_tree(tree, None),
+            None => crate::render::tree(&outcome.plan),
+        },
+        PlanFormat::Mermaid | PlanFormat::Dot => {
+            let graph = crate::render::graph(&outcome.plan)
+                .ok_or_else(|| anyhow::anyhow!("the planner returned an invalid plan"))?;
+            if args.format == PlanFormat::Mermaid {
+                plan_core::render_mermaid(&graph, None)
+            } else {
+                plan_core::render_dot(&graph, None)
+            }
+        }
+    };
+    println!("{}", text.trim_end());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `plan resume RUN_ID`.
+pub async fn resume(args: ResumeArgs, quiet: bool) -> anyhow::Result<ExitCode> {
+    let mut overrides = Overrides::store(args.store.clone());
+    overrides.execution.concurrency = args.concurrency;
+    overrides.execution.sandbox = args.sandbox;
+    let base = Settings::from_process(&overrides)?;
+    let store =
+        session::open_existing_store(&base.store)?.ok_or_else(|| no_run(&args.run_id, &base))?;
+    let id = RunId::new(args.run_id.clone());
+    let stored = store
+        .load_run(&id)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot read the run store: {e}"))?
+        .ok_or_else(|| no_run(&args.run_id, &base))?;
+    if stored.status == RunStatus::Succeeded {
+        eprintln!("run {id} already succeeded; nothing to resume");
+    }
+    // The run's recorded model and endpoint, unless overridden; keys come from the
+    // environment again.
+    let mut settings = base;
+    settings.model = args
+        .model
+        .clone()
+        .or_else(|| stored.record.model.clone())
+        .unwrap_or(settings.model);
+    settings.base_url = args
+        .base_url
+        .clone()
+        .or_else(|| stored.record.base_url.clone());
+    if let Some(name) = &stored.record.strategy
+        && let Some(s) = crate::cli::Strategy::from_name(name)
+    {
+        settings.strategy = s;
+    }
+    let ui = Ui::start(quiet, args.events.as_deref())?;
+    let cancel = interrupt::install();
+    let provider = session::provider(&settings, quiet)?;
+    let agent = session::agent(&settings, provider, &ui, &cancel)
+        .store(store)
+        .build()
+        .map_err(session::strategy_error)?;
+    let result = agent.resume(&id).await;
+    drop(agent);
+    ui.finish().await;
+    conclude(result, args.json, &args.store, &cancel, false)
+}
+
+fn no_run(id: &str, settings: &Settings) -> anyhow::Error {
+    Usage::new(format!(
+        "no run `{id}` in {}: list runs with `plan runs` (or pass the --store the run used)",
+        settings.store.display()
+    ))
+    .into()
+}
+
+fn aborted() -> anyhow::Result<ExitCode> {
+    eprintln!("aborted: the plan was not run");
+    Ok(ExitCode::from(exit::RUN_FAILED))
+}
+
+/// The approval question, off the async threads (it reads stdin and may run an editor).
+async fn ask(
+    ui: &Ui,
+    plan: plan_core::Plan,
+    cancel: &CancelToken,
+) -> anyhow::Result<Option<plan_core::Plan>> {
+    let decision = ui.suspend(|| {
+        tokio::task::block_in_place(|| {
+            let stdin = std::io::stdin();
+            let mut input = stdin.lock();
+            approve::ask(plan, &mut input)
+        })
+    })?;
+    if cancel.is_cancelled() {
+        return Err(Code(exit::INTERRUPTED).into());
+    }
+    Ok(match decision {
+        Decision::Run(plan) => Some(plan),
+        Decision::Abort => None,
+    })
+}
+
+/// Prints the outcome of a run and chooses the exit code.
+fn conclude(
+    result: Result<AgentReport, StrategyError>,
+    json: bool,
+    store_flag: &Option<PathBuf>,
+    cancel: &CancelToken,
+    plan_from_file: bool,
+) -> anyhow::Result<ExitCode> {
+    let report = match result {
+        Ok(report) => report,
+        Err(e) => {
+            if cancel.is_cancelled() {
+                eprintln!("interrupted before the run started: {e}");
+                return Err(Code(exit::INTERRUPTED).into());
+            }
+            if plan_from_file && let StrategyError::Plan(problems) = &e {
+                return Err(Usage::new(format!("the plan file is not valid: {problems}")).into());
+            }
+            return Err(session::strategy_error(e));
+        }
+    };
+    if json {
+        println!("{}", report.to_json_pretty());
+    }
+    let p = Palette::stderr();
+    let store = store_flag
+        .as_ref()
+        .map(|s| format!(" --store {}", s.display()))
+        .unwrap_or_default();
+    let id = &report.run_id;
+    match report.status {
+        RunStatus::Succeeded => {
+            if !json {
+                let answer = report.answer.as_deref().unwrap_or("");
+                println!("{}", answer.trim_end());
+            }
+            eprintln!(
+                "{}run {id} succeeded{:#}: {} steps, {} model calls, {} tokens, {}",
+                p.ok,
+                p.ok,
+                report.steps.len(),
+                report.usage.llm_calls,
+                report.usage.prompt_tokens + report.usage.completion_tokens,
+                crate::display::seconds(report.duration_ms)
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        RunStatus::Cancelled => {
+            eprintln!(
+                "{}interrupted{:#}: run {id} was saved; continue it with:\n  plan resume {id}{store}",
+                p.warn, p.warn
+            );
+            Ok(ExitCode::from(exit::INTERRUPTED))
+        }
+        _ => {
+            eprintln!("{}run {id} failed{:#}", p.error, p.error);
+            for step in report.steps.iter().filter(|s| s.status == "failed") {
+                eprintln!(
+                    "  {}{}{:#}: {}",
+                    p.bold,
+                    step.id,
+                    p.bold,
+                    step.error.as_deref().unwrap_or("failed")
+                );
+            }
+            if let Some(why) = &report.failure {
+                eprintln!("  {why}");
+            }
+            eprintln!(
+                "inspect it with `plan show {id}{store}`, or continue it with `plan resume {id}{store}`"
+            );
+            Ok(ExitCode::from(exit::RUN_FAILED))
+        }
+    }
+}

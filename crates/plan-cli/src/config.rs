@@ -1,0 +1,382 @@
+//! Configuration: `plan.toml` files, the environment and flags, merged into [`Settings`].
+//!
+//! Precedence, highest first: flags; the environment (`PLAN_MODEL`, `PLAN_STORE`);
+//! `plan.toml` in the working directory; `plan/plan.toml` in the user config directory;
+//! built-in defaults. API keys are never read from a file, only from the environment (by
+//! the provider construction in plan-llm).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::Deserialize;
+
+use crate::cli::{ExecutionArgs, ModelArgs, PlanningArgs, SandboxArg, Strategy};
+use crate::exit::Usage;
+
+/// The name of the configuration file.
+pub const FILE_NAME: &str = "plan.toml";
+
+/// The keys a `plan.toml` may set; all optional.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Model spec (`openai:gpt-4o-mini`, `local`).
+    pub model: Option<String>,
+    /// Provider endpoint.
+    pub base_url: Option<String>,
+    /// Default strategy.
+    pub strategy: Option<Strategy>,
+    /// Steps run at the same time at most.
+    pub concurrency: Option<usize>,
+    /// Where code steps run.
+    pub sandbox: Option<SandboxArg>,
+    /// Run store path; relative paths are relative to the file's directory.
+    pub store: Option<PathBuf>,
+    /// Replans the adaptive strategy may make.
+    pub max_replans: Option<u32>,
+    /// Deepest level of the hierarchical strategy.
+    pub max_depth: Option<u32>,
+    /// Most steps a plan may have.
+    pub max_steps: Option<usize>,
+    /// Token budget of a run.
+    pub budget_tokens: Option<u64>,
+}
+
+impl FileConfig {
+    /// Parses one file's text; `path` is only used in error messages and to resolve
+    /// relative paths.
+    pub fn parse(text: &str, path: &Path) -> anyhow::Result<Self> {
+        let mut config: FileConfig = toml::from_str(text).map_err(|e| {
+            let message = e.message().to_owned();
+            let hint = if message.contains("api_key") || message.contains("key`") {
+                "\n  API keys are not read from plan.toml: set OPENAI_API_KEY or ANTHROPIC_API_KEY in the environment"
+            } else {
+                ""
+            };
+            Usage::new(format!(
+                "invalid configuration file {}: {}{hint}\n  allowed keys: model, base_url, strategy, concurrency, sandbox, store, max_replans, max_depth, max_steps, budget_tokens",
+                path.display(),
+                message.trim_end()
+            ))
+        })?;
+        if let (Some(store), Some(dir)) = (&config.store, path.parent())
+            && store.is_relative()
+        {
+            config.store = Some(dir.join(store));
+        }
+        if config.concurrency == Some(0) {
+            return Err(Usage::new(format!(
+                "invalid configuration file {}: concurrency must be at least 1",
+                path.display()
+            ))
+            .into());
+        }
+        Ok(config)
+    }
+
+    /// Loads one file, `None` when it does not exist.
+    pub fn load(path: &Path) -> anyhow::Result<Option<Self>> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Self::parse(&text, path).map(Some),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Usage::new(format!(
+                "cannot read configuration file {}: {e}",
+                path.display()
+            ))
+            .into()),
+        }
+    }
+
+    /// Fills every key unset here from `lower`.
+    pub fn or(self, lower: FileConfig) -> FileConfig {
+        FileConfig {
+            model: self.model.or(lower.model),
+            base_url: self.base_url.or(lower.base_url),
+            strategy: self.strategy.or(lower.strategy),
+            concurrency: self.concurrency.or(lower.concurrency),
+            sandbox: self.sandbox.or(lower.sandbox),
+            store: self.store.or(lower.store),
+            max_replans: self.max_replans.or(lower.max_replans),
+            max_depth: self.max_depth.or(lower.max_depth),
+            max_steps: self.max_steps.or(lower.max_steps),
+            budget_tokens: self.budget_tokens.or(lower.budget_tokens),
+        }
+    }
+}
+
+/// Where configuration comes from; [`Sources::from_process`] reads the real ones.
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    /// The working directory's `plan.toml`.
+    pub local_file: Option<PathBuf>,
+    /// The user config directory's `plan/plan.toml`.
+    pub user_file: Option<PathBuf>,
+    /// `$PLAN_MODEL`.
+    pub env_model: Option<String>,
+    /// `$PLAN_STORE`.
+    pub env_store: Option<PathBuf>,
+    /// The user data directory (for the default store).
+    pub data_dir: Option<PathBuf>,
+}
+
+impl Sources {
+    /// The sources of this process: its working directory, environment and user dirs.
+    pub fn from_process() -> Self {
+        let non_empty = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        Sources {
+            local_file: std::env::current_dir().ok().map(|d| d.join(FILE_NAME)),
+            user_file: dirs::config_dir().map(|d| d.join("plan").join(FILE_NAME)),
+            env_model: non_empty("PLAN_MODEL"),
+            env_store: non_empty("PLAN_STORE").map(PathBuf::from),
+            data_dir: dirs::data_dir(),
+        }
+    }
+
+    /// The merged file configuration: the local file over the user file.
+    pub fn file_config(&self) -> anyhow::Result<FileConfig> {
+        let mut merged = FileConfig::default();
+        for path in [&self.local_file, &self.user_file].into_iter().flatten() {
+            if let Some(config) = FileConfig::load(path)? {
+                merged = merged.or(config);
+            }
+        }
+        Ok(merged)
+    }
+}
+
+/// The settings a command runs with, after merging every source.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// Model spec.
+    pub model: String,
+    /// Provider endpoint override.
+    pub base_url: Option<String>,
+    /// Strategy.
+    pub strategy: Strategy,
+    /// Concurrency bound.
+    pub concurrency: usize,
+    /// Sandbox choice.
+    pub sandbox: SandboxArg,
+    /// Run store path.
+    pub store: PathBuf,
+    /// Replans allowed.
+    pub max_replans: u32,
+    /// Hierarchical depth.
+    pub max_depth: u32,
+    /// Step cap, when set.
+    pub max_steps: Option<usize>,
+    /// Token budget, when set.
+    pub budget_tokens: Option<u64>,
+}
+
+/// Built-in defaults.
+pub const DEFAULT_MODEL: &str = "local";
+/// Built-in default concurrency.
+pub const DEFAULT_CONCURRENCY: usize = 4;
+/// Built-in default replans.
+pub const DEFAULT_MAX_REPLANS: u32 = 3;
+/// Built-in default depth.
+pub const DEFAULT_MAX_DEPTH: u32 = 3;
+
+/// Flags that bear on settings, collected from whichever command was given.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--model`, `--base-url`, `--budget-tokens`.
+    pub model: ModelArgs,
+    /// `--strategy`, `--max-depth`, `--max-steps`.
+    pub planning: PlanningArgs,
+    /// `--concurrency`, `--sandbox`, `--max-replans`, `--store`.
+    pub execution: ExecutionArgs,
+}
+
+impl Overrides {
+    /// Just a store flag.
+    pub fn store(store: Option<PathBuf>) -> Self {
+        let mut o = Overrides::default();
+        o.execution.store = store;
+        o
+    }
+}
+
+impl Settings {
+    /// Merges flags over the environment over files over defaults.
+    pub fn resolve(sources: &Sources, flags: &Overrides) -> anyhow::Result<Settings> {
+        let file = sources.file_config()?;
+        let store = flags
+            .execution
+            .store
+            .clone()
+            .or_else(|| sources.env_store.clone())
+            .or(file.store)
+            .or_else(|| {
+                sources
+                    .data_dir
+                    .as_ref()
+                    .map(|d| d.join("plan").join("runs.sqlite"))
+            })
+            .ok_or_else(|| {
+                Usage::new(
+                    "no place for the run store: pass --store PATH or set PLAN_STORE".to_owned(),
+                )
+            })?;
+        let concurrency = flags
+            .execution
+            .concurrency
+            .or(file.concurrency)
+            .unwrap_or(DEFAULT_CONCURRENCY);
+        if concurrency == 0 {
+            return Err(Usage::new("--concurrency must be at least 1".to_owned()).into());
+        }
+        let model = flags
+            .model
+            .model
+            .clone()
+            .or_else(|| sources.env_model.clone())
+            .or(file.model)
+            .unwrap_or_else(|| DEFAULT_MODEL.to_owned());
+        Ok(Settings {
+            model,
+            base_url: flags.model.base_url.clone().or(file.base_url),
+            strategy: flags
+                .planning
+                .strategy
+                .or(file.strategy)
+                .unwrap_or(Strategy::Dag),
+            concurrency,
+            sandbox: flags
+                .execution
+                .sandbox
+                .or(file.sandbox)
+                .unwrap_or(SandboxArg::Auto),
+            store,
+            max_replans: flags
+                .execution
+                .max_replans
+                .or(file.max_replans)
+                .unwrap_or(DEFAULT_MAX_REPLANS),
+            max_depth: flags
+                .planning
+                .max_depth
+                .or(file.max_depth)
+                .unwrap_or(DEFAULT_MAX_DEPTH),
+            max_steps: flags.planning.max_steps.or(file.max_steps),
+            budget_tokens: flags.model.budget_tokens.or(file.budget_tokens),
+        })
+    }
+
+    /// Settings from this process's sources.
+    pub fn from_process(flags: &Overrides) -> anyhow::Result<Settings> {
+        Self::resolve(&Sources::from_process(), flags)
+    }
+}
+
+/// Reads a path given on the command line, with `-` for standard input.
+pub fn read_input(path: &Path) -> anyhow::Result<String> {
+    if path == Path::new("-") {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+            .context("cannot read standard input")?;
+        return Ok(text);
+    }
+    std::fs::read_to_string(path).map_err(|e| {
+        Usage::new(format!(
+            "cannot read {}: {e}: check the path",
+            path.display()
+        ))
+        .into()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn precedence_flags_env_local_user_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let user = write(
+            dir.path(),
+            "user/plan.toml",
+            "model = \"ollama:user\"\nconcurrency = 2\nmax_replans = 5\nstore = \"runs.db\"\n",
+        );
+        let local = write(
+            dir.path(),
+            "cwd/plan.toml",
+            "model = \"ollama:local\"\nconcurrency = 7\n",
+        );
+        let mut sources = Sources {
+            local_file: Some(local),
+            user_file: Some(user),
+            env_model: None,
+            env_store: None,
+            data_dir: Some(dir.path().join("data")),
+        };
+        let none = Overrides::default();
+        let s = Settings::resolve(&sources, &none).unwrap();
+        assert_eq!(s.model, "ollama:local");
+        assert_eq!(s.concurrency, 7);
+        assert_eq!(s.max_replans, 5);
+        assert_eq!(s.store, dir.path().join("user/runs.db"));
+        assert_eq!(s.strategy, Strategy::Dag);
+        assert_eq!(s.max_depth, DEFAULT_MAX_DEPTH);
+
+        sources.env_model = Some("openai:env".into());
+        sources.env_store = Some("/tmp/env.db".into());
+        let s = Settings::resolve(&sources, &none).unwrap();
+        assert_eq!(s.model, "openai:env");
+        assert_eq!(s.store, PathBuf::from("/tmp/env.db"));
+
+        let mut flags = Overrides::default();
+        flags.model.model = Some("anthropic:flag".into());
+        flags.execution.concurrency = Some(1);
+        flags.execution.store = Some("/tmp/flag.db".into());
+        let s = Settings::resolve(&sources, &flags).unwrap();
+        assert_eq!(s.model, "anthropic:flag");
+        assert_eq!(s.concurrency, 1);
+        assert_eq!(s.store, PathBuf::from("/tmp/flag.db"));
+    }
+
+    #[test]
+    fn defaults_without_files() {
+        let sources = Sources {
+            data_dir: Some("/data".into()),
+            local_file: Some("/nonexistent/plan.toml".into()),
+            ..Sources::default()
+        };
+        let s = Settings::resolve(&sources, &Overrides::default()).unwrap();
+        assert_eq!(s.model, "local");
+        assert_eq!(s.concurrency, DEFAULT_CONCURRENCY);
+        assert_eq!(s.sandbox, SandboxArg::Auto);
+        assert_eq!(s.store, PathBuf::from("/data/plan/runs.sqlite"));
+    }
+
+    #[test]
+    fn unknown_keys_and_api_keys_are_rejected() {
+        let err = FileConfig::parse("modle = \"x\"", Path::new("plan.toml")).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("plan.toml"), "{text}");
+        assert!(text.contains("modle"), "{text}");
+        assert!(text.contains("allowed keys"), "{text}");
+        assert!(err.downcast_ref::<Usage>().is_some());
+
+        let err = FileConfig::parse("api_key = \"sk-secret\"", Path::new("plan.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("OPENAI_API_KEY"), "{err}");
+        assert!(!err.contains("sk-secret"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_rejected() {
+        assert!(FileConfig::parse("strategy = \"sideways\"", Path::new("p")).is_err());
+        assert!(FileConfig::parse("concurrency = 0", Path::new("p")).is_err());
+        assert!(FileConfig::parse("concurrency = \"four\"", Path::new("p")).is_err());
+    }
+}

@@ -1,0 +1,384 @@
+//! Progress on stderr, driven by [`Event`]s: a live view on a terminal, plain timestamped
+//! lines otherwise (or with `--quiet`).
+
+use std::collections::HashMap;
+use std::io::{IsTerminal, Write};
+use std::time::Duration;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use plan_core::{Event, EventKind, Plan, RunStatus, StepId, Timestamp};
+
+use crate::render;
+use crate::style::{self, Palette};
+
+/// How progress is shown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Spinners and a bar, redrawn in place (stderr is a terminal).
+    Live,
+    /// One timestamped line per event.
+    Plain,
+}
+
+impl Mode {
+    /// Live on a terminal unless `quiet`, plain otherwise.
+    pub fn detect(quiet: bool) -> Mode {
+        if !quiet && std::io::stderr().is_terminal() {
+            Mode::Live
+        } else {
+            Mode::Plain
+        }
+    }
+}
+
+/// The progress display of one command.
+pub struct Display {
+    palette: Palette,
+    live: Option<Live>,
+}
+
+struct Live {
+    multi: MultiProgress,
+    bar: ProgressBar,
+    spinners: HashMap<StepId, ProgressBar>,
+    spinner_style: ProgressStyle,
+    tokens: u64,
+    calls: u64,
+}
+
+impl Display {
+    /// A display in `mode`, coloured when stderr is a terminal and `NO_COLOR` is unset.
+    pub fn new(mode: Mode) -> Self {
+        let palette = Palette::stderr();
+        let live = (mode == Mode::Live).then(|| Live::new(style::stderr_colours()));
+        Display { palette, live }
+    }
+
+    /// Runs `f` with the live view cleared from the screen (for prompts).
+    pub fn suspend<R>(&self, f: impl FnOnce() -> R) -> R {
+        match &self.live {
+            Some(live) => live.multi.suspend(f),
+            None => f(),
+        }
+    }
+
+    /// Shows one event.
+    pub fn event(&mut self, event: &Event) {
+        let p = self.palette;
+        if let Some(live) = &mut self.live {
+            if let Some(text) = live.update(event, &p) {
+                live.multi.suspend(|| eprintln!("{text}"));
+            }
+            return;
+        }
+        if let Some(text) = plain_line(&event.kind, &p) {
+            let ts = event.ts;
+            let mut err = std::io::stderr().lock();
+            for (i, line) in text.lines().enumerate() {
+                // Continuation lines (the plan tree) are indented under the first.
+                let _ = if i == 0 {
+                    writeln!(err, "{}{ts}{:#} {line}", p.dim, p.dim)
+                } else {
+                    writeln!(err, "{}{line}", " ".repeat(25))
+                };
+            }
+        }
+    }
+
+    /// Clears the live view (spinners and bar).
+    pub fn finish(&mut self) {
+        if let Some(live) = self.live.take() {
+            for (_, spinner) in live.spinners {
+                spinner.finish_and_clear();
+            }
+            live.bar.finish_and_clear();
+            let _ = live.multi.clear();
+        }
+    }
+}
+
+impl Drop for Display {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+impl Live {
+    fn new(colour: bool) -> Live {
+        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+        let bar_template = if colour {
+            "{bar:30.green/dim} {pos}/{len} steps  {elapsed:.dim}  {msg:.dim}"
+        } else {
+            "{bar:30} {pos}/{len} steps  {elapsed}  {msg}"
+        };
+        let spinner_template = if colour {
+            "{spinner:.cyan} {prefix:.bold} {elapsed:.dim} {wide_msg:.dim}"
+        } else {
+            "{spinner} {prefix} {elapsed} {wide_msg}"
+        };
+        let bar_style = ProgressStyle::with_template(bar_template)
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("━╸ ");
+        let spinner_style = ProgressStyle::with_template(spinner_template)
+            .unwrap_or_else(|_| ProgressStyle::default_spinner());
+        let bar = multi.add(ProgressBar::new(0).with_style(bar_style));
+        bar.set_message("planning");
+        bar.enable_steady_tick(Duration::from_millis(250));
+        Live {
+            multi,
+            bar,
+            spinners: HashMap::new(),
+            spinner_style,
+            tokens: 0,
+            calls: 0,
+        }
+    }
+
+    /// Updates the view; returns a line to print above it, if any.
+    fn update(&mut self, event: &Event, p: &Palette) -> Option<String> {
+        match &event.kind {
+            EventKind::StepStarted { step, attempt } => {
+                let spinner = self.spinners.entry(step.clone()).or_insert_with(|| {
+                    let s = self.multi.insert_before(
+                        &self.bar,
+                        ProgressBar::new_spinner().with_style(self.spinner_style.clone()),
+                    );
+                    s.set_prefix(step.to_string());
+                    s.enable_steady_tick(Duration::from_millis(120));
+                    s
+                });
+                if *attempt > 1 {
+                    spinner.set_message(format!("attempt {attempt}"));
+                }
+                self.bar.set_message("running");
+                None
+            }
+            EventKind::StepCompleted { step, .. }
+            | EventKind::StepFailed {
+                step,
+                retrying: false,
+                ..
+            }
+            | EventKind::StepSkipped { step, .. } => {
+                if let Some(s) = self.spinners.remove(step) {
+                    s.finish_and_clear();
+                }
+                plain_line(&event.kind, p)
+            }
+            EventKind::StepFailed { step, .. } => {
+                if let Some(s) = self.spinners.get(step) {
+                    s.set_message("retrying");
+                }
+                plain_line(&event.kind, p)
+            }
+            EventKind::Progress { done, total, .. } => {
+                self.bar.set_length(*total as u64);
+                self.bar.set_position(*done as u64);
+                None
+            }
+            EventKind::PlanCreated { plan, .. } | EventKind::Replanned { plan, .. } => {
+                self.bar.set_length(plan.steps.len() as u64);
+                plain_line(&event.kind, p)
+            }
+            EventKind::LlmCall {
+                prompt_tokens,
+                completion_tokens,
+                ..
+            } => {
+                self.calls += 1;
+                self.tokens += prompt_tokens + completion_tokens;
+                self.bar.set_message(format!(
+                    "{} model calls, {} tokens",
+                    self.calls, self.tokens
+                ));
+                None
+            }
+            EventKind::RunFinished { .. } => {
+                self.bar.finish_and_clear();
+                plain_line(&event.kind, p)
+            }
+            _ => plain_line(&event.kind, p),
+        }
+    }
+}
+
+/// The text shown for an event (without timestamp); `None` for events only the live view
+/// shows (progress, model calls are summarised in the bar).
+pub fn plain_line(kind: &EventKind, p: &Palette) -> Option<String> {
+    let (b, ok, warn, err, dim) = (p.bold, p.ok, p.warn, p.error, p.dim);
+    let text = match kind {
+        EventKind::RunStarted { goal } => format!("run started: {goal}"),
+        EventKind::PlanCreated { plan, revision } => {
+            let what = if *revision == 0 {
+                "plan".to_owned()
+            } else {
+                format!("plan revision {revision}")
+            };
+            format!(
+                "{what}: {} step{}\n{}",
+                plan.steps.len(),
+                plural(plan.steps.len()),
+                tree(plan)
+            )
+        }
+        EventKind::StepStarted { step, attempt } => {
+            if *attempt > 1 {
+                format!("{b}{step}{b:#} started (attempt {attempt})")
+            } else {
+                format!("{b}{step}{b:#} started")
+            }
+        }
+        EventKind::StepCompleted { step, duration_ms } => {
+            format!(
+                "{ok}✓{ok:#} {b}{step}{b:#} done in {}",
+                seconds(*duration_ms)
+            )
+        }
+        EventKind::StepFailed {
+            step,
+            error,
+            retrying,
+        } => {
+            if *retrying {
+                format!("{warn}!{warn:#} {b}{step}{b:#} failed, retrying: {error}")
+            } else {
+                format!("{err}✗{err:#} {b}{step}{b:#} failed: {error}")
+            }
+        }
+        EventKind::StepSkipped { step, reason } => {
+            format!("{dim}-{dim:#} {b}{step}{b:#} skipped: {reason}")
+        }
+        EventKind::FallbackUsed { step, error } => {
+            format!("{warn}↪ fallback{warn:#} for {b}{step}{b:#} after: {error}")
+        }
+        EventKind::Replanned {
+            revision,
+            reason,
+            kept,
+            plan,
+        } => {
+            let kept: Vec<&str> = kept.iter().map(StepId::as_str).collect();
+            let kept = if kept.is_empty() {
+                "none".to_owned()
+            } else {
+                kept.join(", ")
+            };
+            format!(
+                "{warn}↻ replanned{warn:#} (revision {revision}): {reason}\n  kept: {kept}\n{}",
+                tree(plan)
+            )
+        }
+        EventKind::LlmCall {
+            purpose,
+            step,
+            prompt_tokens,
+            completion_tokens,
+            duration_ms,
+        } => {
+            let step = step
+                .as_ref()
+                .map(|s| format!(" for {s}"))
+                .unwrap_or_default();
+            format!(
+                "{dim}model call ({purpose}{step}): {prompt_tokens} + {completion_tokens} tokens in {}{dim:#}",
+                seconds(*duration_ms)
+            )
+        }
+        EventKind::ToolCall {
+            step,
+            tool,
+            ok: success,
+            duration_ms,
+        } => format!(
+            "{b}{step}{b:#} called {tool}: {} in {}",
+            if *success { "ok" } else { "failed" },
+            seconds(*duration_ms)
+        ),
+        EventKind::Progress { done, total, .. } => format!("progress {done}/{total}"),
+        EventKind::RunFinished { status, .. } => {
+            let s = match status {
+                RunStatus::Succeeded => ok,
+                RunStatus::Failed => err,
+                _ => warn,
+            };
+            format!("run {s}{status}{s:#}")
+        }
+        _ => return None,
+    };
+    Some(text)
+}
+
+fn tree(plan: &Plan) -> String {
+    render::tree(plan)
+        .lines()
+        .map(|l| format!("  {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+/// `1.2s` from milliseconds.
+pub fn seconds(ms: u64) -> String {
+    format!("{:.1}s", ms as f64 / 1000.0)
+}
+
+/// A timestamp for messages that are not events.
+pub fn now() -> Timestamp {
+    Timestamp::now()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use plan_core::Step;
+
+    #[test]
+    fn plain_lines_name_what_happened() {
+        let p = Palette::new(false);
+        let line = |k: EventKind| plain_line(&k, &p).unwrap();
+        assert_eq!(
+            line(EventKind::StepCompleted {
+                step: "a".into(),
+                duration_ms: 1234
+            }),
+            "✓ a done in 1.2s"
+        );
+        assert_eq!(
+            line(EventKind::StepFailed {
+                step: "a".into(),
+                error: "timeout".into(),
+                retrying: true
+            }),
+            "! a failed, retrying: timeout"
+        );
+        let plan = Plan::new("g", vec![Step::new("a", "do a")]);
+        let text = line(EventKind::Replanned {
+            revision: 1,
+            reason: "b failed".into(),
+            kept: vec!["a".into()],
+            plan,
+        });
+        assert!(text.starts_with("↻ replanned (revision 1): b failed\n  kept: a"));
+    }
+
+    #[test]
+    fn colours_only_when_enabled() {
+        let k = EventKind::StepCompleted {
+            step: "a".into(),
+            duration_ms: 1,
+        };
+        assert!(
+            !plain_line(&k, &Palette::new(false))
+                .unwrap()
+                .contains('\x1b')
+        );
+        assert!(
+            plain_line(&k, &Palette::new(true))
+                .unwrap()
+                .contains('\x1b')
+        );
+    }
+}

@@ -1,0 +1,296 @@
+//! What every command that talks to a model sets up: the progress display fed by the
+//! run's events, the `--events` file, the provider (pulling the embedded model on first
+//! use), the run store and the agent.
+
+use std::io::IsTerminal;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use plan_core::Event;
+use plan_exec::{CancelToken, ChannelSink, SqliteStore, event_channel};
+use plan_llm::{
+    LlmError, ModelSpec, Provider, ProviderConfig, ProviderExt, RetryPolicy, UsageMeter,
+    build_provider,
+};
+use plan_llm_local::{FetchEvent, LocalConfig, LocalModel, ModelStore};
+use plan_strategies::{Agent, AgentBuilder, StrategyError};
+use tokio::task::JoinHandle;
+
+use crate::cli::Strategy;
+use crate::config::Settings;
+use crate::display::{Display, Mode};
+use crate::events::EventsFile;
+use crate::exit::Usage;
+
+/// The display and events file of one command, fed from the run's event channel.
+pub struct Ui {
+    display: Arc<Mutex<Display>>,
+    sink: ChannelSink,
+    task: JoinHandle<()>,
+}
+
+impl Ui {
+    /// Starts the task that shows and writes events. Needs a tokio runtime.
+    pub fn start(quiet: bool, events: Option<&Path>) -> anyhow::Result<Ui> {
+        let mut file = events.map(EventsFile::create).transpose()?;
+        let display = Arc::new(Mutex::new(Display::new(Mode::detect(quiet))));
+        let (sink, mut rx) = event_channel();
+        let shown = display.clone();
+        let task = tokio::spawn(async move {
+            while let Some(event) = rx.recv().await {
+                if let Some(file) = &mut file {
+                    file.write(&event);
+                }
+                show(&shown, &event);
+            }
+        });
+        Ok(Ui {
+            display,
+            sink,
+            task,
+        })
+    }
+
+    /// The sink to give the agent.
+    pub fn sink(&self) -> ChannelSink {
+        self.sink.clone()
+    }
+
+    /// Runs `f` with the live view hidden (prompts, the editor).
+    pub fn suspend<R>(&self, f: impl FnOnce() -> R) -> R {
+        match self.display.lock() {
+            Ok(d) => d.suspend(f),
+            Err(_) => f(),
+        }
+    }
+
+    /// Waits until every event is shown and written, then clears the live view. Every
+    /// other holder of the sink (the agent) must be dropped first.
+    pub async fn finish(self) {
+        drop(self.sink);
+        let _ = self.task.await;
+        if let Ok(mut d) = self.display.lock() {
+            d.finish();
+        }
+    }
+}
+
+fn show(display: &Mutex<Display>, event: &Event) {
+    if let Ok(mut d) = display.lock() {
+        d.event(event);
+    }
+}
+
+/// Builds the provider named by the settings. The embedded model is pulled on first use,
+/// with a progress bar.
+pub fn provider(settings: &Settings, quiet: bool) -> anyhow::Result<Arc<dyn Provider>> {
+    let spec = ModelSpec::parse(&settings.model).map_err(|e| {
+        Usage::new(format!(
+            "invalid --model `{}`: {}",
+            settings.model,
+            llm_message(&e)
+        ))
+    })?;
+    let provider: Arc<dyn Provider> = match spec {
+        ModelSpec::Local { .. } => Arc::new(tokio::task::block_in_place(|| load_local(quiet))?),
+        spec => {
+            let mut config = ProviderConfig::from_env();
+            if let Some(url) = &settings.base_url {
+                config = config.with_base_url(url.clone());
+            }
+            let remote = build_provider(&spec, &config).map_err(|e| Usage::new(llm_message(&e)))?;
+            // Remote calls are retried (429, 5xx, resets) and bounded in time.
+            Arc::new(
+                remote
+                    .with_timeout(Duration::from_secs(300))
+                    .with_retry(RetryPolicy::default()),
+            )
+        }
+    };
+    Ok(match settings.budget_tokens {
+        Some(tokens) => Arc::new(provider.with_usage_meter(&UsageMeter::new().with_budget(tokens))),
+        None => provider,
+    })
+}
+
+fn llm_message(e: &LlmError) -> String {
+    e.to_string()
+}
+
+/// Loads the embedded model, pulling it into the cache first if needed.
+pub fn load_local(quiet: bool) -> anyhow::Result<LocalModel> {
+    let mut progress = PullProgress::new(quiet);
+    let model = LocalModel::load_with_progress(LocalConfig::default(), &mut |e| {
+        progress.event(e);
+    });
+    progress.finish();
+    model.map_err(|e| {
+        Usage::new(format!(
+            "cannot load the embedded model: {e}\n  run `plan model pull` to fetch it, or use a provider: --model openai:gpt-4o-mini with OPENAI_API_KEY set"
+        ))
+        .into()
+    })
+}
+
+/// Pulls the embedded model into the cache with a progress bar (`plan model pull`).
+pub fn pull_model(quiet: bool) -> anyhow::Result<std::path::PathBuf> {
+    let store = ModelStore::default();
+    let mut progress = PullProgress::new(quiet);
+    let result = store.ensure(&plan_llm_local::FetchOptions::default(), &mut |e| {
+        progress.event(e);
+    });
+    progress.finish();
+    result.map_err(|e| anyhow::anyhow!("cannot pull the embedded model: {e}"))
+}
+
+/// Shows [`FetchEvent`]s: a byte bar on a terminal, plain lines otherwise.
+struct PullProgress {
+    bar: Option<ProgressBar>,
+}
+
+impl PullProgress {
+    fn new(quiet: bool) -> Self {
+        let live = !quiet && std::io::stderr().is_terminal();
+        let bar = live.then(|| {
+            let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{spinner} {msg} {bytes}/{total_bytes} {bytes_per_sec} {elapsed}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            bar.enable_steady_tick(Duration::from_millis(120));
+            bar
+        });
+        PullProgress { bar }
+    }
+
+    fn say(&self, text: String) {
+        match &self.bar {
+            Some(bar) => bar.println(text),
+            None => eprintln!("{} {text}", crate::display::now()),
+        }
+    }
+
+    fn event(&mut self, event: FetchEvent) {
+        match event {
+            FetchEvent::Cached { .. } => {}
+            FetchEvent::Trying { source } => {
+                if let Some(bar) = &self.bar {
+                    bar.set_message(format!("pulling the embedded model from {source}"));
+                } else {
+                    self.say(format!("pulling the embedded model from {source}"));
+                }
+            }
+            FetchEvent::SourceFailed { source, reason } => {
+                self.say(format!("{source} failed: {reason}"));
+            }
+            FetchEvent::Progress { bytes, total } => {
+                if let Some(bar) = &self.bar {
+                    if let Some(total) = total {
+                        bar.set_length(total);
+                    }
+                    bar.set_position(bytes);
+                }
+            }
+            FetchEvent::Verifying => {
+                if let Some(bar) = &self.bar {
+                    bar.set_message("verifying sha256");
+                }
+            }
+            FetchEvent::Done { path } => {
+                self.say(format!("embedded model ready: {}", path.display()));
+            }
+            _ => {}
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// Opens (creating if needed) the run store.
+pub fn open_store(path: &Path) -> anyhow::Result<SqliteStore> {
+    if let Some(dir) = path.parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            Usage::new(format!(
+                "cannot create the run store directory {}: {e}: pass --store PATH",
+                dir.display()
+            ))
+        })?;
+    }
+    SqliteStore::open(path).map_err(|e| {
+        Usage::new(format!(
+            "cannot open the run store {}: {e}: pass --store PATH to use another file",
+            path.display()
+        ))
+        .into()
+    })
+}
+
+/// Opens the run store only if its file exists (`plan runs`, `plan show`).
+pub fn open_existing_store(path: &Path) -> anyhow::Result<Option<SqliteStore>> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    open_store(path).map(Some)
+}
+
+/// The library's strategy for the CLI's.
+pub fn strategy(s: Strategy) -> plan_strategies::Strategy {
+    match s {
+        Strategy::Linear => plan_strategies::Strategy::Linear,
+        Strategy::Dag => plan_strategies::Strategy::Dag,
+        Strategy::Hierarchical => plan_strategies::Strategy::Hierarchical,
+        Strategy::Adaptive => plan_strategies::Strategy::Adaptive,
+        Strategy::Reflective => plan_strategies::Strategy::Reflective,
+    }
+}
+
+/// An agent builder with everything the settings say.
+pub fn agent(
+    settings: &Settings,
+    provider: Arc<dyn Provider>,
+    ui: &Ui,
+    cancel: &CancelToken,
+) -> AgentBuilder {
+    let mut builder = Agent::builder()
+        .provider(provider)
+        .strategy(strategy(settings.strategy))
+        .concurrency(settings.concurrency)
+        .max_replans(settings.max_replans)
+        .max_depth(settings.max_depth as usize)
+        .event_sink(ui.sink())
+        .model_spec(settings.model.clone())
+        .cancel_token(cancel.clone());
+    if let Some(n) = settings.max_steps {
+        builder = builder.max_steps(n);
+    }
+    if let Some(url) = &settings.base_url {
+        builder = builder.base_url(url.clone());
+    }
+    builder
+}
+
+/// The exit code class of a library error: configuration problems are usage errors.
+pub fn strategy_error(e: StrategyError) -> anyhow::Error {
+    match e {
+        StrategyError::Config(m) => Usage::new(m).into(),
+        // A rejected key or a provider misconfiguration: the user has to fix the setup.
+        StrategyError::Llm {
+            source: source @ (LlmError::Auth { .. } | LlmError::Config(_)),
+            purpose,
+        } => Usage::new(format!(
+            "the {purpose} call to the model failed: {source}\n  check the API key in the environment (OPENAI_API_KEY, ANTHROPIC_API_KEY) and --model"
+        ))
+        .into(),
+        other => anyhow::Error::new(other),
+    }
+}

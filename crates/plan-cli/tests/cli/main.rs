@@ -1,0 +1,13 @@
+//! Integration tests of the `plan` binary: every command and flag of the CLI contract.
+
+mod support;
+
+mod approve;
+mod graph;
+mod help;
+mod local;
+mod output;
+mod readme;
+mod run;
+mod sandbox;
+mod store;

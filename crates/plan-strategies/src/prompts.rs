@@ -45,9 +45,13 @@ fn env() -> &'static Result<Environment<'static>, String> {
     static ENV: OnceLock<Result<Environment<'static>, String>> = OnceLock::new();
     ENV.get_or_init(|| {
         let mut env = Environment::new();
-        env.set_trim_blocks(true);
-        env.set_lstrip_blocks(true);
-        env.set_keep_trailing_newline(false);
+        let syntax = minijinja::syntax::SyntaxConfig::builder()
+            .trim_blocks(true)
+            .lstrip_blocks(true)
+            .keep_trailing_newline(false)
+            .build()
+            .map_err(|e| format!("template syntax: {e}"))?;
+        env.set_syntax(syntax);
         for (name, source) in TEMPLATES {
             env.add_template(name, source)
                 .map_err(|e| format!("{name}: {e}"))?;
@@ -64,7 +68,9 @@ pub(crate) fn render(name: &str, ctx: impl Serialize) -> Result<String, Strategy
     };
     let env = env().as_ref().map_err(|e| err(e.clone()))?;
     let template = env.get_template(name).map_err(|e| err(e.to_string()))?;
-    let text = template.render(ctx).map_err(|e| err(e.to_string()))?;
+    let text = template
+        .render(minijinja::value::Serde(ctx))
+        .map_err(|e| err(e.to_string()))?;
     Ok(text.trim_end().to_owned())
 }
 

@@ -45,7 +45,7 @@ fn test() -> Result<()> {
     ensure_system_packages()?;
     fetch_model::fetch_model().context("the embedded model is needed by the tests")?;
     let mut test = Command::new(cargo_bin());
-    test.args(["test", "--workspace", "--locked"]);
+    test.args(["test", "--workspace", "--locked", "--no-fail-fast"]);
     let fixtures = workspace_root().join("../shared/fixtures/providers");
     if std::env::var_os("PLAN_PROVIDER_FIXTURES").is_none() && fixtures.is_dir() {
         test.env("PLAN_PROVIDER_FIXTURES", &fixtures);

@@ -12,6 +12,7 @@ use plan_exec::{
 };
 use plan_llm::Provider;
 
+use crate::agents::AgentCatalogue;
 use crate::calls::{Critique, SynthesisInput, critique, synthesize};
 use crate::error::StrategyError;
 use crate::hierarchy::{TreeLimits, build_tree, render_tree, roll_up};
@@ -102,6 +103,7 @@ pub struct AgentBuilder {
     model: Option<String>,
     base_url: Option<String>,
     cancel: CancelToken,
+    agents: Option<Arc<AgentCatalogue>>,
 }
 
 impl std::fmt::Debug for AgentBuilder {
@@ -226,6 +228,16 @@ impl AgentBuilder {
         self
     }
 
+    /// The specialised agents steps may be routed to (`step.agent`). The LLM planner is
+    /// told their names and descriptions, and every plan the agent would run (planned or
+    /// given to [`Agent::execute`]) is checked first: one naming an unknown agent is
+    /// rejected with [`StrategyError::Agents`] before any step runs. Route the steps
+    /// themselves with an executor, e.g. [`AgentTeam::routes`](crate::AgentTeam::routes).
+    pub fn agents(mut self, catalogue: AgentCatalogue) -> Self {
+        self.agents = Some(Arc::new(catalogue));
+        self
+    }
+
     /// Builds the agent.
     ///
     /// # Errors
@@ -236,11 +248,15 @@ impl AgentBuilder {
                 "the agent has no model: call .provider(..) on the builder".to_owned(),
             ));
         };
+        let mut planner_config = self.planner_config.clone();
+        if let Some(catalogue) = &self.agents
+            && planner_config.agents.is_empty()
+        {
+            planner_config.agents = catalogue.agent_infos();
+        }
         let planner: Arc<dyn Planner> = match self.planner {
             Some(p) => p,
-            None => {
-                Arc::new(LlmPlanner::new(provider.clone()).with_config(self.planner_config.clone()))
-            }
+            None => Arc::new(LlmPlanner::new(provider.clone()).with_config(planner_config)),
         };
         let executor: Arc<dyn StepExecutor> = match self.executor {
             Some(e) => e,
@@ -260,6 +276,7 @@ impl AgentBuilder {
                 model,
                 base_url: self.base_url,
                 cancel: self.cancel,
+                agents: self.agents,
             }),
         })
     }
@@ -297,6 +314,7 @@ struct Inner {
     model: String,
     base_url: Option<String>,
     cancel: CancelToken,
+    agents: Option<Arc<AgentCatalogue>>,
 }
 
 impl std::fmt::Debug for Agent {
@@ -330,6 +348,7 @@ struct RunCtx {
     runner: Runner,
     store: Option<Arc<dyn RunStore>>,
     started: Instant,
+    agents: Option<Arc<AgentCatalogue>>,
 }
 
 impl RunCtx {
@@ -360,6 +379,9 @@ impl RunCtx {
     }
 
     async fn plan_created(&self, plan: &Plan, revision: u32) -> Result<(), StrategyError> {
+        if let Some(catalogue) = &self.agents {
+            catalogue.check_plan(plan)?;
+        }
         if let Some(store) = &self.store {
             store
                 .save_plan(&self.id, revision, plan)
@@ -477,6 +499,7 @@ impl Agent {
             model: None,
             base_url: None,
             cancel: CancelToken::new(),
+            agents: None,
         }
     }
 
@@ -577,6 +600,9 @@ impl Agent {
     /// store failed.
     pub async fn execute(&self, plan: Plan) -> Result<AgentReport, StrategyError> {
         PlanGraph::with_limits(plan.clone(), &plan_core::Limits::with_max_steps(usize::MAX))?;
+        if let Some(catalogue) = &self.inner.agents {
+            catalogue.check_plan(&plan)?;
+        }
         let run = self.start(&plan.goal, self.inner.strategy, None).await?;
         let outcome = async {
             run.plan_created(&plan, 0).await?;
@@ -735,6 +761,7 @@ impl Agent {
             runner,
             store: self.inner.store.clone(),
             started: Instant::now(),
+            agents: self.inner.agents.clone(),
         };
         run.emit(EventKind::RunStarted {
             goal: goal.to_owned(),

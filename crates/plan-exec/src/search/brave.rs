@@ -55,10 +55,10 @@ impl BraveSearchConfig {
             )));
         }
         let mut config = Self::new(key.trim());
-        if let Ok(url) = std::env::var(BASE_URL_VAR) {
-            if !url.trim().is_empty() {
-                config = config.with_base_url(url.trim());
-            }
+        if let Ok(url) = std::env::var(BASE_URL_VAR)
+            && !url.trim().is_empty()
+        {
+            config = config.with_base_url(url.trim());
         }
         Ok(config)
     }

@@ -359,11 +359,11 @@ fn open_dir_index(
         && dir.join("meta.json").exists();
     if usable {
         let directory = MmapDirectory::open(dir).map_err(index_err)?;
-        if let Ok(index) = Index::open(directory) {
-            if index.schema() == schema {
-                let manifest = existing.unwrap_or_default();
-                return Ok((index, manifest));
-            }
+        if let Ok(index) = Index::open(directory)
+            && index.schema() == schema
+        {
+            let manifest = existing.unwrap_or_default();
+            return Ok((index, manifest));
         }
     }
     // Start afresh, but only in a folder that is empty or that we made.
@@ -509,7 +509,7 @@ impl Inner {
             let ext_ok = path
                 .extension()
                 .map(|x| x.to_string_lossy().to_ascii_lowercase())
-                .is_some_and(|x| self.config.extensions.iter().any(|e| *e == x));
+                .is_some_and(|x| self.config.extensions.contains(&x));
             if !ext_ok {
                 continue;
             }
@@ -562,12 +562,13 @@ impl Inner {
         let mut to_delete: Vec<String> = Vec::new();
         for file in &seen {
             let previous = old.files.get(&file.rel);
-            if let Some(prev) = previous {
-                if prev.mtime_ns == file.mtime_ns && prev.size == file.size {
-                    stats.unchanged += 1;
-                    files.insert(file.rel.clone(), prev.clone());
-                    continue;
-                }
+            if let Some(prev) = previous
+                && prev.mtime_ns == file.mtime_ns
+                && prev.size == file.size
+            {
+                stats.unchanged += 1;
+                files.insert(file.rel.clone(), prev.clone());
+                continue;
             }
             let bytes = std::fs::read(&file.path).map_err(|e| io_err(&file.path, e))?;
             let sha256: String = Sha256::digest(&bytes)

@@ -222,19 +222,19 @@ fn parse_action(text: &str) -> Action {
         .get("tool")
         .or_else(|| map.get("action"))
         .and_then(|v| v.as_str())
+        && tool != "answer"
+        && tool != "final"
     {
-        if tool != "answer" && tool != "final" {
-            let arguments = map
-                .get("arguments")
-                .or_else(|| map.get("args"))
-                .or_else(|| map.get("input"))
-                .cloned()
-                .unwrap_or_else(|| serde_json::json!({}));
-            return Action::Call {
-                tool: tool.to_owned(),
-                arguments,
-            };
-        }
+        let arguments = map
+            .get("arguments")
+            .or_else(|| map.get("args"))
+            .or_else(|| map.get("input"))
+            .cloned()
+            .unwrap_or_else(|| serde_json::json!({}));
+        return Action::Call {
+            tool: tool.to_owned(),
+            arguments,
+        };
     }
     match map.get("answer").or_else(|| map.get("final")) {
         Some(serde_json::Value::String(s)) => Action::Answer(s.clone()),

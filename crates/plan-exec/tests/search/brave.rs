@@ -20,9 +20,12 @@ fn fixture(name: &str) -> String {
     std::fs::read_to_string(path).unwrap()
 }
 
+/// A request's query parameters and its subscription token.
+type SeenRequest = (HashMap<String, String>, Option<String>);
+
 #[derive(Clone, Default)]
 struct Seen {
-    requests: Arc<Mutex<Vec<(HashMap<String, String>, Option<String>)>>>,
+    requests: Arc<Mutex<Vec<SeenRequest>>>,
 }
 
 async fn web_search(

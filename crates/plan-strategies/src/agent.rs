@@ -5,7 +5,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
-use plan_core::{Event, EventKind, GoalTree, Plan, PlanGraph, RunId, RunStatus, Step, StepId};
+use plan_core::{
+    Event, EventKind, GoalTree, Plan, PlanGraph, RunId, RunStatus, Step, StepId, StepKind,
+};
 use plan_exec::{
     CancelToken, EventLog, EventSink, LlmStepExecutor, NoopSink, PlanRun, RunOptions, RunRecord,
     RunStore, Runner, StepExecutor, StepOutcome,
@@ -35,6 +37,19 @@ pub enum PlanningMode {
     PlanThenRun,
 }
 
+/// Where a successful run's answer comes from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AnswerSource {
+    /// A final model call writes the answer from the goal and every step's output.
+    #[default]
+    SynthesisCall,
+    /// The answer is the output of the plan's final `synthesize` step, kept as it is (a
+    /// research answer keeps its citations and `Sources:` section). When the plan has no
+    /// succeeded `synthesize` step, a synthesis call writes the answer.
+    SynthesizeStep,
+}
+
 /// Settings of the strategies; the defaults follow the design.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
@@ -55,6 +70,8 @@ pub struct StrategyOptions {
     pub synthesis_output_cap: usize,
     /// Whether to write an answer with a final model call (default true).
     pub synthesize: bool,
+    /// Where the answer comes from (default: a synthesis call).
+    pub answer: AnswerSource,
 }
 
 impl Default for StrategyOptions {
@@ -68,6 +85,7 @@ impl Default for StrategyOptions {
             planning: PlanningMode::Streamed,
             synthesis_output_cap: 2000,
             synthesize: true,
+            answer: AnswerSource::SynthesisCall,
         }
     }
 }
@@ -235,6 +253,13 @@ impl AgentBuilder {
     /// themselves with an executor, e.g. [`AgentTeam::routes`](crate::AgentTeam::routes).
     pub fn agents(mut self, catalogue: AgentCatalogue) -> Self {
         self.agents = Some(Arc::new(catalogue));
+        self
+    }
+
+    /// Where the answer comes from; [`AnswerSource::SynthesizeStep`] keeps the output of
+    /// the plan's final `synthesize` step (with its citations) as the answer.
+    pub fn answer_source(mut self, source: AnswerSource) -> Self {
+        self.options.answer = source;
         self
     }
 
@@ -804,7 +829,12 @@ impl Agent {
             });
         }
         let mut answer = None;
-        if ex.status == RunStatus::Succeeded && self.inner.options.synthesize {
+        if ex.status == RunStatus::Succeeded
+            && self.inner.options.answer == AnswerSource::SynthesizeStep
+        {
+            answer = final_synthesize_output(&ex);
+        }
+        if answer.is_none() && ex.status == RunStatus::Succeeded && self.inner.options.synthesize {
             let cap = self.inner.options.synthesis_output_cap;
             let inputs: Vec<SynthesisInput> = ex
                 .plan
@@ -1274,4 +1304,26 @@ fn usage_of(calls: &[LlmCall]) -> Usage {
         u.completion_tokens += c.usage.completion_tokens;
     }
     u
+}
+
+/// The output of the plan's last succeeded `synthesize` step that no other step depends on.
+fn final_synthesize_output(ex: &Execution) -> Option<String> {
+    let depended: HashSet<&StepId> = ex
+        .plan
+        .steps
+        .iter()
+        .flat_map(|s| s.dependencies.iter())
+        .collect();
+    ex.plan
+        .steps
+        .iter()
+        .rev()
+        .filter(|s| s.kind == StepKind::Synthesize && !depended.contains(&s.id))
+        .find_map(|s| {
+            ex.steps
+                .iter()
+                .find(|r| r.id == s.id && r.status == "completed")
+                .and_then(|r| r.output.clone())
+                .filter(|o| !o.trim().is_empty())
+        })
 }

@@ -215,6 +215,10 @@ pub struct RunArgs {
     #[arg(value_name = "GOAL")]
     pub goal: String,
 
+    /// Answer from the documents in DIR, citing the files used (indexed on first use)
+    #[arg(long, value_name = "DIR")]
+    pub research: Option<PathBuf>,
+
     #[command(flatten)]
     pub planning: PlanningArgs,
 

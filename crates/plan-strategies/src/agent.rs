@@ -5,13 +5,16 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
-use plan_core::{Event, EventKind, GoalTree, Plan, PlanGraph, RunId, RunStatus, Step, StepId};
+use plan_core::{
+    Event, EventKind, GoalTree, Plan, PlanGraph, RunId, RunStatus, Step, StepId, StepKind,
+};
 use plan_exec::{
     CancelToken, EventLog, EventSink, LlmStepExecutor, NoopSink, PlanRun, RunOptions, RunRecord,
     RunStore, Runner, StepExecutor, StepOutcome,
 };
 use plan_llm::Provider;
 
+use crate::agents::AgentCatalogue;
 use crate::calls::{Critique, SynthesisInput, critique, synthesize};
 use crate::error::StrategyError;
 use crate::hierarchy::{TreeLimits, build_tree, render_tree, roll_up};
@@ -34,6 +37,19 @@ pub enum PlanningMode {
     PlanThenRun,
 }
 
+/// Where a successful run's answer comes from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AnswerSource {
+    /// A final model call writes the answer from the goal and every step's output.
+    #[default]
+    SynthesisCall,
+    /// The answer is the output of the plan's final `synthesize` step, kept as it is (a
+    /// research answer keeps its citations and `Sources:` section). When the plan has no
+    /// succeeded `synthesize` step, a synthesis call writes the answer.
+    SynthesizeStep,
+}
+
 /// Settings of the strategies; the defaults follow the design.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
@@ -54,6 +70,8 @@ pub struct StrategyOptions {
     pub synthesis_output_cap: usize,
     /// Whether to write an answer with a final model call (default true).
     pub synthesize: bool,
+    /// Where the answer comes from (default: a synthesis call).
+    pub answer: AnswerSource,
 }
 
 impl Default for StrategyOptions {
@@ -67,6 +85,7 @@ impl Default for StrategyOptions {
             planning: PlanningMode::Streamed,
             synthesis_output_cap: 2000,
             synthesize: true,
+            answer: AnswerSource::SynthesisCall,
         }
     }
 }
@@ -102,6 +121,7 @@ pub struct AgentBuilder {
     model: Option<String>,
     base_url: Option<String>,
     cancel: CancelToken,
+    agents: Option<Arc<AgentCatalogue>>,
 }
 
 impl std::fmt::Debug for AgentBuilder {
@@ -226,6 +246,23 @@ impl AgentBuilder {
         self
     }
 
+    /// The specialised agents steps may be routed to (`step.agent`). The LLM planner is
+    /// told their names and descriptions, and every plan the agent would run (planned or
+    /// given to [`Agent::execute`]) is checked first: one naming an unknown agent is
+    /// rejected with [`StrategyError::Agents`] before any step runs. Route the steps
+    /// themselves with an executor, e.g. [`AgentTeam::routes`](crate::AgentTeam::routes).
+    pub fn agents(mut self, catalogue: AgentCatalogue) -> Self {
+        self.agents = Some(Arc::new(catalogue));
+        self
+    }
+
+    /// Where the answer comes from; [`AnswerSource::SynthesizeStep`] keeps the output of
+    /// the plan's final `synthesize` step (with its citations) as the answer.
+    pub fn answer_source(mut self, source: AnswerSource) -> Self {
+        self.options.answer = source;
+        self
+    }
+
     /// Builds the agent.
     ///
     /// # Errors
@@ -236,11 +273,15 @@ impl AgentBuilder {
                 "the agent has no model: call .provider(..) on the builder".to_owned(),
             ));
         };
+        let mut planner_config = self.planner_config.clone();
+        if let Some(catalogue) = &self.agents
+            && planner_config.agents.is_empty()
+        {
+            planner_config.agents = catalogue.agent_infos();
+        }
         let planner: Arc<dyn Planner> = match self.planner {
             Some(p) => p,
-            None => {
-                Arc::new(LlmPlanner::new(provider.clone()).with_config(self.planner_config.clone()))
-            }
+            None => Arc::new(LlmPlanner::new(provider.clone()).with_config(planner_config)),
         };
         let executor: Arc<dyn StepExecutor> = match self.executor {
             Some(e) => e,
@@ -260,6 +301,7 @@ impl AgentBuilder {
                 model,
                 base_url: self.base_url,
                 cancel: self.cancel,
+                agents: self.agents,
             }),
         })
     }
@@ -297,6 +339,7 @@ struct Inner {
     model: String,
     base_url: Option<String>,
     cancel: CancelToken,
+    agents: Option<Arc<AgentCatalogue>>,
 }
 
 impl std::fmt::Debug for Agent {
@@ -330,6 +373,7 @@ struct RunCtx {
     runner: Runner,
     store: Option<Arc<dyn RunStore>>,
     started: Instant,
+    agents: Option<Arc<AgentCatalogue>>,
 }
 
 impl RunCtx {
@@ -360,6 +404,9 @@ impl RunCtx {
     }
 
     async fn plan_created(&self, plan: &Plan, revision: u32) -> Result<(), StrategyError> {
+        if let Some(catalogue) = &self.agents {
+            catalogue.check_plan(plan)?;
+        }
         if let Some(store) = &self.store {
             store
                 .save_plan(&self.id, revision, plan)
@@ -477,6 +524,7 @@ impl Agent {
             model: None,
             base_url: None,
             cancel: CancelToken::new(),
+            agents: None,
         }
     }
 
@@ -577,6 +625,9 @@ impl Agent {
     /// store failed.
     pub async fn execute(&self, plan: Plan) -> Result<AgentReport, StrategyError> {
         PlanGraph::with_limits(plan.clone(), &plan_core::Limits::with_max_steps(usize::MAX))?;
+        if let Some(catalogue) = &self.inner.agents {
+            catalogue.check_plan(&plan)?;
+        }
         let run = self.start(&plan.goal, self.inner.strategy, None).await?;
         let outcome = async {
             run.plan_created(&plan, 0).await?;
@@ -735,6 +786,7 @@ impl Agent {
             runner,
             store: self.inner.store.clone(),
             started: Instant::now(),
+            agents: self.inner.agents.clone(),
         };
         run.emit(EventKind::RunStarted {
             goal: goal.to_owned(),
@@ -777,7 +829,12 @@ impl Agent {
             });
         }
         let mut answer = None;
-        if ex.status == RunStatus::Succeeded && self.inner.options.synthesize {
+        if ex.status == RunStatus::Succeeded
+            && self.inner.options.answer == AnswerSource::SynthesizeStep
+        {
+            answer = final_synthesize_output(&ex);
+        }
+        if answer.is_none() && ex.status == RunStatus::Succeeded && self.inner.options.synthesize {
             let cap = self.inner.options.synthesis_output_cap;
             let inputs: Vec<SynthesisInput> = ex
                 .plan
@@ -1247,4 +1304,26 @@ fn usage_of(calls: &[LlmCall]) -> Usage {
         u.completion_tokens += c.usage.completion_tokens;
     }
     u
+}
+
+/// The output of the plan's last succeeded `synthesize` step that no other step depends on.
+fn final_synthesize_output(ex: &Execution) -> Option<String> {
+    let depended: HashSet<&StepId> = ex
+        .plan
+        .steps
+        .iter()
+        .flat_map(|s| s.dependencies.iter())
+        .collect();
+    ex.plan
+        .steps
+        .iter()
+        .rev()
+        .filter(|s| s.kind == StepKind::Synthesize && !depended.contains(&s.id))
+        .find_map(|s| {
+            ex.steps
+                .iter()
+                .find(|r| r.id == s.id && r.status == "completed")
+                .and_then(|r| r.output.clone())
+                .filter(|o| !o.trim().is_empty())
+        })
 }

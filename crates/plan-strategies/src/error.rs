@@ -51,6 +51,9 @@ pub enum StrategyError {
         /// What went wrong.
         message: String,
     },
+    /// A plan names agents that do not exist, or the agent profiles are wrong.
+    #[error("{0}")]
+    Agents(#[from] crate::agents::AgentError),
     /// The run was cancelled.
     #[error("cancelled")]
     Cancelled,

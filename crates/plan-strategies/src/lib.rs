@@ -45,7 +45,7 @@ mod repair;
 mod report;
 mod stream;
 
-pub use agent::{Agent, AgentBuilder, PlanOutcome, PlanningMode, StrategyOptions};
+pub use agent::{Agent, AgentBuilder, AnswerSource, PlanOutcome, PlanningMode, StrategyOptions};
 pub use calls::Critique;
 pub use error::StrategyError;
 pub use planner::{

@@ -884,3 +884,102 @@ async fn a_cancelled_run_is_reported_and_resumes_where_it_stopped() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+fn team() -> plan_strategies::AgentCatalogue {
+    plan_strategies::AgentCatalogue::from_toml_str(
+        r#"
+        [[agent]]
+        name = "researcher"
+        description = "Finds facts in the document folder"
+        tools = ["search_docs"]
+        kinds = ["search"]
+
+        [[agent]]
+        name = "writer"
+        description = "Writes the final report"
+        "#,
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn the_planner_is_told_which_agents_exist() {
+    let plan = serde_json::json!({"goal": "g", "steps": [
+        {"id": "find", "description": "Find facts", "agent": "researcher"},
+        {"id": "write", "description": "Write it up", "dependencies": ["find"], "agent": "writer"},
+    ]});
+    let fake = Fake::non_streaming().plan(plan.to_string());
+    let report = agent(&fake, Strategy::Dag)
+        .agents(team())
+        .build()
+        .unwrap()
+        .run("report on the docs")
+        .await
+        .unwrap();
+    assert_eq!(report.status, RunStatus::Succeeded, "{report:?}");
+    let prompt = user_text(&fake.planner_requests()[0]) + &system_text(&fake.planner_requests()[0]);
+    assert!(prompt.contains("researcher"), "{prompt}");
+    assert!(
+        prompt.contains("Finds facts in the document folder"),
+        "{prompt}"
+    );
+    assert!(prompt.contains("writer"), "{prompt}");
+    let infos = team().agent_infos();
+    assert_eq!(infos[0].name, "researcher");
+    assert!(infos[0].description.contains("handles search steps"));
+    assert_eq!(Vec::<plan_strategies::AgentInfo>::from(&team()), infos);
+}
+
+#[tokio::test]
+async fn a_plan_naming_an_unknown_agent_is_rejected_before_running() {
+    let fake = Fake::non_streaming();
+    let agent = agent(&fake, Strategy::Dag).agents(team()).build().unwrap();
+    let plan = plan_core::Plan::new(
+        "g",
+        vec![
+            plan_core::Step::new("a", "Do a").with_agent("researcher"),
+            plan_core::Step::new("b", "Do b").with_agent("poet"),
+        ],
+    );
+    let err = agent.execute(plan).await.unwrap_err();
+    assert!(
+        matches!(err, plan_strategies::StrategyError::Agents(_)),
+        "{err:?}"
+    );
+    let text = err.to_string();
+    assert!(text.contains("step `b` uses `poet`"), "{text}");
+    assert!(text.contains("known agents: researcher, writer"), "{text}");
+    assert!(fake.requests().is_empty(), "no step may run");
+}
+
+#[tokio::test]
+async fn a_planner_that_keeps_naming_an_unknown_agent_is_re_prompted_and_the_agent_dropped() {
+    let plan = serde_json::json!({"goal": "g", "steps": [
+        {"id": "a", "description": "Do a", "agent": "poet"},
+    ]});
+    let fake = Fake::non_streaming()
+        .plan(plan.to_string())
+        .plan(plan.to_string())
+        .plan(plan.to_string());
+    let report = agent(&fake, Strategy::Dag)
+        .agents(team())
+        .build()
+        .unwrap()
+        .run("goal")
+        .await
+        .unwrap();
+    let planners = fake.planner_requests();
+    assert!(
+        planners.len() >= 2,
+        "the bad plan is answered with its problems"
+    );
+    let reprompt = user_text(planners.last().unwrap());
+    assert!(
+        reprompt.contains("`poet`, which does not exist"),
+        "{reprompt}"
+    );
+    assert!(
+        report.plan.steps.iter().all(|s| s.agent.is_none()),
+        "{report:?}"
+    );
+}

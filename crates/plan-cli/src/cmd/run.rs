@@ -27,10 +27,11 @@ pub async fn run(args: RunArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     let cancel = interrupt::install();
     let provider = session::provider(&settings, quiet)?;
     let store = session::open_store(&settings.store)?;
-    let agent = session::agent(&settings, provider, &ui, &cancel)
-        .store(store)
-        .build()
-        .map_err(session::strategy_error)?;
+    let mut builder = session::agent(&settings, provider.clone(), &ui, &cancel).store(store);
+    if let Some(dir) = &args.research {
+        builder = research(builder, dir, provider).await?;
+    }
+    let agent = builder.build().map_err(session::strategy_error)?;
     let result = if args.execution.approve {
         match agent.plan_only(args.goal.clone()).await {
             Ok(outcome) => {
@@ -305,4 +306,36 @@ fn conclude(
             Ok(ExitCode::from(exit::RUN_FAILED))
         }
     }
+}
+
+/// Wires `--research DIR` into the agent: the folder's index (cached under the user cache
+/// directory), the research agents as routes and planner agents, and answers that keep the
+/// final report's citations and sources.
+async fn research(
+    builder: plan_strategies::AgentBuilder,
+    dir: &std::path::Path,
+    provider: std::sync::Arc<dyn plan_llm::Provider>,
+) -> anyhow::Result<plan_strategies::AgentBuilder> {
+    use plan_exec::{LlmStepExecutor, LocalIndexConfig, Router};
+    use plan_strategies::{AnswerSource, ResearchConfig, ResearchSetup, research_catalogue};
+
+    if !dir.is_dir() {
+        return Err(Usage::new(format!(
+            "--research {}: not a folder; give the folder of documents to answer from",
+            dir.display()
+        ))
+        .into());
+    }
+    let mut config = LocalIndexConfig::new(dir);
+    if let Some(cache) = dirs::cache_dir() {
+        config = config.with_cache_dir(cache.join("plan").join("index"));
+    }
+    let setup = ResearchSetup::open(config, provider.clone(), ResearchConfig::default())
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot index {}: {e}", dir.display()))?;
+    let router = setup.routes(Router::default().with_default(LlmStepExecutor::new(provider)));
+    Ok(builder
+        .executor(router)
+        .agents(research_catalogue())
+        .answer_source(AnswerSource::SynthesizeStep))
 }

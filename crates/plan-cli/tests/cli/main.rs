@@ -8,6 +8,7 @@ mod help;
 mod local;
 mod output;
 mod readme;
+mod research;
 mod run;
 mod sandbox;
 mod store;

@@ -352,6 +352,13 @@ impl AgentCatalogue {
         Ok(())
     }
 
+    /// The agents as the LLM planner sees them (name and description), for
+    /// [`PlannerConfig::with_agents`](crate::PlannerConfig::with_agents); the builder's
+    /// [`agents`](crate::AgentBuilder::agents) does this for you.
+    pub fn agent_infos(&self) -> Vec<crate::AgentInfo> {
+        self.profiles.iter().map(crate::AgentInfo::from).collect()
+    }
+
     /// The text that tells a planner which agents exist and what each is for, to put in
     /// its prompt. Empty when there are no profiles.
     pub fn planner_brief(&self) -> String {
@@ -374,5 +381,25 @@ impl AgentCatalogue {
             text.push('\n');
         }
         text
+    }
+}
+
+impl From<&AgentProfile> for crate::AgentInfo {
+    fn from(profile: &AgentProfile) -> Self {
+        let mut description = profile.description.trim().to_owned();
+        if !profile.kinds.is_empty() {
+            let kinds: Vec<&str> = profile.kinds.iter().map(|k| k.as_str()).collect();
+            description.push_str(&format!(" (handles {} steps)", kinds.join(", ")));
+        }
+        if !profile.tools.is_empty() {
+            description.push_str(&format!(" [tools: {}]", profile.tools.join(", ")));
+        }
+        crate::AgentInfo::new(profile.name.clone(), description)
+    }
+}
+
+impl From<&AgentCatalogue> for Vec<crate::AgentInfo> {
+    fn from(catalogue: &AgentCatalogue) -> Self {
+        catalogue.agent_infos()
     }
 }

@@ -287,3 +287,56 @@ async fn steps_naming_research_agents_run_as_their_kind() {
         "{out}"
     );
 }
+
+async fn research_through_the_agent(
+    source: plan_strategies::AnswerSource,
+) -> (plan_strategies::AgentReport, Script) {
+    use plan_exec::{LlmStepExecutor, Router};
+    use plan_strategies::{Agent, default_research_plan};
+
+    let model = Script::new([
+        "Hedda Lindqvist discovered Vessa in 2031 [search#1].",
+        "Vessa was discovered by Hedda Lindqvist [search#1].",
+        "Hedda Lindqvist discovered it.",
+    ]);
+    let research = ResearchAgent::new(index(), Arc::new(model.clone()));
+    let router =
+        research.routes(Router::default().with_default(LlmStepExecutor::new(model.clone())));
+    let agent = Agent::builder()
+        .provider(model.clone())
+        .executor(router)
+        .answer_source(source)
+        .build()
+        .unwrap();
+    let report = agent
+        .execute(default_research_plan("Who discovered the planet Vessa?"))
+        .await
+        .unwrap();
+    (report, model)
+}
+
+#[tokio::test]
+async fn the_agent_can_answer_with_the_synthesize_step_and_keep_its_sources() {
+    use plan_strategies::AnswerSource;
+
+    let (report, _) = research_through_the_agent(AnswerSource::SynthesizeStep).await;
+    assert!(report.is_success(), "{report:?}");
+    let answer = report.answer.as_deref().unwrap();
+    assert!(
+        answer.starts_with("Vessa was discovered by Hedda Lindqvist [search#1]."),
+        "{answer}"
+    );
+    assert!(
+        answer.contains("\n\nSources:\n[search#1] astronomy/vessa.md:"),
+        "{answer}"
+    );
+    assert_eq!(report.usage.llm_calls, 2, "no separate synthesis call");
+
+    // The default writes the answer with a synthesis call, which may drop the sources.
+    let (report, _) = research_through_the_agent(AnswerSource::SynthesisCall).await;
+    assert_eq!(
+        report.answer.as_deref(),
+        Some("Hedda Lindqvist discovered it.")
+    );
+    assert_eq!(report.usage.llm_calls, 3);
+}

@@ -171,7 +171,7 @@ pub struct PlanningArgs {
     #[arg(long, value_name = "N")]
     pub max_depth: Option<u32>,
 
-    /// Most steps a plan may have
+    /// Most steps a plan may have [default: 10, 3 on the local model]
     #[arg(long, value_name = "N")]
     pub max_steps: Option<usize>,
 }

@@ -119,10 +119,19 @@ fn llm_message(e: &LlmError) -> String {
     e.to_string()
 }
 
+/// The most steps a plan on the embedded model has unless `--max-steps` says otherwise.
+pub const LOCAL_MAX_STEPS: usize = 3;
+
+/// The reply cap of step and synthesis calls on the embedded model (planning calls ask for
+/// what a plan needs): a few paragraphs, so a quick start takes about a minute on a laptop.
+pub const LOCAL_MAX_TOKENS: u32 = 256;
+
 /// Loads the embedded model, pulling it into the cache first if needed.
 pub fn load_local(quiet: bool) -> anyhow::Result<LocalModel> {
     let mut progress = PullProgress::new(quiet);
-    let model = LocalModel::load_with_progress(LocalConfig::default(), &mut |e| {
+    let model = LocalModel::load_with_progress(
+        LocalConfig::default().with_default_max_tokens(LOCAL_MAX_TOKENS),
+        &mut |e| {
         progress.event(e);
     });
     progress.finish();
@@ -270,8 +279,15 @@ pub fn agent(
         .event_sink(ui.sink())
         .model_spec(settings.model.clone())
         .cancel_token(cancel.clone());
-    if let Some(n) = settings.max_steps {
-        builder = builder.max_steps(n);
+    let local = matches!(
+        ModelSpec::parse(&settings.model),
+        Ok(ModelSpec::Local { .. })
+    );
+    match settings.max_steps {
+        Some(n) => builder = builder.max_steps(n),
+        // The embedded model is small and runs on the CPU: short plans keep a run quick.
+        None if local => builder = builder.max_steps(LOCAL_MAX_STEPS),
+        None => {}
     }
     if let Some(url) = &settings.base_url {
         builder = builder.base_url(url.clone());

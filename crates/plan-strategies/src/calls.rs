@@ -3,13 +3,15 @@
 
 use std::time::Instant;
 
-use plan_llm::{Message, Provider, Request, ResponseFormat};
+use plan_llm::{FinishReason, Message, Provider, Request, ResponseFormat};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::error::StrategyError;
 use crate::planner::{LlmCall, extract_json};
-use crate::prompts::{CRITIQUE_SCHEMA, DECOMPOSE_SCHEMA, render, schema_compact, schema_value};
+use crate::prompts::{
+    CRITIQUE_SCHEMA, DECOMPOSE_SCHEMA, STRUCTURED_TOKEN_BUDGET, render, schema_compact, schema_value,
+};
 
 /// A review of a plan against its goal.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,11 +54,12 @@ async fn structured<T: DeserializeOwned>(
     let mut messages = vec![Message::system(system), Message::user(user)];
     let mut last_problem = String::new();
     for attempt in 0..2 {
-        let request =
-            Request::new(messages.clone()).with_response_format(ResponseFormat::JsonSchema {
+        let request = Request::new(messages.clone())
+            .with_response_format(ResponseFormat::JsonSchema {
                 name: purpose.to_owned(),
                 schema: schema_value(schema),
-            });
+            })
+            .with_max_tokens(STRUCTURED_TOKEN_BUDGET);
         let started = Instant::now();
         let response = provider
             .complete(&request)
@@ -67,10 +70,21 @@ async fn structured<T: DeserializeOwned>(
             usage: response.usage,
             duration: started.elapsed(),
         });
-        let parsed = extract_json(&response.content).and_then(|v| {
-            serde_json::from_value::<T>(v)
-                .map_err(|e| format!("the JSON does not match the schema: {e}"))
-        });
+        let cut = response.finish_reason == FinishReason::Length;
+        let parsed = extract_json(&response.content)
+            .and_then(|v| {
+                serde_json::from_value::<T>(v)
+                    .map_err(|e| format!("the JSON does not match the schema: {e}"))
+            })
+            .map_err(|problem| {
+                if cut {
+                    format!(
+                        "the reply was cut off at the token limit ({STRUCTURED_TOKEN_BUDGET} tokens) before its JSON was complete: reply more briefly"
+                    )
+                } else {
+                    problem
+                }
+            });
         match parsed {
             Ok(value) => return Ok(value),
             Err(problem) => {

@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use futures::StreamExt;
 use plan_core::{Limits, Plan, PlanGraph, RepairReport, Step, StepId};
-use plan_llm::{Chunk, Message, Provider, Request, ResponseFormat, Usage};
+use plan_llm::{Chunk, FinishReason, Message, Provider, Request, ResponseFormat, Usage};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::error::StrategyError;
-use crate::prompts::{PLAN_SCHEMA, bounded, render, schema_compact, schema_value};
+use crate::prompts::{bounded, plan_schema, plan_token_budget, render};
 use crate::stream::StepStreamParser;
 
 /// A specialised agent the planner may route steps to (`step.agent`).
@@ -51,7 +51,8 @@ pub struct PlannerConfig {
     pub agents: Vec<AgentInfo>,
     /// Sampling temperature of planning calls (`None`: the provider's default).
     pub temperature: Option<f32>,
-    /// Token cap of planning calls (`None`: the provider's default).
+    /// Token cap of planning calls (`None`: enough for a plan of `max_steps` steps within
+    /// the plan schema's bounds, about 440 tokens a step).
     pub max_tokens: Option<u32>,
     /// The most characters of a finished step's output shown when replanning (default 1500).
     pub output_cap: usize,
@@ -94,6 +95,12 @@ impl PlannerConfig {
     /// Sets the temperature of planning calls.
     pub fn with_temperature(mut self, t: f32) -> Self {
         self.temperature = Some(t);
+        self
+    }
+
+    /// Sets the token cap of planning calls (by default it follows `max_steps`).
+    pub fn with_max_tokens(mut self, tokens: u32) -> Self {
+        self.max_tokens = Some(tokens);
         self
     }
 }
@@ -408,7 +415,7 @@ impl LlmPlanner {
                     .iter()
                     .map(|k| k.as_str())
                     .collect(),
-                schema: schema_compact(PLAN_SCHEMA),
+                schema: plan_schema(self.config.max_steps).to_string(),
             },
         )
     }
@@ -484,6 +491,14 @@ impl LlmPlanner {
         render("plan_user", ctx)
     }
 
+    /// The token cap of planning calls: the configured one, else enough for `max_steps`
+    /// steps within the plan schema's bounds.
+    fn max_tokens(&self) -> u32 {
+        self.config
+            .max_tokens
+            .unwrap_or_else(|| plan_token_budget(self.config.max_steps))
+    }
+
     fn request(&self, messages: Vec<Message>) -> Request {
         let caps = self.provider.capabilities();
         let format = if caps.json_object && !caps.json_schema {
@@ -491,12 +506,12 @@ impl LlmPlanner {
         } else {
             ResponseFormat::JsonSchema {
                 name: "plan".to_owned(),
-                schema: schema_value(PLAN_SCHEMA),
+                schema: plan_schema(self.config.max_steps),
             }
         };
         let mut request = Request::new(messages).with_response_format(format);
         request.temperature = self.config.temperature;
-        request.max_tokens = self.config.max_tokens;
+        request.max_tokens = Some(self.max_tokens());
         request
     }
 
@@ -505,7 +520,7 @@ impl LlmPlanner {
         request: &Request,
         purpose: &str,
         calls: &mut Vec<LlmCall>,
-    ) -> Result<String, StrategyError> {
+    ) -> Result<(String, bool), StrategyError> {
         let started = Instant::now();
         let response = self
             .provider
@@ -517,7 +532,8 @@ impl LlmPlanner {
             usage: response.usage,
             duration: started.elapsed(),
         });
-        Ok(response.content)
+        let cut = response.finish_reason == FinishReason::Length;
+        Ok((response.content, cut))
     }
 
     async fn call_streamed(
@@ -527,7 +543,7 @@ impl LlmPlanner {
         sink: &StepSink,
         streamed: &mut Vec<Step>,
         calls: &mut Vec<LlmCall>,
-    ) -> Result<String, StrategyError> {
+    ) -> Result<(String, bool), StrategyError> {
         let purpose = plan_request.purpose();
         let started = Instant::now();
         let mut stream = self
@@ -543,6 +559,7 @@ impl LlmPlanner {
         let mut text = String::new();
         let mut usage = Usage::default();
         let mut finished = false;
+        let mut cut = false;
         while let Some(chunk) = stream.next().await {
             match chunk.map_err(|e| StrategyError::llm(purpose, e))? {
                 Chunk::Text(piece) => {
@@ -556,7 +573,10 @@ impl LlmPlanner {
                     }
                 }
                 Chunk::Usage(u) => usage = u,
-                Chunk::Finish(_) => finished = true,
+                Chunk::Finish(reason) => {
+                    finished = true;
+                    cut = reason == FinishReason::Length;
+                }
                 _ => {}
             }
         }
@@ -568,7 +588,7 @@ impl LlmPlanner {
         if !finished {
             tracing::warn!("plan stream ended without a finish marker");
         }
-        Ok(text)
+        Ok((text, cut))
     }
 
     async fn run(
@@ -587,14 +607,21 @@ impl LlmPlanner {
         let mut last: Option<(Option<Plan>, Vec<Problem>)> = None;
         for attempt in 1..=attempts_allowed {
             let req = self.request(messages.clone());
-            let text = match (attempt, sink) {
+            let (text, cut) = match (attempt, sink) {
                 (1, Some(sink)) => {
                     self.call_streamed(&req, request, sink, &mut streamed, &mut calls)
                         .await?
                 }
                 _ => self.call(&req, purpose, &mut calls).await?,
             };
-            let (plan, problems) = self.check_reply(request, &text);
+            let (plan, mut problems) = self.check_reply(request, &text);
+            if cut && plan.is_none() {
+                // A reply cut by the token cap is not valid JSON: say why, not where it broke.
+                problems = vec![Problem::hard(format!(
+                    "the reply was cut off at the token limit ({} tokens) before the plan's JSON was complete: reply with fewer steps and shorter descriptions",
+                    self.max_tokens()
+                ))];
+            }
             if problems.is_empty()
                 && let Some(plan) = plan
             {

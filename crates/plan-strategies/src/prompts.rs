@@ -79,6 +79,31 @@ pub(crate) fn schema_value(schema: &str) -> serde_json::Value {
     serde_json::from_str(schema).unwrap_or(serde_json::Value::Null)
 }
 
+/// The plan schema for plans of at most `max_steps` steps: [`PLAN_SCHEMA`] with its
+/// `steps.maxItems` set, so schema-constrained decoding stops after that many steps.
+pub(crate) fn plan_schema(max_steps: usize) -> serde_json::Value {
+    let mut schema = schema_value(PLAN_SCHEMA);
+    if let Some(steps) = schema.pointer_mut("/properties/steps") {
+        steps["maxItems"] = serde_json::Value::from(max_steps.max(1));
+    }
+    schema
+}
+
+/// Tokens the longest reply allowed by [`plan_schema`] for `max_steps` steps may take.
+///
+/// Every string in the schema has a `maxLength` and every array a `maxItems`, so a plan's
+/// JSON has a bounded length: at most about 1,100 characters a step plus the goal. Model
+/// tokens average three to four characters of English; the budget counts 2.5, so a reply
+/// within the schema fits with room to spare.
+pub(crate) fn plan_token_budget(max_steps: usize) -> u32 {
+    const PER_STEP: usize = 440;
+    const FRAME: usize = 128;
+    u32::try_from(FRAME + PER_STEP * max_steps.max(1)).unwrap_or(u32::MAX)
+}
+
+/// Tokens for a critique or decomposition reply (their schemas are bounded likewise).
+pub(crate) const STRUCTURED_TOKEN_BUDGET: u32 = 1024;
+
 /// A schema compacted onto one line for the system prompt.
 pub(crate) fn schema_compact(schema: &str) -> String {
     serde_json::to_string(&schema_value(schema)).unwrap_or_else(|_| schema.to_owned())
@@ -99,11 +124,44 @@ pub(crate) fn bounded(text: &str, cap: usize) -> String {
 
 #[cfg(test)]
 mod tests {
+    /// Every string of a schema has a `maxLength` (or an `enum`) and every array a
+    /// `maxItems`, so schema-constrained decoding always ends within a bounded reply.
+    fn assert_bounded(v: &serde_json::Value, at: &str) {
+        match v["type"].as_str() {
+            Some("string") => assert!(
+                v.get("maxLength").is_some() || v.get("enum").is_some(),
+                "unbounded string at {at}"
+            ),
+            Some("array") => {
+                assert!(v.get("maxItems").is_some(), "unbounded array at {at}");
+                assert_bounded(&v["items"], &format!("{at}[]"));
+            }
+            Some("object") => {
+                for (k, p) in v["properties"].as_object().unwrap() {
+                    assert_bounded(p, &format!("{at}.{k}"));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn plan_schema_follows_max_steps_and_the_budget_covers_it() {
+        let s = plan_schema(3);
+        assert_eq!(s["properties"]["steps"]["maxItems"], 3);
+        assert_bounded(&s, "");
+        // The longest JSON the schema allows for 3 steps, at 2.5 characters a token.
+        let longest = 200 + 3 * (32 + 240 + 5 * 35 + 10 + 32 + 160 + 160 + 120);
+        assert!(plan_token_budget(3) as usize * 5 / 2 >= longest);
+        assert!(plan_token_budget(10) < 8192, "within common output caps");
+    }
+
     use super::*;
 
     #[test]
     fn schemas_are_json() {
         for s in [PLAN_SCHEMA, CRITIQUE_SCHEMA, DECOMPOSE_SCHEMA] {
+            assert_bounded(&schema_value(s), "");
             assert!(serde_json::from_str::<serde_json::Value>(s).is_ok());
         }
     }

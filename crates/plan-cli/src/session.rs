@@ -132,8 +132,9 @@ pub fn load_local(quiet: bool) -> anyhow::Result<LocalModel> {
     let model = LocalModel::load_with_progress(
         LocalConfig::default().with_default_max_tokens(LOCAL_MAX_TOKENS),
         &mut |e| {
-        progress.event(e);
-    });
+            progress.event(e);
+        },
+    );
     progress.finish();
     model.map_err(|e| {
         Usage::new(format!(

@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 use crate::error::StrategyError;
 use crate::planner::{LlmCall, extract_json};
 use crate::prompts::{
-    CRITIQUE_SCHEMA, DECOMPOSE_SCHEMA, STRUCTURED_TOKEN_BUDGET, render, schema_compact, schema_value,
+    CRITIQUE_SCHEMA, DECOMPOSE_SCHEMA, STRUCTURED_TOKEN_BUDGET, render, schema_compact,
+    schema_value,
 };
 
 /// A review of a plan against its goal.

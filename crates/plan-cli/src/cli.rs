@@ -143,6 +143,18 @@ pub enum SandboxArg {
     None,
 }
 
+impl SandboxArg {
+    /// The library's choice for this value.
+    pub fn choice(self) -> plan_exec::SandboxChoice {
+        match self {
+            SandboxArg::Auto => plan_exec::SandboxChoice::Auto,
+            SandboxArg::Bwrap => plan_exec::SandboxChoice::Bwrap,
+            SandboxArg::Process => plan_exec::SandboxChoice::Process,
+            SandboxArg::None => plan_exec::SandboxChoice::None,
+        }
+    }
+}
+
 /// Which model, and how much of it.
 #[derive(Debug, Clone, Default, Args)]
 pub struct ModelArgs {

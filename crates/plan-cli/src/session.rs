@@ -279,6 +279,7 @@ pub fn agent(
         .max_depth(settings.max_depth as usize)
         .event_sink(ui.sink())
         .model_spec(settings.model.clone())
+        .sandbox(settings.sandbox.choice().lazy())
         .cancel_token(cancel.clone());
     let local = matches!(
         ModelSpec::parse(&settings.model),

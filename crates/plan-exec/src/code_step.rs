@@ -145,13 +145,22 @@ impl<P: Provider> CodeStepExecutor<P> {
         request
     }
 
+    /// Runs `program` in the sandbox and emits a `tool_call` event (tool `python (bwrap)`
+    /// and the like) that says whether it succeeded.
     async fn run(&self, ctx: &StepContext, program: &Program) -> Result<RunOutput, StepError> {
-        tokio::select! {
+        let out = tokio::select! {
             r = self.sandbox.run(program, &self.limits) => {
-                r.map_err(|e| StepError::fatal(format!("step `{}`: {e}", ctx.step().id)))
+                r.map_err(|e| StepError::fatal(format!("step `{}`: {e}", ctx.step().id)))?
             }
-            () = ctx.cancel_token().cancelled() => Err(StepError::cancelled()),
-        }
+            () = ctx.cancel_token().cancelled() => return Err(StepError::cancelled()),
+        };
+        ctx.emit(EventKind::ToolCall {
+            step: ctx.step().id.clone(),
+            tool: format!("{} ({})", program.lang.as_str(), out.isolation.as_str()),
+            ok: out.success(),
+            duration_ms: u64::try_from(out.duration.as_millis()).unwrap_or(u64::MAX),
+        });
+        Ok(out)
     }
 
     async fn run_given(&self, ctx: &StepContext, code: &str) -> Result<String, StepError> {
@@ -282,6 +291,11 @@ impl<P: Provider> StepExecutor for CodeStepExecutor<P> {
         if let Some(code) = &step.code {
             return self.run_given(ctx, code).await;
         }
+        // No program is written for a sandbox that cannot run it.
+        self.sandbox
+            .ready()
+            .await
+            .map_err(|e| StepError::fatal(format!("step `{}`: {e}", step.id)))?;
         let mut previous: Option<(String, String)> = None;
         let mut last_error = String::new();
         for _ in 0..self.max_attempts {

@@ -90,8 +90,8 @@ pub use code_step::{
 #[cfg(target_os = "linux")]
 pub use sandbox::{BwrapConfig, BwrapSandbox, ProcessSandbox};
 pub use sandbox::{
-    Isolation, LimitHit, Limits, MissingFile, OutputFile, ParseSandboxChoiceError, Program,
-    RunOutput, Sandbox, SandboxChoice, SandboxError,
+    Isolation, LazySandbox, LimitHit, Limits, MissingFile, OutputFile, ParseSandboxChoiceError,
+    Program, RunOutput, Sandbox, SandboxChoice, SandboxError,
 };
 
 // --- tools and search (research) ---

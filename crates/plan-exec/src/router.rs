@@ -13,8 +13,8 @@ use crate::executor::StepExecutor;
 /// A table from a step's `agent` and/or `kind` to the executor that runs it, with a
 /// default. It is itself a [`StepExecutor`], so a runner takes it like any other.
 ///
-/// A step is routed to the first match of: its (agent, kind) pair; its agent; its kind;
-/// the default. A step that matches nothing fails with a fatal error naming the step.
+/// A step is routed to the first match of: the program route, if the step carries its
+/// own `code`; its (agent, kind) pair; its agent; its kind; the default. A step that matches nothing fails with a fatal error naming the step.
 ///
 /// ```
 /// use plan_exec::{executor_fn, Router, StepContext};
@@ -31,6 +31,7 @@ pub struct Router {
     pairs: HashMap<(String, StepKind), Arc<dyn StepExecutor>>,
     agents: HashMap<String, Arc<dyn StepExecutor>>,
     kinds: HashMap<StepKind, Arc<dyn StepExecutor>>,
+    programs: Option<Arc<dyn StepExecutor>>,
     default: Option<Arc<dyn StepExecutor>>,
 }
 
@@ -40,6 +41,7 @@ impl std::fmt::Debug for Router {
             .field("pairs", &self.pairs.keys().collect::<Vec<_>>())
             .field("agents", &self.agents.keys().collect::<Vec<_>>())
             .field("kinds", &self.kinds.keys().collect::<Vec<_>>())
+            .field("programs", &self.programs.is_some())
             .field("default", &self.default.is_some())
             .finish()
     }
@@ -68,6 +70,13 @@ impl Router {
         self
     }
 
+    /// Routes steps that carry their own program (`code`), whatever their kind or agent
+    /// (takes precedence over every other route): a plan file's deterministic checks.
+    pub fn route_programs(mut self, executor: impl StepExecutor + 'static) -> Self {
+        self.programs = Some(Arc::new(executor));
+        self
+    }
+
     /// Routes steps with this agent *and* this kind (takes precedence over both).
     pub fn route(
         mut self,
@@ -81,6 +90,11 @@ impl Router {
 
     /// The executor a step would go to, if any.
     pub fn executor_for(&self, step: &Step) -> Option<&Arc<dyn StepExecutor>> {
+        if step.code.is_some()
+            && let Some(e) = &self.programs
+        {
+            return Some(e);
+        }
         if let Some(agent) = &step.agent {
             if let Some(e) = self.pairs.get(&(agent.clone(), step.kind)) {
                 return Some(e);

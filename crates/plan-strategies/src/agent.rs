@@ -9,8 +9,8 @@ use plan_core::{
     Event, EventKind, GoalTree, Plan, PlanGraph, RunId, RunStatus, Step, StepId, StepKind,
 };
 use plan_exec::{
-    CancelToken, EventLog, EventSink, LlmStepExecutor, NoopSink, PlanRun, RunOptions, RunRecord,
-    RunStore, Runner, StepExecutor, StepOutcome,
+    CancelToken, CodeStepExecutor, EventLog, EventSink, LlmStepExecutor, NoopSink, PlanRun, Router,
+    RunOptions, RunRecord, RunStore, Runner, Sandbox, SandboxChoice, StepExecutor, StepOutcome,
 };
 use plan_llm::Provider;
 
@@ -113,6 +113,7 @@ pub struct AgentBuilder {
     planner: Option<Arc<dyn Planner>>,
     planner_config: PlannerConfig,
     executor: Option<Arc<dyn StepExecutor>>,
+    sandbox: Option<Arc<dyn Sandbox>>,
     strategy: Strategy,
     options: StrategyOptions,
     run_options: RunOptions,
@@ -197,9 +198,23 @@ impl AgentBuilder {
     }
 
     /// Runs steps with this executor (a [`plan_exec::Router`] to route by agent or kind)
-    /// instead of the LLM step executor over the provider.
+    /// instead of the default executors over the provider.
+    ///
+    /// By default, steps of kind `code` and steps that carry their own `code` run in the
+    /// [`sandbox`](Self::sandbox) through a [`CodeStepExecutor`] (the model writes the
+    /// program unless the step has one; errors are fed back), and every other step is one
+    /// model call ([`LlmStepExecutor`]).
     pub fn executor(mut self, executor: impl StepExecutor + 'static) -> Self {
         self.executor = Some(Arc::new(executor));
+        self
+    }
+
+    /// The sandbox that code steps run in (default: [`SandboxChoice::Auto`], opened on
+    /// the first code step: bubblewrap when it works here, otherwise code steps fail with
+    /// an error that says how to install it). [`SandboxChoice::lazy`] turns a user's
+    /// choice into one. Ignored when [`executor`](Self::executor) is set.
+    pub fn sandbox(mut self, sandbox: impl Sandbox + 'static) -> Self {
+        self.sandbox = Some(Arc::new(sandbox));
         self
     }
 
@@ -285,7 +300,18 @@ impl AgentBuilder {
         };
         let executor: Arc<dyn StepExecutor> = match self.executor {
             Some(e) => e,
-            None => Arc::new(LlmStepExecutor::new(provider.clone())),
+            None => {
+                let sandbox = self
+                    .sandbox
+                    .unwrap_or_else(|| Arc::new(SandboxChoice::Auto.lazy()));
+                let code = Arc::new(CodeStepExecutor::new(provider.clone(), sandbox));
+                Arc::new(
+                    Router::default()
+                        .with_default(LlmStepExecutor::new(provider.clone()))
+                        .route_kind(StepKind::Code, code.clone())
+                        .route_programs(code),
+                )
+            }
         };
         let model = self.model.unwrap_or_else(|| provider.name().to_owned());
         Ok(Agent {
@@ -516,6 +542,7 @@ impl Agent {
             planner: None,
             planner_config: PlannerConfig::default(),
             executor: None,
+            sandbox: None,
             strategy: Strategy::default(),
             options: StrategyOptions::default(),
             run_options: RunOptions::default(),

@@ -6,9 +6,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use plan_core::CodeLang;
-use plan_exec::{Isolation, Limits, Program, SandboxChoice};
+use plan_exec::{Isolation, Limits, Program};
 
-use crate::cli::{Lang, SandboxArg, SandboxRunArgs};
+use crate::cli::{Lang, SandboxRunArgs};
 use crate::config::{Overrides, Settings, read_input};
 use crate::exit;
 
@@ -18,12 +18,7 @@ pub async fn run(args: SandboxRunArgs) -> anyhow::Result<ExitCode> {
     let mut overrides = Overrides::default();
     overrides.execution.sandbox = args.sandbox;
     let settings = Settings::from_process(&overrides)?;
-    let choice = match settings.sandbox {
-        SandboxArg::Auto => SandboxChoice::Auto,
-        SandboxArg::Bwrap => SandboxChoice::Bwrap,
-        SandboxArg::Process => SandboxChoice::Process,
-        SandboxArg::None => SandboxChoice::None,
-    };
+    let choice = settings.sandbox.choice();
     let lang = match args.lang {
         Lang::Python => CodeLang::Python,
         Lang::Bash => CodeLang::Bash,

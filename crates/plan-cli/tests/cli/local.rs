@@ -109,3 +109,36 @@ fn model_list_of_an_empty_cache() {
     assert_eq!(stdout(&out), "");
     assert!(stderr(&out).contains("plan model pull"));
 }
+
+#[test]
+fn embedded_model_writes_a_program_that_runs_in_the_sandbox() {
+    let Some(model) = cached_model() else { return };
+    let sb = Sandbox::new();
+    sb.write(
+        "sum.json",
+        r#"{"goal": "Print the value of 2 + 3.", "steps": [
+            {"id": "add", "description": "Print the value of 2 + 3.", "kind": "code"}]}"#,
+    );
+    let out = output(
+        sb.plan(["exec", "sum.json", "--json", "--events", "events.jsonl"])
+            .env("PLAN_MODEL_DIR", model.parent().unwrap())
+            .env("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
+            .env_remove("OPENAI_API_KEY"),
+    );
+    expect_code(&out, 0);
+    let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["model"], "local");
+    let output = v["steps"][0]["output"].as_str().unwrap();
+    // The step's output is what the program printed in the sandbox, not the model's reply.
+    // The last number it printed is the sum (the model may print a sentence around it).
+    let last_number = output
+        .split(|c: char| !c.is_ascii_digit())
+        .rfind(|w| !w.is_empty());
+    assert_eq!(last_number, Some("5"), "{output}");
+    assert!(!output.contains("```"), "{output}");
+    let ran = crate::support::read_events(&sb.path("events.jsonl"))
+        .into_iter()
+        .filter(|e| e["event"] == "tool_call" && e["ok"] == true)
+        .count();
+    assert!(ran >= 1, "no program ran: {}", stderr(&out));
+}

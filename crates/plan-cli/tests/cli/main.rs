@@ -3,6 +3,7 @@
 mod support;
 
 mod approve;
+mod code_steps;
 mod graph;
 mod help;
 mod local;

@@ -4,6 +4,7 @@
 mod bwrap;
 mod choice;
 mod error;
+mod lazy;
 #[cfg(target_os = "linux")]
 mod process;
 #[cfg(target_os = "linux")]
@@ -20,6 +21,7 @@ use async_trait::async_trait;
 
 pub use choice::{ParseSandboxChoiceError, SandboxChoice};
 pub use error::SandboxError;
+pub use lazy::LazySandbox;
 pub(crate) use types::check_relative;
 pub use types::{Isolation, LimitHit, Limits, MissingFile, OutputFile, Program, RunOutput};
 
@@ -97,6 +99,13 @@ pub trait Sandbox: Send + Sync {
     /// A program that fails, is killed or hits a limit is an `Ok` result (see
     /// [`RunOutput::limit_hit`]); `Err` means the sandbox itself could not run it.
     async fn run(&self, program: &Program, limits: &Limits) -> Result<RunOutput, SandboxError>;
+
+    /// Whether programs can run at all, checked before work is spent on writing one
+    /// (a code step asks this before asking the model). The default says yes; a backend
+    /// that is set up lazily ([`LazySandbox`]) sets up here and reports why it cannot.
+    async fn ready(&self) -> Result<(), SandboxError> {
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -106,6 +115,9 @@ impl<S: Sandbox + ?Sized> Sandbox for &S {
     }
     async fn run(&self, program: &Program, limits: &Limits) -> Result<RunOutput, SandboxError> {
         (**self).run(program, limits).await
+    }
+    async fn ready(&self) -> Result<(), SandboxError> {
+        (**self).ready().await
     }
 }
 
@@ -117,6 +129,9 @@ impl<S: Sandbox + ?Sized> Sandbox for Box<S> {
     async fn run(&self, program: &Program, limits: &Limits) -> Result<RunOutput, SandboxError> {
         (**self).run(program, limits).await
     }
+    async fn ready(&self) -> Result<(), SandboxError> {
+        (**self).ready().await
+    }
 }
 
 #[async_trait]
@@ -126,5 +141,8 @@ impl<S: Sandbox + ?Sized> Sandbox for Arc<S> {
     }
     async fn run(&self, program: &Program, limits: &Limits) -> Result<RunOutput, SandboxError> {
         (**self).run(program, limits).await
+    }
+    async fn ready(&self) -> Result<(), SandboxError> {
+        (**self).ready().await
     }
 }

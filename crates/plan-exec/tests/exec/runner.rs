@@ -222,7 +222,8 @@ async fn router_routes_by_agent_and_kind_with_a_default() {
         .with_default(tag("default"))
         .route_agent("analyst", tag("analyst"))
         .route_kind(StepKind::Search, tag("search"))
-        .route("analyst", StepKind::Verify, tag("analyst-verify"));
+        .route("analyst", StepKind::Verify, tag("analyst-verify"))
+        .route_programs(tag("program"));
     let p = plan_core::Plan::new(
         "g",
         vec![
@@ -236,6 +237,11 @@ async fn router_routes_by_agent_and_kind_with_a_default() {
                 .with_agent("analyst")
                 .with_kind(StepKind::Verify),
             Step::new("other", "p").with_agent("nobody"),
+            // A step with its own program goes to the program route, whatever else it is.
+            Step::new("checked", "p")
+                .with_agent("analyst")
+                .with_kind(StepKind::Verify)
+                .with_code(plan_core::CodeLang::Bash, "true"),
         ],
     );
     let report = Runner::parallel(router).run(p).await.unwrap();
@@ -246,6 +252,7 @@ async fn router_routes_by_agent_and_kind_with_a_default() {
     assert_eq!(out("ana-find"), "analyst");
     assert_eq!(out("check"), "analyst-verify");
     assert_eq!(out("other"), "default");
+    assert_eq!(out("checked"), "program");
 
     let no_default = Router::default().route_agent("analyst", tag("analyst"));
     let report = Runner::parallel(no_default)

@@ -5,6 +5,7 @@ mod support;
 mod approve;
 mod graph;
 mod help;
+mod live;
 mod local;
 mod output;
 mod readme;

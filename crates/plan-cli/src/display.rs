@@ -2,7 +2,7 @@
 //! lines otherwise (or with `--quiet`).
 
 use std::collections::HashMap;
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -21,9 +21,11 @@ pub enum Mode {
 }
 
 impl Mode {
-    /// Live on a terminal unless `quiet`, plain otherwise.
+    /// Live on a terminal unless `quiet`, plain otherwise. A terminal without escape
+    /// sequences (`TERM` unset or `dumb`) gets plain lines: indicatif would draw nothing there,
+    /// leaving neither a live view nor timestamps.
     pub fn detect(quiet: bool) -> Mode {
-        if !quiet && std::io::stderr().is_terminal() {
+        if !quiet && style::stderr_is_terminal() {
             Mode::Live
         } else {
             Mode::Plain
@@ -39,7 +41,9 @@ pub struct Display {
 
 struct Live {
     multi: MultiProgress,
+    /// A "planning" spinner until the plan's size is known, then the done/total bar.
     bar: ProgressBar,
+    bar_style: Option<ProgressStyle>,
     spinners: HashMap<StepId, ProgressBar>,
     spinner_style: ProgressStyle,
     tokens: u64,
@@ -116,22 +120,38 @@ impl Live {
         } else {
             "{spinner} {prefix} {elapsed} {wide_msg}"
         };
+        let planning_template = if colour {
+            "{spinner:.cyan} planning  {elapsed:.dim}  {msg:.dim}"
+        } else {
+            "{spinner} planning  {elapsed}  {msg}"
+        };
         let bar_style = ProgressStyle::with_template(bar_template)
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .progress_chars("━╸ ");
         let spinner_style = ProgressStyle::with_template(spinner_template)
             .unwrap_or_else(|_| ProgressStyle::default_spinner());
-        let bar = multi.add(ProgressBar::new(0).with_style(bar_style));
-        bar.set_message("planning");
+        let planning_style = ProgressStyle::with_template(planning_template)
+            .unwrap_or_else(|_| ProgressStyle::default_spinner());
+        // Until a plan exists there is nothing to count: a spinner, not a full bar of 0/0.
+        let bar = multi.add(ProgressBar::new(0).with_style(planning_style));
         bar.enable_steady_tick(Duration::from_millis(250));
         Live {
             multi,
             bar,
+            bar_style: Some(bar_style),
             spinners: HashMap::new(),
             spinner_style,
             tokens: 0,
             calls: 0,
         }
+    }
+
+    /// Sets the bar's total, turning the planning spinner into the bar on first use.
+    fn set_total(&mut self, total: u64) {
+        if let Some(style) = self.bar_style.take() {
+            self.bar.set_style(style);
+        }
+        self.bar.set_length(total);
     }
 
     /// Updates the view; returns a line to print above it, if any.
@@ -150,7 +170,6 @@ impl Live {
                 if *attempt > 1 {
                     spinner.set_message(format!("attempt {attempt}"));
                 }
-                self.bar.set_message("running");
                 None
             }
             EventKind::StepCompleted { step, .. }
@@ -172,12 +191,12 @@ impl Live {
                 plain_line(&event.kind, p)
             }
             EventKind::Progress { done, total, .. } => {
-                self.bar.set_length(*total as u64);
+                self.set_total(*total as u64);
                 self.bar.set_position(*done as u64);
                 None
             }
             EventKind::PlanCreated { plan, .. } | EventKind::Replanned { plan, .. } => {
-                self.bar.set_length(plan.steps.len() as u64);
+                self.set_total(plan.steps.len() as u64);
                 plain_line(&event.kind, p)
             }
             EventKind::LlmCall {
@@ -188,8 +207,10 @@ impl Live {
                 self.calls += 1;
                 self.tokens += prompt_tokens + completion_tokens;
                 self.bar.set_message(format!(
-                    "{} model calls, {} tokens",
-                    self.calls, self.tokens
+                    "{} model call{}, {} tokens",
+                    self.calls,
+                    plural(self.calls as usize),
+                    self.tokens
                 ));
                 None
             }

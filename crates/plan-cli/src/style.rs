@@ -1,4 +1,5 @@
-//! Colours: only on a terminal, never with `NO_COLOR` (https://no-color.org).
+//! Colours: only on a terminal that understands them (`TERM` set, not `dumb`), never with
+//! `NO_COLOR` (https://no-color.org).
 
 use std::io::IsTerminal;
 
@@ -9,14 +10,29 @@ pub fn no_color() -> bool {
     std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty())
 }
 
+/// Whether `TERM` names a terminal that understands escape sequences: on Unix it must be
+/// set and not `dumb` (on Windows only `dumb` is refused). indicatif draws nothing otherwise,
+/// and colour libraries (anstream) stay plain.
+pub fn term_understands_escapes() -> bool {
+    match std::env::var_os("TERM") {
+        Some(term) => !term.is_empty() && term != "dumb",
+        None => cfg!(windows),
+    }
+}
+
+/// Whether stderr is a terminal that can show colours and redraw lines in place.
+pub fn stderr_is_terminal() -> bool {
+    std::io::stderr().is_terminal() && term_understands_escapes()
+}
+
 /// Whether stderr gets colours.
 pub fn stderr_colours() -> bool {
-    std::io::stderr().is_terminal() && !no_color()
+    stderr_is_terminal() && !no_color()
 }
 
 /// Whether stdout gets colours.
 pub fn stdout_colours() -> bool {
-    std::io::stdout().is_terminal() && !no_color()
+    std::io::stdout().is_terminal() && term_understands_escapes() && !no_color()
 }
 
 /// The styles used in output; all plain when colours are off.

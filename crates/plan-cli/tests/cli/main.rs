@@ -6,6 +6,7 @@ mod approve;
 mod code_steps;
 mod graph;
 mod help;
+mod live;
 mod local;
 mod output;
 mod readme;

@@ -2,7 +2,6 @@
 //! run's events, the `--events` file, the provider (pulling the embedded model on first
 //! use), the run store and the agent.
 
-use std::io::IsTerminal;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -162,7 +161,7 @@ struct PullProgress {
 
 impl PullProgress {
     fn new(quiet: bool) -> Self {
-        let live = !quiet && std::io::stderr().is_terminal();
+        let live = !quiet && crate::style::stderr_is_terminal();
         let bar = live.then(|| {
             let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
             bar.set_style(

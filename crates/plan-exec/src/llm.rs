@@ -122,9 +122,18 @@ impl<P: Provider> LlmStepExecutor<P> {
         let mut request = Request::new(vec![Message::system(system), Message::user(user)]);
         request.max_tokens = self.max_tokens;
         request.temperature = self.temperature;
+        request.stop = FRAMING.iter().map(|s| (*s).to_owned()).collect();
         request
     }
 }
+
+/// Lines of the prompt's own framing: a reply that starts writing one has finished its
+/// step and is echoing the prompt (small models do), so generation stops there.
+const FRAMING: [&str; 3] = [
+    "\nYour step (`",
+    "\nCheck to make (step `",
+    "\n--- end of outputs ---",
+];
 
 #[async_trait]
 impl<P: Provider> StepExecutor for LlmStepExecutor<P> {

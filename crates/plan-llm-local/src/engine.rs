@@ -18,6 +18,8 @@ pub(crate) struct GenParams {
     pub(crate) max_tokens: usize,
     pub(crate) temperature: f32,
     pub(crate) seed: u64,
+    pub(crate) repeat_penalty: f32,
+    pub(crate) repeat_window: usize,
     pub(crate) format: ResponseFormat,
     pub(crate) stop: Vec<String>,
 }
@@ -62,6 +64,12 @@ impl Engine {
                 )));
             }
         };
+        // Only the declared keys: a key is a string with no length bound, and a small
+        // model that strays into an undeclared key can write it until the token cap.
+        for value in schema.values_mut() {
+            close_objects(value);
+        }
+        close_object(&mut schema);
         // Compact JSON: a small model given free whitespace can pad forever.
         schema
             .entry("x-guidance")
@@ -110,6 +118,8 @@ impl Engine {
         let mut pos = prompt.len();
         let mut generated = 0usize;
         let trie = self.tok_env.tok_trie();
+        let mut recent: std::collections::VecDeque<u32> =
+            std::collections::VecDeque::with_capacity(params.repeat_window);
         let finish = loop {
             if generated >= budget {
                 break FinishReason::Length;
@@ -133,6 +143,12 @@ impl Engine {
                     }
                 }
             };
+            let mut logits = logits;
+            if matcher.is_none() {
+                // Free text only: in JSON the penalty would hold back the quotes and
+                // commas that end a string, and the grammar already bounds its length.
+                penalise(&mut logits, recent.iter().copied(), params.repeat_penalty);
+            }
             let token = sample(&logits, params.temperature, &mut rng).ok_or_else(|| {
                 LocalError::Inference("no token is allowed at this point".to_owned())
             })?;
@@ -154,6 +170,14 @@ impl Engine {
                 }
             }
             generated += batch.len();
+            for &t in &batch {
+                if params.repeat_window > 0 {
+                    if recent.len() == params.repeat_window {
+                        recent.pop_front();
+                    }
+                    recent.push_back(t);
+                }
+            }
             let mut stopped_by_text = false;
             for &t in &batch {
                 if !self.tokenizer.is_special(t) {
@@ -205,11 +229,54 @@ impl Engine {
     }
 }
 
+/// Sets `additionalProperties: false` on every object schema in `value` that declares
+/// its `properties` and says nothing about others.
+fn close_objects(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for child in map.values_mut() {
+                close_objects(child);
+            }
+            close_object(map);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(close_objects),
+        _ => {}
+    }
+}
+
+fn close_object(map: &mut serde_json::Map<String, serde_json::Value>) {
+    if map.get("properties").is_some_and(serde_json::Value::is_object)
+        && !map.contains_key("additionalProperties")
+        && !map.contains_key("patternProperties")
+    {
+        map.insert("additionalProperties".to_owned(), serde_json::Value::Bool(false));
+    }
+}
+
 fn grammar_err(m: &Matcher, e: impl std::fmt::Display) -> LocalError {
     LocalError::Inference(format!(
         "constrained decoding failed: {}",
         m.get_error().unwrap_or_else(|| e.to_string())
     ))
+}
+
+/// Applies the repetition penalty to the logits of `recent` tokens (each once): divides a
+/// positive logit by `penalty`, multiplies a negative one, so the token gets less likely.
+fn penalise(logits: &mut [f32], recent: impl Iterator<Item = u32>, penalty: f32) {
+    if penalty <= 1.0 {
+        return;
+    }
+    let mut seen = std::collections::HashSet::new();
+    for t in recent {
+        if !seen.insert(t) {
+            continue;
+        }
+        if let Some(l) = logits.get_mut(t as usize)
+            && l.is_finite()
+        {
+            *l = if *l > 0.0 { *l / penalty } else { *l * penalty };
+        }
+    }
 }
 
 /// Greedy at temperature 0, else a draw from the softmax at that temperature.
@@ -360,6 +427,37 @@ mod tests {
             }
         }
         assert_eq!(got, "abéc");
+    }
+
+    #[test]
+    fn objects_with_declared_properties_get_no_others() {
+        let mut schema = serde_json::json!({
+            "type": "object",
+            "properties": {
+                "steps": {"type": "array", "items": {"type": "object", "properties": {"id": {"type": "string"}}}},
+                "meta": {"type": "object", "additionalProperties": true, "properties": {}},
+                "free": {"type": "object"}
+            }
+        });
+        close_objects(&mut schema);
+        assert_eq!(schema["additionalProperties"], false);
+        assert_eq!(schema["properties"]["steps"]["items"]["additionalProperties"], false);
+        assert_eq!(schema["properties"]["meta"]["additionalProperties"], true);
+        assert!(schema["properties"]["free"].get("additionalProperties").is_none());
+    }
+
+    #[test]
+    fn the_penalty_makes_recent_tokens_less_likely_once_each() {
+        let mut logits = vec![2.0, -1.0, 1.5, f32::NEG_INFINITY];
+        penalise(&mut logits, [0, 0, 1, 3].into_iter(), 2.0);
+        assert_eq!(logits[..3], [1.0, -2.0, 1.5]);
+        assert_eq!(logits[3], f32::NEG_INFINITY);
+        // Greedy now prefers the token it has not just said.
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+        assert_eq!(sample(&logits, 0.0, &mut rng), Some(2));
+        let mut same = vec![2.0, 1.0];
+        penalise(&mut same, [0].into_iter(), 1.0);
+        assert_eq!(same, [2.0, 1.0]);
     }
 
     #[test]

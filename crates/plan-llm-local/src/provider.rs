@@ -47,6 +47,14 @@ pub struct LocalConfig {
     pub default_max_tokens: u32,
     /// Temperature when a request sets none.
     pub default_temperature: f32,
+    /// Repetition penalty for free-text replies (as llama.cpp's `repeat_penalty`): the
+    /// logit of a token seen in the last [`repeat_window`](Self::repeat_window) tokens of
+    /// the reply is divided by it (multiplied when negative). A small model at temperature
+    /// 0 otherwise falls into loops, repeating a sentence until the token cap. 1.0 turns
+    /// it off. Constrained (JSON) replies are not penalised.
+    pub repeat_penalty: f32,
+    /// How many of the latest reply tokens the penalty looks at.
+    pub repeat_window: usize,
 }
 
 impl Default for LocalConfig {
@@ -60,6 +68,8 @@ impl Default for LocalConfig {
             seed: 0,
             default_max_tokens: 512,
             default_temperature: 0.0,
+            repeat_penalty: 1.05,
+            repeat_window: 64,
         }
     }
 }
@@ -106,6 +116,13 @@ impl LocalConfig {
         self.default_max_tokens = tokens;
         self
     }
+
+    /// Sets the repetition penalty (1.0: none) and the window of reply tokens it covers.
+    pub fn with_repeat_penalty(mut self, penalty: f32, window: usize) -> Self {
+        self.repeat_penalty = penalty;
+        self.repeat_window = window;
+        self
+    }
 }
 
 /// The default thread count: 1 on machines with 2 cores or fewer, else half, at most 4.
@@ -133,6 +150,8 @@ struct Shared {
     seed: u64,
     default_max_tokens: u32,
     default_temperature: f32,
+    repeat_penalty: f32,
+    repeat_window: usize,
     load: LoadStats,
 }
 
@@ -261,6 +280,8 @@ impl LocalModel {
                 seed: config.seed,
                 default_max_tokens: config.default_max_tokens,
                 default_temperature: config.default_temperature,
+                repeat_penalty: config.repeat_penalty,
+                repeat_window: config.repeat_window,
                 load: LoadStats {
                     weights,
                     tokenizer: tokenizer_time,
@@ -319,6 +340,8 @@ impl LocalModel {
                 .temperature
                 .unwrap_or(self.shared.default_temperature),
             seed: self.shared.seed,
+            repeat_penalty: self.shared.repeat_penalty,
+            repeat_window: self.shared.repeat_window,
             format: request.response_format.clone(),
             stop: request.stop.clone(),
         };

@@ -177,7 +177,13 @@ pub(crate) async fn synthesize(
     tree: Option<&str>,
     calls: &mut Vec<LlmCall>,
 ) -> Result<String, StrategyError> {
-    let request = Request::new(synthesis_messages(goal, steps, tree)?);
+    let mut request = Request::new(synthesis_messages(goal, steps, tree)?);
+    // The prompt's own framing: an answer that starts writing it is echoing the prompt.
+    request.stop = vec![
+        "\nResults of the steps:".to_owned(),
+        "\nHow the goal was broken down:".to_owned(),
+        "\nYour step (`".to_owned(),
+    ];
     let started = Instant::now();
     let response = provider
         .complete(&request)

@@ -633,7 +633,12 @@ impl LlmPlanner {
                     streamed,
                 });
             }
-            tracing::debug!(attempt, problems = problems.len(), "plan reply rejected");
+            tracing::debug!(
+                attempt,
+                problems = ?problems.iter().map(|p| p.text.as_str()).collect::<Vec<_>>(),
+                reply = %bounded(&text, 4000),
+                "plan reply rejected"
+            );
             if attempt < attempts_allowed {
                 messages.push(Message::assistant(text));
                 messages.push(Message::user(render(

@@ -24,7 +24,7 @@ fn model_dir() -> Option<PathBuf> {
     Some(cache.join("plan").join("models"))
 }
 
-fn cached_model() -> Option<PathBuf> {
+pub fn cached_model() -> Option<PathBuf> {
     let file = model_dir()?.join("SmolLM2-135M-Instruct.Q4_1.gguf");
     if file.exists() {
         return Some(file);

@@ -245,11 +245,16 @@ fn close_objects(value: &mut serde_json::Value) {
 }
 
 fn close_object(map: &mut serde_json::Map<String, serde_json::Value>) {
-    if map.get("properties").is_some_and(serde_json::Value::is_object)
+    if map
+        .get("properties")
+        .is_some_and(serde_json::Value::is_object)
         && !map.contains_key("additionalProperties")
         && !map.contains_key("patternProperties")
     {
-        map.insert("additionalProperties".to_owned(), serde_json::Value::Bool(false));
+        map.insert(
+            "additionalProperties".to_owned(),
+            serde_json::Value::Bool(false),
+        );
     }
 }
 
@@ -441,9 +446,16 @@ mod tests {
         });
         close_objects(&mut schema);
         assert_eq!(schema["additionalProperties"], false);
-        assert_eq!(schema["properties"]["steps"]["items"]["additionalProperties"], false);
+        assert_eq!(
+            schema["properties"]["steps"]["items"]["additionalProperties"],
+            false
+        );
         assert_eq!(schema["properties"]["meta"]["additionalProperties"], true);
-        assert!(schema["properties"]["free"].get("additionalProperties").is_none());
+        assert!(
+            schema["properties"]["free"]
+                .get("additionalProperties")
+                .is_none()
+        );
     }
 
     #[test]

@@ -61,6 +61,7 @@ fn split<'a>(
     Box::pin(async move {
         let mut calls = Vec::new();
         let d = decompose(provider, goal, &ancestors, limits.max_subgoals, &mut calls).await?;
+        tracing::debug!(goal, depth, atomic = d.atomic, subgoals = ?d.subgoals.iter().map(|s| s.goal.as_str()).collect::<Vec<_>>(), "decomposed");
         let subgoals = clean_subgoals(goal, d.subgoals, limits.max_subgoals);
         if d.atomic || subgoals.len() < 2 {
             return Ok((None, calls));

@@ -983,3 +983,57 @@ async fn a_planner_that_keeps_naming_an_unknown_agent_is_re_prompted_and_the_age
         "{report:?}"
     );
 }
+
+/// Steps of kind `code` run in the sandbox by default: the model writes the program, the
+/// step's output is what it printed; a step with its own program runs it with no model.
+#[tokio::test]
+async fn code_steps_run_their_programs_in_the_sandbox() {
+    let plan = r#"{"goal": "g", "steps": [
+        {"id": "square", "description": "Print 7 squared", "kind": "code"},
+        {"id": "check", "description": "It is 49", "dependencies": ["square"], "kind": "verify",
+         "lang": "bash", "code": "grep -qx 49 deps/square.txt && echo verified"}]}"#;
+    let fake = Fake::non_streaming().plan(plan).steps(|id, r| match id {
+        "square" if system_text(r).contains("You write one complete program") => {
+            Ok("```python\nprint(7 * 7)\n```".to_owned())
+        }
+        other => Err(format!("unexpected step call for {other}")),
+    });
+    let log = EventLog::new();
+    let report = agent(&fake, Strategy::Dag)
+        .event_sink(log.clone())
+        .build()
+        .unwrap()
+        .run("g")
+        .await
+        .unwrap();
+    assert_eq!(report.status, RunStatus::Succeeded, "{:?}", report.steps);
+    assert_eq!(
+        report.step("square").unwrap().output.as_deref(),
+        Some("49\n")
+    );
+    assert_eq!(
+        report.step("check").unwrap().output.as_deref(),
+        Some("verified\n")
+    );
+    assert_eq!(fake.step_requests(), ["square"]);
+    let programs = log
+        .events()
+        .iter()
+        .filter(|e| matches!(&e.kind, EventKind::ToolCall { ok: true, .. }))
+        .count();
+    assert_eq!(programs, 2);
+
+    // With code execution off, the code steps fail and the model writes nothing.
+    let fake = Fake::non_streaming().plan(plan);
+    let report = agent(&fake, Strategy::Dag)
+        .sandbox(plan_exec::SandboxChoice::None.lazy())
+        .build()
+        .unwrap()
+        .run("g")
+        .await
+        .unwrap();
+    assert_eq!(report.status, RunStatus::Failed);
+    let error = report.step("square").unwrap().error.clone().unwrap();
+    assert!(error.contains("code steps are disabled"), "{error}");
+    assert!(fake.step_requests().is_empty());
+}

@@ -14,7 +14,8 @@ use crate::executor::StepExecutor;
 /// default. It is itself a [`StepExecutor`], so a runner takes it like any other.
 ///
 /// A step is routed to the first match of: the program route, if the step carries its
-/// own `code`; its (agent, kind) pair; its agent; its kind; the default. A step that matches nothing fails with a fatal error naming the step.
+/// own `code`; its (agent, kind) pair; its agent; its kind; the default. A step that
+/// matches nothing fails with a fatal error naming the step.
 ///
 /// ```
 /// use plan_exec::{executor_fn, Router, StepContext};

@@ -60,7 +60,16 @@ fn split<'a>(
 ) -> BoxFuture<'a, Result<Split, StrategyError>> {
     Box::pin(async move {
         let mut calls = Vec::new();
-        let d = decompose(provider, goal, &ancestors, limits.max_subgoals, &mut calls).await?;
+        let d = match decompose(provider, goal, &ancestors, limits.max_subgoals, &mut calls).await {
+            Ok(d) => d,
+            // A reply that stays unusable after re-prompting (a small model's broken JSON)
+            // leaves the goal whole: it still runs, as one leaf. Provider errors end the run.
+            Err(StrategyError::InvalidReply { message, .. }) => {
+                tracing::warn!(goal, depth, %message, "unusable decomposition: the goal stays one leaf");
+                return Ok((None, calls));
+            }
+            Err(e) => return Err(e),
+        };
         tracing::debug!(goal, depth, atomic = d.atomic, subgoals = ?d.subgoals.iter().map(|s| s.goal.as_str()).collect::<Vec<_>>(), "decomposed");
         let subgoals = clean_subgoals(goal, d.subgoals, limits.max_subgoals);
         if d.atomic || subgoals.len() < 2 {

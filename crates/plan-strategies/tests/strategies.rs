@@ -660,6 +660,30 @@ async fn hierarchical_atomic_goal_is_one_step() {
 }
 
 #[tokio::test]
+async fn hierarchical_unusable_decomposition_leaves_the_goal_one_step() {
+    // Every reply is cut-off JSON, also after the re-prompts: the goal still runs, whole.
+    let fake =
+        Fake::non_streaming().decompose_default(r#"{"atomic": false, "subgoals": [{"id": "a""#);
+    let report = agent(&fake, Strategy::Hierarchical)
+        .build()
+        .unwrap()
+        .run("say hi")
+        .await
+        .unwrap();
+    assert!(report.is_success());
+    assert_eq!(report.plan.steps.len(), 1);
+    assert_eq!(report.plan.steps[0].description, "say hi");
+    let asked = fake
+        .requests()
+        .iter()
+        .filter(|r| system_text(r).contains("You break goals down"))
+        .count();
+    assert!(asked >= 2, "the decomposition was not re-asked: {asked}");
+    // Every call, the unusable ones included, counts in the usage.
+    assert_eq!(report.usage.llm_calls as usize, asked + 2);
+}
+
+#[tokio::test]
 async fn reflective_critiques_and_improves_until_approved() {
     let fake = Fake::non_streaming()
         .plan(plan_json(&[

@@ -7,99 +7,13 @@
 
 use std::time::{Duration, Instant};
 
-use plan_core::{Plan, Step, StepKind};
+use plan_core::{Plan, Step};
+use plan_exec::testing::workloads::{Workload, fan_out, reference};
 use plan_exec::testing::{FakeOpenAi, FakeOpenAiConfig};
 use plan_exec::{LlmStepExecutor, RunOptions, Runner, StepContext, StepPolicy, executor_fn};
 use plan_llm::{Flavour, OpenAi};
 
 const LATENCY: Duration = Duration::from_millis(300);
-
-fn step(id: &str, what: &str, deps: &[String]) -> Step {
-    Step::new(id, what).depends_on(deps.iter().cloned())
-}
-
-fn chain(n: usize) -> Plan {
-    let steps = (0..n)
-        .map(|i| {
-            let deps: Vec<String> = if i == 0 {
-                vec![]
-            } else {
-                vec![format!("c{}", i - 1)]
-            };
-            step(
-                &format!("c{i}"),
-                &format!("Refine the draft, pass {i}"),
-                &deps,
-            )
-        })
-        .collect();
-    Plan::new("Write a short essay in six passes", steps)
-}
-
-fn fan_out(n: usize) -> Plan {
-    let mut steps: Vec<Step> = (0..n)
-        .map(|i| step(&format!("f{i}"), &format!("Summarise source {i}"), &[]))
-        .collect();
-    let all: Vec<String> = (0..n).map(|i| format!("f{i}")).collect();
-    steps.push(step("merge", "Merge the summaries", &all));
-    Plan::new("Summarise eight sources and merge them", steps)
-}
-
-fn diamond() -> Plan {
-    Plan::new(
-        "Plan a trip",
-        vec![
-            step("1", "Pick a destination", &[]),
-            step("2a", "Find flights", &["1".into()]),
-            step("2b", "Find hotels", &["1".into()]),
-            step("3", "Make an itinerary", &["2a".into(), "2b".into()]),
-        ],
-    )
-}
-
-fn layered(widths: &[usize]) -> Plan {
-    let mut steps = Vec::new();
-    for (l, &w) in widths.iter().enumerate() {
-        for k in 0..w {
-            let deps: Vec<String> = if l == 0 {
-                vec![]
-            } else {
-                let p = widths[l - 1];
-                let mut d = vec![format!("L{}_{}", l - 1, k % p)];
-                let other = format!("L{}_{}", l - 1, (k + 1) % p);
-                if !d.contains(&other) {
-                    d.push(other);
-                }
-                d
-            };
-            steps.push(step(
-                &format!("L{l}_{k}"),
-                &format!("Task {k} of stage {l}"),
-                &deps,
-            ));
-        }
-    }
-    Plan::new("A layered project", steps)
-}
-
-fn research() -> Plan {
-    let searches: Vec<String> = (1..=3).map(|i| format!("search{i}")).collect();
-    let mut steps: Vec<Step> = searches
-        .iter()
-        .map(|id| step(id, &format!("Search the web: {id}"), &[]).with_kind(StepKind::Search))
-        .collect();
-    steps.push(step("analyze1", "Analyse speed", &searches).with_kind(StepKind::Analyze));
-    steps.push(step("analyze2", "Analyse ecosystems", &searches).with_kind(StepKind::Analyze));
-    steps.push(
-        step(
-            "synthesis",
-            "Write the comparison",
-            &["analyze1".into(), "analyze2".into()],
-        )
-        .with_kind(StepKind::Synthesize),
-    );
-    Plan::new("Compare the top 3 Python web frameworks", steps)
-}
 
 fn peak_rss_kib() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -132,19 +46,18 @@ fn main() {
         // Warm the HTTP connection pool (as a long-running process would have it).
         let _ = runner.run(fan_out(8)).await.unwrap();
 
-        let workloads: Vec<(&str, Plan, u32)> = vec![
-            ("chain of 6", chain(6), 6),
-            ("fan-out 8 then 1", fan_out(8), 2),
-            ("diamond", diamond(), 3),
-            ("layered 4,5,4,4,3", layered(&[4, 5, 4, 4, 3]), 5),
-            ("research 3-2-1", research(), 3),
-        ];
         println!(
             "{:<20} {:>6} {:>11} {:>9} {:>7} {:>8} {:>6} {:>13}",
             "workload", "steps", "makespan", "ideal", "ratio", "max conc", "calls", "prompt tokens"
         );
         let mut worst: f64 = 0.0;
-        for (name, plan, critical_path) in workloads {
+        for Workload {
+            name,
+            plan,
+            critical_path,
+            ..
+        } in reference()
+        {
             let n = plan.steps.len();
             server.reset();
             let t = Instant::now();

@@ -1,7 +1,8 @@
 //! Test support (feature `test-support`): [`FakeOpenAi`], a fake OpenAI-compatible chat
 //! completions server on loopback with a fixed latency per call, which counts requests per
 //! step and the most requests in flight at once. For tests and benchmarks of runners,
-//! strategies and adapters that talk real HTTP.
+//! strategies and adapters that talk real HTTP. [`workloads`]: the benchmarks' reference
+//! plans.
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
@@ -26,6 +27,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
+
+pub mod workloads;
 
 /// A request the fake server received.
 #[derive(Clone, Debug)]

@@ -21,7 +21,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures::StreamExt;
-use plan_core::{Plan, Step, StepKind};
+use plan_core::{Plan, Step};
+use plan_exec::testing::workloads::{Workload, reference};
 use plan_exec::testing::{FakeOpenAi, FakeOpenAiConfig, FakeReply, default_reply};
 use plan_exec::{LlmStepExecutor, RunOptions, StepPolicy};
 use plan_llm::{
@@ -32,93 +33,6 @@ use plan_strategies::{Agent, PlannerConfig, PlanningMode, Strategy};
 
 const LATENCY: Duration = Duration::from_millis(300);
 const PIECES: u32 = 30;
-
-fn step(id: &str, what: &str, deps: &[String]) -> Step {
-    Step::new(id, what).depends_on(deps.iter().cloned())
-}
-
-fn chain(n: usize) -> Plan {
-    let steps = (0..n)
-        .map(|i| {
-            let deps: Vec<String> = if i == 0 {
-                vec![]
-            } else {
-                vec![format!("c{}", i - 1)]
-            };
-            step(
-                &format!("c{i}"),
-                &format!("Refine the draft, pass {i}"),
-                &deps,
-            )
-        })
-        .collect();
-    Plan::new("Write a short essay in six passes", steps)
-}
-
-fn fan_out(n: usize) -> Plan {
-    let mut steps: Vec<Step> = (0..n)
-        .map(|i| step(&format!("f{i}"), &format!("Summarise source {i}"), &[]))
-        .collect();
-    let all: Vec<String> = (0..n).map(|i| format!("f{i}")).collect();
-    steps.push(step("merge", "Merge the summaries", &all));
-    Plan::new("Summarise eight sources and merge them", steps)
-}
-
-fn diamond() -> Plan {
-    Plan::new(
-        "Plan a trip",
-        vec![
-            step("1", "Pick a destination", &[]),
-            step("2a", "Find flights", &["1".into()]),
-            step("2b", "Find hotels", &["1".into()]),
-            step("3", "Make an itinerary", &["2a".into(), "2b".into()]),
-        ],
-    )
-}
-
-fn layered(widths: &[usize]) -> Plan {
-    let mut steps = Vec::new();
-    for (l, &w) in widths.iter().enumerate() {
-        for k in 0..w {
-            let deps: Vec<String> = if l == 0 {
-                vec![]
-            } else {
-                let p = widths[l - 1];
-                let mut d = vec![format!("L{}_{}", l - 1, k % p)];
-                let other = format!("L{}_{}", l - 1, (k + 1) % p);
-                if !d.contains(&other) {
-                    d.push(other);
-                }
-                d
-            };
-            steps.push(step(
-                &format!("L{l}_{k}"),
-                &format!("Task {k} of stage {l}"),
-                &deps,
-            ));
-        }
-    }
-    Plan::new("A layered project", steps)
-}
-
-fn research() -> Plan {
-    let searches: Vec<String> = (1..=3).map(|i| format!("search{i}")).collect();
-    let mut steps: Vec<Step> = searches
-        .iter()
-        .map(|id| step(id, &format!("Search the web: {id}"), &[]).with_kind(StepKind::Search))
-        .collect();
-    steps.push(step("analyze1", "Analyse speed", &searches).with_kind(StepKind::Analyze));
-    steps.push(step("analyze2", "Analyse ecosystems", &searches).with_kind(StepKind::Analyze));
-    steps.push(
-        step(
-            "synthesis",
-            "Write the comparison",
-            &["analyze1".into(), "analyze2".into()],
-        )
-        .with_kind(StepKind::Synthesize),
-    );
-    Plan::new("Compare the top 3 Python web frameworks", steps)
-}
 
 /// A provider that generates its replies at an even pace: the inner provider answers
 /// at once, and the reply's text is streamed in `PIECES` pieces over `LATENCY` (for
@@ -243,13 +157,6 @@ fn main() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let workloads: Vec<(&str, Plan, u32)> = vec![
-            ("chain of 6", chain(6), 6),
-            ("fan-out 8 then 1", fan_out(8), 2),
-            ("diamond", diamond(), 3),
-            ("layered 4,5,4,4,3", layered(&[4, 5, 4, 4, 3]), 5),
-            ("research 3-2-1", research(), 3),
-        ];
         println!(
             "latency {} ms per call; ideal = (critical path + 2) x latency (plan, steps, synthesis)\n",
             LATENCY.as_millis()
@@ -258,7 +165,13 @@ fn main() {
             "{:<20} {:>5} {:>7} {:>17} {:>17} {:>17} {:>6}",
             "workload", "steps", "ideal", "plan-then-run", "streamed, burst", "streamed, paced", "calls"
         );
-        for (name, plan, critical_path) in workloads {
+        for Workload {
+            name,
+            plan,
+            critical_path,
+            ..
+        } in reference()
+        {
             let ideal = LATENCY * (critical_path + 2);
             let mut cells = Vec::new();
             let mut calls = 0;

@@ -28,7 +28,14 @@ pub struct StepError {
     pub kind: StepErrorKind,
     /// What went wrong, for the report and the `step_failed` event.
     pub message: String,
+    /// How long the failing service asked to be left alone (a 429's `Retry-After`): the
+    /// runner waits at least this long, at most [`MAX_RETRY_AFTER`], before the next
+    /// attempt.
+    pub retry_after: Option<Duration>,
 }
+
+/// The longest server-requested wait the runner honours before a retry.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 
 impl StepError {
     /// A failure that may go away if the step is tried again.
@@ -36,6 +43,7 @@ impl StepError {
         Self {
             kind: StepErrorKind::Retryable,
             message: message.into(),
+            retry_after: None,
         }
     }
 
@@ -44,6 +52,7 @@ impl StepError {
         Self {
             kind: StepErrorKind::Fatal,
             message: message.into(),
+            retry_after: None,
         }
     }
 
@@ -52,6 +61,7 @@ impl StepError {
         Self {
             kind: StepErrorKind::Cancelled,
             message: "cancelled".to_owned(),
+            retry_after: None,
         }
     }
 
@@ -63,7 +73,14 @@ impl StepError {
                 "timed out after {}: the step took longer than its timeout; raise the timeout or split the step",
                 humanize(after)
             ),
+            retry_after: None,
         }
+    }
+
+    /// Sets the wait the failing service asked for before the next attempt.
+    pub fn with_retry_after(mut self, after: Duration) -> Self {
+        self.retry_after = Some(after);
+        self
     }
 
     /// Whether another attempt may succeed (retryable errors and timeouts).
@@ -81,7 +98,14 @@ impl From<plan_llm::LlmError> for StepError {
     fn from(e: plan_llm::LlmError) -> Self {
         match e {
             plan_llm::LlmError::Cancelled => StepError::cancelled(),
-            e if e.is_retryable() => StepError::retryable(e.to_string()),
+            e if e.is_retryable() => {
+                let after = e.retry_after();
+                let error = StepError::retryable(e.to_string());
+                match after {
+                    Some(after) => error.with_retry_after(after),
+                    None => error,
+                }
+            }
             e => StepError::fatal(e.to_string()),
         }
     }

@@ -968,6 +968,11 @@ impl StepJob {
                             .get(tries as usize - 1)
                             .copied()
                             .unwrap_or(Duration::ZERO);
+                        // A server that said when to come back is not asked sooner.
+                        let delay = match e.retry_after {
+                            Some(after) => delay.max(after.min(crate::error::MAX_RETRY_AFTER)),
+                            None => delay,
+                        };
                         if !delay.is_zero() {
                             tokio::select! {
                                 () = self.cancel.cancelled() => return Err(StepError::cancelled()),

@@ -112,6 +112,42 @@ async fn retryable_errors_are_retried_with_backoff_then_succeed() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_retry_waits_as_long_as_the_server_asked() {
+    let tries = Arc::new(AtomicU32::new(0));
+    let t = tries.clone();
+    let runner = Runner::parallel(executor_fn(move |ctx: StepContext| {
+        let t = t.clone();
+        async move {
+            t.fetch_add(1, Ordering::SeqCst);
+            if ctx.attempt() == 1 {
+                // As a 429 with `Retry-After: 2` arrives through plan-llm.
+                Err(StepError::from(plan_llm::LlmError::RateLimited {
+                    provider: "fake".into(),
+                    message: "slow down".into(),
+                    retry_after: Some(Duration::from_secs(2)),
+                }))
+            } else {
+                Ok("ok".to_owned())
+            }
+        }
+    }))
+    .with_options(
+        RunOptions::default().with_policy(
+            StepPolicy::default().with_retries(1).with_backoff(
+                Backoff::exponential(Duration::from_millis(100), Duration::from_secs(1))
+                    .without_jitter(),
+            ),
+        ),
+    );
+    let report = runner.run(plan(&[("limited", &[])])).await.unwrap();
+    assert!(report.is_success());
+    assert_eq!(tries.load(Ordering::SeqCst), 2);
+    // 2 s as asked, not the 100 ms of the backoff.
+    let took = report.step("limited").unwrap().duration_ms.unwrap();
+    assert!((2000..=2003).contains(&took), "{took}");
+}
+
+#[tokio::test(start_paused = true)]
 async fn exhausted_retries_run_the_fallback() {
     let log = EventLog::new();
     let runner = Runner::parallel(executor_fn(|ctx: StepContext| async move {

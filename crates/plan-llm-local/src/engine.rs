@@ -230,12 +230,15 @@ impl Engine {
 }
 
 /// Sets `additionalProperties: false` on every object schema in `value` that declares
-/// its `properties` and says nothing about others.
+/// its `properties` and says nothing about others. Values given as data (`const`, `enum`,
+/// `default`, `examples`) are left as they are.
 fn close_objects(value: &mut serde_json::Value) {
     match value {
         serde_json::Value::Object(map) => {
-            for child in map.values_mut() {
-                close_objects(child);
+            for (key, child) in map.iter_mut() {
+                if !matches!(key.as_str(), "const" | "enum" | "default" | "examples") {
+                    close_objects(child);
+                }
             }
             close_object(map);
         }
@@ -441,7 +444,8 @@ mod tests {
             "properties": {
                 "steps": {"type": "array", "items": {"type": "object", "properties": {"id": {"type": "string"}}}},
                 "meta": {"type": "object", "additionalProperties": true, "properties": {}},
-                "free": {"type": "object"}
+                "free": {"type": "object"},
+                "fixed": {"const": {"properties": {"a": 1}}}
             }
         });
         close_objects(&mut schema);
@@ -451,6 +455,10 @@ mod tests {
             false
         );
         assert_eq!(schema["properties"]["meta"]["additionalProperties"], true);
+        assert_eq!(
+            schema["properties"]["fixed"]["const"],
+            serde_json::json!({"properties": {"a": 1}})
+        );
         assert!(
             schema["properties"]["free"]
                 .get("additionalProperties")

@@ -98,14 +98,10 @@ impl From<plan_llm::LlmError> for StepError {
     fn from(e: plan_llm::LlmError) -> Self {
         match e {
             plan_llm::LlmError::Cancelled => StepError::cancelled(),
-            e if e.is_retryable() => {
-                let after = e.retry_after();
-                let error = StepError::retryable(e.to_string());
-                match after {
-                    Some(after) => error.with_retry_after(after),
-                    None => error,
-                }
-            }
+            e if e.is_retryable() => StepError {
+                retry_after: e.retry_after(),
+                ..StepError::retryable(e.to_string())
+            },
             e => StepError::fatal(e.to_string()),
         }
     }

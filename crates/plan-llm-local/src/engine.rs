@@ -66,10 +66,7 @@ impl Engine {
         };
         // Only the declared keys: a key is a string with no length bound, and a small
         // model that strays into an undeclared key can write it until the token cap.
-        for value in schema.values_mut() {
-            close_objects(value);
-        }
-        close_object(&mut schema);
+        close_map(&mut schema);
         // Compact JSON: a small model given free whitespace can pad forever.
         schema
             .entry("x-guidance")
@@ -234,20 +231,19 @@ impl Engine {
 /// `default`, `examples`) are left as they are.
 fn close_objects(value: &mut serde_json::Value) {
     match value {
-        serde_json::Value::Object(map) => {
-            for (key, child) in map.iter_mut() {
-                if !matches!(key.as_str(), "const" | "enum" | "default" | "examples") {
-                    close_objects(child);
-                }
-            }
-            close_object(map);
-        }
+        serde_json::Value::Object(map) => close_map(map),
         serde_json::Value::Array(items) => items.iter_mut().for_each(close_objects),
         _ => {}
     }
 }
 
-fn close_object(map: &mut serde_json::Map<String, serde_json::Value>) {
+/// [`close_objects`] for a schema object: its subschemas, then itself.
+fn close_map(map: &mut serde_json::Map<String, serde_json::Value>) {
+    for (key, child) in map.iter_mut() {
+        if !matches!(key.as_str(), "const" | "enum" | "default" | "examples") {
+            close_objects(child);
+        }
+    }
     if map
         .get("properties")
         .is_some_and(serde_json::Value::is_object)

@@ -20,7 +20,15 @@ async fn main() -> anyhow::Result<()> {
     let agent = Agent::builder().provider(provider).build()?;
     let report = agent.run(goal).await?;
 
-    println!("plan ({} steps):", report.plan.steps.len());
+    println!(
+        "plan ({} steps):",
+        report
+            .plan
+            .as_ref()
+            .expect("the run made a plan")
+            .steps
+            .len()
+    );
     for step in &report.steps {
         println!("  {:<10} {}", step.status, step.id);
     }

@@ -7,7 +7,7 @@
 use plan_core::EventKind;
 use plan_exec::{RunOptions, StepPolicy, sink_fn};
 use plan_llm::{LlmError, Reply, ScriptedModel};
-use plan_strategies::{Agent, Strategy};
+use plan_strategies::{Agent, StrategyKind};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -46,7 +46,7 @@ async fn main() -> anyhow::Result<()> {
 
     let agent = Agent::builder()
         .provider(model)
-        .strategy(Strategy::Adaptive)
+        .strategy(StrategyKind::Adaptive)
         .max_replans(3)
         .run_options(RunOptions::default().with_policy(StepPolicy::default().with_retries(1)))
         .event_sink(sink_fn(|event| match &event.kind {

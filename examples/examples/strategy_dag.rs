@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use plan_core::EventKind;
 use plan_exec::sink_fn;
 use plan_llm::{Reply, ScriptedModel};
-use plan_strategies::{Agent, Strategy};
+use plan_strategies::{Agent, StrategyKind};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -35,7 +35,7 @@ async fn main() -> anyhow::Result<()> {
     let t0 = Instant::now();
     let agent = Agent::builder()
         .provider(model)
-        .strategy(Strategy::Dag)
+        .strategy(StrategyKind::Dag)
         .concurrency(4)
         .event_sink(sink_fn(move |event| {
             let at = t0.elapsed().as_millis();

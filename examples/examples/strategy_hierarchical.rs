@@ -5,7 +5,7 @@
 //!     cargo run -p plan-examples --example strategy_hierarchical
 
 use plan_llm::{Reply, ScriptedModel};
-use plan_strategies::{Agent, GoalResult, Strategy};
+use plan_strategies::{Agent, GoalResult, ReportExt, StrategyKind};
 use serde_json::json;
 
 #[tokio::main]
@@ -51,16 +51,16 @@ async fn main() -> anyhow::Result<()> {
 
     let agent = Agent::builder()
         .provider(model)
-        .strategy(Strategy::Hierarchical)
+        .strategy(StrategyKind::Hierarchical)
         .max_depth(3)
         .build()?;
     let report = agent.run("Create a blog platform").await?;
 
-    if let Some(tree) = &report.tree {
+    if let Some(tree) = &report.tree() {
         print_tree(tree, 0);
     }
     println!("\nleaf steps run as a DAG:");
-    for step in &report.plan.steps {
+    for step in &report.plan.as_ref().expect("the run made a plan").steps {
         let deps: Vec<&str> = step.dependencies.iter().map(|d| d.as_str()).collect();
         println!("  {:<16} after {:?}", step.id, deps);
     }

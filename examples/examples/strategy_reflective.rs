@@ -5,7 +5,7 @@
 //!     cargo run -p plan-examples --example strategy_reflective
 
 use plan_llm::{Reply, ScriptedModel};
-use plan_strategies::{Agent, Strategy};
+use plan_strategies::{Agent, ReportExt, StrategyKind};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -47,12 +47,12 @@ async fn main() -> anyhow::Result<()> {
 
     let agent = Agent::builder()
         .provider(model)
-        .strategy(Strategy::Reflective)
+        .strategy(StrategyKind::Reflective)
         .reflection_rounds(3)
         .build()?;
     let report = agent.run("Write the release notes for version 2.0").await?;
 
-    for (round, critique) in report.critiques.iter().enumerate() {
+    for (round, critique) in report.critiques().iter().enumerate() {
         if critique.approved {
             println!("round {}: approved", round + 1);
         } else {
@@ -64,7 +64,14 @@ async fn main() -> anyhow::Result<()> {
             );
         }
     }
-    let ids: Vec<&str> = report.plan.steps.iter().map(|s| s.id.as_str()).collect();
+    let ids: Vec<&str> = report
+        .plan
+        .as_ref()
+        .expect("the run made a plan")
+        .steps
+        .iter()
+        .map(|s| s.id.as_str())
+        .collect();
     println!("plan that ran: {ids:?}");
     println!("\n{}", report.answer.unwrap_or_default());
     Ok(())

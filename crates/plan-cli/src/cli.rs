@@ -127,6 +127,17 @@ impl Strategy {
     pub fn from_name(name: &str) -> Option<Strategy> {
         <Strategy as ValueEnum>::from_str(name, true).ok()
     }
+
+    /// Its name (`dag`), as the strategy registry knows it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Strategy::Linear => "linear",
+            Strategy::Dag => "dag",
+            Strategy::Hierarchical => "hierarchical",
+            Strategy::Adaptive => "adaptive",
+            Strategy::Reflective => "reflective",
+        }
+    }
 }
 
 /// Where code steps run.

@@ -14,7 +14,7 @@ use plan_llm::{
     build_provider,
 };
 use plan_llm_local::{FetchEvent, LocalConfig, LocalModel, ModelStore};
-use plan_strategies::{Agent, AgentBuilder, StrategyError};
+use plan_strategies::{Agent, AgentBuilder, StrategyError, StrategyRegistry};
 use tokio::task::JoinHandle;
 
 use crate::cli::Strategy;
@@ -252,15 +252,9 @@ pub fn open_existing_store(path: &Path) -> anyhow::Result<Option<SqliteStore>> {
     open_store(path).map(Some)
 }
 
-/// The library's strategy for the CLI's.
-pub fn strategy(s: Strategy) -> plan_strategies::Strategy {
-    match s {
-        Strategy::Linear => plan_strategies::Strategy::Linear,
-        Strategy::Dag => plan_strategies::Strategy::Dag,
-        Strategy::Hierarchical => plan_strategies::Strategy::Hierarchical,
-        Strategy::Adaptive => plan_strategies::Strategy::Adaptive,
-        Strategy::Reflective => plan_strategies::Strategy::Reflective,
-    }
+/// The library's strategy for the CLI's, resolved by name through the strategy registry.
+pub fn strategy(s: Strategy) -> anyhow::Result<Arc<dyn plan_strategies::Strategy>> {
+    Ok(StrategyRegistry::builtin().get(s.name())?)
 }
 
 /// An agent builder with everything the settings say.
@@ -269,10 +263,10 @@ pub fn agent(
     provider: Arc<dyn Provider>,
     ui: &Ui,
     cancel: &CancelToken,
-) -> AgentBuilder {
+) -> anyhow::Result<AgentBuilder> {
     let mut builder = Agent::builder()
         .provider(provider)
-        .strategy(strategy(settings.strategy))
+        .strategy(strategy(settings.strategy)?)
         .concurrency(settings.concurrency)
         .max_replans(settings.max_replans)
         .max_depth(settings.max_depth as usize)
@@ -293,7 +287,7 @@ pub fn agent(
     if let Some(url) = &settings.base_url {
         builder = builder.base_url(url.clone());
     }
-    builder
+    Ok(builder)
 }
 
 /// The exit code class of a library error: configuration problems are usage errors.

@@ -98,25 +98,59 @@ impl fmt::Display for RunId {
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum RunStatus {
+    /// Submitted to a fleet store, waiting for a worker to claim it.
+    Queued,
     /// Still going, or interrupted by a crash before it could say otherwise.
     Running,
+    /// Stopped until a person approves (or edits) its plan, or rejects it. Not an end.
+    AwaitingApproval,
     /// Every step needed for the answer completed and the answer was written.
     Succeeded,
     /// The run gave up; the report names the failed steps.
     Failed,
     /// Cancelled by the user (Ctrl-C); it can be resumed.
     Cancelled,
+    /// A person rejected its plan; it ends there.
+    Rejected,
 }
 
 impl RunStatus {
     /// The status as it appears in JSON (`"succeeded"`).
     pub fn as_str(self) -> &'static str {
         match self {
+            RunStatus::Queued => "queued",
             RunStatus::Running => "running",
+            RunStatus::AwaitingApproval => "awaiting_approval",
             RunStatus::Succeeded => "succeeded",
             RunStatus::Failed => "failed",
             RunStatus::Cancelled => "cancelled",
+            RunStatus::Rejected => "rejected",
         }
+    }
+
+    /// Every status.
+    pub const ALL: [RunStatus; 7] = [
+        RunStatus::Queued,
+        RunStatus::Running,
+        RunStatus::AwaitingApproval,
+        RunStatus::Succeeded,
+        RunStatus::Failed,
+        RunStatus::Cancelled,
+        RunStatus::Rejected,
+    ];
+
+    /// Whether the run has ended: succeeded, failed, cancelled or rejected. A cancelled
+    /// run can still be resumed.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            RunStatus::Succeeded | RunStatus::Failed | RunStatus::Cancelled | RunStatus::Rejected
+        )
+    }
+
+    /// Parses a status name (`"awaiting_approval"`).
+    pub fn parse(name: &str) -> Option<RunStatus> {
+        Self::ALL.into_iter().find(|s| s.as_str() == name)
     }
 }
 

@@ -355,7 +355,7 @@ impl PlanGraph {
             .filter(|&i| {
                 let pending = state
                     .status(self.plan.steps[i].id.as_str())
-                    .is_none_or(|s| *s == StepStatus::Pending);
+                    .is_none_or(|s| s == StepStatus::Pending);
                 pending
                     && self.deps[i].iter().all(|&d| {
                         state

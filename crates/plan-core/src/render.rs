@@ -12,14 +12,15 @@ use crate::tree::{GoalNode, GoalTree, PATH_SEPARATOR};
 const TEXT_DESCRIPTION_CHARS: usize = 80;
 
 /// The mark of a status in a text tree: `[ ]` pending, `[~]` running, `[x]` completed,
-/// `[!]` failed, `[-]` skipped.
-pub fn status_mark(status: &StepStatus) -> &'static str {
+/// `[!]` failed, `[-]` skipped, `[/]` cancelled.
+pub fn status_mark(status: StepStatus) -> &'static str {
     match status {
         StepStatus::Pending => "[ ]",
         StepStatus::Running => "[~]",
-        StepStatus::Completed { .. } => "[x]",
-        StepStatus::Failed { .. } => "[!]",
-        StepStatus::Skipped { .. } => "[-]",
+        StepStatus::Completed => "[x]",
+        StepStatus::Failed => "[!]",
+        StepStatus::Skipped => "[-]",
+        StepStatus::Cancelled => "[/]",
     }
 }
 
@@ -122,14 +123,14 @@ pub fn render_text(graph: &PlanGraph, state: Option<&RunState>) -> String {
 /// The rolled-up status of a sub-goal from its leaves: completed when all completed,
 /// failed when any failed, skipped when all skipped, running when any started, else
 /// pending.
-fn rolled_up(statuses: &[Option<&StepStatus>]) -> &'static str {
-    let all = |f: fn(&StepStatus) -> bool| statuses.iter().all(|s| s.is_some_and(f));
-    let any = |f: fn(&StepStatus) -> bool| statuses.iter().any(|s| s.is_some_and(f));
+fn rolled_up(statuses: &[Option<StepStatus>]) -> &'static str {
+    let all = |f: fn(StepStatus) -> bool| statuses.iter().all(|s| s.is_some_and(f));
+    let any = |f: fn(StepStatus) -> bool| statuses.iter().any(|s| s.is_some_and(f));
     if all(StepStatus::is_completed) {
         "[x]"
-    } else if any(|s| matches!(s, StepStatus::Failed { .. })) {
+    } else if any(|s| matches!(s, StepStatus::Failed)) {
         "[!]"
-    } else if all(|s| matches!(s, StepStatus::Skipped { .. })) {
+    } else if all(|s| matches!(s, StepStatus::Skipped)) {
         "[-]"
     } else if any(|s| !matches!(s, StepStatus::Pending)) {
         "[~]"
@@ -170,7 +171,7 @@ pub fn render_goal_tree(tree: &GoalTree, state: Option<&RunState>) -> String {
             if let Some(state) = state {
                 let mut leaves = Vec::new();
                 leaf_ids(node, &full, &mut leaves);
-                let statuses: Vec<Option<&StepStatus>> =
+                let statuses: Vec<Option<StepStatus>> =
                     leaves.iter().map(|id| state.status(id)).collect();
                 let mark = if node.is_leaf() {
                     statuses[0].map_or("[?]", status_mark)
@@ -215,7 +216,7 @@ fn mermaid_escape(text: &str) -> String {
     out
 }
 
-fn status_class(status: &StepStatus) -> &'static str {
+fn status_class(status: StepStatus) -> &'static str {
     status.name()
 }
 
@@ -246,6 +247,7 @@ pub fn render_mermaid(graph: &PlanGraph, state: Option<&RunState>) -> String {
         out.push_str("    classDef completed fill:#e8f5e9,stroke:#2e7d32\n");
         out.push_str("    classDef failed fill:#ffebee,stroke:#c62828\n");
         out.push_str("    classDef skipped fill:#eceff1,stroke:#607d8b,stroke-dasharray:4\n");
+        out.push_str("    classDef cancelled fill:#eceff1,stroke:#607d8b\n");
         for i in 0..graph.len() {
             if let Some(status) = state.status(graph.step(i).id.as_str()) {
                 let _ = writeln!(out, "    class s{i} {}", status_class(status));
@@ -299,13 +301,13 @@ fn wrap(text: &str, width: usize) -> String {
     out
 }
 
-fn dot_fill(status: &StepStatus) -> &'static str {
+fn dot_fill(status: StepStatus) -> &'static str {
     match status {
         StepStatus::Pending => "#f5f5f5",
         StepStatus::Running => "#fff8e1",
-        StepStatus::Completed { .. } => "#e8f5e9",
-        StepStatus::Failed { .. } => "#ffebee",
-        StepStatus::Skipped { .. } => "#eceff1",
+        StepStatus::Completed => "#e8f5e9",
+        StepStatus::Failed => "#ffebee",
+        StepStatus::Skipped | StepStatus::Cancelled => "#eceff1",
     }
 }
 

@@ -3,11 +3,11 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use plan_core::{Event, EventKind, RunId};
+use plan_core::{Event, EventKind, RunId, Timestamp};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::StoreError;
-use crate::store::StepOutputRecord;
+use crate::store::{StepOutputRecord, StoredRun};
 
 /// Receives every event of a run as it happens.
 ///
@@ -140,6 +140,8 @@ pub(crate) enum JournalMsg {
         event: Event,
         ack: oneshot::Sender<Result<(), StoreError>>,
     },
+    /// Answered once every message before it is written.
+    Flush(oneshot::Sender<Result<(), StoreError>>),
 }
 
 #[derive(Default)]
@@ -150,8 +152,14 @@ struct Usage {
 }
 
 struct EmitterInner {
+    /// The wall-clock time and the runtime's instant when the emitter was made: events
+    /// are stamped from the runtime's monotonic clock, so durations read from a journal
+    /// are exact (and follow tokio's paused clock in tests).
+    anchor: (u64, tokio::time::Instant),
     sink: Arc<dyn EventSink>,
     journal: Option<mpsc::UnboundedSender<JournalMsg>>,
+    /// The session's in-memory copy of the journal.
+    mirror: Option<Arc<Mutex<StoredRun>>>,
     usage: Usage,
 }
 
@@ -171,27 +179,64 @@ impl Emitter {
     }
 
     pub(crate) fn to_sink(sink: Arc<dyn EventSink>) -> Self {
-        Self::new(sink, None)
+        Self::new(sink, None, None)
     }
 
     pub(crate) fn new(
         sink: Arc<dyn EventSink>,
         journal: Option<mpsc::UnboundedSender<JournalMsg>>,
+        mirror: Option<Arc<Mutex<StoredRun>>>,
     ) -> Self {
         Self(Arc::new(EmitterInner {
+            anchor: (Timestamp::now().unix_millis(), tokio::time::Instant::now()),
             sink,
             journal,
+            mirror,
             usage: Usage::default(),
         }))
     }
 
+    fn remember(&self, f: impl FnOnce(&mut StoredRun)) {
+        if let Some(mirror) = &self.0.mirror {
+            f(&mut mirror
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner));
+        }
+    }
+
+    /// Now, by the emitter's monotonic clock.
+    pub(crate) fn now(&self) -> Timestamp {
+        let (wall, instant) = self.0.anchor;
+        let elapsed = u64::try_from(instant.elapsed().as_millis()).unwrap_or(u64::MAX);
+        Timestamp::from_unix_millis(wall.saturating_add(elapsed))
+    }
+
+    /// An event of `run`, stamped now by the emitter's clock.
+    pub(crate) fn event(&self, run: &RunId, kind: EventKind) -> Event {
+        Event::at(self.now(), run.clone(), kind)
+    }
+
     pub(crate) fn emit(&self, run: &RunId, kind: EventKind) {
-        let event = Event::now(run.clone(), kind);
+        let event = self.event(run, kind);
         self.count(&event.kind);
         self.0.sink.on_event(&event);
+        self.remember(|m| m.events.push(event.clone()));
         if let Some(journal) = &self.0.journal {
             let _ = journal.send(JournalMsg::Event(event));
         }
+    }
+
+    /// Waits until everything sent so far is written to the store.
+    pub(crate) async fn flush(&self) -> Result<(), StoreError> {
+        let Some(journal) = &self.0.journal else {
+            return Ok(());
+        };
+        let (ack, done) = oneshot::channel();
+        journal
+            .send(JournalMsg::Flush(ack))
+            .map_err(|_| StoreError::new("the run journal stopped before the events were saved"))?;
+        done.await
+            .map_err(|_| StoreError::new("the run journal stopped before the events were saved"))?
     }
 
     /// Commits a step's output together with its `step_completed` event, then tells the
@@ -201,6 +246,7 @@ impl Emitter {
         output: StepOutputRecord,
         event: Event,
     ) -> Result<(), StoreError> {
+        let output_copy = output.clone();
         if let Some(journal) = &self.0.journal {
             let (ack, done) = oneshot::channel();
             journal
@@ -216,6 +262,10 @@ impl Emitter {
                 StoreError::new("the run journal stopped before the output was saved")
             })??;
         }
+        self.remember(|m| {
+            m.outputs.push(output_copy);
+            m.events.push(event.clone());
+        });
         self.0.sink.on_event(&event);
         Ok(())
     }

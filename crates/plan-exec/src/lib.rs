@@ -11,11 +11,14 @@
 //!   dependency completes. [`StepPolicy`] sets timeouts, retries with [`Backoff`] and
 //!   fallbacks; failed steps skip their dependents. Plans may also arrive as a stream
 //!   ([`Runner::run_stream`]).
-//! - Every state change is an `Event` sent to an [`EventSink`]; the result is a
-//!   [`RunReport`].
-//! - With a [`RunStore`] ([`SqliteStore`]), runs are journaled and
-//!   [`Runner::resume`] continues one after a crash or a cancellation without redoing
-//!   completed steps.
+//! - A [`RunSession`] owns a run's lifecycle: it creates (or reopens) the run, records
+//!   plan revisions, journals events (batched) and step outputs to a [`RunStore`]
+//!   ([`SqliteStore`]), moves its status and finishes it. Nothing else writes to a store.
+//!   Every state change is an `Event` sent to an [`EventSink`]; the run's report,
+//!   [`RunReport`], is built from its journal ([`RunReport::from_stored`]), so a live run,
+//!   a finished one and one read back from the store report alike.
+//! - [`Runner::resume`] (and any strategy, through [`SessionBuilder::reopen`]) continues a
+//!   run after a crash or a cancellation without redoing completed steps.
 //!
 //! ```
 //! use plan_core::{Plan, Step};
@@ -60,6 +63,7 @@ mod policy;
 mod report;
 mod router;
 mod runner;
+mod session;
 mod store;
 #[cfg(feature = "test-support")]
 pub mod testing;
@@ -72,12 +76,13 @@ pub use events::{
 pub use executor::{FnExecutor, StepExecutor, executor_fn};
 pub use llm::LlmStepExecutor;
 pub use policy::{Backoff, RunOptions, StepPolicy};
-pub use report::{RunReport, RunUsage, StepOutcome, StepReport};
+pub use report::{Execution, Replan, RunReport, RunUsage};
 pub use router::Router;
 pub use runner::{PlanRun, Runner};
+pub use session::{ResumePoint, RunSession, SessionBuilder};
 pub use store::{
-    PlanRevision, RunRecord, RunStore, RunSummary, SqliteStore, StepOutputRecord, StoredRun,
-    new_run_id,
+    JournalEntry, PlanRevision, RunEnd, RunRecord, RunStore, RunSummary, SqliteStore,
+    StepOutputRecord, StoredRun, follow, new_run_id,
 };
 
 mod code_step;

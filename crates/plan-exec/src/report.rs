@@ -1,62 +1,15 @@
-//! [`RunReport`]: what a run did, step by step.
+//! Reports: [`Execution`] (one plan revision run by a [`Runner`](crate::Runner)) and
+//! [`RunReport`] (a whole run, the CLI's `--json` contract), built from the run's journal
+//! by [`RunReport::from_stored`] whether the run is live, finished or read back later.
 
 use std::collections::HashMap;
 
-use plan_core::{Plan, RunId, RunStatus, StepId, Timestamp};
+use plan_core::{
+    Event, EventKind, Plan, RunId, RunState, RunStatus, StepId, StepState, StepStatus, Timestamp,
+};
 use serde::{Deserialize, Serialize};
 
-/// How a step ended in a run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum StepOutcome {
-    /// Completed; its output is in the report (and committed, with a store).
-    Completed,
-    /// Failed for good: attempts and fallback spent, or a fatal error.
-    Failed,
-    /// Not run because a step it depends on failed or was skipped.
-    Skipped,
-    /// Cancelled while running, or never started because the run was cancelled; resume
-    /// runs it.
-    Cancelled,
-}
-
-impl StepOutcome {
-    /// The name as it appears in JSON (`"completed"`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StepOutcome::Completed => "completed",
-            StepOutcome::Failed => "failed",
-            StepOutcome::Skipped => "skipped",
-            StepOutcome::Cancelled => "cancelled",
-        }
-    }
-}
-
-/// One step of a [`RunReport`].
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[non_exhaustive]
-pub struct StepReport {
-    /// The step.
-    pub id: StepId,
-    /// How it ended.
-    pub status: StepOutcome,
-    /// Attempts made, the fallback's included (0 for a step done in an earlier session).
-    pub attempts: u32,
-    /// The output, when completed.
-    pub output: Option<String>,
-    /// The last error (failed), or why it was skipped.
-    pub error: Option<String>,
-    /// Whether the output (or the last error) came from the step's fallback.
-    pub fallback: bool,
-    /// Whether the output was taken from earlier work (resume, kept steps) instead of
-    /// being produced in this run.
-    pub reused: bool,
-    /// When the step started, in milliseconds after the run started.
-    pub started_ms: Option<u64>,
-    /// How long the step took, all attempts included.
-    pub duration_ms: Option<u64>,
-}
+use crate::store::StoredRun;
 
 /// Model usage over a run, counted from its `llm_call` events.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,34 +23,51 @@ pub struct RunUsage {
     pub completion_tokens: u64,
 }
 
-/// What a run (or one execution of a plan revision) did.
+impl RunUsage {
+    /// Usage counted from `events`.
+    pub fn of(events: &[Event]) -> Self {
+        let mut u = Self::default();
+        for e in events {
+            if let EventKind::LlmCall {
+                prompt_tokens,
+                completion_tokens,
+                ..
+            } = &e.kind
+            {
+                u.llm_calls += 1;
+                u.prompt_tokens += prompt_tokens;
+                u.completion_tokens += completion_tokens;
+            }
+        }
+        u
+    }
+}
+
+/// What one execution of a plan revision did ([`Runner::execute`](crate::Runner::execute)):
+/// what a strategy looks at to decide what comes next.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
-pub struct RunReport {
+pub struct Execution {
     /// The run's id.
     pub run_id: RunId,
     /// How it ended: `succeeded` when every step completed, `failed` when a step failed or
     /// was skipped, `cancelled` when cancelled.
     pub status: RunStatus,
-    /// The goal.
-    pub goal: String,
     /// The plan that ran (for a streamed plan: every step received).
     pub plan: Plan,
     /// The plan revision that ran.
     pub revision: u32,
     /// Every step of the plan, in plan order.
-    pub steps: Vec<StepReport>,
-    /// Model usage.
+    pub steps: Vec<StepState>,
+    /// Model usage of the steps.
     pub usage: RunUsage,
-    /// When the execution started.
-    pub started: Timestamp,
     /// How long it took.
     pub duration_ms: u64,
 }
 
-impl RunReport {
-    /// The report of a step.
-    pub fn step(&self, id: &str) -> Option<&StepReport> {
+impl Execution {
+    /// The state of a step.
+    pub fn step(&self, id: &str) -> Option<&StepState> {
         self.steps.iter().find(|s| s.id.as_str() == id)
     }
 
@@ -115,19 +85,177 @@ impl RunReport {
     pub fn completed_outputs(&self) -> HashMap<StepId, String> {
         self.steps
             .iter()
+            .filter(|s| s.status == StepStatus::Completed)
             .filter_map(|s| Some((s.id.clone(), s.output.clone()?)))
             .collect()
     }
 
     /// The steps that failed, with their errors.
-    pub fn failures(&self) -> impl Iterator<Item = &StepReport> {
-        self.steps
-            .iter()
-            .filter(|s| s.status == StepOutcome::Failed)
+    pub fn failures(&self) -> impl Iterator<Item = &StepState> {
+        self.steps.iter().filter(|s| s.status == StepStatus::Failed)
     }
 
-    /// Steps with each outcome.
-    pub fn count(&self, outcome: StepOutcome) -> usize {
-        self.steps.iter().filter(|s| s.status == outcome).count()
+    /// Steps with each status.
+    pub fn count(&self, status: StepStatus) -> usize {
+        self.steps.iter().filter(|s| s.status == status).count()
+    }
+}
+
+/// One replan of a run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Replan {
+    /// The new revision.
+    pub revision: u32,
+    /// The failure that caused it.
+    pub reason: String,
+    /// Finished steps kept.
+    pub kept: Vec<StepId>,
+}
+
+/// What a run did, in the shape of the CLI's `--json` contract: `run_id`, `status`,
+/// `goal`, `strategy`, `model`, `plan`, `steps`, `answer`, `usage`, `replans`,
+/// `duration_ms`, then `failure` and `replan_log` when there are any, and the extras a
+/// strategy added (`tree`, `critiques`, `repairs`, ...) as top-level keys.
+///
+/// Built from the run's journal by [`from_stored`](Self::from_stored): `plan run --json`,
+/// `plan show --json` and a server print the same object for the same run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct RunReport {
+    /// The run's id (for `show` and `resume`).
+    pub run_id: RunId,
+    /// Where it stands or how it ended.
+    pub status: RunStatus,
+    /// The goal.
+    pub goal: String,
+    /// The strategy (`dag`, `adaptive`, ...), when one ran it.
+    pub strategy: Option<String>,
+    /// The model (its `provider:model` spec or provider name; never a key).
+    pub model: Option<String>,
+    /// The latest plan revision (every revision is in the events and the store); `null`
+    /// before planning.
+    pub plan: Option<Plan>,
+    /// Every step of that plan, in plan order.
+    pub steps: Vec<StepState>,
+    /// The answer, when the run succeeded.
+    pub answer: Option<String>,
+    /// Model usage.
+    pub usage: RunUsage,
+    /// How many times the plan was revised after a failure.
+    pub replans: u32,
+    /// Wall-clock time of the latest session of the run (until now while it runs).
+    pub duration_ms: u64,
+    /// Why the run failed, in words (what failed and what to try).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
+    /// Each replan, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replan_log: Vec<Replan>,
+    /// Parts a strategy added (`tree`, `critiques`, `repairs`, ...), as top-level keys.
+    #[serde(flatten)]
+    pub extras: serde_json::Map<String, serde_json::Value>,
+    /// Every event of the run, in order (not serialised: `--events FILE` has them).
+    #[serde(skip)]
+    pub events: Vec<Event>,
+}
+
+impl RunReport {
+    /// The report of a stored run: the journal's events replayed into each step's state
+    /// ([`RunState::apply`]), with the committed outputs as the truth for completed steps.
+    pub fn from_stored(run: &StoredRun) -> Self {
+        let mut state = RunState::default();
+        let mut replan_log = Vec::new();
+        let mut session_start: Option<Timestamp> = None;
+        let mut session_end: Option<Timestamp> = None;
+        for e in &run.events {
+            state.apply(e);
+            match &e.kind {
+                EventKind::RunStarted { .. } => {
+                    session_start = Some(e.ts);
+                    session_end = None;
+                }
+                EventKind::RunFinished { .. } => session_end = Some(e.ts),
+                EventKind::Replanned {
+                    revision,
+                    reason,
+                    kept,
+                    ..
+                } => replan_log.push(Replan {
+                    revision: *revision,
+                    reason: reason.clone(),
+                    kept: kept.clone(),
+                }),
+                _ => {}
+            }
+        }
+        let plan = run.latest_plan().map(|p| p.plan.clone());
+        if let Some(plan) = &plan {
+            state.sync_with_plan(plan);
+        }
+        for out in &run.outputs {
+            state.record_output(&out.step, out.output.clone(), out.fallback);
+        }
+        let duration_ms = match session_start {
+            Some(start) => session_end
+                .unwrap_or_else(Timestamp::now)
+                .unix_millis()
+                .saturating_sub(start.unix_millis()),
+            None => 0,
+        };
+        RunReport {
+            run_id: run.record.id.clone(),
+            status: run.status,
+            goal: run.record.goal.clone(),
+            strategy: run.record.strategy.clone(),
+            model: run.record.model.clone(),
+            plan,
+            steps: state.into_steps(),
+            answer: run.answer.clone(),
+            usage: RunUsage::of(&run.events),
+            replans: replan_log.len() as u32,
+            duration_ms,
+            failure: run.failure.clone(),
+            replan_log,
+            extras: run.extras.clone(),
+            events: run.events.clone(),
+        }
+    }
+
+    /// The state of a step.
+    pub fn step(&self, id: &str) -> Option<&StepState> {
+        self.steps.iter().find(|s| s.id.as_str() == id)
+    }
+
+    /// The output of a completed step.
+    pub fn output(&self, id: &str) -> Option<&str> {
+        self.step(id).and_then(|s| s.output.as_deref())
+    }
+
+    /// Whether the run succeeded.
+    pub fn is_success(&self) -> bool {
+        self.status == RunStatus::Succeeded
+    }
+
+    /// Steps with each status.
+    pub fn count(&self, status: StepStatus) -> usize {
+        self.steps.iter().filter(|s| s.status == status).count()
+    }
+
+    /// The steps that failed, with their errors.
+    pub fn failures(&self) -> impl Iterator<Item = &StepState> {
+        self.steps.iter().filter(|s| s.status == StepStatus::Failed)
+    }
+
+    /// An extra a strategy added, decoded (`report.extra::<Vec<Critique>>("critiques")`).
+    pub fn extra<T: serde::de::DeserializeOwned>(&self, key: &str) -> Option<T> {
+        self.extras
+            .get(key)
+            .and_then(|v| serde_json::from_value(v.clone()).ok())
+    }
+
+    /// The report as pretty JSON (the CLI's `--json` output).
+    pub fn to_json_pretty(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_default()
     }
 }

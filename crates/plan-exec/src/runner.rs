@@ -10,18 +10,18 @@ use tokio::time::Instant;
 
 use futures::{FutureExt as _, Stream, StreamExt as _};
 use plan_core::{
-    Event, EventKind, Plan, PlanGraph, PlanProblem, RunId, RunStatus, Scheduler, Step, StepId,
-    Timestamp,
+    EventKind, Plan, PlanGraph, PlanProblem, RunId, RunStatus, Scheduler, Step, StepId, StepState,
+    StepStatus, Timestamp,
 };
-use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use crate::context::{CancelToken, DependencyOutput, StepContext, cap_output};
 use crate::error::{ExecError, StepError};
-use crate::events::{Emitter, EventSink, JournalMsg, NoopSink};
+use crate::events::{Emitter, EventSink};
 use crate::executor::StepExecutor;
 use crate::policy::{RunOptions, StepPolicy};
-use crate::report::{RunReport, RunUsage, StepOutcome, StepReport};
+use crate::report::{Execution, RunReport, RunUsage};
+use crate::session::{RunSession, SessionBuilder};
 use crate::store::{RunRecord, RunStore, StepOutputRecord};
 
 /// A plan revision to execute inside an existing run: the lower-level entry point for
@@ -69,22 +69,31 @@ impl PlanRun {
         self.completed = completed;
         self
     }
+
+    /// Sets the attempts made before, per step.
+    pub fn with_prior_attempts(mut self, attempts: HashMap<StepId, u32>) -> Self {
+        self.prior_attempts = attempts;
+        self
+    }
 }
 
 /// Runs plans: starts each step the moment its last dependency completes, up to the
 /// concurrency bound (1 for [`Runner::sequential`]), with per-step timeouts, retries with
-/// backoff, fallbacks, skipping of the dependents of failed steps, cancellation, events
-/// and (with a store) a durable journal that [`resume`](Self::resume) continues from.
+/// backoff, fallbacks, skipping of the dependents of failed steps, and cancellation.
 ///
 /// There are no waves and no polling: a finished step wakes the runner, which hands the
 /// steps it made ready to new tasks at once.
+///
+/// A runner executes plan revisions inside a [`RunSession`] ([`execute`](Self::execute)),
+/// which owns the run's journal. For a plan on its own, [`run`](Self::run),
+/// [`run_stream`](Self::run_stream) and [`resume`](Self::resume) open the session
+/// themselves, with the store and event sink given to the runner.
 #[derive(Clone)]
 pub struct Runner {
     executor: Arc<dyn StepExecutor>,
     options: RunOptions,
     sequential: bool,
-    sink: Arc<dyn EventSink>,
-    store: Option<Arc<dyn RunStore>>,
+    sessions: SessionBuilder,
     cancel: CancelToken,
 }
 
@@ -93,7 +102,7 @@ impl std::fmt::Debug for Runner {
         f.debug_struct("Runner")
             .field("options", &self.options)
             .field("sequential", &self.sequential)
-            .field("store", &self.store.is_some())
+            .field("sessions", &self.sessions)
             .finish()
     }
 }
@@ -101,12 +110,16 @@ impl std::fmt::Debug for Runner {
 impl Runner {
     /// A parallel runner with the default [`RunOptions`] (concurrency 4).
     pub fn parallel(executor: impl StepExecutor + 'static) -> Self {
+        Self::parallel_arc(Arc::new(executor))
+    }
+
+    /// A parallel runner over a shared executor.
+    pub fn parallel_arc(executor: Arc<dyn StepExecutor>) -> Self {
         Self {
-            executor: Arc::new(executor),
+            executor,
             options: RunOptions::default(),
             sequential: false,
-            sink: Arc::new(NoopSink),
-            store: None,
+            sessions: SessionBuilder::new(),
             cancel: CancelToken::new(),
         }
     }
@@ -125,15 +138,21 @@ impl Runner {
         self
     }
 
-    /// Sends every event to `sink`.
+    /// Sends every event of the runs it opens to `sink`.
     pub fn with_event_sink(mut self, sink: impl EventSink + 'static) -> Self {
-        self.sink = Arc::new(sink);
+        self.sessions = self.sessions.event_sink(Arc::new(sink));
         self
     }
 
-    /// Journals runs in `store`, so they can be listed, shown and resumed.
+    /// Journals the runs it opens in `store`, so they can be listed, shown and resumed.
     pub fn with_store(mut self, store: impl RunStore + 'static) -> Self {
-        self.store = Some(Arc::new(store));
+        self.sessions = self.sessions.store(Arc::new(store));
+        self
+    }
+
+    /// Opens runs with `sessions` (a store and an event sink).
+    pub fn with_sessions(mut self, sessions: SessionBuilder) -> Self {
+        self.sessions = sessions;
         self
     }
 
@@ -154,9 +173,9 @@ impl Runner {
         &self.options
     }
 
-    /// The store, if any.
-    pub fn store(&self) -> Option<&Arc<dyn RunStore>> {
-        self.store.as_ref()
+    /// Where the runs it opens are journaled.
+    pub fn sessions(&self) -> &SessionBuilder {
+        &self.sessions
     }
 
     fn concurrency(&self) -> usize {
@@ -167,8 +186,9 @@ impl Runner {
         }
     }
 
-    /// Runs a plan as a new run: validates it, records the run (with a store), emits
-    /// `run_started`, `plan_created`, the step events and `run_finished`.
+    /// Runs a plan as a new run: validates it, opens a session (recording the run in the
+    /// store, if any), emits `run_started`, `plan_created`, the step events and
+    /// `run_finished`.
     ///
     /// # Errors
     /// [`ExecError::InvalidPlan`] listing every problem; [`ExecError::Store`]. Failed
@@ -188,29 +208,21 @@ impl Runner {
         plan: Plan,
     ) -> Result<RunReport, ExecError> {
         PlanGraph::with_limits(plan.clone(), &unlimited())?;
-        let session = self.open(&record.id);
-        if let Some(store) = &self.store {
-            store.create_run(&record).await?;
-            store.save_plan(&record.id, 0, &plan).await?;
-        }
-        session.emit(EventKind::RunStarted {
-            goal: record.goal.clone(),
-        });
-        session.emit(EventKind::PlanCreated {
-            plan: plan.clone(),
-            revision: 0,
-        });
-        let result = self
-            .drive(
+        let session = self.sessions.create(record).await?;
+        let result = async {
+            session.plan_created(&plan, 0).await?;
+            self.drive(
                 &session,
                 PlanRun {
                     validated: true,
-                    ..PlanRun::new(record.id.clone(), plan)
+                    ..PlanRun::new(session.id().clone(), plan)
                 },
                 no_stream(),
             )
-            .await;
-        self.finish(session, result).await
+            .await
+        }
+        .await;
+        finish(&session, result).await
     }
 
     /// Runs a plan whose steps are still arriving (streamed planning) as a new run: each
@@ -225,19 +237,14 @@ impl Runner {
     where
         S: Stream<Item = Step> + Send,
     {
-        let session = self.open(&record.id);
-        if let Some(store) = &self.store {
-            store.create_run(&record).await?;
-        }
-        session.emit(EventKind::RunStarted {
-            goal: record.goal.clone(),
-        });
+        let session = self.sessions.create(record).await?;
+        let record = session.record();
         let run = PlanRun::new(
             record.id.clone(),
             Plan::new(record.goal.clone(), Vec::new()),
         );
         let result = self.drive(&session, run, Some(Box::pin(steps))).await;
-        self.finish(session, result).await
+        finish(&session, result).await
     }
 
     /// Continues a run from the store after a crash or a cancellation: reloads the latest
@@ -248,187 +255,64 @@ impl Runner {
     /// [`ExecError::NoStore`], [`ExecError::UnknownRun`], [`ExecError::NoPlan`],
     /// [`ExecError::Store`].
     pub async fn resume(&self, run_id: &RunId) -> Result<RunReport, ExecError> {
-        let store = self.store.as_ref().ok_or(ExecError::NoStore)?;
-        let stored = store
-            .load_run(run_id)
-            .await?
-            .ok_or_else(|| ExecError::UnknownRun(run_id.clone()))?;
-        let latest = stored
-            .latest_plan()
-            .ok_or_else(|| ExecError::NoPlan(run_id.clone()))?;
-        let mut run =
-            PlanRun::new(run_id.clone(), latest.plan.clone()).with_revision(latest.revision);
-        for step in &latest.plan.steps {
-            if let Some(out) = stored.output(step.id.as_str()) {
-                run.completed.insert(step.id.clone(), out.output.clone());
-            }
-            let attempts = stored.attempts(step.id.as_str());
-            if attempts > 0 {
-                run.prior_attempts.insert(step.id.clone(), attempts);
-            }
-        }
-        store.set_status(run_id, RunStatus::Running, None).await?;
-        let session = self.open(run_id);
-        session.emit(EventKind::RunStarted {
-            goal: stored.record.goal.clone(),
-        });
+        let (session, point) = self.sessions.reopen(run_id).await?;
+        let Some(latest) = point.plan else {
+            let err = ExecError::NoPlan(run_id.clone());
+            return finish(&session, Err(err)).await;
+        };
+        let run = PlanRun::new(run_id.clone(), latest.plan)
+            .with_revision(latest.revision)
+            .with_completed(point.completed)
+            .with_prior_attempts(point.attempts);
         let result = self.drive(&session, run, no_stream()).await;
-        self.finish(session, result).await
+        finish(&session, result).await
     }
 
-    /// Executes one plan revision inside an existing run (the run is created, and
-    /// `run_started`, `plan_created`/`replanned` and `run_finished` are emitted, by the
-    /// caller). Emits the step events and `progress`, and commits outputs to the store.
+    /// Executes one plan revision inside a run's session (the session emitted
+    /// `run_started`; the caller records the plan with
+    /// [`RunSession::plan_created`]/[`RunSession::replanned`] and ends the run with
+    /// [`RunSession::finish`]). Emits the step events and `progress`, and commits outputs
+    /// through the session.
     ///
     /// # Errors
     /// [`ExecError::InvalidPlan`]; [`ExecError::Store`].
-    pub async fn execute(&self, run: PlanRun) -> Result<RunReport, ExecError> {
-        let session = self.open(&run.run_id);
-        let result = self.drive(&session, run, no_stream()).await;
-        session.close().await;
-        result
+    pub async fn execute(
+        &self,
+        session: &RunSession,
+        run: PlanRun,
+    ) -> Result<Execution, ExecError> {
+        self.drive(session, run, no_stream()).await
     }
 
     /// Like [`execute`](Self::execute), with the plan's steps arriving on `steps` (added
     /// to the steps already in `run.plan`). Steps start as soon as they and their
-    /// dependencies are in.
+    /// dependencies are in; the plan is recorded (`plan_created`) when the stream ends.
     ///
     /// # Errors
     /// As [`run_stream`](Self::run_stream).
-    pub async fn execute_stream<S>(&self, run: PlanRun, steps: S) -> Result<RunReport, ExecError>
+    pub async fn execute_stream<S>(
+        &self,
+        session: &RunSession,
+        run: PlanRun,
+        steps: S,
+    ) -> Result<Execution, ExecError>
     where
         S: Stream<Item = Step> + Send,
     {
-        let session = self.open(&run.run_id);
-        let result = self.drive(&session, run, Some(Box::pin(steps))).await;
-        session.close().await;
-        result
-    }
-
-    /// Records a new run in the store (if any) and emits `run_started`: the first call of
-    /// a strategy that drives [`execute`](Self::execute) itself.
-    ///
-    /// # Errors
-    /// [`ExecError::Store`].
-    pub async fn begin_run(&self, record: &RunRecord) -> Result<(), ExecError> {
-        if let Some(store) = &self.store {
-            store.create_run(record).await?;
-        }
-        self.emit(
-            &record.id,
-            EventKind::RunStarted {
-                goal: record.goal.clone(),
-            },
-        )
-        .await
-    }
-
-    /// Saves a plan revision in the store (if any). Emit `plan_created` or `replanned`
-    /// with [`emit`](Self::emit) as fits.
-    ///
-    /// # Errors
-    /// [`ExecError::Store`].
-    pub async fn save_plan(
-        &self,
-        run: &RunId,
-        revision: u32,
-        plan: &Plan,
-    ) -> Result<(), ExecError> {
-        if let Some(store) = &self.store {
-            store.save_plan(run, revision, plan).await?;
-        }
-        Ok(())
-    }
-
-    /// Emits an event of a run outside [`execute`](Self::execute) (planning calls,
-    /// `plan_created`, `replanned`): to the event sink and the store's journal.
-    ///
-    /// # Errors
-    /// [`ExecError::Store`].
-    pub async fn emit(&self, run: &RunId, kind: EventKind) -> Result<(), ExecError> {
-        let event = Event::now(run.clone(), kind);
-        self.sink.on_event(&event);
-        if let Some(store) = &self.store {
-            store
-                .append_events(run, std::slice::from_ref(&event))
-                .await?;
-        }
-        Ok(())
-    }
-
-    /// Emits `run_finished` and records the run's status and answer in the store.
-    ///
-    /// # Errors
-    /// [`ExecError::Store`].
-    pub async fn end_run(
-        &self,
-        run: &RunId,
-        status: RunStatus,
-        answer: Option<&str>,
-    ) -> Result<(), ExecError> {
-        self.emit(
-            run,
-            EventKind::RunFinished {
-                status,
-                answer: answer.map(str::to_owned),
-            },
-        )
-        .await?;
-        if let Some(store) = &self.store {
-            store.set_status(run, status, answer).await?;
-        }
-        Ok(())
-    }
-
-    fn open(&self, run: &RunId) -> Session {
-        let (journal, pump) = match &self.store {
-            Some(store) => {
-                let (tx, rx) = mpsc::unbounded_channel();
-                let pump = tokio::spawn(pump(store.clone(), run.clone(), rx));
-                (Some(tx), Some(pump))
-            }
-            None => (None, None),
-        };
-        Session {
-            run: run.clone(),
-            emitter: Emitter::new(self.sink.clone(), journal),
-            pump,
-        }
-    }
-
-    async fn finish(
-        &self,
-        session: Session,
-        result: Result<RunReport, ExecError>,
-    ) -> Result<RunReport, ExecError> {
-        let status = match &result {
-            Ok(report) => report.status,
-            Err(_) => RunStatus::Failed,
-        };
-        session.emit(EventKind::RunFinished {
-            status,
-            answer: None,
-        });
-        let run = session.run.clone();
-        session.close().await;
-        if let Some(store) = &self.store {
-            store.set_status(&run, status, None).await?;
-        }
-        result
+        self.drive(session, run, Some(Box::pin(steps))).await
     }
 
     async fn drive<S>(
         &self,
-        session: &Session,
+        session: &RunSession,
         run: PlanRun,
         mut stream: Option<std::pin::Pin<Box<S>>>,
-    ) -> Result<RunReport, ExecError>
+    ) -> Result<Execution, ExecError>
     where
         S: Stream<Item = Step> + Send + ?Sized,
     {
-        let started_at = Timestamp::now();
         let t0 = Instant::now();
-        let emitter = session.emitter.clone();
+        let emitter = session.emitter().clone();
         let PlanRun {
             run_id,
             mut plan,
@@ -539,11 +423,9 @@ impl Runner {
                                 cancel.cancel();
                             }
                             let plan_so_far = Plan::new(goal.to_string(), state.steps.clone());
-                            if let Some(store) = &self.store
-                                && let Err(e) = store.save_plan(&run_id, revision, &plan_so_far).await {
-                                    failure.get_or_insert(e.into());
-                                }
-                            session.emit(EventKind::PlanCreated { plan: plan_so_far, revision });
+                            if let Err(e) = session.plan_created(&plan_so_far, revision).await {
+                                failure.get_or_insert(e);
+                            }
                         }
                     }
                     if let Some(problem) = state.problems.pop() {
@@ -569,9 +451,9 @@ impl Runner {
                 );
             }
         }
-        for (i, report) in state.reports.iter_mut().enumerate() {
-            if report.status == StepOutcome::Cancelled && state.outputs[i].is_some() {
-                report.status = StepOutcome::Completed;
+        for report in &mut state.reports {
+            if matches!(report.status, StepStatus::Pending | StepStatus::Running) {
+                report.status = StepStatus::Cancelled;
             }
         }
         let status = if cancelled {
@@ -579,7 +461,7 @@ impl Runner {
         } else if state
             .reports
             .iter()
-            .all(|r| r.status == StepOutcome::Completed)
+            .all(|r| r.status == StepStatus::Completed)
         {
             RunStatus::Succeeded
         } else {
@@ -587,10 +469,9 @@ impl Runner {
         };
         let (llm_calls, prompt_tokens, completion_tokens) = emitter.usage();
         plan.steps = state.steps;
-        Ok(RunReport {
+        Ok(Execution {
             run_id,
             status,
-            goal: goal.to_string(),
             plan,
             revision,
             steps: state.reports,
@@ -599,7 +480,6 @@ impl Runner {
                 prompt_tokens,
                 completion_tokens,
             },
-            started: started_at,
             duration_ms: millis(t0.elapsed()),
         })
     }
@@ -629,55 +509,32 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// One execution's event emitter and journal pump.
-struct Session {
-    run: RunId,
-    emitter: Emitter,
-    pump: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl Session {
-    fn emit(&self, kind: EventKind) {
-        self.emitter.emit(&self.run, kind);
-    }
-
-    /// Waits until every event is in the store.
-    async fn close(self) {
-        let Session { emitter, pump, .. } = self;
-        drop(emitter);
-        if let Some(pump) = pump {
-            let _ = pump.await;
-        }
-    }
-}
-
-/// Writes a run's events and outputs to the store, in order, batching events.
-async fn pump(store: Arc<dyn RunStore>, run: RunId, mut rx: mpsc::UnboundedReceiver<JournalMsg>) {
-    let mut pending: Vec<Event> = Vec::new();
-    while let Some(first) = rx.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < 1024 {
-            match rx.try_recv() {
-                Ok(m) => batch.push(m),
-                Err(_) => break,
-            }
-        }
-        for msg in batch {
-            match msg {
-                JournalMsg::Event(e) => pending.push(e),
-                JournalMsg::Commit { output, event, ack } => {
-                    pending.push(event);
-                    let result = store.commit_output(&run, &output, &pending).await;
-                    pending.clear();
-                    let _ = ack.send(result);
+/// Ends a run opened by the runner itself: its status follows the execution, and an
+/// error is returned after the run is recorded as failed.
+async fn finish(
+    session: &RunSession,
+    result: Result<Execution, ExecError>,
+) -> Result<RunReport, ExecError> {
+    match result {
+        Ok(execution) => {
+            let failure = (execution.status == RunStatus::Failed).then(|| {
+                let failed: Vec<String> = execution
+                    .failures()
+                    .map(|s| format!("`{}`", s.id))
+                    .collect();
+                if failed.is_empty() {
+                    "the run did not complete every step".to_owned()
+                } else {
+                    format!("step(s) {} failed", failed.join(", "))
                 }
-            }
+            });
+            session.finish(execution.status, None, failure).await
         }
-        if !pending.is_empty() {
-            if let Err(e) = store.append_events(&run, &pending).await {
-                tracing::warn!(run = %run, error = %e, "could not journal events");
-            }
-            pending.clear();
+        Err(e) => {
+            let _ = session
+                .finish(RunStatus::Failed, None, Some(e.to_string()))
+                .await;
+            Err(e)
         }
     }
 }
@@ -686,7 +543,7 @@ struct State {
     sched: Scheduler,
     steps: Vec<Step>,
     outputs: Vec<Option<Arc<str>>>,
-    reports: Vec<StepReport>,
+    reports: Vec<StepState>,
     problems: Vec<PlanProblem>,
 }
 
@@ -700,21 +557,16 @@ impl State {
         match self.sched.add_step(&step) {
             Ok(i) => {
                 let done = completed.get(&step.id);
-                self.reports.push(StepReport {
-                    id: step.id.clone(),
-                    status: if done.is_some() {
-                        StepOutcome::Completed
-                    } else {
-                        StepOutcome::Cancelled
-                    },
-                    attempts: prior_attempts.get(&step.id).copied().unwrap_or(0),
-                    output: done.cloned(),
-                    error: None,
-                    fallback: false,
-                    reused: done.is_some(),
-                    started_ms: None,
-                    duration_ms: None,
-                });
+                let mut report = match done {
+                    Some(output) => {
+                        let mut s = StepState::completed(step.id.clone(), output.clone());
+                        s.reused = true;
+                        s
+                    }
+                    None => StepState::pending(step.id.clone()),
+                };
+                report.attempts = prior_attempts.get(&step.id).copied().unwrap_or(0);
+                self.reports.push(report);
                 self.outputs.push(done.map(|o| Arc::from(o.as_str())));
                 self.steps.push(step);
                 if done.is_some() {
@@ -749,7 +601,7 @@ impl State {
         out
     }
 
-    fn skip(&mut self, i: usize, session: &Session, reason: String) {
+    fn skip(&mut self, i: usize, session: &RunSession, reason: String) {
         let failed_deps: Vec<&str> = self.steps[i]
             .dependencies
             .iter()
@@ -757,7 +609,7 @@ impl State {
                 self.sched.index_of(d.as_str()).is_some_and(|k| {
                     matches!(
                         self.reports[k].status,
-                        StepOutcome::Failed | StepOutcome::Skipped
+                        StepStatus::Failed | StepStatus::Skipped
                     )
                 })
             })
@@ -776,7 +628,7 @@ impl State {
             )
         };
         let report = &mut self.reports[i];
-        report.status = StepOutcome::Skipped;
+        report.status = StepStatus::Skipped;
         report.error = Some(reason.clone());
         session.emit(EventKind::StepSkipped {
             step: self.steps[i].id.clone(),
@@ -784,7 +636,7 @@ impl State {
         });
     }
 
-    fn progress(&self, session: &Session) {
+    fn progress(&self, session: &RunSession) {
         session.emit(EventKind::progress(
             self.sched.counts().finished(),
             self.sched.len(),
@@ -794,7 +646,7 @@ impl State {
     async fn finish(
         &mut self,
         run: StepRun,
-        session: &Session,
+        session: &RunSession,
         revision: u32,
         cancel: &CancelToken,
     ) -> Result<(), ExecError> {
@@ -818,27 +670,27 @@ impl State {
                     duration_ms: run.last_attempt_ms,
                     ts: Timestamp::now(),
                 };
-                let event = Event::now(
-                    session.run.clone(),
+                let event = session.emitter().event(
+                    session.id(),
                     EventKind::StepCompleted {
                         step: id,
                         duration_ms: run.last_attempt_ms,
                     },
                 );
-                session.emitter.commit(record, event).await?;
+                session.emitter().commit(record, event).await?;
                 let report = &mut self.reports[i];
-                report.status = StepOutcome::Completed;
+                report.status = StepStatus::Completed;
                 self.outputs[i] = Some(Arc::from(output.as_str()));
                 report.output = Some(output);
                 self.sched.complete(i);
                 self.progress(session);
             }
             Err(e) if e.is_cancelled() && cancel.is_cancelled() => {
-                self.reports[i].status = StepOutcome::Cancelled;
+                self.reports[i].status = StepStatus::Cancelled;
             }
             Err(e) => {
                 let report = &mut self.reports[i];
-                report.status = StepOutcome::Failed;
+                report.status = StepStatus::Failed;
                 report.error = Some(e.message);
                 for b in self.sched.fail(i) {
                     self.skip(b, session, "a step it depends on failed".into());
@@ -894,9 +746,16 @@ impl StepJob {
                         .map(|s| (*s).to_owned())
                         .or_else(|| panic.downcast_ref::<String>().cloned())
                         .unwrap_or_else(|| "unknown panic".to_owned());
-                    Err(StepError::fatal(format!(
-                        "the step executor panicked: {message}"
-                    )))
+                    let error = StepError::fatal(format!("the step executor panicked: {message}"));
+                    self.emitter.emit(
+                        &self.run,
+                        EventKind::StepFailed {
+                            step: self.step.id.clone(),
+                            error: error.message.clone(),
+                            retrying: false,
+                        },
+                    );
+                    Err(error)
                 });
         StepRun {
             index,

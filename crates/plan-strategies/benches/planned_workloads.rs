@@ -29,7 +29,7 @@ use plan_llm::{
     Capabilities, Chunk, ChunkStream, FinishReason, Flavour, LlmError, OpenAi, Provider, Request,
     Response,
 };
-use plan_strategies::{Agent, PlannerConfig, PlanningMode, Strategy};
+use plan_strategies::{Agent, PlannerConfig, PlanningMode, StrategyKind};
 
 const LATENCY: Duration = Duration::from_millis(300);
 const PIECES: u32 = 30;
@@ -124,7 +124,7 @@ async fn run_once(plan: &Plan, setup: Setup) -> (Duration, usize, bool) {
         .with_policy(StepPolicy::default());
     let config = PlannerConfig::default().with_step_bounds(3, 30);
     let builder = Agent::builder()
-        .strategy(Strategy::Dag)
+        .strategy(StrategyKind::Dag)
         .executor(executor)
         .run_options(options)
         .planner_config(config);

@@ -42,7 +42,10 @@ pub enum StrategyError {
     Config(String),
     /// Executing the plan failed outside any step (the runner or the store).
     #[error("execution error: {0}")]
-    Exec(String),
+    Exec(#[source] plan_exec::ExecError),
+    /// A run names a strategy that is not registered.
+    #[error(transparent)]
+    UnknownStrategy(#[from] crate::strategy::UnknownStrategy),
     /// A prompt template failed to render (a bug: please report it).
     #[error("prompt template `{template}` failed to render: {message}")]
     Template {
@@ -57,6 +60,21 @@ pub enum StrategyError {
     /// The run was cancelled.
     #[error("cancelled")]
     Cancelled,
+}
+
+impl From<plan_exec::ExecError> for StrategyError {
+    fn from(e: plan_exec::ExecError) -> Self {
+        match e {
+            plan_exec::ExecError::InvalidPlan(p) => StrategyError::Plan(p),
+            other => StrategyError::Exec(other),
+        }
+    }
+}
+
+impl From<plan_exec::StoreError> for StrategyError {
+    fn from(e: plan_exec::StoreError) -> Self {
+        StrategyError::Exec(plan_exec::ExecError::Store(e))
+    }
 }
 
 impl StrategyError {

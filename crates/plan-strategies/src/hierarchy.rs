@@ -10,7 +10,8 @@ use plan_llm::Provider;
 use crate::calls::{SubGoal, decompose};
 use crate::error::StrategyError;
 use crate::planner::LlmCall;
-use crate::report::{GoalResult, StepResult};
+use crate::report::GoalResult;
+use plan_core::StepState;
 
 /// Limits of a decomposition.
 #[derive(Clone, Copy, Debug)]
@@ -148,13 +149,13 @@ fn sanitize_id(id: &str) -> String {
 
 /// Rolls step results up the tree: a sub-goal is completed when all its leaves are, and
 /// its output is its leaves' outputs in order.
-pub(crate) fn roll_up(tree: &GoalTree, flat: &FlatPlan, results: &[StepResult]) -> GoalResult {
-    let by_id: HashMap<&str, &StepResult> = results.iter().map(|r| (r.id.as_str(), r)).collect();
+pub(crate) fn roll_up(tree: &GoalTree, flat: &FlatPlan, results: &[StepState]) -> GoalResult {
+    let by_id: HashMap<&str, &StepState> = results.iter().map(|r| (r.id.as_str(), r)).collect();
     let leaf_ids: Vec<&StepId> = flat.plan.steps.iter().map(|s| &s.id).collect();
     fn node(
         n: &GoalNode,
         prefix: &str,
-        by_id: &HashMap<&str, &StepResult>,
+        by_id: &HashMap<&str, &StepState>,
         leaf_ids: &HashSet<&str>,
     ) -> GoalResult {
         let id = if prefix.is_empty() {
@@ -169,7 +170,7 @@ pub(crate) fn roll_up(tree: &GoalTree, flat: &FlatPlan, results: &[StepResult]) 
             return GoalResult {
                 id,
                 goal: n.step.description.clone(),
-                status: r.map_or("pending".to_owned(), |r| r.status.clone()),
+                status: r.map_or("pending", |r| r.status.name()).to_owned(),
                 output: r.and_then(|r| r.output.clone()),
                 children: Vec::new(),
             };

@@ -4,12 +4,18 @@
 //! An [`Agent`] turns a goal into a plan with a [`Planner`] (by default the [`LlmPlanner`]:
 //! a schema-shaped reply, validated, re-prompted with the exact problems, then repaired),
 //! runs it with plan-exec's parallel runner according to its [`Strategy`], and writes the
-//! answer with one final model call. With a streaming provider the DAG strategy feeds each
+//! answer with one final model call. Each run lives in a `plan_exec::RunSession`, and its
+//! [`RunReport`] is built from the run's journal.
+//!
+//! [`Strategy`] is a trait: the five built-in strategies ([`Linear`], [`Dag`],
+//! [`Hierarchical`], [`Adaptive`], [`Reflective`]; [`StrategyKind`] names them) are
+//! implementations, and a [`StrategyRegistry`] resolves names to strategies, yours
+//! included. With a streaming provider the DAG strategy feeds each
 //! step to the runner as soon as the model has written it ([`StepStreamParser`]).
 //!
 //! ```
 //! use plan_llm::{Reply, ScriptedModel};
-//! use plan_strategies::{Agent, PlanningMode, Strategy};
+//! use plan_strategies::{Agent, PlanningMode, StrategyKind};
 //!
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 //! let model = ScriptedModel::new()
@@ -20,7 +26,7 @@
 //!     .otherwise(Reply::text("done"));
 //! let agent = Agent::builder()
 //!     .provider(model)
-//!     .strategy(Strategy::Dag)
+//!     .strategy(StrategyKind::Dag)
 //!     .build()?;
 //! let report = agent.run("Greet, then say goodbye").await?;
 //! assert!(report.is_success());
@@ -36,24 +42,33 @@
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 mod agent;
+mod answer;
 mod calls;
 mod error;
 mod hierarchy;
+mod options;
 mod planner;
 mod prompts;
 mod repair;
 mod report;
+mod strategy;
 mod stream;
 
-pub use agent::{Agent, AgentBuilder, AnswerSource, PlanOutcome, PlanningMode, StrategyOptions};
+pub use agent::{Agent, AgentBuilder};
 pub use calls::Critique;
 pub use error::StrategyError;
+pub use options::{AnswerSource, PlanningMode, StrategyOptions};
+pub use plan_exec::RunReport;
 pub use planner::{
     AgentInfo, FailedStep, FinishedStep, LlmCall, LlmPlanner, PlanContext, PlanRequest, Planned,
     Planner, PlannerConfig, RepairNote, ReplanContext, StepSink, StepSource, step_channel,
 };
 pub use prompts::PLAN_SCHEMA;
-pub use report::{AgentReport, GoalResult, Replan, StepResult, Strategy, UnknownStrategy, Usage};
+pub use report::{GoalResult, ReportExt, Usage};
+pub use strategy::{
+    Adaptive, Dag, Hierarchical, Linear, Outcome, PlanOutcome, PlanStart, Reflective, Strategy,
+    StrategyContext, StrategyKind, StrategyRegistry, UnknownStrategy,
+};
 pub use stream::StepStreamParser;
 // --- agents and research (research) ---
 mod agents;

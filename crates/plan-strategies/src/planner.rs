@@ -218,6 +218,17 @@ pub struct LlmCall {
     pub duration: Duration,
 }
 
+impl LlmCall {
+    /// A call made for `purpose`, with its token counts and wall-clock time.
+    pub fn new(purpose: impl Into<String>, usage: Usage, duration: Duration) -> Self {
+        Self {
+            purpose: purpose.into(),
+            usage,
+            duration,
+        }
+    }
+}
+
 /// What the repair pass changed in a plan the model could not get right.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[non_exhaustive]
@@ -247,6 +258,23 @@ pub struct Planned {
 }
 
 impl Planned {
+    /// A valid plan made with no model call (a planner of your own).
+    pub fn new(plan: Plan) -> Self {
+        Self {
+            plan,
+            calls: Vec::new(),
+            attempts: 1,
+            repair: None,
+            streamed: Vec::new(),
+        }
+    }
+
+    /// Adds the model calls made.
+    pub fn with_calls(mut self, calls: Vec<LlmCall>) -> Self {
+        self.calls.extend(calls);
+        self
+    }
+
     /// The usage of all calls, added up.
     pub fn usage(&self) -> Usage {
         let mut u = Usage::default();

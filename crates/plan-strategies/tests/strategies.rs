@@ -7,10 +7,10 @@ use std::time::Duration;
 use plan_core::{EventKind, RunStatus};
 use plan_exec::{EventLog, SqliteStore};
 use plan_llm::ScriptedModel;
-use plan_strategies::{Agent, PlannerConfig, PlanningMode, Strategy};
+use plan_strategies::{Agent, PlannerConfig, PlanningMode, ReportExt, StrategyKind};
 use support::*;
 
-fn agent(fake: &Fake, strategy: Strategy) -> plan_strategies::AgentBuilder {
+fn agent(fake: &Fake, strategy: StrategyKind) -> plan_strategies::AgentBuilder {
     Agent::builder()
         .provider(fake.model.clone())
         .strategy(strategy)
@@ -31,7 +31,7 @@ async fn dag_plans_runs_and_answers() {
         ("c", "Join a and b", &["a", "b"]),
     ]));
     let log = EventLog::new();
-    let report = agent(&fake, Strategy::Dag)
+    let report = agent(&fake, StrategyKind::Dag)
         .event_sink(log.clone())
         .build()
         .unwrap()
@@ -40,13 +40,13 @@ async fn dag_plans_runs_and_answers() {
         .unwrap();
     assert_eq!(report.status, RunStatus::Succeeded);
     assert_eq!(report.answer.as_deref(), Some("THE ANSWER"));
-    assert_eq!(report.plan.goal, "reach the goal");
+    assert_eq!(report.plan.as_ref().unwrap().goal, "reach the goal");
     assert_eq!(report.steps.len(), 3);
     assert!(
         report
             .steps
             .iter()
-            .all(|s| s.status == "completed" && s.attempts == 1)
+            .all(|s| s.status == plan_core::StepStatus::Completed && s.attempts == 1)
     );
     assert_eq!(
         report.step("a").unwrap().output.as_deref(),
@@ -78,7 +78,7 @@ async fn dag_plans_runs_and_answers() {
 #[tokio::test]
 async fn report_serialises_to_the_cli_contract() {
     let fake = Fake::non_streaming().plan(plan_json(THREE));
-    let report = agent(&fake, Strategy::Dag)
+    let report = agent(&fake, StrategyKind::Dag)
         .model_spec("openai:gpt-4o-mini")
         .build()
         .unwrap()
@@ -122,7 +122,7 @@ async fn linear_runs_steps_one_after_another() {
         ("two", "Second", &[]),
         ("three", "Third", &[]),
     ]));
-    let report = agent(&fake, Strategy::Linear)
+    let report = agent(&fake, StrategyKind::Linear)
         .concurrency(8)
         .build()
         .unwrap()
@@ -132,6 +132,8 @@ async fn linear_runs_steps_one_after_another() {
     assert!(report.is_success());
     let deps: Vec<Vec<&str>> = report
         .plan
+        .as_ref()
+        .unwrap()
         .steps
         .iter()
         .map(|s| s.dependencies.iter().map(|d| d.as_str()).collect())
@@ -157,14 +159,14 @@ async fn malformed_plans_are_fixed_by_re_prompting_with_the_exact_problems() {
             ("c", "Do c", &["b"]),
         ]))
         .plan(plan_json(THREE));
-    let report = agent(&fake, Strategy::Dag)
+    let report = agent(&fake, StrategyKind::Dag)
         .build()
         .unwrap()
         .run("fix me")
         .await
         .unwrap();
     assert!(report.is_success());
-    assert!(report.repairs.is_empty());
+    assert!(report.repairs().is_empty());
     let planner = fake.planner_requests();
     assert_eq!(planner.len(), 3);
     let first_fix = user_text(&planner[1]);
@@ -177,7 +179,7 @@ async fn malformed_plans_are_fixed_by_re_prompting_with_the_exact_problems() {
     assert!(second_fix.contains("dependency cycle"), "{second_fix}");
     // the conversation keeps the bad replies so the model sees what it wrote
     assert_eq!(planner[2].messages.len(), 6);
-    assert_eq!(report.plan.steps.len(), 3);
+    assert_eq!(report.plan.as_ref().unwrap().steps.len(), 3);
 }
 
 #[tokio::test]
@@ -192,7 +194,7 @@ async fn plans_still_invalid_after_re_prompting_are_repaired_and_reported() {
         .plan(cyclic.clone())
         .plan(cyclic);
     let log = EventLog::new();
-    let report = agent(&fake, Strategy::Dag)
+    let report = agent(&fake, StrategyKind::Dag)
         .event_sink(log.clone())
         .build()
         .unwrap()
@@ -200,8 +202,8 @@ async fn plans_still_invalid_after_re_prompting_are_repaired_and_reported() {
         .await
         .unwrap();
     assert!(report.is_success(), "{:?}", report.failure);
-    assert_eq!(report.repairs.len(), 1);
-    let note = &report.repairs[0];
+    assert_eq!(report.repairs().len(), 1);
+    let note = &report.repairs()[0];
     assert!(note.problems.iter().any(|p| p.contains("cycle")));
     assert!(
         note.changes.iter().any(|c| c.contains("break the cycle")),
@@ -218,7 +220,7 @@ async fn a_reply_that_is_no_plan_at_all_fails_with_every_problem() {
         .plan("I cannot help with that.")
         .plan("Still no.")
         .plan("No.");
-    let err = agent(&fake, Strategy::Dag)
+    let err = agent(&fake, StrategyKind::Dag)
         .build()
         .unwrap()
         .run("impossible")
@@ -239,7 +241,7 @@ async fn streamed_planning_starts_the_first_step_before_the_plan_stream_ends() {
         ("fourth", "Last one", &["third"]),
     ]));
     let log = EventLog::new();
-    let report = agent(&fake, Strategy::Dag)
+    let report = agent(&fake, StrategyKind::Dag)
         .event_sink(log.clone())
         .build()
         .unwrap()
@@ -311,7 +313,7 @@ async fn a_streamed_plan_that_ends_invalid_is_fixed_and_the_rest_still_runs() {
             ("late", "Do late", &["b"]),
         ]));
     let log = EventLog::new();
-    let report = agent(&fake, Strategy::Dag)
+    let report = agent(&fake, StrategyKind::Dag)
         .event_sink(log.clone())
         .build()
         .unwrap()
@@ -342,7 +344,7 @@ async fn a_streamed_step_changed_by_the_fix_is_cancelled_and_the_fixed_plan_runs
             ("c", "Do c", &["a", "b"]),
         ]));
     let log = EventLog::new();
-    let report = agent(&fake, Strategy::Dag)
+    let report = agent(&fake, StrategyKind::Dag)
         .event_sink(log.clone())
         .build()
         .unwrap()
@@ -373,7 +375,7 @@ async fn a_streamed_step_changed_by_the_fix_is_cancelled_and_the_fixed_plan_runs
         })
         .count();
     assert_eq!(new_b, 1);
-    let b_id = &report.plan.steps[1].id;
+    let b_id = &report.plan.as_ref().unwrap().steps[1].id;
     assert!(b_id.as_str() == "b" || b_id.as_str() == "b_v2", "{b_id}");
     assert!(report.step("c").is_some());
 }
@@ -382,7 +384,7 @@ async fn a_streamed_step_changed_by_the_fix_is_cancelled_and_the_fixed_plan_runs
 async fn plan_then_run_when_the_provider_does_not_stream() {
     let fake = Fake::non_streaming().plan(plan_json(THREE));
     let log = EventLog::new();
-    agent(&fake, Strategy::Dag)
+    agent(&fake, StrategyKind::Dag)
         .event_sink(log.clone())
         .build()
         .unwrap()
@@ -400,7 +402,7 @@ async fn plan_then_run_mode_with_a_streaming_provider() {
     let fake = Fake::with_model(ScriptedModel::new().streaming(5, Duration::from_millis(1)))
         .plan(plan_json(THREE));
     let log = EventLog::new();
-    agent(&fake, Strategy::Dag)
+    agent(&fake, StrategyKind::Dag)
         .planning_mode(PlanningMode::PlanThenRun)
         .event_sink(log.clone())
         .build()
@@ -433,7 +435,7 @@ async fn adaptive_replans_keeping_finished_steps_that_are_never_run_again() {
             other => Ok(format!("output of {other}")),
         });
     let log = EventLog::new();
-    let report = agent(&fake, Strategy::Adaptive)
+    let report = agent(&fake, StrategyKind::Adaptive)
         .event_sink(log.clone())
         .build()
         .unwrap()
@@ -507,7 +509,7 @@ async fn a_replan_that_repeats_a_finished_step_is_re_prompted() {
                 Ok(format!("output of {id}"))
             }
         });
-    let report = agent(&fake, Strategy::Adaptive)
+    let report = agent(&fake, StrategyKind::Adaptive)
         .build()
         .unwrap()
         .run("no redo")
@@ -531,7 +533,7 @@ async fn adaptive_gives_up_after_max_replans_with_a_clear_report() {
     }
     let fake = fake.steps(|id, _| Err(format!("failure number {id}")));
     let log = EventLog::new();
-    let report = agent(&fake, Strategy::Adaptive)
+    let report = agent(&fake, StrategyKind::Adaptive)
         .max_replans(2)
         .event_sink(log.clone())
         .build()
@@ -565,7 +567,7 @@ async fn adaptive_stops_early_when_the_same_step_fails_the_same_way() {
         .plan(plan_json(&[("get_again", "Download the file", &[])]))
         .plan(plan_json(&[("never", "Never asked for", &[])]))
         .steps(|_, _| Err("connection refused".into()));
-    let report = agent(&fake, Strategy::Adaptive)
+    let report = agent(&fake, StrategyKind::Adaptive)
         .max_replans(3)
         .build()
         .unwrap()
@@ -594,7 +596,7 @@ async fn hierarchical_decomposes_to_the_depth_limit_and_runs_the_leaves() {
         .decompose("frontend", r#"{"atomic": true, "subgoals": []}"#)
         // anything deeper would split again, but the depth limit stops it
         .decompose_default(split("deeper one", "deeper two"));
-    let report = agent(&fake, Strategy::Hierarchical)
+    let report = agent(&fake, StrategyKind::Hierarchical)
         .max_depth(2)
         .build()
         .unwrap()
@@ -602,10 +604,17 @@ async fn hierarchical_decomposes_to_the_depth_limit_and_runs_the_leaves() {
         .await
         .unwrap();
     assert!(report.is_success(), "{:?}", report.failure);
-    let ids: Vec<&str> = report.plan.steps.iter().map(|s| s.id.as_str()).collect();
+    let ids: Vec<&str> = report
+        .plan
+        .as_ref()
+        .unwrap()
+        .steps
+        .iter()
+        .map(|s| s.id.as_str())
+        .collect();
     assert_eq!(ids, ["x/x", "x/y", "y"]);
     // frontend (y) waits for both leaves of backend (x)
-    let y = report.plan.step("y").unwrap();
+    let y = report.plan.as_ref().unwrap().step("y").unwrap();
     assert_eq!(y.dependencies.len(), 2);
     // decompose asked for: the goal, backend, frontend — not the depth-2 leaves
     let asked: Vec<String> = fake
@@ -621,7 +630,7 @@ async fn hierarchical_decomposes_to_the_depth_limit_and_runs_the_leaves() {
             .any(|u| u.contains("Goal: backend") && u.contains("- build a blog"))
     );
     // results roll up
-    let tree = report.tree.as_ref().unwrap();
+    let tree = report.tree().unwrap();
     assert_eq!(tree.status, "completed");
     let backend = &tree.children[0];
     assert_eq!(backend.goal, "backend");
@@ -648,15 +657,15 @@ async fn hierarchical_decomposes_to_the_depth_limit_and_runs_the_leaves() {
 #[tokio::test]
 async fn hierarchical_atomic_goal_is_one_step() {
     let fake = Fake::non_streaming();
-    let report = agent(&fake, Strategy::Hierarchical)
+    let report = agent(&fake, StrategyKind::Hierarchical)
         .build()
         .unwrap()
         .run("say hi")
         .await
         .unwrap();
     assert!(report.is_success());
-    assert_eq!(report.plan.steps.len(), 1);
-    assert_eq!(report.plan.steps[0].description, "say hi");
+    assert_eq!(report.plan.as_ref().unwrap().steps.len(), 1);
+    assert_eq!(report.plan.as_ref().unwrap().steps[0].description, "say hi");
 }
 
 #[tokio::test]
@@ -664,15 +673,15 @@ async fn hierarchical_unusable_decomposition_leaves_the_goal_one_step() {
     // Every reply is cut-off JSON, also after the re-prompts: the goal still runs, whole.
     let fake =
         Fake::non_streaming().decompose_default(r#"{"atomic": false, "subgoals": [{"id": "a""#);
-    let report = agent(&fake, Strategy::Hierarchical)
+    let report = agent(&fake, StrategyKind::Hierarchical)
         .build()
         .unwrap()
         .run("say hi")
         .await
         .unwrap();
     assert!(report.is_success());
-    assert_eq!(report.plan.steps.len(), 1);
-    assert_eq!(report.plan.steps[0].description, "say hi");
+    assert_eq!(report.plan.as_ref().unwrap().steps.len(), 1);
+    assert_eq!(report.plan.as_ref().unwrap().steps[0].description, "say hi");
     let asked = fake
         .requests()
         .iter()
@@ -697,7 +706,7 @@ async fn reflective_critiques_and_improves_until_approved() {
             ("b", "Ship it", &["check"]),
         ]))
         .critique(r#"{"approved": true, "issues": []}"#);
-    let report = agent(&fake, Strategy::Reflective)
+    let report = agent(&fake, StrategyKind::Reflective)
         .reflection_rounds(3)
         .build()
         .unwrap()
@@ -705,10 +714,10 @@ async fn reflective_critiques_and_improves_until_approved() {
         .await
         .unwrap();
     assert!(report.is_success());
-    assert_eq!(report.critiques.len(), 2);
-    assert!(!report.critiques[0].approved);
-    assert!(report.critiques[1].approved);
-    assert_eq!(report.plan.steps.len(), 3);
+    assert_eq!(report.critiques().len(), 2);
+    assert!(!report.critiques()[0].approved);
+    assert!(report.critiques()[1].approved);
+    assert_eq!(report.plan.as_ref().unwrap().steps.len(), 3);
     let improve = user_text(&fake.planner_requests()[1]);
     assert!(
         improve.contains("nothing checks the result before shipping"),
@@ -731,22 +740,22 @@ async fn reflective_stops_after_its_rounds() {
         .critique(never)
         .plan(plan_json(&[("v3", "Version 3", &[])]))
         .critique(never);
-    let report = agent(&fake, Strategy::Reflective)
+    let report = agent(&fake, StrategyKind::Reflective)
         .reflection_rounds(2)
         .build()
         .unwrap()
         .run("never good enough")
         .await
         .unwrap();
-    assert_eq!(report.critiques.len(), 2);
-    assert_eq!(report.plan.steps[0].id.as_str(), "v3");
+    assert_eq!(report.critiques().len(), 2);
+    assert_eq!(report.plan.as_ref().unwrap().steps[0].id.as_str(), "v3");
     assert_eq!(fake.step_requests(), ["v3"]);
 }
 
 #[tokio::test]
 async fn plan_only_and_execute() {
     let fake = Fake::non_streaming().plan(plan_json(THREE));
-    let agent = agent(&fake, Strategy::Dag).build().unwrap();
+    let agent = agent(&fake, StrategyKind::Dag).build().unwrap();
     let planned = agent.plan_only("compare").await.unwrap();
     assert_eq!(planned.plan.steps.len(), 3);
     assert_eq!(planned.usage.llm_calls, 1);
@@ -761,7 +770,7 @@ async fn plan_only_and_execute() {
 #[tokio::test]
 async fn execute_rejects_an_invalid_plan_with_every_problem() {
     let fake = Fake::non_streaming();
-    let agent = agent(&fake, Strategy::Dag).build().unwrap();
+    let agent = agent(&fake, StrategyKind::Dag).build().unwrap();
     let plan = plan_core::Plan::from_json(&plan_json(&[
         ("a", "a", &["b"]),
         ("b", "b", &["a"]),
@@ -786,7 +795,7 @@ async fn runs_are_stored_and_resumed_without_redoing_completed_steps() {
             Ok(format!("output of {id}"))
         }
     });
-    let first = agent(&fake, Strategy::Dag)
+    let first = agent(&fake, StrategyKind::Dag)
         .store(SqliteStore::open(&path).unwrap())
         .build()
         .unwrap()
@@ -796,7 +805,7 @@ async fn runs_are_stored_and_resumed_without_redoing_completed_steps() {
     assert_eq!(first.status, RunStatus::Failed);
     // resume with a model that now works
     let fake2 = Fake::non_streaming();
-    let second = agent(&fake2, Strategy::Dag)
+    let second = agent(&fake2, StrategyKind::Dag)
         .store(SqliteStore::open(&path).unwrap())
         .build()
         .unwrap()
@@ -821,7 +830,7 @@ async fn planner_is_told_the_agents_and_rejects_unknown_ones() {
         "researcher",
         "finds sources",
     )]);
-    let report = agent(&fake, Strategy::Dag)
+    let report = agent(&fake, StrategyKind::Dag)
         .planner_config(config)
         .build()
         .unwrap()
@@ -836,10 +845,10 @@ async fn planner_is_told_the_agents_and_rejects_unknown_ones() {
 
 #[test]
 fn strategy_names_round_trip() {
-    for s in Strategy::ALL {
-        assert_eq!(s.as_str().parse::<Strategy>().unwrap(), s);
+    for s in StrategyKind::ALL {
+        assert_eq!(s.as_str().parse::<StrategyKind>().unwrap(), s);
     }
-    let err = "wild".parse::<Strategy>().unwrap_err().to_string();
+    let err = "wild".parse::<StrategyKind>().unwrap_err().to_string();
     assert!(err.contains("use one of linear, dag"));
 }
 
@@ -848,7 +857,7 @@ fn key_types_are_send_and_sync() {
     fn is<T: Send + Sync>() {}
     is::<Agent>();
     is::<plan_strategies::LlmPlanner>();
-    is::<plan_strategies::AgentReport>();
+    is::<plan_strategies::RunReport>();
     is::<plan_strategies::StrategyError>();
 }
 
@@ -861,7 +870,7 @@ async fn a_cancelled_run_is_reported_and_resumes_where_it_stopped() {
     let fake = Fake::with_model(ScriptedModel::new().with_latency(Duration::from_millis(150)))
         .plan(plan_json(THREE));
     let cancel = plan_exec::CancelToken::new();
-    let cancellable = agent(&fake, Strategy::Dag)
+    let cancellable = agent(&fake, StrategyKind::Dag)
         .planning_mode(PlanningMode::PlanThenRun)
         .store(SqliteStore::open(&path).unwrap())
         .cancel_token(cancel.clone())
@@ -874,11 +883,11 @@ async fn a_cancelled_run_is_reported_and_resumes_where_it_stopped() {
     let first = cancellable.run("cancel me").await.unwrap();
     stopper.await.unwrap();
     assert_eq!(first.status, RunStatus::Cancelled);
-    assert!(first.failure.as_deref().unwrap().contains("plan resume"));
+    assert!(first.failure.as_deref().unwrap().contains("resumed"));
     assert!(first.answer.is_none());
     let done_before: Vec<String> = fake.step_requests();
     let fake2 = Fake::non_streaming();
-    let second = agent(&fake2, Strategy::Dag)
+    let second = agent(&fake2, StrategyKind::Dag)
         .store(SqliteStore::open(&path).unwrap())
         .build()
         .unwrap()
@@ -891,7 +900,7 @@ async fn a_cancelled_run_is_reported_and_resumes_where_it_stopped() {
     let completed_before: Vec<&str> = first
         .steps
         .iter()
-        .filter(|s| s.status == "completed")
+        .filter(|s| s.status == plan_core::StepStatus::Completed)
         .map(|s| s.id.as_str())
         .collect();
     for id in &completed_before {
@@ -933,7 +942,7 @@ async fn the_planner_is_told_which_agents_exist() {
         {"id": "write", "description": "Write it up", "dependencies": ["find"], "agent": "writer"},
     ]});
     let fake = Fake::non_streaming().plan(plan.to_string());
-    let report = agent(&fake, Strategy::Dag)
+    let report = agent(&fake, StrategyKind::Dag)
         .agents(team())
         .build()
         .unwrap()
@@ -957,7 +966,10 @@ async fn the_planner_is_told_which_agents_exist() {
 #[tokio::test]
 async fn a_plan_naming_an_unknown_agent_is_rejected_before_running() {
     let fake = Fake::non_streaming();
-    let agent = agent(&fake, Strategy::Dag).agents(team()).build().unwrap();
+    let agent = agent(&fake, StrategyKind::Dag)
+        .agents(team())
+        .build()
+        .unwrap();
     let plan = plan_core::Plan::new(
         "g",
         vec![
@@ -985,7 +997,7 @@ async fn a_planner_that_keeps_naming_an_unknown_agent_is_re_prompted_and_the_age
         .plan(plan.to_string())
         .plan(plan.to_string())
         .plan(plan.to_string());
-    let report = agent(&fake, Strategy::Dag)
+    let report = agent(&fake, StrategyKind::Dag)
         .agents(team())
         .build()
         .unwrap()
@@ -1003,7 +1015,13 @@ async fn a_planner_that_keeps_naming_an_unknown_agent_is_re_prompted_and_the_age
         "{reprompt}"
     );
     assert!(
-        report.plan.steps.iter().all(|s| s.agent.is_none()),
+        report
+            .plan
+            .as_ref()
+            .unwrap()
+            .steps
+            .iter()
+            .all(|s| s.agent.is_none()),
         "{report:?}"
     );
 }
@@ -1023,7 +1041,7 @@ async fn code_steps_run_their_programs_in_the_sandbox() {
         other => Err(format!("unexpected step call for {other}")),
     });
     let log = EventLog::new();
-    let report = agent(&fake, Strategy::Dag)
+    let report = agent(&fake, StrategyKind::Dag)
         .event_sink(log.clone())
         .build()
         .unwrap()
@@ -1049,7 +1067,7 @@ async fn code_steps_run_their_programs_in_the_sandbox() {
 
     // With code execution off, the code steps fail and the model writes nothing.
     let fake = Fake::non_streaming().plan(plan);
-    let report = agent(&fake, Strategy::Dag)
+    let report = agent(&fake, StrategyKind::Dag)
         .sandbox(plan_exec::SandboxChoice::None.lazy())
         .build()
         .unwrap()

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use plan_core::{RunId, RunStatus};
 use plan_exec::{CancelToken, RunStore};
-use plan_strategies::{AgentReport, StrategyError};
+use plan_strategies::{RunReport, StrategyError};
 
 use crate::approve::{self, Decision};
 use crate::cli::{ExecArgs, PlanArgs, PlanFormat, ResumeArgs, RunArgs};
@@ -27,17 +27,25 @@ pub async fn run(args: RunArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     let cancel = interrupt::install();
     let provider = session::provider(&settings, quiet)?;
     let store = session::open_store(&settings.store)?;
-    let mut builder = session::agent(&settings, provider.clone(), &ui, &cancel).store(store);
+    let mut builder = session::agent(&settings, provider.clone(), &ui, &cancel)?.store(store);
     if let Some(dir) = &args.research {
         builder = research(builder, dir, provider).await?;
     }
     let agent = builder.build().map_err(session::strategy_error)?;
     let result = if args.execution.approve {
         match agent.plan_only(args.goal.clone()).await {
-            Ok(outcome) => {
-                let decision = ask(&ui, outcome.plan, &cancel).await?;
+            Ok(mut outcome) => {
+                let decision = ask(&ui, outcome.plan.clone(), &cancel).await?;
                 match decision {
-                    Some(plan) => agent.execute(plan).await,
+                    Some(plan) => {
+                        // An edited plan keeps what planning produced (a goal tree
+                        // only while the plan is the one it was flattened into).
+                        if plan != outcome.plan {
+                            outcome.tree = None;
+                        }
+                        outcome.plan = plan;
+                        agent.execute_planned(outcome).await
+                    }
                     None => {
                         drop(agent);
                         ui.finish().await;
@@ -75,7 +83,7 @@ pub async fn exec(args: ExecArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     let cancel = interrupt::install();
     let provider = session::provider(&settings, quiet)?;
     let store = session::open_store(&settings.store)?;
-    let agent = session::agent(&settings, provider, &ui, &cancel)
+    let agent = session::agent(&settings, provider, &ui, &cancel)?
         .store(store)
         .build()
         .map_err(session::strategy_error)?;
@@ -114,7 +122,7 @@ pub async fn plan(args: PlanArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     let ui = Ui::start(quiet, args.events.as_deref())?;
     let cancel = interrupt::install();
     let provider = session::provider(&settings, quiet)?;
-    let agent = session::agent(&settings, provider, &ui, &cancel)
+    let agent = session::agent(&settings, provider, &ui, &cancel)?
         .build()
         .map_err(session::strategy_error)?;
     let result = agent.plan_only(args.goal.clone()).await;
@@ -187,7 +195,7 @@ pub async fn resume(args: ResumeArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     let ui = Ui::start(quiet, args.events.as_deref())?;
     let cancel = interrupt::install();
     let provider = session::provider(&settings, quiet)?;
-    let agent = session::agent(&settings, provider, &ui, &cancel)
+    let agent = session::agent(&settings, provider, &ui, &cancel)?
         .store(store)
         .build()
         .map_err(session::strategy_error)?;
@@ -234,7 +242,7 @@ async fn ask(
 
 /// Prints the outcome of a run and chooses the exit code.
 fn conclude(
-    result: Result<AgentReport, StrategyError>,
+    result: Result<RunReport, StrategyError>,
     json: bool,
     store_flag: &Option<PathBuf>,
     cancel: &CancelToken,
@@ -288,7 +296,11 @@ fn conclude(
         }
         _ => {
             eprintln!("{}run {id} failed{:#}", p.error, p.error);
-            for step in report.steps.iter().filter(|s| s.status == "failed") {
+            for step in report
+                .steps
+                .iter()
+                .filter(|s| s.status == plan_core::StepStatus::Failed)
+            {
                 eprintln!(
                     "  {}{}{:#}: {}",
                     p.bold,

@@ -3,8 +3,8 @@
 use std::process::ExitCode;
 use std::time::SystemTime;
 
-use plan_core::{EventKind, RunId, RunState, StepId, Timestamp};
-use plan_exec::{RunStore, StoredRun};
+use plan_core::{RunId, RunState, RunStatus, StepStatus, Timestamp};
+use plan_exec::{RunReport, RunStore, StoredRun};
 use serde_json::{Value, json};
 
 use crate::cli::{RunsArgs, ShowArgs};
@@ -78,208 +78,99 @@ pub async fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {
         .await
         .map_err(|e| anyhow::anyhow!("cannot read the run store: {e}"))?
         .ok_or_else(missing)?;
-    let view = View::of(&run);
+    let report = RunReport::from_stored(&run);
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&view.json(&run))?);
+        println!("{}", report.to_json_pretty());
     } else {
-        print!("{}", view.text(&run, args.full, &Palette::stdout()));
+        print!("{}", text(&run, &report, args.full, &Palette::stdout()));
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// The step statuses of a stored run's latest plan.
+/// The step states of a stored run's latest plan, as its report has them.
 pub fn state_of(run: &StoredRun) -> Option<RunState> {
-    View::of(run).state
+    let report = RunReport::from_stored(run);
+    report.plan.as_ref()?;
+    Some(RunState::from(report.steps))
 }
 
-/// A stored run as `plan show` presents it.
-struct View {
-    state: Option<RunState>,
-    steps: Vec<StepView>,
-    llm_calls: u64,
-    prompt_tokens: u64,
-    completion_tokens: u64,
-    replans: u32,
-    duration_ms: u64,
-}
-
-struct StepView {
-    id: StepId,
-    status: &'static str,
-    attempts: u32,
-    output: Option<String>,
-    error: Option<String>,
-    duration_ms: Option<u64>,
-}
-
-impl View {
-    fn of(run: &StoredRun) -> View {
-        let plan = run.latest_plan().map(|p| &p.plan);
-        let mut view = View {
-            state: plan.map(RunState::new),
-            steps: Vec::new(),
-            llm_calls: 0,
-            prompt_tokens: 0,
-            completion_tokens: 0,
-            replans: 0,
-            duration_ms: 0,
-        };
-        let mut last_error: std::collections::HashMap<&str, (&'static str, String)> =
-            std::collections::HashMap::new();
-        for event in &run.events {
-            match &event.kind {
-                EventKind::LlmCall {
-                    prompt_tokens,
-                    completion_tokens,
-                    ..
-                } => {
-                    view.llm_calls += 1;
-                    view.prompt_tokens += prompt_tokens;
-                    view.completion_tokens += completion_tokens;
-                }
-                EventKind::Replanned { .. } => view.replans += 1,
-                EventKind::StepFailed {
-                    step,
-                    error,
-                    retrying: false,
-                } => {
-                    last_error.insert(step.as_str(), ("failed", error.clone()));
-                }
-                EventKind::StepSkipped { step, reason } => {
-                    last_error.insert(step.as_str(), ("skipped", reason.clone()));
-                }
-                EventKind::StepStarted { step, .. } => {
-                    last_error.remove(step.as_str());
-                }
-                _ => {}
-            }
-        }
-        if let (Some(first), Some(last)) = (run.events.first(), run.events.last()) {
-            view.duration_ms = last.ts.unix_millis().saturating_sub(first.ts.unix_millis());
-        }
-        for step in plan.map(|p| p.steps.as_slice()).unwrap_or_default() {
-            let id = step.id.clone();
-            let record = run.output(step.id.as_str());
-            let (status, error) = match (record, last_error.get(step.id.as_str())) {
-                (Some(_), _) => ("completed", None),
-                (None, Some((status, error))) => (*status, Some(error.clone())),
-                (None, None) => ("pending", None),
-            };
-            if let Some(state) = &mut view.state {
-                let _ = match status {
-                    "completed" => state.start(&id).and_then(|_| {
-                        state.complete(&id, record.map(|r| r.output.clone()).unwrap_or_default())
-                    }),
-                    "failed" => state
-                        .start(&id)
-                        .and_then(|_| state.fail(&id, error.clone().unwrap_or_default())),
-                    "skipped" => state.skip(&id, error.clone().unwrap_or_default()),
-                    _ => Ok(()),
-                };
-            }
-            view.steps.push(StepView {
-                attempts: run.attempts(step.id.as_str()),
-                output: record.map(|r| r.output.clone()),
-                duration_ms: record.map(|r| r.duration_ms),
-                id,
-                status,
-                error,
-            });
-        }
-        view
+/// A stored run as `plan show` presents it: the report, as text.
+fn text(run: &StoredRun, report: &RunReport, full: bool, p: &Palette) -> String {
+    let mut out = String::new();
+    let r = &run.record;
+    let status_style = match report.status {
+        RunStatus::Succeeded => p.ok,
+        RunStatus::Failed | RunStatus::Rejected => p.error,
+        _ => p.warn,
+    };
+    out.push_str(&format!(
+        "{}run {}{:#}  {status_style}{}{status_style:#}\n",
+        p.bold, r.id, p.bold, report.status
+    ));
+    out.push_str(&format!("goal:     {}\n", r.goal));
+    out.push_str(&format!(
+        "strategy: {}  model: {}{}\n",
+        r.strategy.as_deref().unwrap_or("-"),
+        r.model.as_deref().unwrap_or("-"),
+        r.base_url
+            .as_deref()
+            .map(|u| format!(" at {u}"))
+            .unwrap_or_default()
+    ));
+    out.push_str(&format!(
+        "started:  {} ({}), took {}\n",
+        r.created,
+        age(SystemTime::now(), r.created),
+        crate::display::seconds(report.duration_ms)
+    ));
+    let u = &report.usage;
+    out.push_str(&format!(
+        "usage:    {} model calls, {} prompt + {} completion tokens, {} replan{}\n",
+        u.llm_calls,
+        u.prompt_tokens,
+        u.completion_tokens,
+        report.replans,
+        if report.replans == 1 { "" } else { "s" }
+    ));
+    if let Some(plan) = &report.plan {
+        let state = RunState::from(report.steps.clone());
+        out.push('\n');
+        out.push_str(&render::tree_with(plan, Some(&state)));
     }
-
-    fn json(&self, run: &StoredRun) -> Value {
-        json!({
-            "run_id": run.record.id,
-            "status": run.status,
-            "goal": run.record.goal,
-            "strategy": run.record.strategy,
-            "model": run.record.model,
-            "plan": run.latest_plan().map(|p| &p.plan),
-            "steps": self.steps.iter().map(|s| json!({
-                "id": s.id, "status": s.status, "attempts": s.attempts,
-                "output": s.output, "error": s.error,
-            })).collect::<Vec<_>>(),
-            "answer": run.answer,
-            "usage": {
-                "llm_calls": self.llm_calls,
-                "prompt_tokens": self.prompt_tokens,
-                "completion_tokens": self.completion_tokens,
-            },
-            "replans": self.replans,
-            "duration_ms": self.duration_ms,
-        })
+    out.push_str(&format!("\n{}steps{:#}\n", p.bold, p.bold));
+    for s in &report.steps {
+        let timing = s
+            .duration_ms
+            .map(|ms| format!(", {}", crate::display::seconds(ms)))
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "{}{}{:#}  {}  ({} attempt{}{timing})\n",
+            p.bold,
+            s.id,
+            p.bold,
+            s.status,
+            s.attempts,
+            if s.attempts == 1 { "" } else { "s" }
+        ));
+        if let Some(e) = s
+            .error
+            .as_ref()
+            .filter(|_| s.status != StepStatus::Completed)
+        {
+            out.push_str(&format!("    {}{}{:#}\n", p.error, e, p.error));
+        }
+        if let Some(o) = &s.output {
+            out.push_str(&indent(&clip(o, full), "    "));
+        }
     }
-
-    fn text(&self, run: &StoredRun, full: bool, p: &Palette) -> String {
-        let mut out = String::new();
-        let r = &run.record;
-        let status_style = match run.status.as_str() {
-            "succeeded" => p.ok,
-            "failed" => p.error,
-            _ => p.warn,
-        };
-        out.push_str(&format!(
-            "{}run {}{:#}  {status_style}{}{status_style:#}\n",
-            p.bold, r.id, p.bold, run.status
-        ));
-        out.push_str(&format!("goal:     {}\n", r.goal));
-        out.push_str(&format!(
-            "strategy: {}  model: {}{}\n",
-            r.strategy.as_deref().unwrap_or("-"),
-            r.model.as_deref().unwrap_or("-"),
-            r.base_url
-                .as_deref()
-                .map(|u| format!(" at {u}"))
-                .unwrap_or_default()
-        ));
-        out.push_str(&format!(
-            "started:  {} ({}), took {}\n",
-            r.created,
-            age(SystemTime::now(), r.created),
-            crate::display::seconds(self.duration_ms)
-        ));
-        out.push_str(&format!(
-            "usage:    {} model calls, {} prompt + {} completion tokens, {} replan{}\n",
-            self.llm_calls,
-            self.prompt_tokens,
-            self.completion_tokens,
-            self.replans,
-            if self.replans == 1 { "" } else { "s" }
-        ));
-        if let Some(rev) = run.latest_plan() {
-            out.push('\n');
-            out.push_str(&render::tree_with(&rev.plan, self.state.as_ref()));
-        }
-        out.push_str(&format!("\n{}steps{:#}\n", p.bold, p.bold));
-        for s in &self.steps {
-            let timing = s
-                .duration_ms
-                .map(|ms| format!(", {}", crate::display::seconds(ms)))
-                .unwrap_or_default();
-            out.push_str(&format!(
-                "{}{}{:#}  {}  ({} attempt{}{timing})\n",
-                p.bold,
-                s.id,
-                p.bold,
-                s.status,
-                s.attempts,
-                if s.attempts == 1 { "" } else { "s" }
-            ));
-            if let Some(e) = &s.error {
-                out.push_str(&format!("    {}{}{:#}\n", p.error, e, p.error));
-            }
-            if let Some(o) = &s.output {
-                out.push_str(&indent(&clip(o, full), "    "));
-            }
-        }
-        if let Some(answer) = &run.answer {
-            out.push_str(&format!("\n{}answer{:#}\n", p.bold, p.bold));
-            out.push_str(&clip(answer, full));
-        }
-        out
+    if let Some(why) = &report.failure {
+        out.push_str(&format!("\n{}failure{:#}\n{why}\n", p.bold, p.bold));
     }
+    if let Some(answer) = &report.answer {
+        out.push_str(&format!("\n{}answer{:#}\n", p.bold, p.bold));
+        out.push_str(&clip(answer, full));
+    }
+    out
 }
 
 /// The first lines of `text` unless `full`, with a marker saying how much was left out.

@@ -270,6 +270,83 @@ fn adaptive_replans_keeping_finished_steps() {
     );
     assert!(replanned["reason"].as_str().unwrap().contains('b'));
     assert!(replanned["plan"]["steps"].is_array());
+
+    // `plan show --json` prints the same report, read back from the store.
+    let id = v["run_id"].as_str().unwrap();
+    let shown = run_json(
+        &sb,
+        &["show".to_owned(), id.to_owned(), "--json".to_owned()],
+    );
+    assert_eq!(shown, v, "plan show --json differs from plan run --json");
+    let b = v["steps"].as_array().unwrap();
+    assert!(b.iter().any(|s| s["id"] == "a" && s["reused"] == true));
+    assert_eq!(v["replan_log"][0]["revision"], 1);
+}
+
+#[test]
+fn exec_under_adaptive_replans_a_given_plan() {
+    let sb = Sandbox::new();
+    let server = agent_server(DIAMOND);
+    server.on_first(&step_prompt("b"), Reply::Error(400));
+    let replan = r#"{"goal": "Compare two things", "steps": [
+        {"id": "b2", "description": "Describe the second thing from memory", "dependencies": []},
+        {"id": "c2", "description": "Compare them", "dependencies": ["a", "b2"]}]}"#;
+    server.on_first(
+        "Plan again from the current state",
+        Reply::Text(replan.to_owned()),
+    );
+    let file = sb.write("plan.json", DIAMOND);
+    let v = run_json(
+        &sb,
+        &args(
+            &[
+                "exec",
+                file.to_str().unwrap(),
+                "--json",
+                "--strategy",
+                "adaptive",
+            ],
+            model_flags(&server),
+        ),
+    );
+    assert_eq!(v["status"], "succeeded", "{v:#}");
+    assert_eq!(v["replans"], 1, "a given plan replans under adaptive");
+    assert_eq!(v["strategy"], "adaptive");
+    assert_eq!(
+        server.count(&step_prompt("a")),
+        1,
+        "a finished and was kept"
+    );
+    assert_eq!(server.count(&step_prompt("b2")), 1);
+}
+
+#[test]
+fn exec_under_linear_chains_a_given_plan() {
+    let sb = Sandbox::new();
+    let server = agent_server(DIAMOND);
+    let file = sb.write("plan.json", DIAMOND);
+    let v = run_json(
+        &sb,
+        &args(
+            &[
+                "exec",
+                file.to_str().unwrap(),
+                "--json",
+                "--strategy",
+                "linear",
+            ],
+            model_flags(&server),
+        ),
+    );
+    assert_eq!(v["status"], "succeeded", "{v:#}");
+    let steps = v["plan"]["steps"].as_array().unwrap();
+    for pair in steps.windows(2) {
+        assert_eq!(
+            pair[1]["dependencies"],
+            serde_json::json!([pair[0]["id"]]),
+            "{v:#}"
+        );
+    }
 }
 
 #[test]

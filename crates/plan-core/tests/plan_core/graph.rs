@@ -87,7 +87,7 @@ proptest! {
             let ready = g.ready(&state);
             // Exactly the pending steps whose dependencies all completed.
             for i in 0..g.len() {
-                let pending = state.status(g.step(i).id.as_str()) == Some(&StepStatus::Pending);
+                let pending = state.status(g.step(i).id.as_str()) == Some(StepStatus::Pending);
                 let deps_done = g.dependencies(i).iter().all(|&d| {
                     state.status(g.step(d).id.as_str()).is_some_and(StepStatus::is_completed)
                 });

@@ -1,5 +1,6 @@
 //! The durable run store: the [`RunStore`] trait, its records, and run ids.
 
+mod follow;
 mod sqlite;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::StoreError;
 
+pub use follow::follow;
 pub use sqlite::SqliteStore;
 
 /// What a run was started with: enough to show it and to resume it.
@@ -132,6 +134,68 @@ impl StepOutputRecord {
     }
 }
 
+/// How a run ended, as [`RunStore::finish_run`] records it.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct RunEnd {
+    /// The final status.
+    pub status: RunStatus,
+    /// The answer, when there is one.
+    pub answer: Option<String>,
+    /// Why it failed, in words.
+    pub failure: Option<String>,
+    /// Named parts of the report a strategy added (goal tree, critiques, repairs).
+    pub extras: serde_json::Map<String, serde_json::Value>,
+}
+
+impl RunEnd {
+    /// An end with `status` and nothing else.
+    pub fn new(status: RunStatus) -> Self {
+        Self {
+            status,
+            answer: None,
+            failure: None,
+            extras: serde_json::Map::new(),
+        }
+    }
+
+    /// Sets the answer.
+    pub fn with_answer(mut self, answer: Option<String>) -> Self {
+        self.answer = answer;
+        self
+    }
+
+    /// Sets the failure text.
+    pub fn with_failure(mut self, failure: Option<String>) -> Self {
+        self.failure = failure;
+        self
+    }
+
+    /// Sets the report extras.
+    pub fn with_extras(mut self, extras: serde_json::Map<String, serde_json::Value>) -> Self {
+        self.extras = extras;
+        self
+    }
+}
+
+/// One event of a run's journal with its sequence number within the run (1 for the
+/// first), for following a run as it is written.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct JournalEntry {
+    /// Position in the run's journal, from 1.
+    pub seq: u64,
+    /// The event.
+    pub event: Event,
+}
+
+impl JournalEntry {
+    /// An entry.
+    pub fn new(seq: u64, event: Event) -> Self {
+        Self { seq, event }
+    }
+}
+
 /// One line of `plan runs`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
@@ -156,6 +220,31 @@ pub struct RunSummary {
     pub steps_done: usize,
 }
 
+impl RunSummary {
+    /// The summary of a stored run.
+    pub fn of(run: &StoredRun) -> Self {
+        let latest = run.latest_plan();
+        let steps_done = latest.map_or(0, |p| {
+            p.plan
+                .steps
+                .iter()
+                .filter(|s| run.output(s.id.as_str()).is_some())
+                .count()
+        });
+        Self {
+            id: run.record.id.clone(),
+            goal: run.record.goal.clone(),
+            status: run.status,
+            created: run.record.created,
+            updated: run.updated,
+            strategy: run.record.strategy.clone(),
+            model: run.record.model.clone(),
+            steps_total: latest.map_or(0, |p| p.plan.steps.len()),
+            steps_done,
+        }
+    }
+}
+
 /// A plan revision as stored.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
@@ -164,6 +253,13 @@ pub struct PlanRevision {
     pub revision: u32,
     /// The plan.
     pub plan: Plan,
+}
+
+impl PlanRevision {
+    /// Revision `revision` of `plan`.
+    pub fn new(revision: u32, plan: Plan) -> Self {
+        Self { revision, plan }
+    }
 }
 
 /// Everything stored about a run (`plan show`, resume).
@@ -176,6 +272,12 @@ pub struct StoredRun {
     pub status: RunStatus,
     /// The answer, once there is one.
     pub answer: Option<String>,
+    /// Why it failed, in words, once it has.
+    #[serde(default)]
+    pub failure: Option<String>,
+    /// Named parts of the report a strategy added (goal tree, critiques, repairs).
+    #[serde(default)]
+    pub extras: serde_json::Map<String, serde_json::Value>,
     /// When it last changed.
     pub updated: Timestamp,
     /// Every plan revision, oldest first.
@@ -187,6 +289,21 @@ pub struct StoredRun {
 }
 
 impl StoredRun {
+    /// A run just created from `record`: status `running`, nothing journaled yet.
+    pub fn new(record: RunRecord) -> Self {
+        Self {
+            updated: record.created,
+            record,
+            status: RunStatus::Running,
+            answer: None,
+            failure: None,
+            extras: serde_json::Map::new(),
+            plans: Vec::new(),
+            outputs: Vec::new(),
+            events: Vec::new(),
+        }
+    }
+
     /// The latest plan revision.
     pub fn latest_plan(&self) -> Option<&PlanRevision> {
         self.plans.iter().max_by_key(|p| p.revision)
@@ -209,8 +326,11 @@ impl StoredRun {
 }
 
 /// Where runs are journaled: the run, every plan revision, every event and every step
-/// output. Async and object-safe so that a server database can implement it; the runner
-/// writes from one task per run, in order.
+/// output. Async and object-safe so that a server database can implement it. Only a
+/// [`RunSession`](crate::RunSession) writes to it, from one task per run, in order.
+///
+/// Implement it for your own database; `plan_exec::testing::store_conformance` (feature
+/// `test-support`) checks an implementation against the contract the runners rely on.
 #[async_trait]
 pub trait RunStore: Send + Sync {
     /// Records a new run (status `running`).
@@ -232,19 +352,27 @@ pub trait RunStore: Send + Sync {
         events: &[Event],
     ) -> Result<(), StoreError>;
 
-    /// Records where the run stands and its answer, if any.
-    async fn set_status(
-        &self,
-        run: &RunId,
-        status: RunStatus,
-        answer: Option<&str>,
-    ) -> Result<(), StoreError>;
+    /// Records where a run stands while it is not over (`queued`, `running`,
+    /// `awaiting_approval`).
+    async fn set_status(&self, run: &RunId, status: RunStatus) -> Result<(), StoreError>;
+
+    /// Records how a run ended: its status, answer, failure and report extras.
+    async fn finish_run(&self, run: &RunId, end: &RunEnd) -> Result<(), StoreError>;
 
     /// Every run, newest first.
     async fn list_runs(&self) -> Result<Vec<RunSummary>, StoreError>;
 
     /// Everything about a run; `Ok(None)` when there is no such run.
     async fn load_run(&self, run: &RunId) -> Result<Option<StoredRun>, StoreError>;
+
+    /// The run's events after position `after` (0 for all), oldest first, at most
+    /// `limit`: how live views follow a run as it is written.
+    async fn events_after(
+        &self,
+        run: &RunId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<JournalEntry>, StoreError>;
 }
 
 #[async_trait]
@@ -266,13 +394,19 @@ impl<S: RunStore + ?Sized> RunStore for std::sync::Arc<S> {
     ) -> Result<(), StoreError> {
         (**self).commit_output(run, output, events).await
     }
-    async fn set_status(
+    async fn set_status(&self, run: &RunId, status: RunStatus) -> Result<(), StoreError> {
+        (**self).set_status(run, status).await
+    }
+    async fn finish_run(&self, run: &RunId, end: &RunEnd) -> Result<(), StoreError> {
+        (**self).finish_run(run, end).await
+    }
+    async fn events_after(
         &self,
         run: &RunId,
-        status: RunStatus,
-        answer: Option<&str>,
-    ) -> Result<(), StoreError> {
-        (**self).set_status(run, status, answer).await
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<JournalEntry>, StoreError> {
+        (**self).events_after(run, after, limit).await
     }
     async fn list_runs(&self) -> Result<Vec<RunSummary>, StoreError> {
         (**self).list_runs().await

@@ -7,7 +7,10 @@ use async_trait::async_trait;
 use plan_core::{Event, Plan, RunId, RunStatus, StepId, Timestamp};
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{PlanRevision, RunRecord, RunStore, RunSummary, StepOutputRecord, StoredRun};
+use super::{
+    JournalEntry, PlanRevision, RunEnd, RunRecord, RunStore, RunSummary, StepOutputRecord,
+    StoredRun,
+};
 use crate::error::StoreError;
 
 const SCHEMA: &str = "
@@ -50,8 +53,14 @@ CREATE TABLE IF NOT EXISTS outputs (
     seq         INTEGER PRIMARY KEY AUTOINCREMENT,
     UNIQUE (run, step)
 );
-PRAGMA user_version = 1;
 ";
+
+/// The schema version this build writes; older stores are migrated when opened.
+const SCHEMA_VERSION: i64 = 2;
+
+/// Migrations from version N-1 to N, for N = 2, 3, ...
+const MIGRATIONS: &[&str] = &["ALTER TABLE runs ADD COLUMN failure TEXT;
+     ALTER TABLE runs ADD COLUMN extras TEXT;"];
 
 /// The run store in a SQLite file, in WAL mode: a committed step output survives the
 /// process being killed at any point.
@@ -88,12 +97,31 @@ fn ts(ms: i64) -> Timestamp {
 }
 
 fn parse_status(s: &str) -> RunStatus {
-    match s {
-        "succeeded" => RunStatus::Succeeded,
-        "failed" => RunStatus::Failed,
-        "cancelled" => RunStatus::Cancelled,
-        _ => RunStatus::Running,
+    RunStatus::parse(s).unwrap_or(RunStatus::Running)
+}
+
+/// Brings an older store up to [`SCHEMA_VERSION`]; refuses a newer one.
+fn migrate(conn: &mut Connection, label: &str) -> Result<(), StoreError> {
+    let what = format!("cannot migrate the run store {label}");
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(db_err(&what))?;
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::new(format!(
+            "the run store {label} has schema version {version}, newer than this build \
+             understands ({SCHEMA_VERSION}): use a newer plan, or another store"
+        )));
     }
+    let tx = conn.transaction().map_err(db_err(&what))?;
+    for (i, sql) in MIGRATIONS.iter().enumerate() {
+        let to = i as i64 + 2;
+        if version < to {
+            tx.execute_batch(sql).map_err(db_err(&what))?;
+        }
+    }
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+        .map_err(db_err(&what))?;
+    tx.commit().map_err(db_err(&what))
 }
 
 impl SqliteStore {
@@ -139,6 +167,8 @@ impl SqliteStore {
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(db_err(&what))?;
         conn.execute_batch(SCHEMA).map_err(db_err(&what))?;
+        let mut conn = conn;
+        migrate(&mut conn, &label)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
             label: Arc::from(label),
@@ -280,25 +310,85 @@ impl RunStore for SqliteStore {
         .await
     }
 
-    async fn set_status(
-        &self,
-        run: &RunId,
-        status: RunStatus,
-        answer: Option<&str>,
-    ) -> Result<(), StoreError> {
+    async fn set_status(&self, run: &RunId, status: RunStatus) -> Result<(), StoreError> {
         let run = run.clone();
-        let answer = answer.map(str::to_owned);
         self.with_conn(move |c| {
             let n = c
                 .execute(
-                    "UPDATE runs SET status = ?2, answer = COALESCE(?3, answer), updated_ms = ?4 WHERE id = ?1",
-                    params![run.as_str(), status.as_str(), answer, ms(Timestamp::now())],
+                    "UPDATE runs SET status = ?2, updated_ms = ?3 WHERE id = ?1",
+                    params![run.as_str(), status.as_str(), ms(Timestamp::now())],
                 )
                 .map_err(db_err("cannot update the run status"))?;
             if n == 0 {
                 return Err(StoreError::new(format!("no run `{run}` in the run store")));
             }
             Ok(())
+        })
+        .await
+    }
+
+    async fn finish_run(&self, run: &RunId, end: &RunEnd) -> Result<(), StoreError> {
+        let run = run.clone();
+        let end = end.clone();
+        let extras = if end.extras.is_empty() {
+            None
+        } else {
+            Some(serde_json::to_string(&end.extras).map_err(json_err("cannot encode extras"))?)
+        };
+        self.with_conn(move |c| {
+            let n = c
+                .execute(
+                    "UPDATE runs SET status = ?2, answer = ?3, failure = ?4, extras = ?5, updated_ms = ?6
+                     WHERE id = ?1",
+                    params![
+                        run.as_str(),
+                        end.status.as_str(),
+                        end.answer,
+                        end.failure,
+                        extras,
+                        ms(Timestamp::now())
+                    ],
+                )
+                .map_err(db_err("cannot record the end of the run"))?;
+            if n == 0 {
+                return Err(StoreError::new(format!("no run `{run}` in the run store")));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn events_after(
+        &self,
+        run: &RunId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<JournalEntry>, StoreError> {
+        let run = run.clone();
+        self.with_conn(move |c| {
+            let what = format!("cannot read the events of run `{run}`");
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT body FROM events WHERE run = ?1 ORDER BY seq LIMIT ?2 OFFSET ?3",
+                )
+                .map_err(db_err(&what))?;
+            let rows = stmt
+                .query_map(
+                    params![
+                        run.as_str(),
+                        i64::try_from(limit).unwrap_or(i64::MAX),
+                        i64::try_from(after).unwrap_or(i64::MAX)
+                    ],
+                    |r| r.get::<_, String>(0),
+                )
+                .map_err(db_err(&what))?;
+            let mut out = Vec::new();
+            for (i, row) in rows.enumerate() {
+                let body = row.map_err(db_err(&what))?;
+                let event = serde_json::from_str::<Event>(&body).map_err(json_err(&what))?;
+                out.push(JournalEntry::new(after + i as u64 + 1, event));
+            }
+            Ok(out)
         })
         .await
     }
@@ -359,7 +449,8 @@ impl RunStore for SqliteStore {
             let what = format!("cannot load run `{run}`");
             let head = c
                 .query_row(
-                    "SELECT goal, created_ms, strategy, model, base_url, options, status, answer, updated_ms
+                    "SELECT goal, created_ms, strategy, model, base_url, options, status, answer, updated_ms,
+                            failure, extras
                      FROM runs WHERE id = ?1",
                     params![run.as_str()],
                     |row| {
@@ -373,15 +464,32 @@ impl RunStore for SqliteStore {
                             row.get::<_, String>(6)?,
                             row.get::<_, Option<String>>(7)?,
                             row.get::<_, i64>(8)?,
+                            row.get::<_, Option<String>>(9)?,
+                            row.get::<_, Option<String>>(10)?,
                         ))
                     },
                 )
                 .optional()
                 .map_err(db_err(&what))?;
-            let Some((goal, created, strategy, model, base_url, options, status, answer, updated)) =
-                head
+            let Some((
+                goal,
+                created,
+                strategy,
+                model,
+                base_url,
+                options,
+                status,
+                answer,
+                updated,
+                failure,
+                extras,
+            )) = head
             else {
                 return Ok(None);
+            };
+            let extras = match extras {
+                Some(e) => serde_json::from_str(&e).map_err(json_err(&what))?,
+                None => serde_json::Map::new(),
             };
             let record = RunRecord {
                 id: run.clone(),
@@ -450,6 +558,8 @@ impl RunStore for SqliteStore {
                 record,
                 status: parse_status(&status),
                 answer,
+                failure,
+                extras,
                 updated: ts(updated),
                 plans,
                 outputs,

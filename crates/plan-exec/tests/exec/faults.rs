@@ -5,10 +5,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use plan_core::{EventKind, RunStatus, Step, StepBody};
+use plan_core::{EventKind, RunStatus, Step, StepBody, StepStatus};
 use plan_exec::{
     Backoff, CancelToken, EventLog, RunOptions, RunStore, Runner, SqliteStore, StepContext,
-    StepError, StepOutcome, StepPolicy, executor_fn,
+    StepError, StepPolicy, executor_fn,
 };
 
 use crate::support::*;
@@ -40,7 +40,7 @@ async fn step_timeout_fails_the_step_and_skips_dependents() {
         .unwrap();
     assert_eq!(report.status, RunStatus::Failed);
     let slow = report.step("slow").unwrap();
-    assert_eq!(slow.status, StepOutcome::Failed);
+    assert_eq!(slow.status, StepStatus::Failed);
     assert_eq!(
         slow.attempts, 2,
         "a timeout is retried like a retryable error"
@@ -51,7 +51,7 @@ async fn step_timeout_fails_the_step_and_skips_dependents() {
             .unwrap()
             .starts_with("timed out after 200 ms")
     );
-    assert_eq!(report.step("after").unwrap().status, StepOutcome::Skipped);
+    assert_eq!(report.step("after").unwrap().status, StepStatus::Skipped);
     assert_eq!(report.output("free"), Some("done"));
     let retrying: Vec<bool> = log
         .kinds()
@@ -211,14 +211,14 @@ async fn fatal_error_fails_at_once_and_skips_dependents() {
         .unwrap();
     assert_eq!(report.status, RunStatus::Failed);
     let a = report.step("a").unwrap();
-    assert_eq!((a.status, a.attempts), (StepOutcome::Failed, 1));
+    assert_eq!((a.status, a.attempts), (StepStatus::Failed, 1));
     assert_eq!(
         a.error.as_deref(),
         Some("bad request: the prompt is malformed")
     );
     for id in ["b", "c"] {
         let s = report.step(id).unwrap();
-        assert_eq!(s.status, StepOutcome::Skipped);
+        assert_eq!(s.status, StepStatus::Skipped);
         assert_eq!(s.attempts, 0);
     }
     assert_eq!(
@@ -252,7 +252,7 @@ async fn a_panicking_executor_fails_its_step_only() {
         .await
         .unwrap();
     let boom = report.step("boom").unwrap();
-    assert_eq!(boom.status, StepOutcome::Failed);
+    assert_eq!(boom.status, StepStatus::Failed);
     assert!(boom.error.as_deref().unwrap().contains("kaboom"));
     assert_eq!(report.output("ok"), Some("fine"));
 }
@@ -289,9 +289,9 @@ async fn cancellation_stops_in_flight_steps_and_resume_finishes_the_run() {
     ]);
     let report = first.run(p).await.unwrap();
     assert_eq!(report.status, RunStatus::Cancelled);
-    assert_eq!(report.step("a").unwrap().status, StepOutcome::Completed);
-    assert_eq!(report.step("hang").unwrap().status, StepOutcome::Cancelled);
-    assert_eq!(report.step("c").unwrap().status, StepOutcome::Cancelled);
+    assert_eq!(report.step("a").unwrap().status, StepStatus::Completed);
+    assert_eq!(report.step("hang").unwrap().status, StepStatus::Cancelled);
+    assert_eq!(report.step("c").unwrap().status, StepStatus::Cancelled);
     let stored = store.load_run(&report.run_id).await.unwrap().unwrap();
     assert_eq!(stored.status, RunStatus::Cancelled);
     assert!(stored.output("a").is_some());

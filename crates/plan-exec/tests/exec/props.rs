@@ -3,10 +3,8 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use plan_core::{Plan, Step};
-use plan_exec::{
-    Backoff, RunOptions, Runner, StepContext, StepError, StepOutcome, StepPolicy, executor_fn,
-};
+use plan_core::{Plan, Step, StepStatus};
+use plan_exec::{Backoff, RunOptions, Runner, StepContext, StepError, StepPolicy, executor_fn};
 use proptest::prelude::*;
 
 /// A random DAG: step i may depend on any earlier step.
@@ -48,11 +46,11 @@ proptest! {
         let report = rt.block_on(runner.run(Plan::new("g", steps))).unwrap();
         for i in 0..n {
             let s = &report.steps[i];
-            let dep_ok = deps[i].iter().all(|&d| report.steps[d].status == StepOutcome::Completed);
+            let dep_ok = deps[i].iter().all(|&d| report.steps[d].status == StepStatus::Completed);
             match s.status {
-                StepOutcome::Completed => prop_assert!(dep_ok && !fails[i]),
-                StepOutcome::Failed => prop_assert!(dep_ok && fails[i] && s.attempts == 1),
-                StepOutcome::Skipped => prop_assert!(!dep_ok && s.attempts == 0),
+                StepStatus::Completed => prop_assert!(dep_ok && !fails[i]),
+                StepStatus::Failed => prop_assert!(dep_ok && fails[i] && s.attempts == 1),
+                StepStatus::Skipped => prop_assert!(!dep_ok && s.attempts == 0),
                 other => prop_assert!(false, "unexpected outcome {:?}", other),
             }
         }

@@ -3,10 +3,9 @@
 use std::time::Duration;
 
 use futures::StreamExt as _;
-use plan_core::{EventKind, RunStatus, Step, StepKind};
+use plan_core::{EventKind, RunStatus, Step, StepKind, StepStatus};
 use plan_exec::{
-    EventLog, ExecError, Router, RunOptions, RunRecord, Runner, StepContext, StepOutcome,
-    executor_fn,
+    EventLog, ExecError, Router, RunOptions, RunRecord, Runner, StepContext, executor_fn,
 };
 
 use crate::support::*;
@@ -150,7 +149,7 @@ async fn streamed_plan_starts_steps_before_the_plan_is_complete() {
         .unwrap();
     feeder.await.unwrap();
     assert!(report.is_success(), "{report:?}");
-    assert_eq!(report.plan.steps.len(), 3);
+    assert_eq!(report.plan.as_ref().unwrap().steps.len(), 3);
     assert_eq!(report.output("c"), Some("out(c)<-[a,b]"));
     let kinds = log.kinds();
     let plan_created = position(&kinds, |k| matches!(k, EventKind::PlanCreated { .. }));
@@ -260,7 +259,7 @@ async fn router_routes_by_agent_and_kind_with_a_default() {
         .await
         .unwrap();
     let step = report.step("lonely").unwrap();
-    assert_eq!(step.status, StepOutcome::Failed);
+    assert_eq!(step.status, StepStatus::Failed);
     assert!(
         step.error
             .as_deref()

@@ -42,7 +42,7 @@ async fn a_run_is_journaled_listed_and_loadable() {
         Some("https://api.example.com/v1")
     );
     assert_eq!(run.record.options["concurrency"], 4);
-    assert_eq!(run.latest_plan().unwrap().plan, report.plan);
+    assert_eq!(Some(run.latest_plan().unwrap().plan.clone()), report.plan);
     assert_eq!(run.outputs.len(), 2);
     assert_eq!(run.output("b").unwrap().output, "out(b)<-[a]");
     let names: Vec<&str> = run.events.iter().map(|e| e.kind.name()).collect();
@@ -113,40 +113,35 @@ async fn runs_list_newest_first_and_ids_sort_by_time() {
 }
 
 #[tokio::test]
-async fn a_strategy_can_drive_a_run_with_revisions_through_the_lifecycle_api() {
-    use plan_exec::PlanRun;
+async fn a_strategy_can_drive_a_run_with_revisions_through_the_session() {
+    use plan_exec::{PlanRun, SessionBuilder};
     let store = SqliteStore::in_memory().unwrap();
     let log = plan_exec::EventLog::new();
     let probe = Probe::default();
-    let runner = Runner::parallel(probe.executor(|_| std::time::Duration::from_millis(1)))
-        .with_store(store.clone())
-        .with_event_sink(log.clone());
+    let runner = Runner::parallel(probe.executor(|_| std::time::Duration::from_millis(1)));
+    let sessions = SessionBuilder::new()
+        .store(std::sync::Arc::new(store.clone()))
+        .event_sink(std::sync::Arc::new(log.clone()));
     let record = RunRecord::new("test goal").with_strategy("adaptive");
     let id = record.id.clone();
-    runner.begin_run(&record).await.unwrap();
+    let session = sessions.create(record).await.unwrap();
     let first = plan(&[("a", &[]), ("b", &["a"])]);
-    runner.save_plan(&id, 0, &first).await.unwrap();
-    runner
-        .emit(
-            &id,
-            EventKind::PlanCreated {
-                plan: first.clone(),
-                revision: 0,
-            },
-        )
-        .await
-        .unwrap();
+    session.plan_created(&first, 0).await.unwrap();
     let report = runner
-        .execute(PlanRun::new(id.clone(), first))
+        .execute(&session, PlanRun::new(id.clone(), first))
         .await
         .unwrap();
     assert!(report.is_success());
 
     // A revision keeps `a` and `b` and adds `c`: only `c` runs.
     let second = plan(&[("a", &[]), ("b", &["a"]), ("c", &["b"])]);
-    runner.save_plan(&id, 1, &second).await.unwrap();
+    session
+        .replanned(&second, 1, "more to do", vec!["a".into(), "b".into()])
+        .await
+        .unwrap();
     let report = runner
         .execute(
+            &session,
             PlanRun::new(id.clone(), second)
                 .with_revision(1)
                 .with_completed(report.completed_outputs()),
@@ -156,8 +151,8 @@ async fn a_strategy_can_drive_a_run_with_revisions_through_the_lifecycle_api() {
     assert!(report.is_success());
     assert_eq!(report.output("c"), Some("out(c)<-[b]"));
     assert_eq!((probe.calls("a"), probe.calls("c")), (1, 1));
-    runner
-        .end_run(&id, RunStatus::Succeeded, Some("the answer"))
+    let finished = session
+        .finish(RunStatus::Succeeded, Some("the answer".into()), None)
         .await
         .unwrap();
 
@@ -171,4 +166,13 @@ async fn a_strategy_can_drive_a_run_with_revisions_through_the_lifecycle_api() {
     assert_eq!(stored, seen, "the journal holds every event, in order");
     assert_eq!(stored.first(), Some(&"run_started"));
     assert_eq!(stored.last(), Some(&"run_finished"));
+    // The report of the live session and of the stored run are the same object.
+    let reread = plan_exec::RunReport::from_stored(&run);
+    assert_eq!(
+        serde_json::to_value(&finished).unwrap(),
+        serde_json::to_value(&reread).unwrap()
+    );
+    assert_eq!(reread.replans, 1);
+    assert!(reread.step("a").unwrap().reused);
+    assert_eq!(reread.step("c").unwrap().attempts, 1);
 }

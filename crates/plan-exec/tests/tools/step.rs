@@ -2,10 +2,9 @@
 
 use std::sync::Arc;
 
-use plan_core::{EventKind, Plan, Step, StepId};
+use plan_core::{EventKind, Plan, Step, StepId, StepStatus};
 use plan_exec::{
-    EventLog, Router, Runner, StepContext, StepExecutor, StepOutcome, ToolLoopConfig,
-    ToolStepExecutor,
+    EventLog, Router, Runner, StepContext, StepExecutor, ToolLoopConfig, ToolStepExecutor,
 };
 use plan_llm::{Role, ToolCall};
 use serde_json::json;
@@ -38,7 +37,7 @@ async fn a_run_emits_a_tool_call_event_per_call() {
         .await
         .unwrap();
     let step = &report.steps[0];
-    assert_eq!(step.status, StepOutcome::Completed);
+    assert_eq!(step.status, StepStatus::Completed);
     assert_eq!(step.output.as_deref(), Some("1 + 2 = 3"));
 
     let tool_events: Vec<(String, String, bool)> = log

@@ -170,9 +170,7 @@ mod team {
 
     use async_trait::async_trait;
     use plan_core::{EventKind, Plan, Step, StepKind};
-    use plan_exec::{
-        EventLog, Router, Runner, StepOutcome, Tool, ToolContext, ToolError, ToolOutput, ToolSet,
-    };
+    use plan_exec::{EventLog, Router, Runner, Tool, ToolContext, ToolError, ToolOutput, ToolSet};
     use plan_llm::{Capabilities, LlmError, Provider, Request, Response, ToolCall, Usage};
     use plan_strategies::{AgentCatalogue, AgentError, AgentTeam};
     use schemars::JsonSchema;
@@ -319,7 +317,7 @@ mod team {
             report
                 .steps
                 .iter()
-                .all(|s| s.status == StepOutcome::Completed),
+                .all(|s| s.status == plan_core::StepStatus::Completed),
             "{report:?}"
         );
         let out = |id: &str| {

@@ -227,7 +227,7 @@ async fn uncited_report_lists_the_sources_it_was_given() {
 #[tokio::test]
 async fn a_planned_run_routes_research_steps_and_cites_real_files() {
     use plan_core::EventKind;
-    use plan_exec::{EventLog, LlmStepExecutor, Router, Runner, StepOutcome};
+    use plan_exec::{EventLog, LlmStepExecutor, Router, Runner};
     use plan_strategies::default_research_plan;
 
     let index = index();
@@ -248,7 +248,7 @@ async fn a_planned_run_routes_research_steps_and_cites_real_files() {
         report
             .steps
             .iter()
-            .all(|s| s.status == StepOutcome::Completed)
+            .all(|s| s.status == plan_core::StepStatus::Completed)
     );
     let answer = report
         .steps
@@ -290,7 +290,7 @@ async fn steps_naming_research_agents_run_as_their_kind() {
 
 async fn research_through_the_agent(
     source: plan_strategies::AnswerSource,
-) -> (plan_strategies::AgentReport, Script) {
+) -> (plan_strategies::RunReport, Script) {
     use plan_exec::{LlmStepExecutor, Router};
     use plan_strategies::{Agent, default_research_plan};
 

@@ -1,0 +1,424 @@
+//! [`RunSession`]: the one owner of a run's lifecycle — create (or reopen) the run, record
+//! plan revisions, journal events (batched) and step outputs, move its status, finish it.
+//!
+//! Everything a run writes goes through its session: runners, strategies and services
+//! never write to a [`RunStore`] themselves. The session also keeps an in-memory copy of
+//! everything it journaled (a [`StoredRun`]), so a run without a store has the same
+//! report as one with a store: [`RunReport::from_stored`] of the same journal.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use plan_core::{Event, EventKind, Plan, RunId, RunStatus, StepId, Timestamp};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::{ExecError, StoreError};
+use crate::events::{Emitter, EventSink, JournalMsg, NoopSink};
+use crate::report::RunReport;
+use crate::store::{PlanRevision, RunEnd, RunRecord, RunStore, StoredRun};
+
+/// Where a run's sessions write: the store (if any) and the event sink. Cheap to clone;
+/// runners, agents and services keep one and open a [`RunSession`] per run.
+#[derive(Clone)]
+pub struct SessionBuilder {
+    store: Option<Arc<dyn RunStore>>,
+    sink: Arc<dyn EventSink>,
+}
+
+impl Default for SessionBuilder {
+    fn default() -> Self {
+        Self {
+            store: None,
+            sink: Arc::new(NoopSink),
+        }
+    }
+}
+
+impl std::fmt::Debug for SessionBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionBuilder")
+            .field("store", &self.store.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SessionBuilder {
+    /// No store, no sink: the run lives in memory only.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Journals runs in `store`.
+    pub fn store(mut self, store: Arc<dyn RunStore>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// Sends every event of every run to `sink`.
+    pub fn event_sink(mut self, sink: Arc<dyn EventSink>) -> Self {
+        self.sink = sink;
+        self
+    }
+
+    /// The store, if any.
+    pub fn store_ref(&self) -> Option<&Arc<dyn RunStore>> {
+        self.store.as_ref()
+    }
+
+    /// The event sink.
+    pub fn sink(&self) -> &Arc<dyn EventSink> {
+        &self.sink
+    }
+
+    /// Creates a new run (status `running`) and emits `run_started`.
+    ///
+    /// # Errors
+    /// [`ExecError::Store`] when the store cannot record it.
+    pub async fn create(&self, record: RunRecord) -> Result<RunSession, ExecError> {
+        if let Some(store) = &self.store {
+            store.create_run(&record).await?;
+        }
+        let session = self.open(StoredRun::new(record));
+        let goal = session.record().goal.clone();
+        session.emit(EventKind::RunStarted { goal });
+        Ok(session)
+    }
+
+    /// Creates a run with status `queued` for a fleet to pick up, and emits nothing: the
+    /// worker that claims it opens it with [`reopen`](Self::reopen).
+    ///
+    /// # Errors
+    /// [`ExecError::NoStore`] without a store; [`ExecError::Store`].
+    pub async fn enqueue(&self, record: RunRecord) -> Result<RunId, ExecError> {
+        let store = self.store.as_ref().ok_or(ExecError::NoStore)?;
+        store.create_run(&record).await?;
+        store.set_status(&record.id, RunStatus::Queued).await?;
+        Ok(record.id)
+    }
+
+    /// Reopens a stored run to continue it (after a crash, a cancellation, an approval, or
+    /// a claim by a worker): sets it `running`, emits `run_started`, and returns where it
+    /// stands. Completed steps are in the [`ResumePoint`] and are never run again.
+    ///
+    /// # Errors
+    /// [`ExecError::NoStore`], [`ExecError::UnknownRun`], [`ExecError::Store`].
+    pub async fn reopen(&self, run: &RunId) -> Result<(RunSession, ResumePoint), ExecError> {
+        let store = self.store.as_ref().ok_or(ExecError::NoStore)?;
+        let stored = store
+            .load_run(run)
+            .await?
+            .ok_or_else(|| ExecError::UnknownRun(run.clone()))?;
+        let point = ResumePoint::of(&stored);
+        store.set_status(run, RunStatus::Running).await?;
+        let mut stored = stored;
+        stored.status = RunStatus::Running;
+        let session = self.open(stored);
+        let goal = session.record().goal.clone();
+        session.emit(EventKind::RunStarted { goal });
+        Ok((session, point))
+    }
+
+    fn open(&self, stored: StoredRun) -> RunSession {
+        let id = stored.record.id.clone();
+        let mirror = Arc::new(Mutex::new(stored));
+        let journal = self.store.as_ref().map(|store| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(pump(store.clone(), id.clone(), rx));
+            tx
+        });
+        RunSession {
+            inner: Arc::new(Inner {
+                id,
+                store: self.store.clone(),
+                emitter: Emitter::new(self.sink.clone(), journal, Some(mirror.clone())),
+                mirror,
+            }),
+        }
+    }
+}
+
+/// Where a stored run stands, for continuing it: its latest plan, the outputs of the
+/// steps that completed (never run again), attempts so far and replans used.
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct ResumePoint {
+    /// The latest plan revision, if planning had finished.
+    pub plan: Option<PlanRevision>,
+    /// Outputs of the completed steps of that plan.
+    pub completed: HashMap<StepId, String>,
+    /// Attempts started per step so far.
+    pub attempts: HashMap<StepId, u32>,
+    /// Replans made so far.
+    pub replans: u32,
+    /// The strategy the run was started with.
+    pub strategy: Option<String>,
+    /// The status it had before it was reopened.
+    pub status: Option<RunStatus>,
+}
+
+impl ResumePoint {
+    /// Where `stored` stands.
+    pub fn of(stored: &StoredRun) -> Self {
+        let mut point = ResumePoint {
+            plan: stored.latest_plan().cloned(),
+            strategy: stored.record.strategy.clone(),
+            status: Some(stored.status),
+            ..ResumePoint::default()
+        };
+        if let Some(latest) = &point.plan {
+            for step in &latest.plan.steps {
+                if let Some(out) = stored.output(step.id.as_str()) {
+                    point.completed.insert(step.id.clone(), out.output.clone());
+                }
+                let n = stored.attempts(step.id.as_str());
+                if n > 0 {
+                    point.attempts.insert(step.id.clone(), n);
+                }
+            }
+        }
+        point.replans = stored
+            .events
+            .iter()
+            .filter(|e| matches!(e.kind, EventKind::Replanned { .. }))
+            .count() as u32;
+        point
+    }
+}
+
+/// One run in progress: the only writer of its journal. Cheap to clone (clones share the
+/// run). See the [module docs](self).
+#[derive(Clone)]
+pub struct RunSession {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    id: RunId,
+    store: Option<Arc<dyn RunStore>>,
+    emitter: Emitter,
+    mirror: Arc<Mutex<StoredRun>>,
+}
+
+impl std::fmt::Debug for RunSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunSession")
+            .field("id", &self.inner.id)
+            .field("store", &self.inner.store.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RunSession {
+    /// The run's id.
+    pub fn id(&self) -> &RunId {
+        &self.inner.id
+    }
+
+    /// What the run was started with.
+    pub fn record(&self) -> RunRecord {
+        self.with_mirror(|m| m.record.clone())
+    }
+
+    /// Emits an event: to the sink at once, to the store's journal in batches.
+    pub fn emit(&self, kind: EventKind) {
+        self.inner.emitter.emit(&self.inner.id, kind);
+    }
+
+    /// Records a plan revision and emits `plan_created`.
+    ///
+    /// # Errors
+    /// [`ExecError::Store`].
+    pub async fn plan_created(&self, plan: &Plan, revision: u32) -> Result<(), ExecError> {
+        self.save_plan(plan, revision).await?;
+        self.emit(EventKind::PlanCreated {
+            plan: plan.clone(),
+            revision,
+        });
+        Ok(())
+    }
+
+    /// Records a revised plan and emits `replanned`.
+    ///
+    /// # Errors
+    /// [`ExecError::Store`].
+    pub async fn replanned(
+        &self,
+        plan: &Plan,
+        revision: u32,
+        reason: impl Into<String>,
+        kept: Vec<StepId>,
+    ) -> Result<(), ExecError> {
+        self.save_plan(plan, revision).await?;
+        self.emit(EventKind::Replanned {
+            revision,
+            reason: reason.into(),
+            kept,
+            plan: plan.clone(),
+        });
+        Ok(())
+    }
+
+    async fn save_plan(&self, plan: &Plan, revision: u32) -> Result<(), ExecError> {
+        // Events before the plan reach the store first, so the journal reads in order.
+        self.flush().await?;
+        if let Some(store) = &self.inner.store {
+            store.save_plan(&self.inner.id, revision, plan).await?;
+        }
+        self.with_mirror(|m| {
+            m.plans.retain(|p| p.revision != revision);
+            m.plans.push(PlanRevision::new(revision, plan.clone()));
+        });
+        Ok(())
+    }
+
+    /// Keeps a named part of the report (a goal tree, critiques, repairs); it is stored
+    /// when the run finishes and appears as a top-level key of the report.
+    pub fn set_extra(&self, key: impl Into<String>, value: serde_json::Value) {
+        self.with_mirror(|m| {
+            m.extras.insert(key.into(), value);
+        });
+    }
+
+    /// Moves the run to `status` without ending it (`awaiting_approval`, `queued`).
+    ///
+    /// # Errors
+    /// [`ExecError::Store`].
+    pub async fn set_status(&self, status: RunStatus) -> Result<(), ExecError> {
+        self.flush().await?;
+        if let Some(store) = &self.inner.store {
+            store.set_status(&self.inner.id, status).await?;
+        }
+        self.with_mirror(|m| m.status = status);
+        Ok(())
+    }
+
+    /// Waits until every event emitted so far is in the store.
+    ///
+    /// # Errors
+    /// [`ExecError::Store`] when writing the journal failed.
+    pub async fn flush(&self) -> Result<(), ExecError> {
+        self.inner.emitter.flush().await.map_err(ExecError::from)
+    }
+
+    /// Everything journaled so far, as the store would return it.
+    pub fn snapshot(&self) -> StoredRun {
+        self.with_mirror(|m| m.clone())
+    }
+
+    /// The report of the run as it stands.
+    pub fn report(&self) -> RunReport {
+        RunReport::from_stored(&self.snapshot())
+    }
+
+    /// Ends the run: emits `run_finished`, records its status, answer, failure and extras,
+    /// and returns its report.
+    ///
+    /// # Errors
+    /// [`ExecError::Store`].
+    pub async fn finish(
+        &self,
+        status: RunStatus,
+        answer: Option<String>,
+        failure: Option<String>,
+    ) -> Result<RunReport, ExecError> {
+        self.emit(EventKind::RunFinished {
+            status,
+            answer: answer.clone(),
+        });
+        self.flush().await?;
+        let end = self.with_mirror(|m| {
+            m.status = status;
+            m.answer.clone_from(&answer);
+            m.failure.clone_from(&failure);
+            m.updated = Timestamp::now();
+            RunEnd::new(status)
+                .with_answer(answer.clone())
+                .with_failure(failure.clone())
+                .with_extras(m.extras.clone())
+        });
+        if let Some(store) = &self.inner.store {
+            store.finish_run(&self.inner.id, &end).await?;
+        }
+        Ok(self.report())
+    }
+
+    pub(crate) fn emitter(&self) -> &Emitter {
+        &self.inner.emitter
+    }
+
+    fn with_mirror<T>(&self, f: impl FnOnce(&mut StoredRun) -> T) -> T {
+        let mut guard = self
+            .inner
+            .mirror
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        f(&mut guard)
+    }
+}
+
+/// Writes a run's events and outputs to the store, in order, batching events. The first
+/// failure is kept and reported to the next flush.
+async fn pump(store: Arc<dyn RunStore>, run: RunId, mut rx: mpsc::UnboundedReceiver<JournalMsg>) {
+    let mut pending: Vec<Event> = Vec::new();
+    let mut failed: Option<StoreError> = None;
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < 1024 {
+            match rx.try_recv() {
+                Ok(m) => batch.push(m),
+                Err(_) => break,
+            }
+        }
+        let mut flushes: Vec<oneshot::Sender<Result<(), StoreError>>> = Vec::new();
+        for msg in batch {
+            match msg {
+                JournalMsg::Event(e) => pending.push(e),
+                JournalMsg::Commit { output, event, ack } => {
+                    pending.push(event);
+                    let result = store.commit_output(&run, &output, &pending).await;
+                    pending.clear();
+                    let _ = ack.send(result);
+                }
+                JournalMsg::Flush(ack) => flushes.push(ack),
+            }
+        }
+        if !pending.is_empty() {
+            if let Err(e) = append_with_retry(store.as_ref(), &run, &pending).await {
+                tracing::warn!(run = %run, error = %e, "could not journal events");
+                failed.get_or_insert(e);
+            }
+            pending.clear();
+        }
+        for ack in flushes {
+            let _ = ack.send(match &failed {
+                Some(e) => Err(StoreError::new(format!(
+                    "some events of run `{run}` could not be journaled: {e}"
+                ))),
+                None => Ok(()),
+            });
+        }
+    }
+}
+
+/// A busy store (SQLite under a concurrent writer) gets a few short retries.
+async fn append_with_retry(
+    store: &dyn RunStore,
+    run: &RunId,
+    events: &[Event],
+) -> Result<(), StoreError> {
+    let mut delay = Duration::from_millis(20);
+    let mut tries = 0;
+    loop {
+        match store.append_events(run, events).await {
+            Ok(()) => return Ok(()),
+            Err(e) if tries < 3 => {
+                tracing::debug!(run = %run, error = %e, "retrying the event journal");
+                tries += 1;
+                tokio::time::sleep(delay).await;
+                delay *= 4;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}

@@ -1,0 +1,40 @@
+//! Following a run's journal as it is written.
+
+use std::time::Duration;
+
+use futures::Stream;
+use plan_core::{EventKind, RunId};
+
+use super::{JournalEntry, RunStore};
+use crate::error::StoreError;
+
+/// The run's events after position `after`, then every new one as it is written, ending
+/// after `run_finished`. Polls the store every `interval` while nothing is new; a store
+/// with its own notifications can offer a faster way through its own API.
+pub fn follow<'a>(
+    store: &'a dyn RunStore,
+    run: &'a RunId,
+    after: u64,
+    interval: Duration,
+) -> impl Stream<Item = Result<JournalEntry, StoreError>> + Send + 'a {
+    futures::stream::unfold(
+        (after, Vec::<JournalEntry>::new().into_iter(), false),
+        move |(mut seq, mut buffered, done)| async move {
+            loop {
+                if let Some(entry) = buffered.next() {
+                    seq = entry.seq;
+                    let finished = matches!(entry.event.kind, EventKind::RunFinished { .. });
+                    return Some((Ok(entry), (seq, buffered, finished)));
+                }
+                if done {
+                    return None;
+                }
+                match store.events_after(run, seq, 512).await {
+                    Ok(batch) if batch.is_empty() => tokio::time::sleep(interval).await,
+                    Ok(batch) => buffered = batch.into_iter(),
+                    Err(e) => return Some((Err(e), (seq, buffered, true))),
+                }
+            }
+        },
+    )
+}

@@ -1,0 +1,117 @@
+//! Writing a run's answer from what its strategy did, and ending the run.
+
+use std::collections::HashSet;
+
+use plan_core::{RunStatus, StepId, StepKind, StepStatus};
+use plan_exec::{RunReport, RunSession};
+
+use crate::calls::{SynthesisInput, synthesize};
+use crate::error::StrategyError;
+use crate::hierarchy::render_tree;
+use crate::options::{AnswerSource, StrategyOptions};
+use crate::prompts::bounded;
+use crate::report::GoalResult;
+use crate::strategy::{Outcome, StrategyContext};
+
+/// Writes the answer of a succeeded outcome and finishes the run in its session; an error
+/// from the strategy ends the run as failed (or cancelled) and is returned.
+pub(crate) async fn finish(
+    cx: &StrategyContext,
+    session: &RunSession,
+    outcome: Result<Outcome, StrategyError>,
+) -> Result<RunReport, StrategyError> {
+    let cancelled = cx.runner().cancel_token().is_cancelled();
+    let mut ex = match outcome {
+        Ok(ex) => ex,
+        Err(e) => {
+            let status = if cancelled {
+                RunStatus::Cancelled
+            } else {
+                RunStatus::Failed
+            };
+            let _ = session.finish(status, None, Some(e.to_string())).await;
+            return Err(e);
+        }
+    };
+    if cancelled && ex.status != RunStatus::Succeeded {
+        ex.status = RunStatus::Cancelled;
+        ex.failure.get_or_insert_with(|| {
+            "the run was cancelled: it can be resumed where it stopped".to_owned()
+        });
+    }
+    let options = cx.options();
+    let mut answer = None;
+    if ex.status == RunStatus::Succeeded && options.answer == AnswerSource::SynthesizeStep {
+        answer = final_synthesize_output(&ex);
+    }
+    if answer.is_none() && ex.status == RunStatus::Succeeded && options.synthesize {
+        let tree: Option<GoalResult> = session
+            .snapshot()
+            .extras
+            .get("tree")
+            .and_then(|v| serde_json::from_value(v.clone()).ok());
+        let mut calls = Vec::new();
+        let written = synthesize(
+            cx.provider().as_ref(),
+            &session.record().goal,
+            &synthesis_inputs(&ex, options),
+            tree.as_ref().map(render_tree).as_deref(),
+            &mut calls,
+        )
+        .await;
+        cx.record_calls(session, &calls);
+        match written {
+            Ok(text) => answer = Some(text),
+            Err(e) => {
+                ex.status = RunStatus::Failed;
+                ex.failure = Some(format!(
+                    "every step completed but the answer could not be written: {e}"
+                ));
+            }
+        }
+    }
+    Ok(session.finish(ex.status, answer, ex.failure).await?)
+}
+
+fn synthesis_inputs(ex: &Outcome, options: &StrategyOptions) -> Vec<SynthesisInput> {
+    let cap = options.synthesis_output_cap;
+    ex.plan
+        .steps
+        .iter()
+        .map(|s| {
+            let r = ex.steps.iter().find(|r| r.id == s.id);
+            SynthesisInput {
+                id: s.id.to_string(),
+                description: s.description.clone(),
+                status: r
+                    .map_or(StepStatus::Pending, |r| r.status)
+                    .name()
+                    .to_owned(),
+                output: r.and_then(|r| r.output.as_deref()).map(|o| bounded(o, cap)),
+                error: r.and_then(|r| r.error.clone()),
+            }
+        })
+        .collect()
+}
+
+/// The output of the plan's last succeeded `synthesize` step that no other step depends on.
+fn final_synthesize_output(ex: &Outcome) -> Option<String> {
+    let depended: HashSet<&StepId> = ex
+        .plan
+        .steps
+        .iter()
+        .flat_map(|s| s.dependencies.iter())
+        .collect();
+    ex.plan
+        .steps
+        .iter()
+        .rev()
+        .filter(|s| s.kind == StepKind::Synthesize && !depended.contains(&s.id))
+        .find_map(|s| {
+            ex.steps
+                .iter()
+                .find(|r| r.id == s.id && r.status == StepStatus::Completed)
+                .and_then(|r| r.output.clone())
+                .filter(|o| !o.trim().is_empty())
+        })
+}

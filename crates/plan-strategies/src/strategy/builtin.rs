@@ -1,0 +1,218 @@
+//! The five built-in strategies.
+
+use async_trait::async_trait;
+use plan_exec::RunSession;
+
+use super::{Outcome, PlanOutcome, PlanStart, Strategy, StrategyContext, chain, streamed};
+use crate::calls::critique;
+use crate::error::StrategyError;
+use crate::hierarchy::{TreeLimits, build_tree, roll_up};
+use crate::options::PlanningMode;
+use crate::planner::{LlmCall, PlanRequest};
+
+/// Asks the planner once and records what it did.
+async fn plan_once(cx: &StrategyContext, goal: &str) -> Result<PlanOutcome, StrategyError> {
+    let planned = cx.planner.plan(&PlanRequest::new(goal)).await?;
+    let mut out = PlanOutcome::new(planned.plan).with_calls(planned.calls);
+    out.repairs.extend(planned.repair);
+    Ok(out)
+}
+
+/// An ordered list: each step depends on the one before it. A given plan is chained
+/// before it runs.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Linear;
+
+#[async_trait]
+impl Strategy for Linear {
+    fn name(&self) -> &str {
+        "linear"
+    }
+
+    async fn plan(&self, cx: &StrategyContext, goal: &str) -> Result<PlanOutcome, StrategyError> {
+        let mut out = plan_once(cx, goal).await?;
+        out.plan = chain(out.plan);
+        Ok(out)
+    }
+
+    async fn execute(
+        &self,
+        cx: &StrategyContext,
+        session: &RunSession,
+        mut start: PlanStart,
+    ) -> Result<Outcome, StrategyError> {
+        if !start.announced {
+            start.plan = chain(start.plan);
+        }
+        cx.drive(session, start, false).await
+    }
+}
+
+/// Explicit dependencies, run in parallel where the graph allows; with a streaming
+/// planner the plan is streamed into the runner ([`PlanningMode::Streamed`]).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Dag;
+
+#[async_trait]
+impl Strategy for Dag {
+    fn name(&self) -> &str {
+        "dag"
+    }
+
+    async fn plan(&self, cx: &StrategyContext, goal: &str) -> Result<PlanOutcome, StrategyError> {
+        plan_once(cx, goal).await
+    }
+
+    async fn execute(
+        &self,
+        cx: &StrategyContext,
+        session: &RunSession,
+        start: PlanStart,
+    ) -> Result<Outcome, StrategyError> {
+        cx.drive(session, start, false).await
+    }
+
+    async fn run(
+        &self,
+        cx: &StrategyContext,
+        session: &RunSession,
+        goal: &str,
+    ) -> Result<Outcome, StrategyError> {
+        if cx.options.planning == PlanningMode::Streamed && cx.planner.streams() {
+            return streamed::run_streamed(cx, session, goal).await;
+        }
+        let planned = self.plan(cx, goal).await?;
+        cx.record_plan_outcome(session, &planned);
+        self.execute(cx, session, PlanStart::from_outcome(planned))
+            .await
+    }
+}
+
+/// Recursive decomposition into sub-goals (up to [`max_depth`](crate::StrategyOptions::max_depth)
+/// levels), run as a DAG of the leaves, with results rolled up the goal tree.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Hierarchical;
+
+fn tree_limits(cx: &StrategyContext) -> TreeLimits {
+    TreeLimits {
+        max_depth: cx.options.max_depth,
+        max_subgoals: cx.options.max_subgoals.max(2),
+        max_leaves: cx.options.max_leaves.max(1),
+    }
+}
+
+#[async_trait]
+impl Strategy for Hierarchical {
+    fn name(&self) -> &str {
+        "hierarchical"
+    }
+
+    async fn plan(&self, cx: &StrategyContext, goal: &str) -> Result<PlanOutcome, StrategyError> {
+        let mut calls: Vec<LlmCall> = Vec::new();
+        let tree = build_tree(cx.provider.as_ref(), goal, tree_limits(cx), &mut calls).await?;
+        let flat = tree.flatten()?;
+        let mut out = PlanOutcome::new(flat.plan).with_calls(calls);
+        out.tree = Some(tree);
+        Ok(out)
+    }
+
+    async fn execute(
+        &self,
+        cx: &StrategyContext,
+        session: &RunSession,
+        start: PlanStart,
+    ) -> Result<Outcome, StrategyError> {
+        let tree = start.tree.clone();
+        let outcome = cx.drive(session, start, false).await?;
+        if let Some(tree) = tree
+            && let Ok(flat) = tree.flatten()
+        {
+            let rolled = roll_up(&tree, &flat, &outcome.steps);
+            if let Ok(v) = serde_json::to_value(&rolled) {
+                session.set_extra("tree", v);
+            }
+        }
+        Ok(outcome)
+    }
+}
+
+/// Replans from the current state when a step fails, keeping finished steps, up to
+/// [`max_replans`](crate::StrategyOptions::max_replans) times.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Adaptive;
+
+#[async_trait]
+impl Strategy for Adaptive {
+    fn name(&self) -> &str {
+        "adaptive"
+    }
+
+    async fn plan(&self, cx: &StrategyContext, goal: &str) -> Result<PlanOutcome, StrategyError> {
+        plan_once(cx, goal).await
+    }
+
+    async fn execute(
+        &self,
+        cx: &StrategyContext,
+        session: &RunSession,
+        start: PlanStart,
+    ) -> Result<Outcome, StrategyError> {
+        cx.drive(session, start, true).await
+    }
+}
+
+/// Critiques the plan and improves it, up to
+/// [`reflection_rounds`](crate::StrategyOptions::reflection_rounds) times, before running it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Reflective;
+
+#[async_trait]
+impl Strategy for Reflective {
+    fn name(&self) -> &str {
+        "reflective"
+    }
+
+    async fn plan(&self, cx: &StrategyContext, goal: &str) -> Result<PlanOutcome, StrategyError> {
+        let mut calls: Vec<LlmCall> = Vec::new();
+        let mut planned = cx.planner.plan(&PlanRequest::new(goal)).await?;
+        calls.extend(planned.calls.iter().cloned());
+        let mut repairs = Vec::new();
+        repairs.extend(planned.repair.clone());
+        let mut critiques = Vec::new();
+        for _ in 0..cx.options.reflection_rounds {
+            let verdict = critique(
+                cx.provider.as_ref(),
+                goal,
+                &planned.plan.to_json_pretty(),
+                &mut calls,
+            )
+            .await?;
+            let approved = verdict.approved || verdict.issues.is_empty();
+            let issues = verdict.issues.clone();
+            critiques.push(verdict);
+            if approved {
+                break;
+            }
+            let improved = cx
+                .planner
+                .plan(&PlanRequest::improve(planned.plan.clone(), issues))
+                .await?;
+            calls.extend(improved.calls.iter().cloned());
+            repairs.extend(improved.repair.clone());
+            planned = improved;
+        }
+        let mut out = PlanOutcome::new(planned.plan).with_calls(calls);
+        out.critiques = critiques;
+        out.repairs = repairs;
+        Ok(out)
+    }
+
+    async fn execute(
+        &self,
+        cx: &StrategyContext,
+        session: &RunSession,
+        start: PlanStart,
+    ) -> Result<Outcome, StrategyError> {
+        cx.drive(session, start, false).await
+    }
+}

@@ -1,0 +1,90 @@
+//! DAG with streamed planning: steps start while the plan is still being written.
+
+use std::collections::HashMap;
+
+use plan_core::{Plan, Step, StepId};
+use plan_exec::PlanRun;
+use plan_exec::RunSession;
+
+use super::{Outcome, PlanStart, StrategyContext, add_repairs};
+use crate::error::StrategyError;
+use crate::planner::{PlanRequest, step_channel, streamed_consistent};
+
+/// Streams the plan into the runner. If the finished plan is invalid, the planner
+/// re-prompts and repairs it; when that changes a step that was already handed out, the
+/// streamed execution is cancelled and the final plan runs as revision 1, keeping the
+/// outputs of streamed steps that are unchanged in it (a changed step that had completed
+/// runs again under a new id).
+pub(super) async fn run_streamed(
+    cx: &StrategyContext,
+    session: &RunSession,
+    goal: &str,
+) -> Result<Outcome, StrategyError> {
+    let (sink, source) = step_channel();
+    let stream_cancel = cx.runner.cancel_token().child();
+    let runner = cx.runner.clone().with_cancel(stream_cancel.clone());
+    let request = PlanRequest::new(goal);
+    let planning = async {
+        let result = cx.planner.plan_streamed(&request, sink).await;
+        match &result {
+            // The runner records the plan (`plan_created`) when the stream ends.
+            Ok(planned) if streamed_consistent(planned) => {
+                cx.record_calls(session, &planned.calls);
+            }
+            _ => stream_cancel.cancel(),
+        }
+        result
+    };
+    let executing = runner.execute_stream(
+        session,
+        PlanRun::new(session.id().clone(), Plan::new(goal, Vec::new())),
+        source.into_stream(),
+    );
+    let (planned, execution) = tokio::join!(planning, executing);
+    let planned = planned?;
+    add_repairs(session, planned.repair.as_slice());
+    if streamed_consistent(&planned) {
+        let execution = execution?;
+        let mut outcome = Outcome::from_execution(&execution);
+        outcome.plan = planned.plan;
+        return Ok(outcome);
+    }
+    // The fixed plan differs from what was streamed: run it, keeping what is unchanged.
+    tracing::info!("streamed plan was replaced after validation; running the fixed plan");
+    cx.record_calls(session, &planned.calls);
+    let done: HashMap<StepId, String> = match &execution {
+        Ok(r) => r.completed_outputs(),
+        Err(_) => HashMap::new(),
+    };
+    let streamed: HashMap<&StepId, &Step> = planned.streamed.iter().map(|s| (&s.id, s)).collect();
+    let mut plan = planned.plan.clone();
+    let mut kept = HashMap::new();
+    let mut renames = HashMap::new();
+    for s in &plan.steps {
+        match (streamed.get(&s.id), done.get(&s.id)) {
+            (Some(old), Some(out)) if *old == s => {
+                kept.insert(s.id.clone(), out.clone());
+            }
+            (Some(_), Some(_)) => {
+                renames.insert(s.id.clone(), StepId::new(format!("{}_v2", s.id)));
+            }
+            _ => {}
+        }
+    }
+    for s in &mut plan.steps {
+        if let Some(new) = renames.get(&s.id) {
+            s.id = new.clone();
+        }
+        for d in &mut s.dependencies {
+            if let Some(new) = renames.get(d) {
+                *d = new.clone();
+            }
+        }
+    }
+    let start = PlanStart {
+        revision: 1,
+        completed: kept,
+        ..PlanStart::new(plan)
+    };
+    cx.drive(session, start, false).await
+}

@@ -67,10 +67,93 @@ impl DepGraph {
     }
 }
 
+/// The methods of `RunStore` that write.
+const STORE_WRITES: [&str; 6] = [
+    "create_run",
+    "save_plan",
+    "append_events",
+    "commit_output",
+    "set_status",
+    "finish_run",
+];
+
+/// Library and binary sources that may write to a `RunStore`: the run session, and the
+/// store implementations themselves.
+fn may_write_store(path: &str) -> bool {
+    path.ends_with("plan-exec/src/session.rs")
+        || path.contains("plan-exec/src/store/")
+        || path.ends_with("plan-exec/src/conformance.rs")
+}
+
+/// Calls in `text` of a `RunStore` write method on a store (`store.save_plan(`,
+/// `self.store.set_status(`, `store.clone()\n    .commit_output(` ...), as `line: text`.
+fn store_writes_in(text: &str) -> Vec<String> {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut out = Vec::new();
+    for method in STORE_WRITES {
+        let call = format!(".{method}(");
+        let mut from = 0;
+        while let Some(found) = text[from..].find(&call) {
+            let at = from + found;
+            from = at + call.len();
+            let mut receiver = text[..at].trim_end();
+            receiver = receiver.strip_suffix(".clone()").unwrap_or(receiver).trim_end();
+            let ident: String = receiver
+                .chars()
+                .rev()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            let line = text[..at].matches('\n').count();
+            let shown = lines.get(line).copied().unwrap_or("").trim();
+            if shown.starts_with("//") || !ident.to_ascii_lowercase().contains("store") {
+                continue;
+            }
+            out.push(format!("{}: {}", line + 1, shown));
+        }
+    }
+    out.sort_by_key(|h| {
+        h.split(':')
+            .next()
+            .and_then(|n| n.parse::<usize>().ok())
+            .unwrap_or(0)
+    });
+    out
+}
+
+/// Every place outside the run session that writes to a `RunStore`.
+fn store_writers(root: &std::path::Path) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    let mut dirs = vec![root.join("crates")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
+            let path = entry?.path();
+            let shown = path.to_string_lossy().replace('\\', "/");
+            if path.is_dir() {
+                // Only library and binary sources: tests and benches may drive a store.
+                let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                if !matches!(name, "tests" | "benches" | "examples" | "target") {
+                    dirs.push(path);
+                }
+            } else if shown.ends_with(".rs") && shown.contains("/src/") && !may_write_store(&shown) {
+                let text = std::fs::read_to_string(&path)?;
+                for hit in store_writes_in(&text) {
+                    out.push(format!("{shown}:{hit} (only the RunSession writes to a store)"));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Checks every invariant and reports all violations at once.
 pub fn check_workspace() -> Result<()> {
     let graph = DepGraph::load()?;
-    let violations = violations(&graph);
+    let mut violations = violations(&graph);
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    violations.extend(store_writers(&root)?);
     if violations.is_empty() {
         println!("architecture invariants hold");
         Ok(())
@@ -152,6 +235,23 @@ mod tests {
             "architecture invariants broken:\n{}",
             v.join("\n")
         );
+    }
+
+    #[test]
+    fn only_the_run_session_writes_to_a_store() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let writers = store_writers(&root).unwrap();
+        assert!(writers.is_empty(), "{}", writers.join("\n"));
+    }
+
+    #[test]
+    fn a_store_write_outside_the_session_is_found() {
+        let text = "fn f() {\n    self.store.save_plan(&id, 0, &plan).await?;\n    session.set_status(s).await?;\n    store.clone().commit_output(&id, &o, &[]).await?;\n    store\n        .set_status(&id, s)\n        .await?;\n    // store.finish_run(&id, &end)\n}\n";
+        let hits = store_writes_in(text);
+        assert_eq!(hits.len(), 3, "{hits:?}");
+        assert!(hits[0].starts_with("2: "), "{hits:?}");
+        assert!(hits[1].starts_with("4: "), "{hits:?}");
+        assert!(hits[2].starts_with("6: "), "{hits:?}");
     }
 
     #[test]

@@ -97,7 +97,10 @@ fn store_writes_in(text: &str) -> Vec<String> {
             let at = from + found;
             from = at + call.len();
             let mut receiver = text[..at].trim_end();
-            receiver = receiver.strip_suffix(".clone()").unwrap_or(receiver).trim_end();
+            receiver = receiver
+                .strip_suffix(".clone()")
+                .unwrap_or(receiver)
+                .trim_end();
             let ident: String = receiver
                 .chars()
                 .rev()
@@ -128,7 +131,9 @@ fn store_writers(root: &std::path::Path) -> Result<Vec<String>> {
     let mut out = Vec::new();
     let mut dirs = vec![root.join("crates")];
     while let Some(dir) = dirs.pop() {
-        for entry in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
+        for entry in
+            std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))?
+        {
             let path = entry?.path();
             let shown = path.to_string_lossy().replace('\\', "/");
             if path.is_dir() {
@@ -137,10 +142,13 @@ fn store_writers(root: &std::path::Path) -> Result<Vec<String>> {
                 if !matches!(name, "tests" | "benches" | "examples" | "target") {
                     dirs.push(path);
                 }
-            } else if shown.ends_with(".rs") && shown.contains("/src/") && !may_write_store(&shown) {
+            } else if shown.ends_with(".rs") && shown.contains("/src/") && !may_write_store(&shown)
+            {
                 let text = std::fs::read_to_string(&path)?;
                 for hit in store_writes_in(&text) {
-                    out.push(format!("{shown}:{hit} (only the RunSession writes to a store)"));
+                    out.push(format!(
+                        "{shown}:{hit} (only the RunSession writes to a store)"
+                    ));
                 }
             }
         }

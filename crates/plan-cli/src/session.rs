@@ -302,6 +302,23 @@ pub fn strategy_error(e: StrategyError) -> anyhow::Error {
             "the {purpose} call to the model failed: {source}\n  check the API key in the environment (OPENAI_API_KEY, ANTHROPIC_API_KEY) and --model"
         ))
         .into(),
-        other => anyhow::Error::new(other),
+        other => match other.hint().and_then(flag_hint) {
+            Some(hint) => anyhow::anyhow!("{other}\n  hint: {hint}"),
+            None => anyhow::Error::new(other),
+        },
     }
+}
+
+/// What the CLI user does about a library's hint.
+pub fn flag_hint(hint: plan_exec::Hint) -> Option<&'static str> {
+    use plan_exec::Hint;
+    Some(match hint {
+        Hint::MaxSteps => "raise --max-steps",
+        Hint::MaxReplans => "raise --max-replans",
+        Hint::ListRuns => "list runs with `plan runs` (or pass the --store the run used)",
+        Hint::StorePath => "pass --store PATH (or set PLAN_STORE) to use another store",
+        Hint::Resume => "continue it with `plan resume RUN_ID`",
+        Hint::Sandbox => "choose another backend with --sandbox",
+        _ => return None,
+    })
 }

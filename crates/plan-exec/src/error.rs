@@ -125,6 +125,8 @@ pub struct StoreError {
     /// The underlying cause, if any.
     #[source]
     pub source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    /// What the user can change to fix it, for a front end to name its own setting.
+    pub hint: Option<Hint>,
 }
 
 impl StoreError {
@@ -133,7 +135,14 @@ impl StoreError {
         Self {
             message: message.into(),
             source: None,
+            hint: None,
         }
+    }
+
+    /// Adds the setting that fixes it.
+    pub fn with_hint(mut self, hint: Hint) -> Self {
+        self.hint = Some(hint);
+        self
     }
 
     /// An error with a message and a cause.
@@ -144,8 +153,28 @@ impl StoreError {
         Self {
             message: message.into(),
             source: Some(Box::new(source)),
+            hint: None,
         }
     }
+}
+
+/// The setting or action that fixes an error, as a value: the library's messages say it
+/// in words, and a front end (the CLI, a server) names its own flag, field or command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Hint {
+    /// Allow more steps per plan.
+    MaxSteps,
+    /// Allow more replans.
+    MaxReplans,
+    /// List the runs in the store to find the right id.
+    ListRuns,
+    /// Point at another run store, or fix the path's permissions.
+    StorePath,
+    /// Continue the run where it stopped.
+    Resume,
+    /// Choose another sandbox backend.
+    Sandbox,
 }
 
 /// Why a run could not be carried out (step failures are not errors: they are in the
@@ -164,7 +193,7 @@ pub enum ExecError {
     #[error(transparent)]
     Store(#[from] StoreError),
     /// No run with this id in the store.
-    #[error("no run `{0}` in the run store: list runs with `plan runs`")]
+    #[error("no run `{0}` in the run store: list the runs to find its id")]
     UnknownRun(RunId),
     /// The operation needs a run store and the runner has none.
     #[error("this needs a run store: give the runner one with `with_store`")]
@@ -180,4 +209,15 @@ pub enum ExecError {
         /// The panic message.
         message: String,
     },
+}
+
+impl ExecError {
+    /// The setting or action that fixes it, if one does.
+    pub fn hint(&self) -> Option<Hint> {
+        match self {
+            ExecError::UnknownRun(_) => Some(Hint::ListRuns),
+            ExecError::Store(e) => e.hint,
+            _ => None,
+        }
+    }
 }

@@ -69,7 +69,7 @@ mod store;
 pub mod testing;
 
 pub use context::{CancelToken, DependencyOutput, StepContext, cap_output};
-pub use error::{ExecError, MAX_RETRY_AFTER, StepError, StepErrorKind, StoreError};
+pub use error::{ExecError, Hint, MAX_RETRY_AFTER, StepError, StepErrorKind, StoreError};
 pub use events::{
     ChannelSink, EventLog, EventReceiver, EventSink, FnSink, NoopSink, event_channel, sink_fn,
 };

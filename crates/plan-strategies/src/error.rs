@@ -17,7 +17,7 @@ pub enum StrategyError {
     },
     /// The model did not produce a usable plan, even after re-prompting and repair.
     #[error(
-        "the model did not produce a valid plan after {attempts} attempts:{}\ntry a larger model, a simpler goal, or raise --max-steps",
+        "the model did not produce a valid plan after {attempts} attempts:{}\ntry a larger model, a simpler goal, or allow more steps",
         problems.iter().map(|p| format!("\n  - {p}")).collect::<String>()
     )]
     InvalidPlan {
@@ -78,6 +78,15 @@ impl From<plan_exec::StoreError> for StrategyError {
 }
 
 impl StrategyError {
+    /// The setting or action that fixes it, if one does.
+    pub fn hint(&self) -> Option<plan_exec::Hint> {
+        match self {
+            StrategyError::InvalidPlan { .. } => Some(plan_exec::Hint::MaxSteps),
+            StrategyError::Exec(e) => e.hint(),
+            _ => None,
+        }
+    }
+
     pub(crate) fn llm(purpose: &str, source: LlmError) -> Self {
         StrategyError::Llm {
             purpose: purpose.to_owned(),

@@ -11,7 +11,7 @@ use super::{
     JournalEntry, PlanRevision, RunEnd, RunRecord, RunStore, RunSummary, StepOutputRecord,
     StoredRun,
 };
-use crate::error::StoreError;
+use crate::error::{Hint, StoreError};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS runs (
@@ -140,13 +140,15 @@ impl SqliteStore {
             })?;
         }
         let what = format!(
-            "cannot open the run store {}; check the path (--store) and its permissions",
+            "cannot open the run store {}; check the path and its permissions, or use another store",
             path.display()
         );
-        let conn = Connection::open(path).map_err(db_err(&what))?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(db_err(&what))?;
-        Self::init(conn, path.display().to_string())
+        let opened = Connection::open(path).and_then(|conn| {
+            conn.pragma_update(None, "journal_mode", "WAL")?;
+            Ok(conn)
+        });
+        let conn = opened.map_err(|e| db_err(&what)(e).with_hint(Hint::StorePath))?;
+        Self::init(conn, path.display().to_string()).map_err(|e| e.with_hint(Hint::StorePath))
     }
 
     /// A store in memory, gone when dropped (tests).

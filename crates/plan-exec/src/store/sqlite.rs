@@ -571,3 +571,109 @@ impl RunStore for SqliteStore {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use plan_core::EventKind;
+
+    /// A store as the first released schema (version 1) wrote it: no `failure` or
+    /// `extras` columns.
+    fn version_1_store(path: &Path) -> RunId {
+        let conn = Connection::open(path).unwrap();
+        conn.execute_batch(SCHEMA).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        let id = super::super::new_run_id();
+        conn.execute(
+            "INSERT INTO runs (id, goal, created_ms, updated_ms, options, status, answer)
+             VALUES (?1, 'old goal', 1, 2, '{}', 'succeeded', 'old answer')",
+            params![id.as_str()],
+        )
+        .unwrap();
+        id
+    }
+
+    #[tokio::test]
+    async fn an_older_store_is_migrated_and_keeps_its_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("runs.db");
+        let id = version_1_store(&path);
+        let store = SqliteStore::open(&path).unwrap();
+        let run = store.load_run(&id).await.unwrap().unwrap();
+        assert_eq!(run.answer.as_deref(), Some("old answer"));
+        assert_eq!(run.failure, None);
+        let end = RunEnd::new(RunStatus::Failed).with_failure(Some("why".into()));
+        store.finish_run(&id, &end).await.unwrap();
+        let run = store.load_run(&id).await.unwrap().unwrap();
+        assert_eq!(run.failure.as_deref(), Some("why"));
+        // Opening it again does not migrate twice.
+        drop(store);
+        let version: i64 = Connection::open(&path)
+            .unwrap()
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        SqliteStore::open(&path).unwrap();
+    }
+
+    #[test]
+    fn a_newer_store_is_refused_with_a_clear_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("runs.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
+        drop(conn);
+        let err = SqliteStore::open(&path).unwrap_err().to_string();
+        assert!(err.contains("newer than this build"), "{err}");
+        assert!(err.contains(&path.display().to_string()), "{err}");
+    }
+
+    #[tokio::test]
+    async fn events_are_followed_from_a_position_until_the_run_finishes() {
+        use futures::StreamExt as _;
+        let store = SqliteStore::in_memory().unwrap();
+        let record = RunRecord::new("g");
+        let id = record.id.clone();
+        store.create_run(&record).await.unwrap();
+        let ev = |kind| Event::now(id.clone(), kind);
+        store
+            .append_events(
+                &id,
+                &[
+                    ev(EventKind::RunStarted { goal: "g".into() }),
+                    ev(EventKind::progress(0, 1)),
+                ],
+            )
+            .await
+            .unwrap();
+        let page = store.events_after(&id, 1, 10).await.unwrap();
+        assert_eq!(page.len(), 1);
+        assert_eq!(page[0].seq, 2);
+        // A follower started now sees the rest as it is written, and stops at the end.
+        let writer = {
+            let store = store.clone();
+            let id = id.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+                let finished = Event::now(
+                    id.clone(),
+                    EventKind::RunFinished {
+                        status: RunStatus::Succeeded,
+                        answer: None,
+                    },
+                );
+                store.append_events(&id, &[finished]).await.unwrap();
+            })
+        };
+        let seen: Vec<JournalEntry> =
+            super::super::follow(&store, &id, 0, std::time::Duration::from_millis(5))
+                .map(Result::unwrap)
+                .collect()
+                .await;
+        writer.await.unwrap();
+        let seqs: Vec<u64> = seen.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, [1, 2, 3]);
+        assert_eq!(seen[2].event.kind.name(), "run_finished");
+    }
+}

@@ -67,6 +67,7 @@ mod session;
 mod store;
 #[cfg(feature = "test-support")]
 pub mod testing;
+mod verdict;
 
 pub use context::{CancelToken, DependencyOutput, StepContext, cap_output};
 pub use error::{ExecError, Hint, MAX_RETRY_AFTER, StepError, StepErrorKind, StoreError};

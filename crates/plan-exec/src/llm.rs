@@ -5,11 +5,12 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use plan_core::{EventKind, StepKind};
-use plan_llm::{Message, Provider, Request};
+use plan_llm::{Message, Provider, Request, ResponseFormat};
 
 use crate::context::StepContext;
 use crate::error::StepError;
 use crate::executor::StepExecutor;
+use crate::verdict::Verdict;
 
 const DEFAULT_SYSTEM: &str = "You carry out one step of a plan made to reach a goal. \
 Do only this step, completely and concisely. Build on the outputs of earlier steps when \
@@ -120,6 +121,12 @@ impl<P: Provider> LlmStepExecutor<P> {
         }
 
         let mut request = Request::new(vec![Message::system(system), Message::user(user)]);
+        if verify && self.provider.capabilities().json_schema {
+            request.response_format = ResponseFormat::JsonSchema {
+                name: "verdict".to_owned(),
+                schema: crate::verdict::schema(),
+            };
+        }
         request.max_tokens = self.max_tokens;
         request.temperature = self.temperature;
         request.stop = FRAMING.iter().map(|s| (*s).to_owned()).collect();
@@ -159,6 +166,33 @@ impl<P: Provider> StepExecutor for LlmStepExecutor<P> {
                 ctx.step().id
             )));
         }
-        Ok(response.content)
+        if ctx.step().kind != StepKind::Verify {
+            return Ok(response.content);
+        }
+        // A verdict is final for these inputs: a FAIL is not retried (asking again until
+        // the model says PASS is not verification); it fails the step with its reasons,
+        // so the fallback runs or the plan is revised.
+        match crate::verdict::parse(&response.content) {
+            // A structured verdict is shown as text; a text verdict stays as written.
+            Some(Verdict::Pass(reasons)) if response.content.trim_start().starts_with('{') => {
+                Ok(format!("PASS: {reasons}")
+                    .trim_end_matches([' ', ':'])
+                    .to_owned())
+            }
+            Some(Verdict::Pass(_)) => Ok(response.content),
+            Some(Verdict::Fail(reasons)) => Err(StepError::fatal(format!(
+                "verification failed: {}",
+                if reasons.is_empty() {
+                    "the check said FAIL without reasons"
+                } else {
+                    reasons.as_str()
+                }
+            ))),
+            None => Err(StepError::retryable(format!(
+                "the verify step `{}` got no verdict (PASS or FAIL) from the model: {}",
+                ctx.step().id,
+                crate::context::cap_output(response.content.trim(), 200).0
+            ))),
+        }
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use plan_core::{EventKind, RunStatus};
 use plan_exec::{EventLog, SqliteStore};
-use plan_llm::ScriptedModel;
+use plan_llm::{Request, ScriptedModel};
 use plan_strategies::{Agent, PlannerConfig, PlanningMode, ReportExt, StrategyKind};
 use support::*;
 
@@ -1078,4 +1078,100 @@ async fn code_steps_run_their_programs_in_the_sandbox() {
     let error = report.step("square").unwrap().error.clone().unwrap();
     assert!(error.contains("code steps are disabled"), "{error}");
     assert!(fake.step_requests().is_empty());
+}
+
+const VERIFIED: &str = r#"{"goal": "count the items", "steps": [
+    {"id": "count", "description": "Count the items", "dependencies": []},
+    {"id": "check", "description": "Check the count is 25", "dependencies": ["count"],
+     "kind": "verify", "fallback": {"description": "Check the count by hand"}}]}"#;
+
+#[tokio::test]
+async fn a_failed_verification_fails_its_step_once_and_its_fallback_runs() {
+    let fake = Fake::non_streaming()
+        .plan(VERIFIED)
+        .steps(|id, r| match id {
+            "count" => Ok("24".into()),
+            // The fallback is a check of its own, with its own verdict.
+            "check" if user_text(r).contains("by hand") => Ok("PASS: counted 25 by hand".into()),
+            "check" => Ok("FAIL: the count is 24 but the list has 25 items".into()),
+            other => Ok(format!("output of {other}")),
+        });
+    let report = Agent::builder()
+        .provider(fake.model.clone())
+        .strategy(StrategyKind::Dag)
+        .run_options(
+            plan_exec::RunOptions::default().with_policy(
+                plan_exec::StepPolicy::default()
+                    .with_retries(3)
+                    .with_backoff(plan_exec::Backoff::none()),
+            ),
+        )
+        .build()
+        .unwrap()
+        .run("count the items")
+        .await
+        .unwrap();
+    let check = report.step("check").unwrap();
+    assert!(check.fallback, "{check:?}");
+    assert_eq!(check.output.as_deref(), Some("PASS: counted 25 by hand"));
+    let failed = report
+        .events
+        .iter()
+        .find_map(|e| match &e.kind {
+            EventKind::StepFailed {
+                step,
+                error,
+                retrying,
+            } if step.as_str() == "check" => Some((error.clone(), *retrying)),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(
+        failed,
+        (
+            "verification failed: the count is 24 but the list has 25 items".to_owned(),
+            false
+        ),
+        "a FAIL is not retried on unchanged inputs"
+    );
+    // Asked once as a check (with the verdict schema), once as the fallback.
+    let checks: Vec<Request> = fake
+        .requests()
+        .into_iter()
+        .filter(|r| step_of(r).as_deref() == Some("check"))
+        .collect();
+    assert_eq!(checks.len(), 2);
+    assert!(matches!(
+        checks[0].response_format,
+        plan_llm::ResponseFormat::JsonSchema { .. }
+    ));
+}
+
+#[tokio::test]
+async fn a_failed_verification_reaches_the_replanner_under_adaptive() {
+    let fake = Fake::non_streaming()
+        .plan(VERIFIED.replace(
+            r#", "fallback": {"description": "Check the count by hand"}"#,
+            "",
+        ))
+        .plan(
+            r#"{"steps": [
+            {"id": "recount", "description": "Count the items again, one by one", "dependencies": []}]}"#,
+        )
+        .steps(|id, _| match id {
+            "count" => Ok("24".into()),
+            "check" => Ok(r#"{"verdict": "FAIL", "reasons": "24 is not 25"}"#.into()),
+            other => Ok(format!("output of {other}")),
+        });
+    let report = agent(&fake, StrategyKind::Adaptive)
+        .build()
+        .unwrap()
+        .run("count the items")
+        .await
+        .unwrap();
+    assert!(report.is_success(), "{:?}", report.failure);
+    assert_eq!(report.replans, 1);
+    let replan = user_text(&fake.planner_requests()[1]);
+    assert!(replan.contains("24 is not 25"), "{replan}");
+    assert_eq!(fake.step_requests(), ["count", "check", "recount"]);
 }

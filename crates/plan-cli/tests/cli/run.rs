@@ -571,3 +571,39 @@ fn quiet_gives_plain_timestamped_lines() {
     );
     assert!(err.contains("✓ a done in"), "{err}");
 }
+
+#[test]
+fn a_verify_step_that_says_fail_fails_the_run_with_its_reasons() {
+    let plan = r#"{"goal": "Count the items", "steps": [
+        {"id": "count", "description": "Count the items", "dependencies": []},
+        {"id": "check", "description": "Check the count is 25", "dependencies": ["count"],
+         "kind": "verify"}]}"#;
+    let sb = Sandbox::new();
+    let server = agent_server(plan);
+    server.on_first(
+        "Check to make (step `check`)",
+        Reply::Text("FAIL: the count is 24, the list has 25 items".to_owned()),
+    );
+    let file = sb.write("plan.json", plan);
+    let out = output(&mut sb.plan(args(
+        &["exec", file.to_str().unwrap(), "--json"],
+        model_flags(&server),
+    )));
+    expect_code(&out, 1);
+    let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["status"], "failed");
+    let check = v["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == "check")
+        .unwrap();
+    assert_eq!(check["status"], "failed");
+    assert_eq!(check["attempts"], 1, "a FAIL is not retried: {v:#}");
+    assert!(
+        check["error"].as_str().unwrap().contains("the count is 24"),
+        "{v:#}"
+    );
+    assert!(stderr(&out).contains("the count is 24"), "{}", stderr(&out));
+    assert_eq!(server.count("Check to make (step `check`)"), 1);
+}

@@ -183,6 +183,21 @@ pub struct ModelArgs {
     pub budget_tokens: Option<u64>,
 }
 
+/// A count that must be at least 1 (`--max-steps 0` is a usage error, not "no steps").
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(0) => Err("must be at least 1".to_owned()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("{e}: give a whole number of at least 1")),
+    }
+}
+
+/// As [`at_least_one`], for a `u32`.
+fn at_least_one_u32(s: &str) -> Result<u32, String> {
+    let n = at_least_one(s)?;
+    u32::try_from(n).map_err(|_| "too large".to_owned())
+}
+
 /// How plans are made.
 #[derive(Debug, Clone, Default, Args)]
 pub struct PlanningArgs {
@@ -191,11 +206,12 @@ pub struct PlanningArgs {
     pub strategy: Option<Strategy>,
 
     /// Deepest sub-goal level of the hierarchical strategy [default: 3]
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = at_least_one_u32)]
     pub max_depth: Option<u32>,
 
-    /// Most steps a plan may have [default: 10, 3 on the local model]
-    #[arg(long, value_name = "N")]
+    /// Most steps a plan may have; a model's plan over it is re-prompted to merge steps,
+    /// then the run fails (never cut) [default: 30, 3 on the local model]
+    #[arg(long, value_name = "N", value_parser = at_least_one)]
     pub max_steps: Option<usize>,
 }
 
@@ -203,7 +219,7 @@ pub struct PlanningArgs {
 #[derive(Debug, Clone, Default, Args)]
 pub struct ExecutionArgs {
     /// Steps run at the same time at most [default: 4]
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = at_least_one)]
     pub concurrency: Option<usize>,
 
     /// Where code steps run [default: auto]
@@ -321,7 +337,7 @@ pub struct ResumeArgs {
     pub base_url: Option<String>,
 
     /// Steps run at the same time at most [default: 4]
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = at_least_one)]
     pub concurrency: Option<usize>,
 
     /// Where code steps run [default: auto]

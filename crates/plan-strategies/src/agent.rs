@@ -107,7 +107,7 @@ impl AgentBuilder {
         self
     }
 
-    /// The most steps per plan (default 10).
+    /// The most steps per plan (default 30); see [`PlannerConfig::max_steps`].
     pub fn max_steps(mut self, n: usize) -> Self {
         let min = self.planner_config.min_steps;
         self.planner_config = self.planner_config.with_step_bounds(min.min(n), n);

@@ -43,7 +43,8 @@ pub struct PlannerConfig {
     /// The fewest steps the prompt asks for (default 3). Guidance only: a smaller plan is
     /// accepted, since some goals are small.
     pub min_steps: usize,
-    /// The most steps a plan may have (default 10); a larger plan is re-prompted, then cut.
+    /// The most steps a plan may have (default 30); a larger plan is re-prompted to merge
+    /// steps, and planning fails if it stays too large: a plan is never cut.
     pub max_steps: usize,
     /// How often a bad reply is answered with its problems before repair (default 2).
     pub max_fix_attempts: u32,
@@ -62,7 +63,7 @@ impl Default for PlannerConfig {
     fn default() -> Self {
         Self {
             min_steps: 3,
-            max_steps: 10,
+            max_steps: 30,
             max_fix_attempts: 2,
             agents: Vec::new(),
             temperature: None,
@@ -796,8 +797,7 @@ impl LlmPlanner {
                 }
             }
         }
-        let (plan, report, core_changes) =
-            crate::repair::repair_plan(plan, self.config.max_steps + kept.len());
+        let (plan, report, core_changes) = crate::repair::repair_plan(plan);
         changes.extend(core_changes);
         (plan, report, changes)
     }

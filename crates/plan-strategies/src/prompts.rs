@@ -98,7 +98,9 @@ pub(crate) fn plan_schema(max_steps: usize) -> serde_json::Value {
 pub(crate) fn plan_token_budget(max_steps: usize) -> u32 {
     const PER_STEP: usize = 440;
     const FRAME: usize = 128;
-    u32::try_from(FRAME + PER_STEP * max_steps.max(1)).unwrap_or(u32::MAX)
+    // Hosted models cap a reply at 16k tokens or more; asking for more is refused.
+    const MOST: usize = 16_000;
+    u32::try_from((FRAME + PER_STEP * max_steps.max(1)).min(MOST)).unwrap_or(u32::MAX)
 }
 
 /// Tokens for a critique or decomposition reply (their schemas are bounded likewise).

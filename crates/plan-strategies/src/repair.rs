@@ -1,26 +1,14 @@
 //! The repair pass applied when re-prompting did not give a valid plan: plan-core's
-//! [`repair`](plan_core::repair), then the step cap.
+//! [`repair`](plan_core::repair). It never cuts a plan: one over the step cap stays over
+//! it, and planning fails saying so.
 
-use std::collections::HashSet;
+use plan_core::{Plan, RepairReport};
 
-use plan_core::{Plan, RepairReport, StepId};
-
-/// Repairs `plan` with plan-core's repair pass and cuts it to `max_steps` steps. Returns
-/// the plan, plan-core's report, and every change in words.
-pub(crate) fn repair_plan(plan: Plan, max_steps: usize) -> (Plan, RepairReport, Vec<String>) {
-    let (mut plan, report) = plan_core::repair(plan);
-    let mut changes: Vec<String> = report.changes.iter().map(ToString::to_string).collect();
-    if plan.steps.len() > max_steps {
-        changes.push(format!(
-            "dropped the last {} steps to stay within {max_steps}",
-            plan.steps.len() - max_steps
-        ));
-        plan.steps.truncate(max_steps);
-        let ids: HashSet<StepId> = plan.steps.iter().map(|s| s.id.clone()).collect();
-        for s in &mut plan.steps {
-            s.dependencies.retain(|d| ids.contains(d));
-        }
-    }
+/// Repairs `plan` with plan-core's repair pass. Returns the plan, plan-core's report, and
+/// every change in words.
+pub(crate) fn repair_plan(plan: Plan) -> (Plan, RepairReport, Vec<String>) {
+    let (plan, report) = plan_core::repair(plan);
+    let changes: Vec<String> = report.changes.iter().map(ToString::to_string).collect();
     (plan, report, changes)
 }
 
@@ -40,14 +28,18 @@ mod tests {
                 Step::new("a", "again"),
             ],
         );
-        let (plan, report, changes) = repair_plan(plan, 3);
+        let (plan, report, changes) = repair_plan(plan);
         assert!(PlanGraph::new(plan.clone()).is_ok(), "{changes:?}");
-        assert_eq!(plan.steps.len(), 3);
         assert!(!report.is_empty());
         assert!(changes.iter().any(|c| c.contains("cycle")), "{changes:?}");
-        assert!(
-            changes.iter().any(|c| c.contains("within 3")),
-            "{changes:?}"
-        );
+    }
+
+    #[test]
+    fn a_long_plan_is_never_cut() {
+        let steps: Vec<Step> = (0..12)
+            .map(|i| Step::new(format!("s{i}"), format!("do part {i}")))
+            .collect();
+        let (plan, _, changes) = repair_plan(Plan::new("g", steps));
+        assert_eq!(plan.steps.len(), 12, "{changes:?}");
     }
 }

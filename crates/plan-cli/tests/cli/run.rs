@@ -607,3 +607,67 @@ fn a_verify_step_that_says_fail_fails_the_run_with_its_reasons() {
     assert!(stderr(&out).contains("the count is 24"), "{}", stderr(&out));
     assert_eq!(server.count("Check to make (step `check`)"), 1);
 }
+
+/// A plan of `n` independent steps.
+fn wide_plan(n: usize) -> String {
+    let steps: Vec<String> = (1..=n)
+        .map(|i| format!(r#"{{"id": "s{i}", "description": "Do part {i}", "dependencies": []}}"#))
+        .collect();
+    format!(
+        r#"{{"goal": "Compare two things", "steps": [{}]}}"#,
+        steps.join(", ")
+    )
+}
+
+#[test]
+fn a_twenty_step_plan_runs_every_step_with_default_flags() {
+    let sb = Sandbox::new();
+    let server = agent_server(&wide_plan(20));
+    let v = run_json(
+        &sb,
+        &args(
+            &["run", "Compare two things", "--json"],
+            model_flags(&server),
+        ),
+    );
+    assert_eq!(v["status"], "succeeded", "{v:#}");
+    assert_eq!(v["plan"]["steps"].as_array().unwrap().len(), 20);
+    let steps = v["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 20);
+    assert!(steps.iter().all(|s| s["status"] == "completed"), "{v:#}");
+    for i in 1..=20 {
+        assert_eq!(server.count(&step_prompt(&format!("s{i}"))), 1, "s{i}");
+    }
+}
+
+#[test]
+fn a_plan_over_the_cap_is_never_cut_the_run_fails_naming_count_cap_and_flag() {
+    let sb = Sandbox::new();
+    let server = agent_server(&wide_plan(12));
+    let out = output(&mut sb.plan(args(
+        &["run", "Compare two things", "--json", "--max-steps", "10"],
+        model_flags(&server),
+    )));
+    expect_code(&out, 1);
+    let err = stderr(&out);
+    for needle in ["12 steps", "limit of 10", "--max-steps"] {
+        assert!(err.contains(needle), "{needle} missing: {err}");
+    }
+    // Streamed planning may start steps within the cap; none beyond it ever starts.
+    assert_eq!(server.count(&step_prompt("s11")), 0, "{err}");
+    assert_eq!(server.count(&step_prompt("s12")), 0, "{err}");
+}
+
+#[test]
+fn nonsense_counts_are_usage_errors() {
+    let sb = Sandbox::new();
+    for flag in ["--max-steps", "--max-depth", "--concurrency"] {
+        let out = output(&mut sb.plan(["run", "Compare two things", flag, "0"]));
+        expect_code(&out, 2);
+        assert!(
+            stderr(&out).contains("at least 1"),
+            "{flag}: {}",
+            stderr(&out)
+        );
+    }
+}

@@ -314,6 +314,10 @@ pub struct ExecArgs {
     #[arg(long, value_enum)]
     pub strategy: Option<Strategy>,
 
+    /// Most steps the plan file may have
+    #[arg(long, value_name = "N", default_value_t = PLAN_FILE_MAX_STEPS, value_parser = at_least_one)]
+    pub max_steps: usize,
+
     #[command(flatten)]
     pub model: ModelArgs,
 
@@ -426,7 +430,15 @@ pub struct GraphArgs {
     /// Run store for --run [default: plan/runs.sqlite in the user data directory]
     #[arg(long, value_name = "PATH")]
     pub store: Option<PathBuf>,
+
+    /// Most steps the plan file may have
+    #[arg(long, value_name = "N", default_value_t = PLAN_FILE_MAX_STEPS, value_parser = at_least_one)]
+    pub max_steps: usize,
 }
+
+/// The default step cap of a given plan file (`plan exec`, `plan graph`): large, and
+/// separate from the cap of plans a model writes.
+pub const PLAN_FILE_MAX_STEPS: usize = 10_000;
 
 /// `plan sandbox ...`.
 #[derive(Debug, Subcommand)]

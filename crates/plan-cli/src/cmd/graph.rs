@@ -3,7 +3,9 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use plan_core::{Plan, PlanGraph, RunId, RunState, render_dot, render_mermaid, render_text};
+use plan_core::{
+    Limits, Plan, PlanGraph, RunId, RunState, render_dot, render_mermaid, render_text,
+};
 use plan_exec::RunStore;
 
 use crate::cli::{GraphArgs, GraphFormat};
@@ -14,14 +16,16 @@ use crate::session;
 
 /// Runs the command.
 pub async fn run(args: GraphArgs) -> anyhow::Result<ExitCode> {
-    let (plan, state) = match (&args.plan, &args.run) {
-        (Some(path), _) => (load_plan_file(path)?, None),
-        (None, Some(id)) => run_plan(id, &args).await?,
+    let (graph, state) = match (&args.plan, &args.run) {
+        (Some(path), _) => (load_plan_graph(path, args.max_steps)?, None),
+        (None, Some(id)) => {
+            let (plan, state) = run_plan(id, &args).await?;
+            let graph = render::graph(&plan)
+                .ok_or_else(|| Usage::new("the run's plan is not valid: it cannot be drawn"))?;
+            (graph, state)
+        }
         (None, None) => return Err(Usage::new("give a plan file or --run RUN_ID").into()),
     };
-    let graph = render::graph(&plan).ok_or_else(|| {
-        Usage::new("the plan is not valid: run `plan graph` on its file to see why")
-    })?;
     let state = state.as_ref();
     let text = match args.format {
         GraphFormat::Tree => render_text(&graph, state),
@@ -58,8 +62,14 @@ async fn run_plan(id: &str, args: &GraphArgs) -> anyhow::Result<(Plan, Option<Ru
     Ok((plan, state))
 }
 
-/// Reads and validates a plan file; every problem is listed in one usage error.
-pub fn load_plan_file(path: &Path) -> anyhow::Result<Plan> {
+/// Reads and validates a plan file of at most `max_steps` steps; every problem is listed
+/// in one usage error.
+pub fn load_plan_file(path: &Path, max_steps: usize) -> anyhow::Result<Plan> {
+    Ok(load_plan_graph(path, max_steps)?.plan().clone())
+}
+
+/// Reads and validates a plan file of at most `max_steps` steps, as a graph.
+pub fn load_plan_graph(path: &Path, max_steps: usize) -> anyhow::Result<PlanGraph> {
     let text = read_input(path)?;
     let name = if path == Path::new("-") {
         "standard input".to_owned()
@@ -71,6 +81,18 @@ pub fn load_plan_file(path: &Path) -> anyhow::Result<Plan> {
             "{name} is not a plan: {e}\n  a plan is {{\"goal\": \"...\", \"steps\": [{{\"id\": \"a\", \"description\": \"...\", \"dependencies\": []}}]}}"
         ))
     })?;
-    PlanGraph::new(plan.clone()).map_err(|errors| Usage::new(format!("{name}: {errors}")))?;
-    Ok(plan)
+    let limits = Limits::with_max_steps(max_steps);
+    let graph = PlanGraph::with_limits(plan, &limits).map_err(|errors| {
+        let over = errors
+            .problems
+            .iter()
+            .any(|p| matches!(p, plan_core::PlanProblem::TooManySteps { .. }));
+        let hint = if over {
+            format!("\n  hint: raise --max-steps (now {max_steps})")
+        } else {
+            String::new()
+        };
+        Usage::new(format!("{name}: {errors}{hint}"))
+    })?;
+    Ok(graph)
 }

@@ -71,7 +71,7 @@ pub async fn run(args: RunArgs, quiet: bool) -> anyhow::Result<ExitCode> {
 
 /// `plan exec PLAN.json`.
 pub async fn exec(args: ExecArgs, quiet: bool) -> anyhow::Result<ExitCode> {
-    let plan = load_plan_file(&args.plan)?;
+    let plan = load_plan_file(&args.plan, args.max_steps)?;
     let mut overrides = Overrides {
         model: args.model.clone(),
         execution: args.execution.clone(),

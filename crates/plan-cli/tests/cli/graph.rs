@@ -83,3 +83,41 @@ fn empty_plan_and_missing_file() {
     expect_code(&out, 2);
     assert!(stderr(&out).contains("missing.json"));
 }
+
+/// A layered plan of `n` steps, each depending on the one before it.
+fn chain_plan(n: usize) -> String {
+    let steps: Vec<String> = (0..n)
+        .map(|i| {
+            let deps = if i == 0 {
+                String::new()
+            } else {
+                format!(r#""s{}""#, i - 1)
+            };
+            format!(r#"{{"id": "s{i}", "description": "Step {i}", "dependencies": [{deps}]}}"#)
+        })
+        .collect();
+    format!(
+        r#"{{"goal": "A long chain", "steps": [{}]}}"#,
+        steps.join(", ")
+    )
+}
+
+#[test]
+fn plan_files_of_any_size_up_to_max_steps_are_taken() {
+    let sb = Sandbox::new();
+    let file = sb.write("long.json", &chain_plan(500));
+    // Over the old fixed limit of 200, within the default of 10,000.
+    let out = output(&mut sb.plan(["graph", file.to_str().unwrap(), "--format", "mermaid"]));
+    expect_code(&out, 0);
+    assert!(stdout(&out).contains("s498 --> s499"), "{}", stdout(&out));
+    // A lower cap refuses it, naming the count, the cap and the flag.
+    let out = output(&mut sb.plan(["graph", file.to_str().unwrap(), "--max-steps", "100"]));
+    expect_code(&out, 2);
+    let err = stderr(&out);
+    for needle in ["500 steps", "limit of 100", "--max-steps"] {
+        assert!(err.contains(needle), "{needle} missing: {err}");
+    }
+    let out = output(&mut sb.plan(["exec", file.to_str().unwrap(), "--max-steps", "100"]));
+    expect_code(&out, 2);
+    assert!(stderr(&out).contains("limit of 100"), "{}", stderr(&out));
+}

@@ -316,6 +316,11 @@ pub fn plain_line(kind: &EventKind, p: &Palette) -> Option<String> {
             seconds(*duration_ms)
         ),
         EventKind::Progress { done, total, .. } => format!("progress {done}/{total}"),
+        EventKind::PlanAdjusted { changes } => changes
+            .iter()
+            .map(|c| format!("{warn}note{warn:#}: {c}"))
+            .collect::<Vec<_>>()
+            .join("\n"),
         EventKind::RunFinished { status, .. } => {
             let s = match status {
                 RunStatus::Succeeded => ok,

@@ -248,6 +248,13 @@ pub enum EventKind {
         /// The error that exhausted the step's retries.
         error: String,
     },
+    /// The model's plan was changed on its way to running: re-prompted with its
+    /// problems, repaired, or streamed steps cancelled because the final plan dropped
+    /// them. Every change is listed, so a run never does less than it says silently.
+    PlanAdjusted {
+        /// Each change, in words.
+        changes: Vec<String>,
+    },
     /// The plan was revised after a failure, keeping finished steps.
     Replanned {
         /// The new revision number.
@@ -327,6 +334,7 @@ impl EventKind {
             EventKind::StepFailed { .. } => "step_failed",
             EventKind::StepSkipped { .. } => "step_skipped",
             EventKind::FallbackUsed { .. } => "fallback_used",
+            EventKind::PlanAdjusted { .. } => "plan_adjusted",
             EventKind::Replanned { .. } => "replanned",
             EventKind::LlmCall { .. } => "llm_call",
             EventKind::ToolCall { .. } => "tool_call",

@@ -115,7 +115,7 @@ pub struct Replan {
 
 /// What a run did, in the shape of the CLI's `--json` contract: `run_id`, `status`,
 /// `goal`, `strategy`, `model`, `plan`, `steps`, `answer`, `usage`, `replans`,
-/// `duration_ms`, then `failure` and `replan_log` when there are any, and the extras a
+/// `duration_ms`, `warnings`, then `failure` and `replan_log` when there are any, and the extras a
 /// strategy added (`tree`, `critiques`, `repairs`, ...) as top-level keys.
 ///
 /// Built from the run's journal by [`from_stored`](Self::from_stored): `plan run --json`,
@@ -152,6 +152,10 @@ pub struct RunReport {
     /// Each replan, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub replan_log: Vec<Replan>,
+    /// Every change made to the model's plans (re-prompts, repairs, cancelled streamed
+    /// steps), from the run's `plan_adjusted` events.
+    #[serde(default)]
+    pub warnings: Vec<String>,
     /// Parts a strategy added (`tree`, `critiques`, `repairs`, ...), as top-level keys.
     #[serde(flatten)]
     pub extras: serde_json::Map<String, serde_json::Value>,
@@ -166,6 +170,7 @@ impl RunReport {
     pub fn from_stored(run: &StoredRun) -> Self {
         let mut state = RunState::default();
         let mut replan_log = Vec::new();
+        let mut warnings = Vec::new();
         let mut session_start: Option<Timestamp> = None;
         let mut session_end: Option<Timestamp> = None;
         for e in &run.events {
@@ -176,6 +181,7 @@ impl RunReport {
                     session_end = None;
                 }
                 EventKind::RunFinished { .. } => session_end = Some(e.ts),
+                EventKind::PlanAdjusted { changes } => warnings.extend(changes.iter().cloned()),
                 EventKind::Replanned {
                     revision,
                     reason,
@@ -217,6 +223,7 @@ impl RunReport {
             duration_ms,
             failure: run.failure.clone(),
             replan_log,
+            warnings,
             extras: run.extras.clone(),
             events: run.events.clone(),
         }

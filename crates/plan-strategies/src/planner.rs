@@ -256,6 +256,9 @@ pub struct Planned {
     pub repair: Option<RepairNote>,
     /// Steps handed out while the plan was streaming, in order.
     pub streamed: Vec<Step>,
+    /// Every change made to the model's plan on its way here (re-prompts with their
+    /// problems, repairs), in words, for the run's `plan_adjusted` event and warnings.
+    pub adjustments: Vec<String>,
 }
 
 impl Planned {
@@ -267,6 +270,7 @@ impl Planned {
             attempts: 1,
             repair: None,
             streamed: Vec::new(),
+            adjustments: Vec::new(),
         }
     }
 
@@ -632,6 +636,7 @@ impl LlmPlanner {
         ];
         let mut calls = Vec::new();
         let mut streamed = Vec::new();
+        let mut adjustments = Vec::new();
         let attempts_allowed = 1 + self.config.max_fix_attempts;
         let mut last: Option<(Option<Plan>, Vec<Problem>)> = None;
         for attempt in 1..=attempts_allowed {
@@ -660,6 +665,7 @@ impl LlmPlanner {
                     attempts: attempt,
                     repair: None,
                     streamed,
+                    adjustments,
                 });
             }
             tracing::debug!(
@@ -669,6 +675,14 @@ impl LlmPlanner {
                 "plan reply rejected"
             );
             if attempt < attempts_allowed {
+                adjustments.push(format!(
+                    "the model's plan (reply {attempt}) was sent back: {}",
+                    problems
+                        .iter()
+                        .map(|p| p.text.as_str())
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ));
                 messages.push(Message::assistant(text));
                 messages.push(Message::user(render(
                     "plan_fix",
@@ -701,7 +715,13 @@ impl LlmPlanner {
             });
         }
         tracing::info!(changes = changes.len(), "plan repaired after re-prompting");
+        adjustments.extend(
+            changes
+                .iter()
+                .map(|c| format!("the model's plan was repaired: {c}")),
+        );
         Ok(Planned {
+            adjustments,
             plan,
             calls,
             attempts: attempts_allowed,

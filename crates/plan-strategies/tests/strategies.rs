@@ -180,6 +180,24 @@ async fn malformed_plans_are_fixed_by_re_prompting_with_the_exact_problems() {
     // the conversation keeps the bad replies so the model sees what it wrote
     assert_eq!(planner[2].messages.len(), 6);
     assert_eq!(report.plan.as_ref().unwrap().steps.len(), 3);
+    // every re-prompt is in the report's warnings and a plan_adjusted event
+    assert_eq!(report.warnings.len(), 2, "{:?}", report.warnings);
+    assert!(
+        report.warnings[0].contains("reply 1") && report.warnings[0].contains("not valid JSON")
+    );
+    assert!(
+        report.warnings[1].contains("ghost"),
+        "{:?}",
+        report.warnings
+    );
+    let adjusted = report
+        .events
+        .iter()
+        .filter(|e| matches!(e.kind, EventKind::PlanAdjusted { .. }))
+        .count();
+    assert_eq!(adjusted, 1);
+    let json = serde_json::to_value(&report).unwrap();
+    assert_eq!(json["warnings"].as_array().unwrap().len(), 2);
 }
 
 #[tokio::test]
@@ -212,6 +230,21 @@ async fn plans_still_invalid_after_re_prompting_are_repaired_and_reported() {
     );
     assert!(!note.report.is_empty());
     assert_eq!(fake.planner_requests().len(), 3);
+    // two re-prompts, then each repair, in the warnings
+    assert!(
+        report
+            .warnings
+            .iter()
+            .filter(|w| w.contains("sent back"))
+            .count()
+            == 2
+            && report
+                .warnings
+                .iter()
+                .any(|w| w.contains("repaired") && w.contains("cycle")),
+        "{:?}",
+        report.warnings
+    );
 }
 
 #[tokio::test]
@@ -378,6 +411,15 @@ async fn a_streamed_step_changed_by_the_fix_is_cancelled_and_the_fixed_plan_runs
     let b_id = &report.plan.as_ref().unwrap().steps[1].id;
     assert!(b_id.as_str() == "b" || b_id.as_str() == "b_v2", "{b_id}");
     assert!(report.step("c").is_some());
+    // The old `b` was started and then cancelled: the report says so.
+    assert!(
+        report
+            .warnings
+            .iter()
+            .any(|w| w.contains("streamed step `b` was started, then cancelled")),
+        "{:?}",
+        report.warnings
+    );
 }
 
 #[tokio::test]

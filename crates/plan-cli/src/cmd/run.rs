@@ -133,10 +133,8 @@ pub async fn plan(args: PlanArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         return Err(Code(exit::INTERRUPTED).into());
     }
     let outcome = result.map_err(session::strategy_error)?;
-    for note in &outcome.repairs {
-        for change in &note.changes {
-            eprintln!("note: the model's plan was repaired: {change}");
-        }
+    for change in &outcome.adjustments {
+        eprintln!("note: {change}");
     }
     let text = match args.format {
         PlanFormat::Json => outcome.plan.to_json_pretty(),

@@ -15,6 +15,7 @@ async fn plan_once(cx: &StrategyContext, goal: &str) -> Result<PlanOutcome, Stra
     let planned = cx.planner.plan(&PlanRequest::new(goal)).await?;
     let mut out = PlanOutcome::new(planned.plan).with_calls(planned.calls);
     out.repairs.extend(planned.repair);
+    out.adjustments = planned.adjustments;
     Ok(out)
 }
 
@@ -178,6 +179,7 @@ impl Strategy for Reflective {
         calls.extend(planned.calls.iter().cloned());
         let mut repairs = Vec::new();
         repairs.extend(planned.repair.clone());
+        let mut adjustments = planned.adjustments.clone();
         let mut critiques = Vec::new();
         for _ in 0..cx.options.reflection_rounds {
             let verdict = critique(
@@ -199,11 +201,13 @@ impl Strategy for Reflective {
                 .await?;
             calls.extend(improved.calls.iter().cloned());
             repairs.extend(improved.repair.clone());
+            adjustments.extend(improved.adjustments.iter().cloned());
             planned = improved;
         }
         let mut out = PlanOutcome::new(planned.plan).with_calls(calls);
         out.critiques = critiques;
         out.repairs = repairs;
+        out.adjustments = adjustments;
         Ok(out)
     }
 

@@ -102,6 +102,7 @@ pub(super) async fn drive(
         );
         let planned = cx.planner.plan(&request).await?;
         cx.record_calls(session, &planned.calls);
+        cx.record_adjustments(session, &planned.adjustments);
         add_repairs(session, planned.repair.as_slice());
         if let Some(catalogue) = &cx.agents {
             catalogue.check_plan(&planned.plan)?;

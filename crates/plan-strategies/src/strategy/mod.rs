@@ -120,6 +120,8 @@ pub struct PlanOutcome {
     pub critiques: Vec<Critique>,
     /// Repairs applied to model plans.
     pub repairs: Vec<RepairNote>,
+    /// Every change made to the model's plan (re-prompts, repairs), in words.
+    pub adjustments: Vec<String>,
     /// The model calls made.
     pub calls: Vec<LlmCall>,
     /// Model usage of those calls.
@@ -134,6 +136,7 @@ impl PlanOutcome {
             tree: None,
             critiques: Vec::new(),
             repairs: Vec::new(),
+            adjustments: Vec::new(),
             calls: Vec::new(),
             usage: Usage::default(),
         }
@@ -323,15 +326,26 @@ impl StrategyContext {
         }
     }
 
-    /// Records a plan outcome's calls, and its critiques and repairs as report extras.
+    /// Records a plan outcome's calls and adjustments (`plan_adjusted`), and its critiques
+    /// and repairs as report extras.
     pub fn record_plan_outcome(&self, session: &RunSession, outcome: &PlanOutcome) {
         self.record_calls(session, &outcome.calls);
+        self.record_adjustments(session, &outcome.adjustments);
         if !outcome.critiques.is_empty()
             && let Ok(v) = serde_json::to_value(&outcome.critiques)
         {
             session.set_extra("critiques", v);
         }
         add_repairs(session, &outcome.repairs);
+    }
+
+    /// Emits `plan_adjusted` listing `changes` made to the model's plan (none: nothing).
+    pub fn record_adjustments(&self, session: &RunSession, changes: &[String]) {
+        if !changes.is_empty() {
+            session.emit(EventKind::PlanAdjusted {
+                changes: changes.to_vec(),
+            });
+        }
     }
 
     /// Runs `start` in `session`; with `replan`, replans after each failure from the

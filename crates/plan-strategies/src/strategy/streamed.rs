@@ -42,6 +42,7 @@ pub(super) async fn run_streamed(
     );
     let (planned, execution) = tokio::join!(planning, executing);
     let planned = planned?;
+    cx.record_adjustments(session, &planned.adjustments);
     add_repairs(session, planned.repair.as_slice());
     if streamed_consistent(&planned) {
         let execution = execution?;
@@ -71,6 +72,34 @@ pub(super) async fn run_streamed(
             _ => {}
         }
     }
+    // Streamed steps that the final plan dropped or changed were stopped (the stream's
+    // execution was cancelled): say so.
+    let started: Vec<&StepId> = match &execution {
+        Ok(r) => r
+            .steps
+            .iter()
+            .filter(|s| s.attempts > 0)
+            .map(|s| &s.id)
+            .collect(),
+        Err(_) => planned.streamed.iter().map(|s| &s.id).collect(),
+    };
+    let mut cancelled = Vec::new();
+    for id in started {
+        let kept_as_is = kept.contains_key(id);
+        if !kept_as_is {
+            let why = match renames.get(id) {
+                Some(new) => format!("the fixed plan changed it; it runs again as `{new}`"),
+                None if plan.step(id.as_str()).is_some() => {
+                    "it had not finished; it runs again in the fixed plan".to_owned()
+                }
+                None => "the fixed plan dropped it".to_owned(),
+            };
+            cancelled.push(format!(
+                "streamed step `{id}` was started, then cancelled: {why}"
+            ));
+        }
+    }
+    cx.record_adjustments(session, &cancelled);
     for s in &mut plan.steps {
         if let Some(new) = renames.get(&s.id) {
             s.id = new.clone();

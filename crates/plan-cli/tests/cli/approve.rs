@@ -16,12 +16,23 @@ fn approve(
     answers: &str,
     editor: Option<&str>,
 ) -> std::process::Output {
+    approve_with(sb, server, answers, editor, &[])
+}
+
+fn approve_with(
+    sb: &Sandbox,
+    server: &crate::support::fake_openai::FakeOpenAi,
+    answers: &str,
+    editor: Option<&str>,
+    extra: &[&str],
+) -> std::process::Output {
     let mut args = vec![
         "run".to_owned(),
         "Compare two things".into(),
         "--approve".into(),
         "--json".into(),
     ];
+    args.extend(extra.iter().map(|s| (*s).to_owned()));
     args.extend(model_flags(server));
     let mut cmd = sb.plan(&args);
     if let Some(editor) = editor {
@@ -122,4 +133,46 @@ fn editor_that_changes_nothing_goes_back_to_the_question() {
     assert!(err.contains("left unchanged"), "{err}");
     assert!(err.contains("unknown answer"), "{err}");
     assert_eq!(server.count("Your step"), 0);
+}
+
+#[test]
+fn an_approved_plan_replans_under_adaptive() {
+    use crate::support::fake_openai::Reply;
+    let sb = Sandbox::new();
+    let server = agent_server(DIAMOND);
+    server.on_first(&step_prompt("b"), Reply::Error(400));
+    server.on_first(
+        "Plan again from the current state",
+        Reply::Text(
+            r#"{"goal": "Compare two things", "steps": [
+            {"id": "b2", "description": "Describe the second thing from memory", "dependencies": []},
+            {"id": "c2", "description": "Compare them", "dependencies": ["a", "b2"]}]}"#
+                .to_owned(),
+        ),
+    );
+    let out = approve_with(&sb, &server, "r\n", None, &["--strategy", "adaptive"]);
+    expect_code(&out, 0);
+    let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["status"], "succeeded", "{v:#}");
+    assert_eq!(v["replans"], 1, "{v:#}");
+    assert_eq!(server.count(&step_prompt("a")), 1);
+}
+
+#[test]
+fn an_approved_hierarchical_plan_keeps_its_goal_tree() {
+    let sb = Sandbox::new();
+    let server = agent_server(DIAMOND);
+    let out = approve_with(&sb, &server, "r\n", None, &["--strategy", "hierarchical"]);
+    expect_code(&out, 0);
+    let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["status"], "succeeded", "{v:#}");
+    let tree = &v["tree"];
+    assert_eq!(tree["status"], "completed", "{v:#}");
+    let children: Vec<&str> = tree["children"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(children, ["gather", "write"], "{v:#}");
 }

@@ -20,6 +20,9 @@ use crate::strategy::{
     PlanOutcome, PlanStart, Strategy, StrategyContext, StrategyKind, StrategyRegistry,
 };
 
+/// Adds routes to the default router ([`AgentBuilder::routes`]).
+type RouteFn = Box<dyn FnOnce(Router) -> Router + Send>;
+
 /// Builds an [`Agent`]; see [`Agent::builder`].
 #[must_use]
 pub struct AgentBuilder {
@@ -28,6 +31,7 @@ pub struct AgentBuilder {
     planner_config: PlannerConfig,
     executor: Option<Arc<dyn StepExecutor>>,
     sandbox: Option<Arc<dyn Sandbox>>,
+    routes: Option<RouteFn>,
     strategy: Arc<dyn Strategy>,
     registry: StrategyRegistry,
     options: StrategyOptions,
@@ -132,6 +136,22 @@ impl AgentBuilder {
         self
     }
 
+    /// Adds routes on top of the default routing (code steps to the sandbox, every other
+    /// step to the model): `routes` gets the default [`Router`] and returns it with more
+    /// routes (by kind or agent), e.g. a research agent's. Ignored when
+    /// [`executor`](Self::executor) is set.
+    pub fn routes(mut self, routes: impl FnOnce(Router) -> Router + Send + 'static) -> Self {
+        self.routes = Some(Box::new(routes));
+        self
+    }
+
+    /// Extra guidance for the planner's system prompt (what the steps can do, how to
+    /// shape the plan).
+    pub fn planner_guidance(mut self, guidance: impl Into<String>) -> Self {
+        self.planner_config.guidance = Some(guidance.into());
+        self
+    }
+
     /// The sandbox that code steps run in (default: [`SandboxChoice::Auto`], opened on
     /// the first code step: bubblewrap when it works here, otherwise code steps fail with
     /// an error that says how to install it). [`SandboxChoice::lazy`] turns a user's
@@ -228,12 +248,14 @@ impl AgentBuilder {
                     .sandbox
                     .unwrap_or_else(|| Arc::new(SandboxChoice::Auto.lazy()));
                 let code = Arc::new(CodeStepExecutor::new(provider.clone(), sandbox));
-                Arc::new(
-                    Router::default()
-                        .with_default(LlmStepExecutor::new(provider.clone()))
-                        .route_kind(StepKind::Code, code.clone())
-                        .route_programs(code),
-                )
+                let router = Router::default()
+                    .with_default(LlmStepExecutor::new(provider.clone()))
+                    .route_kind(StepKind::Code, code.clone())
+                    .route_programs(code);
+                Arc::new(match self.routes {
+                    Some(add) => add(router),
+                    None => router,
+                })
             }
         };
         let model = self.model.unwrap_or_else(|| provider.name().to_owned());
@@ -314,6 +336,7 @@ impl Agent {
             planner_config: PlannerConfig::default(),
             executor: None,
             sandbox: None,
+            routes: None,
             strategy: Arc::new(StrategyKind::default()),
             registry: StrategyRegistry::builtin(),
             options: StrategyOptions::default(),

@@ -57,6 +57,9 @@ pub struct PlannerConfig {
     pub max_tokens: Option<u32>,
     /// The most characters of a finished step's output shown when replanning (default 1500).
     pub output_cap: usize,
+    /// Extra guidance for the planner (what the steps can do, how to shape the plan), put
+    /// in its system prompt.
+    pub guidance: Option<String>,
 }
 
 impl Default for PlannerConfig {
@@ -69,6 +72,7 @@ impl Default for PlannerConfig {
             temperature: None,
             max_tokens: None,
             output_cap: 1500,
+            guidance: None,
         }
     }
 }
@@ -84,6 +88,12 @@ impl PlannerConfig {
     /// Sets how many times a bad reply is re-prompted.
     pub fn with_max_fix_attempts(mut self, n: u32) -> Self {
         self.max_fix_attempts = n;
+        self
+    }
+
+    /// Sets extra guidance for the planner's system prompt.
+    pub fn with_guidance(mut self, guidance: impl Into<String>) -> Self {
+        self.guidance = Some(guidance.into());
         self
     }
 
@@ -437,6 +447,7 @@ impl LlmPlanner {
             agents: &'a [AgentInfo],
             kinds: Vec<&'static str>,
             schema: String,
+            guidance: Option<&'a str>,
         }
         render(
             "plan_system",
@@ -444,6 +455,7 @@ impl LlmPlanner {
                 min_steps: self.config.min_steps,
                 max_steps: self.config.max_steps,
                 agents: &self.config.agents,
+                guidance: self.config.guidance.as_deref(),
                 kinds: plan_core::StepKind::ALL
                     .iter()
                     .map(|k| k.as_str())

@@ -1217,3 +1217,38 @@ async fn a_failed_verification_reaches_the_replanner_under_adaptive() {
     assert!(replan.contains("24 is not 25"), "{replan}");
     assert_eq!(fake.step_requests(), ["count", "check", "recount"]);
 }
+
+#[tokio::test]
+async fn added_routes_keep_the_default_ones_and_guidance_reaches_the_planner() {
+    let plan = r#"{"goal": "g", "steps": [
+        {"id": "find", "description": "Find the facts", "kind": "search"},
+        {"id": "square", "description": "Print 7 squared", "kind": "code", "dependencies": ["find"]}]}"#;
+    let fake = Fake::non_streaming().plan(plan);
+    let report = agent(&fake, StrategyKind::Dag)
+        .sandbox(plan_exec::SandboxChoice::None.lazy())
+        .routes(|router| {
+            router.route_kind(
+                plan_core::StepKind::Search,
+                plan_exec::executor_fn(|_| async { Ok("found by the added route".to_owned()) }),
+            )
+        })
+        .planner_guidance("Search the documents before you answer.")
+        .build()
+        .unwrap()
+        .run("g")
+        .await
+        .unwrap();
+    assert_eq!(
+        report.step("find").unwrap().output.as_deref(),
+        Some("found by the added route")
+    );
+    // The code step still goes to the sandbox (off here), not to a plain model call.
+    let error = report.step("square").unwrap().error.clone().unwrap();
+    assert!(error.contains("code steps are disabled"), "{error}");
+    assert!(fake.step_requests().is_empty());
+    let system = system_text(&fake.planner_requests()[0]);
+    assert!(
+        system.contains("Search the documents before you answer."),
+        "{system}"
+    );
+}

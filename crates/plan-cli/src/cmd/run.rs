@@ -326,7 +326,7 @@ async fn research(
     dir: &std::path::Path,
     provider: std::sync::Arc<dyn plan_llm::Provider>,
 ) -> anyhow::Result<plan_strategies::AgentBuilder> {
-    use plan_exec::{LlmStepExecutor, LocalIndexConfig, Router};
+    use plan_exec::LocalIndexConfig;
     use plan_strategies::{AnswerSource, ResearchConfig, ResearchSetup, research_catalogue};
 
     if !dir.is_dir() {
@@ -343,9 +343,12 @@ async fn research(
     let setup = ResearchSetup::open(config, provider.clone(), ResearchConfig::default())
         .await
         .map_err(|e| anyhow::anyhow!("cannot index {}: {e}", dir.display()))?;
-    let router = setup.routes(Router::default().with_default(LlmStepExecutor::new(provider)));
+    // The research routes go on top of the default ones: code steps still run in the
+    // sandbox chosen with --sandbox, and the planner is told what the documents are.
+    let guidance = setup.planner_guidance();
     Ok(builder
-        .executor(router)
+        .routes(move |router| setup.routes(router))
+        .planner_guidance(guidance)
         .agents(research_catalogue())
         .answer_source(AnswerSource::SynthesizeStep))
 }

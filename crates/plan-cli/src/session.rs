@@ -10,8 +10,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use plan_core::Event;
 use plan_exec::{CancelToken, ChannelSink, SqliteStore, event_channel};
 use plan_llm::{
-    LlmError, ModelSpec, Provider, ProviderConfig, ProviderExt, RetryPolicy, UsageMeter,
-    build_provider,
+    LlmError, ModelSpec, Provider, ProviderConfig, ProviderExt, UsageMeter, build_provider,
 };
 use plan_llm_local::{FetchEvent, LocalConfig, LocalModel, ModelStore};
 use plan_strategies::{Agent, AgentBuilder, StrategyError, StrategyRegistry};
@@ -100,12 +99,9 @@ pub fn provider(settings: &Settings, quiet: bool) -> anyhow::Result<Arc<dyn Prov
                 config = config.with_base_url(url.clone());
             }
             let remote = build_provider(&spec, &config).map_err(|e| Usage::new(llm_message(&e)))?;
-            // Remote calls are retried (429, 5xx, resets) and bounded in time.
-            Arc::new(
-                remote
-                    .with_timeout(Duration::from_secs(300))
-                    .with_retry(RetryPolicy::default()),
-            )
+            // Remote calls are bounded in time; the agent retries them (its one retry
+            // layer, outside this timeout).
+            Arc::new(remote.with_timeout(Duration::from_secs(300)))
         }
     };
     Ok(match settings.budget_tokens {

@@ -94,14 +94,14 @@ impl StepError {
     }
 }
 
+/// A model call's error as a step error. Provider errors are retried in one place, the
+/// provider's retry layer (`plan_llm::ProviderExt::with_retry`; the `Agent` adds it by
+/// default), so a step does not retry them again: by the time one reaches a step the
+/// provider has given up, and the step's fallback (or a replan) is what comes next.
 impl From<plan_llm::LlmError> for StepError {
     fn from(e: plan_llm::LlmError) -> Self {
         match e {
             plan_llm::LlmError::Cancelled => StepError::cancelled(),
-            e if e.is_retryable() => StepError {
-                retry_after: e.retry_after(),
-                ..StepError::retryable(e.to_string())
-            },
             e => StepError::fatal(e.to_string()),
         }
     }

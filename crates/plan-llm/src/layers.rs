@@ -38,6 +38,9 @@ pub struct RetryPolicy {
     pub max_delay: Duration,
     /// The longest server-requested delay honoured; asking for more ends the retries.
     pub max_retry_after: Duration,
+    /// The most time one call may spend waiting between its attempts, in all; a retry
+    /// that would wait beyond it is not made.
+    pub max_total_delay: Duration,
     /// Adds random jitter to backoff delays (not to server-requested ones).
     pub jitter: bool,
 }
@@ -48,7 +51,8 @@ impl Default for RetryPolicy {
             max_attempts: 4,
             initial_delay: Duration::from_millis(500),
             max_delay: Duration::from_secs(30),
-            max_retry_after: Duration::from_secs(120),
+            max_retry_after: Duration::from_secs(60),
+            max_total_delay: Duration::from_secs(90),
             jitter: true,
         }
     }
@@ -79,6 +83,12 @@ impl RetryPolicy {
         self
     }
 
+    /// Sets the most time one call may wait between attempts, in all.
+    pub fn with_max_total_delay(mut self, d: Duration) -> Self {
+        self.max_total_delay = d;
+        self
+    }
+
     /// Turns backoff jitter on or off.
     pub fn with_jitter(mut self, yes: bool) -> Self {
         self.jitter = yes;
@@ -94,14 +104,28 @@ impl RetryPolicy {
         if self.jitter { b.with_jitter() } else { b }
     }
 
-    /// The delay before the next attempt: the server's, else the backoff's; `None` stops.
-    fn next_delay(&self, error: &LlmError, backoff: Option<Duration>) -> Option<Duration> {
+    /// The delay before the next attempt: the server's, else the backoff's; `None` stops,
+    /// also when the call's waits (`waited` so far) would pass `max_total_delay`.
+    fn next_delay(
+        &self,
+        error: &LlmError,
+        backoff: Option<Duration>,
+        waited: &std::sync::Mutex<Duration>,
+    ) -> Option<Duration> {
         let backoff = backoff?;
-        match error.retry_after() {
-            Some(asked) if asked > self.max_retry_after => None,
-            Some(asked) => Some(asked),
-            None => Some(backoff),
+        let delay = match error.retry_after() {
+            Some(asked) if asked > self.max_retry_after => return None,
+            Some(asked) => asked,
+            None => backoff,
+        };
+        let mut waited = waited
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if *waited + delay > self.max_total_delay {
+            return None;
         }
+        *waited += delay;
+        Some(delay)
     }
 }
 
@@ -138,11 +162,12 @@ impl<P: Provider> Provider for Retry<P> {
 
     async fn complete(&self, request: &Request) -> Result<Response, LlmError> {
         let name = self.inner.name();
+        let waited = std::sync::Mutex::new(Duration::ZERO);
         (|| self.inner.complete(request))
             .retry(self.policy.backoff())
             .sleep(tokio::time::sleep)
             .when(LlmError::is_retryable)
-            .adjust(|e, d| self.policy.next_delay(e, d))
+            .adjust(|e, d| self.policy.next_delay(e, d, &waited))
             .notify(|e, d| tracing::warn!(provider = name, error = %e, delay = ?d, "retrying"))
             .await
     }
@@ -163,10 +188,11 @@ impl<P: Provider> Provider for Retry<P> {
                 None => Ok(stream),
             }
         };
+        let waited = std::sync::Mutex::new(Duration::ZERO);
         open.retry(self.policy.backoff())
             .sleep(tokio::time::sleep)
             .when(LlmError::is_retryable)
-            .adjust(|e, d| self.policy.next_delay(e, d))
+            .adjust(|e, d| self.policy.next_delay(e, d, &waited))
             .notify(|e, d| tracing::warn!(provider = name, error = %e, delay = ?d, "retrying"))
             .await
     }

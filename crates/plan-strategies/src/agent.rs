@@ -9,7 +9,7 @@ use plan_exec::{
     RunRecord, RunReport, RunSession, RunStore, Runner, Sandbox, SandboxChoice, SessionBuilder,
     StepExecutor,
 };
-use plan_llm::Provider;
+use plan_llm::{Provider, ProviderExt as _, RetryPolicy};
 
 use crate::agents::AgentCatalogue;
 use crate::answer;
@@ -32,6 +32,7 @@ pub struct AgentBuilder {
     executor: Option<Arc<dyn StepExecutor>>,
     sandbox: Option<Arc<dyn Sandbox>>,
     routes: Option<RouteFn>,
+    retry: Option<RetryPolicy>,
     strategy: Arc<dyn Strategy>,
     registry: StrategyRegistry,
     options: StrategyOptions,
@@ -136,6 +137,21 @@ impl AgentBuilder {
         self
     }
 
+    /// How model calls are retried (429, 5xx, timeouts, resets): the one retry layer of a
+    /// run, wrapped around the provider. Default: [`RetryPolicy::default`] (at most 4
+    /// attempts a call, `Retry-After` honoured up to a cap, a bounded total wait). Steps
+    /// do not retry model errors again; their fallback or a replan comes next.
+    pub fn provider_retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = Some(policy);
+        self
+    }
+
+    /// Calls the provider without a retry layer (yours already retries).
+    pub fn without_provider_retry(mut self) -> Self {
+        self.retry = None;
+        self
+    }
+
     /// Adds routes on top of the default routing (code steps to the sandbox, every other
     /// step to the model): `routes` gets the default [`Router`] and returns it with more
     /// routes (by kind or agent), e.g. a research agent's. Ignored when
@@ -230,6 +246,10 @@ impl AgentBuilder {
             return Err(StrategyError::Config(
                 "the agent has no model: call .provider(..) on the builder".to_owned(),
             ));
+        };
+        let provider: Arc<dyn Provider> = match self.retry {
+            Some(policy) => Arc::new(provider.with_retry(policy)),
+            None => provider,
         };
         let mut planner_config = self.planner_config.clone();
         if let Some(catalogue) = &self.agents
@@ -337,6 +357,7 @@ impl Agent {
             executor: None,
             sandbox: None,
             routes: None,
+            retry: Some(RetryPolicy::default()),
             strategy: Arc::new(StrategyKind::default()),
             registry: StrategyRegistry::builtin(),
             options: StrategyOptions::default(),

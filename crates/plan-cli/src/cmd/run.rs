@@ -340,6 +340,10 @@ async fn research(
     if let Some(cache) = dirs::cache_dir() {
         config = config.with_cache_dir(cache.join("plan").join("index"));
     }
+    // The research agent's own model calls get the same one retry layer as the agent's.
+    let provider: std::sync::Arc<dyn plan_llm::Provider> = std::sync::Arc::new(
+        plan_llm::ProviderExt::with_retry(provider, plan_llm::RetryPolicy::default()),
+    );
     let setup = ResearchSetup::open(config, provider.clone(), ResearchConfig::default())
         .await
         .map_err(|e| anyhow::anyhow!("cannot index {}: {e}", dir.display()))?;

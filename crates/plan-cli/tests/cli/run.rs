@@ -671,3 +671,49 @@ fn nonsense_counts_are_usage_errors() {
         );
     }
 }
+
+#[test]
+fn a_persistent_server_error_is_retried_in_one_layer_then_the_run_replans() {
+    let plan = r#"{"goal": "Compare two things", "steps": [
+        {"id": "a", "description": "Describe the first thing", "dependencies": []},
+        {"id": "b", "description": "Describe the second thing", "dependencies": []},
+        {"id": "c", "description": "Compare them", "dependencies": ["a", "b"]},
+        {"id": "d", "description": "Summarise", "dependencies": ["c"]}]}"#;
+    let sb = Sandbox::new();
+    let server = agent_server(plan);
+    // `b` always gets HTTP 500.
+    server.on_first(&step_prompt("b"), Reply::Error(500));
+    server.on_first(
+        "Plan again from the current state",
+        Reply::Text(
+            r#"{"goal": "Compare two things", "steps": [
+            {"id": "b2", "description": "Describe the second thing from memory", "dependencies": []},
+            {"id": "c2", "description": "Compare them", "dependencies": ["a", "b2"]},
+            {"id": "d2", "description": "Summarise", "dependencies": ["c2"]}]}"#
+                .to_owned(),
+        ),
+    );
+    let v = run_json(
+        &sb,
+        &args(
+            &[
+                "run",
+                "Compare two things",
+                "--json",
+                "--strategy",
+                "adaptive",
+            ],
+            model_flags(&server),
+        ),
+    );
+    assert_eq!(v["status"], "succeeded", "{v:#}");
+    assert_eq!(v["replans"], 1);
+    // The provider layer makes at most 4 attempts; the step does not retry them again.
+    assert_eq!(server.count(&step_prompt("b")), 4, "{v:#}");
+    let b = v["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == "b");
+    assert!(b.is_none(), "b was replaced by the replan: {v:#}");
+}

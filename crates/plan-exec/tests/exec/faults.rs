@@ -120,12 +120,8 @@ async fn a_retry_waits_as_long_as_the_server_asked() {
         async move {
             t.fetch_add(1, Ordering::SeqCst);
             if ctx.attempt() == 1 {
-                // As a 429 with `Retry-After: 2` arrives through plan-llm.
-                Err(StepError::from(plan_llm::LlmError::RateLimited {
-                    provider: "fake".into(),
-                    message: "slow down".into(),
-                    retry_after: Some(Duration::from_secs(2)),
-                }))
+                // A tool's service answered 429 with `Retry-After: 2`.
+                Err(StepError::retryable("slow down").with_retry_after(Duration::from_secs(2)))
             } else {
                 Ok("ok".to_owned())
             }

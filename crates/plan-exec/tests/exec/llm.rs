@@ -94,7 +94,7 @@ async fn runs_a_plan_with_llm_call_events_and_usage() {
 }
 
 #[tokio::test]
-async fn retryable_model_errors_are_retried_and_others_are_fatal() {
+async fn model_errors_are_retried_by_the_provider_layer_only() {
     let server_error = || {
         Reply::error(LlmError::Server {
             provider: "scripted".into(),
@@ -103,18 +103,43 @@ async fn retryable_model_errors_are_retried_and_others_are_fatal() {
             retry_after: None,
         })
     };
+    let options =
+        RunOptions::default().with_policy(StepPolicy::default().with_backoff(Backoff::none()));
+    // A provider without a retry layer: the step does not retry the model's error itself
+    // (one retry layer), so it fails after one request.
     let model = ScriptedModel::new()
         .reply(server_error())
         .reply(Reply::text("second time lucky"));
-    let runner = Runner::parallel(LlmStepExecutor::new(model.clone())).with_options(
-        RunOptions::default().with_policy(StepPolicy::default().with_backoff(Backoff::none())),
+    let runner =
+        Runner::parallel(LlmStepExecutor::new(model.clone())).with_options(options.clone());
+    let report = runner
+        .run(Plan::new("g", vec![Step::new("a", "do a")]))
+        .await
+        .unwrap();
+    assert_eq!(
+        report.step("a").unwrap().status,
+        plan_core::StepStatus::Failed
     );
+    assert_eq!(report.step("a").unwrap().attempts, 1);
+    assert_eq!(model.requests().len(), 1);
+    // With the provider's retry layer, the call is retried there, once per step attempt.
+    let model = ScriptedModel::new()
+        .reply(server_error())
+        .reply(Reply::text("second time lucky"));
+    let retried = plan_llm::ProviderExt::with_retry(
+        model.clone(),
+        plan_llm::RetryPolicy::default()
+            .with_initial_delay(Duration::from_millis(1))
+            .with_jitter(false),
+    );
+    let runner = Runner::parallel(LlmStepExecutor::new(retried)).with_options(options);
     let report = runner
         .run(Plan::new("g", vec![Step::new("a", "do a")]))
         .await
         .unwrap();
     assert_eq!(report.output("a"), Some("second time lucky"));
-    assert_eq!(report.step("a").unwrap().attempts, 2);
+    assert_eq!(report.step("a").unwrap().attempts, 1);
+    assert_eq!(model.requests().len(), 2);
 
     let bad = ScriptedModel::new().reply(Reply::error(LlmError::BadRequest {
         provider: "scripted".into(),

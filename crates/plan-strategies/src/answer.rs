@@ -73,11 +73,35 @@ pub(crate) async fn finish(
     Ok(session.finish(ex.status, answer, ex.failure).await?)
 }
 
+/// What the synthesis reads: every step of a plan within
+/// [`synthesis_step_cap`](StrategyOptions::synthesis_step_cap), else the final steps (no
+/// other step depends on them; they carry the rest), at most the cap of them, and a line
+/// saying how many were left out. Each output is capped too, so the prompt stays bounded
+/// however large the plan.
 fn synthesis_inputs(ex: &Outcome, options: &StrategyOptions) -> Vec<SynthesisInput> {
     let cap = options.synthesis_output_cap;
-    ex.plan
+    let step_cap = options.synthesis_step_cap.max(1);
+    let depended: HashSet<&StepId> = ex
+        .plan
         .steps
         .iter()
+        .flat_map(|s| s.dependencies.iter())
+        .collect();
+    let chosen: Vec<&plan_core::Step> = if ex.plan.steps.len() <= step_cap {
+        ex.plan.steps.iter().collect()
+    } else {
+        let sinks: Vec<&plan_core::Step> = ex
+            .plan
+            .steps
+            .iter()
+            .filter(|s| !depended.contains(&s.id))
+            .collect();
+        // The last ones in plan order when even the final steps are too many.
+        sinks[sinks.len().saturating_sub(step_cap)..].to_vec()
+    };
+    let left_out = ex.plan.steps.len() - chosen.len();
+    let mut inputs: Vec<SynthesisInput> = chosen
+        .into_iter()
         .map(|s| {
             let r = ex.steps.iter().find(|r| r.id == s.id);
             SynthesisInput {
@@ -91,7 +115,19 @@ fn synthesis_inputs(ex: &Outcome, options: &StrategyOptions) -> Vec<SynthesisInp
                 error: r.and_then(|r| r.error.clone()),
             }
         })
-        .collect()
+        .collect();
+    if left_out > 0 {
+        inputs.push(SynthesisInput {
+            id: "(others)".to_owned(),
+            description: format!(
+                "{left_out} earlier steps are not shown: their results are carried by the steps above"
+            ),
+            status: "completed".to_owned(),
+            output: None,
+            error: None,
+        });
+    }
+    inputs
 }
 
 /// The output of the plan's last succeeded `synthesize` step that no other step depends on.

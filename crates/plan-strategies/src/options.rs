@@ -43,6 +43,10 @@ pub struct StrategyOptions {
     pub planning: PlanningMode,
     /// The most characters of each step output the synthesis sees (default 2000).
     pub synthesis_output_cap: usize,
+    /// The most steps the synthesis reads (default 24). A larger plan is summarised from
+    /// its final steps (those no other step depends on), and the prompt says how many
+    /// steps were left out.
+    pub synthesis_step_cap: usize,
     /// Whether to write an answer with a final model call (default true).
     pub synthesize: bool,
     /// Where the answer comes from (default: a synthesis call).
@@ -59,6 +63,7 @@ impl Default for StrategyOptions {
             reflection_rounds: 2,
             planning: PlanningMode::Streamed,
             synthesis_output_cap: 2000,
+            synthesis_step_cap: 24,
             synthesize: true,
             answer: AnswerSource::SynthesisCall,
         }

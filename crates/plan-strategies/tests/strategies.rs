@@ -1252,3 +1252,32 @@ async fn added_routes_keep_the_default_ones_and_guidance_reaches_the_planner() {
         "{system}"
     );
 }
+
+#[tokio::test]
+async fn synthesis_over_a_large_plan_reads_its_final_steps_only() {
+    // A fan-in: 40 parts, then one step joining them.
+    let mut steps: Vec<plan_core::Step> = (0..40)
+        .map(|i| plan_core::Step::new(format!("part{i}"), format!("Do part {i}")))
+        .collect();
+    let parts: Vec<String> = (0..40).map(|i| format!("part{i}")).collect();
+    steps.push(plan_core::Step::new("join", "Join the parts").depends_on(parts));
+    let plan = plan_core::Plan::new("big", steps);
+    let fake = Fake::non_streaming();
+    let report = agent(&fake, StrategyKind::Dag)
+        .concurrency(16)
+        .build()
+        .unwrap()
+        .execute(plan)
+        .await
+        .unwrap();
+    assert!(report.is_success(), "{:?}", report.failure);
+    let synthesis = fake
+        .requests()
+        .into_iter()
+        .find(|r| system_text(r).contains("final answer"))
+        .unwrap();
+    let text = user_text(&synthesis);
+    assert!(text.contains("### join: Join the parts"), "{text}");
+    assert!(!text.contains("### part0:"), "{text}");
+    assert!(text.contains("40 earlier steps are not shown"), "{text}");
+}

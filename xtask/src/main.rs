@@ -59,6 +59,7 @@ fn bench() -> Result<()> {
     fetch_model::fetch_model()?;
     for (krate, bench) in [
         ("plan-core", "schedule"),
+        ("plan-core", "large_plan"),
         ("plan-exec", "workloads"),
         ("plan-exec", "sandbox"),
         ("plan-strategies", "planned_workloads"),

@@ -106,7 +106,7 @@ enum Setup {
     Paced,
 }
 
-async fn run_once(plan: &Plan, setup: Setup) -> (Duration, usize, bool) {
+async fn run_once(plan: &Plan, setup: Setup) -> (Duration, usize, u64, bool) {
     let steps_server = FakeOpenAi::start(
         FakeOpenAiConfig::default()
             .with_latency(LATENCY)
@@ -148,7 +148,7 @@ async fn run_once(plan: &Plan, setup: Setup) -> (Duration, usize, bool) {
     let report = agent.run(plan.goal.clone()).await.unwrap();
     let took = t.elapsed();
     let calls = steps_server.total_requests() + instant_server.total_requests();
-    (took, calls, report.is_success())
+    (took, calls, report.usage.prompt_tokens, report.is_success())
 }
 
 fn main() {
@@ -162,9 +162,10 @@ fn main() {
             LATENCY.as_millis()
         );
         println!(
-            "{:<20} {:>5} {:>7} {:>17} {:>17} {:>17} {:>6}",
-            "workload", "steps", "ideal", "plan-then-run", "streamed, burst", "streamed, paced", "calls"
+            "{:<20} {:>5} {:>7} {:>17} {:>17} {:>17} {:>6} {:>14}",
+            "workload", "steps", "ideal", "plan-then-run", "streamed, burst", "streamed, paced", "calls", "prompt tokens"
         );
+        let mut all_tokens = 0;
         for Workload {
             name,
             plan,
@@ -175,23 +176,32 @@ fn main() {
             let ideal = LATENCY * (critical_path + 2);
             let mut cells = Vec::new();
             let mut calls = 0;
+            let mut tokens = 0;
             for setup in [Setup::PlanThenRun, Setup::Burst, Setup::Paced] {
-                let (took, n, ok) = run_once(&plan, setup).await;
+                let (took, n, prompt_tokens, ok) = run_once(&plan, setup).await;
                 assert!(ok, "{name}: the run failed");
                 calls = n;
+                if matches!(setup, Setup::PlanThenRun) {
+                    tokens = prompt_tokens;
+                }
                 let ratio = took.as_secs_f64() / ideal.as_secs_f64();
                 cells.push(format!("{:>6.0} ms {:>5.3}", took.as_secs_f64() * 1000.0, ratio));
             }
+            all_tokens += tokens;
             println!(
-                "{:<20} {:>5} {:>4} ms {:>17} {:>17} {:>17} {:>6}",
+                "{:<20} {:>5} {:>4} ms {:>17} {:>17} {:>17} {:>6} {:>14}",
                 name,
                 plan.steps.len(),
                 ideal.as_millis(),
                 cells[0],
                 cells[1],
                 cells[2],
-                calls
+                calls,
+                tokens
             );
         }
+        println!(
+            "\nprompt tokens (chars/4, plan-then-run: planning, steps, synthesis) of all workloads: {all_tokens}"
+        );
     });
 }

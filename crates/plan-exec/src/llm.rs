@@ -12,13 +12,11 @@ use crate::error::StepError;
 use crate::executor::StepExecutor;
 use crate::verdict::Verdict;
 
-const DEFAULT_SYSTEM: &str = "You carry out one step of a plan made to reach a goal. \
-Do only this step, completely and concisely. Build on the outputs of earlier steps when \
-they are given; do not redo them. Reply with the step's result only.";
+const DEFAULT_SYSTEM: &str = "Do only the step given, building on the outputs shown, and \
+reply with its result only.";
 
-const VERIFY_SYSTEM: &str = "You check the work of earlier steps of a plan made to reach a \
-goal. Judge only what you are asked to check, using the outputs given. Be strict and \
-specific.";
+const VERIFY_SYSTEM: &str = "Check strictly only what you are asked, using the outputs shown: \
+your verdict (PASS or FAIL) first, then the reasons.";
 
 /// Runs a step with one call to a model through any [`Provider`].
 ///
@@ -96,30 +94,14 @@ impl<P: Provider> LlmStepExecutor<P> {
             let _ = writeln!(user, "\nExpected output: {expected}");
         }
         if !ctx.dependencies().is_empty() {
-            if verify {
-                let _ = writeln!(user, "\nOutputs to check:");
-            } else {
-                let _ = writeln!(user, "\nOutputs of the steps this one builds on:");
-            }
+            let _ = writeln!(user, "\nOutputs:");
             for dep in ctx.dependencies() {
-                let _ = writeln!(
-                    user,
-                    "\n--- step `{}`: {} ---\n{}",
-                    dep.id, dep.description, dep.output
-                );
+                let _ = writeln!(user, "\n--- step `{}` ---\n{}", dep.id, dep.output);
             }
-            let _ = writeln!(user, "--- end of outputs ---");
-        }
-        if verify {
-            let _ = write!(
-                user,
-                "\nGive your verdict on the first line, `PASS` or `FAIL`, then say briefly \
-                 what is right or wrong."
-            );
-        } else {
-            let _ = write!(user, "\nReply with the result of your step only.");
+            let _ = write!(user, "--- end of outputs ---");
         }
 
+        let user = user.trim_end().to_owned();
         let mut request = Request::new(vec![Message::system(system), Message::user(user)]);
         if verify && self.provider.capabilities().json_schema {
             request.response_format = ResponseFormat::JsonSchema {

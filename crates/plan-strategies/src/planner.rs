@@ -446,9 +446,12 @@ impl LlmPlanner {
             max_steps: usize,
             agents: &'a [AgentInfo],
             kinds: Vec<&'static str>,
-            schema: String,
+            schema: Option<String>,
             guidance: Option<&'a str>,
         }
+        // A provider that enforces the schema gets it with the request, not as text.
+        let schema = (!self.provider.capabilities().json_schema)
+            .then(|| plan_schema(self.config.max_steps).to_string());
         render(
             "plan_system",
             Ctx {
@@ -460,7 +463,7 @@ impl LlmPlanner {
                     .iter()
                     .map(|k| k.as_str())
                     .collect(),
-                schema: plan_schema(self.config.max_steps).to_string(),
+                schema,
             },
         )
     }

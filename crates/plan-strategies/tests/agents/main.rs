@@ -337,7 +337,7 @@ mod team {
         let default_systems = default.systems();
         assert_eq!(default_systems[0], "You are the researcher.");
         assert!(
-            default_systems[2].starts_with("You carry out one step"),
+            default_systems[2].starts_with("Do only the step given"),
             "{default_systems:?}"
         );
         assert_eq!(writer.systems(), vec!["You are the writer."]);

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use futures::StreamExt;
 use plan_core::{Plan, Step};
-use plan_exec::testing::workloads::{Workload, reference};
+use plan_exec::testing::workloads::{Workload, layered, reference};
 use plan_exec::testing::{FakeOpenAi, FakeOpenAiConfig, FakeReply, default_reply};
 use plan_exec::{LlmStepExecutor, RunOptions, StepPolicy};
 use plan_llm::{
@@ -151,6 +151,55 @@ async fn run_once(plan: &Plan, setup: Setup) -> (Duration, usize, u64, bool) {
     (took, calls, report.usage.prompt_tokens, report.is_success())
 }
 
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+/// A given plan of 2,000 steps (40 stages of 50, two dependencies each) run as `plan exec
+/// --concurrency 64` runs it (the agent's DAG strategy, then a synthesis call, which reads
+/// the final steps only) against the fake server at 50 ms per call.
+async fn large_exec() {
+    const LARGE_LATENCY: Duration = Duration::from_millis(50);
+    let plan = layered(&[50; 40]);
+    let server = FakeOpenAi::start(FakeOpenAiConfig::default().with_latency(LARGE_LATENCY))
+        .await
+        .unwrap();
+    let agent = Agent::builder()
+        .provider(openai(&server))
+        .strategy(StrategyKind::Dag)
+        .run_options(
+            RunOptions::default()
+                .with_concurrency(64)
+                .with_policy(StepPolicy::default()),
+        )
+        .build()
+        .unwrap();
+    let t = Instant::now();
+    let report = agent.execute(plan.clone()).await.unwrap();
+    let took = t.elapsed();
+    assert!(report.is_success(), "{:?}", report.failure);
+    let once = plan
+        .steps
+        .iter()
+        .filter(|s| server.count_for(s.id.as_str()) == 1)
+        .count();
+    let ideal = LARGE_LATENCY * (40 + 1);
+    println!(
+        "\n2,000 steps (40 stages x 50, 2 dependencies each), concurrency 64, 50 ms per call:\n  \
+         wall {:.2} s, ideal (stages + 1) x latency {:.2} s, ratio {:.2}; steps requested exactly once: {once} of {}; \
+         requests {}; peak RSS {:.0} MiB (bench process, fake server included)",
+        took.as_secs_f64(),
+        ideal.as_secs_f64(),
+        took.as_secs_f64() / ideal.as_secs_f64(),
+        plan.steps.len(),
+        server.total_requests(),
+        peak_rss_mib().unwrap_or(f64::NAN)
+    );
+}
+
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -203,5 +252,6 @@ fn main() {
         println!(
             "\nprompt tokens (chars/4, plan-then-run: planning, steps, synthesis) of all workloads: {all_tokens}"
         );
+        large_exec().await;
     });
 }

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use plan_core::{EventKind, StepKind};
-use plan_llm::{Message, Provider, Request};
+use plan_llm::{Message, Provider, Purpose, Request};
 
 use crate::context::StepContext;
 use crate::error::StepError;
@@ -119,7 +119,13 @@ impl<P: Provider> LlmStepExecutor<P> {
             let _ = write!(user, "\nReply with the result of your step only.");
         }
 
-        let mut request = Request::new(vec![Message::system(system), Message::user(user)]);
+        let purpose = if verify {
+            Purpose::Verify
+        } else {
+            Purpose::Step
+        };
+        let mut request =
+            Request::new(vec![Message::system(system), Message::user(user)]).with_purpose(purpose);
         request.max_tokens = self.max_tokens;
         request.temperature = self.temperature;
         request.stop = FRAMING.iter().map(|s| (*s).to_owned()).collect();
@@ -146,7 +152,8 @@ impl<P: Provider> StepExecutor for LlmStepExecutor<P> {
         };
         let response = result.map_err(StepError::from)?;
         ctx.emit(EventKind::LlmCall {
-            purpose: "step".to_owned(),
+            // Verify steps too: the event counts step calls, the request says which kind.
+            purpose: Purpose::Step.as_str().to_owned(),
             step: Some(ctx.step().id.clone()),
             prompt_tokens: response.usage.prompt_tokens,
             completion_tokens: response.usage.completion_tokens,

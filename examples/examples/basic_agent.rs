@@ -9,7 +9,9 @@
 
 use std::sync::Arc;
 
-use plan_llm::{ModelSpec, Provider, ProviderConfig, Reply, ScriptedModel, build_provider};
+use plan_llm::{
+    ModelSpec, Provider, ProviderConfig, Purpose, Reply, ScriptedModel, build_provider,
+};
 use plan_strategies::Agent;
 
 #[tokio::main]
@@ -58,8 +60,8 @@ fn model_from_env() -> anyhow::Result<Option<Arc<dyn Provider>>> {
 /// result, and the final call with the answer.
 fn offline_model() -> ScriptedModel {
     ScriptedModel::new()
-        .when_system_contains(
-            "You are a planner",
+        .when_purpose(
+            Purpose::Plan,
             Reply::text(
                 r#"{"goal": "compare", "steps": [
                 {"id": "search", "description": "List the three most used Python web frameworks", "dependencies": []},
@@ -69,12 +71,12 @@ fn offline_model() -> ScriptedModel {
             ]}"#,
             ),
         )
-        .when_system_contains(
-            "final answer",
+        .when_purpose(
+            Purpose::Synthesize,
             Reply::text(
                 "| framework | speed | features | ecosystem |\n|---|---|---|---|\n| Django | ok | batteries included | huge |\n| Flask | ok | minimal | large |\n| FastAPI | fast | async, typed | growing |",
             ),
         )
-        .when_user_contains("Check to make", Reply::text("PASS: all three are covered"))
+        .when_purpose(Purpose::Verify, Reply::text("PASS: all three are covered"))
         .otherwise(Reply::text("Django, Flask and FastAPI; notes on each."))
 }

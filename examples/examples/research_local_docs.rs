@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use plan_exec::{LlmStepExecutor, LocalIndexConfig, Router, Runner};
-use plan_llm::{Reply, ScriptedModel};
+use plan_llm::{Purpose, Reply, ScriptedModel};
 use plan_strategies::{ResearchConfig, ResearchSetup, default_research_plan};
 
 #[tokio::main]
@@ -25,12 +25,12 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or_else(|| "Who designed the Quillon programming language?".to_owned());
 
     let model = ScriptedModel::new()
-        .when_system_contains(
-            "research analyst",
+        .when_purpose(
+            Purpose::Analyze,
             Reply::text("The top search result answers the question [search#1]."),
         )
-        .when_system_contains(
-            "final research report",
+        .when_purpose(
+            Purpose::Synthesize,
             Reply::text("The documents answer this directly [search#1]."),
         );
     let provider: Arc<dyn plan_llm::Provider> = Arc::new(model);

@@ -6,15 +6,15 @@
 
 use plan_core::EventKind;
 use plan_exec::{RunOptions, StepPolicy, sink_fn};
-use plan_llm::{LlmError, Reply, ScriptedModel};
+use plan_llm::{LlmError, Purpose, Reply, ScriptedModel};
 use plan_strategies::{Agent, StrategyKind};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let model = ScriptedModel::new()
-        // The replanning prompt says which step failed; answer it with a workaround.
-        .when_user_contains(
-            "Plan again from the current state",
+        // The replanning call (it is told which step failed): answer with a workaround.
+        .when_purpose(
+            Purpose::Replan,
             Reply::text(
                 r#"{"steps": [
                 {"id": "parse_by_hand", "description": "Parse the CSV rows by splitting on commas", "dependencies": ["fetch"]},
@@ -22,8 +22,8 @@ async fn main() -> anyhow::Result<()> {
             ]}"#,
             ),
         )
-        .when_system_contains(
-            "You are a planner",
+        .when_purpose(
+            Purpose::Plan,
             Reply::text(
                 r#"{"steps": [
                 {"id": "fetch", "description": "Fetch the sales CSV", "dependencies": []},
@@ -41,7 +41,7 @@ async fn main() -> anyhow::Result<()> {
                 message: "strict parser rejected line 3: unterminated quote".into(),
             }),
         )
-        .when_system_contains("final answer", Reply::text("Sales rose 12% over the quarter."))
+        .when_purpose(Purpose::Synthesize, Reply::text("Sales rose 12% over the quarter."))
         .otherwise(Reply::text("date,amount\n2026-01-01,100\n2026-02-01,112"));
 
     let agent = Agent::builder()

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use plan_core::EventKind;
 use plan_exec::sink_fn;
-use plan_llm::{Reply, ScriptedModel};
+use plan_llm::{Purpose, Reply, ScriptedModel};
 use plan_strategies::{Agent, StrategyKind};
 
 #[tokio::main]
@@ -18,8 +18,8 @@ async fn main() -> anyhow::Result<()> {
     let model = ScriptedModel::new()
         // 40 pieces, 25 ms apart: the plan takes about a second to arrive.
         .streaming(40, Duration::from_millis(25))
-        .when_system_contains(
-            "You are a planner",
+        .when_purpose(
+            Purpose::Plan,
             Reply::text(
                 r#"{"goal": "dashboard", "steps": [
                 {"id": "schema", "description": "Design the database schema for users and orders", "dependencies": []},
@@ -29,7 +29,7 @@ async fn main() -> anyhow::Result<()> {
             ]}"#,
             ),
         )
-        .when_system_contains("final answer", Reply::text("A dashboard design: schema, two APIs and the UI."))
+        .when_purpose(Purpose::Synthesize, Reply::text("A dashboard design: schema, two APIs and the UI."))
         .otherwise(Reply::text("done").with_latency(Duration::from_millis(100)));
 
     let t0 = Instant::now();

@@ -4,7 +4,7 @@
 //!
 //!     cargo run -p plan-examples --example strategy_hierarchical
 
-use plan_llm::{Reply, ScriptedModel};
+use plan_llm::{Purpose, Reply, Request, ScriptedModel};
 use plan_strategies::{Agent, GoalResult, ReportExt, StrategyKind};
 use serde_json::json;
 
@@ -19,34 +19,35 @@ async fn main() -> anyhow::Result<()> {
     };
     let atomic = Reply::json(json!({"atomic": true, "subgoals": []}));
     let model = ScriptedModel::new()
-        .when_system_contains(
-            "final answer",
+        .when_purpose(
+            Purpose::Synthesize,
             Reply::text("The blog platform is planned and built."),
         )
-        .when_user_contains(
-            "Goal: Create a blog platform",
+        .when(
+            decomposing("Create a blog platform"),
             split(&[
                 ("backend", "Set up the backend", &[]),
                 ("frontend", "Build the frontend", &["backend"]),
                 ("deploy", "Deploy it", &["frontend"]),
             ]),
         )
-        .when_user_contains(
-            "Goal: Set up the backend",
+        .when(
+            decomposing("Set up the backend"),
             split(&[
                 ("schema", "Create the database schema", &[]),
                 ("auth", "Implement user auth", &["schema"]),
                 ("posts", "Build the post API", &["schema"]),
             ]),
         )
-        .when_user_contains(
-            "Goal: Build the frontend",
+        .when(
+            decomposing("Build the frontend"),
             split(&[
                 ("layout", "Create layout components", &[]),
                 ("editor", "Build the post editor", &["layout"]),
             ]),
         )
-        .when_system_contains("You break goals down", atomic)
+        // Every other goal is atomic.
+        .when_purpose(Purpose::Decompose, atomic)
         .otherwise(Reply::text("done"));
 
     let agent = Agent::builder()
@@ -66,6 +67,16 @@ async fn main() -> anyhow::Result<()> {
     }
     println!("\n{}", report.answer.unwrap_or_default());
     Ok(())
+}
+
+/// Whether a request asks to decompose `goal` (the goal ends the request's prompt).
+fn decomposing(goal: &'static str) -> impl Fn(&Request) -> bool + Send + Sync {
+    move |r: &Request| {
+        r.purpose == Some(Purpose::Decompose)
+            && r.messages
+                .last()
+                .is_some_and(|m| m.content.trim_end().ends_with(goal))
+    }
 }
 
 fn print_tree(node: &GoalResult, depth: usize) {

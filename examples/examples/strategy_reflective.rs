@@ -4,15 +4,15 @@
 //!
 //!     cargo run -p plan-examples --example strategy_reflective
 
-use plan_llm::{Reply, ScriptedModel};
+use plan_llm::{Purpose, Reply, ScriptedModel};
 use plan_strategies::{Agent, ReportExt, StrategyKind};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let model = ScriptedModel::new()
         // The improvement request carries the review's issues.
-        .when_user_contains(
-            "A review found these issues",
+        .when_purpose(
+            Purpose::Improve,
             Reply::text(
                 r#"{"steps": [
                 {"id": "draft", "description": "Draft the release notes from the changelog", "dependencies": []},
@@ -21,8 +21,8 @@ async fn main() -> anyhow::Result<()> {
             ]}"#,
             ),
         )
-        .when_system_contains(
-            "You are a planner",
+        .when_purpose(
+            Purpose::Plan,
             Reply::text(
                 r#"{"steps": [
                 {"id": "draft", "description": "Draft the release notes from the changelog", "dependencies": []},
@@ -33,16 +33,16 @@ async fn main() -> anyhow::Result<()> {
         // First review: issues. Second review (the plan now has `check`): approved.
         .when(
             |r| {
-                r.messages.iter().any(|m| m.content.contains("You review plans"))
+                r.purpose == Some(Purpose::Critique)
                     && r.messages.iter().any(|m| m.content.contains("\"check\""))
             },
             Reply::text(r#"{"approved": true, "issues": []}"#),
         )
-        .when_system_contains(
-            "You review plans",
+        .when_purpose(
+            Purpose::Critique,
             Reply::text(r#"{"approved": false, "issues": ["nothing checks that breaking changes are called out before publishing"]}"#),
         )
-        .when_system_contains("final answer", Reply::text("Release notes for 2.0, breaking changes first."))
+        .when_purpose(Purpose::Synthesize, Reply::text("Release notes for 2.0, breaking changes first."))
         .otherwise(Reply::text("PASS: done"));
 
     let agent = Agent::builder()

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use plan_core::{CodeLang, EventKind, Step};
-use plan_llm::{Message, Provider, Request};
+use plan_llm::{Message, Provider, Purpose, Request};
 
 use crate::context::StepContext;
 use crate::error::StepError;
@@ -139,7 +139,8 @@ impl<P: Provider> CodeStepExecutor<P> {
                 "\nYour previous program failed.\n\nProgram:\n```\n{code}\n```\n\nError:\n```\n{error}\n```\n\nWrite a corrected program."
             );
         }
-        let mut request = Request::new(vec![Message::system(SYSTEM), Message::user(user)]);
+        let mut request = Request::new(vec![Message::system(SYSTEM), Message::user(user)])
+            .with_purpose(Purpose::Code);
         request.max_tokens = self.max_tokens;
         request.temperature = Some(0.0);
         request
@@ -309,7 +310,7 @@ impl<P: Provider> StepExecutor for CodeStepExecutor<P> {
                 () = ctx.cancel_token().cancelled() => return Err(StepError::cancelled()),
             };
             ctx.emit(EventKind::LlmCall {
-                purpose: "code".to_owned(),
+                purpose: Purpose::Code.as_str().to_owned(),
                 step: Some(step.id.clone()),
                 prompt_tokens: response.usage.prompt_tokens,
                 completion_tokens: response.usage.completion_tokens,

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use plan_core::{EventKind, StepKind};
-use plan_llm::{Message, Provider, Request, ResponseFormat};
+use plan_llm::{Message, Provider, Purpose, Request, ResponseFormat};
 
 use crate::context::StepContext;
 use crate::error::StepError;
@@ -102,7 +102,13 @@ impl<P: Provider> LlmStepExecutor<P> {
         }
 
         let user = user.trim_end().to_owned();
-        let mut request = Request::new(vec![Message::system(system), Message::user(user)]);
+        let purpose = if verify {
+            Purpose::Verify
+        } else {
+            Purpose::Step
+        };
+        let mut request =
+            Request::new(vec![Message::system(system), Message::user(user)]).with_purpose(purpose);
         if verify && self.provider.capabilities().json_schema {
             request.response_format = ResponseFormat::JsonSchema {
                 name: "verdict".to_owned(),
@@ -135,7 +141,8 @@ impl<P: Provider> StepExecutor for LlmStepExecutor<P> {
         };
         let response = result.map_err(StepError::from)?;
         ctx.emit(EventKind::LlmCall {
-            purpose: "step".to_owned(),
+            // Verify steps too: the event counts step calls, the request says which kind.
+            purpose: Purpose::Step.as_str().to_owned(),
             step: Some(ctx.step().id.clone()),
             prompt_tokens: response.usage.prompt_tokens,
             completion_tokens: response.usage.completion_tokens,

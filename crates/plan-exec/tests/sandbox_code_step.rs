@@ -47,6 +47,12 @@ async fn a_failing_program_is_fed_back_and_the_fix_wins() {
     let out = exec.execute(&ctx).await.unwrap();
     assert_eq!(out, "45\n");
     assert_eq!(model.requests().len(), 2);
+    assert!(
+        model
+            .requests()
+            .iter()
+            .all(|r| r.purpose == Some(plan_llm::Purpose::Code))
+    );
     let first = prompt(&model, 0);
     assert!(
         first.contains("Add the numbers 0 to 9 (keep *this* text verbatim)"),

@@ -72,6 +72,6 @@ pub use structured::{
     validate_json,
 };
 pub use types::{
-    Chunk, FinishReason, Message, Request, Response, ResponseFormat, Role, ToolCall, ToolChoice,
-    ToolSpec, Usage,
+    Chunk, FinishReason, Message, Purpose, Request, Response, ResponseFormat, Role, ToolCall,
+    ToolChoice, ToolSpec, Usage,
 };

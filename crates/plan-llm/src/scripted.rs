@@ -9,7 +9,9 @@ use futures::StreamExt;
 
 use crate::error::LlmError;
 use crate::provider::{Capabilities, ChunkStream, Provider, collect_stream};
-use crate::types::{Chunk, FinishReason, Message, Request, Response, Role, ToolCall, Usage};
+use crate::types::{
+    Chunk, FinishReason, Message, Purpose, Request, Response, Role, ToolCall, Usage,
+};
 
 /// One scripted answer: a response (text, JSON, tool calls) or an error, with optional
 /// latency.
@@ -136,7 +138,8 @@ struct Shared {
 /// model or a network.
 ///
 /// For each request it picks, in order: the first matching rule
-/// ([`when`](Self::when), [`when_user_contains`](Self::when_user_contains)), else the next
+/// ([`when_purpose`](Self::when_purpose), [`when`](Self::when),
+/// [`when_user_contains`](Self::when_user_contains)), else the next
 /// queued reply ([`reply`](Self::reply)), else the fallback
 /// ([`otherwise`](Self::otherwise), [`respond_with`](Self::respond_with)); with none left the
 /// call fails with [`LlmError::InvalidResponse`] naming the request. Every request is
@@ -150,16 +153,17 @@ struct Shared {
 /// estimated at about four characters per token.
 ///
 /// ```
-/// use plan_llm::{Message, Provider, Reply, Request, ScriptedModel};
+/// use plan_llm::{Message, Provider, Purpose, Reply, Request, ScriptedModel};
 /// use serde_json::json;
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), plan_llm::LlmError> {
 /// let model = ScriptedModel::new()
-///     .when_user_contains("plan", Reply::json(json!({"steps": ["a", "b"]})))
+///     .when_purpose(Purpose::Plan, Reply::json(json!({"steps": ["a", "b"]})))
 ///     .reply(Reply::text("first"))
 ///     .otherwise(Reply::text("fallback"));
 ///
-/// let plan = model.complete(&Request::new(vec![Message::user("make a plan")])).await?;
+/// let ask = Request::new(vec![Message::user("make a plan")]).with_purpose(Purpose::Plan);
+/// let plan = model.complete(&ask).await?;
 /// assert_eq!(plan.content, r#"{"steps":["a","b"]}"#);
 /// let first = model.complete(&Request::new(vec![Message::user("hi")])).await?;
 /// assert_eq!(first.content, "first");
@@ -278,6 +282,26 @@ impl ScriptedModel {
         self
     }
 
+    /// Answers every request made for `purpose` (see [`Request::purpose`]) with `reply`:
+    /// the way to route replies without depending on prompt text.
+    pub fn when_purpose(self, purpose: Purpose, reply: Reply) -> Self {
+        self.when(move |r| r.purpose.as_ref() == Some(&purpose), reply)
+    }
+
+    /// Answers every request made for `purpose` by calling `f` (e.g. to answer each step
+    /// from its prompt).
+    pub fn respond_to_purpose(
+        self,
+        purpose: Purpose,
+        f: impl Fn(&Request) -> Reply + Send + Sync + 'static,
+    ) -> Self {
+        self.script().rules.push(Rule {
+            when: Arc::new(move |r: &Request| r.purpose.as_ref() == Some(&purpose)),
+            reply: Arc::new(f),
+        });
+        self
+    }
+
     /// Answers every request whose last user message contains `needle` with `reply`.
     pub fn when_user_contains(self, needle: impl Into<String>, reply: Reply) -> Self {
         let needle = needle.into();
@@ -356,10 +380,15 @@ impl ScriptedModel {
         let last = last_of(request, Role::User)
             .map(|m| preview(&m.content))
             .unwrap_or_default();
+        let purpose = request
+            .purpose
+            .as_ref()
+            .map(|p| format!("purpose {p}, "))
+            .unwrap_or_default();
         Err(LlmError::InvalidResponse {
             provider: self.shared.name.clone(),
             message: format!(
-                "no scripted reply for call #{call} (last user message: {last:?}); queue more replies or add a rule or fallback"
+                "no scripted reply for call #{call} ({purpose}last user message: {last:?}); queue more replies or add a rule or fallback"
             ),
         })
     }

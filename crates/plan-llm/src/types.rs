@@ -173,6 +173,111 @@ pub enum ToolChoice {
     Tool(String),
 }
 
+/// What a request is for: metadata for logs, events and test doubles, never sent to the
+/// model (no adapter puts it on the wire).
+///
+/// [`ScriptedModel::when_purpose`](crate::ScriptedModel::when_purpose) routes scripted
+/// replies by it, so tests need not match private prompt text.
+///
+/// ```
+/// use plan_llm::Purpose;
+/// assert_eq!(Purpose::Plan.as_str(), "plan");
+/// assert_eq!("synthesize".parse::<Purpose>(), Ok(Purpose::Synthesize));
+/// assert_eq!("rank".parse::<Purpose>(), Ok(Purpose::Other("rank".into())));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Purpose {
+    /// Making a plan for a goal.
+    Plan,
+    /// Planning the rest of a goal after a failure.
+    Replan,
+    /// Improving a plan after a critique.
+    Improve,
+    /// Reviewing a plan.
+    Critique,
+    /// Breaking a goal into sub-goals (or judging it atomic).
+    Decompose,
+    /// Doing one step of a plan.
+    Step,
+    /// Checking earlier steps' outputs (a `verify` step).
+    Verify,
+    /// Writing a program for a code step.
+    Code,
+    /// A round of a tool-calling loop.
+    Tool,
+    /// Analysing documents (a research `analyze` step).
+    Analyze,
+    /// Writing the final answer from the steps' results.
+    Synthesize,
+    /// Anything else, named by the caller.
+    Other(String),
+}
+
+impl Purpose {
+    /// The purpose as a lowercase word: `plan`, `replan`, `improve`, `critique`,
+    /// `decompose`, `step`, `verify`, `code`, `tool`, `analyze`, `synthesize`, or the
+    /// name given to [`Purpose::Other`].
+    pub fn as_str(&self) -> &str {
+        match self {
+            Purpose::Plan => "plan",
+            Purpose::Replan => "replan",
+            Purpose::Improve => "improve",
+            Purpose::Critique => "critique",
+            Purpose::Decompose => "decompose",
+            Purpose::Step => "step",
+            Purpose::Verify => "verify",
+            Purpose::Code => "code",
+            Purpose::Tool => "tool",
+            Purpose::Analyze => "analyze",
+            Purpose::Synthesize => "synthesize",
+            Purpose::Other(name) => name,
+        }
+    }
+}
+
+impl std::fmt::Display for Purpose {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Purpose {
+    type Err = std::convert::Infallible;
+
+    /// The purpose named by `s` (as [`as_str`](Purpose::as_str) writes it); any other word
+    /// is [`Purpose::Other`].
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "plan" => Purpose::Plan,
+            "replan" => Purpose::Replan,
+            "improve" => Purpose::Improve,
+            "critique" => Purpose::Critique,
+            "decompose" => Purpose::Decompose,
+            "step" => Purpose::Step,
+            "verify" => Purpose::Verify,
+            "code" => Purpose::Code,
+            "tool" => Purpose::Tool,
+            "analyze" => Purpose::Analyze,
+            "synthesize" => Purpose::Synthesize,
+            other => Purpose::Other(other.to_owned()),
+        })
+    }
+}
+
+impl Serialize for Purpose {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Purpose {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(deserializer)?;
+        Ok(s.parse().unwrap_or_else(|never| match never {}))
+    }
+}
+
 /// A request to a model.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
@@ -192,6 +297,9 @@ pub struct Request {
     pub tools: Vec<ToolSpec>,
     /// Whether it must call them.
     pub tool_choice: ToolChoice,
+    /// What the request is for; metadata only, never sent to the model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purpose: Option<Purpose>,
 }
 
 impl Request {
@@ -224,6 +332,12 @@ impl Request {
     /// Sets the tools.
     pub fn with_tools(mut self, tools: Vec<ToolSpec>) -> Self {
         self.tools = tools;
+        self
+    }
+
+    /// Says what the request is for (metadata only: it is not sent to the model).
+    pub fn with_purpose(mut self, purpose: Purpose) -> Self {
+        self.purpose = Some(purpose);
         self
     }
 }

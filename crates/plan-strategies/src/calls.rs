@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use plan_llm::{FinishReason, Message, Provider, Request, ResponseFormat};
+use plan_llm::{FinishReason, Message, Provider, Purpose, Request, ResponseFormat};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -46,12 +46,14 @@ pub(crate) struct Decomposition {
 /// once with the problem.
 async fn structured<T: DeserializeOwned>(
     provider: &dyn Provider,
-    purpose: &str,
+    purpose: Purpose,
     system: String,
     user: String,
     schema: &str,
     calls: &mut Vec<LlmCall>,
 ) -> Result<T, StrategyError> {
+    let tag = purpose.clone();
+    let purpose = tag.as_str();
     let mut messages = vec![Message::system(system), Message::user(user)];
     let mut last_problem = String::new();
     for attempt in 0..2 {
@@ -60,7 +62,8 @@ async fn structured<T: DeserializeOwned>(
                 name: purpose.to_owned(),
                 schema: schema_value(schema),
             })
-            .with_max_tokens(STRUCTURED_TOKEN_BUDGET);
+            .with_max_tokens(STRUCTURED_TOKEN_BUDGET)
+            .with_purpose(tag.clone());
         let started = Instant::now();
         let response = provider
             .complete(&request)
@@ -119,7 +122,15 @@ pub(crate) async fn critique(
         "critique_user",
         serde_json::json!({ "goal": goal, "plan": plan_json }),
     )?;
-    structured(provider, "critique", system, user, CRITIQUE_SCHEMA, calls).await
+    structured(
+        provider,
+        Purpose::Critique,
+        system,
+        user,
+        CRITIQUE_SCHEMA,
+        calls,
+    )
+    .await
 }
 
 /// Asks the model whether `goal` is atomic or how to split it.
@@ -141,7 +152,15 @@ pub(crate) async fn decompose(
         "decompose_user",
         serde_json::json!({ "goal": goal, "ancestors": ancestors }),
     )?;
-    structured(provider, "decompose", system, user, DECOMPOSE_SCHEMA, calls).await
+    structured(
+        provider,
+        Purpose::Decompose,
+        system,
+        user,
+        DECOMPOSE_SCHEMA,
+        calls,
+    )
+    .await
 }
 
 /// A step's result as the synthesis sees it.
@@ -177,7 +196,8 @@ pub(crate) async fn synthesize(
     tree: Option<&str>,
     calls: &mut Vec<LlmCall>,
 ) -> Result<String, StrategyError> {
-    let mut request = Request::new(synthesis_messages(goal, steps, tree)?);
+    let mut request =
+        Request::new(synthesis_messages(goal, steps, tree)?).with_purpose(Purpose::Synthesize);
     // The prompt's own framing: an answer that starts writing it is echoing the prompt.
     request.stop = vec![
         "\nResults of the steps:".to_owned(),
@@ -188,9 +208,9 @@ pub(crate) async fn synthesize(
     let response = provider
         .complete(&request)
         .await
-        .map_err(|e| StrategyError::llm("synthesize", e))?;
+        .map_err(|e| StrategyError::llm(Purpose::Synthesize.as_str(), e))?;
     calls.push(LlmCall {
-        purpose: "synthesize".to_owned(),
+        purpose: Purpose::Synthesize.as_str().to_owned(),
         usage: response.usage,
         duration: started.elapsed(),
     });

@@ -14,15 +14,15 @@
 //! step to the runner as soon as the model has written it ([`StepStreamParser`]).
 //!
 //! ```
-//! use plan_llm::{Reply, ScriptedModel};
+//! use plan_llm::{Purpose, Reply, ScriptedModel};
 //! use plan_strategies::{Agent, PlanningMode, StrategyKind};
 //!
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 //! let model = ScriptedModel::new()
-//!     .when_system_contains("You are a planner", Reply::text(r#"{"goal": "g", "steps": [
+//!     .when_purpose(Purpose::Plan, Reply::text(r#"{"goal": "g", "steps": [
 //!         {"id": "a", "description": "Say hello", "dependencies": []},
 //!         {"id": "b", "description": "Say goodbye", "dependencies": ["a"]}]}"#))
-//!     .when_system_contains("final answer", Reply::text("hello and goodbye"))
+//!     .when_purpose(Purpose::Synthesize, Reply::text("hello and goodbye"))
 //!     .otherwise(Reply::text("done"));
 //! let agent = Agent::builder()
 //!     .provider(model)

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use futures::StreamExt;
 use plan_core::{Limits, Plan, PlanGraph, RepairReport, Step, StepId};
-use plan_llm::{Chunk, FinishReason, Message, Provider, Request, ResponseFormat, Usage};
+use plan_llm::{Chunk, FinishReason, Message, Provider, Purpose, Request, ResponseFormat, Usage};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
@@ -201,11 +201,13 @@ impl PlanRequest {
         }
     }
 
-    fn purpose(&self) -> &'static str {
+    /// What the planning call is for: [`Purpose::Plan`], [`Purpose::Improve`] or
+    /// [`Purpose::Replan`].
+    pub fn purpose(&self) -> Purpose {
         match self.context {
-            PlanContext::Fresh => "plan",
-            PlanContext::Improve { .. } => "improve",
-            PlanContext::Replan(_) => "replan",
+            PlanContext::Fresh => Purpose::Plan,
+            PlanContext::Improve { .. } => Purpose::Improve,
+            PlanContext::Replan(_) => Purpose::Replan,
         }
     }
 
@@ -547,7 +549,7 @@ impl LlmPlanner {
             .unwrap_or_else(|| plan_token_budget(self.config.max_steps))
     }
 
-    fn request(&self, messages: Vec<Message>) -> Request {
+    fn request(&self, messages: Vec<Message>, purpose: Purpose) -> Request {
         let caps = self.provider.capabilities();
         let format = if caps.json_object && !caps.json_schema {
             ResponseFormat::JsonObject
@@ -557,7 +559,9 @@ impl LlmPlanner {
                 schema: plan_schema(self.config.max_steps),
             }
         };
-        let mut request = Request::new(messages).with_response_format(format);
+        let mut request = Request::new(messages)
+            .with_response_format(format)
+            .with_purpose(purpose);
         request.temperature = self.config.temperature;
         request.max_tokens = Some(self.max_tokens());
         request
@@ -593,6 +597,7 @@ impl LlmPlanner {
         calls: &mut Vec<LlmCall>,
     ) -> Result<(String, bool), StrategyError> {
         let purpose = plan_request.purpose();
+        let purpose = purpose.as_str();
         let started = Instant::now();
         let mut stream = self
             .provider
@@ -655,13 +660,13 @@ impl LlmPlanner {
         let attempts_allowed = 1 + self.config.max_fix_attempts;
         let mut last: Option<(Option<Plan>, Vec<Problem>)> = None;
         for attempt in 1..=attempts_allowed {
-            let req = self.request(messages.clone());
+            let req = self.request(messages.clone(), purpose.clone());
             let (text, cut) = match (attempt, sink) {
                 (1, Some(sink)) => {
                     self.call_streamed(&req, request, sink, &mut streamed, &mut calls)
                         .await?
                 }
-                _ => self.call(&req, purpose, &mut calls).await?,
+                _ => self.call(&req, purpose.as_str(), &mut calls).await?,
             };
             let (plan, mut problems) = self.check_reply(request, &text);
             if cut && plan.is_none() {

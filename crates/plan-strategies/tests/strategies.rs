@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use plan_core::{EventKind, RunStatus};
 use plan_exec::{EventLog, SqliteStore};
-use plan_llm::{Request, ScriptedModel};
+use plan_llm::{Purpose, Request, ScriptedModel};
 use plan_strategies::{Agent, PlannerConfig, PlanningMode, ReportExt, StrategyKind};
 use support::*;
 
@@ -662,7 +662,7 @@ async fn hierarchical_decomposes_to_the_depth_limit_and_runs_the_leaves() {
     let asked: Vec<String> = fake
         .requests()
         .iter()
-        .filter(|r| system_text(r).contains("You break goals down"))
+        .filter(|r| is_for(r, Purpose::Decompose))
         .map(user_text)
         .collect();
     assert_eq!(asked.len(), 3, "{asked:?}");
@@ -687,7 +687,7 @@ async fn hierarchical_decomposes_to_the_depth_limit_and_runs_the_leaves() {
     let synth = fake
         .requests()
         .into_iter()
-        .find(|r| system_text(r).contains("final answer"))
+        .find(|r| is_for(r, Purpose::Synthesize))
         .unwrap();
     assert!(
         user_text(&synth).contains("backend"),
@@ -727,7 +727,7 @@ async fn hierarchical_unusable_decomposition_leaves_the_goal_one_step() {
     let asked = fake
         .requests()
         .iter()
-        .filter(|r| system_text(r).contains("You break goals down"))
+        .filter(|r| is_for(r, Purpose::Decompose))
         .count();
     assert!(asked >= 2, "the decomposition was not re-asked: {asked}");
     // Every call, the unusable ones included, counts in the usage.
@@ -1077,9 +1077,7 @@ async fn code_steps_run_their_programs_in_the_sandbox() {
         {"id": "check", "description": "It is 49", "dependencies": ["square"], "kind": "verify",
          "lang": "bash", "code": "grep -qx 49 deps/square.txt && echo verified"}]}"#;
     let fake = Fake::non_streaming().plan(plan).steps(|id, r| match id {
-        "square" if system_text(r).contains("You write one complete program") => {
-            Ok("```python\nprint(7 * 7)\n```".to_owned())
-        }
+        "square" if is_for(r, Purpose::Code) => Ok("```python\nprint(7 * 7)\n```".to_owned()),
         other => Err(format!("unexpected step call for {other}")),
     });
     let log = EventLog::new();

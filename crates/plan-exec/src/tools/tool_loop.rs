@@ -4,7 +4,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use plan_llm::{LlmError, Message, Provider, Request, Response, ToolCall, ToolChoice, Usage};
+use plan_llm::{
+    LlmError, Message, Provider, Purpose, Request, Response, ToolCall, ToolChoice, Usage,
+};
 use serde::{Deserialize, Serialize};
 
 use super::{ToolContext, ToolSet};
@@ -365,7 +367,9 @@ impl ToolLoop {
             usage: Usage::default(),
             model_calls: 0,
         };
-        let mut request = Request::new(messages).with_tools(self.tools.specs());
+        let mut request = Request::new(messages)
+            .with_tools(self.tools.specs())
+            .with_purpose(Purpose::Tool);
         request.temperature = self.config.temperature;
         request.max_tokens = self.max_tokens;
         let limit = self.config.max_iterations;
@@ -432,7 +436,7 @@ impl ToolLoop {
             }
             None => messages.insert(0, Message::system(protocol)),
         }
-        let mut request = Request::new(messages);
+        let mut request = Request::new(messages).with_purpose(Purpose::Tool);
         request.temperature = self.config.temperature;
         request.max_tokens = self.max_tokens;
         let limit = self.config.max_iterations;

@@ -7,7 +7,7 @@ use plan_exec::{
     Backoff, EventLog, LlmStepExecutor, RunOptions, Runner, StepContext, StepErrorKind,
     StepExecutor, StepPolicy, cap_output,
 };
-use plan_llm::{LlmError, Reply, Request, ScriptedModel, Usage};
+use plan_llm::{LlmError, Purpose, Reply, Request, ScriptedModel, Usage};
 
 fn render(request: &Request) -> String {
     request
@@ -47,6 +47,7 @@ fn verify_step_prompt_asks_for_a_verdict_on_what_it_checks() {
         .with_dependency(&compare, "| Django | Flask |");
     let request = exec.request(&ctx);
     assert_eq!(request.max_tokens, Some(200));
+    assert_eq!(request.purpose, Some(Purpose::Verify));
     insta::assert_snapshot!(render(&request));
 }
 
@@ -74,6 +75,7 @@ async fn runs_a_plan_with_llm_call_events_and_usage() {
     assert_eq!(report.usage.completion_tokens, 20);
     let requests = model.requests();
     assert!(requests[1].messages[1].content.contains("answer for a"));
+    assert!(requests.iter().all(|r| r.purpose == Some(Purpose::Step)));
     let calls: Vec<(String, u64)> = log
         .kinds()
         .into_iter()

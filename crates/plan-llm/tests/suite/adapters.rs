@@ -559,3 +559,49 @@ async fn ollama_requests_follow_the_wire_format() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn the_purpose_never_goes_on_the_wire() {
+    let cases: [(Make, FakeResponse, FakeResponse); 4] = [
+        (
+            openai,
+            FakeResponse::json(200, recording("openai/text.json")),
+            FakeResponse::sse(recording("openai/text.sse")),
+        ),
+        (
+            openai_compatible,
+            FakeResponse::json(200, recording("openai/text.json")),
+            FakeResponse::sse(recording("openai/text.sse")),
+        ),
+        (
+            anthropic,
+            FakeResponse::json(200, recording("anthropic/text.json")),
+            FakeResponse::sse(recording("anthropic/text.sse")),
+        ),
+        (
+            ollama,
+            FakeResponse::json(200, recording("ollama/text.json")),
+            FakeResponse::ndjson(recording("ollama/text.ndjson")),
+        ),
+    ];
+    for (make, reply, stream_reply) in cases {
+        let server = FakeServer::start().await;
+        let provider = make(&server.url());
+        let with = ask().with_purpose(plan_llm::Purpose::Plan);
+        for request in [ask(), with.clone()] {
+            server.push(reply.clone());
+            provider.complete(&request).await.unwrap();
+            server.push(stream_reply.clone());
+            let stream = provider.stream(&request).await.unwrap();
+            collect_stream(provider.name(), stream).await.unwrap();
+        }
+        let bodies: Vec<Vec<u8>> = server.requests().into_iter().map(|r| r.body).collect();
+        assert_eq!(bodies.len(), 4, "{}", provider.name());
+        assert_eq!(bodies[0], bodies[2], "{}: complete", provider.name());
+        assert_eq!(bodies[1], bodies[3], "{}: stream", provider.name());
+        for body in &bodies {
+            let text = String::from_utf8_lossy(body);
+            assert!(!text.contains("purpose"), "{}: {text}", provider.name());
+        }
+    }
+}

@@ -2,8 +2,8 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use plan_llm::{
-    Capabilities, Chunk, FinishReason, LlmError, Message, Provider, Reply, Request, ScriptedModel,
-    ToolCall, Usage, collect_stream,
+    Capabilities, Chunk, FinishReason, LlmError, Message, Provider, Purpose, Reply, Request,
+    ScriptedModel, ToolCall, Usage, collect_stream,
 };
 use serde_json::json;
 
@@ -156,4 +156,29 @@ async fn clones_share_the_record_and_work_as_trait_objects() {
     assert_eq!(model.call_count(), 1);
     model.push(Reply::text("late"));
     assert_eq!(shared.complete(&ask("b")).await.unwrap().content, "late");
+}
+
+#[tokio::test]
+async fn replies_route_by_purpose_and_an_unmatched_call_names_its_purpose() {
+    let model = ScriptedModel::new()
+        .when_purpose(Purpose::Plan, Reply::text("the plan"))
+        .respond_to_purpose(Purpose::Step, |r| {
+            Reply::text(format!("did {}", r.messages[1].content))
+        })
+        .reply(Reply::text("queued"));
+    let plan = ask("same words").with_purpose(Purpose::Plan);
+    let step = ask("same words").with_purpose(Purpose::Step);
+    assert_eq!(model.complete(&plan).await.unwrap().content, "the plan");
+    assert_eq!(
+        model.complete(&step).await.unwrap().content,
+        "did same words"
+    );
+    assert_eq!(
+        model.complete(&ask("same words")).await.unwrap().content,
+        "queued"
+    );
+    let synth = ask("x").with_purpose(Purpose::Synthesize);
+    let err = model.complete(&synth).await.unwrap_err().to_string();
+    assert!(err.contains("purpose synthesize"), "{err}");
+    assert_eq!(model.requests()[0].purpose, Some(Purpose::Plan));
 }

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use plan_core::{Step, StepId, StepKind};
 use plan_exec::{SearchBackend, SearchError, SearchHit, SearchQuery};
-use plan_llm::{LlmError, Message, Provider, Request, Usage};
+use plan_llm::{LlmError, Message, Provider, Purpose, Request, Usage};
 use serde::{Deserialize, Serialize};
 
 /// A search hit with its citation tag.
@@ -445,8 +445,14 @@ impl ResearchAgent {
         tags.iter().filter_map(|t| self.ledger.get(t)).collect()
     }
 
-    async fn ask(&self, system: &str, user: String) -> Result<(String, ModelCall), LlmError> {
-        let mut request = Request::new(vec![Message::system(system), Message::user(user)]);
+    async fn ask(
+        &self,
+        purpose: Purpose,
+        system: &str,
+        user: String,
+    ) -> Result<(String, ModelCall), LlmError> {
+        let mut request =
+            Request::new(vec![Message::system(system), Message::user(user)]).with_purpose(purpose);
         request.max_tokens = self.config.max_tokens;
         let started = Instant::now();
         let response = self.provider.complete(&request).await?;
@@ -483,7 +489,9 @@ impl ResearchAgent {
     /// [`ResearchError::Llm`].
     pub async fn analyze(&self, input: &ResearchInput) -> Result<ResearchOutput, ResearchError> {
         let user = prompts::analyze_user(&input.goal, &input.step, &self.context(input));
-        let (reply, call) = self.ask(prompts::ANALYZE_SYSTEM, user).await?;
+        let (reply, call) = self
+            .ask(Purpose::Analyze, prompts::ANALYZE_SYSTEM, user)
+            .await?;
         let (text, cited, unknown) = self.verify(&reply);
         Ok(ResearchOutput {
             text,
@@ -502,7 +510,9 @@ impl ResearchAgent {
         let available = self.cited_in_context(input);
         let user =
             prompts::synthesize_user(&input.goal, &input.step, &self.context(input), &available);
-        let (reply, call) = self.ask(prompts::SYNTHESIZE_SYSTEM, user).await?;
+        let (reply, call) = self
+            .ask(Purpose::Synthesize, prompts::SYNTHESIZE_SYSTEM, user)
+            .await?;
         let (mut text, cited, unknown) = self.verify(&reply);
         let text_trimmed = text.trim_end().to_owned();
         text = text_trimmed;

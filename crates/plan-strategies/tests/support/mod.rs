@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use plan_core::{Event, EventKind};
 use plan_exec::{RunOptions, StepPolicy};
-use plan_llm::{Capabilities, LlmError, Reply, Request, Role, ScriptedModel};
+use plan_llm::{Capabilities, LlmError, Purpose, Reply, Request, Role, ScriptedModel};
 
 /// What a step worker answers for a step id.
 pub type StepFn = Arc<dyn Fn(&str, &Request) -> Result<String, String> + Send + Sync>;
@@ -60,7 +60,15 @@ pub fn step_of(r: &Request) -> Option<String> {
 }
 
 pub fn is_planner(r: &Request) -> bool {
-    system_text(r).contains("You are a planner")
+    matches!(
+        r.purpose,
+        Some(Purpose::Plan | Purpose::Replan | Purpose::Improve)
+    )
+}
+
+/// Whether the request is for `purpose`.
+pub fn is_for(r: &Request, purpose: Purpose) -> bool {
+    r.purpose == Some(purpose)
 }
 
 impl Fake {
@@ -76,21 +84,20 @@ impl Fake {
         })));
         let (q, s) = (queues.clone(), steps.clone());
         let model = model.respond_with(move |r: &Request| {
-            let system = system_text(r);
             let mut q = q.lock().unwrap();
-            if system.contains("You are a planner") {
+            if is_planner(r) {
                 return match q.plans.pop_front() {
                     Some(p) => Reply::text(p),
                     None => Reply::error(LlmError::Config("no plan scripted".into())),
                 };
             }
-            if system.contains("You review plans") {
+            if is_for(r, Purpose::Critique) {
                 return match q.critiques.pop_front() {
                     Some(c) => Reply::text(c),
                     None => Reply::text(r#"{"approved": true, "issues": []}"#),
                 };
             }
-            if system.contains("You break goals down") {
+            if is_for(r, Purpose::Decompose) {
                 let u = user_text(r);
                 let goal = u
                     .lines()
@@ -107,7 +114,7 @@ impl Fake {
                     None => Reply::text(r#"{"atomic": true, "subgoals": []}"#),
                 };
             }
-            if system.contains("final answer") {
+            if is_for(r, Purpose::Synthesize) {
                 return Reply::text("THE ANSWER");
             }
             drop(q);

@@ -1,5 +1,6 @@
-//! Developer tasks: `cargo xtask ci | test | bench | fetch-model | invariants`.
+//! Developer tasks: `cargo xtask ci | test | examples | bench | fetch-model | invariants`.
 
+mod examples;
 mod fetch_model;
 mod invariants;
 
@@ -33,24 +34,31 @@ fn run() -> Result<()> {
             test()
         }
         Some("test") => test(),
+        Some("examples") => {
+            ensure_system_packages()?;
+            fetch_model::fetch_model().context("the local_model example needs the model")?;
+            examples::run_all()
+        }
         Some("invariants") => invariants::check_workspace(),
         Some("fetch-model") => fetch_model::fetch_model(),
         Some("bench") => bench(),
-        _ => bail!("usage: cargo xtask <ci|test|bench|invariants|fetch-model>"),
+        _ => bail!("usage: cargo xtask <ci|test|examples|bench|invariants|fetch-model>"),
     }
 }
 
-/// Installs what the tests need, then runs every test of the workspace.
+/// Installs what the tests need, runs every test of the workspace, then every example
+/// (each checks what it shows).
 fn test() -> Result<()> {
     ensure_system_packages()?;
     fetch_model::fetch_model().context("the embedded model is needed by the tests")?;
-    let mut test = Command::new(cargo_bin());
+    let mut test = cargo_command();
     test.args(["test", "--workspace", "--locked", "--no-fail-fast"]);
     let fixtures = workspace_root().join("../shared/fixtures/providers");
     if std::env::var_os("PLAN_PROVIDER_FIXTURES").is_none() && fixtures.is_dir() {
         test.env("PLAN_PROVIDER_FIXTURES", &fixtures);
     }
-    exec(&mut test)
+    exec(&mut test)?;
+    examples::run_all()
 }
 
 /// Runs every benchmark; each prints its figures.
@@ -136,8 +144,32 @@ fn cargo_bin() -> String {
     std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned())
 }
 
+/// A cargo command without the package variables `cargo run` set for xtask itself: build
+/// scripts that watch them (ring's, through `rerun-if-env-changed`) would otherwise see
+/// xtask's values, differ from the build of xtask, and rebuild on every call.
+fn cargo_command() -> Command {
+    let mut cmd = Command::new(cargo_bin());
+    for (key, _) in std::env::vars_os() {
+        if let Some(key) = key.to_str()
+            && (key.starts_with("CARGO_PKG_")
+                || matches!(
+                    key,
+                    "CARGO_MANIFEST_DIR"
+                        | "CARGO_MANIFEST_PATH"
+                        | "CARGO_MANIFEST_LINKS"
+                        | "CARGO_CRATE_NAME"
+                        | "CARGO_BIN_NAME"
+                        | "CARGO_PRIMARY_PACKAGE"
+                ))
+        {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
+}
+
 fn cargo(args: &[&str]) -> Result<()> {
-    let status = Command::new(cargo_bin())
+    let status = cargo_command()
         .args(args)
         .status()
         .context("could not start cargo")?;

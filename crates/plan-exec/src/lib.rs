@@ -44,8 +44,9 @@
 //! ```
 //!
 //! # Features
-//! - `test-support`: [`testing::FakeOpenAi`], a fake OpenAI-compatible server on loopback
-//!   with a fixed latency per call, counting requests per step (for tests and benchmarks).
+//! - `test-support`: `testing::FakeOpenAi`, a fake OpenAI-compatible server on loopback
+//!   with a fixed latency per call, counting requests per step (for tests and benchmarks);
+//!   `conformance::check_store`, the conformance suite for any [`RunStore`].
 #![deny(missing_docs)]
 #![cfg_attr(
     not(test),
@@ -54,6 +55,8 @@
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 // Running plans (the `exec` area).
+#[cfg(feature = "test-support")]
+pub mod conformance;
 mod context;
 mod error;
 mod events;

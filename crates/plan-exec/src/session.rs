@@ -187,7 +187,14 @@ impl ResumePoint {
 }
 
 /// One run in progress: the only writer of its journal. Cheap to clone (clones share the
-/// run). See the [module docs](self).
+/// run).
+///
+/// The session owns the run's lifecycle: it was created (or reopened) by a
+/// [`SessionBuilder`], records plan revisions ([`plan_created`](Self::plan_created),
+/// [`replanned`](Self::replanned)), journals events (batched) and step outputs, moves the
+/// run's status and [`finish`](Self::finish)es it. Runners, strategies and services never
+/// write to a [`RunStore`] themselves. It keeps an in-memory copy of everything it
+/// journaled, so a run without a store reports the same as one with a store.
 #[derive(Clone)]
 pub struct RunSession {
     inner: Arc<Inner>,

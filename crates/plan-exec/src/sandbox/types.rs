@@ -264,6 +264,23 @@ pub struct OutputFile {
     pub truncated: bool,
 }
 
+impl OutputFile {
+    /// The file at `path` (as declared) with its whole `contents`.
+    pub fn new(path: impl Into<String>, contents: impl Into<Vec<u8>>) -> Self {
+        Self {
+            path: path.into(),
+            contents: contents.into(),
+            truncated: false,
+        }
+    }
+
+    /// Marks the contents as cut at the limit.
+    pub fn mark_truncated(mut self) -> Self {
+        self.truncated = true;
+        self
+    }
+}
+
 /// A declared file that could not be read back, and why.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -272,6 +289,16 @@ pub struct MissingFile {
     pub path: String,
     /// Why it was not read: absent, a symlink, not a regular file, an invalid path.
     pub reason: String,
+}
+
+impl MissingFile {
+    /// The declared file at `path` could not be read back, because of `reason`.
+    pub fn new(path: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            reason: reason.into(),
+        }
+    }
 }
 
 /// What happened to a program.
@@ -307,6 +334,92 @@ pub struct RunOutput {
 }
 
 impl RunOutput {
+    /// What a backend of your own returns for a program that exited with `exit_code`
+    /// under `isolation`: no signal, empty output, no limit hit, no files, zero
+    /// duration. Add the rest with the `with_*` methods.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use plan_exec::{Isolation, OutputFile, RunOutput};
+    ///
+    /// let out = RunOutput::new(0, Isolation::Bwrap)
+    ///     .with_stdout("42\n")
+    ///     .with_duration(Duration::from_millis(12))
+    ///     .with_file(OutputFile::new("out.txt", "hi"));
+    /// assert!(out.success());
+    /// assert_eq!(out.file("out.txt").map(|f| f.contents.as_slice()), Some(&b"hi"[..]));
+    /// ```
+    pub fn new(exit_code: i32, isolation: Isolation) -> Self {
+        Self {
+            exit_code,
+            signal: None,
+            stdout: String::new(),
+            stderr: String::new(),
+            stdout_truncated: false,
+            stderr_truncated: false,
+            limit_hit: None,
+            duration: Duration::ZERO,
+            isolation,
+            files: Vec::new(),
+            missing_files: Vec::new(),
+        }
+    }
+
+    /// Killed by `signal`: sets the signal and the exit code `128 + signal`.
+    pub fn killed_by(mut self, signal: i32) -> Self {
+        self.signal = Some(signal);
+        self.exit_code = 128 + signal;
+        self
+    }
+
+    /// Sets standard output.
+    pub fn with_stdout(mut self, stdout: impl Into<String>) -> Self {
+        self.stdout = stdout.into();
+        self
+    }
+
+    /// Sets standard error.
+    pub fn with_stderr(mut self, stderr: impl Into<String>) -> Self {
+        self.stderr = stderr.into();
+        self
+    }
+
+    /// Marks stdout as cut at the output cap.
+    pub fn mark_stdout_truncated(mut self) -> Self {
+        self.stdout_truncated = true;
+        self
+    }
+
+    /// Marks stderr as cut at the output cap.
+    pub fn mark_stderr_truncated(mut self) -> Self {
+        self.stderr_truncated = true;
+        self
+    }
+
+    /// Records the limit that stopped the program.
+    pub fn with_limit_hit(mut self, limit: LimitHit) -> Self {
+        self.limit_hit = Some(limit);
+        self
+    }
+
+    /// Sets the time from start to exit.
+    pub fn with_duration(mut self, duration: Duration) -> Self {
+        self.duration = duration;
+        self
+    }
+
+    /// Adds a declared file that was read back.
+    pub fn with_file(mut self, file: OutputFile) -> Self {
+        self.files.push(file);
+        self
+    }
+
+    /// Adds a declared file that could not be read back.
+    pub fn with_missing_file(mut self, file: MissingFile) -> Self {
+        self.missing_files.push(file);
+        self
+    }
+
     /// Whether the program exited with code 0 and no limit was hit.
     pub fn success(&self) -> bool {
         self.exit_code == 0 && self.signal.is_none() && self.limit_hit.is_none()

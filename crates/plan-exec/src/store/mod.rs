@@ -329,7 +329,7 @@ impl StoredRun {
 /// output. Async and object-safe so that a server database can implement it. Only a
 /// [`RunSession`](crate::RunSession) writes to it, from one task per run, in order.
 ///
-/// Implement it for your own database; `plan_exec::testing::store_conformance` (feature
+/// Implement it for your own database; `plan_exec::conformance::check_store` (feature
 /// `test-support`) checks an implementation against the contract the runners rely on.
 #[async_trait]
 pub trait RunStore: Send + Sync {

@@ -2,6 +2,7 @@
 
 mod support;
 
+mod conformance;
 mod crash;
 mod faults;
 mod llm;

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use plan_core::{Event, EventKind};
 use plan_exec::EventSink;
-use plan_llm::{Reply, ScriptedModel};
+use plan_llm::{Purpose, Reply, ScriptedModel};
 use plan_strategies::Agent;
 
 /// Counts events by kind and prints progress.
@@ -51,8 +51,8 @@ impl EventSink for Counter {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let model = ScriptedModel::new()
-        .when_system_contains(
-            "You are a planner",
+        .when_purpose(
+            Purpose::Plan,
             Reply::text(
                 r#"{"goal": "trip", "steps": [
                 {"id": "trains", "description": "Find trains from Paris to Lyon", "dependencies": []},
@@ -61,7 +61,8 @@ async fn main() -> anyhow::Result<()> {
             ]}"#,
             ),
         )
-        .when_system_contains("final answer", Reply::text("Train at 9:00, hotel by the river, 240 EUR."))
+        .when_purpose(
+            Purpose::Synthesize, Reply::text("Train at 9:00, hotel by the river, 240 EUR."))
         .otherwise(Reply::text("found some"));
     let counter = Arc::new(Counter::default());
     let agent = Agent::builder()

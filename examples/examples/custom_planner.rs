@@ -7,7 +7,7 @@
 
 use async_trait::async_trait;
 use plan_core::{Plan, Step, StepId};
-use plan_llm::{Reply, Role, ScriptedModel};
+use plan_llm::{Purpose, Reply, Role, ScriptedModel};
 use plan_strategies::{Agent, PlanContext, PlanRequest, Planned, Planner, StrategyError};
 
 /// Plans by splitting the goal on "then" (sequence) and "and" (parallel).
@@ -70,8 +70,8 @@ fn capitalise(s: &str) -> String {
 async fn main() -> anyhow::Result<()> {
     // The model only runs steps and writes the answer: it is never asked for a plan.
     let model = ScriptedModel::new()
-        .when_system_contains(
-            "final answer",
+        .when_purpose(
+            Purpose::Synthesize,
             Reply::text("Flask for small apps, Django for big ones."),
         )
         .respond_with(|request| {

@@ -20,7 +20,7 @@ use plan_exec::{
     JournalEntry, PlanRevision, RunEnd, RunRecord, RunReport, RunStore, RunSummary,
     StepOutputRecord, StoreError, StoredRun,
 };
-use plan_llm::{Reply, ScriptedModel};
+use plan_llm::{Purpose, Reply, ScriptedModel};
 use plan_strategies::Agent;
 
 /// Every run in memory, as `load_run` returns it. One lock makes each call atomic, which
@@ -191,8 +191,8 @@ async fn main() -> anyhow::Result<()> {
 /// A scripted model: a three-step plan, a line per step, and the answer.
 fn offline_model() -> ScriptedModel {
     ScriptedModel::new()
-        .when_system_contains(
-            "You are a planner",
+        .when_purpose(
+            Purpose::Plan,
             Reply::text(
                 r#"{"goal": "haiku", "steps": [
                 {"id": "line1", "description": "Write five syllables about safety", "dependencies": []},
@@ -201,8 +201,8 @@ fn offline_model() -> ScriptedModel {
             ]}"#,
             ),
         )
-        .when_system_contains(
-            "final answer",
+        .when_purpose(
+            Purpose::Synthesize,
             Reply::text("Borrow checker hums\nzero-cost abstractions fly\ncargo builds, I smile"),
         )
         .otherwise(Reply::text("a line of the haiku"))

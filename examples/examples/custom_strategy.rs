@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use async_trait::async_trait;
 use plan_exec::{RunSession, SqliteStore};
-use plan_llm::{LlmError, Reply, Request, Role, ScriptedModel};
+use plan_llm::{LlmError, Purpose, Reply, Request, Role, ScriptedModel};
 use plan_strategies::{
     Agent, Outcome, PlanOutcome, PlanRequest, PlanStart, Strategy, StrategyContext, StrategyError,
     StrategyRegistry,
@@ -66,13 +66,6 @@ const SHORT_PLAN: &str = r#"{"goal": "post", "steps": [
     {"id": "write", "description": "Write the post from the outline", "dependencies": ["outline"]}
 ]}"#;
 
-fn system_has(request: &Request, needle: &str) -> bool {
-    request
-        .messages
-        .iter()
-        .any(|m| m.role == Role::System && m.content.contains(needle))
-}
-
 fn user_has(request: &Request, needle: &str) -> bool {
     request
         .messages
@@ -87,10 +80,10 @@ async fn main() -> anyhow::Result<()> {
     let model = {
         let (down, plans) = (backend_down.clone(), plans_made.clone());
         ScriptedModel::new().respond_with(move |request| {
-            if system_has(request, "You are a planner") {
+            if request.purpose == Some(Purpose::Plan) {
                 let n = plans.fetch_add(1, Ordering::SeqCst);
                 Reply::text(if n == 0 { LONG_PLAN } else { SHORT_PLAN })
-            } else if system_has(request, "final answer") {
+            } else if request.purpose == Some(Purpose::Synthesize) {
                 Reply::text("Rust 2024 in five points: ...")
             } else if user_has(request, "Your step (`write`)") && down.load(Ordering::SeqCst) {
                 Reply::error(LlmError::BadRequest {

@@ -156,12 +156,58 @@ fn store_writers(root: &std::path::Path) -> Result<Vec<String>> {
     Ok(out)
 }
 
+/// Crates a user of plan-exec's runner alone (no default features) must not compile.
+const HEAVY: [&str; 6] = [
+    "rusqlite",
+    "libsqlite3-sys",
+    "seccompiler",
+    "nix",
+    "jsonschema",
+    "tantivy",
+];
+
+/// The heavy crates in `cargo tree -p plan-exec --no-default-features -e normal`.
+fn heavy_in_runner_alone() -> Result<Vec<String>> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let out = Command::new(cargo)
+        .args([
+            "tree",
+            "-p",
+            "plan-exec",
+            "--no-default-features",
+            "-e",
+            "normal",
+            "--prefix",
+            "none",
+            "--locked",
+        ])
+        .output()
+        .context("could not run cargo tree")?;
+    if !out.status.success() {
+        bail!(
+            "cargo tree failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut found: Vec<String> = text
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|name| HEAVY.contains(name))
+        .map(|name| format!("plan-exec without default features still builds {name}"))
+        .collect();
+    found.sort();
+    found.dedup();
+    Ok(found)
+}
+
 /// Checks every invariant and reports all violations at once.
 pub fn check_workspace() -> Result<()> {
     let graph = DepGraph::load()?;
     let mut violations = violations(&graph);
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     violations.extend(store_writers(&root)?);
+    violations.extend(heavy_in_runner_alone()?);
     if violations.is_empty() {
         println!("architecture invariants hold");
         Ok(())
@@ -243,6 +289,12 @@ mod tests {
             "architecture invariants broken:\n{}",
             v.join("\n")
         );
+    }
+
+    #[test]
+    fn the_runner_alone_builds_no_heavy_crate() {
+        let heavy = heavy_in_runner_alone().unwrap();
+        assert!(heavy.is_empty(), "{}", heavy.join("\n"));
     }
 
     #[test]

@@ -44,6 +44,16 @@
 //! ```
 //!
 //! # Features
+//! Default: `sqlite`, `sandbox`, `tools`. With `default-features = false` you get the
+//! runner, the session, the `RunStore` trait, the `Sandbox` trait and the LLM step
+//! executor, and compile none of SQLite, seccomp, nix, JSON-schema validation or tantivy.
+//! - `sqlite`: `SqliteStore`, the run store in one SQLite file (bundled SQLite).
+//! - `sandbox`: the Linux sandbox backends (`BwrapSandbox` with its seccomp filter,
+//!   `ProcessSandbox`); without it, a [`SandboxChoice`] other than `none` says this build
+//!   has no backend.
+//! - `tools`: tools and search (`Tool`, `ToolSet` with JSON-schema validation, the tool
+//!   loop, built-in tools, `SearchBackend`, Brave search).
+//! - `search-index`: the local full-text index (`LocalIndex`, tantivy); implies `tools`.
 //! - `test-support`: `testing::FakeOpenAi`, a fake OpenAI-compatible server on loopback
 //!   with a fixed latency per call, counting requests per step (for tests and benchmarks);
 //!   `conformance::check_store`, the conformance suite for any [`RunStore`].
@@ -84,9 +94,11 @@ pub use report::{Execution, Replan, RunReport, RunUsage};
 pub use router::Router;
 pub use runner::{PlanRun, Runner};
 pub use session::{ResumePoint, RunSession, SessionBuilder};
+#[cfg(feature = "sqlite")]
+pub use store::SqliteStore;
 pub use store::{
-    JournalEntry, PlanRevision, RunEnd, RunRecord, RunStore, RunSummary, SqliteStore,
-    StepOutputRecord, StoredRun, follow, new_run_id,
+    JournalEntry, PlanRevision, RunEnd, RunRecord, RunStore, RunSummary, StepOutputRecord,
+    StoredRun, follow, new_run_id,
 };
 
 mod code_step;
@@ -96,7 +108,7 @@ mod sandbox;
 pub use code_step::{
     CodeStepExecutor, OUTPUT_MARKER, OutputCheck, declared_outputs, extract_program,
 };
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", feature = "sandbox"))]
 pub use sandbox::{BwrapConfig, BwrapSandbox, ProcessSandbox};
 pub use sandbox::{
     Isolation, LazySandbox, LimitHit, Limits, MissingFile, OutputFile, ParseSandboxChoiceError,
@@ -104,14 +116,18 @@ pub use sandbox::{
 };
 
 // --- tools and search (research) ---
+#[cfg(feature = "tools")]
 mod search;
+#[cfg(feature = "tools")]
 mod tools;
 
+#[cfg(feature = "tools")]
 pub use search::{
     BraveSearch, BraveSearchConfig, SearchBackend, SearchError, SearchHit, SearchQuery,
 };
 #[cfg(feature = "search-index")]
 pub use search::{LocalIndex, LocalIndexConfig, RefreshStats};
+#[cfg(feature = "tools")]
 pub use tools::{
     CodeLanguage, DynTool, FsRoot, ListFilesArgs, ListFilesTool, ReadFileArgs, ReadFileTool,
     RunCodeArgs, RunCodeTool, SearchDocsArgs, SearchDocsTool, Tool, ToolCallMode, ToolCallRecord,

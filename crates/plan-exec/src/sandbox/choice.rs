@@ -40,18 +40,20 @@ impl SandboxChoice {
     pub async fn open(self) -> Result<Arc<dyn Sandbox>, SandboxError> {
         match self {
             SandboxChoice::None => Err(SandboxError::Disabled),
-            #[cfg(target_os = "linux")]
+            #[cfg(all(target_os = "linux", feature = "sandbox"))]
             SandboxChoice::Auto | SandboxChoice::Bwrap => {
                 let sandbox = super::BwrapSandbox::new(super::BwrapConfig::default())?;
                 sandbox.probe().await?;
                 Ok(Arc::new(sandbox))
             }
-            #[cfg(target_os = "linux")]
+            #[cfg(all(target_os = "linux", feature = "sandbox"))]
             SandboxChoice::Process => Ok(Arc::new(super::ProcessSandbox::new())),
-            #[cfg(not(target_os = "linux"))]
+            #[cfg(not(all(target_os = "linux", feature = "sandbox")))]
             other => Err(SandboxError::Unavailable {
                 backend: other.as_str(),
-                reason: "the sandbox backends need linux; use `--sandbox none`".to_owned(),
+                reason: "this build has no sandbox backend (they need Linux and plan-exec's \
+                         `sandbox` feature); code steps cannot run"
+                    .to_owned(),
             }),
         }
     }

@@ -54,6 +54,7 @@ pub enum SandboxError {
 }
 
 impl SandboxError {
+    #[cfg_attr(not(all(target_os = "linux", feature = "sandbox")), allow(dead_code))]
     pub(crate) fn io(context: impl Into<String>, source: io::Error) -> Self {
         SandboxError::Io {
             context: context.into(),

@@ -1,18 +1,18 @@
 //! The sandbox: the [`Sandbox`] trait (documented there), its types and backends.
 
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", feature = "sandbox"))]
 mod bwrap;
 mod choice;
 mod error;
 mod lazy;
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", feature = "sandbox"))]
 mod process;
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", feature = "sandbox"))]
 mod seccomp;
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", feature = "sandbox"))]
 mod spawn;
 mod types;
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", feature = "sandbox"))]
 mod workdir;
 
 use std::sync::Arc;
@@ -25,9 +25,9 @@ pub use lazy::LazySandbox;
 pub(crate) use types::check_relative;
 pub use types::{Isolation, LimitHit, Limits, MissingFile, OutputFile, Program, RunOutput};
 
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", feature = "sandbox"))]
 pub use bwrap::{BwrapConfig, BwrapSandbox};
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", feature = "sandbox"))]
 pub use process::ProcessSandbox;
 
 /// Runs untrusted programs: the sandbox trait, implemented by each backend.

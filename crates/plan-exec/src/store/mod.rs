@@ -1,6 +1,7 @@
 //! The durable run store: the [`RunStore`] trait, its records, and run ids.
 
 mod follow;
+#[cfg(feature = "sqlite")]
 mod sqlite;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::StoreError;
 
 pub use follow::follow;
+#[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
 
 /// What a run was started with: enough to show it and to resume it.

@@ -1,307 +1,15 @@
-//! The [`Agent`] facade: planner, strategy, runner, executors, events, store and synthesis
-//! behind a builder and one `run` call.
+//! The [`Agent`] facade: a goal in, a run session opened, the strategy run inside it, the
+//! answer written and the report out. Built by [`AgentBuilder`](crate::AgentBuilder).
 
 use std::sync::Arc;
 
-use plan_core::{Plan, PlanGraph, RunId, StepKind};
-use plan_exec::{
-    CancelToken, CodeStepExecutor, EventSink, LlmStepExecutor, NoopSink, Router, RunOptions,
-    RunRecord, RunReport, RunSession, RunStore, Runner, Sandbox, SandboxChoice, SessionBuilder,
-    StepExecutor,
-};
-use plan_llm::{Provider, ProviderExt as _, RetryPolicy};
+use plan_core::{Plan, PlanGraph, RunId};
+use plan_exec::{CancelToken, RunRecord, RunReport, RunSession, SessionBuilder};
 
-use crate::agents::AgentCatalogue;
 use crate::answer;
+use crate::builder::AgentBuilder;
 use crate::error::StrategyError;
-use crate::options::{AnswerSource, PlanningMode, StrategyOptions};
-use crate::planner::{LlmPlanner, Planner, PlannerConfig};
-use crate::strategy::{
-    PlanOutcome, PlanStart, Strategy, StrategyContext, StrategyKind, StrategyRegistry,
-};
-
-/// Adds routes to the default router ([`AgentBuilder::routes`]).
-type RouteFn = Box<dyn FnOnce(Router) -> Router + Send>;
-
-/// Builds an [`Agent`]; see [`Agent::builder`].
-#[must_use]
-pub struct AgentBuilder {
-    provider: Option<Arc<dyn Provider>>,
-    planner: Option<Arc<dyn Planner>>,
-    planner_config: PlannerConfig,
-    executor: Option<Arc<dyn StepExecutor>>,
-    sandbox: Option<Arc<dyn Sandbox>>,
-    routes: Option<RouteFn>,
-    retry: Option<RetryPolicy>,
-    strategy: Arc<dyn Strategy>,
-    registry: StrategyRegistry,
-    options: StrategyOptions,
-    run_options: RunOptions,
-    sink: Arc<dyn EventSink>,
-    store: Option<Arc<dyn RunStore>>,
-    model: Option<String>,
-    base_url: Option<String>,
-    cancel: CancelToken,
-    agents: Option<Arc<AgentCatalogue>>,
-}
-
-impl std::fmt::Debug for AgentBuilder {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AgentBuilder")
-            .field("strategy", &self.strategy.name())
-            .field("options", &self.options)
-            .finish_non_exhaustive()
-    }
-}
-
-impl AgentBuilder {
-    /// The model used for planning, critique, decomposition and synthesis, and (unless
-    /// [`executor`](Self::executor) is set) for the steps.
-    pub fn provider(mut self, provider: impl Provider + 'static) -> Self {
-        self.provider = Some(Arc::new(provider));
-        self
-    }
-
-    /// The strategy (default [`StrategyKind::Dag`]); any [`Strategy`] of your own works.
-    pub fn strategy(mut self, strategy: impl Strategy + 'static) -> Self {
-        self.strategy = Arc::new(strategy);
-        self
-    }
-
-    /// The strategies a stored run's strategy name resolves through on
-    /// [`Agent::resume`] (default: the built-in five). Register your own strategies here
-    /// so their runs can be resumed.
-    pub fn registry(mut self, registry: StrategyRegistry) -> Self {
-        self.registry = registry;
-        self
-    }
-
-    /// Strategy settings (depth, replans, rounds, streaming, synthesis).
-    pub fn options(mut self, options: StrategyOptions) -> Self {
-        self.options = options;
-        self
-    }
-
-    /// Adaptive: the most replans (default 3).
-    pub fn max_replans(mut self, n: u32) -> Self {
-        self.options.max_replans = n;
-        self
-    }
-
-    /// Hierarchical: the most levels of sub-goals (default 3).
-    pub fn max_depth(mut self, n: usize) -> Self {
-        self.options.max_depth = n;
-        self
-    }
-
-    /// Reflective: the most critique rounds (default 2).
-    pub fn reflection_rounds(mut self, n: u32) -> Self {
-        self.options.reflection_rounds = n;
-        self
-    }
-
-    /// Streamed planning or plan-then-run (DAG strategy).
-    pub fn planning_mode(mut self, mode: PlanningMode) -> Self {
-        self.options.planning = mode;
-        self
-    }
-
-    /// How the LLM planner plans (step bounds, agents, fix attempts).
-    pub fn planner_config(mut self, config: PlannerConfig) -> Self {
-        self.planner_config = config;
-        self
-    }
-
-    /// The most steps per plan (default 30); see [`PlannerConfig::max_steps`].
-    pub fn max_steps(mut self, n: usize) -> Self {
-        let min = self.planner_config.min_steps;
-        self.planner_config = self.planner_config.with_step_bounds(min.min(n), n);
-        self
-    }
-
-    /// Uses a planner of your own instead of the LLM planner.
-    pub fn planner(mut self, planner: impl Planner + 'static) -> Self {
-        self.planner = Some(Arc::new(planner));
-        self
-    }
-
-    /// Runs steps with this executor (a [`plan_exec::Router`] to route by agent or kind)
-    /// instead of the default executors over the provider.
-    ///
-    /// By default, steps of kind `code` and steps that carry their own `code` run in the
-    /// [`sandbox`](Self::sandbox) through a [`CodeStepExecutor`] (the model writes the
-    /// program unless the step has one; errors are fed back), and every other step is one
-    /// model call ([`LlmStepExecutor`]).
-    pub fn executor(mut self, executor: impl StepExecutor + 'static) -> Self {
-        self.executor = Some(Arc::new(executor));
-        self
-    }
-
-    /// How model calls are retried (429, 5xx, timeouts, resets): the one retry layer of a
-    /// run, wrapped around the provider. Default: [`RetryPolicy::default`] (at most 4
-    /// attempts a call, `Retry-After` honoured up to a cap, a bounded total wait). Steps
-    /// do not retry model errors again; their fallback or a replan comes next.
-    pub fn provider_retry(mut self, policy: RetryPolicy) -> Self {
-        self.retry = Some(policy);
-        self
-    }
-
-    /// Calls the provider without a retry layer (yours already retries).
-    pub fn without_provider_retry(mut self) -> Self {
-        self.retry = None;
-        self
-    }
-
-    /// Adds routes on top of the default routing (code steps to the sandbox, every other
-    /// step to the model): `routes` gets the default [`Router`] and returns it with more
-    /// routes (by kind or agent), e.g. a research agent's. Ignored when
-    /// [`executor`](Self::executor) is set.
-    pub fn routes(mut self, routes: impl FnOnce(Router) -> Router + Send + 'static) -> Self {
-        self.routes = Some(Box::new(routes));
-        self
-    }
-
-    /// Extra guidance for the planner's system prompt (what the steps can do, how to
-    /// shape the plan).
-    pub fn planner_guidance(mut self, guidance: impl Into<String>) -> Self {
-        self.planner_config.guidance = Some(guidance.into());
-        self
-    }
-
-    /// The sandbox that code steps run in (default: [`SandboxChoice::Auto`], opened on
-    /// the first code step: bubblewrap when it works here, otherwise code steps fail with
-    /// an error that says how to install it). [`SandboxChoice::lazy`] turns a user's
-    /// choice into one. Ignored when [`executor`](Self::executor) is set.
-    pub fn sandbox(mut self, sandbox: impl Sandbox + 'static) -> Self {
-        self.sandbox = Some(Arc::new(sandbox));
-        self
-    }
-
-    /// Runner options: concurrency, step policies (timeout, retries, fallback).
-    pub fn run_options(mut self, options: RunOptions) -> Self {
-        self.run_options = options;
-        self
-    }
-
-    /// The most steps running at once (default 4).
-    pub fn concurrency(mut self, n: usize) -> Self {
-        self.run_options = self.run_options.with_concurrency(n);
-        self
-    }
-
-    /// Sends every event of every run to `sink`.
-    pub fn event_sink(mut self, sink: impl EventSink + 'static) -> Self {
-        self.sink = Arc::new(sink);
-        self
-    }
-
-    /// Journals runs in `store` so they can be listed, shown and resumed.
-    pub fn store(mut self, store: impl RunStore + 'static) -> Self {
-        self.store = Some(Arc::new(store));
-        self
-    }
-
-    /// The model spec recorded in reports and the store (`openai:gpt-4o-mini`; default:
-    /// the provider's name). Never a key.
-    pub fn model_spec(mut self, spec: impl Into<String>) -> Self {
-        self.model = Some(spec.into());
-        self
-    }
-
-    /// The base URL recorded with the run (user info and query strings are stripped).
-    pub fn base_url(mut self, url: impl Into<String>) -> Self {
-        self.base_url = Some(url.into());
-        self
-    }
-
-    /// Cancels runs when this token is cancelled (Ctrl-C); a cancelled run can be resumed.
-    pub fn cancel_token(mut self, cancel: CancelToken) -> Self {
-        self.cancel = cancel;
-        self
-    }
-
-    /// The specialised agents steps may be routed to (`step.agent`). The LLM planner is
-    /// told their names and descriptions, and every plan the agent would run (planned or
-    /// given to [`Agent::execute`]) is checked first: one naming an unknown agent is
-    /// rejected with [`StrategyError::Agents`] before any step runs. Route the steps
-    /// themselves with an executor, e.g. [`AgentTeam::routes`](crate::AgentTeam::routes).
-    pub fn agents(mut self, catalogue: AgentCatalogue) -> Self {
-        self.agents = Some(Arc::new(catalogue));
-        self
-    }
-
-    /// Where the answer comes from; [`AnswerSource::SynthesizeStep`] keeps the output of
-    /// the plan's final `synthesize` step (with its citations) as the answer.
-    pub fn answer_source(mut self, source: AnswerSource) -> Self {
-        self.options.answer = source;
-        self
-    }
-
-    /// Builds the agent.
-    ///
-    /// # Errors
-    /// [`StrategyError::Config`] when no provider was given.
-    pub fn build(self) -> Result<Agent, StrategyError> {
-        let Some(provider) = self.provider else {
-            return Err(StrategyError::Config(
-                "the agent has no model: call .provider(..) on the builder".to_owned(),
-            ));
-        };
-        let provider: Arc<dyn Provider> = match self.retry {
-            Some(policy) => Arc::new(provider.with_retry(policy)),
-            None => provider,
-        };
-        let mut planner_config = self.planner_config.clone();
-        if let Some(catalogue) = &self.agents
-            && planner_config.agents.is_empty()
-        {
-            planner_config.agents = catalogue.agent_infos();
-        }
-        let planner: Arc<dyn Planner> = match self.planner {
-            Some(p) => p,
-            None => Arc::new(LlmPlanner::new(provider.clone()).with_config(planner_config)),
-        };
-        let executor: Arc<dyn StepExecutor> = match self.executor {
-            Some(e) => e,
-            None => {
-                let sandbox = self
-                    .sandbox
-                    .unwrap_or_else(|| Arc::new(SandboxChoice::Auto.lazy()));
-                let code = Arc::new(CodeStepExecutor::new(provider.clone(), sandbox));
-                let router = Router::default()
-                    .with_default(LlmStepExecutor::new(provider.clone()))
-                    .route_kind(StepKind::Code, code.clone())
-                    .route_programs(code);
-                Arc::new(match self.routes {
-                    Some(add) => add(router),
-                    None => router,
-                })
-            }
-        };
-        let model = self.model.unwrap_or_else(|| provider.name().to_owned());
-        let mut sessions = SessionBuilder::new().event_sink(self.sink);
-        if let Some(store) = self.store {
-            sessions = sessions.store(store);
-        }
-        let runner = Runner::parallel_arc(executor)
-            .with_options(self.run_options.clone())
-            .with_cancel(self.cancel.clone());
-        let mut cx = StrategyContext::new(provider, planner, runner).with_options(self.options);
-        cx.agents = self.agents;
-        Ok(Agent {
-            inner: Arc::new(Inner {
-                cx,
-                strategy: self.strategy,
-                registry: self.registry,
-                sessions,
-                concurrency: self.run_options.concurrency,
-                model,
-                base_url: self.base_url,
-                cancel: self.cancel,
-            }),
-        })
-    }
-}
+use crate::strategy::{PlanOutcome, PlanStart, Strategy, StrategyContext, StrategyRegistry};
 
 /// A planning agent: turns a goal into a plan, runs it with the chosen strategy, and
 /// writes the answer.
@@ -324,18 +32,18 @@ impl AgentBuilder {
 /// ```
 #[derive(Clone)]
 pub struct Agent {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
-struct Inner {
-    cx: StrategyContext,
-    strategy: Arc<dyn Strategy>,
-    registry: StrategyRegistry,
-    sessions: SessionBuilder,
-    concurrency: usize,
-    model: String,
-    base_url: Option<String>,
-    cancel: CancelToken,
+pub(crate) struct Inner {
+    pub(crate) cx: StrategyContext,
+    pub(crate) strategy: Arc<dyn Strategy>,
+    pub(crate) registry: StrategyRegistry,
+    pub(crate) sessions: SessionBuilder,
+    pub(crate) concurrency: usize,
+    pub(crate) model: String,
+    pub(crate) base_url: Option<String>,
+    pub(crate) cancel: CancelToken,
 }
 
 impl std::fmt::Debug for Agent {
@@ -350,25 +58,7 @@ impl std::fmt::Debug for Agent {
 impl Agent {
     /// A builder; [`provider`](AgentBuilder::provider) is required.
     pub fn builder() -> AgentBuilder {
-        AgentBuilder {
-            provider: None,
-            planner: None,
-            planner_config: PlannerConfig::default(),
-            executor: None,
-            sandbox: None,
-            routes: None,
-            retry: Some(RetryPolicy::default()),
-            strategy: Arc::new(StrategyKind::default()),
-            registry: StrategyRegistry::builtin(),
-            options: StrategyOptions::default(),
-            run_options: RunOptions::default(),
-            sink: Arc::new(NoopSink),
-            store: None,
-            model: None,
-            base_url: None,
-            cancel: CancelToken::new(),
-            agents: None,
-        }
+        AgentBuilder::new()
     }
 
     /// The strategy's name.

@@ -43,6 +43,7 @@
 
 mod agent;
 mod answer;
+mod builder;
 mod calls;
 mod error;
 mod hierarchy;
@@ -54,7 +55,8 @@ mod report;
 mod strategy;
 mod stream;
 
-pub use agent::{Agent, AgentBuilder};
+pub use agent::Agent;
+pub use builder::AgentBuilder;
 pub use calls::Critique;
 pub use error::StrategyError;
 pub use options::{AnswerSource, PlanningMode, StrategyOptions};

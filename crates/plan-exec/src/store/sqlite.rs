@@ -402,7 +402,7 @@ impl RunStore for SqliteStore {
                 .prepare(
                     "SELECT r.id, r.goal, r.status, r.created_ms, r.updated_ms, r.strategy, r.model,
                         (SELECT p.plan FROM plans p WHERE p.run = r.id ORDER BY p.revision DESC LIMIT 1),
-                        (SELECT COUNT(*) FROM outputs o WHERE o.run = r.id)
+                        (SELECT GROUP_CONCAT(o.step, char(31)) FROM outputs o WHERE o.run = r.id)
                      FROM runs r ORDER BY r.created_ms DESC, r.id DESC",
                 )
                 .map_err(db_err(what))?;
@@ -417,7 +417,7 @@ impl RunStore for SqliteStore {
                         row.get::<_, Option<String>>(5)?,
                         row.get::<_, Option<String>>(6)?,
                         row.get::<_, Option<String>>(7)?,
-                        row.get::<_, i64>(8)?,
+                        row.get::<_, Option<String>>(8)?,
                     ))
                 })
                 .map_err(db_err(what))?;
@@ -425,9 +425,16 @@ impl RunStore for SqliteStore {
             for row in rows {
                 let (id, goal, status, created, updated, strategy, model, plan, done) =
                     row.map_err(db_err(what))?;
-                let steps_total = plan
-                    .and_then(|p| serde_json::from_str::<Plan>(&p).ok())
-                    .map_or(0, |p| p.steps.len());
+                let plan = plan.and_then(|p| serde_json::from_str::<Plan>(&p).ok());
+                let steps_total = plan.as_ref().map_or(0, |p| p.steps.len());
+                // Outputs of steps in the latest plan (a replan may drop a finished step).
+                let done = match (&plan, done) {
+                    (Some(plan), Some(done)) => done
+                        .split('\u{1f}')
+                        .filter(|id| plan.step(id).is_some())
+                        .count(),
+                    _ => 0,
+                };
                 out.push(RunSummary {
                     id: RunId::new(id),
                     goal,
@@ -437,7 +444,7 @@ impl RunStore for SqliteStore {
                     strategy,
                     model,
                     steps_total,
-                    steps_done: usize::try_from(done).unwrap_or(0),
+                    steps_done: done,
                 });
             }
             Ok(out)

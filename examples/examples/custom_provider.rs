@@ -1,5 +1,7 @@
-//! A custom provider: implement the one `Provider` trait, then use the model like any
-//! other, through `Arc<dyn Provider>` and the standard layers.
+//! A custom provider: implement the one `Provider` trait, register its spec prefix in a
+//! `ProviderRegistry` (so `adder:v1`, from a flag or a config file, reaches it beside
+//! `openai:...` and the rest), then use the model like any other, through
+//! `Arc<dyn Provider>` and the standard layers.
 //!
 //! The provider here is a toy "rule model" that answers arithmetic questions and refuses
 //! everything else; a real provider crate would call its service with an HTTP client and
@@ -12,8 +14,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use plan_llm::{
-    Capabilities, LlmError, Message, Provider, ProviderExt, Request, Response, RetryPolicy, Usage,
-    UsageMeter,
+    Capabilities, LlmError, Message, ModelSpec, Provider, ProviderConfig, ProviderExt,
+    ProviderRegistry, Request, Response, RetryPolicy, Usage, UsageMeter,
 };
 
 /// Adds the integers in the last user message.
@@ -56,10 +58,20 @@ impl Provider for Adder {
 
 #[tokio::main]
 async fn main() -> Result<(), LlmError> {
+    // A provider crate registers its prefix next to plan-llm's own adapters.
+    let mut registry = ProviderRegistry::builtin();
+    registry.register(
+        "adder",
+        "adds the numbers in the question",
+        |_: &ModelSpec, _: &ProviderConfig| Ok(Arc::new(Adder) as Arc<dyn Provider>),
+    );
+    // Selected at run time by a spec, as `--model adder:v1` would name it.
+    let spec = ModelSpec::parse("adder:v1")?;
+    let adder = registry.build(&spec, &ProviderConfig::from_env())?;
     let meter = UsageMeter::new().with_budget(1_000);
-    // Selected at run time, wrapped in layers like any built-in adapter.
+    // Wrapped in layers like any built-in adapter.
     let model: Arc<dyn Provider> = Arc::new(
-        Adder
+        adder
             .with_timeout(Duration::from_secs(5))
             .with_retry(RetryPolicy::default().with_max_attempts(3))
             .with_usage_meter(&meter),

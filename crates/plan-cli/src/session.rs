@@ -10,9 +10,10 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use plan_core::Event;
 use plan_exec::{CancelToken, ChannelSink, SqliteStore, event_channel};
 use plan_llm::{
-    LlmError, ModelSpec, Provider, ProviderConfig, ProviderExt, UsageMeter, build_provider,
+    LlmError, LlmHint, ModelSpec, Provider, ProviderConfig, ProviderExt, ProviderRegistry,
+    UsageMeter,
 };
-use plan_llm_local::{FetchEvent, LocalConfig, LocalModel, ModelStore};
+use plan_llm_local::{FetchEvent, LocalConfig, LocalFactory, ModelStore};
 use plan_strategies::{Agent, AgentBuilder, StrategyError, StrategyRegistry};
 use tokio::task::JoinHandle;
 
@@ -81,28 +82,37 @@ fn show(display: &Mutex<Display>, event: &Event) {
     }
 }
 
-/// Builds the provider named by the settings. The embedded model is pulled on first use,
-/// with a progress bar.
+/// Builds the provider named by the settings through the provider registry: plan-llm's
+/// adapters plus the embedded model, pulled on first use with a progress bar.
 pub fn provider(settings: &Settings, quiet: bool) -> anyhow::Result<Arc<dyn Provider>> {
-    let spec = ModelSpec::parse(&settings.model).map_err(|e| {
+    let invalid = |e: LlmError| {
         Usage::new(format!(
             "invalid --model `{}`: {}",
             settings.model,
             llm_message(&e)
         ))
-    })?;
-    let provider: Arc<dyn Provider> = match spec {
-        ModelSpec::Local { .. } => Arc::new(tokio::task::block_in_place(|| load_local(quiet))?),
-        spec => {
-            let mut config = ProviderConfig::from_env();
-            if let Some(url) = &settings.base_url {
-                config = config.with_base_url(url.clone());
-            }
-            let remote = build_provider(&spec, &config).map_err(|e| Usage::new(llm_message(&e)))?;
-            // Remote calls are bounded in time; the agent retries them (its one retry
-            // layer, outside this timeout).
-            Arc::new(remote.with_timeout(Duration::from_secs(300)))
-        }
+    };
+    let spec = ModelSpec::parse(&settings.model).map_err(invalid)?;
+    let registry = registry(quiet);
+    registry.check(&spec).map_err(invalid)?;
+    let mut config = ProviderConfig::from_env();
+    if let Some(url) = &settings.base_url {
+        config = config.with_base_url(url.clone());
+    }
+    let provider: Arc<dyn Provider> = if is_local(&spec) {
+        tokio::task::block_in_place(|| registry.build(&spec, &config)).map_err(|e| {
+            Usage::new(format!(
+                "{}\n  run `plan model pull` to fetch it, or use a provider: --model openai:gpt-4o-mini with OPENAI_API_KEY set",
+                llm_message(&e)
+            ))
+        })?
+    } else {
+        let remote = registry
+            .build(&spec, &config)
+            .map_err(|e| Usage::new(llm_message(&e)))?;
+        // Remote calls are bounded in time; the agent retries them (its one retry
+        // layer, outside this timeout).
+        Arc::new(remote.with_timeout(Duration::from_secs(300)))
     };
     Ok(match settings.budget_tokens {
         Some(tokens) => Arc::new(provider.with_usage_meter(&UsageMeter::new().with_budget(tokens))),
@@ -110,8 +120,44 @@ pub fn provider(settings: &Settings, quiet: bool) -> anyhow::Result<Arc<dyn Prov
     })
 }
 
-fn llm_message(e: &LlmError) -> String {
-    e.to_string()
+/// Every provider `--model` can name: plan-llm's adapters and the embedded model.
+pub fn registry(quiet: bool) -> ProviderRegistry {
+    let mut registry = ProviderRegistry::builtin();
+    // The bar appears with the first fetch event, so remote models never show it.
+    let mut progress: Option<PullProgress> = None;
+    plan_llm_local::register_factory(
+        &mut registry,
+        LocalFactory::new(LocalConfig::default().with_default_max_tokens(LOCAL_MAX_TOKENS))
+            .with_progress(move |e| {
+                progress
+                    .get_or_insert_with(|| PullProgress::new(quiet))
+                    .event(e)
+            }),
+    );
+    registry
+}
+
+/// Whether a spec names the embedded model.
+fn is_local(spec: &ModelSpec) -> bool {
+    spec.provider() == plan_llm_local::PROVIDER_NAME
+}
+
+/// A library error with the CLI's way out appended.
+pub fn llm_message(e: &LlmError) -> String {
+    match e.hint().and_then(llm_flag_hint) {
+        Some(hint) => format!("{e}\n  hint: {hint}"),
+        None => e.to_string(),
+    }
+}
+
+/// What the CLI user does about a provider error's hint.
+fn llm_flag_hint(hint: LlmHint) -> Option<&'static str> {
+    Some(match hint {
+        LlmHint::Model => "choose another --model (`--model local` runs offline, no key needed)",
+        LlmHint::BaseUrl => "pass --base-url URL (e.g. http://localhost:8080/v1)",
+        LlmHint::TokenBudget => "raise --budget-tokens",
+        _ => return None,
+    })
 }
 
 /// The most steps a plan on the embedded model has unless `--max-steps` says otherwise.
@@ -120,24 +166,6 @@ pub const LOCAL_MAX_STEPS: usize = 3;
 /// The reply cap of step and synthesis calls on the embedded model (planning calls ask for
 /// what a plan needs): a few paragraphs, so a quick start takes about a minute on a laptop.
 pub const LOCAL_MAX_TOKENS: u32 = 256;
-
-/// Loads the embedded model, pulling it into the cache first if needed.
-pub fn load_local(quiet: bool) -> anyhow::Result<LocalModel> {
-    let mut progress = PullProgress::new(quiet);
-    let model = LocalModel::load_with_progress(
-        LocalConfig::default().with_default_max_tokens(LOCAL_MAX_TOKENS),
-        &mut |e| {
-            progress.event(e);
-        },
-    );
-    progress.finish();
-    model.map_err(|e| {
-        Usage::new(format!(
-            "cannot load the embedded model: {e}\n  run `plan model pull` to fetch it, or use a provider: --model openai:gpt-4o-mini with OPENAI_API_KEY set"
-        ))
-        .into()
-    })
-}
 
 /// Pulls the embedded model into the cache with a progress bar (`plan model pull`).
 pub fn pull_model(quiet: bool) -> anyhow::Result<std::path::PathBuf> {
@@ -219,6 +247,12 @@ impl PullProgress {
     }
 }
 
+impl Drop for PullProgress {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
 /// Opens (creating if needed) the run store.
 pub fn open_store(path: &Path) -> anyhow::Result<SqliteStore> {
     if let Some(dir) = path.parent()
@@ -270,10 +304,7 @@ pub fn agent(
         .model_spec(settings.model.clone())
         .sandbox(settings.sandbox.choice().lazy())
         .cancel_token(cancel.clone());
-    let local = matches!(
-        ModelSpec::parse(&settings.model),
-        Ok(ModelSpec::Local { .. })
-    );
+    let local = ModelSpec::parse(&settings.model).is_ok_and(|spec| is_local(&spec));
     match settings.max_steps {
         Some(n) => builder = builder.max_steps(n),
         // The embedded model is small and runs on the CPU: short plans keep a run quick.
@@ -295,13 +326,20 @@ pub fn strategy_error(e: StrategyError) -> anyhow::Error {
             source: source @ (LlmError::Auth { .. } | LlmError::Config(_)),
             purpose,
         } => Usage::new(format!(
-            "the {purpose} call to the model failed: {source}\n  check the API key in the environment (OPENAI_API_KEY, ANTHROPIC_API_KEY) and --model"
+            "the {purpose} call to the model failed: {}\n  check the API key in the environment (OPENAI_API_KEY, ANTHROPIC_API_KEY) and --model",
+            llm_message(&source)
         ))
         .into(),
-        other => match other.hint().and_then(flag_hint) {
-            Some(hint) => anyhow::anyhow!("{other}\n  hint: {hint}"),
-            None => anyhow::Error::new(other),
-        },
+        other => {
+            let hint = other.hint().and_then(flag_hint).or_else(|| match &other {
+                StrategyError::Llm { source, .. } => source.hint().and_then(llm_flag_hint),
+                _ => None,
+            });
+            match hint {
+                Some(hint) => anyhow::anyhow!("{other}\n  hint: {hint}"),
+                None => anyhow::Error::new(other),
+            }
+        }
     }
 }
 

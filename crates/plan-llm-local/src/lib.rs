@@ -80,6 +80,8 @@ mod model;
 #[cfg(feature = "inference")]
 mod provider;
 #[cfg(feature = "inference")]
+mod registry;
+#[cfg(feature = "inference")]
 mod tokenizer;
 
 #[cfg(feature = "inference")]
@@ -93,5 +95,7 @@ pub use fetch::{
 pub use provider::{
     LoadStats, LocalConfig, LocalModel, MAX_CONTEXT, PROVIDER_NAME, default_threads,
 };
+#[cfg(feature = "inference")]
+pub use registry::{LocalFactory, MODEL_ID, register, register_factory};
 #[cfg(feature = "inference")]
 pub use tokenizer::Tokenizer;

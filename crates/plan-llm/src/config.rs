@@ -1,67 +1,56 @@
-//! Choosing a model: `provider:model` specs and construction from the environment.
+//! Choosing a model: `provider:model` specs and the settings providers are built with.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use crate::anthropic::Anthropic;
 use crate::error::LlmError;
-use crate::ollama::Ollama;
-use crate::openai::{Flavour, OpenAi};
+use crate::openai::Flavour;
 use crate::provider::Provider;
+use crate::registry::ProviderRegistry;
 use crate::secret::ApiKey;
 
-/// A model named as `provider:model`.
+/// A model named as `provider:model`: the provider part picks a registered prefix in a
+/// [`ProviderRegistry`], the model part is the provider's own model name (it may hold
+/// colons, as Ollama tags do).
 ///
 /// | spec | meaning |
 /// |---|---|
-/// | `openai:gpt-4o-mini` | OpenAI (or `OPENAI_BASE_URL`) |
+/// | `openai:gpt-4o-mini` | OpenAI (or any server at `--base-url` / `OPENAI_BASE_URL`) |
 /// | `openai-compatible:qwen2.5` | any OpenAI-compatible server; needs a base URL |
 /// | `anthropic:claude-sonnet-4-5` | Anthropic |
 /// | `ollama:llama3.2` | Ollama at `OLLAMA_HOST` |
-/// | `local`, `local:<name>` | the embedded model, built by `plan-llm-local` |
+/// | `local`, `local:<name>` | the embedded model, registered by `plan-llm-local` |
+/// | `mine:x` | whatever a provider crate registered as `mine` |
+///
+/// Parsing only splits the spec; whether the provider exists is the registry's question
+/// ([`ProviderRegistry::check`]).
 ///
 /// ```
 /// use plan_llm::ModelSpec;
 /// let spec: ModelSpec = "anthropic:claude-sonnet-4-5".parse().unwrap();
-/// assert_eq!(spec, ModelSpec::Anthropic { model: "claude-sonnet-4-5".into() });
+/// assert_eq!((spec.provider(), spec.model()), ("anthropic", Some("claude-sonnet-4-5")));
 /// assert_eq!(spec.to_string(), "anthropic:claude-sonnet-4-5");
-/// assert_eq!("local".parse::<ModelSpec>().unwrap(), ModelSpec::Local { model: None });
-/// assert!("gpt-4o".parse::<ModelSpec>().is_err());
+/// assert_eq!("local".parse::<ModelSpec>().unwrap(), ModelSpec::new("local", None));
+/// assert_eq!("ollama:qwen2.5:7b".parse::<ModelSpec>().unwrap().model(), Some("qwen2.5:7b"));
+/// assert!("openai:".parse::<ModelSpec>().is_err());
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum ModelSpec {
-    /// OpenAI's API.
-    OpenAi {
-        /// The model name.
-        model: String,
-    },
-    /// An OpenAI-compatible server at a base URL.
-    OpenAiCompatible {
-        /// The model name.
-        model: String,
-    },
-    /// Anthropic's API.
-    Anthropic {
-        /// The model name.
-        model: String,
-    },
-    /// An Ollama server.
-    Ollama {
-        /// The model name.
-        model: String,
-    },
-    /// The embedded model; plan-llm cannot build it: the caller builds it with
-    /// `plan-llm-local`.
-    Local {
-        /// A specific local model, if named.
-        model: Option<String>,
-    },
+pub struct ModelSpec {
+    provider: String,
+    model: Option<String>,
 }
 
 impl ModelSpec {
+    /// A spec from its parts; the provider is lower-cased.
+    pub fn new(provider: impl Into<String>, model: Option<String>) -> Self {
+        Self {
+            provider: provider.into().trim().to_ascii_lowercase(),
+            model,
+        }
+    }
+
     /// Parses a spec (same as `str::parse`).
     ///
     /// # Errors
@@ -70,26 +59,14 @@ impl ModelSpec {
         spec.parse()
     }
 
-    /// The provider part: `openai`, `openai-compatible`, `anthropic`, `ollama`, `local`.
-    pub fn provider(&self) -> &'static str {
-        match self {
-            ModelSpec::OpenAi { .. } => "openai",
-            ModelSpec::OpenAiCompatible { .. } => "openai-compatible",
-            ModelSpec::Anthropic { .. } => "anthropic",
-            ModelSpec::Ollama { .. } => "ollama",
-            ModelSpec::Local { .. } => "local",
-        }
+    /// The provider part: the prefix a [`ProviderRegistry`] resolves.
+    pub fn provider(&self) -> &str {
+        &self.provider
     }
 
     /// The model part, if any.
     pub fn model(&self) -> Option<&str> {
-        match self {
-            ModelSpec::OpenAi { model }
-            | ModelSpec::OpenAiCompatible { model }
-            | ModelSpec::Anthropic { model }
-            | ModelSpec::Ollama { model } => Some(model),
-            ModelSpec::Local { model } => model.as_deref(),
-        }
+        self.model.as_deref()
     }
 }
 
@@ -100,40 +77,36 @@ impl FromStr for ModelSpec {
 
     fn from_str(spec: &str) -> Result<Self, LlmError> {
         let spec = spec.trim();
-        if spec == "local" {
-            return Ok(ModelSpec::Local { model: None });
-        }
-        let Some((provider, model)) = spec.split_once(':') else {
-            return Err(LlmError::Config(format!(
-                "model spec `{spec}` has no provider; {FORMS}"
-            )));
-        };
-        let model = model.trim().to_owned();
-        if model.is_empty() {
-            return Err(LlmError::Config(format!(
-                "model spec `{spec}` names no model; {FORMS}"
-            )));
-        }
-        match provider.trim().to_ascii_lowercase().as_str() {
-            "openai" => Ok(ModelSpec::OpenAi { model }),
-            "openai-compatible" | "openai_compatible" | "compatible" => {
-                Ok(ModelSpec::OpenAiCompatible { model })
+        let (provider, model) = match spec.split_once(':') {
+            Some((provider, model)) => {
+                let model = model.trim();
+                if model.is_empty() {
+                    return Err(LlmError::Config(format!(
+                        "model spec `{spec}` names no model; {FORMS}"
+                    )));
+                }
+                (provider.trim(), Some(model.to_owned()))
             }
-            "anthropic" => Ok(ModelSpec::Anthropic { model }),
-            "ollama" => Ok(ModelSpec::Ollama { model }),
-            "local" => Ok(ModelSpec::Local { model: Some(model) }),
-            other => Err(LlmError::Config(format!(
-                "unknown provider `{other}` in model spec `{spec}`; {FORMS}"
-            ))),
+            None => (spec, None),
+        };
+        let valid = !provider.is_empty()
+            && provider
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
+        if !valid {
+            return Err(LlmError::Config(format!(
+                "model spec `{spec}` has no valid provider; {FORMS}"
+            )));
         }
+        Ok(ModelSpec::new(provider, model))
     }
 }
 
 impl fmt::Display for ModelSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.model() {
-            Some(model) => write!(f, "{}:{model}", self.provider()),
-            None => f.write_str(self.provider()),
+        match &self.model {
+            Some(model) => write!(f, "{}:{model}", self.provider),
+            None => f.write_str(&self.provider),
         }
     }
 }
@@ -232,95 +205,24 @@ impl ProviderConfig {
     }
 }
 
-/// Builds the provider a spec names.
+/// Builds the provider a spec names with plan-llm's own adapters
+/// ([`ProviderRegistry::builtin`]); use a registry of your own to add provider crates.
 ///
 /// # Errors
-/// [`LlmError::Config`] when a key is missing (naming the variable to set), when an
-/// `openai-compatible` spec has no base URL, or for `local`, which the caller must build
-/// with `plan-llm-local`.
+/// As [`ProviderRegistry::build`]: [`LlmError::MissingKey`] naming the variable to set,
+/// [`LlmError::MissingBaseUrl`] for an `openai-compatible` spec without one,
+/// [`LlmError::UnknownProvider`] for a prefix nobody registered (`local` included: the
+/// embedded model lives in `plan-llm-local`).
 pub fn build_provider(
     spec: &ModelSpec,
     config: &ProviderConfig,
 ) -> Result<Arc<dyn Provider>, LlmError> {
-    match spec {
-        ModelSpec::OpenAi { model } => {
-            let key = config.openai_api_key.clone().ok_or_else(|| {
-                LlmError::Config(format!(
-                    "OPENAI_API_KEY is not set; set it to use `{spec}`, or use --model local to run offline"
-                ))
-            })?;
-            let mut p = OpenAi::new(model, Some(key));
-            if let Some(url) = config.base_url.as_ref().or(config.openai_base_url.as_ref()) {
-                p = p.with_base_url(url);
-            }
-            Ok(Arc::new(p))
-        }
-        ModelSpec::OpenAiCompatible { model } => {
-            let url = config
-                .base_url
-                .as_ref()
-                .or(config.openai_base_url.as_ref())
-                .ok_or_else(|| {
-                    LlmError::Config(format!(
-                        "`{spec}` needs a base URL; pass --base-url or set OPENAI_BASE_URL (e.g. http://localhost:8080/v1)"
-                    ))
-                })?;
-            let flavour = config.compatible_flavour.unwrap_or_else(Flavour::compatible);
-            Ok(Arc::new(
-                OpenAi::new(model, config.openai_api_key.clone())
-                    .with_base_url(url)
-                    .with_flavour(flavour)
-                    .with_name(spec.to_string()),
-            ))
-        }
-        ModelSpec::Anthropic { model } => {
-            let key = config.anthropic_api_key.clone().ok_or_else(|| {
-                LlmError::Config(format!(
-                    "ANTHROPIC_API_KEY is not set; set it to use `{spec}`, or use --model local to run offline"
-                ))
-            })?;
-            let mut p = Anthropic::new(model, key);
-            if let Some(url) = config.base_url.as_ref().or(config.anthropic_base_url.as_ref()) {
-                p = p.with_base_url(url);
-            }
-            Ok(Arc::new(p))
-        }
-        ModelSpec::Ollama { model } => {
-            let mut p = Ollama::new(model);
-            if let Some(url) = config.base_url.as_ref().or(config.ollama_host.as_ref()) {
-                p = p.with_base_url(url);
-            }
-            Ok(Arc::new(p))
-        }
-        ModelSpec::Local { .. } => Err(LlmError::Config(
-            "the `local` model is built by the plan-llm-local crate, not by plan-llm; build it there (the plan CLI does)".to_owned(),
-        )),
-    }
+    ProviderRegistry::builtin().build(spec, config)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn missing_keys_name_the_variable() {
-        let config = ProviderConfig::default();
-        for (spec, var) in [
-            ("openai:gpt-4o-mini", "OPENAI_API_KEY"),
-            ("anthropic:claude-sonnet-4-5", "ANTHROPIC_API_KEY"),
-            ("openai-compatible:qwen", "OPENAI_BASE_URL"),
-        ] {
-            let err = build_provider(&spec.parse().unwrap(), &config)
-                .err()
-                .unwrap();
-            assert!(err.to_string().contains(var), "{spec}: {err}");
-        }
-        assert!(build_provider(&"ollama:llama3.2".parse().unwrap(), &config).is_ok());
-        let err = build_provider(&ModelSpec::Local { model: None }, &config)
-            .err()
-            .unwrap();
-        assert!(err.to_string().contains("plan-llm-local"), "{err}");
-    }
 
     #[test]
     fn specs_round_trip_and_bad_ones_say_what_to_use() {
@@ -330,14 +232,17 @@ mod tests {
             "ollama:llama3.2:1b",
             "local",
             "local:tiny",
+            "mine:x",
         ] {
             assert_eq!(ModelSpec::parse(s).unwrap().to_string(), s);
         }
-        let err = ModelSpec::parse("gemini:pro").unwrap_err().to_string();
-        assert!(
-            err.contains("unknown provider `gemini`") && err.contains("openai:gpt-4o-mini"),
-            "{err}"
+        assert_eq!(
+            ModelSpec::parse(" OpenAI:gpt-4o ").unwrap().provider(),
+            "openai"
         );
-        assert!(ModelSpec::parse("openai:").is_err());
+        for bad in ["openai:", "", ":gpt-4o", "a b:c"] {
+            let err = ModelSpec::parse(bad).unwrap_err().to_string();
+            assert!(err.contains("openai:gpt-4o-mini"), "{bad}: {err}");
+        }
     }
 }

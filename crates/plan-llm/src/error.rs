@@ -88,7 +88,7 @@ pub enum LlmError {
     },
     /// A token budget would be exceeded.
     #[error(
-        "token budget exceeded: used {used} of {budget} tokens; raise the budget (--budget-tokens) or shorten the goal"
+        "token budget exceeded: used {used} of {budget} tokens; raise the token budget or shorten the goal"
     )]
     BudgetExceeded {
         /// Tokens used so far.
@@ -96,9 +96,38 @@ pub enum LlmError {
         /// The budget.
         budget: u64,
     },
-    /// Missing or bad configuration (an unset key, an unknown provider).
+    /// Missing or bad configuration.
     #[error("configuration error: {0}")]
     Config(String),
+    /// A provider needs an API key that is not set.
+    #[error("{var} is not set; set it to use `{spec}`, or choose a model that needs no key")]
+    MissingKey {
+        /// The spec being built.
+        spec: String,
+        /// The environment variable to set.
+        var: String,
+    },
+    /// A provider needs a base URL and none was given.
+    #[error("`{spec}` needs a base URL: give one or set OPENAI_BASE_URL (e.g. {example})")]
+    MissingBaseUrl {
+        /// The spec being built.
+        spec: String,
+        /// An example URL.
+        example: String,
+    },
+    /// No provider is registered for a spec's prefix.
+    #[error(
+        "unknown provider `{provider}` in model spec `{spec}`; {}",
+        unknown_provider_advice(provider, known)
+    )]
+    UnknownProvider {
+        /// The spec.
+        spec: String,
+        /// Its provider part.
+        provider: String,
+        /// The registered prefixes.
+        known: Vec<String>,
+    },
     /// The operation was cancelled.
     #[error("cancelled")]
     Cancelled,
@@ -115,7 +144,41 @@ pub enum LlmError {
     },
 }
 
+/// What a user can change to get past an error: the CLI turns it into the flag to use, a
+/// library user into their own setting. Library messages name no CLI flags.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LlmHint {
+    /// Choose another model (the CLI's `--model`, e.g. the offline `local`).
+    Model,
+    /// Give the server's base URL (the CLI's `--base-url`).
+    BaseUrl,
+    /// Raise the token budget (the CLI's `--budget-tokens`).
+    TokenBudget,
+}
+
+fn unknown_provider_advice(provider: &str, known: &[String]) -> String {
+    let known = known.join(", ");
+    if provider == "local" {
+        format!(
+            "the embedded model is built by the plan-llm-local crate: register it with `plan_llm_local::register` (registered here: {known})"
+        )
+    } else {
+        format!("registered providers: {known}; write provider:model, e.g. openai:gpt-4o-mini")
+    }
+}
+
 impl LlmError {
+    /// What the user can change to get past this error, if anything.
+    pub fn hint(&self) -> Option<LlmHint> {
+        match self {
+            LlmError::MissingKey { .. } | LlmError::UnknownProvider { .. } => Some(LlmHint::Model),
+            LlmError::MissingBaseUrl { .. } => Some(LlmHint::BaseUrl),
+            LlmError::BudgetExceeded { .. } => Some(LlmHint::TokenBudget),
+            _ => None,
+        }
+    }
+
     /// Whether retrying the same request may succeed (rate limits, server errors, timeouts,
     /// transport errors).
     pub fn is_retryable(&self) -> bool {

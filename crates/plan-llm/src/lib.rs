@@ -1,7 +1,8 @@
 //! Talking to language models: the [`Provider`] trait, normalised request and response
 //! types, adapters (OpenAI and OpenAI-compatible servers, Anthropic, Ollama), layers
-//! (retry, timeout, concurrency limit, usage meter), structured output, configuration
-//! from `provider:model` specs and the environment, and [`ScriptedModel`], a test double
+//! (retry, timeout, concurrency limit, usage meter), structured output, an open registry
+//! of `provider:model` spec prefixes that provider crates add to, configuration from the
+//! environment, and [`ScriptedModel`], a test double
 //! for testing agents offline. Knows nothing about plans.
 //!
 //! ```
@@ -48,6 +49,7 @@ mod layers;
 mod ollama;
 mod openai;
 mod provider;
+mod registry;
 mod scripted;
 mod secret;
 mod structured;
@@ -58,13 +60,14 @@ pub mod testing;
 
 pub use anthropic::{ANTHROPIC_BASE_URL, ANTHROPIC_DEFAULT_MAX_TOKENS, Anthropic};
 pub use config::{ModelSpec, ProviderConfig, build_provider};
-pub use error::LlmError;
+pub use error::{LlmError, LlmHint};
 pub use layers::{
     ConcurrencyLimit, Metered, ProviderExt, Retry, RetryPolicy, Timeout, UsageMeter, UsageTotals,
 };
 pub use ollama::{OLLAMA_BASE_URL, Ollama};
 pub use openai::{Flavour, OPENAI_BASE_URL, OpenAi};
 pub use provider::{Capabilities, ChunkStream, Provider, collect_stream, response_to_chunks};
+pub use registry::{ProviderFactory, ProviderRegistry};
 pub use scripted::{Reply, ScriptedModel};
 pub use secret::ApiKey;
 pub use structured::{

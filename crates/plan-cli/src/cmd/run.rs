@@ -8,7 +8,7 @@ use plan_exec::{CancelToken, RunStore};
 use plan_strategies::{RunReport, StrategyError};
 
 use crate::approve::{self, Decision};
-use crate::cli::{ExecArgs, PlanArgs, PlanFormat, ResumeArgs, RunArgs};
+use crate::cli::{ExecArgs, PlanArgs, PlanFormat, ResumeArgs, RunArgs, SandboxArg};
 use crate::cmd::graph::load_plan_file;
 use crate::config::{Overrides, Settings};
 use crate::exit::{self, Code, Usage};
@@ -66,6 +66,7 @@ pub async fn run(args: RunArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         &args.execution.store,
         &cancel,
         false,
+        settings.sandbox,
     )
 }
 
@@ -109,6 +110,7 @@ pub async fn exec(args: ExecArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         &args.execution.store,
         &cancel,
         true,
+        settings.sandbox,
     )
 }
 
@@ -200,7 +202,14 @@ pub async fn resume(args: ResumeArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     let result = agent.resume(&id).await;
     drop(agent);
     ui.finish().await;
-    conclude(result, args.json, &args.store, &cancel, false)
+    conclude(
+        result,
+        args.json,
+        &args.store,
+        &cancel,
+        false,
+        settings.sandbox,
+    )
 }
 
 fn no_run(id: &str, settings: &Settings) -> anyhow::Error {
@@ -245,6 +254,7 @@ fn conclude(
     store_flag: &Option<PathBuf>,
     cancel: &CancelToken,
     plan_from_file: bool,
+    sandbox: SandboxArg,
 ) -> anyhow::Result<ExitCode> {
     let report = match result {
         Ok(report) => report,
@@ -310,12 +320,43 @@ fn conclude(
             if let Some(why) = &report.failure {
                 eprintln!("  {why}");
             }
+            if let Some(hint) = sandbox_hint(&report, sandbox) {
+                eprintln!("  hint: {hint}");
+            }
             eprintln!(
                 "inspect it with `plan show {id}{store}`, or continue it with `plan resume {id}{store}`"
             );
             Ok(ExitCode::from(exit::RUN_FAILED))
         }
     }
+}
+
+/// The `--sandbox` advice for a run whose code steps failed because no sandbox could run
+/// them (the library's messages name backends, not flags).
+fn sandbox_hint(report: &RunReport, sandbox: SandboxArg) -> Option<&'static str> {
+    let plan = report.plan.as_ref()?;
+    let code_failures = report
+        .steps
+        .iter()
+        .filter(|s| s.status == plan_core::StepStatus::Failed)
+        .filter(|s| {
+            plan.steps
+                .iter()
+                .any(|p| p.id == s.id && p.kind == plan_core::StepKind::Code)
+        });
+    let mut unavailable = false;
+    for step in code_failures {
+        if sandbox == SandboxArg::None {
+            return Some(
+                "code execution is off; choose --sandbox auto (needs bubblewrap) or --sandbox process (unisolated)",
+            );
+        }
+        unavailable |= step
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("sandbox backend `") && e.contains("is unavailable"));
+    }
+    unavailable.then_some("choose another backend with --sandbox (process runs unisolated)")
 }
 
 /// Wires `--research DIR` into the agent: the folder's index (cached under the user cache

@@ -54,11 +54,14 @@ pub async fn run(args: SandboxRunArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(code))
 }
 
-fn cannot_run(error: &dyn std::fmt::Display) -> ExitCode {
+fn cannot_run(error: &plan_exec::SandboxError) -> ExitCode {
     let p = crate::style::Palette::stderr();
     eprintln!(
         "{}error{:#}: the sandbox could not run the program: {error}",
         p.error, p.error
     );
+    if let Some(hint) = error.hint().and_then(crate::session::flag_hint) {
+        eprintln!("  hint: {hint}");
+    }
     ExitCode::from(exit::SANDBOX_UNAVAILABLE)
 }

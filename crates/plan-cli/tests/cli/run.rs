@@ -482,11 +482,44 @@ fn missing_api_key_is_a_configuration_error() {
             .env_remove("OPENAI_API_KEY"),
     );
     expect_code(&out, 2);
-    assert!(stderr(&out).contains("OPENAI_API_KEY"), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("OPENAI_API_KEY"), "{err}");
+    assert!(err.contains("hint: choose another --model"), "{err}");
 
+    // The registry names every prefix --model can use, the embedded model's included.
     let out = output(&mut sb.plan(["run", "g", "--model", "gemini:pro"]));
     expect_code(&out, 2);
-    assert!(stderr(&out).contains("gemini"), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("unknown provider `gemini`"), "{err}");
+    assert!(
+        err.contains("local") && err.contains("openai-compatible"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_server_at_a_base_url_needs_no_api_key() {
+    let sb = Sandbox::new();
+    let server = agent_server(DIAMOND);
+    let out = output(
+        sb.plan([
+            "run",
+            "Compare two things",
+            "--json",
+            "--model",
+            "openai:qwen2.5",
+            "--base-url",
+            &server.base_url(),
+        ])
+        .env_remove("OPENAI_API_KEY"),
+    );
+    expect_code(&out, 0);
+    let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["status"], "succeeded");
+    assert!(
+        server.requests().len() >= 3,
+        "plan, steps and synthesis went to the server"
+    );
 }
 
 #[test]

@@ -14,7 +14,7 @@ use super::workdir::{Owner, RunDirs};
 use super::{Isolation, Limits, Program, RunOutput, Sandbox, SandboxError};
 
 const INSTALL_HINT: &str = "install it with `apt-get install bubblewrap` (Debian, Ubuntu) or \
-    `dnf install bubblewrap` (Fedora), or choose `--sandbox process` to run unisolated";
+    `dnf install bubblewrap` (Fedora), or choose the `process` backend to run unisolated";
 
 /// Where the bubblewrap backend finds things, and whom it runs programs as.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -130,7 +130,7 @@ impl BwrapSandbox {
                     reason: format!(
                         "bubblewrap cannot create a sandbox here: {msg}; check that user \
                          namespaces are enabled (sysctl kernel.unprivileged_userns_clone=1, \
-                         user.max_user_namespaces > 0) or choose `--sandbox process`"
+                         user.max_user_namespaces > 0) or choose the `process` backend"
                     ),
                 });
             }

@@ -14,10 +14,10 @@ pub enum SandboxError {
         /// Why, and what to do about it.
         reason: String,
     },
-    /// Code execution is switched off (`--sandbox none`).
+    /// Code execution is switched off (the `none` backend).
     #[error(
-        "code steps are disabled (sandbox `none`); choose `--sandbox auto` (needs bubblewrap) \
-         or `--sandbox process` (unisolated)"
+        "code steps are disabled (sandbox `none`); choose the `auto` backend (needs \
+         bubblewrap) or `process` (unisolated)"
     )]
     Disabled,
     /// No interpreter for the program's language is visible to the sandbox.
@@ -54,6 +54,16 @@ pub enum SandboxError {
 }
 
 impl SandboxError {
+    /// The setting that gets past this error, if one does: another backend
+    /// ([`Hint::Sandbox`](crate::Hint::Sandbox)) when this one cannot work here or code
+    /// execution is off.
+    pub fn hint(&self) -> Option<crate::Hint> {
+        match self {
+            SandboxError::Unavailable { .. } | SandboxError::Disabled => Some(crate::Hint::Sandbox),
+            _ => None,
+        }
+    }
+
     #[cfg_attr(not(all(target_os = "linux", feature = "sandbox")), allow(dead_code))]
     pub(crate) fn io(context: impl Into<String>, source: io::Error) -> Self {
         SandboxError::Io {

@@ -35,7 +35,7 @@ fn target_arch() -> Result<TargetArch, SandboxError> {
         backend: "bwrap",
         reason: format!(
             "no seccomp filter for the {} architecture (x86_64, aarch64 and riscv64 are \
-             supported); use `--sandbox process` to run unisolated",
+             supported); choose the `process` backend to run unisolated",
             std::env::consts::ARCH
         ),
     })

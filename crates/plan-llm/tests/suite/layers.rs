@@ -320,7 +320,8 @@ async fn the_meter_sums_usage_and_enforces_the_budget() {
         ),
         "{err:?}"
     );
-    assert!(err.to_string().contains("raise the budget"));
+    assert!(err.to_string().contains("raise the token budget"), "{err}");
+    assert_eq!(err.hint(), Some(plan_llm::LlmHint::TokenBudget));
     assert_eq!(
         model.call_count(),
         3,

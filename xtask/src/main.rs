@@ -71,6 +71,7 @@ fn bench() -> Result<()> {
         ("plan-exec", "workloads"),
         ("plan-exec", "sandbox"),
         ("plan-strategies", "planned_workloads"),
+        ("plan-strategies", "adaptive_failure"),
         ("plan-llm-local", "local_model"),
     ] {
         cargo(&["bench", "--locked", "-p", krate, "--bench", bench])?;

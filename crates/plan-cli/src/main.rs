@@ -12,6 +12,7 @@ mod interrupt;
 mod render;
 mod session;
 mod style;
+mod telemetry;
 
 use std::process::ExitCode;
 
@@ -21,23 +22,13 @@ use crate::cli::{Cli, Command, ModelCommand, SandboxCommand};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    diagnostics();
-    match run(cli) {
+    let telemetry = telemetry::Telemetry::init();
+    let code = match run(cli) {
         Ok(code) => code,
         Err(error) => exit::report(&error),
-    }
-}
-
-/// Library diagnostics on stderr when `RUST_LOG` asks for them (e.g.
-/// `RUST_LOG=plan_strategies=debug` shows rejected plan replies); off otherwise.
-fn diagnostics() {
-    if std::env::var_os("RUST_LOG").is_some_and(|v| !v.is_empty()) {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .with_writer(std::io::stderr)
-            .with_ansi(style::stderr_colours())
-            .try_init();
-    }
+    };
+    telemetry.shutdown();
+    code
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {

@@ -13,6 +13,7 @@ use crate::context::StepContext;
 use crate::error::StepError;
 use crate::executor::StepExecutor;
 use crate::sandbox::{Limits, Program, RunOutput, Sandbox};
+use tracing::Instrument;
 
 /// The comment that declares an output file in a generated program.
 pub const OUTPUT_MARKER: &str = "# plan-output:";
@@ -149,12 +150,19 @@ impl<P: Provider> CodeStepExecutor<P> {
     /// Runs `program` in the sandbox and emits a `tool_call` event (tool `python (bwrap)`
     /// and the like) that says whether it succeeded.
     async fn run(&self, ctx: &StepContext, program: &Program) -> Result<RunOutput, StepError> {
+        let span = crate::trace::tool_span(program.lang.as_str());
         let out = tokio::select! {
-            r = self.sandbox.run(program, &self.limits) => {
-                r.map_err(|e| StepError::fatal(format!("step `{}`: {e}", ctx.step().id)))?
+            r = self.sandbox.run(program, &self.limits).instrument(span.clone()) => {
+                r.map_err(|e| {
+                    crate::trace::record_error(&span, "sandbox_unavailable");
+                    StepError::fatal(format!("step `{}`: {e}", ctx.step().id))
+                })?
             }
             () = ctx.cancel_token().cancelled() => return Err(StepError::cancelled()),
         };
+        if !out.success() {
+            crate::trace::record_error(&span, "exit_code");
+        }
         ctx.emit(EventKind::ToolCall {
             step: ctx.step().id.clone(),
             tool: format!("{} ({})", program.lang.as_str(), out.isolation.as_str()),

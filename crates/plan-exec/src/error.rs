@@ -19,6 +19,18 @@ pub enum StepErrorKind {
     Cancelled,
 }
 
+impl StepErrorKind {
+    /// `retryable`, `fatal`, `timeout` or `cancelled` (for traces' `error.type`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepErrorKind::Retryable => "retryable",
+            StepErrorKind::Fatal => "fatal",
+            StepErrorKind::Timeout => "timeout",
+            StepErrorKind::Cancelled => "cancelled",
+        }
+    }
+}
+
 /// Why a step attempt failed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]

@@ -80,6 +80,7 @@ mod session;
 mod store;
 #[cfg(feature = "test-support")]
 pub mod testing;
+mod trace;
 mod verdict;
 
 pub use context::{CancelToken, DependencyOutput, StepContext, cap_output};

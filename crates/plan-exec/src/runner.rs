@@ -14,6 +14,7 @@ use plan_core::{
     StepStatus, Timestamp,
 };
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 use crate::context::{CancelToken, DependencyOutput, StepContext, cap_output};
 use crate::error::{ExecError, StepError};
@@ -387,7 +388,19 @@ impl Runner {
                     executor: self.executor.clone(),
                     t0,
                 };
-                tasks.spawn(job.run());
+                let span = step_span(session.span(), &state.steps[i]);
+                let recorder = span.clone();
+                tasks.spawn(
+                    async move {
+                        let run = job.run().await;
+                        if let Err(e) = &run.result {
+                            recorder.record("error.type", e.kind.as_str());
+                            recorder.record("otel.status_code", "ERROR");
+                        }
+                        run
+                    }
+                    .instrument(span),
+                );
             }
             if tasks.is_empty() && (stream.is_none() || cancelled || failure.is_some()) {
                 break;
@@ -711,6 +724,22 @@ struct StepRun {
     started_ms: u64,
     duration_ms: u64,
     last_attempt_ms: u64,
+}
+
+/// A step's GenAI `invoke_agent` span, a child of the run's span whichever task runs it.
+fn step_span(run: &tracing::Span, step: &Step) -> tracing::Span {
+    let agent = step.agent.as_deref().unwrap_or("default");
+    tracing::info_span!(
+        parent: run,
+        "invoke_agent",
+        otel.name = format!("invoke_agent {agent}"),
+        otel.status_code = tracing::field::Empty,
+        gen_ai.operation.name = "invoke_agent",
+        gen_ai.agent.name = agent,
+        plan.step.id = %step.id,
+        plan.step.kind = step.kind.as_str(),
+        error.type = tracing::field::Empty,
+    )
 }
 
 /// Everything a step task needs.

@@ -127,15 +127,39 @@ impl SessionBuilder {
             tokio::spawn(pump(store.clone(), id.clone(), rx));
             tx
         });
+        let strategy = mirror_strategy(&mirror);
+        // The root of the run's trace: planning, steps and model calls are inside it.
+        let span = tracing::info_span!(
+            parent: None,
+            "invoke_workflow",
+            otel.name = "invoke_workflow plan",
+            otel.status_code = tracing::field::Empty,
+            gen_ai.operation.name = "invoke_workflow",
+            gen_ai.agent.name = "plan",
+            plan.run.id = %id,
+            plan.strategy = strategy,
+            error.type = tracing::field::Empty,
+        );
         RunSession {
             inner: Arc::new(Inner {
                 id,
+                span,
                 store: self.store.clone(),
                 emitter: Emitter::new(self.sink.clone(), journal, Some(mirror.clone())),
                 mirror,
             }),
         }
     }
+}
+
+fn mirror_strategy(mirror: &Mutex<StoredRun>) -> String {
+    mirror
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .record
+        .strategy
+        .clone()
+        .unwrap_or_default()
 }
 
 /// Where a stored run stands, for continuing it: its latest plan, the outputs of the
@@ -202,6 +226,7 @@ pub struct RunSession {
 
 struct Inner {
     id: RunId,
+    span: tracing::Span,
     store: Option<Arc<dyn RunStore>>,
     emitter: Emitter,
     mirror: Arc<Mutex<StoredRun>>,
@@ -217,6 +242,12 @@ impl std::fmt::Debug for RunSession {
 }
 
 impl RunSession {
+    /// The run's tracing span (`invoke_workflow`, the root of its trace): instrument the
+    /// run's work with it so planning, step and model-call spans nest inside.
+    pub fn span(&self) -> &tracing::Span {
+        &self.inner.span
+    }
+
     /// The run's id.
     pub fn id(&self) -> &RunId {
         &self.inner.id
@@ -333,6 +364,10 @@ impl RunSession {
             status,
             answer: answer.clone(),
         });
+        if status != RunStatus::Succeeded {
+            self.inner.span.record("error.type", status.as_str());
+            self.inner.span.record("otel.status_code", "ERROR");
+        }
         self.flush().await?;
         let end = self.with_mirror(|m| {
             m.status = status;

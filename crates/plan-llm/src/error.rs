@@ -169,6 +169,29 @@ fn unknown_provider_advice(provider: &str, known: &[String]) -> String {
 }
 
 impl LlmError {
+    /// A short stable name for the kind of error (`auth`, `rate_limited`, `server`,
+    /// `bad_request`, `timeout`, ...), for traces (`error.type`) and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            LlmError::Auth { .. } => "auth",
+            LlmError::RateLimited { .. } => "rate_limited",
+            LlmError::Server { .. } => "server",
+            LlmError::BadRequest { .. } => "bad_request",
+            LlmError::ContextLength { .. } => "context_length",
+            LlmError::Timeout(_) => "timeout",
+            LlmError::Transport { .. } => "transport",
+            LlmError::InvalidResponse { .. } => "invalid_response",
+            LlmError::Refused { .. } => "refused",
+            LlmError::BudgetExceeded { .. } => "budget_exceeded",
+            LlmError::Config(_)
+            | LlmError::MissingKey { .. }
+            | LlmError::MissingBaseUrl { .. }
+            | LlmError::UnknownProvider { .. } => "config",
+            LlmError::Cancelled => "cancelled",
+            LlmError::StructuredOutput { .. } => "structured_output",
+        }
+    }
+
     /// What the user can change to get past this error, if anything.
     pub fn hint(&self) -> Option<LlmHint> {
         match self {

@@ -478,6 +478,11 @@ pub trait ProviderExt: Provider + Sized {
     fn with_usage_meter(self, meter: &UsageMeter) -> Metered<Self> {
         Metered::new(self, meter.clone())
     }
+
+    /// Opens a GenAI `chat` span around every call.
+    fn with_tracing(self) -> crate::traced::Traced<Self> {
+        crate::traced::Traced::new(self)
+    }
 }
 
 impl<P: Provider> ProviderExt for P {}

@@ -1,6 +1,6 @@
 //! Talking to language models: the [`Provider`] trait, normalised request and response
 //! types, adapters (OpenAI and OpenAI-compatible servers, Anthropic, Ollama), layers
-//! (retry, timeout, concurrency limit, usage meter), structured output, an open registry
+//! (retry, timeout, concurrency limit, usage meter, GenAI tracing spans), structured output, an open registry
 //! of `provider:model` spec prefixes that provider crates add to, configuration from the
 //! environment, and [`ScriptedModel`], a test double
 //! for testing agents offline. Knows nothing about plans.
@@ -53,6 +53,7 @@ mod registry;
 mod scripted;
 mod secret;
 mod structured;
+mod traced;
 mod types;
 
 #[cfg(feature = "test-utils")]
@@ -74,6 +75,7 @@ pub use structured::{
     Structured, StructuredMode, extract_json, generate_json, generate_structured, schema_for,
     validate_json,
 };
+pub use traced::{CAPTURE_CONTENT_VAR, Traced};
 pub use types::{
     Chunk, FinishReason, Message, Purpose, Request, Response, ResponseFormat, Role, ToolCall,
     ToolChoice, ToolSpec, Usage,

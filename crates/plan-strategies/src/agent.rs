@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use plan_core::{Plan, PlanGraph, RunId};
 use plan_exec::{CancelToken, RunRecord, RunReport, RunSession, SessionBuilder};
+use tracing::Instrument;
 
 use crate::answer;
 use crate::builder::AgentBuilder;
@@ -92,8 +93,12 @@ impl Agent {
         }
         let session = self.open(&goal).await?;
         let cx = &self.inner.cx;
-        let outcome = self.inner.strategy.run(cx, &session, &goal).await;
-        answer::finish(cx, &session, outcome).await
+        async {
+            let outcome = self.inner.strategy.run(cx, &session, &goal).await;
+            answer::finish(cx, &session, outcome).await
+        }
+        .instrument(session.span().clone())
+        .await
     }
 
     /// Makes the plan the strategy would run, without running it (`plan plan`).
@@ -132,12 +137,16 @@ impl Agent {
         let session = self.open(&planned.plan.goal).await?;
         let cx = &self.inner.cx;
         cx.record_plan_outcome(&session, &planned);
-        let outcome = self
-            .inner
-            .strategy
-            .execute(cx, &session, PlanStart::from_outcome(planned))
-            .await;
-        answer::finish(cx, &session, outcome).await
+        async {
+            let outcome = self
+                .inner
+                .strategy
+                .execute(cx, &session, PlanStart::from_outcome(planned))
+                .await;
+            answer::finish(cx, &session, outcome).await
+        }
+        .instrument(session.span().clone())
+        .await
     }
 
     /// Continues a run from the store after a crash or a cancellation, with the strategy
@@ -170,19 +179,23 @@ impl Agent {
             None => self.inner.strategy.clone(),
         };
         let cx = &self.inner.cx;
-        let outcome = match point.plan.clone() {
-            // It stopped before a plan was saved: plan again under the same run.
-            None => {
-                let goal = session.record().goal;
-                strategy.run(cx, &session, &goal).await
-            }
-            Some(latest) => {
-                strategy
-                    .execute(cx, &session, PlanStart::resume(point, latest))
-                    .await
-            }
-        };
-        answer::finish(cx, &session, outcome).await
+        async {
+            let outcome = match point.plan.clone() {
+                // It stopped before a plan was saved: plan again under the same run.
+                None => {
+                    let goal = session.record().goal;
+                    strategy.run(cx, &session, &goal).await
+                }
+                Some(latest) => {
+                    strategy
+                        .execute(cx, &session, PlanStart::resume(point, latest))
+                        .await
+                }
+            };
+            answer::finish(cx, &session, outcome).await
+        }
+        .instrument(session.span().clone())
+        .await
     }
 
     async fn open(&self, goal: &str) -> Result<RunSession, StrategyError> {

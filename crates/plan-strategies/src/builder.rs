@@ -271,6 +271,9 @@ impl AgentBuilder {
             Some(policy) => Arc::new(provider.with_retry(policy)),
             None => provider,
         };
+        // One GenAI `chat` span per model call (retries included), under the step's or
+        // the planning's span.
+        let provider: Arc<dyn Provider> = Arc::new(provider.with_tracing());
         let mut planner_config = self.planner_config.clone();
         if let Some(catalogue) = &self.agents
             && planner_config.agents.is_empty()
@@ -281,6 +284,7 @@ impl AgentBuilder {
             Some(p) => p,
             None => Arc::new(LlmPlanner::new(provider.clone()).with_config(planner_config)),
         };
+        let planner: Arc<dyn Planner> = Arc::new(crate::traced::TracedPlanner::new(planner));
         let executor: Arc<dyn StepExecutor> = match self.executor {
             Some(e) => e,
             None => {

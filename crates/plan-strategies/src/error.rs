@@ -87,6 +87,24 @@ impl StrategyError {
         }
     }
 
+    /// A short stable name for the kind of error (`llm`, `invalid_plan`,
+    /// `invalid_reply`, `plan`, `config`, `exec`, `cancelled`, ...), for traces
+    /// (`error.type`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StrategyError::Llm { .. } => "llm",
+            StrategyError::InvalidPlan { .. } => "invalid_plan",
+            StrategyError::InvalidReply { .. } => "invalid_reply",
+            StrategyError::Plan(_) => "plan",
+            StrategyError::Config(_) => "config",
+            StrategyError::Exec(_) => "exec",
+            StrategyError::UnknownStrategy(_) => "unknown_strategy",
+            StrategyError::Template { .. } => "template",
+            StrategyError::Agents(_) => "agents",
+            StrategyError::Cancelled => "cancelled",
+        }
+    }
+
     pub(crate) fn llm(purpose: &str, source: LlmError) -> Self {
         StrategyError::Llm {
             purpose: purpose.to_owned(),

@@ -54,6 +54,7 @@ mod repair;
 mod report;
 mod strategy;
 mod stream;
+mod traced;
 
 pub use agent::Agent;
 pub use builder::AgentBuilder;

@@ -8,6 +8,7 @@ mod graph;
 mod help;
 mod live;
 mod local;
+mod otel;
 mod output;
 mod readme;
 mod research;

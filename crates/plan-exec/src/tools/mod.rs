@@ -20,6 +20,7 @@ use plan_llm::ToolSpec;
 use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use tracing::Instrument;
 
 pub use builtin_code::{CodeLanguage, RunCodeArgs, RunCodeTool};
 pub use builtin_fs::{FsRoot, ListFilesArgs, ListFilesTool, ReadFileArgs, ReadFileTool};
@@ -392,9 +393,18 @@ impl ToolSet {
         args: serde_json::Value,
         ctx: &ToolContext,
     ) -> Result<ToolOutput, ToolError> {
-        self.validate(name, &args)?;
-        let reg = self.tools.get(name).ok_or_else(|| self.unknown(name))?;
-        reg.tool.call_json(args, ctx).await
+        let span = crate::trace::tool_span(name);
+        let result = async {
+            self.validate(name, &args)?;
+            let reg = self.tools.get(name).ok_or_else(|| self.unknown(name))?;
+            reg.tool.call_json(args, ctx).await
+        }
+        .instrument(span.clone())
+        .await;
+        if result.is_err() {
+            crate::trace::record_error(&span, "tool_error");
+        }
+        result
     }
 
     /// [`call`](Self::call), timed.

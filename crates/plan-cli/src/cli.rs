@@ -110,6 +110,8 @@ plan graph --run 20261125-200000-3f9a --format tree")]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Strategy {
+    /// Answer directly when the goal needs no plan, else plan and run as a DAG
+    Auto,
     /// An ordered list of steps, each after the previous one
     Linear,
     /// Steps with explicit dependencies, run in parallel where possible
@@ -131,6 +133,7 @@ impl Strategy {
     /// Its name (`dag`), as the strategy registry knows it.
     pub fn name(self) -> &'static str {
         match self {
+            Strategy::Auto => "auto",
             Strategy::Linear => "linear",
             Strategy::Dag => "dag",
             Strategy::Hierarchical => "hierarchical",

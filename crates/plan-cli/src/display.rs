@@ -316,6 +316,10 @@ pub fn plain_line(kind: &EventKind, p: &Palette) -> Option<String> {
             seconds(*duration_ms)
         ),
         EventKind::Progress { done, total, .. } => format!("progress {done}/{total}"),
+        EventKind::RouteChosen { route } => match route.as_str() {
+            "direct" => "route: direct (answered without a plan)".to_owned(),
+            _ => format!("route: {route}"),
+        },
         EventKind::PlanAdjusted { changes } => changes
             .iter()
             .map(|c| format!("{warn}note{warn:#}: {c}"))

@@ -255,6 +255,12 @@ pub enum EventKind {
         /// Each change, in words.
         changes: Vec<String>,
     },
+    /// The `auto` strategy chose how to meet the goal: `direct` (answered in one call, no
+    /// plan) or `planned` (the plan then runs like `dag`).
+    RouteChosen {
+        /// `direct` or `planned`.
+        route: String,
+    },
     /// The plan was revised after a failure, keeping finished steps.
     Replanned {
         /// The new revision number.
@@ -335,6 +341,7 @@ impl EventKind {
             EventKind::StepSkipped { .. } => "step_skipped",
             EventKind::FallbackUsed { .. } => "fallback_used",
             EventKind::PlanAdjusted { .. } => "plan_adjusted",
+            EventKind::RouteChosen { .. } => "route_chosen",
             EventKind::Replanned { .. } => "replanned",
             EventKind::LlmCall { .. } => "llm_call",
             EventKind::ToolCall { .. } => "tool_call",

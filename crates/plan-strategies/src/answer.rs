@@ -40,8 +40,12 @@ pub(crate) async fn finish(
         });
     }
     let options = cx.options();
-    let mut answer = None;
-    if ex.status == RunStatus::Succeeded && options.answer == AnswerSource::SynthesizeStep {
+    // A strategy that answered itself (a direct route) needs no synthesis.
+    let mut answer = ex.answer.take();
+    if answer.is_none()
+        && ex.status == RunStatus::Succeeded
+        && options.answer == AnswerSource::SynthesizeStep
+    {
         answer = final_synthesize_output(&ex);
     }
     if answer.is_none() && ex.status == RunStatus::Succeeded && options.synthesize {

@@ -311,6 +311,7 @@ impl AgentBuilder {
             .with_options(self.run_options.clone())
             .with_cancel(self.cancel.clone());
         let mut cx = StrategyContext::new(provider, planner, runner).with_options(self.options);
+        cx.max_steps = self.planner_config.max_steps;
         cx.agents = self.agents;
         Ok(Agent {
             inner: Arc::new(Inner {

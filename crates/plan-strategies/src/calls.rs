@@ -50,6 +50,7 @@ async fn structured<T: DeserializeOwned>(
     system: String,
     user: String,
     schema: &str,
+    max_tokens: u32,
     calls: &mut Vec<LlmCall>,
 ) -> Result<T, StrategyError> {
     let tag = purpose.clone();
@@ -62,7 +63,7 @@ async fn structured<T: DeserializeOwned>(
                 name: purpose.to_owned(),
                 schema: schema_value(schema),
             })
-            .with_max_tokens(STRUCTURED_TOKEN_BUDGET)
+            .with_max_tokens(max_tokens)
             .with_purpose(tag.clone());
         let started = Instant::now();
         let response = provider
@@ -83,7 +84,7 @@ async fn structured<T: DeserializeOwned>(
             .map_err(|problem| {
                 if cut {
                     format!(
-                        "the reply was cut off at the token limit ({STRUCTURED_TOKEN_BUDGET} tokens) before its JSON was complete: reply more briefly"
+                        "the reply was cut off at the token limit ({max_tokens} tokens) before its JSON was complete: reply more briefly"
                     )
                 } else {
                     problem
@@ -128,6 +129,7 @@ pub(crate) async fn critique(
         system,
         user,
         CRITIQUE_SCHEMA,
+        STRUCTURED_TOKEN_BUDGET,
         calls,
     )
     .await
@@ -158,9 +160,84 @@ pub(crate) async fn decompose(
         system,
         user,
         DECOMPOSE_SCHEMA,
+        STRUCTURED_TOKEN_BUDGET,
         calls,
     )
     .await
+}
+
+/// How the `auto` strategy meets a goal.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Route {
+    /// Answered in the routing call.
+    Direct(String),
+    /// A plan (as the model wrote it; the caller validates it).
+    Planned(serde_json::Value),
+}
+
+/// The routing reply: one object whose `answer` and `plan` are both present and exactly
+/// one of which is null (OpenAI's strict mode refuses a root `anyOf`).
+#[derive(Deserialize)]
+#[serde(try_from = "RawRoute")]
+struct Routed(Route);
+
+#[derive(Deserialize)]
+struct RawRoute {
+    #[serde(default)]
+    answer: Option<String>,
+    #[serde(default)]
+    plan: Option<serde_json::Value>,
+}
+
+impl TryFrom<RawRoute> for Routed {
+    type Error = String;
+    fn try_from(raw: RawRoute) -> Result<Self, String> {
+        let answer = raw.answer.filter(|a| !a.trim().is_empty());
+        let plan = raw.plan.filter(|p| !p.is_null());
+        match (answer, plan) {
+            (_, Some(plan)) => Ok(Routed(Route::Planned(plan))),
+            (Some(answer), None) => Ok(Routed(Route::Direct(answer))),
+            (None, None) => Err("both `answer` and `plan` are null: give one of them".to_owned()),
+        }
+    }
+}
+
+/// The rule the routing call follows (from the seed's advice on when not to plan).
+const ROUTE_SYSTEM: &str = "You decide how to meet a goal. Answer it directly when it needs no plan: a single-step task, a factual question, a definition, a small calculation, a greeting or other conversation, a short rewrite. Make a plan when it needs several distinct steps whose results build on each other: research across sources, comparisons, building or analysing something in parts. Reply with one JSON object with the fields \"answer\" and \"plan\", exactly one of them null: {\"answer\": \"...\", \"plan\": null} to answer, or {\"answer\": null, \"plan\": {\"goal\": \"...\", \"steps\": [{\"id\": \"...\", \"description\": \"...\", \"dependencies\": []}]}} to plan. A plan has at most {max_steps} steps; each step's dependencies name the ids of the steps whose outputs it needs.";
+
+/// The schema of the routing reply for plans of at most `max_steps` steps.
+pub(crate) fn route_schema(max_steps: usize) -> serde_json::Value {
+    serde_json::json!({
+        "type": "object",
+        "properties": {
+            "answer": {"type": ["string", "null"], "description": "The answer, when no plan is needed"},
+            "plan": {"anyOf": [crate::prompts::plan_schema(max_steps), {"type": "null"}]}
+        },
+        "required": ["answer", "plan"],
+        "additionalProperties": false
+    })
+}
+
+/// Asks the model to answer `goal` directly or plan it (the `auto` strategy's one call).
+pub(crate) async fn decide(
+    provider: &dyn Provider,
+    goal: &str,
+    max_steps: usize,
+    calls: &mut Vec<LlmCall>,
+) -> Result<Route, StrategyError> {
+    let system = ROUTE_SYSTEM.replace("{max_steps}", &max_steps.to_string());
+    let schema = route_schema(max_steps).to_string();
+    let routed: Routed = structured(
+        provider,
+        Purpose::Plan,
+        system,
+        format!("Goal: {goal}"),
+        &schema,
+        crate::prompts::plan_token_budget(max_steps),
+        calls,
+    )
+    .await?;
+    Ok(routed.0)
 }
 
 /// A step's result as the synthesis sees it.

@@ -7,8 +7,9 @@
 //! answer with one final model call. Each run lives in a `plan_exec::RunSession`, and its
 //! [`RunReport`] is built from the run's journal.
 //!
-//! [`Strategy`] is a trait: the five built-in strategies ([`Linear`], [`Dag`],
-//! [`Hierarchical`], [`Adaptive`], [`Reflective`]; [`StrategyKind`] names them) are
+//! [`Strategy`] is a trait: the six built-in strategies ([`Auto`], which answers directly
+//! when a goal needs no plan, [`Linear`], [`Dag`], [`Hierarchical`], [`Adaptive`],
+//! [`Reflective`]; [`StrategyKind`] names them) are
 //! implementations, and a [`StrategyRegistry`] resolves names to strategies, yours
 //! included. With a streaming provider the DAG strategy feeds each
 //! step to the runner as soon as the model has written it ([`StepStreamParser`]).
@@ -69,8 +70,8 @@ pub use planner::{
 pub use prompts::PLAN_SCHEMA;
 pub use report::{GoalResult, ReportExt, Usage};
 pub use strategy::{
-    Adaptive, Dag, Hierarchical, Linear, Outcome, PlanOutcome, PlanStart, Reflective, Strategy,
-    StrategyContext, StrategyKind, StrategyRegistry, UnknownStrategy,
+    Adaptive, Auto, Dag, Hierarchical, Linear, Outcome, PlanOutcome, PlanStart, Reflective,
+    Strategy, StrategyContext, StrategyKind, StrategyRegistry, UnknownStrategy,
 };
 pub use stream::StepStreamParser;
 // --- agents and research (research) ---

@@ -891,7 +891,7 @@ fn strategy_names_round_trip() {
         assert_eq!(s.as_str().parse::<StrategyKind>().unwrap(), s);
     }
     let err = "wild".parse::<StrategyKind>().unwrap_err().to_string();
-    assert!(err.contains("use one of linear, dag"));
+    assert!(err.contains("use one of auto, linear, dag"), "{err}");
 }
 
 #[test]

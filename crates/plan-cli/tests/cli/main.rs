@@ -3,6 +3,7 @@
 mod support;
 
 mod approve;
+mod auto;
 mod code_steps;
 mod graph;
 mod help;

@@ -1,4 +1,4 @@
-//! The [`Strategy`] trait — how plans are made and revised — with the five built-in
+//! The [`Strategy`] trait — how plans are made and revised — with the six built-in
 //! strategies, the [`StrategyContext`] they work through, and the [`StrategyRegistry`]
 //! that resolves `--strategy NAME`.
 //!
@@ -7,6 +7,7 @@
 //! store itself and never writes the answer: the [`Agent`](crate::Agent) opens the
 //! session, calls the strategy, writes the answer and finishes the run.
 
+mod auto;
 mod builtin;
 mod drive;
 mod streamed;
@@ -29,12 +30,14 @@ use crate::options::StrategyOptions;
 use crate::planner::{LlmCall, Planner, RepairNote};
 use crate::report::Usage;
 
+pub use auto::Auto;
 pub use builtin::{Adaptive, Dag, Hierarchical, Linear, Reflective};
 pub(crate) use drive::chain;
 
 /// How plans are made and revised. Implement it to add a strategy of your own and
-/// register it in a [`StrategyRegistry`]; the five built-in ones are [`Linear`], [`Dag`],
-/// [`Hierarchical`], [`Adaptive`] and [`Reflective`] (or [`StrategyKind`] by name).
+/// register it in a [`StrategyRegistry`]; the built-in ones are [`Auto`], [`Linear`],
+/// [`Dag`], [`Hierarchical`], [`Adaptive`] and [`Reflective`] (or [`StrategyKind`] by
+/// name).
 ///
 /// [`plan`](Self::plan) makes a plan without running anything; [`execute`](Self::execute)
 /// runs any plan — model-written, approved, edited, read from a file, or reloaded to
@@ -223,9 +226,23 @@ pub struct Outcome {
     pub status: RunStatus,
     /// Why it failed, in words (what failed and what to try).
     pub failure: Option<String>,
+    /// The answer, when the strategy wrote it itself (a direct answer); otherwise it is
+    /// synthesised from the steps.
+    pub answer: Option<String>,
 }
 
 impl Outcome {
+    /// A goal answered in one call, with no plan and no steps.
+    pub fn direct(goal: &str, answer: String) -> Self {
+        Self {
+            plan: Plan::new(goal, Vec::new()),
+            steps: Vec::new(),
+            status: RunStatus::Succeeded,
+            failure: None,
+            answer: Some(answer),
+        }
+    }
+
     /// The outcome of one execution, with the failure text the runner's report implies.
     pub fn from_execution(execution: &Execution) -> Self {
         Self {
@@ -233,6 +250,7 @@ impl Outcome {
             steps: execution.steps.clone(),
             status: execution.status,
             failure: drive::failure_text(execution),
+            answer: None,
         }
     }
 }
@@ -245,6 +263,9 @@ pub struct StrategyContext {
     pub(crate) planner: Arc<dyn Planner>,
     pub(crate) runner: Runner,
     pub(crate) options: StrategyOptions,
+    /// The most steps a plan may have (the planner's cap), for plans made outside the
+    /// planner (the `auto` strategy's routing reply).
+    pub(crate) max_steps: usize,
     pub(crate) agents: Option<Arc<AgentCatalogue>>,
 }
 
@@ -265,6 +286,7 @@ impl StrategyContext {
             planner,
             runner,
             options: StrategyOptions::default(),
+            max_steps: crate::planner::PlannerConfig::default().max_steps,
             agents: None,
         }
     }
@@ -386,6 +408,8 @@ pub(crate) fn add_repairs(session: &RunSession, repairs: &[RepairNote]) {
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum StrategyKind {
+    /// [`Auto`].
+    Auto,
     /// [`Linear`].
     Linear,
     /// [`Dag`].
@@ -401,7 +425,8 @@ pub enum StrategyKind {
 
 impl StrategyKind {
     /// All built-in strategies.
-    pub const ALL: [StrategyKind; 5] = [
+    pub const ALL: [StrategyKind; 6] = [
+        StrategyKind::Auto,
         StrategyKind::Linear,
         StrategyKind::Dag,
         StrategyKind::Hierarchical,
@@ -412,6 +437,7 @@ impl StrategyKind {
     /// The name used by the CLI and in reports (`"dag"`).
     pub fn as_str(self) -> &'static str {
         match self {
+            StrategyKind::Auto => "auto",
             StrategyKind::Linear => "linear",
             StrategyKind::Dag => "dag",
             StrategyKind::Hierarchical => "hierarchical",
@@ -422,6 +448,7 @@ impl StrategyKind {
 
     fn imp(self) -> &'static dyn Strategy {
         match self {
+            StrategyKind::Auto => &Auto,
             StrategyKind::Linear => &Linear,
             StrategyKind::Dag => &Dag,
             StrategyKind::Hierarchical => &Hierarchical,
@@ -492,7 +519,7 @@ impl UnknownStrategy {
     }
 }
 
-/// Strategies by name: the built-in five, plus any a user registers. `--strategy NAME`
+/// Strategies by name: the built-in six, plus any a user registers. `--strategy NAME`
 /// and resuming a stored run resolve through it.
 #[derive(Clone)]
 pub struct StrategyRegistry {
@@ -512,7 +539,7 @@ impl Default for StrategyRegistry {
 }
 
 impl StrategyRegistry {
-    /// The five built-in strategies.
+    /// The six built-in strategies.
     pub fn builtin() -> Self {
         let mut r = Self::empty();
         for k in StrategyKind::ALL {

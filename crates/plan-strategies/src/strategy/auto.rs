@@ -1,0 +1,97 @@
+//! [`Auto`]: plan only when it pays. One model call decides: a goal that needs no plan (a
+//! single step, a factual question, conversation) is answered in that call; otherwise the
+//! call's reply is the plan, which then runs like [`Dag`]. Either way the first call is
+//! the only call before the work starts, so a planned goal costs no more than under `dag`.
+
+use async_trait::async_trait;
+use plan_core::{EventKind, Limits, PlanGraph};
+use plan_exec::RunSession;
+use serde_json::{Value, json};
+
+use super::{Dag, Outcome, PlanOutcome, PlanStart, Strategy, StrategyContext};
+use crate::calls::{Route, decide};
+use crate::error::StrategyError;
+use crate::planner::parse_reply;
+
+/// The report's and the event's name of the route taken.
+const DIRECT: &str = "direct";
+const PLANNED: &str = "planned";
+
+/// Answers directly when no plan is needed, else plans and runs like [`Dag`]. The report
+/// says which (`route`: `direct` or `planned`), and a `route_chosen` event does too.
+/// [`plan`](Strategy::plan) always plans (`plan plan`); [`execute`](Strategy::execute) runs
+/// the given plan like [`Dag`] (`plan exec`, approvals, resume).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Auto;
+
+#[async_trait]
+impl Strategy for Auto {
+    fn name(&self) -> &str {
+        "auto"
+    }
+
+    async fn plan(&self, cx: &StrategyContext, goal: &str) -> Result<PlanOutcome, StrategyError> {
+        Dag.plan(cx, goal).await
+    }
+
+    async fn execute(
+        &self,
+        cx: &StrategyContext,
+        session: &RunSession,
+        start: PlanStart,
+    ) -> Result<Outcome, StrategyError> {
+        Dag.execute(cx, session, start).await
+    }
+
+    async fn run(
+        &self,
+        cx: &StrategyContext,
+        session: &RunSession,
+        goal: &str,
+    ) -> Result<Outcome, StrategyError> {
+        let mut calls = Vec::new();
+        let route = decide(cx.provider().as_ref(), goal, cx.max_steps, &mut calls).await;
+        cx.record_calls(session, &calls);
+        match route? {
+            Route::Direct(answer) => {
+                choose(session, DIRECT);
+                Ok(Outcome::direct(goal, answer))
+            }
+            Route::Planned(plan) => {
+                choose(session, PLANNED);
+                let planned = match usable_plan(goal, &plan, cx.max_steps) {
+                    Ok(plan) => PlanOutcome::new(plan),
+                    // The planner validates, repairs and re-prompts; the change is listed.
+                    Err(problem) => {
+                        let mut out = Dag.plan(cx, goal).await?;
+                        out.adjustments.insert(
+                            0,
+                            format!(
+                                "the plan in the routing reply could not be used ({problem}); the goal was planned again"
+                            ),
+                        );
+                        out
+                    }
+                };
+                cx.record_plan_outcome(session, &planned);
+                self.execute(cx, session, PlanStart::from_outcome(planned))
+                    .await
+            }
+        }
+    }
+}
+
+fn choose(session: &RunSession, route: &str) {
+    session.set_extra("route", json!(route));
+    session.emit(EventKind::RouteChosen {
+        route: route.to_owned(),
+    });
+}
+
+/// The routing reply's plan, if it is valid as it stands and within the step cap.
+fn usable_plan(goal: &str, plan: &Value, max_steps: usize) -> Result<plan_core::Plan, String> {
+    let plan = parse_reply(goal, &plan.to_string())?;
+    PlanGraph::with_limits(plan.clone(), &Limits::with_max_steps(max_steps))
+        .map_err(|e| e.to_string())?;
+    Ok(plan)
+}

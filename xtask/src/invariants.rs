@@ -83,6 +83,7 @@ fn may_write_store(path: &str) -> bool {
     path.ends_with("plan-exec/src/session.rs")
         || path.contains("plan-exec/src/store/")
         || path.ends_with("plan-exec/src/conformance.rs")
+        || path.ends_with("plan-postgres/src/store.rs")
 }
 
 /// Calls in `text` of a `RunStore` write method on a store (`store.save_plan(`,
@@ -263,6 +264,12 @@ fn violations(graph: &DepGraph) -> Vec<String> {
         "plan-strategies",
         &["plan-llm-local"],
         "strategies work with any provider",
+    );
+    forbid(
+        &mut out,
+        "plan-postgres",
+        &["plan-strategies", "plan-llm-local"],
+        "a store is a leaf below the strategies: it implements plan-exec's RunStore",
     );
     for (pkg, deps) in &graph.direct {
         if pkg != "plan-cli" && deps.contains("plan-cli") {

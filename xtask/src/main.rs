@@ -80,13 +80,16 @@ fn bench() -> Result<()> {
 }
 
 /// System packages the tests need: bubblewrap for the sandbox, Debian's python3 (visible
-/// inside the sandbox, unlike pyenv's).
+/// inside the sandbox, unlike pyenv's), and PostgreSQL's server for the PostgreSQL store.
 fn ensure_system_packages() -> Result<()> {
-    let missing: Vec<&str> = [("bwrap", "bubblewrap"), ("/usr/bin/python3", "python3")]
+    let mut missing: Vec<&str> = [("bwrap", "bubblewrap"), ("/usr/bin/python3", "python3")]
         .into_iter()
         .filter(|(bin, _)| !on_path(bin))
         .map(|(_, pkg)| pkg)
         .collect();
+    if !has_postgres_server() {
+        missing.push("postgresql");
+    }
     if missing.is_empty() {
         return Ok(());
     }
@@ -105,6 +108,18 @@ fn ensure_system_packages() -> Result<()> {
             .args(&missing)
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )
+}
+
+/// Whether PostgreSQL's server binaries are installed where Debian puts them
+/// (`/usr/lib/postgresql/<version>/bin`, not on PATH) or on PATH: the PostgreSQL store's
+/// tests start a throwaway cluster with them.
+fn has_postgres_server() -> bool {
+    let debian = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| e.path().join("bin/initdb").is_file());
+    debian || (on_path("initdb") && on_path("pg_ctl"))
 }
 
 fn on_path(bin: &str) -> bool {

@@ -223,6 +223,22 @@ pub struct RunSummary {
 }
 
 impl RunSummary {
+    /// A summary of a run created at `created` and not changed since: no strategy or
+    /// model recorded, no steps (for stores that count steps themselves).
+    pub fn new(id: RunId, goal: impl Into<String>, status: RunStatus, created: Timestamp) -> Self {
+        Self {
+            id,
+            goal: goal.into(),
+            status,
+            created,
+            updated: created,
+            strategy: None,
+            model: None,
+            steps_total: 0,
+            steps_done: 0,
+        }
+    }
+
     /// The summary of a stored run.
     pub fn of(run: &StoredRun) -> Self {
         let latest = run.latest_plan();

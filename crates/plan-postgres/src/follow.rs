@@ -1,0 +1,146 @@
+//! Following a run as it is written, woken by `LISTEN/NOTIFY` rather than polling.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{Stream, StreamExt as _};
+use plan_core::{EventKind, RunId};
+use plan_exec::{JournalEntry, RunStore, StoreError};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio_postgres::AsyncMessage;
+
+use crate::store::{EVENTS_CHANNEL, PostgresStore};
+
+/// How long a follower waits for a notification before reading anyway (a safety net:
+/// notifications arrive within milliseconds of the commit).
+const FALLBACK_POLL: Duration = Duration::from_secs(2);
+
+/// Events read per query.
+const PAGE: usize = 512;
+
+/// A `LISTEN` connection of its own; notifications for one run wake `wake`.
+struct Listener {
+    wake: Arc<Notify>,
+    // Kept so the connection stays open; dropped with the listener.
+    _client: tokio_postgres::Client,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl PostgresStore {
+    /// The run's events after position `after` (0 for all), then every new one as it is
+    /// committed, ending after `run_finished`: like [`plan_exec::follow`], but each
+    /// follower holds a `LISTEN` connection and wakes on the append's `NOTIFY` instead
+    /// of polling (it still reads every two seconds should a notification be missed).
+    pub fn follow<'a>(
+        &'a self,
+        run: &'a RunId,
+        after: u64,
+    ) -> impl Stream<Item = Result<JournalEntry, StoreError>> + Send + 'a {
+        struct State {
+            seq: u64,
+            buffered: std::vec::IntoIter<JournalEntry>,
+            done: bool,
+            listener: Option<Listener>,
+        }
+        let start = State {
+            seq: after,
+            buffered: Vec::new().into_iter(),
+            done: false,
+            listener: None,
+        };
+        futures::stream::unfold(start, move |mut st| async move {
+            loop {
+                if let Some(entry) = st.buffered.next() {
+                    st.seq = entry.seq;
+                    st.done = matches!(entry.event.kind, EventKind::RunFinished { .. });
+                    return Some((Ok(entry), st));
+                }
+                if st.done {
+                    return None;
+                }
+                // Listen before the first read, so nothing committed after it is missed.
+                if st.listener.is_none() {
+                    match self.listen(run).await {
+                        Ok(l) => st.listener = Some(l),
+                        Err(e) => {
+                            st.done = true;
+                            return Some((Err(e), st));
+                        }
+                    }
+                }
+                match self.events_after(run, st.seq, PAGE).await {
+                    Ok(batch) if batch.is_empty() => {
+                        if let Some(l) = &st.listener {
+                            let _ = tokio::time::timeout(FALLBACK_POLL, l.wake.notified()).await;
+                        }
+                    }
+                    Ok(batch) => st.buffered = batch.into_iter(),
+                    Err(e) => {
+                        st.done = true;
+                        return Some((Err(e), st));
+                    }
+                }
+            }
+        })
+    }
+
+    /// Opens a connection that listens on [`EVENTS_CHANNEL`] and wakes on `run`'s
+    /// notifications.
+    async fn listen(&self, run: &RunId) -> Result<Listener, StoreError> {
+        let inner = &self.inner;
+        let (client, mut connection) = inner
+            .address
+            .config()
+            .connect(inner.tls.clone())
+            .await
+            .map_err(|e| {
+                StoreError::new(inner.errors.scrub(&format!(
+                    "cannot open a connection to follow run `{run}` at {}: {}",
+                    inner.address.host_port(),
+                    inner.errors.connect_reason(&e)
+                )))
+            })?;
+        let wake = Arc::new(Notify::new());
+        let task = {
+            let wake = wake.clone();
+            let run = run.as_str().to_owned();
+            tokio::spawn(async move {
+                let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+                while let Some(message) = messages.next().await {
+                    match message {
+                        Ok(AsyncMessage::Notification(n)) if n.payload() == run => {
+                            wake.notify_one();
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            tracing::debug!(error = %e, "the follow connection closed");
+                            // Wake the follower so it reads (and polls from now on).
+                            wake.notify_one();
+                            break;
+                        }
+                    }
+                }
+            })
+        };
+        client
+            .batch_execute(&format!("LISTEN {EVENTS_CHANNEL}"))
+            .await
+            .map_err(|e| {
+                inner
+                    .errors
+                    .store(&format!("cannot follow run `{run}`"), &e)
+            })?;
+        Ok(Listener {
+            wake,
+            _client: client,
+            task,
+        })
+    }
+}

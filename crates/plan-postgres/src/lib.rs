@@ -1,0 +1,56 @@
+//! A PostgreSQL run store for plan: [`PostgresStore`] implements
+//! [`plan_exec::RunStore`], so runs, their plan revisions, journals and step outputs live
+//! in a database that every process and every person can reach.
+//!
+//! - Connect with a URL, `postgres://USER[:PASSWORD]@HOST[:PORT]/DB` (or
+//!   `postgresql://`), with libpq's `sslmode` (`disable`, `prefer`, `require`,
+//!   `verify-full`, ...) and `sslrootcert`; without a password in the URL, `PGPASSWORD`
+//!   is used. The password never appears in errors, logs or `Debug` output.
+//! - The tables live in the schema `plan`. Opening a store applies the migrations
+//!   embedded in this crate when its schema is older than [`SCHEMA_VERSION`], under an
+//!   advisory lock so concurrent openers do not race, and refuses a schema newer than
+//!   this build.
+//! - Events are numbered per run from 1 with no gaps, even with several writers; each
+//!   append sends `NOTIFY plan_events` with the run id, and [`PostgresStore::follow`]
+//!   wakes on it.
+//! - A step's output is committed once: a second commit is an error and changes nothing.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use plan_core::{Plan, Step};
+//! use plan_exec::{executor_fn, Runner, RunStore, SessionBuilder, StepContext};
+//! use plan_postgres::PostgresStore;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let store = PostgresStore::connect("postgres://plan@db.internal:5432/plan").await?;
+//! let executor = executor_fn(|ctx: StepContext| async move {
+//!     Ok(format!("did {}", ctx.step().id))
+//! });
+//! let runner = Runner::parallel(executor)
+//!     .with_sessions(SessionBuilder::new().store(Arc::new(store.clone())));
+//! let plan = Plan::new("Say hello", vec![Step::new("greet", "Say hello")]);
+//! let report = runner.run(plan).await?;
+//! let stored = store.load_run(&report.run_id).await?.expect("the run was journaled");
+//! assert_eq!(stored.outputs.len(), 1);
+//! # Ok(()) }
+//! ```
+//!
+//! # Features
+//! - `test-support`: [`testing::TempCluster`], a throwaway PostgreSQL cluster (`initdb`
+//!   and `pg_ctl` in a temporary directory, as the `postgres` user when run as root) for
+//!   this crate's tests and other crates'.
+#![deny(missing_docs)]
+
+mod address;
+mod error;
+mod follow;
+mod schema;
+mod store;
+#[cfg(feature = "test-support")]
+pub mod testing;
+mod tls;
+
+pub use address::{PgAddress, TlsMode, is_postgres_url, redact};
+pub use schema::SCHEMA_VERSION;
+pub use store::{EVENTS_CHANNEL, PostgresStore};

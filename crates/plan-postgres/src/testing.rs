@@ -1,0 +1,356 @@
+//! A throwaway PostgreSQL cluster for tests (feature `test-support`): `initdb` in a
+//! temporary directory, `pg_ctl start` on a free port on 127.0.0.1 with trust
+//! authentication, stopped when dropped (or, for [`TempCluster::shared`], when the test
+//! process exits).
+//!
+//! The server binaries are looked for in `$PLAN_POSTGRES_BIN`, then the highest
+//! `/usr/lib/postgresql/<version>/bin` (Debian's `postgresql` package), then `PATH`.
+//! PostgreSQL refuses to run as root: as root, the cluster runs as the `postgres` user
+//! (through `runuser`).
+//!
+//! ```no_run
+//! # async fn demo() {
+//! use plan_postgres::{PostgresStore, testing::TempCluster};
+//! let Some(cluster) = TempCluster::shared_or_skip() else { return };
+//! let url = cluster.create_database();
+//! let store = PostgresStore::connect(&url).await.unwrap();
+//! # }
+//! ```
+#![allow(clippy::panic)]
+
+use std::fmt;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+
+/// The variable that lets tests skip when PostgreSQL is not installed.
+pub const SKIP_VAR: &str = "PLAN_SKIP_POSTGRES";
+
+/// Why a cluster could not start.
+#[derive(Debug)]
+pub struct ClusterError(String);
+
+impl fmt::Display for ClusterError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ClusterError {}
+
+/// A PostgreSQL cluster of its own, on 127.0.0.1, with superuser `postgres` and trust
+/// authentication; stopped and deleted on drop.
+#[derive(Debug)]
+pub struct TempCluster {
+    dir: PathBuf,
+    bin: PathBuf,
+    port: u16,
+    run_as: Option<String>,
+    reaper: Option<Child>,
+}
+
+impl TempCluster {
+    /// Starts a new cluster (about a second).
+    ///
+    /// # Errors
+    /// [`ClusterError`] when the binaries are missing (it says to install the
+    /// `postgresql` package) or the server does not start (with its log).
+    pub fn start() -> Result<TempCluster, ClusterError> {
+        let bin = find_bin_dir()?;
+        let run_as = if nix::unistd::geteuid().is_root() {
+            Some("postgres".to_owned())
+        } else {
+            None
+        };
+        let dir = make_dirs(run_as.as_deref())?;
+        let mut cluster = TempCluster {
+            dir,
+            bin,
+            port: 0,
+            run_as,
+            reaper: None,
+        };
+        cluster.initdb()?;
+        let mut last = String::new();
+        for _ in 0..5 {
+            cluster.port = free_port()?;
+            match cluster.pg_ctl_start() {
+                Ok(()) => {
+                    cluster.reaper = cluster.spawn_reaper();
+                    return Ok(cluster);
+                }
+                Err(e) => last = e.0,
+            }
+        }
+        Err(ClusterError(last))
+    }
+
+    /// One cluster for the whole test process, started on first use and stopped when the
+    /// process exits. Give each test a database of its own with
+    /// [`create_database`](Self::create_database).
+    ///
+    /// # Panics
+    /// When the cluster cannot start.
+    pub fn shared() -> &'static TempCluster {
+        static SHARED: OnceLock<Result<TempCluster, String>> = OnceLock::new();
+        match SHARED.get_or_init(|| TempCluster::start().map_err(|e| e.to_string())) {
+            Ok(cluster) => cluster,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// [`shared`](Self::shared), or `None` when `PLAN_SKIP_POSTGRES=1` is set (the test
+    /// then returns early, saying so on stderr). Without that variable a missing
+    /// PostgreSQL fails the test.
+    ///
+    /// # Panics
+    /// When the cluster cannot start and skipping was not asked for.
+    pub fn shared_or_skip() -> Option<&'static TempCluster> {
+        if std::env::var(SKIP_VAR).is_ok_and(|v| v == "1") {
+            eprintln!("{SKIP_VAR}=1: skipping a test that needs PostgreSQL");
+            return None;
+        }
+        Some(Self::shared())
+    }
+
+    /// The port it listens on (127.0.0.1).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The URL of database `db` as user `postgres`.
+    pub fn url(&self, db: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
+    }
+
+    /// Creates a database with a fresh random name (`t_...`) and returns its URL.
+    ///
+    /// # Panics
+    /// When `createdb` fails.
+    pub fn create_database(&self) -> String {
+        let name = format!("t_{:016x}", rand::random::<u64>());
+        let out = Command::new(self.bin.join("createdb"))
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+            ])
+            .arg(&name)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run createdb: {e}"));
+        assert!(
+            out.status.success(),
+            "createdb {name} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        self.url(&name)
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    fn run_dir(&self) -> PathBuf {
+        self.dir.join("run")
+    }
+
+    /// A command for a server binary, as the cluster's user.
+    fn command(&self, program: &str) -> Command {
+        let path = self.bin.join(program);
+        match &self.run_as {
+            Some(user) => {
+                let mut c = Command::new("runuser");
+                c.args(["-u", user, "--"]).arg(path);
+                c
+            }
+            None => Command::new(path),
+        }
+    }
+
+    fn initdb(&self) -> Result<(), ClusterError> {
+        let out = self
+            .command("initdb")
+            .arg("-D")
+            .arg(self.data())
+            .args(["-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C"])
+            .arg("--no-sync")
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| ClusterError(format!("cannot run initdb: {e}")))?;
+        if !out.status.success() {
+            return Err(ClusterError(format!(
+                "initdb failed in {}: {}",
+                self.data().display(),
+                String::from_utf8_lossy(&out.stderr)
+            )));
+        }
+        Ok(())
+    }
+
+    fn pg_ctl_start(&self) -> Result<(), ClusterError> {
+        let log = self.run_dir().join("server.log");
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off \
+             -c full_page_writes=off -c max_connections=200",
+            self.port,
+            self.run_dir().display()
+        );
+        let out = self
+            .command("pg_ctl")
+            .arg("-D")
+            .arg(self.data())
+            .arg("-l")
+            .arg(&log)
+            .args(["-w", "-t", "60", "-o", &options, "start"])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| ClusterError(format!("cannot run pg_ctl: {e}")))?;
+        if !out.status.success() {
+            let log = std::fs::read_to_string(&log).unwrap_or_default();
+            return Err(ClusterError(format!(
+                "pg_ctl start failed on port {}: {}\n{log}",
+                self.port,
+                String::from_utf8_lossy(&out.stderr)
+            )));
+        }
+        Ok(())
+    }
+
+    /// A process that stops the cluster and deletes its directory once this process is
+    /// gone, however it ends (a shared cluster is never dropped).
+    fn spawn_reaper(&self) -> Option<Child> {
+        const SCRIPT: &str = r#"
+            while kill -0 "$1" 2>/dev/null; do sleep 0.2; done
+            if [ -n "$5" ]; then runuser -u "$5" -- "$2" -D "$3" -m immediate -w stop
+            else "$2" -D "$3" -m immediate -w stop; fi
+            rm -rf "$4""#;
+        Command::new("sh")
+            .arg("-c")
+            .arg(SCRIPT)
+            .arg("plan-postgres-reaper")
+            .arg(std::process::id().to_string())
+            .arg(self.bin.join("pg_ctl"))
+            .arg(self.data())
+            .arg(&self.dir)
+            .arg(self.run_as.as_deref().unwrap_or(""))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()
+    }
+}
+
+impl Drop for TempCluster {
+    fn drop(&mut self) {
+        if let Some(mut reaper) = self.reaper.take() {
+            let _ = reaper.kill();
+            let _ = reaper.wait();
+        }
+        let _ = self
+            .command("pg_ctl")
+            .arg("-D")
+            .arg(self.data())
+            .args(["-m", "immediate", "-w", "stop"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The directory with `initdb` and `pg_ctl`.
+fn find_bin_dir() -> Result<PathBuf, ClusterError> {
+    if let Some(dir) = std::env::var_os("PLAN_POSTGRES_BIN") {
+        return Ok(PathBuf::from(dir));
+    }
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let version = e.file_name().to_str()?.parse::<u32>().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("initdb").is_file().then_some((version, bin))
+        })
+        .collect();
+    versions.sort();
+    if let Some((_, bin)) = versions.pop() {
+        return Ok(bin);
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&path) {
+            if dir.join("initdb").is_file() && dir.join("pg_ctl").is_file() {
+                return Ok(dir);
+            }
+        }
+    }
+    Err(ClusterError(format!(
+        "PostgreSQL's server binaries (initdb, pg_ctl) are not installed: these tests need a \
+         real PostgreSQL server. Install the `postgresql` package (`apt-get install \
+         postgresql`; `cargo xtask test` does it), or point PLAN_POSTGRES_BIN at the \
+         directory holding initdb; set {SKIP_VAR}=1 to skip these tests instead"
+    )))
+}
+
+/// `/tmp/plan-pg-XXXX` (mode 0755, so the cluster's user can reach it) with `data` and
+/// `run` owned by that user.
+fn make_dirs(run_as: Option<&str>) -> Result<PathBuf, ClusterError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let err = |what: &str, e: &dyn fmt::Display| ClusterError(format!("{what}: {e}"));
+    // As root, under /tmp: a TMPDIR elsewhere may not be reachable by the cluster's user.
+    let base = match run_as {
+        Some(_) => PathBuf::from("/tmp"),
+        None => std::env::temp_dir(),
+    };
+    let dir = base.join(format!("plan-pg-{:016x}", rand::random::<u64>()));
+    std::fs::create_dir_all(&dir).map_err(|e| err("cannot create the cluster directory", &e))?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))
+        .map_err(|e| err("cannot set the cluster directory's mode", &e))?;
+    let owner = match run_as {
+        Some(name) => Some(
+            nix::unistd::User::from_name(name)
+                .map_err(|e| err("cannot look up the postgres user", &e))?
+                .ok_or_else(|| {
+                    ClusterError(format!(
+                        "there is no `{name}` user to run PostgreSQL as (it refuses to run as \
+                         root): install the `postgresql` package, which creates it"
+                    ))
+                })?,
+        ),
+        None => None,
+    };
+    for sub in ["data", "run"] {
+        let path = dir.join(sub);
+        std::fs::create_dir(&path).map_err(|e| err("cannot create the cluster directory", &e))?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| err("cannot set the cluster directory's mode", &e))?;
+        if let Some(user) = &owner {
+            chown(&path, user)?;
+        }
+    }
+    Ok(dir)
+}
+
+fn chown(path: &Path, user: &nix::unistd::User) -> Result<(), ClusterError> {
+    std::os::unix::fs::chown(path, Some(user.uid.as_raw()), Some(user.gid.as_raw())).map_err(|e| {
+        ClusterError(format!(
+            "cannot give {} to the `{}` user: {e}",
+            path.display(),
+            user.name
+        ))
+    })
+}
+
+fn free_port() -> Result<u16, ClusterError> {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| ClusterError(format!("cannot find a free port: {e}")))
+}

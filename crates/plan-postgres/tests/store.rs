@@ -1,0 +1,290 @@
+//! `PostgresStore` against a real PostgreSQL server: one throwaway cluster for this test
+//! binary, a database of its own for each test.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt as _;
+use plan_core::{Event, EventKind, RunId, RunStatus};
+use plan_exec::{RunRecord, RunStore, StepOutputRecord};
+use plan_postgres::testing::TempCluster;
+use plan_postgres::{PostgresStore, SCHEMA_VERSION};
+
+/// A fresh database's URL, or `None` when PostgreSQL tests are skipped.
+fn database() -> Option<String> {
+    TempCluster::shared_or_skip().map(TempCluster::create_database)
+}
+
+async fn raw(url: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client
+}
+
+async fn new_run(store: &PostgresStore) -> RunId {
+    let record = RunRecord::new("g");
+    store.create_run(&record).await.unwrap();
+    record.id
+}
+
+fn progress(run: &RunId, i: usize) -> Event {
+    Event::now(run.clone(), EventKind::progress(i, 100))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passes_the_store_conformance_suite() {
+    let Some(url) = database() else { return };
+    let store = PostgresStore::connect(&url).await.unwrap();
+    plan_exec::conformance::check_store(Arc::new(store))
+        .await
+        .assert_passed();
+}
+
+#[tokio::test]
+async fn an_empty_database_is_migrated_and_reopening_changes_nothing() {
+    let Some(url) = database() else { return };
+    let store = PostgresStore::connect(&url).await.unwrap();
+    let run = new_run(&store).await;
+    let client = raw(&url).await;
+    let versions =
+        |rows: Vec<tokio_postgres::Row>| -> Vec<i32> { rows.iter().map(|r| r.get(0)).collect() };
+    let q = "SELECT version FROM plan.schema_migrations ORDER BY version";
+    let first = versions(client.query(q, &[]).await.unwrap());
+    assert_eq!(first, (1..=SCHEMA_VERSION).collect::<Vec<_>>());
+    for table in ["runs", "plans", "events", "outputs"] {
+        let row = client
+            .query_one("SELECT to_regclass($1)::text", &[&format!("plan.{table}")])
+            .await
+            .unwrap();
+        assert!(
+            row.get::<_, Option<String>>(0).is_some(),
+            "no table {table}"
+        );
+    }
+    drop(store);
+    let again = PostgresStore::connect(&url).await.unwrap();
+    assert_eq!(versions(client.query(q, &[]).await.unwrap()), first);
+    assert!(again.load_run(&run).await.unwrap().is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_openers_migrate_once() {
+    let Some(url) = database() else { return };
+    let opens: Vec<_> = (0..8)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move { PostgresStore::connect(&url).await })
+        })
+        .collect();
+    for open in opens {
+        open.await.unwrap().unwrap();
+    }
+    let rows = raw(&url)
+        .await
+        .query("SELECT version FROM plan.schema_migrations", &[])
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), SCHEMA_VERSION as usize);
+}
+
+#[tokio::test]
+async fn a_newer_schema_is_refused_naming_both_versions() {
+    let Some(url) = database() else { return };
+    drop(PostgresStore::connect(&url).await.unwrap());
+    let newer = SCHEMA_VERSION + 1;
+    raw(&url)
+        .await
+        .execute(
+            "INSERT INTO plan.schema_migrations (version, description) VALUES ($1, 'future')",
+            &[&newer],
+        )
+        .await
+        .unwrap();
+    let err = PostgresStore::connect(&url).await.unwrap_err().to_string();
+    assert!(err.contains(&format!("schema version {newer}")), "{err}");
+    assert!(err.contains(&format!("({SCHEMA_VERSION})")), "{err}");
+    assert!(err.contains("upgrade plan"), "{err}");
+    assert!(err.contains("127.0.0.1"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_appenders_get_unique_gapless_positions() {
+    let Some(url) = database() else { return };
+    // Two handles with pools of their own, as two processes would have.
+    let a = PostgresStore::connect(&url).await.unwrap();
+    let b = PostgresStore::connect(&url).await.unwrap();
+    let run = new_run(&a).await;
+    let mut tasks = Vec::new();
+    for writer in 0..8 {
+        let store = if writer % 2 == 0 {
+            a.clone()
+        } else {
+            b.clone()
+        };
+        let run = run.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut written = 0;
+            for round in 0..20 {
+                let n = 1 + (writer + round) % 3;
+                let events: Vec<Event> = (0..n).map(|i| progress(&run, i)).collect();
+                if round % 5 == 0 {
+                    let step = format!("w{writer}r{round}");
+                    let out = StepOutputRecord::new(step.as_str(), "done");
+                    store.commit_output(&run, &out, &events).await.unwrap();
+                } else {
+                    store.append_events(&run, &events).await.unwrap();
+                }
+                written += n;
+            }
+            written
+        }));
+    }
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.unwrap();
+    }
+    let entries = a.events_after(&run, 0, 10_000).await.unwrap();
+    let seqs: Vec<u64> = entries.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (1..=total as u64).collect::<Vec<_>>());
+    let stored = b.load_run(&run).await.unwrap().unwrap();
+    assert_eq!(stored.events.len(), total);
+    assert_eq!(stored.outputs.len(), 8 * 4);
+}
+
+#[tokio::test]
+async fn a_second_commit_of_a_step_keeps_the_first_and_says_why() {
+    let Some(url) = database() else { return };
+    let store = PostgresStore::connect(&url).await.unwrap();
+    let run = new_run(&store).await;
+    let first = StepOutputRecord::new("a", "first");
+    store.commit_output(&run, &first, &[]).await.unwrap();
+    let err = store
+        .commit_output(
+            &run,
+            &StepOutputRecord::new("a", "second"),
+            &[progress(&run, 1)],
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("already has a committed output"), "{err}");
+    let stored = store.load_run(&run).await.unwrap().unwrap();
+    assert_eq!(stored.outputs[0].output, "first");
+    assert!(stored.events.is_empty());
+}
+
+#[tokio::test]
+async fn the_password_never_shows() {
+    let Some(cluster) = TempCluster::shared_or_skip() else {
+        return;
+    };
+    let secret = "hunter2-very-secret";
+    // Trust authentication accepts any password: a working store with one in its URL.
+    let url = cluster
+        .create_database()
+        .replace("postgres@", &format!("postgres:{secret}@"));
+    let store = PostgresStore::connect(&url).await.unwrap();
+    let shown = format!("{store:?} {} {:?}", store.address(), store.address());
+    assert!(!shown.contains(secret), "{shown}");
+    assert!(shown.contains("postgres:***@127.0.0.1"), "{shown}");
+
+    // A database that does not exist: the error names it and the server, not the secret.
+    let missing = format!(
+        "postgres://postgres:{secret}@127.0.0.1:{}/no_such_db",
+        cluster.port()
+    );
+    let err = PostgresStore::connect(&missing).await.unwrap_err();
+    let text = format!("{err} {err:?}");
+    assert!(!text.contains(secret), "{text}");
+    assert!(text.contains("no_such_db"), "{text}");
+    assert!(text.contains("createdb"), "{text}");
+
+    // Nobody listening: the error names the host and port and what to check.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let closed = format!("postgres://postgres:{secret}@127.0.0.1:{port}/db");
+    let err = PostgresStore::connect(&closed).await.unwrap_err();
+    let text = format!("{err} {err:?}");
+    assert!(!text.contains(secret), "{text}");
+    assert!(text.contains(&format!("127.0.0.1:{port}")), "{text}");
+    assert!(text.contains("check that the server is running"), "{text}");
+}
+
+#[tokio::test]
+async fn tls_required_of_a_server_without_it_is_refused_clearly() {
+    let Some(cluster) = TempCluster::shared_or_skip() else {
+        return;
+    };
+    let url = format!("{}?sslmode=require", cluster.create_database());
+    let err = PostgresStore::connect(&url).await.unwrap_err().to_string();
+    assert!(err.contains("TLS"), "{err}");
+    // prefer (the default) falls back to plain TCP.
+    let url = format!("{}?sslmode=prefer", cluster.create_database());
+    PostgresStore::connect(&url).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follow_wakes_on_events_written_by_another_handle() {
+    let Some(url) = database() else { return };
+    let reader = PostgresStore::connect(&url).await.unwrap();
+    let writer = PostgresStore::connect(&url).await.unwrap();
+    let run = new_run(&writer).await;
+    writer
+        .append_events(&run, &[progress(&run, 0)])
+        .await
+        .unwrap();
+
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let follower = {
+        let (reader, run) = (reader.clone(), run.clone());
+        tokio::spawn(async move {
+            let mut stream = std::pin::pin!(reader.follow(&run, 0));
+            let mut seqs = Vec::new();
+            while let Some(entry) = stream.next().await {
+                let entry = entry.unwrap();
+                let _ = tx.send((entry.seq, Instant::now()));
+                seqs.push(entry.seq);
+            }
+            seqs
+        })
+    };
+    // The backlog first.
+    assert_eq!(rx.recv().await.unwrap().0, 1);
+    // Then each new event, well within the fallback poll (2 s): woken by NOTIFY.
+    for i in 1..4 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let sent = Instant::now();
+        writer
+            .append_events(&run, &[progress(&run, i)])
+            .await
+            .unwrap();
+        let (seq, seen) = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(seq, i as u64 + 1);
+        let latency = seen.duration_since(sent);
+        assert!(
+            latency < Duration::from_millis(1000),
+            "event {seq} reached the follower after {latency:?}: not woken by NOTIFY"
+        );
+    }
+    let finished = Event::now(
+        run.clone(),
+        EventKind::RunFinished {
+            status: RunStatus::Succeeded,
+            answer: None,
+        },
+    );
+    writer.append_events(&run, &[finished]).await.unwrap();
+    let seqs = tokio::time::timeout(Duration::from_secs(10), follower)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(seqs, [1, 2, 3, 4, 5]);
+}

@@ -245,8 +245,8 @@ pub struct ExecutionArgs {
     #[arg(long)]
     pub json: bool,
 
-    /// Run store (SQLite file) [default: plan/runs.sqlite in the user data directory]
-    #[arg(long, value_name = "PATH")]
+    /// Run store: a SQLite file or a postgres:// URL [default: plan/runs.sqlite in the user data directory]
+    #[arg(long, value_name = "PATH|URL")]
     pub store: Option<PathBuf>,
 }
 
@@ -359,16 +359,16 @@ pub struct ResumeArgs {
     #[arg(long)]
     pub json: bool,
 
-    /// Run store (SQLite file) [default: plan/runs.sqlite in the user data directory]
-    #[arg(long, value_name = "PATH")]
+    /// Run store: a SQLite file or a postgres:// URL [default: plan/runs.sqlite in the user data directory]
+    #[arg(long, value_name = "PATH|URL")]
     pub store: Option<PathBuf>,
 }
 
 /// `plan runs`.
 #[derive(Debug, Clone, Args)]
 pub struct RunsArgs {
-    /// Run store (SQLite file) [default: plan/runs.sqlite in the user data directory]
-    #[arg(long, value_name = "PATH")]
+    /// Run store: a SQLite file or a postgres:// URL [default: plan/runs.sqlite in the user data directory]
+    #[arg(long, value_name = "PATH|URL")]
     pub store: Option<PathBuf>,
 
     /// Print a JSON array instead of lines
@@ -387,8 +387,8 @@ pub struct ShowArgs {
     #[arg(value_name = "RUN_ID")]
     pub run_id: String,
 
-    /// Run store (SQLite file) [default: plan/runs.sqlite in the user data directory]
-    #[arg(long, value_name = "PATH")]
+    /// Run store: a SQLite file or a postgres:// URL [default: plan/runs.sqlite in the user data directory]
+    #[arg(long, value_name = "PATH|URL")]
     pub store: Option<PathBuf>,
 
     /// Print the run report as one JSON object
@@ -430,8 +430,8 @@ pub struct GraphArgs {
     #[arg(long, value_name = "RUN_ID")]
     pub run: Option<String>,
 
-    /// Run store for --run [default: plan/runs.sqlite in the user data directory]
-    #[arg(long, value_name = "PATH")]
+    /// Run store for --run: a SQLite file or a postgres:// URL [default: plan/runs.sqlite in the user data directory]
+    #[arg(long, value_name = "PATH|URL")]
     pub store: Option<PathBuf>,
 
     /// Most steps the plan file may have

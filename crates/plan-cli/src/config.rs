@@ -30,7 +30,8 @@ pub struct FileConfig {
     pub concurrency: Option<usize>,
     /// Where code steps run.
     pub sandbox: Option<SandboxArg>,
-    /// Run store path; relative paths are relative to the file's directory.
+    /// Run store: a SQLite path (relative paths are relative to the file's directory) or a
+    /// `postgres://` URL.
     pub store: Option<PathBuf>,
     /// Replans the adaptive strategy may make.
     pub max_replans: Option<u32>,
@@ -61,6 +62,7 @@ impl FileConfig {
         })?;
         if let (Some(store), Some(dir)) = (&config.store, path.parent())
             && store.is_relative()
+            && !store.to_str().is_some_and(plan_postgres::is_postgres_url)
         {
             config.store = Some(dir.join(store));
         }
@@ -157,8 +159,8 @@ pub struct Settings {
     pub concurrency: usize,
     /// Sandbox choice.
     pub sandbox: SandboxArg,
-    /// Run store path.
-    pub store: PathBuf,
+    /// Run store.
+    pub store: StoreSpec,
     /// Replans allowed.
     pub max_replans: u32,
     /// Hierarchical depth.
@@ -167,6 +169,39 @@ pub struct Settings {
     pub max_steps: Option<usize>,
     /// Token budget, when set.
     pub budget_tokens: Option<u64>,
+}
+
+/// Where runs are stored: a SQLite file or a PostgreSQL database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreSpec {
+    /// A SQLite file (the default).
+    Sqlite(PathBuf),
+    /// A `postgres://` or `postgresql://` URL (it may hold a password: show it only
+    /// through `Display`, which hides it).
+    Postgres(String),
+}
+
+impl StoreSpec {
+    /// A `--store` value or `PLAN_STORE`: a URL when it starts with `postgres://` or
+    /// `postgresql://`, else a path.
+    pub fn from_path(path: PathBuf) -> StoreSpec {
+        match path.to_str() {
+            Some(text) if plan_postgres::is_postgres_url(text) => {
+                StoreSpec::Postgres(text.trim().to_owned())
+            }
+            _ => StoreSpec::Sqlite(path),
+        }
+    }
+}
+
+/// The path, or the URL without its password.
+impl std::fmt::Display for StoreSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreSpec::Sqlite(path) => write!(f, "{}", path.display()),
+            StoreSpec::Postgres(url) => f.write_str(&plan_postgres::redact(url)),
+        }
+    }
 }
 
 /// Built-in defaults.
@@ -214,9 +249,10 @@ impl Settings {
                     .as_ref()
                     .map(|d| d.join("plan").join("runs.sqlite"))
             })
+            .map(StoreSpec::from_path)
             .ok_or_else(|| {
                 Usage::new(
-                    "no place for the run store: pass --store PATH or set PLAN_STORE".to_owned(),
+                    "no place for the run store: pass --store PATH (or a postgres:// URL) or set PLAN_STORE".to_owned(),
                 )
             })?;
         let concurrency = flags
@@ -323,7 +359,7 @@ mod tests {
         assert_eq!(s.model, "ollama:local");
         assert_eq!(s.concurrency, 7);
         assert_eq!(s.max_replans, 5);
-        assert_eq!(s.store, dir.path().join("user/runs.db"));
+        assert_eq!(s.store, StoreSpec::Sqlite(dir.path().join("user/runs.db")));
         assert_eq!(s.strategy, Strategy::Dag);
         assert_eq!(s.max_depth, DEFAULT_MAX_DEPTH);
 
@@ -331,7 +367,7 @@ mod tests {
         sources.env_store = Some("/tmp/env.db".into());
         let s = Settings::resolve(&sources, &none).unwrap();
         assert_eq!(s.model, "openai:env");
-        assert_eq!(s.store, PathBuf::from("/tmp/env.db"));
+        assert_eq!(s.store, StoreSpec::Sqlite("/tmp/env.db".into()));
 
         let mut flags = Overrides::default();
         flags.model.model = Some("anthropic:flag".into());
@@ -340,7 +376,7 @@ mod tests {
         let s = Settings::resolve(&sources, &flags).unwrap();
         assert_eq!(s.model, "anthropic:flag");
         assert_eq!(s.concurrency, 1);
-        assert_eq!(s.store, PathBuf::from("/tmp/flag.db"));
+        assert_eq!(s.store, StoreSpec::Sqlite("/tmp/flag.db".into()));
     }
 
     #[test]
@@ -354,7 +390,31 @@ mod tests {
         assert_eq!(s.model, "local");
         assert_eq!(s.concurrency, DEFAULT_CONCURRENCY);
         assert_eq!(s.sandbox, SandboxArg::Auto);
-        assert_eq!(s.store, PathBuf::from("/data/plan/runs.sqlite"));
+        assert_eq!(s.store, StoreSpec::Sqlite("/data/plan/runs.sqlite".into()));
+    }
+
+    #[test]
+    fn a_postgres_url_selects_the_postgres_store_from_any_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = "postgres://plan:pw@db.example.com:5432/plan";
+        // In a file: not resolved against the file's directory.
+        let file = write(dir.path(), "cwd/plan.toml", &format!("store = \"{url}\"\n"));
+        let mut sources = Sources {
+            local_file: Some(file),
+            data_dir: Some(dir.path().join("data")),
+            ..Sources::default()
+        };
+        let s = Settings::resolve(&sources, &Overrides::default()).unwrap();
+        assert_eq!(s.store, StoreSpec::Postgres(url.into()));
+        assert_eq!(
+            s.store.to_string(),
+            "postgres://plan:***@db.example.com:5432/plan"
+        );
+        sources.env_store = Some("postgresql://u@h/db".into());
+        let s = Settings::resolve(&sources, &Overrides::default()).unwrap();
+        assert_eq!(s.store, StoreSpec::Postgres("postgresql://u@h/db".into()));
+        let s = Settings::resolve(&sources, &Overrides::store(Some("runs.db".into()))).unwrap();
+        assert_eq!(s.store, StoreSpec::Sqlite("runs.db".into()));
     }
 
     #[test]

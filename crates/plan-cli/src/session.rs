@@ -8,17 +8,18 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use plan_core::Event;
-use plan_exec::{CancelToken, ChannelSink, SqliteStore, event_channel};
+use plan_exec::{CancelToken, ChannelSink, RunStore, SqliteStore, event_channel};
 use plan_llm::{
     LlmError, LlmHint, ModelSpec, Provider, ProviderConfig, ProviderExt, ProviderRegistry,
     UsageMeter,
 };
 use plan_llm_local::{FetchEvent, LocalConfig, LocalFactory, ModelStore};
+use plan_postgres::PostgresStore;
 use plan_strategies::{Agent, AgentBuilder, StrategyError, StrategyRegistry};
 use tokio::task::JoinHandle;
 
 use crate::cli::Strategy;
-use crate::config::Settings;
+use crate::config::{Settings, StoreSpec};
 use crate::display::{Display, Mode};
 use crate::events::EventsFile;
 use crate::exit::Usage;
@@ -253,8 +254,23 @@ impl Drop for PullProgress {
     }
 }
 
-/// Opens (creating if needed) the run store.
-pub fn open_store(path: &Path) -> anyhow::Result<SqliteStore> {
+/// Opens (creating if needed) the run store: a SQLite file, or a PostgreSQL database
+/// (its tables created or migrated).
+pub async fn open_store(spec: &StoreSpec) -> anyhow::Result<Arc<dyn RunStore>> {
+    match spec {
+        StoreSpec::Sqlite(path) => open_sqlite(path).map(|s| Arc::new(s) as Arc<dyn RunStore>),
+        StoreSpec::Postgres(url) => match PostgresStore::connect(url).await {
+            Ok(store) => Ok(Arc::new(store)),
+            // The message names the server and what to check, never the password.
+            Err(e) => Err(Usage::new(format!(
+                "{e}\n  hint: pass --store (or set PLAN_STORE) to use another store"
+            ))
+            .into()),
+        },
+    }
+}
+
+fn open_sqlite(path: &Path) -> anyhow::Result<SqliteStore> {
     if let Some(dir) = path.parent()
         && !dir.as_os_str().is_empty()
     {
@@ -274,12 +290,15 @@ pub fn open_store(path: &Path) -> anyhow::Result<SqliteStore> {
     })
 }
 
-/// Opens the run store only if its file exists (`plan runs`, `plan show`).
-pub fn open_existing_store(path: &Path) -> anyhow::Result<Option<SqliteStore>> {
-    if !path.exists() {
+/// Opens the run store for reading (`plan runs`, `plan show`): `None` for a SQLite file
+/// that does not exist yet.
+pub async fn open_existing_store(spec: &StoreSpec) -> anyhow::Result<Option<Arc<dyn RunStore>>> {
+    if let StoreSpec::Sqlite(path) = spec
+        && !path.exists()
+    {
         return Ok(None);
     }
-    open_store(path).map(Some)
+    open_store(spec).await.map(Some)
 }
 
 /// The library's strategy for the CLI's, resolved by name through the strategy registry.
@@ -350,7 +369,7 @@ pub fn flag_hint(hint: plan_exec::Hint) -> Option<&'static str> {
         Hint::MaxSteps => "raise --max-steps",
         Hint::MaxReplans => "raise --max-replans",
         Hint::ListRuns => "list runs with `plan runs` (or pass the --store the run used)",
-        Hint::StorePath => "pass --store PATH (or set PLAN_STORE) to use another store",
+        Hint::StorePath => "pass --store PATH or URL (or set PLAN_STORE) to use another store",
         Hint::Resume => "continue it with `plan resume RUN_ID`",
         Hint::Sandbox => "choose another backend with --sandbox",
         _ => return None,

@@ -37,7 +37,7 @@ impl PgErrors {
 
     /// `what: why` for a failed statement.
     pub(crate) fn store(&self, what: &str, e: &tokio_postgres::Error) -> StoreError {
-        StoreError::new(self.scrub(&format!("{what}: {e}")))
+        StoreError::new(self.scrub(&format!("{what}: {}", describe(e))))
     }
 
     /// A connection that could not be made or taken from the pool.
@@ -72,8 +72,24 @@ impl PgErrors {
                  the URL's sslmode"
             }
         };
-        format!("{e}; {advice}")
+        format!("{}; {advice}", describe(e))
     }
+}
+
+/// The error with its causes (tokio-postgres keeps the reason, such as "connection
+/// refused", in its source).
+pub(crate) fn describe(e: &tokio_postgres::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// Whether `e` is a unique-key violation (a second commit of a step's output).

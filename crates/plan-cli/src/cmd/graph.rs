@@ -45,10 +45,12 @@ async fn run_plan(id: &str, args: &GraphArgs) -> anyhow::Result<(Plan, Option<Ru
     let missing = || {
         Usage::new(format!(
             "no run `{id}` in {}: list runs with `plan runs` (or pass the --store the run used)",
-            settings.store.display()
+            settings.store
         ))
     };
-    let store = session::open_existing_store(&settings.store)?.ok_or_else(missing)?;
+    let store = session::open_existing_store(&settings.store)
+        .await?
+        .ok_or_else(missing)?;
     let run = store
         .load_run(&RunId::new(id))
         .await

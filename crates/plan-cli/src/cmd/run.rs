@@ -10,7 +10,7 @@ use plan_strategies::{RunReport, StrategyError};
 use crate::approve::{self, Decision};
 use crate::cli::{ExecArgs, PlanArgs, PlanFormat, ResumeArgs, RunArgs, SandboxArg};
 use crate::cmd::graph::load_plan_file;
-use crate::config::{Overrides, Settings};
+use crate::config::{Overrides, Settings, StoreSpec};
 use crate::exit::{self, Code, Usage};
 use crate::interrupt;
 use crate::session::{self, Ui};
@@ -26,7 +26,7 @@ pub async fn run(args: RunArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     let ui = Ui::start(quiet, args.execution.events.as_deref())?;
     let cancel = interrupt::install();
     let provider = session::provider(&settings, quiet)?;
-    let store = session::open_store(&settings.store)?;
+    let store = session::open_store(&settings.store).await?;
     let mut builder = session::agent(&settings, provider.clone(), &ui, &cancel)?.store(store);
     if let Some(dir) = &args.research {
         builder = research(builder, dir, provider).await?;
@@ -83,7 +83,7 @@ pub async fn exec(args: ExecArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     let ui = Ui::start(quiet, args.execution.events.as_deref())?;
     let cancel = interrupt::install();
     let provider = session::provider(&settings, quiet)?;
-    let store = session::open_store(&settings.store)?;
+    let store = session::open_store(&settings.store).await?;
     let agent = session::agent(&settings, provider, &ui, &cancel)?
         .store(store)
         .build()
@@ -164,8 +164,9 @@ pub async fn resume(args: ResumeArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     overrides.execution.concurrency = args.concurrency;
     overrides.execution.sandbox = args.sandbox;
     let base = Settings::from_process(&overrides)?;
-    let store =
-        session::open_existing_store(&base.store)?.ok_or_else(|| no_run(&args.run_id, &base))?;
+    let store = session::open_existing_store(&base.store)
+        .await?
+        .ok_or_else(|| no_run(&args.run_id, &base))?;
     let id = RunId::new(args.run_id.clone());
     let stored = store
         .load_run(&id)
@@ -215,7 +216,7 @@ pub async fn resume(args: ResumeArgs, quiet: bool) -> anyhow::Result<ExitCode> {
 fn no_run(id: &str, settings: &Settings) -> anyhow::Error {
     Usage::new(format!(
         "no run `{id}` in {}: list runs with `plan runs` (or pass the --store the run used)",
-        settings.store.display()
+        settings.store
     ))
     .into()
 }
@@ -275,7 +276,7 @@ fn conclude(
     let p = Palette::stderr();
     let store = store_flag
         .as_ref()
-        .map(|s| format!(" --store {}", s.display()))
+        .map(|s| format!(" --store {}", StoreSpec::from_path(s.clone())))
         .unwrap_or_default();
     let id = &report.run_id;
     match report.status {

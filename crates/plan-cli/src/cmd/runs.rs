@@ -17,11 +17,11 @@ use crate::style::Palette;
 /// `plan runs`.
 pub async fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
     let settings = Settings::from_process(&Overrides::store(args.store.clone()))?;
-    let Some(store) = session::open_existing_store(&settings.store)? else {
+    let Some(store) = session::open_existing_store(&settings.store).await? else {
         if args.json {
             println!("[]");
         } else {
-            eprintln!("no runs yet in {}", settings.store.display());
+            eprintln!("no runs yet in {}", settings.store);
         }
         return Ok(ExitCode::SUCCESS);
     };
@@ -68,11 +68,12 @@ pub async fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {
     let missing = || {
         Usage::new(format!(
             "no run `{}` in {}: list runs with `plan runs` (or pass the --store the run used)",
-            args.run_id,
-            settings.store.display()
+            args.run_id, settings.store
         ))
     };
-    let store = session::open_existing_store(&settings.store)?.ok_or_else(missing)?;
+    let store = session::open_existing_store(&settings.store)
+        .await?
+        .ok_or_else(missing)?;
     let run = store
         .load_run(&RunId::new(args.run_id.clone()))
         .await

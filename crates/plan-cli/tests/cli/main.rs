@@ -11,6 +11,7 @@ mod live;
 mod local;
 mod otel;
 mod output;
+mod postgres;
 mod readme;
 mod research;
 mod run;

@@ -48,6 +48,7 @@ pub struct TempCluster {
     port: u16,
     run_as: Option<String>,
     reaper: Option<Child>,
+    tls_cert: Option<PathBuf>,
 }
 
 impl TempCluster {
@@ -57,6 +58,19 @@ impl TempCluster {
     /// [`ClusterError`] when the binaries are missing (it says to install the
     /// `postgresql` package) or the server does not start (with its log).
     pub fn start() -> Result<TempCluster, ClusterError> {
+        Self::start_inner(false)
+    }
+
+    /// Starts a new cluster that also accepts TLS, with a certificate for `localhost` and
+    /// `127.0.0.1` signed by a test CA ([`ca_cert`](Self::ca_cert)); needs `openssl`.
+    ///
+    /// # Errors
+    /// As [`start`](Self::start), and when the certificate cannot be made.
+    pub fn start_with_tls() -> Result<TempCluster, ClusterError> {
+        Self::start_inner(true)
+    }
+
+    fn start_inner(tls: bool) -> Result<TempCluster, ClusterError> {
         let bin = find_bin_dir()?;
         let run_as = if nix::unistd::geteuid().is_root() {
             Some("postgres".to_owned())
@@ -70,7 +84,11 @@ impl TempCluster {
             port: 0,
             run_as,
             reaper: None,
+            tls_cert: None,
         };
+        if tls {
+            cluster.tls_cert = Some(cluster.make_certificate()?);
+        }
         cluster.initdb()?;
         let mut last = String::new();
         for _ in 0..5 {
@@ -151,6 +169,97 @@ impl TempCluster {
         self.url(&name)
     }
 
+    /// The test CA's certificate (PEM), for `sslrootcert`, when the cluster was started
+    /// with TLS.
+    pub fn ca_cert(&self) -> Option<&Path> {
+        self.tls_cert.as_deref()
+    }
+
+    /// A test CA and a server certificate it signed (for `localhost` and `127.0.0.1`)
+    /// in `tls/`, the server key readable by the server only; returns the CA's path.
+    fn make_certificate(&self) -> Result<PathBuf, ClusterError> {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = self.dir.join("tls");
+        let err = |e: &dyn fmt::Display| ClusterError(format!("cannot make a certificate: {e}"));
+        std::fs::create_dir(&dir).map_err(|e| err(&e))?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))
+            .map_err(|e| err(&e))?;
+        std::fs::write(
+            dir.join("server.ext"),
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+        )
+        .map_err(|e| err(&e))?;
+        let openssl = |args: &[&str]| -> Result<(), ClusterError> {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(&dir)
+                .stdin(Stdio::null())
+                .output()
+                .map_err(|e| err(&format!("cannot run openssl ({e}): install openssl")))?;
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(err(&String::from_utf8_lossy(&out.stderr)))
+            }
+        };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        openssl(
+            &[
+                &["req", "-x509"][..],
+                &ec,
+                &["-days", "2", "-subj", "/CN=plan test CA"],
+                &["-keyout", "ca.key", "-out", "ca.crt"],
+            ]
+            .concat(),
+        )?;
+        openssl(
+            &[
+                &["req"][..],
+                &ec,
+                &["-subj", "/CN=localhost"],
+                &["-keyout", "server.key", "-out", "server.csr"],
+            ]
+            .concat(),
+        )?;
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+            "-out",
+            "server.crt",
+        ])?;
+        let key = dir.join("server.key");
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| err(&e))?;
+        std::fs::set_permissions(
+            dir.join("server.crt"),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .map_err(|e| err(&e))?;
+        if let Some(name) = &self.run_as
+            && let Ok(Some(user)) = nix::unistd::User::from_name(name)
+        {
+            chown(&key, &user)?;
+        }
+        Ok(dir.join("ca.crt"))
+    }
+
     fn data(&self) -> PathBuf {
         self.dir.join("data")
     }
@@ -194,12 +303,20 @@ impl TempCluster {
 
     fn pg_ctl_start(&self) -> Result<(), ClusterError> {
         let log = self.run_dir().join("server.log");
-        let options = format!(
+        let mut options = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off \
              -c full_page_writes=off -c max_connections=200",
             self.port,
             self.run_dir().display()
         );
+        if self.tls_cert.is_some() {
+            let tls = self.dir.join("tls");
+            options.push_str(&format!(
+                " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+                tls.join("server.crt").display(),
+                tls.join("server.key").display()
+            ));
+        }
         let out = self
             .command("pg_ctl")
             .arg("-D")

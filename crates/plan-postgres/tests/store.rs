@@ -288,3 +288,56 @@ async fn follow_wakes_on_events_written_by_another_handle() {
         .unwrap();
     assert_eq!(seqs, [1, 2, 3, 4, 5]);
 }
+
+#[tokio::test]
+async fn tls_modes_against_a_server_whose_certificate_a_test_ca_signed() {
+    if TempCluster::shared_or_skip().is_none() {
+        return;
+    }
+    let cluster = TempCluster::start_with_tls().unwrap();
+    let url = cluster.create_database();
+    let ca = cluster.ca_cert().unwrap().display().to_string();
+    let encrypted = |store: PostgresStore| async move {
+        // The store's pooled connection is open: count the encrypted ones.
+        let record = RunRecord::new("tls");
+        store.create_run(&record).await.unwrap();
+        let client = raw(&url_of(&store)).await;
+        client
+            .query_one("SELECT count(*) FROM pg_stat_ssl WHERE ssl", &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+    };
+    // require: encrypted, the certificate not checked (libpq's meaning).
+    let store = PostgresStore::connect(&format!("{url}?sslmode=require"))
+        .await
+        .unwrap();
+    assert!(encrypted(store).await >= 1);
+    // verify-full against the server's own certificate as the CA.
+    let verified = format!("{url}?sslmode=verify-full&sslrootcert={ca}");
+    let store = PostgresStore::connect(&verified).await.unwrap();
+    assert!(encrypted(store).await >= 1);
+    // verify-full with the system's CAs: this certificate is not trusted.
+    let err = PostgresStore::connect(&format!("{url}?sslmode=verify-full"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("certificate") || err.contains("CA certificates"),
+        "{err}"
+    );
+    // A CA file that does not exist is named.
+    let err = PostgresStore::connect(&format!(
+        "{url}?sslmode=verify-full&sslrootcert=/nonexistent.pem"
+    ))
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("/nonexistent.pem"), "{err}");
+}
+
+/// The store's database, for a side connection without TLS.
+fn url_of(store: &PostgresStore) -> String {
+    let a = store.address();
+    format!("postgres://{}@{}/{}", a.user(), a.host_port(), a.database())
+}

@@ -384,10 +384,28 @@ impl Drop for TempCluster {
 
 /// The directory with `initdb` and `pg_ctl`.
 fn find_bin_dir() -> Result<PathBuf, ClusterError> {
-    if let Some(dir) = std::env::var_os("PLAN_POSTGRES_BIN") {
-        return Ok(PathBuf::from(dir));
+    find_bin_dir_in(
+        std::env::var_os("PLAN_POSTGRES_BIN").map(PathBuf::from),
+        Path::new("/usr/lib/postgresql"),
+        std::env::var_os("PATH"),
+    )
+}
+
+fn find_bin_dir_in(
+    explicit: Option<PathBuf>,
+    debian: &Path,
+    path: Option<std::ffi::OsString>,
+) -> Result<PathBuf, ClusterError> {
+    if let Some(dir) = explicit {
+        if dir.join("initdb").is_file() {
+            return Ok(dir);
+        }
+        return Err(ClusterError(format!(
+            "PLAN_POSTGRES_BIN={} holds no initdb: point it at PostgreSQL's bin directory",
+            dir.display()
+        )));
     }
-    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir(debian)
         .into_iter()
         .flatten()
         .flatten()
@@ -401,11 +419,9 @@ fn find_bin_dir() -> Result<PathBuf, ClusterError> {
     if let Some((_, bin)) = versions.pop() {
         return Ok(bin);
     }
-    if let Some(path) = std::env::var_os("PATH") {
-        for dir in std::env::split_paths(&path) {
-            if dir.join("initdb").is_file() && dir.join("pg_ctl").is_file() {
-                return Ok(dir);
-            }
+    for dir in path.iter().flat_map(std::env::split_paths) {
+        if dir.join("initdb").is_file() && dir.join("pg_ctl").is_file() {
+            return Ok(dir);
         }
     }
     Err(ClusterError(format!(
@@ -470,4 +486,32 @@ fn free_port() -> Result<u16, ClusterError> {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .map_err(|e| ClusterError(format!("cannot find a free port: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_highest_version_is_chosen_and_a_missing_server_says_what_to_install() {
+        let root = std::env::temp_dir().join(format!("plan-pg-bins-{:x}", rand::random::<u64>()));
+        let err = find_bin_dir_in(None, &root, None).unwrap_err().to_string();
+        assert!(err.contains("Install the `postgresql` package"), "{err}");
+        assert!(err.contains("PLAN_SKIP_POSTGRES=1"), "{err}");
+        for version in ["9", "15", "16"] {
+            let bin = root.join(version).join("bin");
+            std::fs::create_dir_all(&bin).unwrap();
+            std::fs::write(bin.join("initdb"), "").unwrap();
+        }
+        std::fs::create_dir_all(root.join("17/bin")).unwrap(); // no initdb: not a server
+        assert_eq!(
+            find_bin_dir_in(None, &root, None).unwrap(),
+            root.join("16/bin")
+        );
+        let err = find_bin_dir_in(Some(root.join("17/bin")), &root, None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("holds no initdb"), "{err}");
+        std::fs::remove_dir_all(&root).unwrap();
+    }
 }

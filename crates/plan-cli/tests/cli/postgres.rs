@@ -23,6 +23,20 @@ fn database() -> Option<String> {
     TempCluster::shared_or_skip().map(TempCluster::create_database)
 }
 
+/// The status of run `id` as the database has it, read directly.
+fn stored_status(url: &str, id: &str) -> Option<String> {
+    use plan_exec::RunStore as _;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let store = plan_postgres::PostgresStore::connect(url).await.unwrap();
+        let run = store.load_run(&plan_core::RunId::new(id)).await.unwrap();
+        run.map(|r| r.status.as_str().to_owned())
+    })
+}
+
 #[test]
 fn exec_runs_show_and_graph_on_a_postgres_store() {
     let Some(url) = database() else { return };
@@ -42,8 +56,14 @@ fn exec_runs_show_and_graph_on_a_postgres_store() {
     let ran: Value = serde_json::from_str(&stdout(&out)).unwrap();
     let id = ran["run_id"].as_str().unwrap().to_owned();
     assert_eq!(ran["status"], "succeeded");
-    // Nothing went to the default SQLite store.
+    // The run is in the database, and nothing went to a SQLite file.
+    assert_eq!(stored_status(&url, &id).as_deref(), Some("succeeded"));
     assert!(!sb.store().exists());
+    assert_eq!(
+        std::fs::read_dir(sb.work()).unwrap().count(),
+        1,
+        "only diamond.json"
+    );
 
     // `plan runs` by flag, and by PLAN_STORE.
     let out = output(&mut sb.plan(["runs", "--store", &url]));

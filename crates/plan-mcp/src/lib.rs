@@ -1,0 +1,44 @@
+//! MCP for plan: tools from MCP servers, and plan itself as an MCP server.
+//!
+//! - **Client.** [`McpServerConfig`] says how to reach a server: a command line run as a
+//!   child process (stdio), or a streamable-HTTP URL. [`McpTools::connect`] starts every
+//!   server, completes the handshake and lists their tools, each an [`McpTool`]: an
+//!   ordinary [`DynTool`](plan_exec::DynTool) named `<server>__<tool>` where names clash,
+//!   whose arguments a [`ToolSet`](plan_exec::ToolSet) validates against the server's
+//!   schema. Calls are bounded by the server's timeout; a failure names the server and
+//!   the tool. Child processes lead their own process group and are reaped on
+//!   [`McpTools::shutdown`] or drop, grandchildren (what `npx` starts) included.
+//! - **Server.** `plan mcp` (see the `serve` module, coming with the CLI wiring).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), plan_mcp::McpError> {
+//! use plan_exec::{ToolContext, ToolSet};
+//! use plan_mcp::{McpServerConfig, McpTools};
+//!
+//! let server = McpServerConfig::parse("npx -y @modelcontextprotocol/server-everything@2026.8.31")?;
+//! let mcp = McpTools::connect(vec![server], &["read_file"]).await?;
+//! let mut tools = ToolSet::new();
+//! mcp.add_to(&mut tools);
+//! let out = tools
+//!     .call("echo", serde_json::json!({"message": "hi"}), &ToolContext::default())
+//!     .await;
+//! println!("{:?}", out.map(|o| o.to_text()));
+//! mcp.shutdown().await;
+//! # Ok(()) }
+//! ```
+#![deny(missing_docs)]
+
+mod client;
+mod error;
+mod spec;
+mod tool;
+mod tools;
+
+#[cfg(feature = "test-support")]
+pub mod testing;
+
+pub use client::McpServer;
+pub use error::McpError;
+pub use spec::{DEFAULT_TIMEOUT, McpServerConfig, McpTransport, sanitize};
+pub use tool::{McpTool, to_output};
+pub use tools::McpTools;

@@ -238,8 +238,8 @@ impl McpServer {
     /// timeout.
     ///
     /// # Errors
-    /// [`McpError::Call`] when the server does not answer in time, has stopped, or answers
-    /// with a protocol error. A result the server marks as an error is returned as
+    /// [`McpError::Timeout`] when the server does not answer in time, [`McpError::Stopped`]
+    /// when it has stopped, [`McpError::Call`] when it answers with a protocol error. A result the server marks as an error is returned as
     /// `Ok` with `is_error` set; [`McpTool`](crate::McpTool) turns it into a tool error.
     pub async fn call(
         &self,
@@ -260,18 +260,22 @@ impl McpServer {
                 e.message, e.code.0
             ))),
             Ok(Err(ServiceError::TransportClosed | ServiceError::TransportSend(_))) => {
-                Err(err(format!(
-                    "the server stopped (it exited or closed the connection); check `{}`{}",
-                    self.config.describe(),
-                    self.stderr.suffix()
-                )))
+                Err(McpError::Stopped {
+                    server: self.config.name.clone(),
+                    tool: tool.to_owned(),
+                    detail: format!(
+                        " (it exited or closed the connection); check `{}`{}",
+                        self.config.describe(),
+                        self.stderr.suffix()
+                    ),
+                })
             }
             Ok(Err(e)) => Err(err(e.to_string())),
-            Err(_) => Err(err(format!(
-                "no answer within {}s; the server may hang, or raise its timeout \
-                 (`timeout_secs` in plan.toml)",
-                timeout.as_secs()
-            ))),
+            Err(_) => Err(McpError::Timeout {
+                server: self.config.name.clone(),
+                tool: tool.to_owned(),
+                secs: timeout.as_secs(),
+            }),
         }
     }
 

@@ -30,8 +30,29 @@ pub enum McpError {
         /// What happened.
         message: String,
     },
-    /// A tool call failed: the server returned an error, crashed, or did not answer in
-    /// time.
+    /// The server did not answer a call in time.
+    #[error(
+        "MCP server `{server}`, tool `{tool}`: no answer within {secs}s; the server may hang, or raise its timeout (`timeout_secs` in plan.toml)"
+    )]
+    Timeout {
+        /// The server's name.
+        server: String,
+        /// The tool's name on the server.
+        tool: String,
+        /// The timeout.
+        secs: u64,
+    },
+    /// The server stopped (exited, crashed or closed the connection) before answering.
+    #[error("MCP server `{server}`, tool `{tool}`: the server stopped{detail}")]
+    Stopped {
+        /// The server's name.
+        server: String,
+        /// The tool's name on the server.
+        tool: String,
+        /// What it was and what it last wrote to stderr.
+        detail: String,
+    },
+    /// A tool call failed: the server answered with an error.
     #[error("MCP server `{server}`, tool `{tool}`: {message}")]
     Call {
         /// The server's name.

@@ -8,7 +8,10 @@
 //!   schema. Calls are bounded by the server's timeout; a failure names the server and
 //!   the tool. Child processes lead their own process group and are reaped on
 //!   [`McpTools::shutdown`] or drop, grandchildren (what `npx` starts) included.
-//! - **Server.** `plan mcp` (see the `serve` module, coming with the CLI wiring).
+//! - **Server.** [`PlanServer`] offers `plan`, `run` and `show` to any MCP client;
+//!   [`serve_stdio`] serves it on stdin and stdout (`plan mcp`).
+//! - **Toolbox.** [`Toolbox`] assembles a run's tools: built-ins, MCP tools and the tools
+//!   agent profiles name, with a listing of where each comes from (`plan tools`).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), plan_mcp::McpError> {
@@ -30,8 +33,10 @@
 
 mod client;
 mod error;
+mod serve;
 mod spec;
 mod tool;
+mod toolbox;
 mod tools;
 
 #[cfg(feature = "test-support")]
@@ -39,6 +44,10 @@ pub mod testing;
 
 pub use client::McpServer;
 pub use error::McpError;
+pub use serve::{
+    Configure, DEFAULT_WAIT_SECS, MAX_WAIT_SECS, PlanServer, ProviderFactory, serve_stdio,
+};
 pub use spec::{DEFAULT_TIMEOUT, McpServerConfig, McpTransport, sanitize};
 pub use tool::{McpTool, to_output};
+pub use toolbox::{BUILTIN_TOOLS, ToolInfo, ToolSource, Toolbox, ToolboxConfig, ToolboxError};
 pub use tools::McpTools;

@@ -111,7 +111,16 @@ impl DynTool for McpTool {
             .server
             .call(&self.remote.name, arguments)
             .await
-            .map_err(|e| self.failed(e))?;
+            .map_err(|e| match e {
+                // The server is gone or hangs: the step fails (and may be retried).
+                McpError::Timeout { .. } | McpError::Stopped { .. } => ToolError::Unavailable {
+                    tool: self.name.clone(),
+                    retryable: matches!(e, McpError::Timeout { .. }),
+                    message: e.to_string(),
+                },
+                // The server answered: the model sees the error and can correct its call.
+                e => self.failed(e),
+            })?;
         if result.is_error == Some(true) {
             let text = result_text(&result);
             let error = McpError::Call {

@@ -156,7 +156,7 @@ pub fn to_output(result: CallToolResult) -> ToolOutput {
                     .as_text()
                     .and_then(|t| serde_json::from_str::<serde_json::Value>(&t.text).ok())
                     .is_some_and(|v| v == structured)
-            });
+            }) || leaves_in(&structured, &text);
             if carried {
                 ToolOutput::Text(text)
             } else {
@@ -164,6 +164,18 @@ pub fn to_output(result: CallToolResult) -> ToolOutput {
             }
         }
         None => ToolOutput::Text(text),
+    }
+}
+
+/// Whether every string and number in `value` already appears in `text` (a server that
+/// sends `{"content": "<the text>"}` beside the text says nothing new).
+fn leaves_in(value: &serde_json::Value, text: &str) -> bool {
+    match value {
+        serde_json::Value::String(s) => text.contains(s.trim()),
+        serde_json::Value::Number(n) => text.contains(&n.to_string()),
+        serde_json::Value::Array(items) => items.iter().all(|v| leaves_in(v, text)),
+        serde_json::Value::Object(map) => map.values().all(|v| leaves_in(v, text)),
+        serde_json::Value::Bool(_) | serde_json::Value::Null => true,
     }
 }
 
@@ -256,5 +268,10 @@ mod tests {
             "structuredContent": {"a": 1}
         }));
         assert_eq!(to_output(both).to_text(), "{\"a\": 1}");
+        let wrapped = result(json!({
+            "content": [{"type": "text", "text": "the file text\n"}],
+            "structuredContent": {"content": "the file text\n"}
+        }));
+        assert_eq!(to_output(wrapped).to_text(), "the file text\n");
     }
 }

@@ -264,6 +264,12 @@ fn violations(graph: &DepGraph) -> Vec<String> {
         &["plan-llm-local"],
         "strategies work with any provider",
     );
+    forbid(
+        &mut out,
+        "plan-mcp",
+        &["plan-llm-local"],
+        "the MCP server gets its models from the caller's provider factory",
+    );
     for (pkg, deps) in &graph.direct {
         if pkg != "plan-cli" && deps.contains("plan-cli") {
             out.push(format!("{pkg} depends on plan-cli (nothing may)"));

@@ -52,6 +52,19 @@ async def main() -> None:
             seen["show_is_error"] = show.is_error
             seen["show"] = show.structured_content
 
+            # A run the caller does not wait for goes on in the background.
+            bg = await session.call_tool("run", {"goal": "Compare two things", "wait_secs": 0})
+            seen["bg"] = bg.structured_content
+            seen["bg_texts"] = texts(bg)
+            status = None
+            for _ in range(200):
+                later = await session.call_tool("show", {"run_id": bg.structured_content["run_id"]})
+                status = later.structured_content["status"]
+                if status not in ("running", "pending", "queued"):
+                    break
+                await asyncio.sleep(0.1)
+            seen["bg_final_status"] = status
+
             missing = await session.call_tool("show", {"run_id": "no-such-run"})
             seen["missing_is_error"] = missing.is_error
             seen["missing_texts"] = texts(missing)

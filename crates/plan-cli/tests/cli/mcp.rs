@@ -306,6 +306,8 @@ async fn tool_chat(
 fn plan_mcp_serves_plan_run_and_show_to_the_python_sdk() {
     let sb = Sandbox::new();
     let server = agent_server(DIAMOND);
+    // Slow enough that a run the caller does not wait for is still going when run returns.
+    server.latency(std::time::Duration::from_millis(150));
     let python = testing::mcp_python();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/mcp/drive_plan_mcp.py");
     let mut cmd = std::process::Command::new(python);
@@ -379,6 +381,17 @@ fn plan_mcp_serves_plan_run_and_show_to_the_python_sdk() {
     assert_eq!(seen["show"]["run_id"], run_id);
     assert_eq!(seen["show"]["answer"], "FINAL ANSWER: all done");
     assert_eq!(seen["show"]["steps"].as_array().unwrap().len(), 3);
+
+    // With wait_secs 0 the run goes on in the background and show reports it later.
+    assert_eq!(seen["bg"]["status"], "running", "{seen}");
+    assert!(
+        seen["bg_texts"][0]
+            .as_str()
+            .unwrap()
+            .contains("continues in the background")
+    );
+    assert_ne!(seen["bg"]["run_id"], run_id);
+    assert_eq!(seen["bg_final_status"], "succeeded");
 
     // Errors are tool errors that say what to do.
     assert_eq!(seen["missing_is_error"], true);
@@ -546,4 +559,96 @@ fn search_chooses_the_research_backend() {
         "{}",
         stderr(&out)
     );
+}
+
+/// Every process below `pid` (children, grandchildren, ...), from /proc.
+fn descendants(pid: u32) -> Vec<u32> {
+    let mut parents = std::collections::HashMap::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(p) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid ...`; comm may hold spaces.
+        let after = &stat[stat.rfind(')').map_or(0, |i| i + 2)..];
+        let ppid = after.split(' ').nth(1).and_then(|s| s.parse::<u32>().ok());
+        if let Some(ppid) = ppid {
+            parents.insert(p, ppid);
+        }
+    }
+    let mut out = Vec::new();
+    let mut frontier = vec![pid];
+    while let Some(parent) = frontier.pop() {
+        for (child, ppid) in &parents {
+            if *ppid == parent {
+                out.push(*child);
+                frontier.push(*child);
+            }
+        }
+    }
+    out
+}
+
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|s| !s[s.rfind(')').map_or(0, |i| i + 2)..].starts_with('Z'))
+}
+
+#[test]
+fn ctrl_c_during_a_tool_call_leaves_no_mcp_server_behind() {
+    let sb = Sandbox::new();
+    sb.write(
+        "plan.json",
+        r#"{"goal": "Wait", "steps": [{"id": "wait", "description": "Run the long operation"}]}"#,
+    );
+    let model = ToolModel::start_with_call(
+        "trigger-long-running-operation",
+        json!({"duration": 60, "steps": 2}),
+    );
+    let events = sb.path("events.jsonl");
+    let child = sb
+        .plan([
+            "exec",
+            "plan.json",
+            "--mcp",
+            &testing::everything_spec(),
+            "--model",
+            "openai:fake-model",
+            "--base-url",
+            &model.base_url(),
+            "--events",
+            events.to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The step is waiting on the tool once the model has asked for the call.
+    crate::support::wait_for_event(&events, "llm_call", 60);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let servers = descendants(child.id());
+    assert!(!servers.is_empty(), "the MCP server runs under plan");
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while servers.iter().any(|p| alive(*p)) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "MCP server processes still alive after Ctrl-C: {:?}",
+            servers.iter().filter(|p| alive(**p)).collect::<Vec<_>>()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }

@@ -271,6 +271,12 @@ fn violations(graph: &DepGraph) -> Vec<String> {
         &["plan-strategies", "plan-llm-local"],
         "a store is a leaf below the strategies: it implements plan-exec's RunStore",
     );
+    forbid(
+        &mut out,
+        "plan-mcp",
+        &["plan-llm-local"],
+        "the MCP server gets its models from the caller's provider factory",
+    );
     for (pkg, deps) in &graph.direct {
         if pkg != "plan-cli" && deps.contains("plan-cli") {
             out.push(format!("{pkg} depends on plan-cli (nothing may)"));

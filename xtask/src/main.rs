@@ -51,6 +51,7 @@ fn run() -> Result<()> {
 fn test() -> Result<()> {
     ensure_system_packages()?;
     fetch_model::fetch_model().context("the embedded model is needed by the tests")?;
+    prepare_mcp().context("the MCP tests need their servers and client")?;
     let mut test = cargo_command();
     test.args(["test", "--workspace", "--locked", "--no-fail-fast"]);
     let fixtures = workspace_root().join("../shared/fixtures/providers");
@@ -79,16 +80,55 @@ fn bench() -> Result<()> {
     Ok(())
 }
 
+/// Installs the pinned MCP servers (npm) and the Python MCP SDK (a venv) the tests use,
+/// under the target dir where the tests look for them, so no test waits on a download.
+fn prepare_mcp() -> Result<()> {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .map(|t| {
+            if t.is_absolute() {
+                t
+            } else {
+                workspace_root().join(t)
+            }
+        })
+        .unwrap_or_else(|| workspace_root().join("target"));
+    exec(
+        Command::new("bash")
+            .arg(workspace_root().join("testdata/mcp/prepare.sh"))
+            .arg(target.join("tmp").join("mcp-test"))
+            .arg("all"),
+    )
+}
+
+/// Whether `python3` can make a venv (Debian's needs python3-venv for ensurepip).
+fn python_has_venv() -> bool {
+    Command::new("python3")
+        .args(["-c", "import ensurepip, venv"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
 /// System packages the tests need: bubblewrap for the sandbox, Debian's python3 (visible
-/// inside the sandbox, unlike pyenv's), and PostgreSQL's server for the PostgreSQL store.
+/// inside the sandbox, unlike pyenv's), PostgreSQL's server for the PostgreSQL store,
+/// node and npm for the MCP servers the MCP tests run, and python3-venv for the MCP client
+/// they drive `plan mcp` with.
 fn ensure_system_packages() -> Result<()> {
-    let mut missing: Vec<&str> = [("bwrap", "bubblewrap"), ("/usr/bin/python3", "python3")]
-        .into_iter()
-        .filter(|(bin, _)| !on_path(bin))
-        .map(|(_, pkg)| pkg)
-        .collect();
+    let mut missing: Vec<&str> = [
+        ("bwrap", "bubblewrap"),
+        ("/usr/bin/python3", "python3"),
+        ("node", "nodejs"),
+        ("npm", "npm"),
+    ]
+    .into_iter()
+    .filter(|(bin, _)| !on_path(bin))
+    .map(|(_, pkg)| pkg)
+    .collect();
     if !has_postgres_server() {
         missing.push("postgresql");
+    }
+    if !python_has_venv() {
+        missing.push("python3-venv");
     }
     if missing.is_empty() {
         return Ok(());

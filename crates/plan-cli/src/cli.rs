@@ -41,7 +41,8 @@ const AFTER_LONG_HELP: &str = "Examples:
 Configuration:
   Defaults come from plan.toml in the working directory, then from plan/plan.toml in the
   user config directory; flags override them. Keys: model, base_url, strategy, concurrency,
-  sandbox, store, max_replans, max_depth, max_steps, budget_tokens.
+  sandbox, store, max_replans, max_depth, max_steps, budget_tokens, and [[mcp]] tables
+  (name, command or url, env, timeout_secs, tools) of MCP servers whose tools runs may use.
   API keys come only from the environment: OPENAI_API_KEY, ANTHROPIC_API_KEY
   (OPENAI_BASE_URL, ANTHROPIC_BASE_URL and OLLAMA_HOST set endpoints).
 
@@ -104,6 +105,23 @@ plan graph --run 20261125-200000-3f9a --format tree")]
     /// Manage the embedded offline model
     #[command(subcommand)]
     Model(ModelCommand),
+
+    /// List every tool a run could use: built-ins, MCP servers' tools, agent profiles' tools
+    #[command(after_help = "Examples:\n  \
+plan tools\n  \
+plan tools --mcp \"npx -y @modelcontextprotocol/server-everything@2026.8.31\" --json\n  \
+plan tools --agents agents.toml")]
+    Tools(ToolsArgs),
+
+    /// Serve plan, run and show as an MCP server over stdio (for Claude, Cursor, any MCP client)
+    #[command(
+        after_help = "The model comes from --model, else $PLAN_MODEL, as for `plan run`; \
+runs are recorded in the run store.\n\n\
+Examples:\n  \
+plan mcp\n  \
+PLAN_MODEL=openai:gpt-4o-mini plan mcp --store runs.sqlite"
+    )]
+    Mcp(McpArgs),
 }
 
 /// A planning strategy.
@@ -250,6 +268,31 @@ pub struct ExecutionArgs {
     pub store: Option<PathBuf>,
 }
 
+/// Tools steps may call.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ToolArgs {
+    /// An MCP server whose tools steps may call: a command line (run as a child process)
+    /// or an http(s):// URL; repeatable (also `[[mcp]]` tables in plan.toml)
+    #[arg(long = "mcp", value_name = "SPEC")]
+    pub mcp: Vec<String>,
+
+    /// Built-in tools steps may call, comma-separated: read_file, list_files (under the
+    /// working directory), search_docs (needs --search), run_code (in the --sandbox)
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub tools: Vec<String>,
+
+    /// Agent profiles (TOML `[[agent]]` tables): steps are routed to them by name or kind
+    #[arg(long, value_name = "FILE")]
+    pub agents: Option<PathBuf>,
+}
+
+impl ToolArgs {
+    /// Whether any tool flag was given.
+    pub fn any(&self) -> bool {
+        !self.mcp.is_empty() || !self.tools.is_empty() || self.agents.is_some()
+    }
+}
+
 /// `plan run`.
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
@@ -257,9 +300,18 @@ pub struct RunArgs {
     #[arg(value_name = "GOAL")]
     pub goal: String,
 
-    /// Answer from the documents in DIR, citing the files used (indexed on first use)
-    #[arg(long, value_name = "DIR")]
+    /// Answer from the documents in DIR, citing the files used (indexed on first use);
+    /// the short form of --search local:DIR
+    #[arg(long, value_name = "DIR", conflicts_with = "search")]
     pub research: Option<PathBuf>,
+
+    /// Search backend of research steps (and of the search_docs tool): `brave` (web,
+    /// BRAVE_API_KEY) or `local:DIR` (a folder of documents)
+    #[arg(long, value_name = "BACKEND")]
+    pub search: Option<String>,
+
+    #[command(flatten)]
+    pub tools: ToolArgs,
 
     #[command(flatten)]
     pub planning: PlanningArgs,
@@ -322,10 +374,41 @@ pub struct ExecArgs {
     pub max_steps: usize,
 
     #[command(flatten)]
+    pub tools: ToolArgs,
+
+    #[command(flatten)]
     pub model: ModelArgs,
 
     #[command(flatten)]
     pub execution: ExecutionArgs,
+}
+
+/// `plan tools`.
+#[derive(Debug, Clone, Args)]
+pub struct ToolsArgs {
+    /// An MCP server to list the tools of: a command line or an http(s):// URL; repeatable
+    /// (`[[mcp]]` tables in plan.toml are listed too)
+    #[arg(long = "mcp", value_name = "SPEC")]
+    pub mcp: Vec<String>,
+
+    /// Agent profiles (TOML) whose tools to list
+    #[arg(long, value_name = "FILE")]
+    pub agents: Option<PathBuf>,
+
+    /// Print a JSON array of {name, description, source}
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `plan mcp`.
+#[derive(Debug, Clone, Args)]
+pub struct McpArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+
+    /// Run store (SQLite file) [default: plan/runs.sqlite in the user data directory]
+    #[arg(long, value_name = "PATH")]
+    pub store: Option<PathBuf>,
 }
 
 /// `plan resume`.
@@ -562,6 +645,38 @@ mod tests {
         assert_eq!(run.execution.sandbox, Some(SandboxArg::Process));
         assert_eq!(run.model.budget_tokens, Some(1000));
         assert!(run.execution.approve && run.execution.json);
+    }
+
+    #[test]
+    fn tool_flags_parse() {
+        let cli = Cli::try_parse_from([
+            "plan",
+            "run",
+            "goal",
+            "--mcp",
+            "npx -y server",
+            "--mcp",
+            "http://127.0.0.1:1/mcp",
+            "--tools",
+            "read_file,list_files",
+            "--agents",
+            "a.toml",
+            "--search",
+            "brave",
+        ])
+        .unwrap();
+        let Command::Run(run) = cli.command else {
+            panic!("not run")
+        };
+        assert_eq!(run.tools.mcp, ["npx -y server", "http://127.0.0.1:1/mcp"]);
+        assert_eq!(run.tools.tools, ["read_file", "list_files"]);
+        assert_eq!(run.search.as_deref(), Some("brave"));
+        assert!(
+            Cli::try_parse_from(["plan", "run", "g", "--research", "d", "--search", "brave"])
+                .is_err()
+        );
+        assert!(Cli::try_parse_from(["plan", "tools", "--mcp", "x", "--json"]).is_ok());
+        assert!(Cli::try_parse_from(["plan", "exec", "p.json", "--mcp", "x"]).is_ok());
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! built-in defaults. API keys are never read from a file, only from the environment (by
 //! the provider construction in plan-llm).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -41,6 +42,90 @@ pub struct FileConfig {
     pub max_steps: Option<usize>,
     /// Token budget of a run.
     pub budget_tokens: Option<u64>,
+    /// MCP servers (`[[mcp]]` tables) whose tools runs may use.
+    #[serde(default)]
+    pub mcp: Vec<McpTable>,
+}
+
+/// One `[[mcp]]` table: an MCP server.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct McpTable {
+    /// The server's name (namespaces its tools on clashes); default: from the command or
+    /// the URL's host.
+    pub name: Option<String>,
+    /// The command line that runs it (a string, or a list of words).
+    pub command: Option<CommandLine>,
+    /// Its streamable-HTTP URL.
+    pub url: Option<String>,
+    /// Environment variables of its process.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Seconds starting, listing and each call may take.
+    pub timeout_secs: Option<u64>,
+    /// Only these of its tools.
+    pub tools: Option<Vec<String>>,
+}
+
+/// A command line in plan.toml: one string, or its words.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum CommandLine {
+    /// `"npx -y @modelcontextprotocol/server-everything"`.
+    Line(String),
+    /// `["npx", "-y", "@modelcontextprotocol/server-everything"]`.
+    Words(Vec<String>),
+}
+
+impl McpTable {
+    /// The server this table describes.
+    ///
+    /// # Errors
+    /// A message saying what is wrong (no command or url, both, an empty command, a zero
+    /// timeout).
+    pub fn to_config(&self) -> Result<plan_mcp::McpServerConfig, String> {
+        use plan_mcp::McpServerConfig;
+        let mut config = match (&self.command, &self.url) {
+            (Some(_), Some(_)) => {
+                return Err("give either `command` or `url`, not both".to_owned());
+            }
+            (None, None) => {
+                return Err("give `command` (a command line) or `url` (http(s)://...)".to_owned());
+            }
+            (None, Some(url)) => {
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    return Err(format!(
+                        "`url` must start with http:// or https://, not `{url}`"
+                    ));
+                }
+                McpServerConfig::http(url.clone())
+            }
+            (Some(CommandLine::Line(line)), None) => {
+                McpServerConfig::parse(line).map_err(|e| e.to_string())?
+            }
+            (Some(CommandLine::Words(words)), None) => match words.split_first() {
+                Some((program, args)) if !program.trim().is_empty() => {
+                    McpServerConfig::command(program.clone(), args.to_vec())
+                }
+                _ => return Err("`command` is empty".to_owned()),
+            },
+        };
+        if let Some(name) = &self.name {
+            config = config.with_name(name);
+        }
+        for (k, v) in &self.env {
+            config = config.with_env(k.clone(), v.clone());
+        }
+        match self.timeout_secs {
+            Some(0) => return Err("`timeout_secs` must be at least 1".to_owned()),
+            Some(secs) => config = config.with_timeout(std::time::Duration::from_secs(secs)),
+            None => {}
+        }
+        if let Some(tools) = &self.tools {
+            config = config.with_tools(tools.clone());
+        }
+        Ok(config)
+    }
 }
 
 impl FileConfig {
@@ -55,7 +140,7 @@ impl FileConfig {
                 ""
             };
             Usage::new(format!(
-                "invalid configuration file {}: {}{hint}\n  allowed keys: model, base_url, strategy, concurrency, sandbox, store, max_replans, max_depth, max_steps, budget_tokens",
+                "invalid configuration file {}: {}{hint}\n  allowed keys: model, base_url, strategy, concurrency, sandbox, store, max_replans, max_depth, max_steps, budget_tokens, [[mcp]] (name, command, url, env, timeout_secs, tools)",
                 path.display(),
                 message.trim_end()
             ))
@@ -65,6 +150,21 @@ impl FileConfig {
             && !store.to_str().is_some_and(plan_postgres::is_postgres_url)
         {
             config.store = Some(dir.join(store));
+        }
+        for (i, table) in config.mcp.iter().enumerate() {
+            if let Err(message) = table.to_config() {
+                return Err(Usage::new(format!(
+                    "invalid configuration file {}: [[mcp]] table {}{}: {message}",
+                    path.display(),
+                    i + 1,
+                    table
+                        .name
+                        .as_ref()
+                        .map(|n| format!(" (`{n}`)"))
+                        .unwrap_or_default()
+                ))
+                .into());
+            }
         }
         if config.concurrency == Some(0) {
             return Err(Usage::new(format!(
@@ -102,8 +202,17 @@ impl FileConfig {
             max_depth: self.max_depth.or(lower.max_depth),
             max_steps: self.max_steps.or(lower.max_steps),
             budget_tokens: self.budget_tokens.or(lower.budget_tokens),
+            mcp: merge_mcp(self.mcp, lower.mcp),
         }
     }
+}
+
+/// The servers of both files: this one's, then the lower one's not named here.
+fn merge_mcp(mut upper: Vec<McpTable>, lower: Vec<McpTable>) -> Vec<McpTable> {
+    let name = |t: &McpTable| t.to_config().map(|c| c.name).ok();
+    let names: Vec<Option<String>> = upper.iter().map(name).collect();
+    upper.extend(lower.into_iter().filter(|t| !names.contains(&name(t))));
+    upper
 }
 
 /// Where configuration comes from; [`Sources::from_process`] reads the real ones.
@@ -169,6 +278,8 @@ pub struct Settings {
     pub max_steps: Option<usize>,
     /// Token budget, when set.
     pub budget_tokens: Option<u64>,
+    /// MCP servers from the configuration files.
+    pub mcp: Vec<plan_mcp::McpServerConfig>,
 }
 
 /// Where runs are stored: a SQLite file or a PostgreSQL database.
@@ -297,6 +408,7 @@ impl Settings {
                 .unwrap_or(DEFAULT_MAX_DEPTH),
             max_steps: flags.planning.max_steps.or(file.max_steps),
             budget_tokens: flags.model.budget_tokens.or(file.budget_tokens),
+            mcp: file.mcp.iter().filter_map(|t| t.to_config().ok()).collect(),
         })
     }
 
@@ -431,6 +543,78 @@ mod tests {
             .to_string();
         assert!(err.contains("OPENAI_API_KEY"), "{err}");
         assert!(!err.contains("sk-secret"), "{err}");
+    }
+
+    #[test]
+    fn mcp_tables_become_servers() {
+        let dir = tempfile::tempdir().unwrap();
+        let local = write(
+            dir.path(),
+            "cwd/plan.toml",
+            r#"
+            [[mcp]]
+            name = "fs"
+            command = ["npx", "-y", "@modelcontextprotocol/server-filesystem", "/tmp"]
+            env = { DEBUG = "1" }
+            timeout_secs = 5
+            tools = ["read_text_file"]
+
+            [[mcp]]
+            url = "http://127.0.0.1:8931/mcp"
+            "#,
+        );
+        let user = write(
+            dir.path(),
+            "user/plan.toml",
+            "[[mcp]]\nname = \"fs\"\ncommand = \"other\"\n\n[[mcp]]\ncommand = \"uvx mcp-server-fetch\"\n",
+        );
+        let sources = Sources {
+            local_file: Some(local),
+            user_file: Some(user),
+            data_dir: Some(dir.path().into()),
+            ..Sources::default()
+        };
+        let s = Settings::resolve(&sources, &Overrides::default()).unwrap();
+        let names: Vec<&str> = s.mcp.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["fs", "127_0_0_1_8931", "mcp-server-fetch"]);
+        let fs = &s.mcp[0];
+        assert_eq!(fs.env.get("DEBUG").map(String::as_str), Some("1"));
+        assert_eq!(fs.timeout, std::time::Duration::from_secs(5));
+        assert_eq!(
+            fs.tools.as_deref(),
+            Some(&["read_text_file".to_owned()][..])
+        );
+        assert_eq!(
+            fs.transport,
+            plan_mcp::McpTransport::Command {
+                program: "npx".into(),
+                args: vec![
+                    "-y".into(),
+                    "@modelcontextprotocol/server-filesystem".into(),
+                    "/tmp".into()
+                ]
+            }
+        );
+    }
+
+    #[test]
+    fn bad_mcp_tables_say_what_is_wrong() {
+        let cases = [
+            ("[[mcp]]\nname = \"x\"\n", "give `command`"),
+            ("[[mcp]]\ncommand = \"a\"\nurl = \"http://h\"\n", "not both"),
+            ("[[mcp]]\nurl = \"ftp://h\"\n", "must start with http"),
+            ("[[mcp]]\ncommand = \"a\"\ntimeout_secs = 0\n", "at least 1"),
+            (
+                "[[mcp]]\ncommand = \"a\"\nargs = [\"b\"]\n",
+                "unknown field `args`",
+            ),
+        ];
+        for (text, expected) in cases {
+            let err = FileConfig::parse(text, Path::new("plan.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(expected), "{text}: {err}");
+        }
     }
 
     #[test]

@@ -47,5 +47,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Sandbox(SandboxCommand::Run(args)) => runtime.block_on(cmd::sandbox::run(args)),
         Command::Model(ModelCommand::Pull) => cmd::model::pull(quiet),
         Command::Model(ModelCommand::List) => cmd::model::list(),
+        Command::Tools(args) => runtime.block_on(cmd::tools::tools(args)),
+        Command::Mcp(args) => runtime.block_on(cmd::mcp::serve(args)),
     }
 }

@@ -138,6 +138,18 @@ pub fn registry(quiet: bool) -> ProviderRegistry {
     registry
 }
 
+/// How agent profiles' model specs become providers: the same registry and environment
+/// as `--model` (keys from the environment only).
+pub fn model_resolver(
+    quiet: bool,
+) -> impl Fn(&str) -> Result<Arc<dyn Provider>, LlmError> + Send + Sync + 'static {
+    let registry = registry(quiet);
+    move |spec: &str| {
+        let spec = ModelSpec::parse(spec)?;
+        registry.build(&spec, &ProviderConfig::from_env())
+    }
+}
+
 /// Whether a spec names the embedded model.
 fn is_local(spec: &ModelSpec) -> bool {
     spec.provider() == plan_llm_local::PROVIDER_NAME

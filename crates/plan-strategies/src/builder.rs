@@ -6,12 +6,13 @@ use std::sync::Arc;
 use plan_core::StepKind;
 use plan_exec::{
     CancelToken, CodeStepExecutor, EventSink, LlmStepExecutor, NoopSink, Router, RunOptions,
-    RunStore, Runner, Sandbox, SandboxChoice, SessionBuilder, StepExecutor,
+    RunStore, Runner, Sandbox, SandboxChoice, SessionBuilder, StepExecutor, ToolSet,
+    ToolStepExecutor,
 };
 use plan_llm::{Provider, ProviderExt as _, RetryPolicy};
 
 use crate::agent::{Agent, Inner};
-use crate::agents::AgentCatalogue;
+use crate::agents::{AgentCatalogue, AgentTeam, ModelResolver};
 use crate::error::StrategyError;
 use crate::options::{AnswerSource, PlanningMode, StrategyOptions};
 use crate::planner::{LlmPlanner, Planner, PlannerConfig};
@@ -40,6 +41,9 @@ pub struct AgentBuilder {
     base_url: Option<String>,
     cancel: CancelToken,
     agents: Option<Arc<AgentCatalogue>>,
+    tools: Option<ToolSet>,
+    team: bool,
+    resolver: Option<Arc<dyn ModelResolver>>,
 }
 
 impl std::fmt::Debug for AgentBuilder {
@@ -72,6 +76,9 @@ impl AgentBuilder {
             base_url: None,
             cancel: CancelToken::new(),
             agents: None,
+            tools: None,
+            team: false,
+            resolver: None,
         }
     }
 
@@ -250,6 +257,36 @@ impl AgentBuilder {
         self
     }
 
+    /// The tools steps may call. Steps other than code steps then run through the tool
+    /// loop ([`ToolStepExecutor`] over the agent's model, with its retry layer and
+    /// tracing) instead of one model call, and agent profiles given to
+    /// [`agent_profiles`](Self::agent_profiles) pick their tools from this set. An empty
+    /// set changes nothing. Ignored when [`executor`](Self::executor) is set.
+    pub fn tools(mut self, tools: ToolSet) -> Self {
+        self.tools = (!tools.is_empty()).then_some(tools);
+        self
+    }
+
+    /// Specialised agents that also run their steps: as [`agents`](Self::agents) (the
+    /// planner is told about them, plans naming unknown agents are rejected), and each
+    /// profile becomes a route of the default router (by name and by the kinds it
+    /// handles) through [`AgentTeam`]: its system prompt, its model (resolved with
+    /// [`model_resolver`](Self::model_resolver)) or the agent's, and its tools from
+    /// [`tools`](Self::tools). A profile naming a missing tool fails [`build`](Self::build)
+    /// with [`StrategyError::Agents`]. Ignored when [`executor`](Self::executor) is set.
+    pub fn agent_profiles(mut self, catalogue: AgentCatalogue) -> Self {
+        self.agents = Some(Arc::new(catalogue));
+        self.team = true;
+        self
+    }
+
+    /// How agent profiles' model specs (`openai:gpt-4o-mini`) become providers; see
+    /// [`agent_profiles`](Self::agent_profiles).
+    pub fn model_resolver(mut self, resolver: impl ModelResolver + 'static) -> Self {
+        self.resolver = Some(Arc::new(resolver));
+        self
+    }
+
     /// Where the answer comes from; [`AnswerSource::SynthesizeStep`] keeps the output of
     /// the plan's final `synthesize` step (with its citations) as the answer.
     pub fn answer_source(mut self, source: AnswerSource) -> Self {
@@ -260,7 +297,8 @@ impl AgentBuilder {
     /// Builds the agent.
     ///
     /// # Errors
-    /// [`StrategyError::Config`] when no provider was given.
+    /// [`StrategyError::Config`] when no provider was given; [`StrategyError::Agents`]
+    /// when an agent profile cannot be built (a missing tool or model).
     pub fn build(self) -> Result<Agent, StrategyError> {
         let Some(provider) = self.provider else {
             return Err(StrategyError::Config(
@@ -292,10 +330,23 @@ impl AgentBuilder {
                     .sandbox
                     .unwrap_or_else(|| Arc::new(SandboxChoice::Auto.lazy()));
                 let code = Arc::new(CodeStepExecutor::new(provider.clone(), sandbox));
-                let router = Router::default()
-                    .with_default(LlmStepExecutor::new(provider.clone()))
-                    .route_kind(StepKind::Code, code.clone())
-                    .route_programs(code);
+                let mut router = match &self.tools {
+                    Some(tools) => Router::default()
+                        .with_default(ToolStepExecutor::new(provider.clone(), tools.clone())),
+                    None => Router::default().with_default(LlmStepExecutor::new(provider.clone())),
+                }
+                .route_kind(StepKind::Code, code.clone())
+                .route_programs(code);
+                if self.team
+                    && let Some(catalogue) = &self.agents
+                {
+                    let mut team = AgentTeam::new((**catalogue).clone(), provider.clone())
+                        .with_tools(self.tools.clone().unwrap_or_default());
+                    if let Some(resolver) = self.resolver.clone() {
+                        team = team.with_model_resolver(move |spec: &str| resolver.resolve(spec));
+                    }
+                    router = team.routes(router)?;
+                }
                 Arc::new(match self.routes {
                     Some(add) => add(router),
                     None => router,

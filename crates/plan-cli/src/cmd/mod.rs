@@ -1,7 +1,9 @@
 //! One module per command.
 
 pub mod graph;
+pub mod mcp;
 pub mod model;
 pub mod run;
 pub mod runs;
 pub mod sandbox;
+pub mod tools;

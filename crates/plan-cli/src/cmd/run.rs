@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use plan_core::{RunId, RunStatus};
 use plan_exec::{CancelToken, RunStore};
@@ -10,6 +11,7 @@ use plan_strategies::{RunReport, StrategyError};
 use crate::approve::{self, Decision};
 use crate::cli::{ExecArgs, PlanArgs, PlanFormat, ResumeArgs, RunArgs, SandboxArg};
 use crate::cmd::graph::load_plan_file;
+use crate::cmd::tools::RunTools;
 use crate::config::{Overrides, Settings, StoreSpec};
 use crate::exit::{self, Code, Usage};
 use crate::interrupt;
@@ -27,11 +29,41 @@ pub async fn run(args: RunArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     let cancel = interrupt::install();
     let provider = session::provider(&settings, quiet)?;
     let store = session::open_store(&settings.store).await?;
-    let mut builder = session::agent(&settings, provider.clone(), &ui, &cancel)?.store(store);
-    if let Some(dir) = &args.research {
-        builder = research(builder, dir, provider).await?;
+    let search = match (&args.research, &args.search) {
+        (Some(dir), _) => Some(SearchChoice::Local(dir.clone())),
+        (None, Some(spec)) => Some(SearchChoice::parse(spec)?),
+        (None, None) => None,
+    };
+    if search.is_some() && args.tools.agents.is_some() {
+        return Err(Usage::new(
+            "--agents cannot be combined with --research or --search yet: research runs use their own agents (researcher, analyst, writer)",
+        )
+        .into());
     }
-    let agent = builder.build().map_err(session::strategy_error)?;
+    let research = match search {
+        Some(choice) => Some(open_research(choice, provider.clone()).await?),
+        None => None,
+    };
+    let tools = RunTools::open(
+        &settings,
+        &args.tools,
+        research.as_ref().map(|r| r.backend.clone()),
+    )
+    .await?;
+    let mut builder = session::agent(&settings, provider.clone(), &ui, &cancel)?.store(store);
+    if let Some(research) = research {
+        builder = research.wire(builder);
+    }
+    if let Some(tools) = &tools {
+        builder = tools.wire(builder, session::model_resolver(quiet));
+    }
+    let agent = match builder.build().map_err(session::strategy_error) {
+        Ok(agent) => agent,
+        Err(e) => {
+            shutdown(tools).await;
+            return Err(e);
+        }
+    };
     let result = if args.execution.approve {
         match agent.plan_only(args.goal.clone()).await {
             Ok(mut outcome) => {
@@ -48,6 +80,7 @@ pub async fn run(args: RunArgs, quiet: bool) -> anyhow::Result<ExitCode> {
                     }
                     None => {
                         drop(agent);
+                        shutdown(tools).await;
                         ui.finish().await;
                         return aborted();
                     }
@@ -59,6 +92,7 @@ pub async fn run(args: RunArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         agent.run(args.goal.clone()).await
     };
     drop(agent);
+    shutdown(tools).await;
     ui.finish().await;
     conclude(
         result,
@@ -84,18 +118,31 @@ pub async fn exec(args: ExecArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     let cancel = interrupt::install();
     let provider = session::provider(&settings, quiet)?;
     let store = session::open_store(&settings.store).await?;
-    let agent = session::agent(&settings, provider, &ui, &cancel)?
-        .store(store)
-        .build()
-        .map_err(session::strategy_error)?;
+    let tools = RunTools::open(&settings, &args.tools, None).await?;
+    let mut builder = session::agent(&settings, provider, &ui, &cancel)?.store(store);
+    if let Some(tools) = &tools {
+        builder = tools.wire(builder, session::model_resolver(quiet));
+    }
+    let agent = match builder.build().map_err(session::strategy_error) {
+        Ok(agent) => agent,
+        Err(e) => {
+            shutdown(tools).await;
+            return Err(e);
+        }
+    };
     let plan = if args.execution.approve {
-        let decision = ask(&ui, plan, &cancel).await?;
+        let decision = ask(&ui, plan, &cancel).await;
         match decision {
-            Some(plan) => plan,
-            None => {
+            Ok(Some(plan)) => plan,
+            Ok(None) => {
                 drop(agent);
+                shutdown(tools).await;
                 ui.finish().await;
                 return aborted();
+            }
+            Err(e) => {
+                shutdown(tools).await;
+                return Err(e);
             }
         }
     } else {
@@ -103,6 +150,7 @@ pub async fn exec(args: ExecArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     };
     let result = agent.execute(plan).await;
     drop(agent);
+    shutdown(tools).await;
     ui.finish().await;
     conclude(
         result,
@@ -360,41 +408,109 @@ fn sandbox_hint(report: &RunReport, sandbox: SandboxArg) -> Option<&'static str>
     unavailable.then_some("choose another backend with --sandbox (process runs unisolated)")
 }
 
-/// Wires `--research DIR` into the agent: the folder's index (cached under the user cache
-/// directory), the research agents as routes and planner agents, and answers that keep the
-/// final report's citations and sources.
-async fn research(
-    builder: plan_strategies::AgentBuilder,
-    dir: &std::path::Path,
-    provider: std::sync::Arc<dyn plan_llm::Provider>,
-) -> anyhow::Result<plan_strategies::AgentBuilder> {
-    use plan_exec::LocalIndexConfig;
-    use plan_strategies::{AnswerSource, ResearchConfig, ResearchSetup, research_catalogue};
+/// Ends a run's MCP servers, if it had any.
+async fn shutdown(tools: Option<RunTools>) {
+    if let Some(tools) = tools {
+        tools.shutdown().await;
+    }
+}
 
-    if !dir.is_dir() {
-        return Err(Usage::new(format!(
-            "--research {}: not a folder; give the folder of documents to answer from",
-            dir.display()
-        ))
-        .into());
+/// The search backend of `--search` (or `--research DIR`).
+enum SearchChoice {
+    /// Brave web search (`BRAVE_API_KEY`).
+    Brave,
+    /// A folder of documents, indexed locally.
+    Local(PathBuf),
+}
+
+impl SearchChoice {
+    fn parse(spec: &str) -> anyhow::Result<SearchChoice> {
+        let spec = spec.trim();
+        if spec == "brave" {
+            return Ok(SearchChoice::Brave);
+        }
+        match spec.strip_prefix("local:") {
+            Some(dir) if !dir.trim().is_empty() => Ok(SearchChoice::Local(PathBuf::from(dir))),
+            _ => Err(Usage::new(format!(
+                "--search {spec}: unknown search backend; use `brave` (web search, BRAVE_API_KEY) or `local:DIR` (a folder of documents)"
+            ))
+            .into()),
+        }
     }
-    let mut config = LocalIndexConfig::new(dir);
-    if let Some(cache) = dirs::cache_dir() {
-        config = config.with_cache_dir(cache.join("plan").join("index"));
+}
+
+/// Research over a search backend: the research agents' routes, what the planner is
+/// told, and the backend (for the search_docs tool).
+struct Research {
+    backend: Arc<dyn plan_exec::SearchBackend>,
+    routes: Box<dyn FnOnce(plan_exec::Router) -> plan_exec::Router + Send>,
+    guidance: String,
+}
+
+impl Research {
+    /// The research agents as routes and planner agents, and answers that keep the final
+    /// report's citations and sources.
+    fn wire(self, builder: plan_strategies::AgentBuilder) -> plan_strategies::AgentBuilder {
+        use plan_strategies::{AnswerSource, research_catalogue};
+        builder
+            .routes(self.routes)
+            .planner_guidance(self.guidance)
+            .agents(research_catalogue())
+            .answer_source(AnswerSource::SynthesizeStep)
     }
+}
+
+/// Opens the search backend of `--search` / `--research`: a folder's index (cached under
+/// the user cache directory) or Brave web search, with the research agent over it.
+async fn open_research(
+    choice: SearchChoice,
+    provider: Arc<dyn plan_llm::Provider>,
+) -> anyhow::Result<Research> {
+    use plan_exec::LocalIndexConfig;
+    use plan_strategies::{
+        RESEARCH_PLANNER_GUIDANCE, ResearchAgent, ResearchConfig, ResearchSetup,
+    };
+
     // The research agent's own model calls get the same one retry layer as the agent's.
-    let provider: std::sync::Arc<dyn plan_llm::Provider> = std::sync::Arc::new(
-        plan_llm::ProviderExt::with_retry(provider, plan_llm::RetryPolicy::default()),
-    );
-    let setup = ResearchSetup::open(config, provider.clone(), ResearchConfig::default())
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot index {}: {e}", dir.display()))?;
-    // The research routes go on top of the default ones: code steps still run in the
-    // sandbox chosen with --sandbox, and the planner is told what the documents are.
-    let guidance = setup.planner_guidance();
-    Ok(builder
-        .routes(move |router| setup.routes(router))
-        .planner_guidance(guidance)
-        .agents(research_catalogue())
-        .answer_source(AnswerSource::SynthesizeStep))
+    let provider: Arc<dyn plan_llm::Provider> = Arc::new(plan_llm::ProviderExt::with_retry(
+        provider,
+        plan_llm::RetryPolicy::default(),
+    ));
+    match choice {
+        SearchChoice::Local(dir) => {
+            if !dir.is_dir() {
+                return Err(Usage::new(format!(
+                    "--research {}: not a folder; give the folder of documents to answer from",
+                    dir.display()
+                ))
+                .into());
+            }
+            let mut config = LocalIndexConfig::new(&dir);
+            if let Some(cache) = dirs::cache_dir() {
+                config = config.with_cache_dir(cache.join("plan").join("index"));
+            }
+            let setup = ResearchSetup::open(config, provider, ResearchConfig::default())
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot index {}: {e}", dir.display()))?;
+            // The research routes go on top of the default ones: code steps still run in
+            // the sandbox chosen with --sandbox, and the planner is told what the
+            // documents are.
+            Ok(Research {
+                backend: Arc::new(setup.index().clone()),
+                guidance: setup.planner_guidance(),
+                routes: Box::new(move |router| setup.routes(router)),
+            })
+        }
+        SearchChoice::Brave => {
+            let brave = plan_exec::BraveSearch::from_env()
+                .map_err(|e| Usage::new(format!("--search brave: {e}")))?;
+            let backend: Arc<dyn plan_exec::SearchBackend> = Arc::new(brave);
+            let agent = ResearchAgent::new(backend.clone(), provider);
+            Ok(Research {
+                backend,
+                guidance: format!("{RESEARCH_PLANNER_GUIDANCE} The search steps search the web."),
+                routes: Box::new(move |router| agent.routes(router)),
+            })
+        }
+    }
 }

@@ -9,6 +9,7 @@ mod graph;
 mod help;
 mod live;
 mod local;
+mod mcp;
 mod otel;
 mod output;
 mod postgres;

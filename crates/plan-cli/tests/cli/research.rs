@@ -83,3 +83,26 @@ fn research_needs_a_folder() {
     expect_code(&out, 2);
     assert!(crate::support::stderr(&out).contains("--research /no/such/folder: not a folder"));
 }
+
+#[test]
+fn search_local_dir_is_the_long_form_of_research() {
+    let sb = Sandbox::new();
+    let question = "Who discovered the planet Vessa?";
+    let server = research_server(question);
+    let mut args = vec![
+        "run".to_owned(),
+        "--strategy".to_owned(),
+        "dag".to_owned(),
+        "--search".to_owned(),
+        format!("local:{}", corpus().display()),
+        question.to_owned(),
+    ];
+    args.extend(model_flags(&server));
+    let out = output(&mut sb.plan(args));
+    expect_code(&out, 0);
+    assert!(
+        stdout(&out).contains("Sources:\n[search#1] astronomy/vessa.md"),
+        "{}",
+        stdout(&out)
+    );
+}

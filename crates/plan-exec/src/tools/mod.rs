@@ -108,6 +108,19 @@ pub enum ToolError {
     /// The call was cancelled.
     #[error("the tool call was cancelled")]
     Cancelled,
+    /// The tool cannot be reached: what serves it failed to start, stopped, or did not
+    /// answer in time. Unlike the other errors this is not shown to the model: the tool
+    /// loop stops and the step fails (retried when `retryable`), so the run falls back or
+    /// replans as it does for any failed step.
+    #[error("the tool `{tool}` is unavailable: {message}")]
+    Unavailable {
+        /// The tool.
+        tool: String,
+        /// What happened, naming what serves the tool.
+        message: String,
+        /// Whether trying the step again may work (a timeout, not a crash).
+        retryable: bool,
+    },
 }
 
 impl ToolError {

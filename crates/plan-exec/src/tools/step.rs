@@ -21,7 +21,9 @@ use crate::llm::LlmStepExecutor;
 /// the capped outputs of its direct dependencies); tools are offered natively or as JSON
 /// actions ([`ToolCallMode`](super::ToolCallMode)). Every tool call emits a `tool_call`
 /// event and every model call an `llm_call` event. Model errors keep their retryability;
-/// a model that never stops calling tools is a fatal error; cancellation stops the loop.
+/// a model that never stops calling tools is a fatal error; a tool that cannot be reached
+/// ([`ToolError::Unavailable`](super::ToolError::Unavailable)) fails the step (retryable
+/// when the tool says so); cancellation stops the loop.
 #[derive(Clone)]
 pub struct ToolStepExecutor {
     provider: Arc<dyn Provider>,
@@ -130,6 +132,10 @@ impl StepExecutor for ToolStepExecutor {
         };
         let outcome = result.map_err(|e| match e {
             ToolLoopError::Llm(e) => StepError::from(e),
+            ToolLoopError::ToolUnavailable {
+                retryable: true,
+                source,
+            } => StepError::retryable(source.to_string()),
             other => StepError::fatal(other.to_string()),
         })?;
         if outcome.answer.trim().is_empty() {

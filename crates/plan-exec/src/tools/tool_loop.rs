@@ -123,6 +123,14 @@ pub enum ToolLoopError {
     /// A model call failed.
     #[error(transparent)]
     Llm(#[from] LlmError),
+    /// A tool could not be reached ([`ToolError::Unavailable`](super::ToolError::Unavailable)).
+    #[error("{source}")]
+    ToolUnavailable {
+        /// The error, naming the tool and what serves it.
+        source: super::ToolError,
+        /// Whether trying again may work.
+        retryable: bool,
+    },
     /// The model kept calling tools after the last allowed round.
     #[error(
         "the model was still calling tools after {limit} rounds ({calls} calls); raise the iteration limit or make the step smaller"
@@ -317,14 +325,24 @@ impl ToolLoop {
         call: &ToolCall,
         ctx: &ToolContext,
         observer: &dyn ToolObserver,
-    ) -> ToolCallRecord {
+    ) -> (ToolCallRecord, Option<ToolLoopError>) {
         let (result, duration) = self
             .tools
             .call_timed(&call.name, call.arguments.clone(), ctx)
             .await;
+        let mut unavailable = None;
         let (ok, output) = match result {
             Ok(out) => (true, truncate(out.to_text(), self.config.max_result_chars)),
-            Err(e) => (false, format!("error: {e}")),
+            Err(e) => {
+                let text = format!("error: {e}");
+                if let super::ToolError::Unavailable { retryable, .. } = &e {
+                    unavailable = Some(ToolLoopError::ToolUnavailable {
+                        retryable: *retryable,
+                        source: e,
+                    });
+                }
+                (false, text)
+            }
         };
         let record = ToolCallRecord {
             tool: call.name.clone(),
@@ -334,7 +352,7 @@ impl ToolLoop {
             duration,
         };
         observer.tool_called(&record);
-        record
+        (record, unavailable)
     }
 
     /// Runs the conversation that starts with `messages` (typically a system and a user
@@ -342,7 +360,8 @@ impl ToolLoop {
     ///
     /// # Errors
     /// [`ToolLoopError::Llm`] when a model call fails; [`ToolLoopError::IterationLimit`]
-    /// when the model still calls tools after being told to answer.
+    /// when the model still calls tools after being told to answer;
+    /// [`ToolLoopError::ToolUnavailable`] when a tool cannot be reached.
     pub async fn run(
         &self,
         messages: Vec<Message>,
@@ -394,10 +413,17 @@ impl ToolLoop {
                 response.content,
                 response.tool_calls,
             ));
-            let records = futures::future::join_all(
+            let results = futures::future::join_all(
                 calls.iter().map(|call| self.run_call(call, ctx, observer)),
             )
             .await;
+            let mut records = Vec::with_capacity(results.len());
+            for (record, unavailable) in results {
+                if let Some(e) = unavailable {
+                    return Err(e);
+                }
+                records.push(record);
+            }
             for (call, record) in calls.iter().zip(records) {
                 request.messages.push(Message::tool_result(
                     call.id.clone(),
@@ -459,7 +485,10 @@ impl ToolLoop {
                 break;
             }
             let call = ToolCall::new(format!("call_{}", outcome.calls.len()), tool, arguments);
-            let record = self.run_call(&call, ctx, observer).await;
+            let (record, unavailable) = self.run_call(&call, ctx, observer).await;
+            if let Some(e) = unavailable {
+                return Err(e);
+            }
             request
                 .messages
                 .push(Message::assistant(response.content.clone()));

@@ -93,3 +93,54 @@ async fn dependency_outputs_reach_the_prompt_and_bounds_fail_the_step() {
     assert!(prompt.contains("the sky is green"), "{prompt}");
     assert_eq!(StepId::new("use"), ctx.step().id);
 }
+
+/// A tool whose server is gone (an MCP server that crashed or hangs).
+struct Gone {
+    retryable: bool,
+}
+
+#[async_trait::async_trait]
+impl plan_exec::DynTool for Gone {
+    fn spec(&self) -> plan_llm::ToolSpec {
+        plan_llm::ToolSpec::new("remote", "A remote tool", json!({"type": "object"}))
+    }
+    async fn call_json(
+        &self,
+        _: serde_json::Value,
+        _: &plan_exec::ToolContext,
+    ) -> Result<plan_exec::ToolOutput, plan_exec::ToolError> {
+        Err(plan_exec::ToolError::Unavailable {
+            tool: "remote".into(),
+            message: "MCP server `srv`, tool `remote`: the server stopped".into(),
+            retryable: self.retryable,
+        })
+    }
+}
+
+#[tokio::test]
+async fn an_unavailable_tool_fails_the_step_instead_of_going_back_to_the_model() {
+    for retryable in [false, true] {
+        let model = Script::new(
+            true,
+            vec![
+                calls(vec![ToolCall::new("c", "remote", json!({}))]),
+                text("the model should not be asked again"),
+            ],
+        );
+        let tools = plan_exec::ToolSet::new().with_dyn(Arc::new(Gone { retryable }));
+        let executor = ToolStepExecutor::new(Arc::new(model.clone()), tools);
+        let ctx = StepContext::new("g", Step::new("use", "Use the remote tool"));
+        let err = executor.execute(&ctx).await.unwrap_err();
+        assert_eq!(err.is_retryable(), retryable, "{err:?}");
+        assert!(
+            err.message
+                .contains("the tool `remote` is unavailable: MCP server `srv`, tool `remote`: the server stopped"),
+            "{err}"
+        );
+        assert_eq!(
+            model.requests().len(),
+            1,
+            "the loop stopped at the failed call"
+        );
+    }
+}

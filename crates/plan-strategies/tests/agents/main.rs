@@ -361,4 +361,117 @@ mod team {
             .unwrap_err();
         assert!(err.to_string().contains("no model resolver"), "{err}");
     }
+
+    fn tool_call_reply(term: &str) -> Response {
+        let mut r = text("");
+        r.tool_calls = vec![ToolCall::new(
+            "c",
+            "lookup",
+            serde_json::json!({"term": term}),
+        )];
+        r
+    }
+
+    /// `AgentBuilder::tools`: plain steps of an agent run go through the tool loop.
+    #[tokio::test]
+    async fn the_builder_runs_plain_steps_through_the_tool_loop_when_tools_are_given() {
+        let model = Model::new(
+            "default",
+            vec![
+                tool_call_reply("zorp"),
+                text("zorp means 42, says the tool"),
+                text("the answer"),
+            ],
+        );
+        let agent = plan_strategies::Agent::builder()
+            .provider(model.clone())
+            .without_provider_retry()
+            .tools(ToolSet::new().with(Lookup))
+            .build()
+            .unwrap();
+        let plan = Plan::new(
+            "Explain zorp",
+            vec![Step::new("find", "Find what zorp means")],
+        );
+        let report = agent.execute(plan).await.unwrap();
+        assert_eq!(report.status, plan_core::RunStatus::Succeeded, "{report:?}");
+        assert_eq!(
+            report.steps[0].output.as_deref(),
+            Some("zorp means 42, says the tool")
+        );
+        let requests = model.requests.lock().unwrap().clone();
+        assert_eq!(requests[0].tools.len(), 1, "the tool is offered");
+        let tool_result = requests[1]
+            .messages
+            .iter()
+            .find(|m| m.role == plan_llm::Role::Tool)
+            .map(|m| m.content.clone());
+        assert_eq!(tool_result.as_deref(), Some("zorp means 42"));
+
+        // Without tools, the same step is one model call with none offered.
+        let plain = Model::new("plain", vec![text("just text"), text("the answer")]);
+        let agent = plan_strategies::Agent::builder()
+            .provider(plain.clone())
+            .without_provider_retry()
+            .tools(ToolSet::new())
+            .build()
+            .unwrap();
+        let plan = Plan::new(
+            "Explain zorp",
+            vec![Step::new("find", "Find what zorp means")],
+        );
+        agent.execute(plan).await.unwrap();
+        assert!(plain.requests.lock().unwrap()[0].tools.is_empty());
+    }
+
+    /// `AgentBuilder::agent_profiles`: profiles route their steps, with their prompts,
+    /// models and tools.
+    #[tokio::test]
+    async fn the_builder_routes_steps_to_agent_profiles() {
+        let default = Model::new(
+            "default",
+            vec![
+                tool_call_reply("zorp"),
+                text("zorp means 42"),
+                text("the answer"),
+            ],
+        );
+        let writer = Model::new("writer", vec![text("The report.")]);
+        let for_resolver = writer.clone();
+        let agent = plan_strategies::Agent::builder()
+            .provider(default.clone())
+            .without_provider_retry()
+            .tools(ToolSet::new().with(Lookup))
+            .agent_profiles(AgentCatalogue::from_toml_str(PROFILES).unwrap())
+            .model_resolver(move |_: &str| -> Result<Arc<dyn Provider>, LlmError> {
+                Ok(Arc::new(for_resolver.clone()))
+            })
+            .build()
+            .unwrap();
+        let plan = Plan::new(
+            "Explain zorp",
+            vec![
+                Step::new("find", "Find what zorp means").with_kind(StepKind::Search),
+                Step::new("write", "Write it up")
+                    .with_agent("writer")
+                    .depends_on(["find"]),
+            ],
+        );
+        let report = agent.execute(plan).await.unwrap();
+        assert_eq!(report.status, plan_core::RunStatus::Succeeded, "{report:?}");
+        assert_eq!(default.systems()[0], "You are the researcher.");
+        assert_eq!(writer.systems(), vec!["You are the writer."]);
+
+        // A profile naming a tool that is not there fails the build.
+        let err = plan_strategies::Agent::builder()
+            .provider(Model::new("d", vec![]))
+            .agent_profiles(AgentCatalogue::from_toml_str(PROFILES).unwrap())
+            .build()
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("agent `researcher` uses unknown tools: lookup"),
+            "{err}"
+        );
+    }
 }

@@ -1,0 +1,486 @@
+//! [`PlanServer`]: plan as an MCP server. Three tools — `plan` (a plan for a goal), `run`
+//! (start a run, wait a while for its report) and `show` (a run's report) — served over
+//! stdio by [`serve_stdio`]. Runs are recorded in the run store and keep going in the
+//! background when the caller stops waiting; progress goes out as MCP progress
+//! notifications.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use plan_core::{Event, EventKind, RunId};
+use plan_exec::{CancelToken, RunReport, RunStore, event_channel};
+use plan_llm::Provider;
+use plan_strategies::{Agent, AgentBuilder, StrategyRegistry};
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
+    InitializeResult, ListToolsResult, PaginatedRequestParams, ProgressNotificationParam,
+    ProgressToken, ServerCapabilities, Tool as ToolDef,
+};
+use rmcp::service::{Peer, RequestContext, RoleServer};
+use rmcp::{ErrorData, ServerHandler, ServiceExt as _};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+
+/// Makes the model of a request (the CLI's provider registry and environment).
+pub type ProviderFactory = Arc<dyn Fn() -> Result<Arc<dyn Provider>, String> + Send + Sync>;
+
+/// Applies the caller's settings (sandbox, concurrency, model spec, ...) to each agent.
+pub type Configure = Arc<dyn Fn(AgentBuilder) -> AgentBuilder + Send + Sync>;
+
+/// The longest `wait_secs` a `run` call may ask for.
+pub const MAX_WAIT_SECS: u64 = 3600;
+
+/// The `wait_secs` of a `run` call that gives none.
+pub const DEFAULT_WAIT_SECS: u64 = 60;
+
+/// plan as an MCP server: `plan`, `run` and `show` over a model and a run store.
+///
+/// ```no_run
+/// # async fn demo(provider: std::sync::Arc<dyn plan_llm::Provider>, store: plan_exec::SqliteStore) {
+/// use std::sync::Arc;
+/// use plan_mcp::{PlanServer, serve_stdio};
+///
+/// let server = PlanServer::new(Arc::new(move || Ok(provider.clone())), Arc::new(store));
+/// serve_stdio(server).await.unwrap();
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct PlanServer {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    provider: ProviderFactory,
+    store: Arc<dyn RunStore>,
+    configure: Option<Configure>,
+    cancel: CancelToken,
+    runs: Mutex<HashMap<String, JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for PlanServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PlanServer").finish_non_exhaustive()
+    }
+}
+
+/// Arguments of `plan`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlanArgs {
+    goal: String,
+    #[serde(default)]
+    strategy: Option<String>,
+    #[serde(default)]
+    max_steps: Option<usize>,
+}
+
+/// Arguments of `run`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RunArgs {
+    goal: String,
+    #[serde(default)]
+    strategy: Option<String>,
+    #[serde(default)]
+    max_steps: Option<usize>,
+    #[serde(default)]
+    wait_secs: Option<u64>,
+}
+
+/// Arguments of `show`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ShowArgs {
+    run_id: String,
+}
+
+/// A tool call's failure, shown to the caller as an error result.
+struct CallError(String);
+
+impl<E: std::fmt::Display> From<E> for CallError {
+    fn from(e: E) -> Self {
+        CallError(e.to_string())
+    }
+}
+
+impl PlanServer {
+    /// A server making models with `provider` and recording runs in `store`.
+    pub fn new(provider: ProviderFactory, store: Arc<dyn RunStore>) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                provider,
+                store,
+                configure: None,
+                cancel: CancelToken::new(),
+                runs: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// Applies `configure` to every agent (before the request's strategy and step cap).
+    pub fn with_configure(self, configure: Configure) -> Self {
+        let inner = Arc::try_unwrap(self.inner).unwrap_or_else(|shared| Inner {
+            provider: shared.provider.clone(),
+            store: shared.store.clone(),
+            configure: None,
+            cancel: shared.cancel.clone(),
+            runs: Mutex::new(HashMap::new()),
+        });
+        Self {
+            inner: Arc::new(Inner {
+                configure: Some(configure),
+                ..inner
+            }),
+        }
+    }
+
+    /// The three tools, as `tools/list` returns them.
+    pub fn tool_definitions() -> Vec<ToolDef> {
+        let strategies = StrategyRegistry::builtin()
+            .names()
+            .into_iter()
+            .map(str::to_owned)
+            .collect::<Vec<_>>();
+        let object =
+            |properties: Value, required: &[&str]| -> Arc<serde_json::Map<String, Value>> {
+                let schema = json!({
+                    "type": "object",
+                    "properties": properties,
+                    "required": required,
+                    "additionalProperties": false,
+                });
+                Arc::new(schema.as_object().cloned().unwrap_or_default())
+            };
+        let goal = json!({"type": "string", "description": "What to achieve, in plain words"});
+        let strategy = json!({
+            "type": "string",
+            "enum": strategies,
+            "description": "How plans are made and revised (default dag)"
+        });
+        let max_steps =
+            json!({"type": "integer", "minimum": 1, "description": "Most steps the plan may have"});
+        vec![
+            ToolDef::new(
+                "plan",
+                "Make a plan of steps with dependencies for a goal, without running it; returns the plan JSON",
+                object(
+                    json!({"goal": goal, "strategy": strategy, "max_steps": max_steps}),
+                    &["goal"],
+                ),
+            ),
+            ToolDef::new(
+                "run",
+                "Plan a goal and run the plan; returns the run id, and the report (with the answer) when the run finishes within wait_secs. Longer runs continue in the background: get their report with show",
+                object(
+                    json!({
+                        "goal": goal,
+                        "strategy": strategy,
+                        "max_steps": max_steps,
+                        "wait_secs": {
+                            "type": "integer", "minimum": 0, "maximum": MAX_WAIT_SECS,
+                            "description": "Seconds to wait for the report (default 60)"
+                        }
+                    }),
+                    &["goal"],
+                ),
+            ),
+            ToolDef::new(
+                "show",
+                "The report of a run: its status, plan, steps with their outputs, answer and usage",
+                object(
+                    json!({"run_id": {"type": "string", "description": "The id run returned"}}),
+                    &["run_id"],
+                ),
+            ),
+        ]
+    }
+
+    fn agent(
+        &self,
+        strategy: Option<&str>,
+        max_steps: Option<usize>,
+    ) -> Result<AgentBuilder, CallError> {
+        let provider = (self.inner.provider)().map_err(CallError)?;
+        let mut builder = Agent::builder()
+            .provider(provider)
+            .cancel_token(self.inner.cancel.clone());
+        if let Some(configure) = &self.inner.configure {
+            builder = configure(builder);
+        }
+        if let Some(name) = strategy {
+            builder = builder.strategy(StrategyRegistry::builtin().get(name)?);
+        }
+        if let Some(n) = max_steps {
+            if n == 0 {
+                return Err(CallError("max_steps must be at least 1".to_owned()));
+            }
+            builder = builder.max_steps(n);
+        }
+        Ok(builder)
+    }
+
+    async fn plan(&self, args: PlanArgs) -> Result<CallToolResult, CallError> {
+        let agent = self
+            .agent(args.strategy.as_deref(), args.max_steps)?
+            .build()?;
+        let outcome = agent.plan_only(args.goal).await?;
+        let value = serde_json::to_value(&outcome.plan)?;
+        let mut result =
+            CallToolResult::success(vec![ContentBlock::text(outcome.plan.to_json_pretty())]);
+        result.structured_content = Some(value);
+        Ok(result)
+    }
+
+    async fn run(
+        &self,
+        args: RunArgs,
+        progress: Option<(ProgressToken, Peer<RoleServer>)>,
+    ) -> Result<CallToolResult, CallError> {
+        let wait = args.wait_secs.unwrap_or(DEFAULT_WAIT_SECS);
+        if wait > MAX_WAIT_SECS {
+            return Err(CallError(format!(
+                "wait_secs is at most {MAX_WAIT_SECS}; start the run with less and get its report with show"
+            )));
+        }
+        let (sink, mut events) = event_channel();
+        let agent = self
+            .agent(args.strategy.as_deref(), args.max_steps)?
+            .store(self.inner.store.clone())
+            .event_sink(sink)
+            .build()?;
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        let goal = args.goal;
+        let handle = tokio::spawn(async move {
+            let result = agent.run(goal).await.map_err(|e| e.to_string());
+            drop(agent);
+            let _ = done_tx.send(result);
+        });
+        // The run's id is in its first event; progress follows.
+        let first = tokio::time::timeout(Duration::from_secs(wait.max(1)), events.recv()).await;
+        let run_id = match first {
+            Ok(Some(event)) => event.run.clone(),
+            // The run ended before it started (planning config error): its result says why.
+            _ => {
+                return match done_rx.await {
+                    Ok(Err(e)) => Err(CallError(e)),
+                    _ => Err(CallError("the run did not start".to_owned())),
+                };
+            }
+        };
+        self.track(&run_id, handle);
+        let forward = tokio::spawn(forward_progress(events, progress));
+        let finished = tokio::time::timeout(Duration::from_secs(wait), done_rx).await;
+        let result = match finished {
+            Ok(Ok(Ok(report))) => {
+                let _ = forward.await;
+                report_result(&report)
+            }
+            Ok(Ok(Err(e))) => {
+                return Err(CallError(format!("run {run_id} failed: {e}")));
+            }
+            Ok(Err(_)) => return Err(CallError(format!("run {run_id} stopped unexpectedly"))),
+            Err(_) => {
+                forward.abort();
+                let text = format!(
+                    "run {run_id} is still running after {wait}s; it continues in the background: \
+                     call show with run_id \"{run_id}\" for its report"
+                );
+                let mut result = CallToolResult::success(vec![ContentBlock::text(text)]);
+                result.structured_content =
+                    Some(json!({"run_id": run_id.to_string(), "status": "running"}));
+                result
+            }
+        };
+        Ok(result)
+    }
+
+    fn track(&self, run: &RunId, handle: JoinHandle<()>) {
+        if let Ok(mut runs) = self.inner.runs.lock() {
+            runs.retain(|_, h| !h.is_finished());
+            runs.insert(run.to_string(), handle);
+        }
+    }
+
+    async fn show(&self, args: ShowArgs) -> Result<CallToolResult, CallError> {
+        let id = RunId::new(args.run_id.trim().to_owned());
+        let stored = self
+            .inner
+            .store
+            .load_run(&id)
+            .await
+            .map_err(|e| CallError(format!("cannot read the run store: {e}")))?
+            .ok_or_else(|| {
+                CallError(format!(
+                    "no run `{id}` in the run store; use the run_id that run returned"
+                ))
+            })?;
+        Ok(report_result(&RunReport::from_stored(&stored)))
+    }
+
+    /// Cancels the runs still going (they are recorded as cancelled and can be resumed
+    /// with `plan resume`) and waits for them to stop.
+    pub async fn shutdown(&self) {
+        self.inner.cancel.cancel();
+        let handles: Vec<JoinHandle<()>> = match self.inner.runs.lock() {
+            Ok(mut runs) => runs.drain().map(|(_, h)| h).collect(),
+            Err(_) => Vec::new(),
+        };
+        for handle in handles {
+            let _ = tokio::time::timeout(Duration::from_secs(10), handle).await;
+        }
+    }
+
+    async fn dispatch(
+        &self,
+        request: CallToolRequestParams,
+        progress: Option<(ProgressToken, Peer<RoleServer>)>,
+    ) -> Result<CallToolResult, CallError> {
+        let args = Value::Object(request.arguments.unwrap_or_default());
+        let parse = |e: serde_json::Error| {
+            CallError(format!("invalid arguments for `{}`: {e}", request.name))
+        };
+        match request.name.as_ref() {
+            "plan" => {
+                self.plan(serde_json::from_value(args).map_err(parse)?)
+                    .await
+            }
+            "run" => {
+                self.run(serde_json::from_value(args).map_err(parse)?, progress)
+                    .await
+            }
+            "show" => {
+                self.show(serde_json::from_value(args).map_err(parse)?)
+                    .await
+            }
+            other => Err(CallError(format!(
+                "unknown tool `{other}`; the tools are plan, run and show"
+            ))),
+        }
+    }
+}
+
+/// A report as a tool result: a summary line and the report JSON as text, the report as
+/// structured content.
+fn report_result(report: &RunReport) -> CallToolResult {
+    let mut value = serde_json::to_value(report).unwrap_or(Value::Null);
+    if let Some(obj) = value.as_object_mut() {
+        // The journal is long and repeats the rest; the caller has show --json locally.
+        obj.remove("events");
+    }
+    let summary = format!(
+        "run {} {}{}",
+        report.run_id,
+        report.status.as_str(),
+        report
+            .answer
+            .as_deref()
+            .map(|a| format!(":\n{}", a.trim()))
+            .unwrap_or_default()
+    );
+    let mut result = CallToolResult::success(vec![
+        ContentBlock::text(summary),
+        ContentBlock::text(serde_json::to_string_pretty(&value).unwrap_or_default()),
+    ]);
+    result.structured_content = Some(value);
+    result
+}
+
+/// What one event says, for a progress message.
+fn describe(event: &Event) -> Option<String> {
+    Some(match &event.kind {
+        EventKind::RunStarted { .. } => format!("run {} started", event.run),
+        EventKind::PlanCreated { plan, .. } => format!("planned {} steps", plan.steps.len()),
+        EventKind::StepStarted { step, .. } => format!("step `{step}` started"),
+        EventKind::StepCompleted { step, .. } => format!("step `{step}` completed"),
+        EventKind::StepFailed { step, error, .. } => format!("step `{step}` failed: {error}"),
+        EventKind::Replanned { .. } => "replanned".to_owned(),
+        EventKind::RunFinished { status, .. } => format!("run finished: {}", status.as_str()),
+        _ => return None,
+    })
+}
+
+/// Sends the run's events as progress notifications (when the caller asked for them with
+/// a progress token), numbered so progress always increases.
+async fn forward_progress(
+    mut events: plan_exec::EventReceiver,
+    progress: Option<(ProgressToken, Peer<RoleServer>)>,
+) {
+    let mut sent = 0u32;
+    let mut total: Option<f64> = None;
+    while let Some(event) = events.recv().await {
+        let Some((token, peer)) = &progress else {
+            continue;
+        };
+        if let EventKind::Progress { total: t, .. } = &event.kind {
+            total = Some(f64::from(u32::try_from(*t).unwrap_or(u32::MAX)));
+        }
+        let Some(message) = describe(&event) else {
+            continue;
+        };
+        sent += 1;
+        let mut param =
+            ProgressNotificationParam::new(token.clone(), f64::from(sent)).with_message(message);
+        if let Some(t) = total {
+            param = param.with_total(t.max(f64::from(sent)));
+        }
+        let _ = peer.notify_progress(param).await;
+    }
+}
+
+impl ServerHandler for PlanServer {
+    fn get_info(&self) -> InitializeResult {
+        InitializeResult::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(Implementation::new("plan", env!("CARGO_PKG_VERSION")))
+            .with_instructions(
+                "plan turns a goal into a plan of steps and runs it with an LLM agent. \
+                 Use `plan` to see a plan, `run` to run a goal (long runs continue in the \
+                 background), and `show` to get a run's report.",
+            )
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        Ok(ListToolsResult::with_all_items(Self::tool_definitions()))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let progress = context
+            .meta
+            .get_progress_token()
+            .map(|token| (token, context.peer.clone()));
+        let result = match self.dispatch(request, progress).await {
+            Ok(result) => result,
+            Err(CallError(message)) => CallToolResult::error(vec![ContentBlock::text(message)]),
+        };
+        Ok(result.into())
+    }
+}
+
+/// Serves `server` over this process's stdin and stdout until the client closes them,
+/// then cancels the runs still going (recorded as cancelled; `plan resume` continues
+/// them).
+///
+/// # Errors
+/// When the MCP handshake fails.
+pub async fn serve_stdio(server: PlanServer) -> Result<(), crate::McpError> {
+    let running = server
+        .clone()
+        .serve(rmcp::transport::stdio())
+        .await
+        .map_err(|e| crate::McpError::Start {
+            server: "plan".to_owned(),
+            message: format!("the MCP handshake on stdio failed: {e}"),
+        })?;
+    let _ = running.waiting().await;
+    server.shutdown().await;
+    Ok(())
+}

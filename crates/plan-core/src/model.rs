@@ -226,8 +226,12 @@ pub struct Step {
     /// Ids of the steps whose outputs this one needs (`null` reads as none).
     #[serde(default, deserialize_with = "null_as_empty")]
     pub dependencies: Vec<StepId>,
-    /// The kind of work (default `action`).
-    #[serde(default, skip_serializing_if = "StepKind::is_default")]
+    /// The kind of work (default `action`; `null` reads as the default).
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "StepKind::is_default"
+    )]
     pub kind: StepKind,
     /// The specialised agent to route to, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -244,6 +248,14 @@ pub struct Step {
     /// The language of `code`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lang: Option<CodeLang>,
+}
+
+fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
 }
 
 fn null_as_empty<'de, D: serde::Deserializer<'de>>(
@@ -431,6 +443,20 @@ mod tests {
         let err = Plan::from_json(r#"{"goal": "g", "steps": [{"id": true, "description": "a"}]}"#)
             .unwrap_err();
         assert!(err.message.contains("a step id"), "{err}");
+    }
+
+    #[test]
+    fn null_optional_fields_read_as_absent() {
+        // OpenAI's strict mode answers every optional field, with null when it has none.
+        let plan = Plan::from_json(
+            r#"{"goal": "g", "steps": [{"id": "a", "description": "d", "dependencies": null,
+                "kind": null, "agent": null, "fallback": null, "expected_output": null}]}"#,
+        )
+        .unwrap();
+        let step = &plan.steps[0];
+        assert_eq!(step.kind, StepKind::Action);
+        assert!(step.agent.is_none() && step.fallback.is_none() && step.expected_output.is_none());
+        assert!(step.dependencies.is_empty());
     }
 
     #[test]

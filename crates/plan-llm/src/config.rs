@@ -19,6 +19,7 @@ use crate::secret::ApiKey;
 /// |---|---|
 /// | `openai:gpt-4o-mini` | OpenAI (or any server at `--base-url` / `OPENAI_BASE_URL`) |
 /// | `openai-compatible:qwen2.5` | any OpenAI-compatible server; needs a base URL |
+/// | `llama-cpp:m`, `llama-cpp-python:m`, `vllm:m`, `lmstudio:m`, `ollama-openai:m` | that server's OpenAI endpoint, at its usual local address unless a base URL is given ([`Flavour`](crate::Flavour)) |
 /// | `anthropic:claude-sonnet-4-5` | Anthropic |
 /// | `ollama:llama3.2` | Ollama at `OLLAMA_HOST` |
 /// | `local`, `local:<name>` | the embedded model, registered by `plan-llm-local` |

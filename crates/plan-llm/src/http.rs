@@ -260,11 +260,23 @@ pub(crate) async fn read_error(
         Ok(b) => b,
         Err(e) => return transport(provider, e, key),
     };
-    let info = parse(&body).unwrap_or_else(|| ErrorInfo {
+    error_from_body(provider, status, &headers, &body, key, parse)
+}
+
+/// The error for a non-success reply whose body was already read.
+pub(crate) fn error_from_body(
+    provider: &str,
+    status: u16,
+    headers: &reqwest::header::HeaderMap,
+    body: &str,
+    key: Option<&ApiKey>,
+    parse: fn(&str) -> Option<ErrorInfo>,
+) -> LlmError {
+    let info = parse(body).unwrap_or_else(|| ErrorInfo {
         message: body.trim().to_owned(),
         ..ErrorInfo::default()
     });
-    status_error(provider, status, &headers, info, key)
+    status_error(provider, status, headers, info, key)
 }
 
 /// The body as a byte stream with transport errors mapped.

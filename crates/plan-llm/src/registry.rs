@@ -113,6 +113,15 @@ impl ProviderRegistry {
             build_anthropic,
         );
         r.register("ollama", "an Ollama server (OLLAMA_HOST)", build_ollama);
+        for (flavour, url) in FLAVOURED {
+            r.register(
+                flavour.name,
+                format!("a {} server (default base URL {url})", flavour.name),
+                move |spec: &ModelSpec, config: &ProviderConfig| {
+                    build_flavoured(spec, config, flavour, url)
+                },
+            );
+        }
         r
     }
 
@@ -253,6 +262,37 @@ fn build_openai(spec: &ModelSpec, config: &ProviderConfig) -> Result<Arc<dyn Pro
     if let Some(url) = base_url {
         provider = provider.with_base_url(url);
     }
+    if elsewhere {
+        // Another server speaking OpenAI's API: ask it who it is before the first call.
+        provider = provider.with_flavour(Flavour::openai().with_detect(true));
+    }
+    Ok(Arc::new(provider))
+}
+
+/// The servers with a flavour and a prefix of their own, with their usual local address.
+const FLAVOURED: [(Flavour, &str); 5] = [
+    (Flavour::llama_cpp(), "http://localhost:8080/v1"),
+    (Flavour::llama_cpp_python(), "http://localhost:8000/v1"),
+    (Flavour::vllm(), "http://localhost:8000/v1"),
+    (Flavour::lm_studio(), "http://localhost:1234/v1"),
+    (Flavour::ollama_openai(), "http://localhost:11434/v1"),
+];
+
+fn build_flavoured(
+    spec: &ModelSpec,
+    config: &ProviderConfig,
+    flavour: Flavour,
+    default_url: &str,
+) -> Result<Arc<dyn Provider>, LlmError> {
+    let url = config
+        .base_url
+        .as_deref()
+        .or(config.openai_base_url.as_deref())
+        .unwrap_or(default_url);
+    let provider = OpenAi::new(model(spec), config.openai_api_key.clone())
+        .with_base_url(url)
+        .with_name(spec.to_string())
+        .with_flavour(flavour);
     Ok(Arc::new(provider))
 }
 

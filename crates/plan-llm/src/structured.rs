@@ -179,7 +179,8 @@ where
                     preview(&response.content)
                 )
             })
-            .and_then(|value| {
+            .and_then(|mut value| {
+                drop_absent_nulls(schema, schema, &mut value);
                 validate_json(schema, &value)
                     .map_err(|e| format!("does not match the schema: {e}"))?;
                 convert(value)
@@ -229,7 +230,12 @@ fn instructions(schema: &Value, object_mode: bool) -> String {
     )
 }
 
-fn request_for(request: &Request, mode: StructuredMode, name: &str, schema: &Value) -> Request {
+pub(crate) fn request_for(
+    request: &Request,
+    mode: StructuredMode,
+    name: &str,
+    schema: &Value,
+) -> Request {
     let mut r = request.clone();
     let add_instructions = |r: &mut Request, text: String| match r
         .messages
@@ -259,6 +265,66 @@ fn request_for(request: &Request, mode: StructuredMode, name: &str, schema: &Val
         }
     }
     r
+}
+
+/// Removes the `null`s a reply gives for optional properties whose schema does not admit
+/// null: a strict-mode server (OpenAI) answers every optional field, with null for none.
+fn drop_absent_nulls(root: &Value, schema: &Value, value: &mut Value) {
+    let schema = match schema.get("$ref").and_then(Value::as_str) {
+        Some(reference) => match resolve(root, reference) {
+            Some(target) => target,
+            None => return,
+        },
+        None => schema,
+    };
+    match value {
+        Value::Object(map) => {
+            let Some(props) = schema.get("properties").and_then(Value::as_object) else {
+                return;
+            };
+            let required: Vec<&str> = schema
+                .get("required")
+                .and_then(Value::as_array)
+                .map(|r| r.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            map.retain(|key, v| {
+                !(v.is_null()
+                    && !required.contains(&key.as_str())
+                    && props.get(key).is_some_and(|p| !admits_null(root, p)))
+            });
+            for (key, v) in map.iter_mut() {
+                if let Some(p) = props.get(key) {
+                    drop_absent_nulls(root, p, v);
+                }
+            }
+        }
+        Value::Array(items) => {
+            if let Some(item) = schema.get("items") {
+                for v in items {
+                    drop_absent_nulls(root, item, v);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+fn admits_null(root: &Value, schema: &Value) -> bool {
+    if let Some(reference) = schema.get("$ref").and_then(Value::as_str) {
+        return resolve(root, reference).is_some_and(|s| admits_null(root, s));
+    }
+    match schema.get("type") {
+        Some(Value::String(t)) => t == "null",
+        Some(Value::Array(types)) => types.iter().any(|t| t == "null"),
+        _ => {
+            ["anyOf", "oneOf"].iter().any(|k| {
+                schema
+                    .get(*k)
+                    .and_then(Value::as_array)
+                    .is_some_and(|options| options.iter().any(|o| admits_null(root, o)))
+            }) || !(schema.get("enum").is_some() || schema.get("const").is_some())
+        }
+    }
 }
 
 /// The first JSON value in a model's reply: the whole text if it is JSON, else the first
@@ -502,6 +568,28 @@ mod tests {
             Some(json!({"y": 1}))
         );
         assert_eq!(extract_json("{\"unterminated\": "), None);
+    }
+
+    #[test]
+    fn nulls_for_optional_fields_read_as_absent() {
+        let schema = json!({
+            "type": "object",
+            "properties": {
+                "id": {"type": "string"},
+                "note": {"type": "string"},
+                "maybe": {"type": ["string", "null"]},
+                "inner": {"$ref": "#/$defs/Inner"}
+            },
+            "required": ["id", "maybe"],
+            "$defs": {"Inner": {"type": "object", "properties": {"k": {"type": "integer"}}}}
+        });
+        let mut value = json!({"id": "a", "note": null, "maybe": null, "inner": {"k": null}});
+        drop_absent_nulls(&schema, &schema, &mut value);
+        assert_eq!(value, json!({"id": "a", "maybe": null, "inner": {}}));
+        validate_json(&schema, &value).unwrap();
+        let mut required_null = json!({"id": null, "maybe": null});
+        drop_absent_nulls(&schema, &schema, &mut required_null);
+        assert!(validate_json(&schema, &required_null).is_err());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 mod adapters;
 mod config;
 mod fixtures;
+mod flavours;
 mod layers;
 mod scripted;
 mod structured;

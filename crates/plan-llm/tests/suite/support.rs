@@ -23,7 +23,7 @@ pub fn openai_compatible(url: &str) -> Arc<dyn Provider> {
     Arc::new(
         OpenAi::new("local-model", Some(ApiKey::new(CANARY_KEY)))
             .with_base_url(url)
-            .with_flavour(Flavour::compatible()),
+            .with_flavour(Flavour::compatible().with_detect(false)),
     )
 }
 

@@ -11,96 +11,20 @@ use crate::error::LlmError;
 use crate::http::{self, Decoder, ErrorInfo, SseEvent};
 use crate::provider::{Capabilities, ChunkStream, Provider, collect_stream};
 use crate::secret::ApiKey;
+use crate::structured::{StructuredMode, request_for};
 use crate::types::{
     Chunk, FinishReason, Message, Request, Response, ResponseFormat, Role, ToolChoice, Usage,
 };
 
+mod endpoint;
+mod flavour;
+mod strict;
+
+use endpoint::Level;
+pub use flavour::Flavour;
+
 /// The default endpoint.
 pub const OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
-
-/// How an OpenAI-compatible server differs from OpenAI's own API.
-///
-/// ```
-/// use plan_llm::Flavour;
-/// let vllm = Flavour::compatible().with_json_schema(true);
-/// assert!(vllm.json_schema && !Flavour::compatible().json_schema);
-/// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Flavour {
-    /// `response_format: {"type": "json_schema"}` is supported.
-    pub json_schema: bool,
-    /// `response_format: {"type": "json_object"}` is supported.
-    pub json_object: bool,
-    /// `stream_options.include_usage` is accepted and usage arrives in the last chunk.
-    pub streamed_usage: bool,
-    /// An assistant message with tool calls needs `content: ""` instead of `null`.
-    pub empty_content_with_tool_calls: bool,
-    /// The token cap is sent as `max_completion_tokens` (OpenAI) rather than `max_tokens`.
-    pub max_completion_tokens: bool,
-}
-
-impl Flavour {
-    /// OpenAI's own API.
-    pub fn openai() -> Self {
-        Self {
-            json_schema: true,
-            json_object: true,
-            streamed_usage: true,
-            empty_content_with_tool_calls: false,
-            max_completion_tokens: true,
-        }
-    }
-
-    /// A conservative default for other servers (llama.cpp, vLLM, LM Studio, ...): JSON
-    /// object mode, `max_tokens`, `content: ""` with tool calls, no schema mode and no
-    /// streamed usage until you say so.
-    pub fn compatible() -> Self {
-        Self {
-            json_schema: false,
-            json_object: true,
-            streamed_usage: false,
-            empty_content_with_tool_calls: true,
-            max_completion_tokens: false,
-        }
-    }
-
-    /// Sets whether `json_schema` response formats are supported.
-    pub fn with_json_schema(mut self, yes: bool) -> Self {
-        self.json_schema = yes;
-        self
-    }
-
-    /// Sets whether `json_object` response formats are supported.
-    pub fn with_json_object(mut self, yes: bool) -> Self {
-        self.json_object = yes;
-        self
-    }
-
-    /// Sets whether streamed usage is requested.
-    pub fn with_streamed_usage(mut self, yes: bool) -> Self {
-        self.streamed_usage = yes;
-        self
-    }
-
-    /// Sets whether assistant tool-call messages carry `content: ""`.
-    pub fn with_empty_content_with_tool_calls(mut self, yes: bool) -> Self {
-        self.empty_content_with_tool_calls = yes;
-        self
-    }
-
-    /// Sets whether the token cap is sent as `max_completion_tokens`.
-    pub fn with_max_completion_tokens(mut self, yes: bool) -> Self {
-        self.max_completion_tokens = yes;
-        self
-    }
-}
-
-impl Default for Flavour {
-    fn default() -> Self {
-        Self::openai()
-    }
-}
 
 /// A model behind OpenAI's chat-completions API or a compatible server.
 ///
@@ -160,24 +84,135 @@ impl OpenAi {
         &self.base_url
     }
 
-    async fn send(&self, request: &Request, stream: bool) -> Result<reqwest::Response, LlmError> {
-        let body = wire_request(&self.model, request, stream, self.flavour);
+    /// The flavour in use: the configured one, or the one the server identified itself as
+    /// when the configured flavour asks to [`detect`](Flavour::detect).
+    async fn flavour(&self) -> Flavour {
+        if !self.flavour.detect {
+            return self.flavour;
+        }
+        if let Some(found) = endpoint::learned(&self.base_url).detected {
+            return found.unwrap_or(self.flavour);
+        }
+        let found = self.identify().await;
+        endpoint::detected(&self.base_url, found);
+        found.unwrap_or(self.flavour)
+    }
+
+    /// Asks the server who it is (`GET /models`); `None` when it does not say.
+    async fn identify(&self) -> Option<Flavour> {
         let mut builder = self
             .client
-            .post(http::join(&self.base_url, "chat/completions"))
-            .json(&body);
+            .get(http::join(&self.base_url, "models"))
+            .timeout(std::time::Duration::from_secs(5));
         if let Some(key) = &self.key {
             builder = builder.bearer_auth(key.expose_secret());
         }
-        let response = builder
+        let reply = builder.send().await.ok()?.error_for_status().ok()?;
+        let found = Flavour::identify(&reply.json::<Value>().await.ok()?);
+        tracing::debug!(
+            provider = %self.name,
+            flavour = found.map_or("unknown", |f| f.name),
+            "asked the server who it is"
+        );
+        found
+    }
+
+    /// The flavour as far as it is known without asking the server.
+    fn known_flavour(&self) -> Flavour {
+        match endpoint::learned(&self.base_url).detected {
+            Some(Some(found)) if self.flavour.detect => found,
+            _ => self.flavour,
+        }
+    }
+
+    async fn post(&self, body: &Value) -> Result<reqwest::Response, LlmError> {
+        let mut builder = self
+            .client
+            .post(http::join(&self.base_url, "chat/completions"))
+            .json(body);
+        if let Some(key) = &self.key {
+            builder = builder.bearer_auth(key.expose_secret());
+        }
+        builder
             .send()
             .await
-            .map_err(|e| http::transport(&self.name, e, self.key.as_ref()))?;
-        if response.status().is_success() {
-            Ok(response)
-        } else {
-            Err(http::read_error(&self.name, response, self.key.as_ref(), parse_error).await)
+            .map_err(|e| http::transport(&self.name, e, self.key.as_ref()))
+    }
+
+    /// Sends the request, asking for its structured output in the strongest mode the server
+    /// takes: a mode the server refuses (see [`endpoint::refuses_format`]) is replaced at
+    /// once by the next one down (json_schema, json_object, instructions only), never
+    /// retried, and remembered for the endpoint.
+    async fn send(&self, request: &Request, stream: bool) -> Result<reqwest::Response, LlmError> {
+        let flavour = self.flavour().await;
+        let asked = match &request.response_format {
+            ResponseFormat::JsonSchema { .. } => Level::Schema,
+            ResponseFormat::JsonObject => Level::Object,
+            _ => Level::Text,
+        };
+        let mut level = asked.within(&flavour);
+        if let Some(ceiling) = endpoint::learned(&self.base_url).ceiling {
+            level = level.max(ceiling);
         }
+        loop {
+            let body = self.body_at(request, asked, level, stream, flavour);
+            let response = self.post(&body).await?;
+            if response.status().is_success() {
+                return Ok(response);
+            }
+            let status = response.status().as_u16();
+            let headers = response.headers().clone();
+            let text = response
+                .text()
+                .await
+                .map_err(|e| http::transport(&self.name, e, self.key.as_ref()))?;
+            if level != Level::Text && endpoint::refuses_format(status, &text) {
+                let next = level.below(&flavour);
+                endpoint::refused(&self.base_url, &self.name, level, next);
+                level = next;
+                continue;
+            }
+            return Err(http::error_from_body(
+                &self.name,
+                status,
+                &headers,
+                &text,
+                self.key.as_ref(),
+                parse_error,
+            ));
+        }
+    }
+
+    /// The wire body for `request` with its structured output asked for at `level`: below
+    /// what was `asked`, the schema moves into the instructions (and, for servers that take
+    /// it, beside `json_object`).
+    fn body_at(
+        &self,
+        request: &Request,
+        asked: Level,
+        level: Level,
+        stream: bool,
+        flavour: Flavour,
+    ) -> Value {
+        if level == asked {
+            return wire_request(&self.model, request, stream, flavour);
+        }
+        let ResponseFormat::JsonSchema { name, schema } = &request.response_format else {
+            // JSON object mode refused: the caller's prompt already asks for JSON.
+            let mut plain = request.clone();
+            plain.response_format = ResponseFormat::Text;
+            return wire_request(&self.model, &plain, stream, flavour);
+        };
+        let mode = match level {
+            Level::Object => StructuredMode::JsonObject,
+            _ => StructuredMode::Instructions,
+        };
+        let rewritten = request_for(request, mode, name, schema);
+        let mut body = wire_request(&self.model, &rewritten, stream, flavour);
+        if level == Level::Object && flavour.json_object_schema {
+            body["response_format"]["schema"] = schema.clone();
+        }
+        body
     }
 }
 
@@ -188,11 +223,15 @@ impl Provider for OpenAi {
     }
 
     fn capabilities(&self) -> Capabilities {
+        let flavour = self.known_flavour();
+        let ceiling = endpoint::learned(&self.base_url)
+            .ceiling
+            .unwrap_or(Level::Schema);
         Capabilities::default()
             .with_streaming(true)
             .with_tools(true)
-            .with_json_schema(self.flavour.json_schema)
-            .with_json_object(self.flavour.json_object)
+            .with_json_schema(flavour.json_schema && ceiling <= Level::Schema)
+            .with_json_object(flavour.json_object && ceiling <= Level::Object)
     }
 
     async fn complete(&self, request: &Request) -> Result<Response, LlmError> {
@@ -331,35 +370,6 @@ fn wire_message(m: &Message, flavour: Flavour) -> Value {
     }
 }
 
-/// Whether OpenAI's strict mode accepts this schema: every object closes its properties
-/// and requires all of them.
-fn strict_compatible(schema: &Value) -> bool {
-    match schema {
-        Value::Object(map) => {
-            if map.get("type") == Some(&json!("object")) || map.contains_key("properties") {
-                let props: Vec<&String> = map
-                    .get("properties")
-                    .and_then(Value::as_object)
-                    .map(|p| p.keys().collect())
-                    .unwrap_or_default();
-                let required: Vec<&str> = map
-                    .get("required")
-                    .and_then(Value::as_array)
-                    .map(|r| r.iter().filter_map(Value::as_str).collect())
-                    .unwrap_or_default();
-                if map.get("additionalProperties") != Some(&Value::Bool(false))
-                    || props.iter().any(|p| !required.contains(&p.as_str()))
-                {
-                    return false;
-                }
-            }
-            map.values().all(strict_compatible)
-        }
-        Value::Array(items) => items.iter().all(strict_compatible),
-        _ => true,
-    }
-}
-
 pub(crate) fn wire_request(model: &str, r: &Request, stream: bool, flavour: Flavour) -> Value {
     let mut body = json!({
         "model": model,
@@ -388,12 +398,18 @@ pub(crate) fn wire_request(model: &str, r: &Request, stream: bool, flavour: Flav
             obj.insert("response_format".into(), json!({"type": "json_object"}));
         }
         ResponseFormat::JsonSchema { name, schema } => {
+            // OpenAI guarantees the shape only in strict mode, which takes its own dialect;
+            // other servers get the schema as written, bounds and all.
+            let (schema, strict) = match strict::strict_variant(schema) {
+                Some(variant) if flavour.name == "openai" => (variant, true),
+                _ => (schema.clone(), strict::strict_compatible(schema)),
+            };
             obj.insert(
                 "response_format".into(),
                 json!({"type": "json_schema", "json_schema": {
                     "name": name,
                     "schema": schema,
-                    "strict": strict_compatible(schema),
+                    "strict": strict,
                 }}),
             );
         }
@@ -625,7 +641,7 @@ mod tests {
 
     #[test]
     fn text_stream_survives_every_cut_and_line_ending() {
-        let body = include_bytes!("../tests/recordings/openai/text.sse");
+        let body = include_bytes!("../../tests/recordings/openai/text.sse");
         let mut bom = vec![0xEF, 0xBB, 0xBF];
         bom.extend_from_slice(body);
         for variant in [body.to_vec(), crlf(body), cr(body), bom] {
@@ -653,7 +669,7 @@ mod tests {
     #[test]
     fn tool_calls_multi_line_data_and_truncation() {
         let tools = sse_all_cuts(
-            include_bytes!("../tests/recordings/openai/tools-parallel.sse"),
+            include_bytes!("../../tests/recordings/openai/tools-parallel.sse"),
             decoder,
         )
         .unwrap();
@@ -661,26 +677,17 @@ mod tests {
         assert_eq!(names, ["get_weather", "get_time", "ping"]);
         assert_eq!(tools.tool_calls[1].arguments, json!({"tz": "CET"}));
         let multi = sse_all_cuts(
-            include_bytes!("../tests/recordings/openai/multiline-data.sse"),
+            include_bytes!("../../tests/recordings/openai/multiline-data.sse"),
             decoder,
         )
         .unwrap();
         assert_eq!(multi.content, "Hello, wörld — ✓");
         let cut = sse_all_cuts(
-            include_bytes!("../tests/recordings/openai/no-done.sse"),
+            include_bytes!("../../tests/recordings/openai/no-done.sse"),
             decoder,
         )
         .unwrap_err();
         assert!(cut.contains("truncated"), "{cut}");
-    }
-
-    #[test]
-    fn strict_mode_only_for_closed_schemas() {
-        let closed = json!({"type": "object", "properties": {"a": {"type": "string"}},
-            "required": ["a"], "additionalProperties": false});
-        assert!(strict_compatible(&closed));
-        let open = json!({"type": "object", "properties": {"a": {"type": "string"}}});
-        assert!(!strict_compatible(&open));
     }
 
     #[test]

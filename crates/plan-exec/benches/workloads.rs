@@ -1,5 +1,5 @@
 //! Runner benchmark (`cargo bench -p plan-exec --bench workloads`): the reference
-//! workloads through the parallel runner and the LLM step executor, against the in-repo
+//! workloads through the parallel runner and the LLM step executor, against plan-llm's
 //! fake OpenAI-compatible server (axum on loopback, 300 ms per call), over real HTTP with
 //! plan-llm's OpenAI adapter. Prints a table: makespan, ideal (critical path x latency),
 //! ratio, max concurrency at the server, calls and prompt tokens. Then 100,000 no-op steps
@@ -8,9 +8,10 @@
 use std::time::{Duration, Instant};
 
 use plan_core::{Plan, Step};
+use plan_exec::testing::answer_by_step;
 use plan_exec::testing::workloads::{Workload, fan_out, reference};
-use plan_exec::testing::{FakeOpenAi, FakeOpenAiConfig};
 use plan_exec::{LlmStepExecutor, RunOptions, Runner, StepContext, StepPolicy, executor_fn};
+use plan_llm::testing::FakeOpenAi;
 use plan_llm::{Flavour, OpenAi};
 
 const LATENCY: Duration = Duration::from_millis(300);
@@ -31,9 +32,8 @@ fn main() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let server = FakeOpenAi::start(FakeOpenAiConfig::default().with_latency(LATENCY))
-            .await
-            .unwrap();
+        let server = FakeOpenAi::start().await;
+        answer_by_step(&server).latency(LATENCY);
         let provider = OpenAi::new("fake-model", None)
             .with_base_url(server.base_url())
             .with_flavour(Flavour::compatible());

@@ -54,9 +54,10 @@
 //! - `tools`: tools and search (`Tool`, `ToolSet` with JSON-schema validation, the tool
 //!   loop, built-in tools, `SearchBackend`, Brave search).
 //! - `search-index`: the local full-text index (`LocalIndex`, tantivy); implies `tools`.
-//! - `test-support`: `testing::FakeOpenAi`, a fake OpenAI-compatible server on loopback
-//!   with a fixed latency per call, counting requests per step (for tests and benchmarks);
-//!   `conformance::check_store`, the conformance suite for any [`RunStore`].
+//! - `test-support`: `testing`, which points plan-llm's fake OpenAI server
+//!   (`plan_llm::testing::FakeOpenAi`, enabled with this feature) at plan-exec's step
+//!   prompts, and the benchmarks' reference workloads; `conformance::check_store`, the
+//!   conformance suite for any [`RunStore`].
 #![deny(missing_docs)]
 #![cfg_attr(
     not(test),

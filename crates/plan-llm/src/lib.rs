@@ -31,9 +31,11 @@
 //! schemas with `schemars`.
 //!
 //! # Features
-//! - `test-utils`: [`testing`], a fake HTTP server that replays wire recordings with
-//!   split reads, and a conformance suite for any [`Provider`] built for a base URL: for
-//!   authors of provider crates.
+//! - `test-utils`: [`testing`]: `FakeOpenAi`, a fake OpenAI-compatible chat completions
+//!   server with scripted replies, latency and request counts, for tests and benchmarks;
+//!   and a fake HTTP server that replays wire recordings with split reads, with a
+//!   conformance suite for any [`Provider`] built for a base URL, for authors of provider
+//!   crates.
 #![deny(missing_docs)]
 #![cfg_attr(
     not(test),

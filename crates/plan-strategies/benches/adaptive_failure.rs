@@ -9,7 +9,8 @@
 
 use std::time::{Duration, Instant};
 
-use plan_exec::testing::{FakeOpenAi, FakeOpenAiConfig, FakeReply, FakeRequest, default_reply};
+use plan_exec::testing::{answer_by_step, default_reply};
+use plan_llm::testing::{FakeOpenAi, FakeReply, FakeRequest};
 use plan_llm::{Flavour, OpenAi};
 use plan_strategies::{Agent, StrategyKind};
 
@@ -28,13 +29,13 @@ const REPLAN: &str = r#"{"goal": "Compare two things", "steps": [
     {"id": "d2", "description": "Summarise", "dependencies": ["c2"]}]}"#;
 
 fn respond(r: &FakeRequest) -> FakeReply {
-    let text: String = r.messages.iter().map(|(_, c)| c.as_str()).collect();
+    let text = r.text();
     if text.contains("Plan again from the current state") {
         FakeReply::Text(REPLAN.to_owned())
     } else if text.contains("You are a planner") {
         FakeReply::Text(PLAN.to_owned())
     } else if r.key == "b" {
-        FakeReply::Error(500, "the server had an error".to_owned())
+        FakeReply::error(500, "the server had an error")
     } else if text.contains("final answer") {
         FakeReply::Text("the answer".to_owned())
     } else {
@@ -44,13 +45,10 @@ fn respond(r: &FakeRequest) -> FakeReply {
 
 #[tokio::main]
 async fn main() {
-    let server = FakeOpenAi::start(
-        FakeOpenAiConfig::default()
-            .with_latency(LATENCY)
-            .with_responder(respond),
-    )
-    .await
-    .expect("fake server");
+    let server = FakeOpenAi::start().await;
+    answer_by_step(&server)
+        .latency(LATENCY)
+        .otherwise(FakeReply::with(respond));
     let mut walls = Vec::new();
     let mut b_requests = Vec::new();
     let mut totals = Vec::new();

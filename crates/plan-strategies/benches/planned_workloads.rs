@@ -1,5 +1,5 @@
 //! Whole-run benchmark (`cargo bench -p plan-strategies --bench planned_workloads`): plan-exec's
-//! reference workloads *planned by the DAG strategy*. The plan comes from plan-exec's fake
+//! reference workloads *planned by the DAG strategy*. The plan comes from plan-llm's fake
 //! OpenAI-compatible server (axum on loopback, 300 ms per call, over real HTTP with
 //! plan-llm's OpenAI adapter), the steps run through the parallel runner and the LLM step
 //! executor against the same server, and a synthesis call writes the answer.
@@ -23,8 +23,9 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use plan_core::{Plan, Step};
 use plan_exec::testing::workloads::{Workload, layered, reference};
-use plan_exec::testing::{FakeOpenAi, FakeOpenAiConfig, FakeReply, default_reply};
+use plan_exec::testing::{answer_by_step, default_reply};
 use plan_exec::{LlmStepExecutor, RunOptions, StepPolicy};
+use plan_llm::testing::{FakeOpenAi, FakeReply, FakeRequest};
 use plan_llm::{
     Capabilities, Chunk, ChunkStream, FinishReason, Flavour, LlmError, OpenAi, Provider, Request,
     Response,
@@ -74,7 +75,7 @@ impl<P: Provider> Provider for Paced<P> {
     }
 }
 
-fn responder(plan: Plan) -> impl Fn(&plan_exec::testing::FakeRequest) -> FakeReply {
+fn responder(plan: Plan) -> impl Fn(&FakeRequest) -> FakeReply + Send + Sync + 'static {
     let json = serde_json::to_string(&plan).unwrap_or_default();
     move |r| {
         let system = r
@@ -107,17 +108,12 @@ enum Setup {
 }
 
 async fn run_once(plan: &Plan, setup: Setup) -> (Duration, usize, u64, bool) {
-    let steps_server = FakeOpenAi::start(
-        FakeOpenAiConfig::default()
-            .with_latency(LATENCY)
-            .with_responder(responder(plan.clone())),
-    )
-    .await
-    .unwrap();
-    let instant_server =
-        FakeOpenAi::start(FakeOpenAiConfig::default().with_responder(responder(plan.clone())))
-            .await
-            .unwrap();
+    let steps_server = FakeOpenAi::start().await;
+    answer_by_step(&steps_server)
+        .latency(LATENCY)
+        .otherwise(FakeReply::with(responder(plan.clone())));
+    let instant_server = FakeOpenAi::start().await;
+    answer_by_step(&instant_server).otherwise(FakeReply::with(responder(plan.clone())));
     let executor = LlmStepExecutor::new(openai(&steps_server));
     let options = RunOptions::default()
         .with_concurrency(16)
@@ -164,9 +160,8 @@ fn peak_rss_mib() -> Option<f64> {
 async fn large_exec() {
     const LARGE_LATENCY: Duration = Duration::from_millis(50);
     let plan = layered(&[50; 40]);
-    let server = FakeOpenAi::start(FakeOpenAiConfig::default().with_latency(LARGE_LATENCY))
-        .await
-        .unwrap();
+    let server = FakeOpenAi::start().await;
+    answer_by_step(&server).latency(LARGE_LATENCY);
     let agent = Agent::builder()
         .provider(openai(&server))
         .strategy(StrategyKind::Dag)

@@ -4,6 +4,7 @@
 use std::io::Write;
 use std::process::Stdio;
 
+use plan_llm::testing::FakeOpenAi;
 use serde_json::Value;
 
 use crate::support::{
@@ -12,7 +13,7 @@ use crate::support::{
 
 fn approve(
     sb: &Sandbox,
-    server: &crate::support::fake_openai::FakeOpenAi,
+    server: &FakeOpenAi,
     answers: &str,
     editor: Option<&str>,
 ) -> std::process::Output {
@@ -21,7 +22,7 @@ fn approve(
 
 fn approve_with(
     sb: &Sandbox,
-    server: &crate::support::fake_openai::FakeOpenAi,
+    server: &FakeOpenAi,
     answers: &str,
     editor: Option<&str>,
     extra: &[&str],
@@ -137,13 +138,13 @@ fn editor_that_changes_nothing_goes_back_to_the_question() {
 
 #[test]
 fn an_approved_plan_replans_under_adaptive() {
-    use crate::support::fake_openai::Reply;
+    use plan_llm::testing::FakeReply;
     let sb = Sandbox::new();
     let server = agent_server(DIAMOND);
-    server.on_first(&step_prompt("b"), Reply::Error(400));
+    server.on_first(&step_prompt("b"), FakeReply::error(400, "fake failure"));
     server.on_first(
         "Plan again from the current state",
-        Reply::Text(
+        FakeReply::Text(
             r#"{"goal": "Compare two things", "steps": [
             {"id": "b2", "description": "Describe the second thing from memory", "dependencies": []},
             {"id": "c2", "description": "Compare them", "dependencies": ["a", "b2"]}]}"#

@@ -3,8 +3,8 @@
 
 use serde_json::Value;
 
-use crate::support::fake_openai::Reply;
 use crate::support::*;
+use plan_llm::testing::FakeReply;
 
 const ROUTER: &str = "You decide how to meet a goal";
 
@@ -14,7 +14,7 @@ fn a_simple_goal_is_answered_directly() {
     let server = agent_server(DIAMOND);
     server.on_first(
         ROUTER,
-        Reply::Text(r#"{"answer": "4", "plan": null}"#.to_owned()),
+        FakeReply::Text(r#"{"answer": "4", "plan": null}"#.to_owned()),
     );
     let events = sb.path("events.jsonl");
     let out = output(&mut sb.plan(args(
@@ -53,7 +53,7 @@ fn a_goal_that_needs_a_plan_runs_it() {
     let server = agent_server(DIAMOND);
     server.on_first(
         ROUTER,
-        Reply::Text(format!(r#"{{"answer": null, "plan": {DIAMOND}}}"#)),
+        FakeReply::Text(format!(r#"{{"answer": null, "plan": {DIAMOND}}}"#)),
     );
     let v = run_json(
         &sb,

@@ -2,14 +2,12 @@
 //! the plan file run in the sandbox (bubblewrap, as `--sandbox auto` picks it), errors are
 //! fed back, and a failing check fails the run.
 
-use std::sync::Arc;
-
 use serde_json::Value;
 
-use crate::support::fake_openai::Reply;
 use crate::support::{
     Sandbox, agent_server, expect_code, model_flags, output, read_events, stderr, stdout,
 };
+use plan_llm::testing::{FakeOpenAi, FakeReply};
 
 /// A code step the model writes, then a check that the plan file carries.
 const CODE_PLAN: &str = r#"{"goal": "Count the primes below 100", "steps": [
@@ -18,23 +16,19 @@ const CODE_PLAN: &str = r#"{"goal": "Count the primes below 100", "steps": [
      "lang": "bash", "code": "grep -qx 25 deps/count.txt || { echo \"expected 25, got $(cat deps/count.txt)\" >&2; exit 1; }"}]}"#;
 
 /// A program with a bug on the first attempt, then the corrected one.
-fn programmer() -> Reply {
-    Reply::With(Arc::new(|text: &str| {
-        if text.contains("Your previous program failed") {
-            "```python\nprint(sum(1 for n in range(2, 100) if all(n % d for d in range(2, n))))\n```"
-                .to_owned()
+fn programmer() -> FakeReply {
+    FakeReply::with(|r| {
+        if r.text().contains("Your previous program failed") {
+            FakeReply::text(
+                "```python\nprint(sum(1 for n in range(2, 100) if all(n % d for d in range(2, n))))\n```",
+            )
         } else {
-            "```python\nprint(len(primes))\n```".to_owned()
+            FakeReply::text("```python\nprint(len(primes))\n```")
         }
-    }))
+    })
 }
 
-fn exec(
-    sb: &Sandbox,
-    plan: &str,
-    extra: &[&str],
-    server: &crate::support::fake_openai::FakeOpenAi,
-) -> std::process::Output {
+fn exec(sb: &Sandbox, plan: &str, extra: &[&str], server: &FakeOpenAi) -> std::process::Output {
     sb.write("plan.json", plan);
     let mut args: Vec<String> = ["exec", "plan.json", "--json", "--events", "events.jsonl"]
         .iter()
@@ -70,7 +64,7 @@ fn model_written_programs_run_in_the_sandbox_and_errors_are_fed_back() {
     let retry = server
         .requests()
         .iter()
-        .map(crate::support::fake_openai::messages_text)
+        .map(|r| r.text())
         .find(|t| t.contains("Your previous program failed"))
         .unwrap();
     assert!(retry.contains("NameError"), "{retry}");
@@ -97,7 +91,7 @@ fn a_failing_check_fails_the_run_and_names_the_step() {
     // A model that gets the count wrong, every time.
     server.on_first(
         "You write one complete program",
-        Reply::Text("```python\nprint(24)\n```".to_owned()),
+        FakeReply::Text("```python\nprint(24)\n```".to_owned()),
     );
     let out = exec(&sb, CODE_PLAN, &[], &server);
     expect_code(&out, 1);

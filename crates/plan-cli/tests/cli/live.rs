@@ -5,9 +5,9 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use crate::support::fake_openai::{FakeOpenAi, Reply};
 use crate::support::pty::{Escape, TermRun, escapes, run_on_pty};
 use crate::support::{DIAMOND, Sandbox, agent_server, model_flags, step_prompt};
+use plan_llm::testing::{FakeOpenAi, FakeReply};
 
 /// How long every model call takes in live tests: long enough that each running step is
 /// drawn by the spinners' ticks many times over, whatever the machine's load.
@@ -296,7 +296,7 @@ fn fallback_is_called_out_on_the_terminal() {
     // b's own body fails for good (400 is not retried); its fallback body answers.
     server.on_first(
         &format!("{}:\nDescribe the second thing", step_prompt("b")),
-        Reply::Error(400),
+        FakeReply::error(400, "fake failure"),
     );
     let out = on_terminal(&sb, &server, &["run", "Compare two things"], &[]);
     out.expect_code(0);
@@ -326,13 +326,13 @@ fn fallback_is_called_out_on_the_terminal() {
 fn replan_is_called_out_on_the_terminal() {
     let sb = Sandbox::new();
     let server = slow_server(DIAMOND);
-    server.on_first(&step_prompt("b"), Reply::Error(400));
+    server.on_first(&step_prompt("b"), FakeReply::error(400, "fake failure"));
     let replan = r#"{"goal": "Compare two things", "steps": [
         {"id": "b2", "description": "Describe the second thing from memory", "dependencies": []},
         {"id": "c2", "description": "Compare them", "dependencies": ["a", "b2"]}]}"#;
     server.on_first(
         "Plan again from the current state",
-        Reply::Text(replan.to_owned()),
+        FakeReply::Text(replan.to_owned()),
     );
     let out = on_terminal(
         &sb,
@@ -379,7 +379,7 @@ fn replan_is_called_out_on_the_terminal() {
 fn failed_run_leaves_a_clean_screen_naming_the_failure() {
     let sb = Sandbox::new();
     let server = slow_server(DIAMOND);
-    server.on_first(&step_prompt("b"), Reply::Error(400));
+    server.on_first(&step_prompt("b"), FakeReply::error(400, "fake failure"));
     let out = on_terminal(
         &sb,
         &server,

@@ -3,8 +3,8 @@
 //! the official MCP Python SDK. The servers and the SDK are pinned (testdata/mcp).
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 
+use plan_llm::testing::{FakeOpenAi, FakeReply};
 use plan_mcp::testing;
 use serde_json::{Value, json};
 
@@ -163,7 +163,7 @@ fn a_run_step_reads_a_file_through_the_filesystem_server() {
     std::fs::create_dir_all(&docs).unwrap();
     let secret = docs.join("secret.txt");
     std::fs::write(&secret, "the launch code is tangerine-42\n").unwrap();
-    let model = ToolModel::start(&secret);
+    let model = file_reader(&secret);
     sb.write(
         "plan.json",
         r#"{"goal": "Find the launch code", "steps": [
@@ -197,7 +197,7 @@ fn a_run_step_reads_a_file_through_the_filesystem_server() {
     assert_eq!(calls[0]["tool"], "read_text_file");
     assert_eq!(calls[0]["ok"], true);
     // The model was offered the server's tools with their schemas.
-    let first = &model.requests()[0];
+    let first = &model.requests()[0].body;
     let offered: Vec<&str> = first["tools"]
         .as_array()
         .unwrap()
@@ -210,96 +210,25 @@ fn a_run_step_reads_a_file_through_the_filesystem_server() {
     );
 }
 
-/// A fake OpenAI-compatible model that calls one tool natively, then answers with what
-/// the tool returned (the CLI tests' shared fake answers with text only).
-struct ToolModel {
-    addr: std::net::SocketAddr,
-    requests: Arc<Mutex<Vec<Value>>>,
+/// A fake model that calls `tool` natively with `arguments` when it is offered tools, then
+/// answers with what the tool returned.
+fn tool_model(tool: &str, arguments: Value) -> FakeOpenAi {
+    let server = FakeOpenAi::start_detached();
+    let tool = tool.to_owned();
+    server.otherwise(FakeReply::with(move |r| match r.tool_result() {
+        Some(result) => FakeReply::text(format!("The file says: {}", result.trim())),
+        None if !r.tools().is_empty() => FakeReply::tool_call(tool.clone(), arguments.clone()),
+        None => FakeReply::text("FINAL ANSWER"),
+    }));
+    server
 }
 
-impl ToolModel {
-    fn start(file: &Path) -> ToolModel {
-        Self::start_with_call(
-            "read_text_file",
-            json!({"path": file.display().to_string()}),
-        )
-    }
-
-    fn start_with_call(tool: &str, arguments: Value) -> ToolModel {
-        let requests: Arc<Mutex<Vec<Value>>> = Arc::default();
-        let state = (requests.clone(), tool.to_owned(), arguments);
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                tx.send(listener.local_addr().unwrap()).unwrap();
-                let app = axum::Router::new()
-                    .route("/v1/chat/completions", axum::routing::post(tool_chat))
-                    .with_state(Arc::new(state));
-                axum::serve(listener, app).await.unwrap();
-            });
-        });
-        ToolModel {
-            addr: rx.recv().unwrap(),
-            requests,
-        }
-    }
-
-    fn base_url(&self) -> String {
-        format!("http://{}/v1", self.addr)
-    }
-
-    fn requests(&self) -> Vec<Value> {
-        self.requests.lock().unwrap().clone()
-    }
-}
-
-type ToolState = Arc<(Arc<Mutex<Vec<Value>>>, String, Value)>;
-
-async fn tool_chat(
-    axum::extract::State(state): axum::extract::State<ToolState>,
-    axum::Json(request): axum::Json<Value>,
-) -> axum::response::Response {
-    use axum::response::IntoResponse;
-    let (requests, tool, arguments) = &*state;
-    requests.lock().unwrap().push(request.clone());
-    let messages = request["messages"].as_array().cloned().unwrap_or_default();
-    let tool_result = messages.iter().find(|m| m["role"] == "tool");
-    let offers_tools = request["tools"].as_array().is_some_and(|t| !t.is_empty());
-    let message = match (tool_result, offers_tools) {
-        (Some(result), _) => json!({
-            "role": "assistant",
-            "content": format!("The file says: {}", result["content"].as_str().unwrap_or("").trim())
-        }),
-        (None, true) => json!({
-            "role": "assistant", "content": null,
-            "tool_calls": [{"id": "call_1", "type": "function",
-                "function": {"name": tool, "arguments": arguments.to_string()}}]
-        }),
-        (None, false) => json!({"role": "assistant", "content": "FINAL ANSWER"}),
-    };
-    let usage = json!({"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2});
-    if request["stream"].as_bool() == Some(true) {
-        let chunk = json!({"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "fake",
-            "choices": [{"index": 0, "delta": message, "finish_reason": "stop"}], "usage": usage});
-        let sse = format!("data: {chunk}\n\ndata: [DONE]\n\n");
-        return ([("content-type", "text/event-stream")], sse).into_response();
-    }
-    let finish = if message.get("tool_calls").is_some() {
-        "tool_calls"
-    } else {
-        "stop"
-    };
-    axum::Json(json!({
-        "id": "c", "object": "chat.completion", "created": 0, "model": "fake",
-        "choices": [{"index": 0, "message": message, "finish_reason": finish}],
-        "usage": usage
-    }))
-    .into_response()
+/// A fake model that reads `file` with the filesystem server's `read_text_file`.
+fn file_reader(file: &Path) -> FakeOpenAi {
+    tool_model(
+        "read_text_file",
+        json!({"path": file.display().to_string()}),
+    )
 }
 
 #[test]
@@ -430,7 +359,7 @@ fn a_step_whose_mcp_tool_hangs_fails_naming_the_server_and_tool() {
         "plan.json",
         r#"{"goal": "Wait", "steps": [{"id": "wait", "description": "Run the long operation"}]}"#,
     );
-    let model = ToolModel::start_with_call(
+    let model = tool_model(
         "trigger-long-running-operation",
         json!({"duration": 20, "steps": 2}),
     );
@@ -458,7 +387,7 @@ fn built_in_tools_and_agent_profiles_reach_the_steps_of_a_run() {
         "plan.json",
         r#"{"goal": "When is the meeting?", "steps": [{"id": "read", "description": "Read notes.txt"}]}"#,
     );
-    let model = ToolModel::start_with_call("read_file", json!({"path": "notes.txt"}));
+    let model = tool_model("read_file", json!({"path": "notes.txt"}));
     let out = output(&mut sb.plan([
         "exec",
         "plan.json",
@@ -476,7 +405,7 @@ fn built_in_tools_and_agent_profiles_reach_the_steps_of_a_run() {
         report["steps"][0]["output"], "The file says: 1: the meeting is on Thursday",
         "{report}"
     );
-    let offered: Vec<String> = model.requests()[0]["tools"]
+    let offered: Vec<String> = model.requests()[0].body["tools"]
         .as_array()
         .unwrap()
         .iter()
@@ -496,7 +425,7 @@ fn built_in_tools_and_agent_profiles_reach_the_steps_of_a_run() {
     let server = agent_server(DIAMOND);
     server.on_first(
         "You are the scribe.",
-        crate::support::fake_openai::Reply::Text("noted by the scribe".into()),
+        FakeReply::Text("noted by the scribe".into()),
     );
     let mut args: Vec<String> = ["exec", "plan.json", "--agents", "agents.toml", "--json"]
         .map(String::from)
@@ -603,7 +532,7 @@ fn ctrl_c_during_a_tool_call_leaves_no_mcp_server_behind() {
         "plan.json",
         r#"{"goal": "Wait", "steps": [{"id": "wait", "description": "Run the long operation"}]}"#,
     );
-    let model = ToolModel::start_with_call(
+    let model = tool_model(
         "trigger-long-running-operation",
         json!({"duration": 60, "steps": 2}),
     );

@@ -16,8 +16,8 @@ use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message as _;
 use serde_json::Value;
 
-use super::support::fake_openai::Reply;
 use super::support::*;
+use plan_llm::testing::FakeReply;
 
 /// An OTLP/HTTP trace receiver on loopback that keeps every request body.
 #[derive(Clone)]
@@ -212,7 +212,7 @@ fn planning_and_failures_are_spans_and_content_is_opt_in() {
     let sb = Sandbox::new();
     let server = agent_server(DIAMOND);
     // `b` fails for good (400 is not retryable): its step span says so.
-    server.on_first(&step_prompt("b"), Reply::Error(400));
+    server.on_first(&step_prompt("b"), FakeReply::error(400, "fake failure"));
     let receiver = Receiver::start();
     let plan_flags = model_flags(&server);
     let out = output(

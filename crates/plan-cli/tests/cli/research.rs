@@ -2,8 +2,8 @@
 
 use std::path::PathBuf;
 
-use crate::support::fake_openai::{FakeOpenAi, Reply};
 use crate::support::{Sandbox, expect_code, model_flags, output, stdout};
+use plan_llm::testing::{FakeOpenAi, FakeReply};
 
 fn corpus() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata/research-corpus")
@@ -15,18 +15,18 @@ fn research_server(search: &str) -> FakeOpenAi {
         {"id": "analyze", "description": "Pick out the facts", "kind": "analyze", "dependencies": ["search"]},
         {"id": "report", "description": "Answer the question", "kind": "synthesize", "dependencies": ["analyze"]},
     ]});
-    let server = FakeOpenAi::start();
+    let server = FakeOpenAi::start_detached();
     server
-        .on("You are a planner", Reply::Text(plan.to_string()))
+        .on("You are a planner", FakeReply::Text(plan.to_string()))
         .on(
             "careful research analyst",
-            Reply::Text("The answer is in the first result [search#1].".to_owned()),
+            FakeReply::Text("The answer is in the first result [search#1].".to_owned()),
         )
         .on(
             "final research report",
-            Reply::Text("Here is the answer [search#1].".to_owned()),
+            FakeReply::Text("Here is the answer [search#1].".to_owned()),
         )
-        .otherwise(Reply::Text("unexpected request".to_owned()));
+        .otherwise(FakeReply::Text("unexpected request".to_owned()));
     server
 }
 

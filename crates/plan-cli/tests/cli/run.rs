@@ -3,11 +3,11 @@
 
 use serde_json::Value;
 
-use crate::support::fake_openai::Reply;
 use crate::support::{
     DIAMOND, Sandbox, agent_server, expect_code, model_flags, output, read_events, stderr, stdout,
     step_prompt,
 };
+use plan_llm::testing::FakeReply;
 
 fn run_json(sb: &Sandbox, args: &[String]) -> Value {
     let out = output(&mut sb.plan(args));
@@ -45,7 +45,7 @@ fn run_prints_the_answer() {
     let c = server
         .requests()
         .into_iter()
-        .map(|r| crate::support::fake_openai::messages_text(&r))
+        .map(|r| r.text())
         .find(|t| t.contains(&step_prompt("c")))
         .unwrap();
     assert!(c.contains("result of a") && c.contains("result of b"));
@@ -225,7 +225,7 @@ fn adaptive_replans_keeping_finished_steps() {
     let sb = Sandbox::new();
     let server = agent_server(DIAMOND);
     // `b` fails for good (400 is not retryable); the replan replaces it with `b2`.
-    server.on_first(&step_prompt("b"), Reply::Error(400));
+    server.on_first(&step_prompt("b"), FakeReply::error(400, "fake failure"));
     let replan = r#"{"goal": "Compare two things", "steps": [
         {"id": "b2", "description": "Describe the second thing from memory", "dependencies": []},
         {"id": "c2", "description": "Compare them", "dependencies": ["a", "b2"]}]}"#;
@@ -233,7 +233,7 @@ fn adaptive_replans_keeping_finished_steps() {
     let server2 = server.clone();
     server.on_first(
         "Plan again from the current state",
-        Reply::Text(replan.to_owned()),
+        FakeReply::Text(replan.to_owned()),
     );
     let path = sb.path("events.jsonl");
     let v = run_json(
@@ -287,13 +287,13 @@ fn adaptive_replans_keeping_finished_steps() {
 fn exec_under_adaptive_replans_a_given_plan() {
     let sb = Sandbox::new();
     let server = agent_server(DIAMOND);
-    server.on_first(&step_prompt("b"), Reply::Error(400));
+    server.on_first(&step_prompt("b"), FakeReply::error(400, "fake failure"));
     let replan = r#"{"goal": "Compare two things", "steps": [
         {"id": "b2", "description": "Describe the second thing from memory", "dependencies": []},
         {"id": "c2", "description": "Compare them", "dependencies": ["a", "b2"]}]}"#;
     server.on_first(
         "Plan again from the current state",
-        Reply::Text(replan.to_owned()),
+        FakeReply::Text(replan.to_owned()),
     );
     let file = sb.write("plan.json", DIAMOND);
     let v = run_json(
@@ -353,7 +353,7 @@ fn exec_under_linear_chains_a_given_plan() {
 fn failed_run_exits_1_naming_the_failed_steps() {
     let sb = Sandbox::new();
     let server = agent_server(DIAMOND);
-    server.on_first(&step_prompt("b"), Reply::Error(400));
+    server.on_first(&step_prompt("b"), FakeReply::error(400, "fake failure"));
     let out = output(&mut sb.plan(args(
         &["run", "Compare two things", "--max-replans", "0"],
         model_flags(&server),
@@ -615,7 +615,7 @@ fn a_verify_step_that_says_fail_fails_the_run_with_its_reasons() {
     let server = agent_server(plan);
     server.on_first(
         "Check to make (step `check`)",
-        Reply::Text("FAIL: the count is 24, the list has 25 items".to_owned()),
+        FakeReply::Text("FAIL: the count is 24, the list has 25 items".to_owned()),
     );
     let file = sb.write("plan.json", plan);
     let out = output(&mut sb.plan(args(
@@ -715,10 +715,10 @@ fn a_persistent_server_error_is_retried_in_one_layer_then_the_run_replans() {
     let sb = Sandbox::new();
     let server = agent_server(plan);
     // `b` always gets HTTP 500.
-    server.on_first(&step_prompt("b"), Reply::Error(500));
+    server.on_first(&step_prompt("b"), FakeReply::error(500, "fake failure"));
     server.on_first(
         "Plan again from the current state",
-        Reply::Text(
+        FakeReply::Text(
             r#"{"goal": "Compare two things", "steps": [
             {"id": "b2", "description": "Describe the second thing from memory", "dependencies": []},
             {"id": "c2", "description": "Compare them", "dependencies": ["a", "b2"]},

@@ -4,6 +4,7 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use plan_llm::testing::{FakeOpenAi, FakeReply};
 use serde_json::Value;
 
 use crate::support::{
@@ -17,7 +18,7 @@ const CHAIN: &str = r#"{"goal": "Count to four", "steps": [
     {"id": "s3", "description": "Say three", "dependencies": ["s2"]},
     {"id": "s4", "description": "Say four", "dependencies": ["s3"]}]}"#;
 
-fn run_id(sb: &Sandbox, server: &crate::support::fake_openai::FakeOpenAi) -> String {
+fn run_id(sb: &Sandbox, server: &FakeOpenAi) -> String {
     let mut args = vec![
         "run".to_owned(),
         "Compare two things".into(),
@@ -107,10 +108,7 @@ fn show_truncates_long_outputs_unless_full() {
     let sb = Sandbox::new();
     let server = agent_server(DIAMOND);
     let long: String = (1..=40).map(|i| format!("line {i}\n")).collect();
-    server.on_first(
-        &step_prompt("a"),
-        crate::support::fake_openai::Reply::Text(long),
-    );
+    server.on_first(&step_prompt("a"), FakeReply::Text(long));
     let id = run_id(&sb, &server);
     let short = stdout(&output(&mut sb.plan(["show", &id])));
     assert!(
@@ -136,11 +134,7 @@ fn graph_of_a_run() {
 }
 
 /// Starts `plan exec` of the chain against a slow server, in the background.
-fn start_chain(
-    sb: &Sandbox,
-    server: &crate::support::fake_openai::FakeOpenAi,
-    events: &std::path::Path,
-) -> std::process::Child {
+fn start_chain(sb: &Sandbox, server: &FakeOpenAi, events: &std::path::Path) -> std::process::Child {
     server.latency(Duration::from_millis(400));
     sb.write("chain.json", CHAIN);
     let mut args = vec![

@@ -9,10 +9,11 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use plan_core::{EventKind, Plan, RunId, RunStatus, Step};
-use plan_exec::testing::{FakeOpenAi, FakeOpenAiConfig, default_reply};
+use plan_exec::testing::{answer_by_step, default_reply};
 use plan_exec::{
     Backoff, LlmStepExecutor, RunOptions, RunRecord, RunStore, Runner, SqliteStore, StepPolicy,
 };
+use plan_llm::testing::FakeOpenAi;
 use plan_llm::{Flavour, OpenAi};
 
 const CHILD_ENV: &str = "PLAN_EXEC_CRASH_CHILD";
@@ -99,10 +100,8 @@ async fn committed(store_path: &Path, id: &RunId) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runs_survive_sigkill_at_random_points_and_resume_without_redoing_work() {
-    let server =
-        FakeOpenAi::start(FakeOpenAiConfig::default().with_latency(Duration::from_millis(150)))
-            .await
-            .unwrap();
+    let server = FakeOpenAi::start().await;
+    answer_by_step(&server).latency(Duration::from_millis(150));
     let dir = tempfile::tempdir().unwrap();
     let store_path = dir.path().join("runs.db");
     let exe = std::env::current_exe().unwrap();

@@ -2,11 +2,12 @@
 
 #![allow(dead_code)]
 
-pub mod fake_openai;
 pub mod pty;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+
+use plan_llm::testing::{FakeOpenAi, FakeReply};
 
 /// An isolated home for one test: config, data and working directories of its own, so no
 /// user configuration or run store leaks in.
@@ -116,36 +117,36 @@ pub fn read_events(path: &Path) -> Vec<serde_json::Value> {
 
 /// A fake model server that plays every part the strategies need: planner, reviewer,
 /// decomposer, step worker (it echoes the step id), verifier and writer of the answer.
-pub fn agent_server(plan: &str) -> fake_openai::FakeOpenAi {
-    use fake_openai::Reply;
-    let server = fake_openai::FakeOpenAi::start();
+pub fn agent_server(plan: &str) -> FakeOpenAi {
+    let server = FakeOpenAi::start_detached();
     server
-        .on("You are a planner", Reply::Text(plan.to_owned()))
+        .on("You are a planner", FakeReply::text(plan))
         .on(
             "You review plans",
-            Reply::Text(r#"{"approved": true, "issues": []}"#.to_owned()),
+            FakeReply::text(r#"{"approved": true, "issues": []}"#),
         )
         .on(
             "You break goals down",
-            Reply::With(std::sync::Arc::new(|text: &str| {
-                if text.contains("This goal is part of a larger one") {
-                    r#"{"atomic": true, "subgoals": []}"#.to_owned()
+            FakeReply::with(|r| {
+                if r.text().contains("This goal is part of a larger one") {
+                    FakeReply::text(r#"{"atomic": true, "subgoals": []}"#)
                 } else {
-                    r#"{"atomic": false, "subgoals": [
+                    FakeReply::text(
+                        r#"{"atomic": false, "subgoals": [
                         {"id": "gather", "goal": "Gather the facts", "dependencies": []},
-                        {"id": "write", "goal": "Write the summary", "dependencies": ["gather"]}]}"#
-                        .to_owned()
+                        {"id": "write", "goal": "Write the summary", "dependencies": ["gather"]}]}"#,
+                    )
                 }
-            })),
+            }),
         )
         .on(
             "You write the final answer",
-            Reply::Text("FINAL ANSWER: all done".to_owned()),
+            FakeReply::text("FINAL ANSWER: all done"),
         )
-        .on("Check to make", Reply::Text("PASS: looks right".to_owned()))
-        .otherwise(Reply::With(std::sync::Arc::new(|text: &str| {
-            format!("result of {}", step_id(text).unwrap_or("?"))
-        })));
+        .on("Check to make", FakeReply::text("PASS: looks right"))
+        .otherwise(FakeReply::with(|r| {
+            FakeReply::text(format!("result of {}", step_id(&r.text()).unwrap_or("?")))
+        }));
     server
 }
 
@@ -168,7 +169,7 @@ pub const DIAMOND: &str = r#"{"goal": "Compare two things", "steps": [
     {"id": "c", "description": "Compare them", "dependencies": ["a", "b"]}]}"#;
 
 /// Model flags pointing at a fake server.
-pub fn model_flags(server: &fake_openai::FakeOpenAi) -> Vec<String> {
+pub fn model_flags(server: &FakeOpenAi) -> Vec<String> {
     vec![
         "--model".into(),
         "openai:fake-model".into(),

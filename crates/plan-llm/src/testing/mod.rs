@@ -1,7 +1,11 @@
-//! Test utilities for provider authors (feature `test-utils`): a fake HTTP server that
-//! replays wire recordings byte for byte with reads split at chosen or random byte
-//! boundaries, and a conformance suite that runs standard checks against any
-//! [`Provider`] built for a base URL.
+//! Test utilities (feature `test-utils`):
+//! - [`FakeOpenAi`]: the workspace's fake OpenAI-compatible chat completions server, which
+//!   answers by rules on the messages or a function of the request (text, tool calls,
+//!   errors, streamed or not), with latency, recorded requests and counts. For tests and
+//!   benchmarks of anything that talks to a model over HTTP.
+//! - [`FakeServer`]: a wire-level server that replays recordings byte for byte with reads
+//!   split at chosen or random byte boundaries, and a conformance suite that runs standard
+//!   checks against any [`Provider`] built for a base URL: for provider authors.
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -32,6 +36,10 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use futures::StreamExt;
+
+mod openai;
+
+pub use openai::{FakeOpenAi, FakeReply, FakeRequest, FakeToolCall, Responder};
 
 use crate::error::LlmError;
 use crate::provider::{Provider, collect_stream};

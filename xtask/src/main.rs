@@ -73,6 +73,7 @@ fn bench() -> Result<()> {
         ("plan-exec", "sandbox"),
         ("plan-strategies", "planned_workloads"),
         ("plan-strategies", "adaptive_failure"),
+        ("plan-strategies", "forecast"),
         ("plan-llm-local", "local_model"),
     ] {
         cargo(&["bench", "--locked", "-p", krate, "--bench", bench])?;

@@ -41,7 +41,8 @@ const AFTER_LONG_HELP: &str = "Examples:
 Configuration:
   Defaults come from plan.toml in the working directory, then from plan/plan.toml in the
   user config directory; flags override them. Keys: model, base_url, strategy, concurrency,
-  sandbox, store, max_replans, max_depth, max_steps, budget_tokens, and [[mcp]] tables
+  sandbox, store, max_replans, max_depth, max_steps, budget_tokens, budget_usd,
+  [prices.\"provider:model\"] tables, and [[mcp]] tables
   (name, command or url, env, timeout_secs, tools) of MCP servers whose tools runs may use.
   API keys come only from the environment: OPENAI_API_KEY, ANTHROPIC_API_KEY
   (OPENAI_BASE_URL, ANTHROPIC_BASE_URL and OLLAMA_HOST set endpoints).
@@ -202,6 +203,21 @@ pub struct ModelArgs {
     /// Stop the run when it has used this many tokens
     #[arg(long, value_name = "N")]
     pub budget_tokens: Option<u64>,
+
+    /// Refuse a run whose forecast starts above this many US dollars, and stop one whose
+    /// spend reaches it (needs the model's price: built in for well-known hosted models, else
+    /// [prices] in plan.toml)
+    #[arg(long, value_name = "USD", value_parser = positive_dollars)]
+    pub budget_usd: Option<f64>,
+}
+
+/// A dollar amount above zero.
+fn positive_dollars(s: &str) -> Result<f64, String> {
+    match s.trim().trim_start_matches('$').parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        Ok(_) => Err("must be more than 0".to_owned()),
+        Err(e) => Err(format!("{e}: give an amount in dollars, e.g. 0.50")),
+    }
 }
 
 /// A count that must be at least 1 (`--max-steps 0` is a usage error, not "no steps").
@@ -346,6 +362,16 @@ pub struct PlanArgs {
     /// How to print the plan
     #[arg(long, value_enum, default_value = "tree")]
     pub format: PlanFormat,
+
+    /// Also print a forecast of running the plan: model calls, tokens, wall time and cost
+    /// as ranges, from earlier runs of the model in the store (else stated defaults)
+    #[arg(long)]
+    pub estimate: bool,
+
+    /// Run store the estimate learns from: a SQLite file or a postgres:// URL [default:
+    /// plan/runs.sqlite in the user data directory]
+    #[arg(long, value_name = "PATH|URL")]
+    pub store: Option<PathBuf>,
 
     #[command(flatten)]
     pub planning: PlanningArgs,

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use plan_llm::Price;
 use serde::Deserialize;
 
 use crate::cli::{ExecutionArgs, ModelArgs, PlanningArgs, SandboxArg, Strategy};
@@ -42,6 +43,12 @@ pub struct FileConfig {
     pub max_steps: Option<usize>,
     /// Token budget of a run.
     pub budget_tokens: Option<u64>,
+    /// Spending limit of a run, in US dollars.
+    pub budget_usd: Option<f64>,
+    /// Prices per model spec (`[prices."openai:gpt-4o-mini"]` with `input_per_mtok` and
+    /// `output_per_mtok`), overriding the built-in list prices.
+    #[serde(default)]
+    pub prices: BTreeMap<String, Price>,
     /// MCP servers (`[[mcp]]` tables) whose tools runs may use.
     #[serde(default)]
     pub mcp: Vec<McpTable>,
@@ -140,7 +147,7 @@ impl FileConfig {
                 ""
             };
             Usage::new(format!(
-                "invalid configuration file {}: {}{hint}\n  allowed keys: model, base_url, strategy, concurrency, sandbox, store, max_replans, max_depth, max_steps, budget_tokens, [[mcp]] (name, command, url, env, timeout_secs, tools)",
+                "invalid configuration file {}: {}{hint}\n  allowed keys: model, base_url, strategy, concurrency, sandbox, store, max_replans, max_depth, max_steps, budget_tokens, budget_usd, [prices.\"provider:model\"] (input_per_mtok, output_per_mtok), [[mcp]] (name, command, url, env, timeout_secs, tools)",
                 path.display(),
                 message.trim_end()
             ))
@@ -202,6 +209,12 @@ impl FileConfig {
             max_depth: self.max_depth.or(lower.max_depth),
             max_steps: self.max_steps.or(lower.max_steps),
             budget_tokens: self.budget_tokens.or(lower.budget_tokens),
+            budget_usd: self.budget_usd.or(lower.budget_usd),
+            prices: {
+                let mut prices = lower.prices;
+                prices.extend(self.prices);
+                prices
+            },
             mcp: merge_mcp(self.mcp, lower.mcp),
         }
     }
@@ -278,6 +291,11 @@ pub struct Settings {
     pub max_steps: Option<usize>,
     /// Token budget, when set.
     pub budget_tokens: Option<u64>,
+    /// Spending limit in dollars, when set.
+    pub budget_usd: Option<f64>,
+    /// What the model's tokens cost: `[prices]` in plan.toml, else the list price of a
+    /// well-known hosted model on its own API, else unknown.
+    pub price: Option<Price>,
     /// MCP servers from the configuration files.
     pub mcp: Vec<plan_mcp::McpServerConfig>,
 }
@@ -381,9 +399,11 @@ impl Settings {
             .or_else(|| sources.env_model.clone())
             .or(file.model)
             .unwrap_or_else(|| DEFAULT_MODEL.to_owned());
+        let base_url = flags.model.base_url.clone().or(file.base_url);
+        let price = price_of(&model, base_url.as_deref(), &file.prices);
         Ok(Settings {
             model,
-            base_url: flags.model.base_url.clone().or(file.base_url),
+            base_url,
             strategy: flags
                 .planning
                 .strategy
@@ -408,6 +428,8 @@ impl Settings {
                 .unwrap_or(DEFAULT_MAX_DEPTH),
             max_steps: flags.planning.max_steps.or(file.max_steps),
             budget_tokens: flags.model.budget_tokens.or(file.budget_tokens),
+            budget_usd: flags.model.budget_usd.or(file.budget_usd),
+            price,
             mcp: file.mcp.iter().filter_map(|t| t.to_config().ok()).collect(),
         })
     }
@@ -416,6 +438,28 @@ impl Settings {
     pub fn from_process(flags: &Overrides) -> anyhow::Result<Settings> {
         Self::resolve(&Sources::from_process(), flags)
     }
+}
+
+/// The price of `model`: configured, else the list price when the model is reached on its
+/// provider's own API (a base URL elsewhere is someone's own server, of unknown cost).
+fn price_of(
+    model: &str,
+    base_url: Option<&str>,
+    prices: &BTreeMap<String, Price>,
+) -> Option<Price> {
+    if let Some(price) = prices.get(model) {
+        return Some(*price);
+    }
+    let spec: plan_llm::ModelSpec = model.parse().ok()?;
+    let own_api = match (spec.provider(), base_url) {
+        (_, None) => true,
+        ("openai", Some(url)) => url.trim_end_matches('/') == plan_llm::OPENAI_BASE_URL,
+        ("anthropic", Some(url)) => {
+            url.trim_end_matches('/') == plan_llm::ANTHROPIC_BASE_URL.trim_end_matches('/')
+        }
+        _ => false,
+    };
+    own_api.then(|| plan_llm::known_price(&spec)).flatten()
 }
 
 /// Reads a path given on the command line, with `-` for standard input.

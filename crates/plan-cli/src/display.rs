@@ -1,13 +1,15 @@
 //! Progress on stderr, driven by [`Event`]s: a live view on a terminal, plain timestamped
 //! lines otherwise (or with `--quiet`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use plan_core::{Event, EventKind, Plan, RunStatus, StepId, Timestamp};
+use plan_core::{Event, EventKind, Plan, PlanGraph, RunStatus, StepId, Timestamp};
+use plan_exec::forecast::Forecast;
 
+use crate::forecast::Forecaster;
 use crate::render;
 use crate::style::{self, Palette};
 
@@ -37,6 +39,57 @@ impl Mode {
 pub struct Display {
     palette: Palette,
     live: Option<Live>,
+    forecasting: Option<Forecasting>,
+}
+
+/// The forecast shown when a plan is made, and the ETA kept while it runs.
+struct Forecasting {
+    forecaster: Forecaster,
+    /// The forecast of the first plan (the report's `forecast`).
+    first: Option<Forecast>,
+    graph: Option<PlanGraph>,
+    finished: HashSet<StepId>,
+}
+
+impl Forecasting {
+    /// Follows `kind`; returns the forecast line when a plan was made.
+    fn on(&mut self, kind: &EventKind) -> Option<String> {
+        match kind {
+            EventKind::PlanCreated { plan, .. } | EventKind::Replanned { plan, .. } => {
+                self.graph = PlanGraph::with_limits(
+                    plan.clone(),
+                    &plan_core::Limits::with_max_steps(plan.steps.len().max(1)),
+                )
+                .ok();
+                let forecast = self.forecaster.forecast(plan);
+                let line = forecast.summary();
+                self.first.get_or_insert(forecast);
+                Some(line)
+            }
+            EventKind::StepCompleted { step, .. }
+            | EventKind::StepFailed {
+                step,
+                retrying: false,
+                ..
+            }
+            | EventKind::StepSkipped { step, .. } => {
+                self.finished.insert(step.clone());
+                None
+            }
+            _ => None,
+        }
+    }
+
+    /// Milliseconds left on the critical path, once a plan exists.
+    fn eta_ms(&self) -> Option<u64> {
+        let graph = self.graph.as_ref()?;
+        let finished: HashSet<usize> = self
+            .finished
+            .iter()
+            .filter_map(|id| graph.index_of(id.as_str()))
+            .collect();
+        Some(self.forecaster.eta_ms(graph, &finished))
+    }
 }
 
 struct Live {
@@ -48,6 +101,7 @@ struct Live {
     spinner_style: ProgressStyle,
     tokens: u64,
     calls: u64,
+    eta_ms: Option<u64>,
 }
 
 impl Display {
@@ -55,7 +109,26 @@ impl Display {
     pub fn new(mode: Mode) -> Self {
         let palette = Palette::stderr();
         let live = (mode == Mode::Live).then(|| Live::new(style::stderr_colours()));
-        Display { palette, live }
+        Display {
+            palette,
+            live,
+            forecasting: None,
+        }
+    }
+
+    /// Shows a forecast when a plan is made and an ETA while it runs.
+    pub fn set_forecaster(&mut self, forecaster: Forecaster) {
+        self.forecasting = Some(Forecasting {
+            forecaster,
+            first: None,
+            graph: None,
+            finished: HashSet::new(),
+        });
+    }
+
+    /// The forecast of the run's first plan, if one was made.
+    pub fn take_forecast(&mut self) -> Option<Forecast> {
+        self.forecasting.as_mut().and_then(|f| f.first.take())
     }
 
     /// Runs `f` with the live view cleared from the screen (for prompts).
@@ -69,13 +142,24 @@ impl Display {
     /// Shows one event.
     pub fn event(&mut self, event: &Event) {
         let p = self.palette;
+        let forecast = self.forecasting.as_mut().and_then(|f| f.on(&event.kind));
+        let eta = self.forecasting.as_ref().and_then(Forecasting::eta_ms);
         if let Some(live) = &mut self.live {
             if let Some(text) = live.update(event, &p) {
                 live.multi.suspend(|| eprintln!("{text}"));
             }
+            if let Some(text) = forecast {
+                live.multi
+                    .suspend(|| eprintln!("{}{text}{:#}", p.dim, p.dim));
+            }
+            live.set_eta(eta);
             return;
         }
-        if let Some(text) = plain_line(&event.kind, &p) {
+        let text = match (plain_line(&event.kind, &p), forecast) {
+            (Some(line), Some(forecast)) => Some(format!("{line}\n{forecast}")),
+            (line, forecast) => line.or(forecast),
+        };
+        if let Some(text) = text {
             let ts = event.ts;
             let mut err = std::io::stderr().lock();
             for (i, line) in text.lines().enumerate() {
@@ -143,7 +227,36 @@ impl Live {
             spinner_style,
             tokens: 0,
             calls: 0,
+            eta_ms: None,
         }
+    }
+
+    /// Shows `eta_ms` (time left on the critical path) beside the usage in the bar.
+    fn set_eta(&mut self, eta_ms: Option<u64>) {
+        if self.eta_ms != eta_ms {
+            self.eta_ms = eta_ms;
+            self.refresh_message();
+        }
+    }
+
+    fn refresh_message(&self) {
+        let mut message = if self.calls > 0 {
+            format!(
+                "{} model call{}, {} tokens",
+                self.calls,
+                plural(self.calls as usize),
+                self.tokens
+            )
+        } else {
+            String::new()
+        };
+        if let Some(ms) = self.eta_ms.filter(|ms| *ms > 0) {
+            if !message.is_empty() {
+                message.push_str(", ");
+            }
+            message.push_str(&format!("ETA ~{}", seconds(ms)));
+        }
+        self.bar.set_message(message);
     }
 
     /// Sets the bar's total, turning the planning spinner into the bar on first use.
@@ -206,12 +319,7 @@ impl Live {
             } => {
                 self.calls += 1;
                 self.tokens += prompt_tokens + completion_tokens;
-                self.bar.set_message(format!(
-                    "{} model call{}, {} tokens",
-                    self.calls,
-                    plural(self.calls as usize),
-                    self.tokens
-                ));
+                self.refresh_message();
                 None
             }
             EventKind::RunFinished { .. } => {

@@ -8,6 +8,7 @@ mod config;
 mod display;
 mod events;
 mod exit;
+mod forecast;
 mod interrupt;
 mod render;
 mod session;

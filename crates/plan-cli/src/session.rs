@@ -66,14 +66,22 @@ impl Ui {
         }
     }
 
-    /// Waits until every event is shown and written, then clears the live view. Every
-    /// other holder of the sink (the agent) must be dropped first.
-    pub async fn finish(self) {
+    /// Shows a forecast when the plan is made, and an ETA while the run goes.
+    pub fn set_forecaster(&self, forecaster: crate::forecast::Forecaster) {
+        if let Ok(mut d) = self.display.lock() {
+            d.set_forecaster(forecaster);
+        }
+    }
+
+    /// Waits until every event is shown and written, then clears the live view; returns
+    /// the forecast of the first plan, if one was shown. Every other holder of the sink
+    /// (the agent) must be dropped first.
+    pub async fn finish(self) -> Option<plan_exec::forecast::Forecast> {
         drop(self.sink);
         let _ = self.task.await;
-        if let Ok(mut d) = self.display.lock() {
-            d.finish();
-        }
+        let mut d = self.display.lock().ok()?;
+        d.finish();
+        d.take_forecast()
     }
 }
 
@@ -115,8 +123,21 @@ pub fn provider(settings: &Settings, quiet: bool) -> anyhow::Result<Arc<dyn Prov
         // layer, outside this timeout).
         Arc::new(remote.with_timeout(Duration::from_secs(300)))
     };
-    Ok(match settings.budget_tokens {
-        Some(tokens) => Arc::new(provider.with_usage_meter(&UsageMeter::new().with_budget(tokens))),
+    let mut meter = None;
+    if let Some(tokens) = settings.budget_tokens {
+        meter = Some(UsageMeter::new().with_budget(tokens));
+    }
+    if let Some(usd) = settings.budget_usd {
+        let price = settings.price.ok_or_else(|| {
+            Usage::new(format!(
+                "--budget-usd needs the price of {}, which is not known\n  hint: set it in plan.toml:\n    [prices.\"{}\"]\n    input_per_mtok = 0.15   # dollars per million prompt tokens\n    output_per_mtok = 0.60",
+                settings.model, settings.model
+            ))
+        })?;
+        meter = Some(meter.unwrap_or_default().with_spend_limit(usd, price));
+    }
+    Ok(match meter {
+        Some(meter) => Arc::new(provider.with_usage_meter(&meter)),
         None => provider,
     })
 }
@@ -169,6 +190,7 @@ fn llm_flag_hint(hint: LlmHint) -> Option<&'static str> {
         LlmHint::Model => "choose another --model (`--model local` runs offline, no key needed)",
         LlmHint::BaseUrl => "pass --base-url URL (e.g. http://localhost:8080/v1)",
         LlmHint::TokenBudget => "raise --budget-tokens",
+        LlmHint::SpendLimit => "raise --budget-usd",
         _ => return None,
     })
 }

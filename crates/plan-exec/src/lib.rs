@@ -72,6 +72,7 @@ mod context;
 mod error;
 mod events;
 mod executor;
+pub mod forecast;
 mod llm;
 mod policy;
 mod report;

@@ -96,6 +96,16 @@ pub enum LlmError {
         /// The budget.
         budget: u64,
     },
+    /// The spending limit was reached before this call.
+    #[error(
+        "spending limit reached: spent ${spent_usd:.4} of ${limit_usd:.4}; raise the limit or shorten the goal"
+    )]
+    SpendExceeded {
+        /// Dollars spent so far.
+        spent_usd: f64,
+        /// The limit.
+        limit_usd: f64,
+    },
     /// Missing or bad configuration.
     #[error("configuration error: {0}")]
     Config(String),
@@ -155,6 +165,8 @@ pub enum LlmHint {
     BaseUrl,
     /// Raise the token budget (the CLI's `--budget-tokens`).
     TokenBudget,
+    /// Raise the spending limit (the CLI's `--budget-usd`).
+    SpendLimit,
 }
 
 fn unknown_provider_advice(provider: &str, known: &[String]) -> String {
@@ -183,6 +195,7 @@ impl LlmError {
             LlmError::InvalidResponse { .. } => "invalid_response",
             LlmError::Refused { .. } => "refused",
             LlmError::BudgetExceeded { .. } => "budget_exceeded",
+            LlmError::SpendExceeded { .. } => "spend_exceeded",
             LlmError::Config(_)
             | LlmError::MissingKey { .. }
             | LlmError::MissingBaseUrl { .. }
@@ -198,6 +211,7 @@ impl LlmError {
             LlmError::MissingKey { .. } | LlmError::UnknownProvider { .. } => Some(LlmHint::Model),
             LlmError::MissingBaseUrl { .. } => Some(LlmHint::BaseUrl),
             LlmError::BudgetExceeded { .. } => Some(LlmHint::TokenBudget),
+            LlmError::SpendExceeded { .. } => Some(LlmHint::SpendLimit),
             _ => None,
         }
     }

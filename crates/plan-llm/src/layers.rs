@@ -10,6 +10,7 @@ use futures::StreamExt;
 use tokio::sync::Semaphore;
 
 use crate::error::LlmError;
+use crate::pricing::Price;
 use crate::provider::{Capabilities, ChunkStream, Provider};
 use crate::types::{Chunk, Request, Response, Usage};
 
@@ -331,6 +332,7 @@ impl UsageTotals {
 struct MeterState {
     totals: UsageTotals,
     budget: Option<u64>,
+    spend: Option<(f64, Price)>,
 }
 
 /// A shareable handle that sums the calls and tokens of every provider metered with it,
@@ -368,6 +370,20 @@ impl UsageMeter {
         self
     }
 
+    /// Sets a spending limit in dollars, with the price the tokens are charged at: once
+    /// the spend reaches it, calls fail with [`LlmError::SpendExceeded`].
+    pub fn with_spend_limit(self, usd: f64, price: Price) -> Self {
+        self.lock().spend = Some((usd, price));
+        self
+    }
+
+    /// Dollars spent so far at the spending limit's price (`None` without a limit).
+    pub fn spent_usd(&self) -> Option<f64> {
+        let s = self.lock();
+        s.spend
+            .map(|(_, price)| price.cost(s.totals.prompt_tokens, s.totals.completion_tokens))
+    }
+
     /// The totals so far.
     pub fn totals(&self) -> UsageTotals {
         self.lock().totals
@@ -389,6 +405,15 @@ impl UsageMeter {
             let used = s.totals.total_tokens();
             if used >= budget {
                 return Err(LlmError::BudgetExceeded { used, budget });
+            }
+        }
+        if let Some((limit_usd, price)) = s.spend {
+            let spent_usd = price.cost(s.totals.prompt_tokens, s.totals.completion_tokens);
+            if spent_usd >= limit_usd {
+                return Err(LlmError::SpendExceeded {
+                    spent_usd,
+                    limit_usd,
+                });
             }
         }
         s.totals.calls += 1;

@@ -50,6 +50,7 @@ mod http;
 mod layers;
 mod ollama;
 mod openai;
+mod pricing;
 mod provider;
 mod registry;
 mod scripted;
@@ -69,6 +70,7 @@ pub use layers::{
 };
 pub use ollama::{OLLAMA_BASE_URL, Ollama};
 pub use openai::{Flavour, OPENAI_BASE_URL, OpenAi};
+pub use pricing::{Price, known_price};
 pub use provider::{Capabilities, ChunkStream, Provider, collect_stream, response_to_chunks};
 pub use registry::{ProviderFactory, ProviderRegistry};
 pub use scripted::{Reply, ScriptedModel};

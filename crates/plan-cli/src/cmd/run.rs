@@ -14,6 +14,7 @@ use crate::cmd::graph::load_plan_file;
 use crate::cmd::tools::RunTools;
 use crate::config::{Overrides, Settings, StoreSpec};
 use crate::exit::{self, Code, Usage};
+use crate::forecast::Forecaster;
 use crate::interrupt;
 use crate::session::{self, Ui};
 use crate::style::Palette;
@@ -50,6 +51,9 @@ pub async fn run(args: RunArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         research.as_ref().map(|r| r.backend.clone()),
     )
     .await?;
+    let forecaster = Forecaster::open(&settings, store.as_ref()).await;
+    ui.set_forecaster(forecaster.clone());
+    let ledger = store.clone();
     let mut builder = session::agent(&settings, provider.clone(), &ui, &cancel)?.store(store);
     if let Some(research) = research {
         builder = research.wire(builder);
@@ -64,9 +68,33 @@ pub async fn run(args: RunArgs, quiet: bool) -> anyhow::Result<ExitCode> {
             return Err(e);
         }
     };
-    let result = if args.execution.approve {
+    // A plan is made first when someone must approve it or its cost must be checked.
+    let result = if args.execution.approve || settings.budget_usd.is_some() {
         match agent.plan_only(args.goal.clone()).await {
             Ok(mut outcome) => {
+                if let Some(refusal) = settings
+                    .budget_usd
+                    .and_then(|b| forecaster.over_budget(&forecaster.forecast(&outcome.plan), b))
+                {
+                    drop(agent);
+                    shutdown(tools).await;
+                    ui.finish().await;
+                    eprintln!("{refusal}");
+                    return Err(Code(exit::RUN_FAILED).into());
+                }
+                if !args.execution.approve {
+                    return finish_run(
+                        agent.execute_planned(outcome).await,
+                        agent,
+                        tools,
+                        ui,
+                        (&forecaster, ledger.as_ref()),
+                        &args,
+                        &cancel,
+                        settings.sandbox,
+                    )
+                    .await;
+                }
                 let decision = ask(&ui, outcome.plan.clone(), &cancel).await?;
                 match decision {
                     Some(plan) => {
@@ -91,16 +119,50 @@ pub async fn run(args: RunArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     } else {
         agent.run(args.goal.clone()).await
     };
+    finish_run(
+        result,
+        agent,
+        tools,
+        ui,
+        (&forecaster, ledger.as_ref()),
+        &args,
+        &cancel,
+        settings.sandbox,
+    )
+    .await
+}
+
+/// Ends `plan run`: releases the agent and tools, then reports `result` with its
+/// forecast beside what it took.
+#[allow(clippy::too_many_arguments)]
+async fn finish_run(
+    result: Result<RunReport, StrategyError>,
+    agent: plan_strategies::Agent,
+    tools: Option<RunTools>,
+    ui: Ui,
+    (forecaster, store): (&Forecaster, &dyn RunStore),
+    args: &RunArgs,
+    cancel: &CancelToken,
+    sandbox: SandboxArg,
+) -> anyhow::Result<ExitCode> {
     drop(agent);
     shutdown(tools).await;
-    ui.finish().await;
+    let forecast = ui.finish().await;
+    let result = match result {
+        Ok(mut report) => {
+            forecaster.annotate(&mut report, forecast.as_ref());
+            crate::forecast::record(store, &report).await;
+            Ok(report)
+        }
+        Err(e) => Err(e),
+    };
     conclude(
         result,
         args.execution.json,
         &args.execution.store,
-        &cancel,
+        cancel,
         false,
-        settings.sandbox,
+        sandbox,
     )
 }
 
@@ -119,6 +181,11 @@ pub async fn exec(args: ExecArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     let provider = session::provider(&settings, quiet)?;
     let store = session::open_store(&settings.store).await?;
     let tools = RunTools::open(&settings, &args.tools, None).await?;
+    let forecaster = Forecaster::open(&settings, store.as_ref())
+        .await
+        .for_given_plan();
+    ui.set_forecaster(forecaster.clone());
+    let ledger = store.clone();
     let mut builder = session::agent(&settings, provider, &ui, &cancel)?.store(store);
     if let Some(tools) = &tools {
         builder = tools.wire(builder, session::model_resolver(quiet));
@@ -148,10 +215,28 @@ pub async fn exec(args: ExecArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     } else {
         plan
     };
+    if let Some(refusal) = settings
+        .budget_usd
+        .and_then(|b| forecaster.over_budget(&forecaster.forecast(&plan), b))
+    {
+        drop(agent);
+        shutdown(tools).await;
+        ui.finish().await;
+        eprintln!("{refusal}");
+        return Err(Code(exit::RUN_FAILED).into());
+    }
     let result = agent.execute(plan).await;
     drop(agent);
     shutdown(tools).await;
-    ui.finish().await;
+    let forecast = ui.finish().await;
+    let result = match result {
+        Ok(mut report) => {
+            forecaster.annotate(&mut report, forecast.as_ref());
+            crate::forecast::record(ledger.as_ref(), &report).await;
+            Ok(report)
+        }
+        Err(e) => Err(e),
+    };
     conclude(
         result,
         args.execution.json,
@@ -164,11 +249,19 @@ pub async fn exec(args: ExecArgs, quiet: bool) -> anyhow::Result<ExitCode> {
 
 /// `plan plan GOAL`.
 pub async fn plan(args: PlanArgs, quiet: bool) -> anyhow::Result<ExitCode> {
-    let settings = Settings::from_process(&Overrides {
-        model: args.model.clone(),
-        planning: args.planning.clone(),
-        ..Overrides::default()
-    })?;
+    let mut overrides = Overrides::store(args.store.clone());
+    overrides.model = args.model.clone();
+    overrides.planning = args.planning.clone();
+    let settings = Settings::from_process(&overrides)?;
+    let forecaster = if args.estimate {
+        match session::open_existing_store(&settings.store).await? {
+            Some(store) => Some(Forecaster::open(&settings, store.as_ref()).await),
+            // No store yet: no history, and the forecast says it uses the defaults.
+            None => Some(Forecaster::without_history(&settings)),
+        }
+    } else {
+        None
+    };
     let ui = Ui::start(quiet, args.events.as_deref())?;
     let cancel = interrupt::install();
     let provider = session::provider(&settings, quiet)?;
@@ -203,6 +296,14 @@ pub async fn plan(args: PlanArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         }
     };
     println!("{}", text.trim_end());
+    if let Some(forecaster) = forecaster {
+        let line = forecaster.forecast(&outcome.plan).summary();
+        if args.format == PlanFormat::Tree {
+            println!("{line}");
+        } else {
+            eprintln!("{line}");
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -130,19 +130,24 @@ fn assert_diamond_screen(screen: &str) {
     ] {
         assert!(tree.contains(step), "plan tree lacks {step:?}:\n{screen}");
     }
-    let done: BTreeSet<&str> = lines[6..8].iter().copied().collect();
+    // The forecast, from the defaults: the store has no earlier runs.
+    assert!(
+        lines[6].starts_with("forecast: 5-") && lines[6].contains("(defaults: no earlier runs"),
+        "{screen}"
+    );
+    let done: BTreeSet<&str> = lines[7..9].iter().copied().collect();
     assert!(
         done.iter().any(|l| l.starts_with("✓ a done in "))
             && done.iter().any(|l| l.starts_with("✓ b done in ")),
         "{screen}"
     );
-    assert!(lines[8].starts_with("✓ c done in "), "{screen}");
-    assert_eq!(lines[9], "run succeeded", "{screen}");
+    assert!(lines[9].starts_with("✓ c done in "), "{screen}");
+    assert_eq!(lines[10], "run succeeded", "{screen}");
     assert!(
-        lines[10].starts_with("run ") && lines[10].contains(" succeeded: 3 steps, 5 model calls, "),
+        lines[11].starts_with("run ") && lines[11].contains(" succeeded: 3 steps, 5 model calls, "),
         "{screen}"
     );
-    assert_eq!(lines.len(), 11, "unexpected lines on the screen:\n{screen}");
+    assert_eq!(lines.len(), 12, "unexpected lines on the screen:\n{screen}");
 }
 
 #[test]
@@ -175,6 +180,8 @@ fn live_view_draws_spinners_the_bar_and_the_plan_in_colour() {
         counts.windows(2).all(|w| w[0].0 <= w[1].0),
         "the bar went backwards: {counts:?}"
     );
+    // While the steps run, the bar shows the time left on the critical path.
+    assert!(plain.contains("ETA ~"), "no ETA in the bar: {plain}");
     let found = escapes(&out.text());
     assert!(found.iter().any(Escape::is_redraw), "no redraw: {found:?}");
     // Green ticks, bold ids.

@@ -205,12 +205,16 @@ impl TryFrom<RawRoute> for Routed {
 /// The rule the routing call follows (from the seed's advice on when not to plan).
 const ROUTE_SYSTEM: &str = "You decide how to meet a goal. Answer it directly when it needs no plan: a single-step task, a factual question, a definition, a small calculation, a greeting or other conversation, a short rewrite. Make a plan when it needs several distinct steps whose results build on each other: research across sources, comparisons, building or analysing something in parts. Reply with one JSON object with the fields \"answer\" and \"plan\", exactly one of them null: {\"answer\": \"...\", \"plan\": null} to answer, or {\"answer\": null, \"plan\": {\"goal\": \"...\", \"steps\": [{\"id\": \"...\", \"description\": \"...\", \"dependencies\": []}]}} to plan. A plan has at most {max_steps} steps; each step's dependencies name the ids of the steps whose outputs it needs.";
 
+/// The longest direct answer the routing reply may hold: schema-constrained decoding (the
+/// embedded model) must end within the call's token cap, planning's budget.
+const ANSWER_MAX_CHARS: usize = 1200;
+
 /// The schema of the routing reply for plans of at most `max_steps` steps.
 pub(crate) fn route_schema(max_steps: usize) -> serde_json::Value {
     serde_json::json!({
         "type": "object",
         "properties": {
-            "answer": {"type": ["string", "null"], "description": "The answer, when no plan is needed"},
+            "answer": {"type": ["string", "null"], "maxLength": ANSWER_MAX_CHARS, "description": "The answer, when no plan is needed"},
             "plan": {"anyOf": [crate::prompts::plan_schema(max_steps), {"type": "null"}]}
         },
         "required": ["answer", "plan"],
@@ -292,4 +296,23 @@ pub(crate) async fn synthesize(
         duration: started.elapsed(),
     });
     Ok(response.content.trim().to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Constrained decoding of a direct answer must end within the routing call's token
+    /// cap (planning's budget) at 2.5 characters a token, or the embedded model runs into
+    /// the cap and the run fails.
+    #[test]
+    fn a_direct_answer_fits_the_routing_calls_token_cap() {
+        let schema = route_schema(1);
+        assert_eq!(
+            schema["properties"]["answer"]["maxLength"],
+            ANSWER_MAX_CHARS
+        );
+        let frame = 40;
+        assert!(crate::prompts::plan_token_budget(1) as usize * 5 / 2 >= ANSWER_MAX_CHARS + frame);
+    }
 }

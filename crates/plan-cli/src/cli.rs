@@ -238,7 +238,8 @@ fn at_least_one_u32(s: &str) -> Result<u32, String> {
 /// How plans are made.
 #[derive(Debug, Clone, Default, Args)]
 pub struct PlanningArgs {
-    /// How plans are made and revised [default: dag]
+    /// How plans are made and revised: auto answers in one call when no plan is needed
+    /// and plans otherwise [default: auto]
     #[arg(long, value_enum)]
     pub strategy: Option<Strategy>,
 

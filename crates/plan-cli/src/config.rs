@@ -408,7 +408,7 @@ impl Settings {
                 .planning
                 .strategy
                 .or(file.strategy)
-                .unwrap_or(Strategy::Dag),
+                .unwrap_or(Strategy::Auto),
             concurrency,
             sandbox: flags
                 .execution
@@ -516,7 +516,7 @@ mod tests {
         assert_eq!(s.concurrency, 7);
         assert_eq!(s.max_replans, 5);
         assert_eq!(s.store, StoreSpec::Sqlite(dir.path().join("user/runs.db")));
-        assert_eq!(s.strategy, Strategy::Dag);
+        assert_eq!(s.strategy, Strategy::Auto);
         assert_eq!(s.max_depth, DEFAULT_MAX_DEPTH);
 
         sources.env_model = Some("openai:env".into());

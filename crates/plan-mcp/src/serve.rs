@@ -157,7 +157,7 @@ impl PlanServer {
         let strategy = json!({
             "type": "string",
             "enum": strategies,
-            "description": "How plans are made and revised (default dag)"
+            "description": "How plans are made and revised (default: the server's, auto for `plan mcp`: answered in one call when no plan is needed)"
         });
         let max_steps =
             json!({"type": "integer", "minimum": 1, "description": "Most steps the plan may have"});

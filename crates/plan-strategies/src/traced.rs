@@ -33,6 +33,36 @@ fn span(request: &PlanRequest) -> Span {
     )
 }
 
+/// The `plan` span of the `auto` strategy's routing call, which answers or plans.
+pub(crate) fn route_span() -> Span {
+    tracing::info_span!(
+        "plan",
+        otel.name = "plan route",
+        otel.status_code = Empty,
+        gen_ai.operation.name = "plan",
+        plan.call.purpose = "route",
+        plan.route = Empty,
+        plan.plan.steps = Empty,
+        error.type = Empty,
+    )
+}
+
+/// Records a routing call's outcome on its span: the route, the plan's size, or the error.
+pub(crate) fn record_route(span: &Span, route: Result<(&str, Option<usize>), &StrategyError>) {
+    match route {
+        Ok((name, steps)) => {
+            span.record("plan.route", name);
+            if let Some(steps) = steps {
+                span.record("plan.plan.steps", steps);
+            }
+        }
+        Err(e) => {
+            span.record("error.type", e.kind());
+            span.record("otel.status_code", "ERROR");
+        }
+    }
+}
+
 fn record(span: &Span, result: &Result<Planned, StrategyError>) {
     match result {
         Ok(planned) => {

@@ -9,7 +9,7 @@ use plan_exec::{CancelToken, RunStore};
 use plan_strategies::{RunReport, StrategyError};
 
 use crate::approve::{self, Decision};
-use crate::cli::{ExecArgs, PlanArgs, PlanFormat, ResumeArgs, RunArgs, SandboxArg};
+use crate::cli::{ExecArgs, PlanArgs, PlanFormat, ResumeArgs, RunArgs, SandboxArg, Strategy};
 use crate::cmd::graph::load_plan_file;
 use crate::cmd::tools::RunTools;
 use crate::config::{Overrides, Settings, StoreSpec};
@@ -175,7 +175,11 @@ pub async fn exec(args: ExecArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         ..Overrides::default()
     };
     overrides.planning.strategy = args.strategy;
-    let settings = Settings::from_process(&overrides)?;
+    let mut settings = Settings::from_process(&overrides)?;
+    // A given plan is run, never routed: auto's execution is dag's, and the report says so.
+    if settings.strategy == Strategy::Auto {
+        settings.strategy = Strategy::Dag;
+    }
     let ui = Ui::start(quiet, args.execution.events.as_deref())?;
     let cancel = interrupt::install();
     let provider = session::provider(&settings, quiet)?;

@@ -120,6 +120,9 @@ fn line_index(lines: &[&str], prefix: &str) -> usize {
 fn assert_diamond_screen(screen: &str) {
     let lines: Vec<&str> = screen.lines().collect();
     assert_eq!(lines[0], "run started: Compare two things", "{screen}");
+    // The default strategy, auto, chose to plan.
+    assert_eq!(lines[1], "route: planned", "{screen}");
+    let lines = &lines[1..];
     assert_eq!(lines[1], "plan: 3 steps", "{screen}");
     assert!(lines[2].contains("Goal: Compare two things"), "{screen}");
     let tree: String = lines[3..6].join("\n");

@@ -79,7 +79,9 @@ fn json_report_has_the_contract_shape() {
     }
     assert_eq!(v["status"], "succeeded");
     assert_eq!(v["goal"], "Compare two things");
-    assert_eq!(v["strategy"], "dag");
+    // The default strategy is auto; this goal got a plan from the routing call.
+    assert_eq!(v["strategy"], "auto");
+    assert_eq!(v["route"], "planned");
     assert_eq!(v["model"], "openai:fake-model");
     assert_eq!(v["answer"], "FINAL ANSWER: all done");
     assert_eq!(v["replans"], 0);

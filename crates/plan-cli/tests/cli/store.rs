@@ -50,7 +50,7 @@ fn runs_lists_one_line_per_run_id_first() {
     assert!(lines[1].starts_with(&format!("{first} ")), "{text}");
     for needle in [
         "succeeded",
-        "dag",
+        "auto",
         "openai:fake-model",
         "Compare two things",
         "ago",

@@ -12,6 +12,8 @@ use super::{Dag, Outcome, PlanOutcome, PlanStart, Strategy, StrategyContext};
 use crate::calls::{Route, decide};
 use crate::error::StrategyError;
 use crate::planner::parse_reply;
+use crate::traced::{record_route, route_span};
+use tracing::Instrument;
 
 /// The report's and the event's name of the route taken.
 const DIRECT: &str = "direct";
@@ -50,7 +52,21 @@ impl Strategy for Auto {
         goal: &str,
     ) -> Result<Outcome, StrategyError> {
         let mut calls = Vec::new();
-        let route = decide(cx.provider().as_ref(), goal, cx.max_steps, &mut calls).await;
+        let span = route_span();
+        let route = decide(cx.provider().as_ref(), goal, cx.max_steps, &mut calls)
+            .instrument(span.clone())
+            .await;
+        record_route(
+            &span,
+            match &route {
+                Ok(Route::Direct(_)) => Ok((DIRECT, None)),
+                Ok(Route::Planned(plan)) => Ok((
+                    PLANNED,
+                    plan.get("steps").and_then(Value::as_array).map(Vec::len),
+                )),
+                Err(e) => Err(e),
+            },
+        );
         cx.record_calls(session, &calls);
         match route? {
             Route::Direct(answer) => {

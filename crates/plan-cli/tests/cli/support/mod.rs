@@ -119,7 +119,9 @@ pub fn read_events(path: &Path) -> Vec<serde_json::Value> {
 /// decomposer, step worker (it echoes the step id), verifier and writer of the answer.
 pub fn agent_server(plan: &str) -> FakeOpenAi {
     let server = FakeOpenAi::start_detached();
+    let planned = format!(r#"{{"answer": null, "plan": {plan}}}"#);
     server
+        .on("You decide how to meet a goal", FakeReply::text(planned))
         .on("You are a planner", FakeReply::text(plan))
         .on(
             "You review plans",

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use plan_core::{Plan, PlanGraph};
 use plan_exec::forecast::{Actual, Forecast, History, remaining_ms};
-use plan_exec::{RunEnd, RunStore};
+use plan_exec::{RunSession, RunStore};
 use plan_llm::Price;
 use plan_strategies::RunReport;
 
@@ -99,11 +99,13 @@ impl Forecaster {
 /// Writes a report's `forecast` and `actual` into the run store beside the rest of its
 /// end, so `plan show --json` prints what `plan run --json` printed.
 pub async fn record(store: &dyn RunStore, report: &RunReport) {
-    let mut end = RunEnd::new(report.status);
-    end.answer = report.answer.clone();
-    end.failure = report.failure.clone();
-    end.extras = report.extras.clone();
-    if let Err(e) = store.finish_run(&report.run_id, &end).await {
+    let extras: serde_json::Map<String, serde_json::Value> = report
+        .extras
+        .iter()
+        .filter(|(k, _)| matches!(k.as_str(), "forecast" | "actual"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    if let Err(e) = RunSession::amend_ended(store, &report.run_id, extras).await {
         tracing::warn!("cannot record the forecast of run {}: {e}", report.run_id);
     }
 }

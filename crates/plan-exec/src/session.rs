@@ -318,6 +318,34 @@ impl RunSession {
         });
     }
 
+    /// Adds named parts to the report of a run that has ended (a caller's own view of it,
+    /// such as the CLI's forecast beside what the run took), keeping its status, answer,
+    /// failure and the parts it has. A run still going is left alone: its own session
+    /// writes its end.
+    ///
+    /// # Errors
+    /// [`ExecError::Store`] when the run cannot be read or written, or is not in `store`.
+    pub async fn amend_ended(
+        store: &dyn RunStore,
+        run: &RunId,
+        extras: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(), ExecError> {
+        let stored = store
+            .load_run(run)
+            .await?
+            .ok_or_else(|| StoreError::new(format!("no run `{run}` in the run store")))?;
+        if !stored.status.is_terminal() {
+            return Ok(());
+        }
+        let mut end = RunEnd::new(stored.status);
+        end.answer = stored.answer;
+        end.failure = stored.failure;
+        end.extras = stored.extras;
+        end.extras.extend(extras);
+        store.finish_run(run, &end).await?;
+        Ok(())
+    }
+
     /// Moves the run to `status` without ending it (`awaiting_approval`, `queued`).
     ///
     /// # Errors

@@ -5,6 +5,7 @@ mod support;
 mod approve;
 mod auto;
 mod code_steps;
+mod compat;
 mod forecast;
 mod graph;
 mod help;

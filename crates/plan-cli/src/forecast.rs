@@ -84,10 +84,11 @@ impl Forecaster {
         }
     }
 
-    /// The refusal when the forecast's low end is over `budget` dollars (the high end may
-    /// be; the spend meter stops the run if the spend gets there).
-    pub fn over_budget(&self, forecast: &Forecast, budget: f64) -> Option<String> {
-        let [low, high] = forecast.usd?;
+    /// The refusal of running `plan` when its forecast's low end is over `budget` dollars
+    /// (the high end may be; the spend meter stops the run if the spend gets there).
+    pub fn over_budget(&self, budget: Option<f64>, plan: &Plan) -> Option<String> {
+        let budget = budget?;
+        let [low, high] = self.forecast(plan).usd?;
         (low > budget).then(|| {
             format!(
                 "the run would exceed --budget-usd ${budget:.4}: its forecast is ${low:.4}-{high:.4}\n  hint: raise --budget-usd, lower --max-steps, or use a cheaper --model"

@@ -72,10 +72,7 @@ pub async fn run(args: RunArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     let result = if args.execution.approve || settings.budget_usd.is_some() {
         match agent.plan_only(args.goal.clone()).await {
             Ok(mut outcome) => {
-                if let Some(refusal) = settings
-                    .budget_usd
-                    .and_then(|b| forecaster.over_budget(&forecaster.forecast(&outcome.plan), b))
-                {
+                if let Some(refusal) = forecaster.over_budget(settings.budget_usd, &outcome.plan) {
                     drop(agent);
                     shutdown(tools).await;
                     ui.finish().await;
@@ -219,10 +216,7 @@ pub async fn exec(args: ExecArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     } else {
         plan
     };
-    if let Some(refusal) = settings
-        .budget_usd
-        .and_then(|b| forecaster.over_budget(&forecaster.forecast(&plan), b))
-    {
+    if let Some(refusal) = forecaster.over_budget(settings.budget_usd, &plan) {
         drop(agent);
         shutdown(tools).await;
         ui.finish().await;

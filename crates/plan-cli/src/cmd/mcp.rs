@@ -8,10 +8,19 @@ use plan_mcp::{PlanServer, serve_stdio};
 
 use crate::cli::McpArgs;
 use crate::config::{Overrides, Settings};
+use crate::exit::Usage;
 use crate::session;
 
 /// `plan mcp`.
 pub async fn serve(args: McpArgs) -> anyhow::Result<ExitCode> {
+    // The server's runs share one provider, so a spending limit here would cap them all
+    // together and no run's forecast would be checked against it.
+    if args.model.budget_usd.is_some() {
+        return Err(Usage::new(
+            "--budget-usd limits one run; plan mcp serves many: give the limit to `plan run` instead",
+        )
+        .into());
+    }
     let mut overrides = Overrides::store(args.store.clone());
     overrides.model = args.model.clone();
     let settings = Settings::from_process(&overrides)?;

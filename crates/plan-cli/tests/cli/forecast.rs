@@ -157,3 +157,15 @@ fn budget_usd_stops_a_run_whose_spend_reaches_it() {
     assert!(text.contains("spending limit reached"), "{text}");
     assert!(!text.contains("\"status\": \"succeeded\""), "{text}");
 }
+
+#[test]
+fn plan_mcp_refuses_budget_usd_it_could_not_keep() {
+    let sb = Sandbox::new();
+    let out = output(&mut sb.plan(["mcp", "--budget-usd", "1"]));
+    expect_code(&out, 2);
+    assert!(
+        stderr(&out).contains("--budget-usd limits one run"),
+        "{}",
+        stderr(&out)
+    );
+}

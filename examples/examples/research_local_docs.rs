@@ -1,6 +1,8 @@
-//! The research agent over a folder of documents: search steps query a local full-text
-//! index, an analyze step extracts the facts, a synthesize step writes the answer, and the
-//! sources listed are the files (with lines) the searches really returned.
+//! Grounded research over a folder of documents: the question is searched first (the
+//! passages found are cited as `doc#n`), search steps query the local full-text index,
+//! an analyze step extracts the facts, a synthesize step writes the answer, and the
+//! sources listed are the files (with lines) the searches really returned. A question
+//! no passage is relevant to is declined without a model call.
 //!
 //! The model is scripted so the example runs offline: it cites the tag of the first
 //! search hit, and which file that is comes from the real search.
@@ -10,9 +12,12 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use plan_exec::{LlmStepExecutor, LocalIndexConfig, Router, Runner};
+use plan_exec::{LlmStepExecutor, LocalIndexConfig, Router};
 use plan_llm::{Purpose, Reply, ScriptedModel};
-use plan_strategies::{ResearchConfig, ResearchSetup, default_research_plan};
+use plan_strategies::{
+    Agent, Grounded, GroundingConfig, ResearchConfig, ResearchSetup, StrategyKind,
+    default_research_plan,
+};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -52,10 +57,35 @@ async fn main() -> anyhow::Result<()> {
         stats.unchanged
     );
 
-    let router = setup.routes(Router::default().with_default(LlmStepExecutor::new(provider)));
-    let report = Runner::parallel(router)
-        .run(default_research_plan(&question))
+    // Retrieval before planning: the passages, and whether any is relevant enough.
+    let research = setup.agent().clone();
+    let retrieval = research
+        .retrieve(&question, &GroundingConfig::default())
         .await?;
+    println!(
+        "retrieved {} passages for \"{}\" (best coverage {:?}); grounded in {}",
+        retrieval.passages.len(),
+        retrieval.query,
+        retrieval.best_coverage,
+        retrieval.grounds.len()
+    );
+
+    let router = setup
+        .routes_all_steps(Router::default().with_default(LlmStepExecutor::new(provider.clone())));
+    let grounding = retrieval.clone();
+    let agent = Agent::builder()
+        .provider(provider)
+        .executor(router)
+        .strategy(StrategyKind::Dag)
+        .planner_guidance(format!(
+            "{}\n\n{}",
+            setup.planner_guidance(),
+            retrieval.brief()
+        ))
+        .wrap_strategy(move |inner| Arc::new(Grounded::new(inner, research, grounding)))
+        .build()?;
+    // The research plan (search, analyze, synthesize) runs grounded in the retrieval.
+    let report = agent.execute(default_research_plan(&question)).await?;
     for step in &report.steps {
         println!(
             "\n== {} ({})\n{}",
@@ -64,5 +94,7 @@ async fn main() -> anyhow::Result<()> {
             step.output.as_deref().unwrap_or("")
         );
     }
+    println!("\n== answer\n{}", report.answer.as_deref().unwrap_or(""));
+    println!("\nsources: {}", report.extras["sources"]);
     Ok(())
 }

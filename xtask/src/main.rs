@@ -75,6 +75,7 @@ fn bench() -> Result<()> {
         ("plan-strategies", "adaptive_failure"),
         ("plan-strategies", "forecast"),
         ("plan-llm-local", "local_model"),
+        ("plan-cli", "grounded_research"),
     ] {
         cargo(&["bench", "--locked", "-p", krate, "--bench", bench])?;
     }

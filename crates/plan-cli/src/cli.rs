@@ -317,8 +317,9 @@ pub struct RunArgs {
     #[arg(value_name = "GOAL")]
     pub goal: String,
 
-    /// Answer from the documents in DIR, citing the files used (indexed on first use);
-    /// the short form of --search local:DIR
+    /// Answer from the documents in DIR (indexed on first use): the question is searched
+    /// first, the answer ends with the files it rests on, and when no passage is relevant
+    /// the run says so without asking the model; the short form of --search local:DIR
     #[arg(long, value_name = "DIR", conflicts_with = "search")]
     pub research: Option<PathBuf>,
 

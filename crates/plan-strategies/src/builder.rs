@@ -95,6 +95,17 @@ impl AgentBuilder {
         self
     }
 
+    /// Wraps the strategy chosen so far in a layer of your own that adds behaviour around
+    /// any strategy (as [`Grounded`](crate::Grounded) grounds research answers). Call it
+    /// after [`strategy`](Self::strategy).
+    pub fn wrap_strategy(
+        mut self,
+        wrap: impl FnOnce(Arc<dyn Strategy>) -> Arc<dyn Strategy>,
+    ) -> Self {
+        self.strategy = wrap(self.strategy);
+        self
+    }
+
     /// The strategies a stored run's strategy name resolves through on
     /// [`Agent::resume`] (default: the built-in five). Register your own strategies here
     /// so their runs can be resumed.

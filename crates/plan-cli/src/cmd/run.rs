@@ -42,7 +42,7 @@ pub async fn run(args: RunArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         .into());
     }
     let research = match search {
-        Some(choice) => Some(open_research(choice, provider.clone()).await?),
+        Some(choice) => Some(open_research(choice, provider.clone(), &args.goal).await?),
         None => None,
     };
     let tools = RunTools::open(
@@ -56,7 +56,8 @@ pub async fn run(args: RunArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     let ledger = store.clone();
     let mut builder = session::agent(&settings, provider.clone(), &ui, &cancel)?.store(store);
     if let Some(research) = research {
-        builder = research.wire(builder);
+        // Plain steps work from the documents, unless they have tools to call.
+        builder = research.wire(builder, tools.is_none());
     }
     if let Some(tools) = &tools {
         builder = tools.wire(builder, session::model_resolver(quiet));
@@ -538,36 +539,55 @@ impl SearchChoice {
     }
 }
 
-/// Research over a search backend: the research agents' routes, what the planner is
-/// told, and the backend (for the search_docs tool).
+/// Research over a search backend: the research agent, the passages retrieved for the
+/// question, what the planner is told, and the backend (for the search_docs tool).
 struct Research {
     backend: Arc<dyn plan_exec::SearchBackend>,
-    routes: Box<dyn FnOnce(plan_exec::Router) -> plan_exec::Router + Send>,
+    agent: plan_strategies::ResearchAgent,
+    retrieval: plan_strategies::Retrieval,
     guidance: String,
 }
 
 impl Research {
-    /// The research agents as routes and planner agents, and answers that keep the final
-    /// report's citations and sources.
-    fn wire(self, builder: plan_strategies::AgentBuilder) -> plan_strategies::AgentBuilder {
-        use plan_strategies::{AnswerSource, research_catalogue};
+    /// The research agents as routes and planner agents (with `all_steps`, plain action
+    /// steps too), and the strategy grounded in the retrieval: it abstains when nothing
+    /// relevant was found, and the answer ends with its verified sources.
+    fn wire(
+        self,
+        builder: plan_strategies::AgentBuilder,
+        all_steps: bool,
+    ) -> plan_strategies::AgentBuilder {
+        use plan_strategies::{Grounded, research_catalogue};
+        let routes = self.agent.clone();
+        let (agent, retrieval) = (self.agent, self.retrieval);
         builder
-            .routes(self.routes)
+            .routes(move |router| {
+                if all_steps {
+                    routes.routes_all_steps(router)
+                } else {
+                    routes.routes(router)
+                }
+            })
             .planner_guidance(self.guidance)
             .agents(research_catalogue())
-            .answer_source(AnswerSource::SynthesizeStep)
+            .wrap_strategy(move |inner| Arc::new(Grounded::new(inner, agent, retrieval)))
     }
 }
 
-/// Opens the search backend of `--search` / `--research`: a folder's index (cached under
-/// the user cache directory) or Brave web search, with the research agent over it.
+/// The most characters of each passage the research prompts show.
+const SNIPPET_CHARS: usize = 320;
+
+/// Opens the search backend of `--search` / `--research` (a folder's index, cached under
+/// the user cache directory, or Brave web search) with the research agent over it, and
+/// retrieves passages for the question before anything is planned.
 async fn open_research(
     choice: SearchChoice,
     provider: Arc<dyn plan_llm::Provider>,
+    question: &str,
 ) -> anyhow::Result<Research> {
     use plan_exec::LocalIndexConfig;
     use plan_strategies::{
-        RESEARCH_PLANNER_GUIDANCE, ResearchAgent, ResearchConfig, ResearchSetup,
+        GroundingConfig, RESEARCH_PLANNER_GUIDANCE, ResearchAgent, ResearchConfig, ResearchSetup,
     };
 
     // The research agent's own model calls get the same one retry layer as the agent's.
@@ -584,20 +604,26 @@ async fn open_research(
                 ))
                 .into());
             }
-            let mut config = LocalIndexConfig::new(&dir);
+            let mut config = LocalIndexConfig::new(&dir).with_snippet_chars(SNIPPET_CHARS);
             if let Some(cache) = dirs::cache_dir() {
                 config = config.with_cache_dir(cache.join("plan").join("index"));
             }
             let setup = ResearchSetup::open(config, provider, ResearchConfig::default())
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot index {}: {e}", dir.display()))?;
-            // The research routes go on top of the default ones: code steps still run in
-            // the sandbox chosen with --sandbox, and the planner is told what the
-            // documents are.
+            let agent = setup.agent().clone();
+            let retrieval = agent
+                .retrieve(question, &GroundingConfig::default())
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot search {}: {e}", dir.display()))?;
+            // The planner is told what the documents are and what they say about the
+            // question; the research routes go on top of the default ones (code steps
+            // still run in the sandbox chosen with --sandbox).
             Ok(Research {
                 backend: Arc::new(setup.index().clone()),
-                guidance: setup.planner_guidance(),
-                routes: Box::new(move |router| setup.routes(router)),
+                guidance: format!("{}\n\n{}", setup.planner_guidance(), retrieval.brief()),
+                agent,
+                retrieval,
             })
         }
         SearchChoice::Brave => {
@@ -605,10 +631,18 @@ async fn open_research(
                 .map_err(|e| Usage::new(format!("--search brave: {e}")))?;
             let backend: Arc<dyn plan_exec::SearchBackend> = Arc::new(brave);
             let agent = ResearchAgent::new(backend.clone(), provider);
+            let retrieval = agent
+                .retrieve(question, &GroundingConfig::default())
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot search the web: {e}"))?;
             Ok(Research {
                 backend,
-                guidance: format!("{RESEARCH_PLANNER_GUIDANCE} The search steps search the web."),
-                routes: Box::new(move |router| agent.routes(router)),
+                guidance: format!(
+                    "{RESEARCH_PLANNER_GUIDANCE} The search steps search the web.\n\n{}",
+                    retrieval.brief()
+                ),
+                agent,
+                retrieval,
             })
         }
     }

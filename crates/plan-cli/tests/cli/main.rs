@@ -17,6 +17,7 @@ mod output;
 mod postgres;
 mod readme;
 mod research;
+mod research_eval;
 mod run;
 mod sandbox;
 mod store;

@@ -103,6 +103,12 @@ impl LocalIndexConfig {
         self
     }
 
+    /// The most characters of a hit's snippet (default 200).
+    pub fn with_snippet_chars(mut self, chars: usize) -> Self {
+        self.snippet_chars = chars.max(1);
+        self
+    }
+
     /// The root folder.
     pub fn root(&self) -> &Path {
         &self.root
@@ -683,6 +689,7 @@ impl Inner {
                 &TopDocs::with_limit(query.limit.saturating_mul(8).max(16)).order_by_score(),
             )
             .map_err(index_err)?;
+        let weights = term_weights(&searcher, f.body, text)?;
         let mut snippets =
             SnippetGenerator::create(&searcher, &*parsed, f.body).map_err(index_err)?;
         snippets.set_max_num_chars(self.config.snippet_chars);
@@ -720,19 +727,73 @@ impl Inner {
                 let line = start_line + (before.matches('\n').count() + skipped_blank) as u64;
                 (snippet.fragment().to_owned(), line)
             };
-            hits.push(SearchHit {
-                source,
-                title: get_text(f.title),
-                snippet: collapse_whitespace(&snippet_text),
-                line: Some(u32::try_from(line).unwrap_or(u32::MAX)),
-                score,
-            });
+            let title = get_text(f.title);
+            let coverage = coverage(&weights, &format!("{title}\n{body}"));
+            hits.push(
+                SearchHit::new(
+                    source,
+                    title,
+                    collapse_whitespace(&snippet_text),
+                    Some(u32::try_from(line).unwrap_or(u32::MAX)),
+                    score,
+                )
+                .with_coverage(coverage),
+            );
             if hits.len() == query.limit {
                 break;
             }
         }
         Ok(hits)
     }
+}
+
+/// The distinct terms of `text` as the index analyses them (lower-cased, stemmed, stop
+/// words removed).
+fn analysed_terms(text: &str) -> Vec<String> {
+    let mut analyzer = analyzer();
+    let mut stream = analyzer.token_stream(text);
+    let mut terms: Vec<String> = Vec::new();
+    while let Some(token) = stream.next() {
+        if !terms.contains(&token.text) {
+            terms.push(token.text.clone());
+        }
+    }
+    terms
+}
+
+/// Each term of the query with its BM25 inverse document frequency in the collection: a
+/// term no passage holds weighs the most.
+fn term_weights(
+    searcher: &tantivy::Searcher,
+    body: Field,
+    query: &str,
+) -> Result<Vec<(String, f32)>, SearchError> {
+    let passages = searcher.num_docs() as f32;
+    analysed_terms(query)
+        .into_iter()
+        .map(|term| {
+            let df = searcher
+                .doc_freq(&Term::from_field_text(body, &term))
+                .map_err(index_err)? as f32;
+            let idf = (1.0 + (passages - df + 0.5) / (df + 0.5)).ln();
+            Ok((term, idf))
+        })
+        .collect()
+}
+
+/// The weighted share of the query's terms that `text` holds (0 for a query without terms).
+fn coverage(weights: &[(String, f32)], text: &str) -> f32 {
+    let total: f32 = weights.iter().map(|(_, w)| w).sum();
+    if total <= 0.0 {
+        return 0.0;
+    }
+    let held = analysed_terms(text);
+    let found: f32 = weights
+        .iter()
+        .filter(|(t, _)| held.contains(t))
+        .map(|(_, w)| w)
+        .sum();
+    found / total
 }
 
 #[async_trait]

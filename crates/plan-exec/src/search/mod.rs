@@ -57,6 +57,13 @@ pub struct SearchHit {
     pub line: Option<u32>,
     /// The backend's relevance score (higher is better; only comparable within one search).
     pub score: f32,
+    /// How much of the query this passage covers, from 0 to 1: the share of the query's
+    /// terms (weighted by how rare each is in the collection, so a name counts more than
+    /// a common word) that appear in the passage or its document title. Comparable across
+    /// searches, so it can say that nothing relevant was found. `None` when the backend
+    /// cannot tell (web search).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coverage: Option<f32>,
 }
 
 impl SearchHit {
@@ -74,7 +81,14 @@ impl SearchHit {
             snippet: snippet.into(),
             line,
             score,
+            coverage: None,
         }
+    }
+
+    /// With the share of the query this hit covers (see [`coverage`](Self::coverage)).
+    pub fn with_coverage(mut self, coverage: f32) -> Self {
+        self.coverage = Some(coverage.clamp(0.0, 1.0));
+        self
     }
 
     /// Where the hit is, with its line when known: `docs/a.md:12` or a URL.

@@ -238,3 +238,22 @@ fn refresh_is_incremental_and_persists() {
     assert!(!stats.changed(), "{stats:?}");
     assert_eq!(stats.unchanged, 3);
 }
+
+#[tokio::test]
+async fn coverage_tells_a_passage_about_the_query_from_a_near_miss() {
+    let index = corpus_index();
+    let hits = index
+        .search(&SearchQuery::new("discovered the planet Vessa"))
+        .await
+        .unwrap();
+    assert_eq!(hits[0].source, "astronomy/vessa.md");
+    assert!(hits[0].coverage.unwrap() > 0.99, "{hits:?}");
+    // The same words about a planet the documents never name: the passages about other
+    // discoveries match, but cover little of the query, the unknown name weighing most.
+    let miss = index
+        .search(&SearchQuery::new("discovered the planet Zorblax"))
+        .await
+        .unwrap();
+    assert!(!miss.is_empty());
+    assert!(miss.iter().all(|h| h.coverage.unwrap() < 0.6), "{miss:?}");
+}

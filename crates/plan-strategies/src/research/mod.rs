@@ -6,8 +6,13 @@
 //! section is built from the hits the searches really returned, so a citation can never
 //! point at a file no search found. Tags the model made up are removed and reported.
 
+mod grounding;
 mod prompts;
 mod setup;
+
+pub use grounding::{
+    Grounded, GroundedAnswer, GroundingConfig, RETRIEVAL_TAG, Retrieval, question_query,
+};
 
 #[cfg(feature = "search-index")]
 pub use setup::ResearchSetup;
@@ -306,7 +311,8 @@ const INSTRUCTION_WORDS: &[&str] = &[
 ];
 
 /// The query a search step sends: its description without the leading instruction words
-/// ("Search the documents for who discovered Vessa" → "who discovered Vessa").
+/// and without question words ("Search the documents for who discovered Vessa" →
+/// "discovered Vessa"; see [`question_query`]).
 pub fn query_for_step(step: &Step) -> String {
     let words: Vec<&str> = step.description.split_whitespace().collect();
     let start = words
@@ -318,7 +324,7 @@ pub fn query_for_step(step: &Step) -> String {
             !INSTRUCTION_WORDS.contains(&w.as_str())
         })
         .unwrap_or(0);
-    let query = words[start..].join(" ");
+    let query = question_query(&words[start..].join(" "));
     if query.trim().is_empty() {
         step.description.clone()
     } else {
@@ -418,8 +424,26 @@ impl ResearchAgent {
         })
     }
 
+    /// The passages retrieved for the question before planning (none when the run did
+    /// not retrieve).
+    fn retrieved(&self) -> Vec<Source> {
+        self.ledger
+            .sources()
+            .into_iter()
+            .filter(|s| s.step.as_str() == grounding::RETRIEVAL_TAG)
+            .collect()
+    }
+
     fn context(&self, input: &ResearchInput) -> String {
         let mut text = String::new();
+        let retrieved = self.retrieved();
+        if !retrieved.is_empty() {
+            text.push_str("## Passages retrieved for the question\n");
+            for s in &retrieved {
+                text.push_str(&grounding::passage_line(s));
+            }
+            text.push('\n');
+        }
         for (id, output) in &input.dependencies {
             text.push_str(&format!(
                 "## Output of step `{id}`\n{}\n\n",
@@ -442,7 +466,13 @@ impl ResearchAgent {
                 }
             }
         }
-        tags.iter().filter_map(|t| self.ledger.get(t)).collect()
+        let mut sources: Vec<Source> = tags.iter().filter_map(|t| self.ledger.get(t)).collect();
+        for s in self.retrieved() {
+            if !sources.iter().any(|k| k.tag == s.tag) {
+                sources.push(s);
+            }
+        }
+        sources
     }
 
     async fn ask(
@@ -450,10 +480,11 @@ impl ResearchAgent {
         purpose: Purpose,
         system: &str,
         user: String,
+        max_tokens: Option<u32>,
     ) -> Result<(String, ModelCall), LlmError> {
         let mut request =
             Request::new(vec![Message::system(system), Message::user(user)]).with_purpose(purpose);
-        request.max_tokens = self.config.max_tokens;
+        request.max_tokens = max_tokens;
         let started = Instant::now();
         let response = self.provider.complete(&request).await?;
         Ok((
@@ -490,7 +521,12 @@ impl ResearchAgent {
     pub async fn analyze(&self, input: &ResearchInput) -> Result<ResearchOutput, ResearchError> {
         let user = prompts::analyze_user(&input.goal, &input.step, &self.context(input));
         let (reply, call) = self
-            .ask(Purpose::Analyze, prompts::ANALYZE_SYSTEM, user)
+            .ask(
+                Purpose::Analyze,
+                prompts::ANALYZE_SYSTEM,
+                user,
+                self.config.max_tokens,
+            )
             .await?;
         let (text, cited, unknown) = self.verify(&reply);
         Ok(ResearchOutput {
@@ -511,7 +547,12 @@ impl ResearchAgent {
         let user =
             prompts::synthesize_user(&input.goal, &input.step, &self.context(input), &available);
         let (reply, call) = self
-            .ask(Purpose::Synthesize, prompts::SYNTHESIZE_SYSTEM, user)
+            .ask(
+                Purpose::Synthesize,
+                prompts::SYNTHESIZE_SYSTEM,
+                user,
+                self.config.max_tokens,
+            )
             .await?;
         let (mut text, cited, unknown) = self.verify(&reply);
         let text_trimmed = text.trim_end().to_owned();
@@ -631,7 +672,7 @@ mod tests {
     #[test]
     fn queries_drop_instruction_words() {
         let step = Step::new("s", "Search the documents for who discovered Vessa");
-        assert_eq!(query_for_step(&step), "who discovered Vessa");
+        assert_eq!(query_for_step(&step), "discovered Vessa");
         let step = Step::new("s", "Find information on the Quillon compiler");
         assert_eq!(query_for_step(&step), "Quillon compiler");
         let step = Step::new("s", "search");

@@ -1,6 +1,6 @@
 //! The prompts of the research steps.
 
-use plan_core::Step;
+use plan_core::{Step, StepId};
 
 use super::Source;
 
@@ -46,5 +46,38 @@ pub(super) fn synthesize_user(
             ));
         }
     }
+    text
+}
+
+pub(super) const ANSWER_SYSTEM: &str = "You answer a question from the passages given, \
+never from outside knowledge. Reply with one or two sentences that state the answer, each \
+fact followed by the tag of its passage in square brackets, exactly as given (for example \
+[doc#1]). Do not list the sources: they are appended for you. If the passages do not \
+answer the question, say so.";
+
+/// The grounded answer's prompt: the passages retrieved for the question, the findings of
+/// the steps (each cut to `cap` characters), then the question.
+pub(super) fn answer_user(
+    question: &str,
+    passages: &[Source],
+    findings: &[(StepId, String)],
+    cap: usize,
+) -> String {
+    let mut text = String::from("Passages:\n");
+    for s in passages {
+        text.push_str(&super::grounding::passage_line(s));
+    }
+    if !findings.is_empty() {
+        text.push_str("\nFindings of the research steps:\n");
+        for (id, output) in findings {
+            text.push_str(&format!(
+                "## {id}\n{}\n",
+                crate::prompts::bounded(output, cap)
+            ));
+        }
+    }
+    text.push_str(&format!(
+        "\nQuestion: {question}\nAnswer in one or two sentences:"
+    ));
     text
 }

@@ -15,12 +15,13 @@ fn millis(d: std::time::Duration) -> u64 {
 }
 
 /// The kind a research step runs as: its own, or for an `action` step routed to one of the
-/// research agents by name, that agent's kind.
+/// research agents by name, that agent's kind. Any other `action` step of a research run
+/// works on the results as an analysis.
 fn research_kind(step: &plan_core::Step) -> StepKind {
     match (step.kind, step.agent.as_deref()) {
         (StepKind::Action, Some("researcher")) => StepKind::Search,
-        (StepKind::Action, Some("analyst")) => StepKind::Analyze,
         (StepKind::Action, Some("writer")) => StepKind::Synthesize,
+        (StepKind::Action, _) => StepKind::Analyze,
         (kind, _) => kind,
     }
 }
@@ -84,6 +85,15 @@ impl ResearchAgent {
             router = router.route_agent(name, Arc::clone(&me));
         }
         router
+    }
+
+    /// As [`routes`](Self::routes), and plain `action` steps too: they run as analyses of
+    /// the passages and results, so that every step of the run works from the documents.
+    /// `code` steps keep their executor. (Leave action steps to the default executor when
+    /// they should call tools.)
+    pub fn routes_all_steps(&self, router: Router) -> Router {
+        self.routes(router)
+            .route_kind(StepKind::Action, self.clone())
     }
 }
 
@@ -162,6 +172,12 @@ impl ResearchSetup {
     /// Adds the research routes to `router` (see [`ResearchAgent::routes`]).
     pub fn routes(&self, router: Router) -> Router {
         self.agent.routes(router)
+    }
+
+    /// Adds the research routes, plain action steps included, to `router` (see
+    /// [`ResearchAgent::routes_all_steps`]).
+    pub fn routes_all_steps(&self, router: Router) -> Router {
+        self.agent.routes_all_steps(router)
     }
 
     /// What the planner must be told, with the document count.

@@ -16,8 +16,8 @@ use crate::traced::{record_route, route_span};
 use tracing::Instrument;
 
 /// The report's and the event's name of the route taken.
-const DIRECT: &str = "direct";
-const PLANNED: &str = "planned";
+pub(crate) const DIRECT: &str = "direct";
+pub(crate) const PLANNED: &str = "planned";
 
 /// Answers directly when no plan is needed, else plans and runs like [`Dag`]. The report
 /// says which (`route`: `direct` or `planned`), and a `route_chosen` event does too.
@@ -97,7 +97,8 @@ impl Strategy for Auto {
     }
 }
 
-fn choose(session: &RunSession, route: &str) {
+/// Records the route taken: the report's `route` and a `route_chosen` event.
+pub(crate) fn choose(session: &RunSession, route: &str) {
     session.set_extra("route", json!(route));
     session.emit(EventKind::RouteChosen {
         route: route.to_owned(),

@@ -31,6 +31,7 @@ use crate::planner::{LlmCall, Planner, RepairNote};
 use crate::report::Usage;
 
 pub use auto::Auto;
+pub(crate) use auto::{DIRECT, PLANNED, choose};
 pub use builtin::{Adaptive, Dag, Hierarchical, Linear, Reflective};
 pub(crate) use drive::chain;
 

@@ -340,3 +340,153 @@ async fn the_agent_can_answer_with_the_synthesize_step_and_keep_its_sources() {
     );
     assert_eq!(report.usage.llm_calls, 3);
 }
+
+/// An agent over the corpus whose strategy is grounded in a retrieval for `question`.
+async fn grounded_agent(
+    question: &str,
+    strategy: plan_strategies::StrategyKind,
+    model: &Script,
+) -> (plan_strategies::Agent, plan_strategies::Retrieval) {
+    use plan_exec::{LlmStepExecutor, Router};
+    use plan_strategies::{Agent, Grounded, GroundingConfig};
+
+    let research = ResearchAgent::new(index(), Arc::new(model.clone()));
+    let retrieval = research
+        .retrieve(question, &GroundingConfig::default())
+        .await
+        .unwrap();
+    let router = research
+        .routes_all_steps(Router::default().with_default(LlmStepExecutor::new(model.clone())));
+    let grounding = (research, retrieval.clone());
+    let agent = Agent::builder()
+        .provider(model.clone())
+        .executor(router)
+        .strategy(strategy)
+        .planner_guidance(retrieval.brief())
+        .wrap_strategy(move |inner| Arc::new(Grounded::new(inner, grounding.0, grounding.1)))
+        .build()
+        .unwrap();
+    (agent, retrieval)
+}
+
+#[tokio::test]
+async fn a_covered_question_is_answered_directly_from_the_passages_with_its_sources() {
+    use plan_strategies::StrategyKind;
+
+    let question = "What payload can the Heron H4 warehouse robot carry?";
+    let model = Script::new(["It carries 350 kg [doc#1], see also [doc#9] and [made#1]."]);
+    let (agent, retrieval) = grounded_agent(question, StrategyKind::Auto, &model).await;
+    assert!(retrieval.covers_question(), "{retrieval:?}");
+    let report = agent.run(question).await.unwrap();
+    assert!(report.is_success(), "{report:?}");
+    assert_eq!(report.extras["route"], "direct");
+    assert_eq!(report.usage.llm_calls, 1, "one call: no plan, no synthesis");
+    // The passages reached the model, with their paths.
+    let prompt = &model.request(0).messages[1].content;
+    assert!(
+        prompt.contains("[doc#1] companies/tessaly-heron.md:"),
+        "{prompt}"
+    );
+    let answer = report.answer.as_deref().unwrap();
+    // Citations of passages no search returned are removed; the sources are appended.
+    assert!(
+        answer.starts_with("It carries 350 kg [doc#1], see also and."),
+        "{answer}"
+    );
+    assert!(
+        answer.ends_with(
+            "\n\nSources:\n[doc#1] companies/tessaly-heron.md:1 — The Heron Warehouse Robot\n"
+        ),
+        "{answer}"
+    );
+    assert_eq!(
+        report.extras["sources"],
+        serde_json::json!(["companies/tessaly-heron.md"])
+    );
+    assert_eq!(report.extras["grounding"]["abstained"], false);
+}
+
+#[tokio::test]
+async fn a_question_the_documents_do_not_answer_is_declined_without_a_model_call() {
+    use plan_strategies::StrategyKind;
+
+    for strategy in [StrategyKind::Auto, StrategyKind::Dag] {
+        let question = "Who won the 1998 football World Cup?";
+        let model = Script::new(Vec::<String>::new());
+        let (agent, retrieval) = grounded_agent(question, strategy, &model).await;
+        assert!(!retrieval.is_answerable());
+        assert_eq!(retrieval.brief(), "");
+        let report = agent.run(question).await.unwrap();
+        assert!(report.is_success(), "{report:?}");
+        let answer = report.answer.as_deref().unwrap();
+        assert!(
+            answer.starts_with("The documents do not contain an answer to this question"),
+            "{answer}"
+        );
+        assert_eq!(report.usage.llm_calls, 0, "{strategy:?}");
+        assert!(model.requests.lock().unwrap().is_empty());
+        assert_eq!(report.extras["sources"], serde_json::json!([]));
+        assert_eq!(report.extras["grounding"]["abstained"], true);
+        assert!(report.steps.is_empty());
+    }
+}
+
+#[tokio::test]
+async fn a_planned_grounded_run_keeps_the_synthesize_steps_words_and_cites_what_it_found() {
+    use plan_strategies::StrategyKind;
+
+    let question = "Which moon was discovered by the astronomer who discovered Vessa?";
+    let plan = serde_json::json!({"goal": question, "steps": [
+        {"id": "moons", "description": "Search for moons discovered by Hedda Lindqvist", "kind": "search"},
+        {"id": "report", "description": "Answer the question", "kind": "synthesize", "dependencies": ["moons"]},
+    ]});
+    let model = Script::new([
+        plan.to_string(),
+        "Lindqvist found Vessa [doc#1] and the moon Pell [moons#1].".to_owned(),
+    ]);
+    let (agent, retrieval) = grounded_agent(question, StrategyKind::Dag, &model).await;
+    assert!(retrieval.is_answerable());
+    let report = agent.run(question).await.unwrap();
+    assert!(report.is_success(), "{report:?}");
+    // The planner was given the passages.
+    let planner_prompt: String = model
+        .request(0)
+        .messages
+        .iter()
+        .map(|m| m.content.clone())
+        .collect();
+    assert!(
+        planner_prompt.contains("[doc#1] astronomy/vessa.md:"),
+        "{planner_prompt}"
+    );
+    // The synthesize step saw the passages too, and its words are the answer's.
+    let step_prompt = &model.request(1).messages[1].content;
+    assert!(
+        step_prompt.contains("Passages retrieved for the question"),
+        "{step_prompt}"
+    );
+    let answer = report.answer.as_deref().unwrap();
+    assert!(
+        answer.starts_with(
+            "Lindqvist found Vessa [doc#1] and the moon Pell [moons#1].\n\nSources:\n"
+        ),
+        "{answer}"
+    );
+    assert_eq!(
+        report.usage.llm_calls, 2,
+        "plan and synthesize: no extra answer call"
+    );
+    let sources: Vec<String> = report.extra("sources").unwrap();
+    assert!(
+        sources.contains(&"astronomy/vessa.md".to_owned()),
+        "{sources:?}"
+    );
+    assert!(
+        sources.contains(&"astronomy/orrin-moons.md".to_owned()),
+        "{sources:?}"
+    );
+    assert!(
+        answer.contains("[moons#1] astronomy/orrin-moons.md:"),
+        "{answer}"
+    );
+}

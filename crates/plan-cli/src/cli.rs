@@ -79,6 +79,17 @@ plan resume 20261125-200000-3f9a\n  \
 plan resume --model openai:gpt-4o 20261125-200000-3f9a")]
     Resume(ResumeArgs),
 
+    /// Run the plan of a run that awaits approval (or an edited plan in its place)
+    #[command(after_help = "Examples:\n  \
+plan approve 1m931ebcanh4d\n  \
+plan approve 1m931ebcanh4d --plan edited.json")]
+    Approve(ApproveArgs),
+
+    /// End a run that awaits approval as rejected; nothing runs (exit 1)
+    #[command(after_help = "Examples:\n  \
+plan reject 1m931ebcanh4d --reason \"too many steps\"")]
+    Reject(RejectArgs),
+
     /// List recent runs, one line each, the run id first
     #[command(after_help = "Examples:\n  \
 plan runs\n  \
@@ -439,7 +450,39 @@ pub struct McpArgs {
     pub store: Option<PathBuf>,
 }
 
-/// `plan resume`.
+/// `plan approve`.
+#[derive(Debug, Clone, Args)]
+pub struct ApproveArgs {
+    #[command(flatten)]
+    pub run: ResumeArgs,
+
+    /// Run this plan (JSON, as `plan plan --format json` prints) instead of the one
+    /// waiting; it is checked first, and an invalid plan leaves the run waiting
+    #[arg(long, value_name = "FILE")]
+    pub plan: Option<PathBuf>,
+}
+
+/// `plan reject`.
+#[derive(Debug, Clone, Args)]
+pub struct RejectArgs {
+    /// The run awaiting approval, as listed by `plan runs`
+    #[arg(value_name = "RUN_ID")]
+    pub run_id: String,
+
+    /// Why, recorded as the run's failure
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
+
+    /// Print the run report as one JSON object
+    #[arg(long)]
+    pub json: bool,
+
+    /// Run store: a SQLite file or a postgres:// URL [default: plan/runs.sqlite in the user data directory]
+    #[arg(long, value_name = "PATH|URL")]
+    pub store: Option<PathBuf>,
+}
+
+/// `plan resume` (and the run of `plan approve`).
 #[derive(Debug, Clone, Args)]
 pub struct ResumeArgs {
     /// The run to continue, as listed by `plan runs`

@@ -42,6 +42,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Plan(args) => runtime.block_on(cmd::run::plan(args, quiet)),
         Command::Exec(args) => runtime.block_on(cmd::run::exec(args, quiet)),
         Command::Resume(args) => runtime.block_on(cmd::run::resume(args, quiet)),
+        Command::Approve(args) => runtime.block_on(cmd::run::approve(args, quiet)),
+        Command::Reject(args) => runtime.block_on(cmd::run::reject(args)),
         Command::Runs(args) => runtime.block_on(cmd::runs::runs(args)),
         Command::Show(args) => runtime.block_on(cmd::runs::show(args)),
         Command::Graph(args) => runtime.block_on(cmd::graph::run(args)),

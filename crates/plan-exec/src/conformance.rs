@@ -167,6 +167,10 @@ pub async fn check_store(store: Arc<dyn RunStore>) -> ConformanceReport {
         set_status(s).await,
     );
     report.record(
+        "change_status moves a run only from the status given; an unknown run is an error",
+        change_status(s).await,
+    );
+    report.record(
         "set_status and finish_run of an unknown run are errors",
         unknown_run_status(s).await,
     );
@@ -437,6 +441,40 @@ async fn second_commit_rejected(store: &dyn RunStore) -> Result<(), String> {
             events_json(&run.events)
         )
     })
+}
+
+async fn change_status(store: &dyn RunStore) -> Result<(), String> {
+    let r = create(store, "conformance: change status").await?;
+    store
+        .set_status(&r.id, RunStatus::AwaitingApproval)
+        .await
+        .map_err(|e| format!("set_status failed: {e}"))?;
+    let moved = store
+        .change_status(&r.id, RunStatus::AwaitingApproval, RunStatus::Running)
+        .await
+        .map_err(|e| format!("change_status failed: {e}"))?;
+    ensure(moved, || {
+        "change_status from the run's own status said it did not move".to_owned()
+    })?;
+    let again = store
+        .change_status(&r.id, RunStatus::AwaitingApproval, RunStatus::Running)
+        .await
+        .map_err(|e| format!("change_status failed: {e}"))?;
+    ensure(!again, || {
+        "change_status from a status the run no longer has said it moved".to_owned()
+    })?;
+    let run = load(store, &r.id).await?;
+    ensure(run.status == RunStatus::Running, || {
+        format!("after change_status, load_run says `{}`", run.status)
+    })?;
+    let unknown = new_run_id();
+    ensure(
+        store
+            .change_status(&unknown, RunStatus::AwaitingApproval, RunStatus::Running)
+            .await
+            .is_err(),
+        || "change_status of an unknown run did not fail".to_owned(),
+    )
 }
 
 async fn set_status(store: &dyn RunStore) -> Result<(), String> {

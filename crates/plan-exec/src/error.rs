@@ -213,6 +213,20 @@ pub enum ExecError {
     /// The run has no plan saved, so there is nothing to resume.
     #[error("run `{0}` has no saved plan: it stopped before planning finished; start it again")]
     NoPlan(RunId),
+    /// The run awaits approval of its plan: it continues when approved, or ends when
+    /// rejected, not by resuming.
+    #[error("run `{0}` awaits approval of its plan: approve it to run it, or reject it")]
+    AwaitsApproval(RunId),
+    /// The run does not await approval, so it cannot be approved or rejected.
+    #[error(
+        "run `{run}` is {status}, not awaiting approval: only a run that stopped for approval can be approved or rejected"
+    )]
+    NotAwaitingApproval {
+        /// The run.
+        run: RunId,
+        /// Its status.
+        status: plan_core::RunStatus,
+    },
     /// A step task panicked (a bug in an executor).
     #[error("step `{step}` panicked: {message}")]
     StepPanicked {

@@ -97,21 +97,64 @@ impl SessionBuilder {
         Ok(record.id)
     }
 
-    /// Reopens a stored run to continue it (after a crash, a cancellation, an approval, or
-    /// a claim by a worker): sets it `running`, emits `run_started`, and returns where it
-    /// stands. Completed steps are in the [`ResumePoint`] and are never run again.
+    /// Reopens a stored run to continue it (after a crash, a cancellation, or a claim by a
+    /// worker): sets it `running`, emits `run_started`, and returns where it stands.
+    /// Completed steps are in the [`ResumePoint`] and are never run again. A run awaiting
+    /// approval is answered with [`reopen_awaiting`](Self::reopen_awaiting) instead.
     ///
     /// # Errors
-    /// [`ExecError::NoStore`], [`ExecError::UnknownRun`], [`ExecError::Store`].
+    /// [`ExecError::AwaitsApproval`], [`ExecError::NoStore`], [`ExecError::UnknownRun`],
+    /// [`ExecError::Store`].
     pub async fn reopen(&self, run: &RunId) -> Result<(RunSession, ResumePoint), ExecError> {
         let store = self.store.as_ref().ok_or(ExecError::NoStore)?;
         let stored = store
             .load_run(run)
             .await?
             .ok_or_else(|| ExecError::UnknownRun(run.clone()))?;
+        if stored.status == RunStatus::AwaitingApproval {
+            return Err(ExecError::AwaitsApproval(run.clone()));
+        }
         let point = ResumePoint::of(&stored);
         store.set_status(run, RunStatus::Running).await?;
         let mut stored = stored;
+        stored.status = RunStatus::Running;
+        let session = self.open(stored);
+        let goal = session.record().goal.clone();
+        session.emit(EventKind::RunStarted { goal });
+        Ok((session, point))
+    }
+
+    /// Reopens a run that awaits approval, to run its plan (approved) or to end it
+    /// (rejected). The move out of `awaiting_approval` is atomic in the store, so of two
+    /// callers answering the same approval only one gets the session.
+    ///
+    /// # Errors
+    /// [`ExecError::NotAwaitingApproval`] when the run is in another status (answered
+    /// already, or never waiting); [`ExecError::NoStore`], [`ExecError::UnknownRun`],
+    /// [`ExecError::Store`].
+    pub async fn reopen_awaiting(
+        &self,
+        run: &RunId,
+    ) -> Result<(RunSession, ResumePoint), ExecError> {
+        let store = self.store.as_ref().ok_or(ExecError::NoStore)?;
+        let load = || async {
+            store
+                .load_run(run)
+                .await?
+                .ok_or_else(|| ExecError::UnknownRun(run.clone()))
+        };
+        let mut stored = load().await?;
+        let moved = stored.status == RunStatus::AwaitingApproval
+            && store
+                .change_status(run, RunStatus::AwaitingApproval, RunStatus::Running)
+                .await?;
+        if !moved {
+            return Err(ExecError::NotAwaitingApproval {
+                run: run.clone(),
+                status: load().await?.status,
+            });
+        }
+        let point = ResumePoint::of(&stored);
         stored.status = RunStatus::Running;
         let session = self.open(stored);
         let goal = session.record().goal.clone();

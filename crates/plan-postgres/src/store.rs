@@ -332,6 +332,38 @@ impl RunStore for PostgresStore {
         Ok(())
     }
 
+    async fn change_status(
+        &self,
+        run: &RunId,
+        from: RunStatus,
+        to: RunStatus,
+    ) -> Result<bool, StoreError> {
+        let client = self.client().await?;
+        let n = client
+            .execute(
+                "UPDATE plan.runs SET status = $3, updated = $4 WHERE id = $1 AND status = $2",
+                &[
+                    &run.as_str(),
+                    &from.as_str(),
+                    &to.as_str(),
+                    &to_sql_time(Timestamp::now()),
+                ],
+            )
+            .await
+            .map_err(self.err("cannot update the run status"))?;
+        if n == 1 {
+            return Ok(true);
+        }
+        let known = client
+            .query_opt("SELECT 1 FROM plan.runs WHERE id = $1", &[&run.as_str()])
+            .await
+            .map_err(self.err("cannot read the run"))?;
+        match known {
+            Some(_) => Ok(false),
+            None => Err(no_run(run)),
+        }
+    }
+
     async fn finish_run(&self, run: &RunId, end: &RunEnd) -> Result<(), StoreError> {
         let extras = if end.extras.is_empty() {
             None

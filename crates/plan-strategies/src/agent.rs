@@ -165,19 +165,9 @@ impl Agent {
             ));
         }
         let (session, point) = self.inner.sessions.reopen(run_id).await?;
-        let strategy = match point.strategy.as_deref() {
-            Some(name) => match self.inner.registry.get(name) {
-                Ok(s) => s,
-                Err(e) => {
-                    let e = StrategyError::UnknownStrategy(e);
-                    let _ = session
-                        .finish(plan_core::RunStatus::Failed, None, Some(e.to_string()))
-                        .await;
-                    return Err(e);
-                }
-            },
-            None => self.inner.strategy.clone(),
-        };
+        let strategy = self
+            .stored_strategy(&session, point.strategy.as_deref())
+            .await?;
         let cx = &self.inner.cx;
         async {
             let outcome = match point.plan.clone() {
@@ -196,6 +186,147 @@ impl Agent {
         }
         .instrument(session.span().clone())
         .await
+    }
+
+    /// Plans `goal` into a new stored run and stops it there, `awaiting_approval`: a wait
+    /// that outlives the process. Someone answers it later, perhaps from another process,
+    /// with [`approve`](Self::approve) (which runs the plan, or an edited one) or
+    /// [`reject`](Self::reject). The report has the plan and no steps run.
+    ///
+    /// # Errors
+    /// [`StrategyError::Config`] without a store; as for planning in [`run`](Self::run).
+    pub async fn plan_for_approval(
+        &self,
+        goal: impl Into<String>,
+    ) -> Result<RunReport, StrategyError> {
+        let goal = goal.into();
+        self.need_store("waiting for approval")?;
+        let session = self.open(&goal).await?;
+        let cx = &self.inner.cx;
+        let parked = async {
+            let planned = self.inner.strategy.plan(cx, &goal).await?;
+            cx.record_plan_outcome(&session, &planned);
+            cx.plan_created(&session, &planned.plan, 0).await?;
+            session
+                .set_status(plan_core::RunStatus::AwaitingApproval)
+                .await?;
+            Ok::<_, StrategyError>(session.report())
+        }
+        .instrument(session.span().clone())
+        .await;
+        if let Err(e) = &parked {
+            let _ = session
+                .finish(plan_core::RunStatus::Failed, None, Some(e.to_string()))
+                .await;
+        }
+        parked
+    }
+
+    /// Approves a run that awaits approval and runs it to the end under the strategy it
+    /// was started with: its plan as it is, or `edited` in its place (recorded as the
+    /// next revision). An edited plan is checked first, and a plan with problems is
+    /// refused with every problem listed, leaving the run waiting.
+    ///
+    /// # Errors
+    /// [`StrategyError::Plan`] for an invalid edited plan; [`StrategyError::Exec`] with
+    /// [`ExecError::NotAwaitingApproval`](plan_exec::ExecError::NotAwaitingApproval) when
+    /// the run is not waiting (answered already); [`StrategyError::Config`] without a
+    /// store.
+    pub async fn approve(
+        &self,
+        run_id: &RunId,
+        edited: Option<Plan>,
+    ) -> Result<RunReport, StrategyError> {
+        self.need_store("approving a run")?;
+        if let Some(plan) = &edited {
+            PlanGraph::with_limits(plan.clone(), &plan_core::Limits::with_max_steps(usize::MAX))?;
+            if let Some(catalogue) = &self.inner.cx.agents {
+                catalogue.check_plan(plan)?;
+            }
+        }
+        let (session, point) = self.inner.sessions.reopen_awaiting(run_id).await?;
+        let strategy = self
+            .stored_strategy(&session, point.strategy.as_deref())
+            .await?;
+        let cx = &self.inner.cx;
+        async {
+            let outcome = match (point.plan.clone(), edited) {
+                (Some(latest), Some(plan)) if plan != latest.plan => {
+                    let revision = latest.revision + 1;
+                    match cx.plan_created(&session, &plan, revision).await {
+                        Ok(()) => {
+                            let mut start = PlanStart::new(plan);
+                            start.revision = revision;
+                            start.announced = true;
+                            strategy.execute(cx, &session, start).await
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+                (Some(latest), _) => {
+                    strategy
+                        .execute(cx, &session, PlanStart::resume(point, latest))
+                        .await
+                }
+                (None, _) => Err(StrategyError::Exec(plan_exec::ExecError::NoPlan(
+                    run_id.clone(),
+                ))),
+            };
+            answer::finish(cx, &session, outcome).await
+        }
+        .instrument(session.span().clone())
+        .await
+    }
+
+    /// Rejects a run that awaits approval: it ends `rejected`, with `reason` as its
+    /// failure, and nothing runs.
+    ///
+    /// # Errors
+    /// As [`approve`](Self::approve) for a run that is not waiting, or without a store.
+    pub async fn reject(
+        &self,
+        run_id: &RunId,
+        reason: Option<String>,
+    ) -> Result<RunReport, StrategyError> {
+        self.need_store("rejecting a run")?;
+        let (session, _) = self.inner.sessions.reopen_awaiting(run_id).await?;
+        let reason = reason
+            .filter(|r| !r.trim().is_empty())
+            .unwrap_or_else(|| "the plan was rejected: nothing was run".to_owned());
+        Ok(session
+            .finish(plan_core::RunStatus::Rejected, None, Some(reason))
+            .await?)
+    }
+
+    fn need_store(&self, what: &str) -> Result<(), StrategyError> {
+        if self.inner.sessions.store_ref().is_none() {
+            return Err(StrategyError::Config(format!(
+                "{what} needs a run store: build the agent with .store(..)"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The strategy a stored run was started with (the agent's own when it names none);
+    /// an unknown name ends the run as failed.
+    async fn stored_strategy(
+        &self,
+        session: &RunSession,
+        name: Option<&str>,
+    ) -> Result<Arc<dyn Strategy>, StrategyError> {
+        match name {
+            Some(name) => match self.inner.registry.get(name) {
+                Ok(s) => Ok(s),
+                Err(e) => {
+                    let e = StrategyError::UnknownStrategy(e);
+                    let _ = session
+                        .finish(plan_core::RunStatus::Failed, None, Some(e.to_string()))
+                        .await;
+                    Err(e)
+                }
+            },
+            None => Ok(self.inner.strategy.clone()),
+        }
     }
 
     async fn open(&self, goal: &str) -> Result<RunSession, StrategyError> {

@@ -1279,3 +1279,91 @@ async fn synthesis_over_a_large_plan_reads_its_final_steps_only() {
     assert!(!text.contains("### part0:"), "{text}");
     assert!(text.contains("40 earlier steps are not shown"), "{text}");
 }
+
+#[tokio::test]
+async fn a_durable_approval_outlives_the_agent_and_is_answered_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("runs.db");
+    let fake = Fake::non_streaming().plan(plan_json(THREE));
+    let parked = agent(&fake, StrategyKind::Dag)
+        .store(SqliteStore::open(&path).unwrap())
+        .build()
+        .unwrap()
+        .plan_for_approval("wait for me")
+        .await
+        .unwrap();
+    assert_eq!(parked.status, RunStatus::AwaitingApproval);
+    assert_eq!(parked.plan.as_ref().unwrap().steps.len(), 3);
+    assert!(
+        fake.step_requests().is_empty(),
+        "nothing ran before approval"
+    );
+    let id = parked.run_id.clone();
+
+    // Another agent (another process) over the same store: the run waits there.
+    let fake2 = Fake::non_streaming();
+    let later = agent(&fake2, StrategyKind::Dag)
+        .store(SqliteStore::open(&path).unwrap())
+        .build()
+        .unwrap();
+    let e = later.resume(&id).await.unwrap_err();
+    assert!(e.to_string().contains("awaits approval"), "{e}");
+    // An invalid edit is refused with its problems, and the run keeps waiting.
+    let bad = plan_core::Plan::new(
+        "wait for me",
+        vec![
+            plan_core::Step::new("a", "A").depends_on(["b"]),
+            plan_core::Step::new("b", "B").depends_on(["a"]),
+            plan_core::Step::new("a", "again"),
+        ],
+    );
+    let e = later.approve(&id, Some(bad)).await.unwrap_err();
+    let text = e.to_string();
+    assert!(
+        text.contains("dependency cycle") && text.contains("2 steps have the id `a`"),
+        "{text}"
+    );
+    // An edited plan runs in place of the first (as revision 1).
+    let edited = plan_core::Plan::new(
+        "wait for me",
+        vec![
+            plan_core::Step::new("search", "Find the frameworks"),
+            plan_core::Step::new("check", "Check them").depends_on(["search"]),
+        ],
+    );
+    let done = later.approve(&id, Some(edited)).await.unwrap();
+    assert!(done.is_success(), "{:?}", done.failure);
+    assert_eq!(done.run_id, id);
+    assert_eq!(fake2.step_requests(), ["search", "check"]);
+    assert!(
+        fake2.planner_requests().is_empty(),
+        "approval does not plan again"
+    );
+    // Answered once: a second approval or a rejection is refused.
+    let e = later.approve(&id, None).await.unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("is succeeded, not awaiting approval"),
+        "{e}"
+    );
+    assert!(later.reject(&id, None).await.is_err());
+}
+
+#[tokio::test]
+async fn a_rejected_run_ends_rejected_and_runs_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Fake::non_streaming().plan(plan_json(THREE));
+    let agent = agent(&fake, StrategyKind::Adaptive)
+        .store(SqliteStore::open(dir.path().join("runs.db")).unwrap())
+        .build()
+        .unwrap();
+    let parked = agent.plan_for_approval("not this").await.unwrap();
+    let report = agent
+        .reject(&parked.run_id, Some("too expensive".to_owned()))
+        .await
+        .unwrap();
+    assert_eq!(report.status, RunStatus::Rejected);
+    assert_eq!(report.failure.as_deref(), Some("too expensive"));
+    assert!(fake.step_requests().is_empty());
+    assert!(agent.approve(&parked.run_id, None).await.is_err());
+}

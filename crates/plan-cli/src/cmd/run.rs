@@ -9,7 +9,10 @@ use plan_exec::{CancelToken, RunStore};
 use plan_strategies::{RunReport, StrategyError};
 
 use crate::approve::{self, Decision};
-use crate::cli::{ExecArgs, PlanArgs, PlanFormat, ResumeArgs, RunArgs, SandboxArg, Strategy};
+use crate::cli::{
+    ApproveArgs, ExecArgs, PlanArgs, PlanFormat, RejectArgs, ResumeArgs, RunArgs, SandboxArg,
+    Strategy,
+};
 use crate::cmd::graph::load_plan_file;
 use crate::cmd::tools::RunTools;
 use crate::config::{Overrides, Settings, StoreSpec};
@@ -308,6 +311,26 @@ pub async fn plan(args: PlanArgs, quiet: bool) -> anyhow::Result<ExitCode> {
 
 /// `plan resume RUN_ID`.
 pub async fn resume(args: ResumeArgs, quiet: bool) -> anyhow::Result<ExitCode> {
+    continue_stored(args, quiet, None).await
+}
+
+/// `plan approve RUN_ID [--plan FILE]`: runs the plan of a run awaiting approval (or the
+/// edited one in FILE, checked first) to the end.
+pub async fn approve(args: ApproveArgs, quiet: bool) -> anyhow::Result<ExitCode> {
+    let edited = match &args.plan {
+        Some(file) => Some(load_plan_file(file, usize::MAX)?),
+        None => None,
+    };
+    continue_stored(args.run, quiet, Some(edited)).await
+}
+
+/// `plan resume`, or with `approval` `plan approve`: reopens a stored run with the model,
+/// endpoint and strategy it recorded (unless overridden) and runs it to the end.
+async fn continue_stored(
+    args: ResumeArgs,
+    quiet: bool,
+    approval: Option<Option<plan_core::Plan>>,
+) -> anyhow::Result<ExitCode> {
     let mut overrides = Overrides::store(args.store.clone());
     overrides.execution.concurrency = args.concurrency;
     overrides.execution.sandbox = args.sandbox;
@@ -321,8 +344,23 @@ pub async fn resume(args: ResumeArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         .await
         .map_err(|e| anyhow::anyhow!("cannot read the run store: {e}"))?
         .ok_or_else(|| no_run(&args.run_id, &base))?;
-    if stored.status == RunStatus::Succeeded {
-        eprintln!("run {id} already succeeded; nothing to resume");
+    match (&approval, stored.status) {
+        (None, RunStatus::AwaitingApproval) => {
+            return Err(Usage::new(format!(
+                "run {id} awaits approval of its plan: run it with `plan approve {id}` (or `plan approve {id} --plan FILE` for an edited plan), or end it with `plan reject {id}`"
+            ))
+            .into());
+        }
+        (Some(_), status) if status != RunStatus::AwaitingApproval => {
+            return Err(Usage::new(format!(
+                "run {id} is {status}, not awaiting approval: only a run that stopped for approval can be approved"
+            ))
+            .into());
+        }
+        (None, RunStatus::Succeeded) => {
+            eprintln!("run {id} already succeeded; nothing to resume");
+        }
+        _ => {}
     }
     // The run's recorded model and endpoint, unless overridden; keys come from the
     // environment again.
@@ -348,7 +386,10 @@ pub async fn resume(args: ResumeArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         .store(store)
         .build()
         .map_err(session::strategy_error)?;
-    let result = agent.resume(&id).await;
+    let result = match approval {
+        None => agent.resume(&id).await,
+        Some(edited) => agent.approve(&id, edited).await,
+    };
     drop(agent);
     ui.finish().await;
     conclude(
@@ -359,6 +400,37 @@ pub async fn resume(args: ResumeArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         false,
         settings.sandbox,
     )
+}
+
+/// `plan reject RUN_ID`: ends a run awaiting approval as `rejected` (exit 1); nothing runs.
+pub async fn reject(args: RejectArgs) -> anyhow::Result<ExitCode> {
+    let base = Settings::from_process(&Overrides::store(args.store.clone()))?;
+    let store = session::open_existing_store(&base.store)
+        .await?
+        .ok_or_else(|| no_run(&args.run_id, &base))?;
+    let id = RunId::new(args.run_id.clone());
+    let (session, _) = plan_exec::SessionBuilder::new()
+        .store(store)
+        .reopen_awaiting(&id)
+        .await
+        .map_err(|e| match e {
+            plan_exec::ExecError::UnknownRun(_) => no_run(&args.run_id, &base),
+            e => Usage::new(e.to_string()).into(),
+        })?;
+    let reason = args
+        .reason
+        .filter(|r| !r.trim().is_empty())
+        .unwrap_or_else(|| "the plan was rejected: nothing was run".to_owned());
+    let report = session
+        .finish(RunStatus::Rejected, None, Some(reason.clone()))
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot record the rejection: {e}"))?;
+    if args.json {
+        println!("{}", report.to_json_pretty());
+    } else {
+        eprintln!("run {id} rejected: {reason}");
+    }
+    Ok(ExitCode::from(exit::RUN_FAILED))
 }
 
 fn no_run(id: &str, settings: &Settings) -> anyhow::Error {

@@ -6,6 +6,7 @@ mod approve;
 mod auto;
 mod code_steps;
 mod compat;
+mod durable;
 mod forecast;
 mod graph;
 mod help;

@@ -374,6 +374,30 @@ pub trait RunStore: Send + Sync {
     /// `awaiting_approval`).
     async fn set_status(&self, run: &RunId, status: RunStatus) -> Result<(), StoreError>;
 
+    /// Moves a run to `to` only if its status is `from`, and says whether it did: of two
+    /// callers answering the same approval, one wins and the other is told. An unknown run
+    /// is an error.
+    ///
+    /// The default reads the status, then writes it, which is not atomic: a store that
+    /// several processes share should do both in one statement (the SQLite and PostgreSQL
+    /// stores do).
+    async fn change_status(
+        &self,
+        run: &RunId,
+        from: RunStatus,
+        to: RunStatus,
+    ) -> Result<bool, StoreError> {
+        let stored = self
+            .load_run(run)
+            .await?
+            .ok_or_else(|| StoreError::new(format!("no run `{run}` in the run store")))?;
+        if stored.status != from {
+            return Ok(false);
+        }
+        self.set_status(run, to).await?;
+        Ok(true)
+    }
+
     /// Records how a run ended: its status, answer, failure and report extras.
     async fn finish_run(&self, run: &RunId, end: &RunEnd) -> Result<(), StoreError>;
 
@@ -414,6 +438,14 @@ impl<S: RunStore + ?Sized> RunStore for std::sync::Arc<S> {
     }
     async fn set_status(&self, run: &RunId, status: RunStatus) -> Result<(), StoreError> {
         (**self).set_status(run, status).await
+    }
+    async fn change_status(
+        &self,
+        run: &RunId,
+        from: RunStatus,
+        to: RunStatus,
+    ) -> Result<bool, StoreError> {
+        (**self).change_status(run, from, to).await
     }
     async fn finish_run(&self, run: &RunId, end: &RunEnd) -> Result<(), StoreError> {
         (**self).finish_run(run, end).await

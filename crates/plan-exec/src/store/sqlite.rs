@@ -329,6 +329,46 @@ impl RunStore for SqliteStore {
         .await
     }
 
+    async fn change_status(
+        &self,
+        run: &RunId,
+        from: RunStatus,
+        to: RunStatus,
+    ) -> Result<bool, StoreError> {
+        let run = run.clone();
+        self.with_conn(move |c| {
+            let n = c
+                .execute(
+                    "UPDATE runs SET status = ?3, updated_ms = ?4 WHERE id = ?1 AND status = ?2",
+                    params![
+                        run.as_str(),
+                        from.as_str(),
+                        to.as_str(),
+                        ms(Timestamp::now())
+                    ],
+                )
+                .map_err(db_err("cannot update the run status"))?;
+            if n == 1 {
+                return Ok(true);
+            }
+            let known: bool = c
+                .query_row(
+                    "SELECT 1 FROM runs WHERE id = ?1",
+                    params![run.as_str()],
+                    |_| Ok(true),
+                )
+                .optional()
+                .map_err(db_err("cannot read the run"))?
+                .unwrap_or(false);
+            if known {
+                Ok(false)
+            } else {
+                Err(StoreError::new(format!("no run `{run}` in the run store")))
+            }
+        })
+        .await
+    }
+
     async fn finish_run(&self, run: &RunId, end: &RunEnd) -> Result<(), StoreError> {
         let run = run.clone();
         let end = end.clone();

@@ -108,7 +108,7 @@ async fn a_store_that_breaks_the_contract_fails_the_checks_it_breaks() {
     );
     let text = report.into_result().unwrap_err().to_string();
     assert!(
-        text.starts_with("2 of 13 run store conformance checks failed:"),
+        text.starts_with("2 of 14 run store conformance checks failed:"),
         "{text}"
     );
     assert!(text.contains("must be an error"), "{text}");

@@ -21,6 +21,13 @@ pub(crate) async fn finish(
     outcome: Result<Outcome, StrategyError>,
 ) -> Result<RunReport, StrategyError> {
     let cancelled = cx.runner().cancel_token().is_cancelled();
+    // A run waiting for approval (of a replan) is not over: nothing is written.
+    if let Ok(ex) = &outcome
+        && ex.status == RunStatus::AwaitingApproval
+    {
+        session.flush().await?;
+        return Ok(session.report());
+    }
     let mut ex = match outcome {
         Ok(ex) => ex,
         Err(e) => {

@@ -126,6 +126,13 @@ impl AgentBuilder {
         self
     }
 
+    /// Whether a replan waits for approval before it runs (default false; see
+    /// [`StrategyOptions::approve_replans`]).
+    pub fn approve_replans(mut self, yes: bool) -> Self {
+        self.options.approve_replans = yes;
+        self
+    }
+
     /// Hierarchical: the most levels of sub-goals (default 3).
     pub fn max_depth(mut self, n: usize) -> Self {
         self.options.max_depth = n;

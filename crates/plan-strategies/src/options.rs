@@ -51,6 +51,11 @@ pub struct StrategyOptions {
     pub synthesize: bool,
     /// Where the answer comes from (default: a synthesis call).
     pub answer: AnswerSource,
+    /// Whether a replan waits for approval before it runs (default false): the revised
+    /// plan is recorded and the run stops `awaiting_approval`, to continue with
+    /// [`Agent::approve`](crate::Agent::approve) or end with
+    /// [`Agent::reject`](crate::Agent::reject). Needs a run store.
+    pub approve_replans: bool,
 }
 
 impl Default for StrategyOptions {
@@ -66,6 +71,7 @@ impl Default for StrategyOptions {
             synthesis_step_cap: 24,
             synthesize: true,
             answer: AnswerSource::SynthesisCall,
+            approve_replans: false,
         }
     }
 }

@@ -1367,3 +1367,61 @@ async fn a_rejected_run_ends_rejected_and_runs_nothing() {
     assert!(fake.step_requests().is_empty());
     assert!(agent.approve(&parked.run_id, None).await.is_err());
 }
+
+#[tokio::test]
+async fn a_replan_waits_for_approval_and_continues_keeping_finished_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("runs.db");
+    let fake = Fake::non_streaming()
+        .plan(plan_json(&[
+            ("fetch", "Fetch the data", &[]),
+            ("parse", "Parse it with the broken parser", &["fetch"]),
+        ]))
+        .plan(
+            r#"{"steps": [
+            {"id": "parse2", "description": "Parse it by hand", "dependencies": ["fetch"]}]}"#,
+        )
+        .steps(|id, _| match id {
+            "parse" => Err("parser crashed on line 3".into()),
+            other => Ok(format!("output of {other}")),
+        });
+    let waiting = agent(&fake, StrategyKind::Adaptive)
+        .store(SqliteStore::open(&path).unwrap())
+        .approve_replans(true)
+        .build()
+        .unwrap()
+        .run("adapt with approval")
+        .await
+        .unwrap();
+    assert_eq!(waiting.status, RunStatus::AwaitingApproval);
+    assert_eq!(waiting.replans, 1);
+    assert_eq!(waiting.answer, None);
+    let revised: Vec<&str> = waiting
+        .plan
+        .as_ref()
+        .unwrap()
+        .steps
+        .iter()
+        .map(|s| s.id.as_str())
+        .collect();
+    assert_eq!(
+        revised,
+        ["fetch", "parse2"],
+        "the revised plan is stored, not run"
+    );
+    assert_eq!(fake.step_requests(), ["fetch", "parse"]);
+
+    // Approved later (another agent, same store): the replan runs; fetch is not redone.
+    let fake2 = Fake::non_streaming();
+    let done = agent(&fake2, StrategyKind::Adaptive)
+        .store(SqliteStore::open(&path).unwrap())
+        .build()
+        .unwrap()
+        .approve(&waiting.run_id, None)
+        .await
+        .unwrap();
+    assert!(done.is_success(), "{:?}", done.failure);
+    assert_eq!(fake2.step_requests(), ["parse2"]);
+    assert!(fake2.planner_requests().is_empty());
+    assert_eq!(done.replans, 1);
+}

@@ -113,6 +113,18 @@ pub(super) async fn drive(
         session
             .replanned(&planned.plan, revision, reason, kept)
             .await?;
+        if cx.options.approve_replans {
+            // The revised plan waits for someone to approve it; finished steps are kept
+            // in the store for when it continues.
+            session.set_status(RunStatus::AwaitingApproval).await?;
+            return Ok(Outcome {
+                plan: planned.plan,
+                steps: Vec::new(),
+                status: RunStatus::AwaitingApproval,
+                failure: None,
+                answer: None,
+            });
+        }
         last_failure = Some((
             failed_step.id.clone(),
             failed_step.description.clone(),

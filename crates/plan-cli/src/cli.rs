@@ -85,6 +85,12 @@ plan approve 1m931ebcanh4d\n  \
 plan approve 1m931ebcanh4d --plan edited.json")]
     Approve(ApproveArgs),
 
+    /// Wait until a run ends, then print what `plan run` prints for it, with its exit code
+    #[command(after_help = "Examples:\n  \
+plan wait 1m931ebcanh4d\n  \
+plan wait 1m931ebcanh4d --json --timeout 600")]
+    Wait(WaitArgs),
+
     /// End a run that awaits approval as rejected; nothing runs (exit 1)
     #[command(after_help = "Examples:\n  \
 plan reject 1m931ebcanh4d --reason \"too many steps\"")]
@@ -460,6 +466,26 @@ pub struct ApproveArgs {
     /// waiting; it is checked first, and an invalid plan leaves the run waiting
     #[arg(long, value_name = "FILE")]
     pub plan: Option<PathBuf>,
+}
+
+/// `plan wait`.
+#[derive(Debug, Clone, Args)]
+pub struct WaitArgs {
+    /// The run to wait for, as listed by `plan runs`
+    #[arg(value_name = "RUN_ID")]
+    pub run_id: String,
+
+    /// Print the run report as one JSON object instead of the answer
+    #[arg(long)]
+    pub json: bool,
+
+    /// Give up after SECS seconds (exit 124); a run awaiting approval has not ended
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<u64>,
+
+    /// Run store: a SQLite file or a postgres:// URL [default: plan/runs.sqlite in the user data directory]
+    #[arg(long, value_name = "PATH|URL")]
+    pub store: Option<PathBuf>,
 }
 
 /// `plan reject`.

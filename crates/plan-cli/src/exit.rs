@@ -9,6 +9,9 @@ pub const RUN_FAILED: u8 = 1;
 pub const USAGE: u8 = 2;
 /// `plan sandbox run`: the sandbox itself could not run the program.
 pub const SANDBOX_UNAVAILABLE: u8 = 125;
+
+/// `plan wait` gave up before the run ended (as `timeout(1)` does).
+pub const TIMED_OUT: u8 = 124;
 /// Interrupted by Ctrl-C.
 pub const INTERRUPTED: u8 = 130;
 

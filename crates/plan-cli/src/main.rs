@@ -44,6 +44,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Resume(args) => runtime.block_on(cmd::run::resume(args, quiet)),
         Command::Approve(args) => runtime.block_on(cmd::run::approve(args, quiet)),
         Command::Reject(args) => runtime.block_on(cmd::run::reject(args)),
+        Command::Wait(args) => runtime.block_on(cmd::run::wait(args)),
         Command::Runs(args) => runtime.block_on(cmd::runs::runs(args)),
         Command::Show(args) => runtime.block_on(cmd::runs::show(args)),
         Command::Graph(args) => runtime.block_on(cmd::graph::run(args)),

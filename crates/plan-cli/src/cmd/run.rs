@@ -11,7 +11,7 @@ use plan_strategies::{RunReport, StrategyError};
 use crate::approve::{self, Decision};
 use crate::cli::{
     ApproveArgs, ExecArgs, PlanArgs, PlanFormat, RejectArgs, ResumeArgs, RunArgs, SandboxArg,
-    Strategy,
+    Strategy, WaitArgs,
 };
 use crate::cmd::graph::load_plan_file;
 use crate::cmd::tools::RunTools;
@@ -399,6 +399,79 @@ async fn continue_stored(
         &cancel,
         false,
         settings.sandbox,
+    )
+}
+
+/// `plan wait RUN_ID`: blocks until the run ends (a run awaiting approval has not), then
+/// prints what `plan run` prints for it, with the same exit code; 124 after `--timeout`.
+pub async fn wait(args: WaitArgs) -> anyhow::Result<ExitCode> {
+    use futures::StreamExt as _;
+
+    let settings = Settings::from_process(&Overrides::store(args.store.clone()))?;
+    let store = session::open_existing_store(&settings.store)
+        .await?
+        .ok_or_else(|| no_run(&args.run_id, &settings))?;
+    let id = RunId::new(args.run_id.clone());
+    let cancel = interrupt::install();
+    let ended = async {
+        let mut seq = 0;
+        loop {
+            let run = store
+                .load_run(&id)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot read the run store: {e}"))?
+                .ok_or_else(|| no_run(&args.run_id, &settings))?;
+            if run.status.is_terminal() {
+                return Ok::<_, anyhow::Error>(run);
+            }
+            // Follow the journal to the next `run_finished` (a resumed or approved run
+            // starts again after one), then look at the status again.
+            let mut events = std::pin::pin!(plan_exec::follow(
+                store.as_ref(),
+                &id,
+                seq,
+                std::time::Duration::from_millis(100),
+            ));
+            while let Some(entry) = events.next().await {
+                let entry = entry.map_err(|e| anyhow::anyhow!("cannot read the run store: {e}"))?;
+                seq = entry.seq;
+            }
+            if seq == 0 {
+                // Nothing journaled yet (queued): look again shortly.
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        }
+    };
+    let timeout = args
+        .timeout
+        .map_or(std::time::Duration::MAX, std::time::Duration::from_secs);
+    let run = tokio::select! {
+        r = tokio::time::timeout(timeout, ended) => match r {
+            Ok(run) => run?,
+            Err(_) => {
+                let status = store
+                    .load_run(&id)
+                    .await
+                    .ok()
+                    .flatten()
+                    .map_or_else(|| "unknown".to_owned(), |r| r.status.to_string());
+                eprintln!(
+                    "run {id} is still {status} after {} s; wait again with `plan wait {id}`",
+                    args.timeout.unwrap_or_default()
+                );
+                return Ok(ExitCode::from(exit::TIMED_OUT));
+            }
+        },
+        () = cancel.cancelled() => return Err(Code(exit::INTERRUPTED).into()),
+    };
+    let report = RunReport::from_stored(&run);
+    conclude(
+        Ok(report),
+        args.json,
+        &args.store,
+        &cancel,
+        false,
+        SandboxArg::Auto,
     )
 }
 

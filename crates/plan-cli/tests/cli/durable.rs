@@ -167,3 +167,49 @@ fn approving_an_unknown_run_says_how_to_find_one() {
         );
     }
 }
+
+#[test]
+fn plan_wait_blocks_through_the_approval_and_prints_what_plan_run_prints() {
+    let sb = Sandbox::new();
+    let server = agent_server(DIAMOND);
+    let id = park(&sb, &server.base_url());
+    // Waiting for approval is not an end.
+    let out = output(&mut sb.plan(["wait", &id, "--timeout", "1"]));
+    expect_code(&out, 124);
+    assert!(
+        stderr(&out).contains(&format!(
+            "run {id} is still awaiting_approval after 1 s; wait again with `plan wait {id}`"
+        )),
+        "{}",
+        stderr(&out)
+    );
+    let waiter = sb
+        .plan(["wait", &id, "--json", "--timeout", "60"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let out = output(&mut sb.plan(["approve", &id, "--json"]));
+    expect_code(&out, 0);
+    let approved: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let waited = waiter.wait_with_output().unwrap();
+    expect_code(&waited, 0);
+    let waited: Value = serde_json::from_str(&stdout(&waited)).unwrap();
+    assert_eq!(waited["status"], "succeeded");
+    assert_eq!(waited["answer"], approved["answer"]);
+    assert_eq!(waited["steps"], approved["steps"]);
+}
+
+#[test]
+fn plan_wait_of_an_ended_run_exits_as_the_run_did() {
+    let sb = Sandbox::new();
+    let server = agent_server(DIAMOND);
+    let id = park(&sb, &server.base_url());
+    let out = output(&mut sb.plan(["reject", &id]));
+    expect_code(&out, 1);
+    let out = output(&mut sb.plan(["wait", &id]));
+    expect_code(&out, 1);
+    let out = output(&mut sb.plan(["wait", "nosuchrun"]));
+    expect_code(&out, 2);
+}

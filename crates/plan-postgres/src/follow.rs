@@ -19,9 +19,9 @@ const FALLBACK_POLL: Duration = Duration::from_secs(2);
 /// Events read per query.
 const PAGE: usize = 512;
 
-/// A `LISTEN` connection of its own; notifications for one run wake `wake`.
-struct Listener {
-    wake: Arc<Notify>,
+/// A `LISTEN` connection of its own; notifications wake `wake`.
+pub(crate) struct Listener {
+    pub(crate) wake: Arc<Notify>,
     // Kept so the connection stays open; dropped with the listener.
     _client: tokio_postgres::Client,
     task: JoinHandle<()>,
@@ -94,6 +94,22 @@ impl PostgresStore {
     /// Opens a connection that listens on [`EVENTS_CHANNEL`] and wakes on `run`'s
     /// notifications.
     async fn listen(&self, run: &RunId) -> Result<Listener, StoreError> {
+        self.listen_on(
+            EVENTS_CHANNEL,
+            Some(run.as_str().to_owned()),
+            &format!("follow run `{run}`"),
+        )
+        .await
+    }
+
+    /// Opens a connection that listens on `channel` and wakes on its notifications (only
+    /// those whose payload is `only`, when given).
+    pub(crate) async fn listen_on(
+        &self,
+        channel: &str,
+        only: Option<String>,
+        what: &str,
+    ) -> Result<Listener, StoreError> {
         let inner = &self.inner;
         let (client, mut connection) = inner
             .address
@@ -102,7 +118,7 @@ impl PostgresStore {
             .await
             .map_err(|e| {
                 StoreError::new(inner.errors.scrub(&format!(
-                    "cannot open a connection to follow run `{run}` at {}: {}",
+                    "cannot open a connection to {what} at {}: {}",
                     inner.address.host_port(),
                     inner.errors.connect_reason(&e)
                 )))
@@ -110,18 +126,19 @@ impl PostgresStore {
         let wake = Arc::new(Notify::new());
         let task = {
             let wake = wake.clone();
-            let run = run.as_str().to_owned();
             tokio::spawn(async move {
                 let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
                 while let Some(message) = messages.next().await {
                     match message {
-                        Ok(AsyncMessage::Notification(n)) if n.payload() == run => {
+                        Ok(AsyncMessage::Notification(n))
+                            if only.as_deref().is_none_or(|p| p == n.payload()) =>
+                        {
                             wake.notify_one();
                         }
                         Ok(_) => {}
                         Err(e) => {
-                            tracing::debug!(error = %e, "the follow connection closed");
-                            // Wake the follower so it reads (and polls from now on).
+                            tracing::debug!(error = %e, "the listening connection closed");
+                            // Wake the listener so it reads (and polls from now on).
                             wake.notify_one();
                             break;
                         }
@@ -130,13 +147,9 @@ impl PostgresStore {
             })
         };
         client
-            .batch_execute(&format!("LISTEN {EVENTS_CHANNEL}"))
+            .batch_execute(&format!("LISTEN {channel}"))
             .await
-            .map_err(|e| {
-                inner
-                    .errors
-                    .store(&format!("cannot follow run `{run}`"), &e)
-            })?;
+            .map_err(|e| inner.errors.store(&format!("cannot {what}"), &e))?;
         Ok(Listener {
             wake,
             _client: client,

@@ -14,6 +14,10 @@
 //!   append sends `NOTIFY plan_events` with the run id, and [`PostgresStore::follow`]
 //!   wakes on it.
 //! - A step's output is committed once: a second commit is an error and changes nothing.
+//! - A fleet of workers shares the runs through leases ([`PostgresStore::claim`],
+//!   [`PostgresStore::renew`], [`PostgresStore::release`]): claims use `FOR UPDATE SKIP
+//!   LOCKED`, a run becoming claimable sends `NOTIFY plan_work`, and a worker's writes go
+//!   through [`PostgresStore::fenced`], which refuses them once its lease is lost.
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -44,6 +48,7 @@
 
 mod address;
 mod error;
+mod fleet;
 mod follow;
 mod schema;
 mod store;
@@ -52,5 +57,6 @@ pub mod testing;
 mod tls;
 
 pub use address::{PgAddress, TlsMode, is_postgres_url, redact};
+pub use fleet::{Claim, Lease, LeaseHolder, WORK_CHANNEL, WorkListener};
 pub use schema::SCHEMA_VERSION;
 pub use store::{EVENTS_CHANNEL, PostgresStore};

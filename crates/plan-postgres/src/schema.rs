@@ -8,7 +8,7 @@ use crate::error::PgErrors;
 
 /// The schema version this build writes. A store at an older version is migrated when
 /// opened; one at a newer version is refused.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 
 /// One step of the schema, from `version - 1` to `version`.
 #[derive(Clone, Copy, Debug)]
@@ -19,11 +19,18 @@ pub(crate) struct Migration {
 }
 
 /// Every migration, oldest first; the last one's version is [`SCHEMA_VERSION`].
-pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "runs, plans, events and outputs",
-    sql: include_str!("../migrations/0001_runs.sql"),
-}];
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "runs, plans, events and outputs",
+        sql: include_str!("../migrations/0001_runs.sql"),
+    },
+    Migration {
+        version: 2,
+        description: "leases of a fleet of workers",
+        sql: include_str!("../migrations/0002_leases.sql"),
+    },
+];
 
 /// The advisory lock that serialises migrations across every process opening the store
 /// ("plan_mig" in ASCII).

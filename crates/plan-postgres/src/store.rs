@@ -36,6 +36,8 @@ const MAX_CONNECTIONS: usize = 16;
 #[derive(Clone)]
 pub struct PostgresStore {
     pub(crate) inner: Arc<Inner>,
+    /// The lease writes to one run are fenced by ([`PostgresStore::fenced`]).
+    pub(crate) fence: Option<Arc<crate::fleet::Lease>>,
 }
 
 pub(crate) struct Inner {
@@ -109,6 +111,7 @@ impl PostgresStore {
                 errors,
                 tls,
             }),
+            fence: None,
         })
     }
 
@@ -123,6 +126,40 @@ impl PostgresStore {
             .get()
             .await
             .map_err(|e| self.inner.errors.connect(&e))
+    }
+
+    /// Begins a write transaction on `run`. In a store [fenced](PostgresStore::fenced) by
+    /// a lease on that run, it first checks, in the same transaction, that the lease is
+    /// still held (taking a share lock on it, so a takeover waits for the write to
+    /// commit): a worker whose lease expired or was taken over cannot write.
+    pub(crate) async fn write_tx<'c>(
+        &self,
+        client: &'c mut Object,
+        run: &RunId,
+        what: &str,
+    ) -> Result<deadpool_postgres::Transaction<'c>, StoreError> {
+        let tx = client.transaction().await.map_err(self.err(what))?;
+        if let Some(lease) = &self.fence
+            && lease.run == *run
+        {
+            let held = tx
+                .query_opt(
+                    "SELECT 1 FROM plan.leases
+                     WHERE run = $1 AND worker = $2 AND token = $3 AND expires > now()
+                     FOR SHARE",
+                    &[&run.as_str(), &lease.worker, &lease.token],
+                )
+                .await
+                .map_err(self.err(what))?;
+            if held.is_none() {
+                return Err(StoreError::new(format!(
+                    "{what}: worker `{}` no longer holds the lease on run `{run}` (it expired \
+                     or another worker took the run over), so this write was refused",
+                    lease.worker
+                )));
+            }
+        }
+        Ok(tx)
     }
 
     fn err(&self, what: &str) -> impl Fn(tokio_postgres::Error) -> StoreError + '_ {
@@ -240,7 +277,7 @@ impl RunStore for PostgresStore {
         let what = format!("cannot save plan revision {revision} of run `{run}`");
         let now = to_sql_time(Timestamp::now());
         let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(self.err(&what))?;
+        let tx = self.write_tx(&mut client, run, &what).await?;
         tx.execute(
             "INSERT INTO plan.plans (run, revision, plan, created)
              VALUES ($1, $2, $3::text::json, $4)
@@ -265,7 +302,7 @@ impl RunStore for PostgresStore {
         }
         let what = format!("cannot save the events of run `{run}`");
         let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(self.err(&what))?;
+        let tx = self.write_tx(&mut client, run, &what).await?;
         let first = reserve_seq(&tx, self, run, events.len()).await?;
         insert_events(&tx, self, run, first, events).await?;
         tx.commit().await.map_err(self.err(&what))
@@ -279,7 +316,7 @@ impl RunStore for PostgresStore {
     ) -> Result<(), StoreError> {
         let what = format!("cannot save the output of step `{}`", output.step);
         let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(self.err(&what))?;
+        let tx = self.write_tx(&mut client, run, &what).await?;
         // The row lock first: commits to one run are ordered, and numbered in order.
         let first = reserve_seq(&tx, self, run, events.len()).await?;
         let inserted = tx
@@ -314,8 +351,10 @@ impl RunStore for PostgresStore {
     }
 
     async fn set_status(&self, run: &RunId, status: RunStatus) -> Result<(), StoreError> {
-        let client = self.client().await?;
-        let n = client
+        let what = "cannot update the run status";
+        let mut client = self.client().await?;
+        let tx = self.write_tx(&mut client, run, what).await?;
+        let n = tx
             .execute(
                 "UPDATE plan.runs SET status = $2, updated = $3 WHERE id = $1",
                 &[
@@ -325,11 +364,11 @@ impl RunStore for PostgresStore {
                 ],
             )
             .await
-            .map_err(self.err("cannot update the run status"))?;
+            .map_err(self.err(what))?;
         if n == 0 {
             return Err(no_run(run));
         }
-        Ok(())
+        tx.commit().await.map_err(self.err(what))
     }
 
     async fn change_status(
@@ -338,8 +377,10 @@ impl RunStore for PostgresStore {
         from: RunStatus,
         to: RunStatus,
     ) -> Result<bool, StoreError> {
-        let client = self.client().await?;
-        let n = client
+        let what = "cannot update the run status";
+        let mut client = self.client().await?;
+        let tx = self.write_tx(&mut client, run, what).await?;
+        let n = tx
             .execute(
                 "UPDATE plan.runs SET status = $3, updated = $4 WHERE id = $1 AND status = $2",
                 &[
@@ -350,11 +391,12 @@ impl RunStore for PostgresStore {
                 ],
             )
             .await
-            .map_err(self.err("cannot update the run status"))?;
+            .map_err(self.err(what))?;
         if n == 1 {
+            tx.commit().await.map_err(self.err(what))?;
             return Ok(true);
         }
-        let known = client
+        let known = tx
             .query_opt("SELECT 1 FROM plan.runs WHERE id = $1", &[&run.as_str()])
             .await
             .map_err(self.err("cannot read the run"))?;
@@ -370,8 +412,10 @@ impl RunStore for PostgresStore {
         } else {
             Some(serde_json::to_string(&end.extras).map_err(json_err("cannot encode extras"))?)
         };
-        let client = self.client().await?;
-        let n = client
+        let what = "cannot record the end of the run";
+        let mut client = self.client().await?;
+        let tx = self.write_tx(&mut client, run, what).await?;
+        let n = tx
             .execute(
                 "UPDATE plan.runs SET status = $2, answer = $3, failure = $4,
                         extras = $5::text::json, updated = $6
@@ -386,11 +430,11 @@ impl RunStore for PostgresStore {
                 ],
             )
             .await
-            .map_err(self.err("cannot record the end of the run"))?;
+            .map_err(self.err(what))?;
         if n == 0 {
             return Err(no_run(run));
         }
-        Ok(())
+        tx.commit().await.map_err(self.err(what))
     }
 
     async fn list_runs(&self) -> Result<Vec<RunSummary>, StoreError> {

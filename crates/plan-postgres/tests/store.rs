@@ -341,3 +341,98 @@ fn url_of(store: &PostgresStore) -> String {
     let a = store.address();
     format!("postgres://{}@{}/{}", a.user(), a.host_port(), a.database())
 }
+
+async fn queued_run(store: &PostgresStore) -> RunId {
+    let id = new_run(store).await;
+    store.set_status(&id, RunStatus::Queued).await.unwrap();
+    id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_claims_never_get_the_same_run_and_leases_fence_writes() {
+    let Some(url) = database() else { return };
+    let store = PostgresStore::connect(&url).await.unwrap();
+    let listener = store.work_listener().await.unwrap();
+    let mut runs = Vec::new();
+    for _ in 0..6 {
+        runs.push(queued_run(&store).await);
+    }
+    // A run becoming queued wakes the listener at once.
+    let woke = Instant::now();
+    listener.wait(Duration::from_secs(5)).await;
+    assert!(woke.elapsed() < Duration::from_secs(4));
+
+    let ttl = Duration::from_secs(30);
+    let claims = futures::future::join_all((0..8).map(|i| {
+        let store = store.clone();
+        async move { store.claim(&format!("w{i}"), ttl, &[]).await.unwrap() }
+    }))
+    .await;
+    let mut got: Vec<RunId> = claims
+        .iter()
+        .flatten()
+        .map(|c| c.lease.run.clone())
+        .collect();
+    assert_eq!(got.len(), 6, "six runs, six claims, two empty-handed");
+    got.sort();
+    got.dedup();
+    assert_eq!(got.len(), 6, "no run was claimed twice");
+    assert!(
+        claims
+            .iter()
+            .flatten()
+            .all(|c| c.status == RunStatus::Queued)
+    );
+
+    // The oldest run first; a skipped run is passed over.
+    let store2 = PostgresStore::connect(&url).await.unwrap();
+    let a = queued_run(&store2).await;
+    let b = queued_run(&store2).await;
+    let first = store2.claim("x", ttl, &[a.clone()]).await.unwrap().unwrap();
+    assert_eq!(first.lease.run, b);
+    let lease = store2.claim("x", ttl, &[]).await.unwrap().unwrap().lease;
+    assert_eq!(lease.run, a);
+
+    // Writes through the fenced store work while the lease is held...
+    let fenced = store.fenced(lease.clone());
+    fenced.set_status(&a, RunStatus::Running).await.unwrap();
+    assert!(store.renew(&lease, ttl).await.unwrap());
+    let holder = store.lease_holder(&a).await.unwrap().unwrap();
+    assert_eq!((holder.worker.as_str(), holder.live), ("x", true));
+    // ...and are refused once another worker took the run over after expiry.
+    store.renew(&lease, Duration::from_millis(1)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let takeover = store.claim("y", ttl, &[]).await.unwrap().unwrap();
+    assert_eq!(takeover.lease.run, a);
+    assert_eq!(takeover.status, RunStatus::Running);
+    assert_eq!(takeover.lease.token, lease.token + 1);
+    assert!(
+        !store.renew(&lease, ttl).await.unwrap(),
+        "the old lease is gone"
+    );
+    let refused = fenced
+        .append_events(&a, &[progress(&a, 1)])
+        .await
+        .unwrap_err();
+    assert!(
+        refused.to_string().contains("no longer holds the lease"),
+        "{refused}"
+    );
+    let out = StepOutputRecord::new("s", "late");
+    assert!(fenced.commit_output(&a, &out, &[]).await.is_err());
+    assert!(
+        store
+            .load_run(&a)
+            .await
+            .unwrap()
+            .unwrap()
+            .outputs
+            .is_empty()
+    );
+    // The new holder writes; releasing makes the run claimable again at once.
+    let theirs = store.fenced(takeover.lease.clone());
+    theirs.commit_output(&a, &out, &[]).await.unwrap();
+    store.release(&takeover.lease).await.unwrap();
+    let again = store.claim("z", ttl, &[]).await.unwrap().unwrap();
+    assert_eq!(again.lease.run, a);
+}

@@ -91,6 +91,18 @@ plan wait 1m931ebcanh4d\n  \
 plan wait 1m931ebcanh4d --json --timeout 600")]
     Wait(WaitArgs),
 
+    /// Queue a run for a fleet of `plan worker`s (a postgres:// store) and print its id
+    #[command(after_help = "Examples:\n  \
+plan submit --store postgres://plan@db/plan \"Compare three message queues\"\n  \
+plan wait --store postgres://plan@db/plan $(plan submit --store postgres://plan@db/plan \"Plan a release\")")]
+    Submit(SubmitArgs),
+
+    /// Claim runs from a shared postgres:// store and run them, until SIGTERM or Ctrl-C
+    #[command(after_help = "Examples:\n  \
+plan worker --store postgres://plan@db/plan\n  \
+plan worker --store postgres://plan@db/plan --concurrency 8 --name gpu-box-1")]
+    Worker(WorkerArgs),
+
     /// End a run that awaits approval as rejected; nothing runs (exit 1)
     #[command(after_help = "Examples:\n  \
 plan reject 1m931ebcanh4d --reason \"too many steps\"")]
@@ -466,6 +478,53 @@ pub struct ApproveArgs {
     /// waiting; it is checked first, and an invalid plan leaves the run waiting
     #[arg(long, value_name = "FILE")]
     pub plan: Option<PathBuf>,
+}
+
+/// `plan submit`.
+#[derive(Debug, Clone, Args)]
+pub struct SubmitArgs {
+    /// What to achieve
+    #[arg(value_name = "GOAL")]
+    pub goal: String,
+
+    #[command(flatten)]
+    pub planning: PlanningArgs,
+
+    #[command(flatten)]
+    pub model: ModelArgs,
+
+    /// Steps of this run running at the same time at most, across the fleet [default: 4]
+    #[arg(long, value_name = "N", value_parser = at_least_one)]
+    pub concurrency: Option<usize>,
+
+    /// Replans allowed after failures (adaptive) [default: 3]
+    #[arg(long, value_name = "N")]
+    pub max_replans: Option<u32>,
+
+    /// The fleet's run store: a postgres:// URL [default: $PLAN_STORE]
+    #[arg(long, value_name = "URL")]
+    pub store: Option<PathBuf>,
+}
+
+/// `plan worker`.
+#[derive(Debug, Clone, Args)]
+pub struct WorkerArgs {
+    /// The fleet's run store: a postgres:// URL [default: $PLAN_STORE]
+    #[arg(long, value_name = "URL")]
+    pub store: Option<PathBuf>,
+
+    /// Runs this worker holds at once at most [default: 4]
+    #[arg(long, value_name = "N", value_parser = at_least_one)]
+    pub concurrency: Option<usize>,
+
+    /// Its name in leases, logs and `plan show` [default: HOST-PID]
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+
+    /// Seconds a claimed run's lease lasts without renewal: a worker that dies loses its
+    /// runs to the others after this long [default: 5]
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub lease_secs: Option<u64>,
 }
 
 /// `plan wait`.

@@ -23,7 +23,9 @@ use crate::cli::{Cli, Command, ModelCommand, SandboxCommand};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let telemetry = telemetry::Telemetry::init();
+    // A worker logs its claims and lease losses unless RUST_LOG says otherwise.
+    let logs = matches!(cli.command, Command::Worker(_)).then_some("plan_worker=info");
+    let telemetry = telemetry::Telemetry::init(logs);
     let code = match run(cli) {
         Ok(code) => code,
         Err(error) => exit::report(&error),
@@ -45,6 +47,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Approve(args) => runtime.block_on(cmd::run::approve(args, quiet)),
         Command::Reject(args) => runtime.block_on(cmd::run::reject(args)),
         Command::Wait(args) => runtime.block_on(cmd::run::wait(args)),
+        Command::Submit(args) => runtime.block_on(cmd::fleet::submit(args)),
+        Command::Worker(args) => runtime.block_on(cmd::fleet::worker(args)),
         Command::Runs(args) => runtime.block_on(cmd::runs::runs(args)),
         Command::Show(args) => runtime.block_on(cmd::runs::show(args)),
         Command::Graph(args) => runtime.block_on(cmd::graph::run(args)),

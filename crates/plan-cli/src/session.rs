@@ -347,16 +347,25 @@ pub fn agent(
     ui: &Ui,
     cancel: &CancelToken,
 ) -> anyhow::Result<AgentBuilder> {
+    Ok(headless_agent(settings, provider)?
+        .event_sink(ui.sink())
+        .cancel_token(cancel.clone()))
+}
+
+/// The agent of `settings` without a live view (a fleet worker's: its runs' events go to
+/// the store only).
+pub fn headless_agent(
+    settings: &Settings,
+    provider: Arc<dyn Provider>,
+) -> anyhow::Result<AgentBuilder> {
     let mut builder = Agent::builder()
         .provider(provider)
         .strategy(strategy(settings.strategy)?)
         .concurrency(settings.concurrency)
         .max_replans(settings.max_replans)
         .max_depth(settings.max_depth as usize)
-        .event_sink(ui.sink())
         .model_spec(settings.model.clone())
-        .sandbox(settings.sandbox.choice().lazy())
-        .cancel_token(cancel.clone());
+        .sandbox(settings.sandbox.choice().lazy());
     let local = ModelSpec::parse(&settings.model).is_ok_and(|spec| is_local(&spec));
     match settings.max_steps {
         Some(n) => builder = builder.max_steps(n),

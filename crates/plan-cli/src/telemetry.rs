@@ -29,16 +29,20 @@ pub struct Telemetry {
 }
 
 impl Telemetry {
-    /// Installs the subscriber for this process.
-    pub fn init() -> Telemetry {
-        let stderr = std::env::var_os("RUST_LOG")
-            .is_some_and(|v| !v.is_empty())
-            .then(|| {
-                tracing_subscriber::fmt::layer()
-                    .with_writer(std::io::stderr)
-                    .with_ansi(crate::style::stderr_colours())
-                    .with_filter(EnvFilter::from_default_env())
-            });
+    /// Installs the subscriber for this process. Diagnostics go to stderr when `RUST_LOG`
+    /// asks for them, else by the `default` filter when a command has one (`plan worker`
+    /// logs its claims).
+    pub fn init(default: Option<&str>) -> Telemetry {
+        let filter = match std::env::var("RUST_LOG") {
+            Ok(v) if !v.is_empty() => Some(EnvFilter::from_default_env()),
+            _ => default.map(EnvFilter::new),
+        };
+        let stderr = filter.map(|filter| {
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(crate::style::stderr_colours())
+                .with_filter(filter)
+        });
         let provider = otlp_wanted().then(otlp_provider).and_then(|built| {
             built
                 .map_err(|e| eprintln!("warning: traces will not be exported: {e}"))

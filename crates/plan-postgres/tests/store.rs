@@ -388,7 +388,11 @@ async fn concurrent_claims_never_get_the_same_run_and_leases_fence_writes() {
     let store2 = PostgresStore::connect(&url).await.unwrap();
     let a = queued_run(&store2).await;
     let b = queued_run(&store2).await;
-    let first = store2.claim("x", ttl, std::slice::from_ref(&a)).await.unwrap().unwrap();
+    let first = store2
+        .claim("x", ttl, std::slice::from_ref(&a))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(first.lease.run, b);
     let lease = store2.claim("x", ttl, &[]).await.unwrap().unwrap().lease;
     assert_eq!(lease.run, a);

@@ -1,5 +1,6 @@
 //! One module per command.
 
+pub mod fleet;
 pub mod graph;
 pub mod mcp;
 pub mod model;

@@ -7,6 +7,7 @@ mod auto;
 mod code_steps;
 mod compat;
 mod durable;
+mod fleet;
 mod forecast;
 mod graph;
 mod help;

@@ -1,0 +1,328 @@
+//! A fleet: `plan submit` queues runs in a PostgreSQL store, `plan worker` processes claim
+//! them under leases, and `plan wait` follows them. Workers are killed (`kill -9`) and
+//! paused (`SIGSTOP`) in mid-run; the run still succeeds, no finished step is asked for
+//! again and no output is committed twice.
+
+use std::collections::HashSet;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use plan_core::RunId;
+use plan_exec::RunStore as _;
+use plan_postgres::PostgresStore;
+use plan_postgres::testing::TempCluster;
+use serde_json::Value;
+
+use crate::support::{Sandbox, agent_server, expect_code, output, stderr, stdout, step_prompt};
+
+/// A fresh database's URL, or `None` when PostgreSQL tests are skipped.
+fn database() -> Option<String> {
+    TempCluster::shared_or_skip().map(TempCluster::create_database)
+}
+
+/// 20 steps in layers of 4, 5, 4, 4 and 3, each step depending on the whole layer before.
+fn twenty_steps() -> String {
+    let widths = [4, 5, 4, 4, 3];
+    let mut steps = Vec::new();
+    let mut previous: Vec<String> = Vec::new();
+    for (layer, width) in widths.iter().enumerate() {
+        let mut this = Vec::new();
+        for i in 0..*width {
+            let id = format!("l{layer}s{i}");
+            steps.push(serde_json::json!({
+                "id": id, "description": format!("Do part {i} of layer {layer}"),
+                "dependencies": previous,
+            }));
+            this.push(id);
+        }
+        previous = this;
+    }
+    serde_json::json!({"goal": "Do twenty things", "steps": steps}).to_string()
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// The steps of the run whose outputs are committed.
+fn committed(url: &str, id: &str) -> HashSet<String> {
+    rt().block_on(async {
+        let store = PostgresStore::connect(url).await.unwrap();
+        let run = store.load_run(&RunId::new(id)).await.unwrap().unwrap();
+        run.outputs.iter().map(|o| o.step.to_string()).collect()
+    })
+}
+
+fn holder(url: &str, id: &str) -> Option<String> {
+    rt().block_on(async {
+        let store = PostgresStore::connect(url).await.unwrap();
+        store
+            .lease_holder(&RunId::new(id))
+            .await
+            .unwrap()
+            .filter(|h| h.live)
+            .map(|h| h.worker)
+    })
+}
+
+struct Fleet<'a> {
+    sb: &'a Sandbox,
+    url: String,
+    workers: Vec<(String, Child)>,
+}
+
+impl Fleet<'_> {
+    fn start(&mut self, name: &str) {
+        let log = std::fs::File::create(self.sb.path(&format!("{name}.log"))).unwrap();
+        let child = self
+            .sb
+            .plan([
+                "worker",
+                "--store",
+                &self.url,
+                "--name",
+                name,
+                "--lease-secs",
+                "1",
+                "--concurrency",
+                "2",
+            ])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.workers.push((name.to_owned(), child));
+    }
+
+    fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.sb.path(&format!("{name}.log"))).unwrap_or_default()
+    }
+
+    fn child(&mut self, name: &str) -> &mut Child {
+        &mut self
+            .workers
+            .iter_mut()
+            .find(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("no worker {name}"))
+            .1
+    }
+
+    fn submit(&self, base_url: &str, goal: &str) -> String {
+        let out = output(&mut self.sb.plan([
+            "submit",
+            "--store",
+            &self.url,
+            "--strategy",
+            "dag",
+            "--model",
+            "openai:fake-model",
+            "--base-url",
+            base_url,
+            goal,
+        ]));
+        expect_code(&out, 0);
+        let id = stdout(&out).trim().to_owned();
+        assert!(
+            !id.is_empty() && !id.contains(char::is_whitespace),
+            "{id:?}"
+        );
+        id
+    }
+
+    fn wait(&self, id: &str) -> Value {
+        let out = output(&mut self.sb.plan([
+            "wait",
+            id,
+            "--json",
+            "--timeout",
+            "120",
+            "--store",
+            &self.url,
+        ]));
+        expect_code(&out, 0);
+        serde_json::from_str(&stdout(&out)).unwrap()
+    }
+}
+
+impl Drop for Fleet<'_> {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.workers {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Sends a signal (`KILL`, `TERM`, `STOP`, `CONT`) with kill(1).
+fn signal(child: &Child, sig: &str) {
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{sig} failed");
+}
+
+fn until(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn submit_needs_a_postgres_store() {
+    let sb = Sandbox::new();
+    for cmd in [vec!["submit", "Do a thing"], vec!["worker"]] {
+        let out = output(&mut sb.plan(cmd));
+        expect_code(&out, 2);
+        assert!(
+            stderr(&out).contains("a fleet needs a postgres:// store"),
+            "{}",
+            stderr(&out)
+        );
+    }
+}
+
+#[test]
+fn a_run_survives_kill_9_of_the_worker_holding_it_at_several_points() {
+    let Some(url) = database() else { return };
+    let sb = Sandbox::new();
+    let server = agent_server(&twenty_steps());
+    server.latency(Duration::from_millis(150));
+    let mut fleet = Fleet {
+        sb: &sb,
+        url: url.clone(),
+        workers: Vec::new(),
+    };
+    for name in ["w1", "w2", "w3"] {
+        fleet.start(name);
+    }
+    let id = fleet.submit(&server.base_url(), "Do twenty things");
+    // Each step finished before a kill, with how often it had been asked for then.
+    let mut finished_before_a_kill: std::collections::HashMap<String, usize> =
+        std::collections::HashMap::new();
+    let mut fresh = 4;
+    for at in [3, 9, 15] {
+        until(&format!("{at} committed steps"), 60, || {
+            committed(&url, &id).len() >= at
+        });
+        let Some(victim) = holder(&url, &id) else {
+            break; // the run ended already
+        };
+        signal(fleet.child(&victim), "KILL");
+        let _ = fleet.child(&victim).wait();
+        for step in committed(&url, &id) {
+            let asked = server.count(&step_prompt(&step));
+            finished_before_a_kill.entry(step).or_insert(asked);
+        }
+        fleet.start(&format!("w{fresh}"));
+        fresh += 1;
+    }
+    let report = fleet.wait(&id);
+    assert_eq!(report["status"], "succeeded", "{report}");
+    let steps = report["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 20);
+    assert!(steps.iter().all(|s| s["status"] == "completed"), "{report}");
+    assert_eq!(committed(&url, &id).len(), 20, "each output committed once");
+    assert!(finished_before_a_kill.len() >= 3);
+    for (step, asked) in &finished_before_a_kill {
+        assert_eq!(
+            server.count(&step_prompt(step)),
+            *asked,
+            "step {step} had finished before a kill and was asked for again"
+        );
+    }
+    // Someone else took the run over after each kill.
+    let takeovers = (1..fresh)
+        .map(|i| fleet.log(&format!("w{i}")))
+        .filter(|log| log.contains("claimed a run") && log.contains("status=running"))
+        .count();
+    assert!(takeovers >= 1, "no worker took a run over");
+    // SIGTERM stops a worker cleanly.
+    let (name, _) = fleet.workers.last().unwrap();
+    let name = name.clone();
+    signal(fleet.child(&name), "TERM");
+    let status = fleet.child(&name).wait().unwrap();
+    assert!(status.success(), "{status:?}: {}", fleet.log(&name));
+    assert!(fleet.log(&name).contains("worker stopped"));
+}
+
+#[test]
+fn a_paused_worker_loses_its_lease_and_its_late_writes_are_refused() {
+    let Some(url) = database() else { return };
+    let sb = Sandbox::new();
+    let server = agent_server(&twenty_steps());
+    server.latency(Duration::from_millis(100));
+    let mut fleet = Fleet {
+        sb: &sb,
+        url: url.clone(),
+        workers: Vec::new(),
+    };
+    fleet.start("sleepy");
+    let id = fleet.submit(&server.base_url(), "Do twenty things");
+    until("2 committed steps", 60, || committed(&url, &id).len() >= 2);
+    signal(fleet.child("sleepy"), "STOP");
+    let paused_at: Vec<(String, usize)> = committed(&url, &id)
+        .into_iter()
+        .map(|step| {
+            let asked = server.count(&step_prompt(&step));
+            (step, asked)
+        })
+        .collect();
+    // The lease (1 s) runs out; another worker takes the run and finishes it.
+    fleet.start("awake");
+    let report = fleet.wait(&id);
+    assert_eq!(report["status"], "succeeded", "{report}");
+    let done = committed(&url, &id);
+    signal(fleet.child("sleepy"), "CONT");
+    // The paused worker wakes up with steps in flight: its writes are refused.
+    until("the paused worker to notice", 30, || {
+        fleet.log("sleepy").contains("lost the lease")
+            || fleet.log("sleepy").contains("no longer holds the lease")
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        committed(&url, &id),
+        done,
+        "nothing written after the takeover"
+    );
+    let after = output(&mut sb.plan(["show", &id, "--json", "--store", &url]));
+    let after: Value = serde_json::from_str(&stdout(&after)).unwrap();
+    assert_eq!(after["status"], "succeeded");
+    assert_eq!(after["answer"], report["answer"]);
+    for (step, asked) in &paused_at {
+        assert_eq!(
+            server.count(&step_prompt(step)),
+            *asked,
+            "{step} had finished before the pause and was asked for again"
+        );
+    }
+}
+
+#[test]
+fn two_runs_submitted_at_once_both_progress() {
+    let Some(url) = database() else { return };
+    let sb = Sandbox::new();
+    let server = agent_server(&twenty_steps());
+    server.latency(Duration::from_millis(100));
+    let mut fleet = Fleet {
+        sb: &sb,
+        url: url.clone(),
+        workers: Vec::new(),
+    };
+    let first = fleet.submit(&server.base_url(), "Do twenty things");
+    let second = fleet.submit(&server.base_url(), "Do twenty things again");
+    fleet.start("only");
+    // Both runs have committed steps before either has finished.
+    until("both runs to progress", 60, || {
+        committed(&url, &first).len() >= 2 && committed(&url, &second).len() >= 2
+    });
+    assert!(committed(&url, &first).len() < 20 || committed(&url, &second).len() < 20);
+    assert_eq!(fleet.wait(&first)["status"], "succeeded");
+    assert_eq!(fleet.wait(&second)["status"], "succeeded");
+}

@@ -1,0 +1,271 @@
+//! The fleet worker of plan: any number of [`Worker`]s, on any machines, share the runs
+//! of one PostgreSQL store ([`plan_postgres::PostgresStore`]).
+//!
+//! A worker claims the oldest claimable run (queued by `plan submit`, or left by a worker
+//! whose lease expired) under a lease it renews while it works, runs it to its end with
+//! the run's own strategy, model and settings, and lets the lease go. Everything the run
+//! writes goes through a store [fenced](plan_postgres::PostgresStore::fenced) by the
+//! lease: a worker that was paused or cut off past its lease finds its writes refused and
+//! stops, and the worker that took the run over continues it from its journal, so a step
+//! that had finished is never run again and no output is committed twice.
+//!
+//! The worker knows nothing about models or keys: the caller turns a run's record into
+//! an [`AgentBuilder`] (with the caller's own keys from its environment) or says why it
+//! cannot, and the worker then leaves that run to others, saying so once.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use plan_exec::CancelToken;
+//! use plan_worker::{Worker, WorkerConfig};
+//!
+//! # async fn demo(
+//! #     store: plan_postgres::PostgresStore,
+//! #     agent_for_model: fn(Option<&str>) -> plan_strategies::AgentBuilder,
+//! # ) -> Result<(), plan_exec::StoreError> {
+//! // `agent_for_model` builds an agent for a model spec with this machine's keys.
+//! let worker = Worker::new(
+//!     store,
+//!     WorkerConfig::new("worker-1").with_concurrency(2),
+//!     Arc::new(move |record| Ok(agent_for_model(record.model.as_deref()))),
+//! );
+//! worker.run(CancelToken::new()).await?;
+//! # Ok(()) }
+//! ```
+#![deny(missing_docs)]
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use plan_core::RunStatus;
+use plan_exec::{CancelToken, RunRecord, RunStore, StoreError};
+use plan_postgres::{Claim, Lease, PostgresStore};
+use plan_strategies::AgentBuilder;
+use tokio::task::JoinSet;
+
+/// Turns a run's record (its strategy, model spec, endpoint and options; never a key)
+/// into an agent builder, or says why this worker cannot run it (a missing key).
+pub type AgentFactory = Arc<dyn Fn(&RunRecord) -> Result<AgentBuilder, String> + Send + Sync>;
+
+/// How a worker works.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct WorkerConfig {
+    /// Its name, in leases, logs and `plan show`.
+    pub name: String,
+    /// Runs it holds at once at most (default 4).
+    pub concurrency: usize,
+    /// How long a lease lasts without renewal (default 5 s); it is renewed every third
+    /// of that. A worker that dies loses its runs to others after this long.
+    pub lease: Duration,
+    /// How long it waits for a notification before looking for work anyway (default 1 s).
+    pub poll: Duration,
+    /// On shutdown, how long runs in hand may take to finish before their leases are
+    /// given up for others to continue (default 10 s).
+    pub grace: Duration,
+}
+
+impl WorkerConfig {
+    /// The defaults, with this name.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            concurrency: 4,
+            lease: Duration::from_secs(5),
+            poll: Duration::from_secs(1),
+            grace: Duration::from_secs(10),
+        }
+    }
+
+    /// Sets the most runs held at once (at least 1).
+    pub fn with_concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n.max(1);
+        self
+    }
+
+    /// Sets the lease length (at least 300 ms).
+    pub fn with_lease(mut self, lease: Duration) -> Self {
+        self.lease = lease.max(Duration::from_millis(300));
+        self
+    }
+
+    /// Sets the shutdown grace period.
+    pub fn with_grace(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
+    }
+}
+
+/// A fleet worker over a shared store.
+pub struct Worker {
+    store: PostgresStore,
+    config: WorkerConfig,
+    factory: AgentFactory,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Worker {
+    /// A worker claiming runs from `store`, building their agents with `factory`.
+    pub fn new(store: PostgresStore, config: WorkerConfig, factory: AgentFactory) -> Self {
+        Self {
+            store,
+            config,
+            factory,
+        }
+    }
+
+    /// Claims and runs work until `stop` is cancelled; then it claims nothing more, lets
+    /// the runs in hand finish within the grace period, gives up the leases of those that
+    /// did not (another worker continues them), and returns.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store cannot be listened to at start.
+    pub async fn run(&self, stop: CancelToken) -> Result<(), StoreError> {
+        let listener = self.store.work_listener().await?;
+        let name = &self.config.name;
+        tracing::info!(worker = %name, concurrency = self.config.concurrency, "worker started");
+        let mut held: JoinSet<()> = JoinSet::new();
+        let mut leases: Vec<(tokio::task::Id, Lease)> = Vec::new();
+        let mut cannot: Vec<plan_core::RunId> = Vec::new();
+        let mut told: HashSet<String> = HashSet::new();
+        while !stop.is_cancelled() {
+            while held.len() < self.config.concurrency && !stop.is_cancelled() {
+                let claim = match self.store.claim(name, self.config.lease, &cannot).await {
+                    Ok(Some(claim)) => claim,
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::warn!(worker = %name, error = %e, "cannot claim work");
+                        break;
+                    }
+                };
+                let run = claim.lease.run.clone();
+                match self.agent_for(&claim).await {
+                    Ok(builder) => {
+                        tracing::info!(worker = %name, run = %run, status = %claim.status, "claimed a run");
+                        let lease = claim.lease.clone();
+                        let handle = held.spawn(drive(
+                            self.store.clone(),
+                            claim,
+                            builder,
+                            self.config.lease,
+                        ));
+                        leases.push((handle.id(), lease));
+                    }
+                    Err(why) => {
+                        if told.insert(why.clone()) {
+                            tracing::warn!(worker = %name, run = %run, "leaving runs to other workers: {why}");
+                        }
+                        cannot.push(run);
+                        let _ = self.store.release(&claim.lease).await;
+                    }
+                }
+            }
+            tokio::select! {
+                () = listener.wait(self.config.poll) => {}
+                Some(done) = held.join_next_with_id(), if !held.is_empty() => {
+                    let id = match &done { Ok((id, ())) => *id, Err(e) => e.id() };
+                    leases.retain(|(task, _)| *task != id);
+                }
+                () = stop.cancelled() => {}
+            }
+        }
+        tracing::info!(worker = %name, runs = held.len(), "stopping: no more claims; finishing the runs in hand");
+        let deadline = tokio::time::Instant::now() + self.config.grace;
+        while !held.is_empty() {
+            match tokio::time::timeout_at(deadline, held.join_next_with_id()).await {
+                Ok(Some(done)) => {
+                    let id = match &done {
+                        Ok((id, ())) => *id,
+                        Err(e) => e.id(),
+                    };
+                    leases.retain(|(task, _)| *task != id);
+                }
+                Ok(None) => break,
+                Err(_) => {
+                    held.abort_all();
+                    while held.join_next().await.is_some() {}
+                    for (_, lease) in &leases {
+                        tracing::info!(worker = %name, run = %lease.run, "gave up the lease of an unfinished run");
+                        let _ = self.store.release(lease).await;
+                    }
+                    break;
+                }
+            }
+        }
+        tracing::info!(worker = %name, "worker stopped");
+        Ok(())
+    }
+
+    /// The agent builder for a claimed run, from its record.
+    async fn agent_for(&self, claim: &Claim) -> Result<AgentBuilder, String> {
+        let stored = self
+            .store
+            .load_run(&claim.lease.run)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("run `{}` is gone from the store", claim.lease.run))?;
+        (self.factory)(&stored.record)
+    }
+}
+
+/// Runs a claimed run to its end through a store fenced by its lease, renewing the lease
+/// meanwhile; a lost lease cancels the run here (the new holder continues it).
+async fn drive(store: PostgresStore, claim: Claim, builder: AgentBuilder, ttl: Duration) {
+    let lease = claim.lease;
+    let run = lease.run.clone();
+    let cancel = CancelToken::new();
+    let agent = match builder
+        .store(store.fenced(lease.clone()))
+        .cancel_token(cancel.clone())
+        .build()
+    {
+        Ok(agent) => agent,
+        Err(e) => {
+            tracing::warn!(worker = %lease.worker, run = %run, error = %e, "cannot run the run");
+            let _ = store.release(&lease).await;
+            return;
+        }
+    };
+    let renewal = {
+        let store = store.clone();
+        let lease = lease.clone();
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(ttl / 3).await;
+                match store.renew(&lease, ttl).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::warn!(worker = %lease.worker, run = %lease.run, "lost the lease (it expired and another worker took the run over); stopping this run here");
+                        cancel.cancel();
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(worker = %lease.worker, run = %lease.run, error = %e, "cannot renew the lease");
+                    }
+                }
+            }
+        })
+    };
+    let result = agent.resume(&run).await;
+    renewal.abort();
+    match result {
+        Ok(report) if report.status == RunStatus::AwaitingApproval => {
+            tracing::info!(worker = %lease.worker, run = %run, "the run waits for approval");
+        }
+        Ok(report) => {
+            tracing::info!(worker = %lease.worker, run = %run, status = %report.status, "run ended");
+        }
+        Err(e) => {
+            tracing::warn!(worker = %lease.worker, run = %run, error = %e, "run stopped");
+        }
+    }
+    let _ = store.release(&lease).await;
+}

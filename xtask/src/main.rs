@@ -76,6 +76,7 @@ fn bench() -> Result<()> {
         ("plan-strategies", "forecast"),
         ("plan-llm-local", "local_model"),
         ("plan-cli", "grounded_research"),
+        ("plan-cli", "fleet"),
     ] {
         cargo(&["bench", "--locked", "-p", krate, "--bench", bench])?;
     }

@@ -163,6 +163,11 @@ impl Runner {
         self
     }
 
+    /// The step executor (the router of an agent's runner): what runs one step.
+    pub fn executor(&self) -> &Arc<dyn StepExecutor> {
+        &self.executor
+    }
+
     /// The run's cancel token: cancelling it stops the run; in-flight steps are cancelled
     /// and the run can be resumed.
     pub fn cancel_token(&self) -> &CancelToken {

@@ -22,3 +22,23 @@ END
 $$;
 CREATE TRIGGER runs_queued AFTER INSERT OR UPDATE OF status ON plan.runs
     FOR EACH ROW WHEN (NEW.status = 'queued') EXECUTE FUNCTION plan.notify_work();
+
+-- Steps of fleet runs, queued by the worker driving the run and claimed by any worker:
+-- one row per step attempt. A claimed task is leased like a run (worker, token,
+-- expires); only the holder of a live lease can record its result.
+CREATE TABLE plan.step_tasks (
+    run         text NOT NULL REFERENCES plan.runs (id) ON DELETE CASCADE,
+    step        text NOT NULL,
+    attempt     integer NOT NULL,
+    task        json NOT NULL,
+    state       text NOT NULL DEFAULT 'ready',
+    worker      text,
+    token       bigint NOT NULL DEFAULT 0,
+    expires     timestamptz,
+    result      json,
+    created     timestamptz NOT NULL DEFAULT clock_timestamp(),
+    claimed     timestamptz,
+    finished    timestamptz,
+    PRIMARY KEY (run, step, attempt)
+);
+CREATE INDEX step_tasks_open ON plan.step_tasks (created) WHERE state <> 'done';

@@ -4,8 +4,11 @@
 //! A worker that dies loses its lease when it expires, and another worker claims the run
 //! and continues it from its journal.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::sync::Notify;
 
 use plan_core::{RunId, RunStatus};
 use plan_exec::StoreError;
@@ -219,6 +222,357 @@ impl PostgresStore {
             listener: self
                 .listen_on(WORK_CHANNEL, None, "listen for work")
                 .await?,
+        })
+    }
+}
+
+/// The channel a finished step task is announced on (the run id as the payload).
+pub const STEP_DONE_CHANNEL: &str = "plan_step_done";
+
+/// A step attempt queued for the fleet: which run, step and attempt, and what the
+/// executing worker needs (`task`: the goal, the step and its dependencies' outputs, as
+/// the driving worker wrote them).
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct StepTask {
+    /// The run.
+    pub run: RunId,
+    /// The step's id.
+    pub step: String,
+    /// The attempt number.
+    pub attempt: i32,
+    /// What to run, as JSON.
+    pub task: serde_json::Value,
+}
+
+impl StepTask {
+    /// A task for `attempt` of `step` (a key unique within the run) of `run`.
+    pub fn new(run: RunId, step: impl Into<String>, attempt: i32, task: serde_json::Value) -> Self {
+        Self {
+            run,
+            step: step.into(),
+            attempt,
+            task,
+        }
+    }
+}
+
+/// A claimed step task and the lease on it.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct StepClaim {
+    /// The task.
+    pub task: StepTask,
+    /// The worker holding it.
+    pub worker: String,
+    /// Which claim of the task this is.
+    pub token: i64,
+}
+
+/// The payload announcing a finished task of `step` (its key) in `run`.
+fn done_key(run: &RunId, step: &str) -> String {
+    format!("{run} {step}")
+}
+
+/// Wakes the waiters for step results (`NOTIFY plan_step_done`), each only for its own
+/// step, so that a thousand steps in flight do not all look when one finishes.
+pub struct StepListener {
+    _listener: Listener,
+    waiters: Arc<std::sync::Mutex<HashMap<String, Arc<Notify>>>>,
+}
+
+impl StepListener {
+    /// Waits until a result of `step` (its task key) in `run` is announced, or `at_most`
+    /// passes.
+    pub async fn wait(&self, run: &RunId, step: &str, at_most: Duration) {
+        let key = done_key(run, step);
+        let notify = {
+            let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+            waiters.entry(key.clone()).or_default().clone()
+        };
+        let _ = tokio::time::timeout(at_most, notify.notified()).await;
+        let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+        if waiters.get(&key).is_some_and(|n| Arc::strong_count(n) <= 2) {
+            waiters.remove(&key);
+        }
+    }
+}
+
+impl PostgresStore {
+    /// Queues a step attempt for any worker (nothing happens if it is queued already)
+    /// and wakes the workers.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the database cannot be reached.
+    pub async fn enqueue_step(&self, task: &StepTask) -> Result<(), StoreError> {
+        let what = format!("cannot queue step `{}` of run `{}`", task.step, task.run);
+        let body = task.task.to_string();
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO plan.step_tasks (run, step, attempt, task)
+                 VALUES ($1, $2, $3, $4::text::json)
+                 ON CONFLICT (run, step, attempt) DO NOTHING",
+                &[&task.run.as_str(), &task.step, &task.attempt, &body],
+            )
+            .await
+            .map_err(|e| self.inner.errors.store(&what, &e))?;
+        client
+            .execute(
+                "SELECT pg_notify($1, $2)",
+                &[&WORK_CHANNEL, &task.run.as_str()],
+            )
+            .await
+            .map_err(|e| self.inner.errors.store(&what, &e))?;
+        Ok(())
+    }
+
+    /// Claims the next step task for `worker` under a lease of `ttl`: a queued task, or
+    /// one whose lease expired, from the run with the fewest tasks in hand first (so one
+    /// large run does not starve the others), oldest first. Tasks of runs in `skip`, of
+    /// runs that ended, and of steps already committed or finished by another attempt
+    /// (the task's step key is `ID@DIGEST`) are passed over.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the database cannot be reached.
+    pub async fn claim_step(
+        &self,
+        worker: &str,
+        ttl: Duration,
+        skip: &[RunId],
+    ) -> Result<Option<StepClaim>, StoreError> {
+        let what = "cannot claim a step";
+        let skip: Vec<&str> = skip.iter().map(RunId::as_str).collect();
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "WITH inflight AS (
+                     SELECT run, count(*) AS n FROM plan.step_tasks
+                     WHERE state = 'claimed' AND expires > now()
+                     GROUP BY run),
+                 next AS (
+                     SELECT t.run, t.step, t.attempt FROM plan.step_tasks t
+                     JOIN plan.runs r ON r.id = t.run AND r.status IN ('queued', 'running')
+                     LEFT JOIN inflight i ON i.run = t.run
+                     WHERE t.state <> 'done'
+                       AND (t.state = 'ready' OR t.expires < now())
+                       AND NOT (t.run = ANY($1))
+                       -- a step whose output is committed, or that another attempt
+                       -- finished, is never run again
+                       AND NOT EXISTS (SELECT 1 FROM plan.outputs o
+                                       WHERE o.run = t.run
+                                         AND o.step = split_part(t.step, '@', 1))
+                       AND NOT EXISTS (SELECT 1 FROM plan.step_tasks d
+                                       WHERE d.run = t.run AND d.step = t.step
+                                         AND d.state = 'done' AND (d.result->>'ok') IS NOT NULL)
+                     ORDER BY coalesce(i.n, 0), t.created
+                     LIMIT 1
+                     FOR UPDATE OF t SKIP LOCKED)
+                 UPDATE plan.step_tasks t
+                 SET state = 'claimed', worker = $2, token = t.token + 1,
+                     expires = now() + $3::bigint * interval '1 millisecond',
+                     claimed = clock_timestamp()
+                 FROM next
+                 WHERE t.run = next.run AND t.step = next.step AND t.attempt = next.attempt
+                 RETURNING t.run, t.step, t.attempt, t.task::text, t.token",
+                &[&skip, &worker, &millis(ttl)],
+            )
+            .await
+            .map_err(|e| self.inner.errors.store(what, &e))?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let task: String = row.get(3);
+        Ok(Some(StepClaim {
+            task: StepTask {
+                run: RunId::new(row.get::<_, String>(0)),
+                step: row.get(1),
+                attempt: row.get(2),
+                task: serde_json::from_str(&task)
+                    .map_err(|e| StoreError::new(format!("{what}: a task is not JSON: {e}")))?,
+            },
+            worker: worker.to_owned(),
+            token: row.get(4),
+        }))
+    }
+
+    /// Extends a step task's lease; `false` when it was lost.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the database cannot be reached.
+    pub async fn renew_step(&self, claim: &StepClaim, ttl: Duration) -> Result<bool, StoreError> {
+        let t = &claim.task;
+        let client = self.client().await?;
+        let n = client
+            .execute(
+                "UPDATE plan.step_tasks SET expires = now() + $6::bigint * interval '1 millisecond'
+                 WHERE run = $1 AND step = $2 AND attempt = $3 AND worker = $4 AND token = $5
+                   AND state = 'claimed' AND expires > now()",
+                &[
+                    &t.run.as_str(),
+                    &t.step,
+                    &t.attempt,
+                    &claim.worker,
+                    &claim.token,
+                    &millis(ttl),
+                ],
+            )
+            .await
+            .map_err(|e| self.inner.errors.store("cannot renew a step lease", &e))?;
+        Ok(n == 1)
+    }
+
+    /// Records a claimed task's result, only while its lease is held: `false` when the
+    /// lease expired or was taken over (the late result is refused and changes nothing).
+    ///
+    /// # Errors
+    /// [`StoreError`] when the database cannot be reached.
+    pub async fn complete_step(
+        &self,
+        claim: &StepClaim,
+        result: &serde_json::Value,
+    ) -> Result<bool, StoreError> {
+        let t = &claim.task;
+        let what = format!("cannot record the result of step `{}`", t.step);
+        let body = result.to_string();
+        let client = self.client().await?;
+        let n = client
+            .execute(
+                "UPDATE plan.step_tasks
+                 SET state = 'done', result = $6::text::json, finished = clock_timestamp()
+                 WHERE run = $1 AND step = $2 AND attempt = $3 AND worker = $4 AND token = $5
+                   AND state = 'claimed' AND expires > now()",
+                &[
+                    &t.run.as_str(),
+                    &t.step,
+                    &t.attempt,
+                    &claim.worker,
+                    &claim.token,
+                    &body,
+                ],
+            )
+            .await
+            .map_err(|e| self.inner.errors.store(&what, &e))?;
+        if n == 1 {
+            client
+                .execute(
+                    "SELECT pg_notify($1, $2)",
+                    &[&STEP_DONE_CHANNEL, &done_key(&t.run, &t.step)],
+                )
+                .await
+                .map_err(|e| self.inner.errors.store(&what, &e))?;
+        }
+        Ok(n == 1)
+    }
+
+    /// The result of a step attempt, once a worker recorded it; failing that, a
+    /// successful result of an earlier attempt of the same step (a step that finished
+    /// is never run again, even when the worker driving the run died before recording
+    /// it in the journal).
+    ///
+    /// # Errors
+    /// [`StoreError`] when the database cannot be reached.
+    pub async fn step_result(
+        &self,
+        run: &RunId,
+        step: &str,
+        attempt: i32,
+    ) -> Result<Option<serde_json::Value>, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT result::text FROM plan.step_tasks
+                 WHERE run = $1 AND step = $2 AND state = 'done'
+                   AND (attempt = $3 OR (result->>'ok') IS NOT NULL)
+                 ORDER BY (attempt = $3) DESC, (result->>'ok') IS NOT NULL DESC, attempt DESC
+                 LIMIT 1",
+                &[&run.as_str(), &step, &attempt],
+            )
+            .await
+            .map_err(|e| self.inner.errors.store("cannot read a step result", &e))?;
+        row.map(|r| {
+            serde_json::from_str(&r.get::<_, String>(0))
+                .map_err(|e| StoreError::new(format!("a step result is not JSON: {e}")))
+        })
+        .transpose()
+    }
+
+    /// Gives up a step attempt nobody needs any more (its run was cancelled).
+    ///
+    /// # Errors
+    /// [`StoreError`] when the database cannot be reached.
+    pub async fn drop_step(&self, run: &RunId, step: &str, attempt: i32) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "DELETE FROM plan.step_tasks
+                 WHERE run = $1 AND step = $2 AND attempt = $3 AND state <> 'done'",
+                &[&run.as_str(), &step, &attempt],
+            )
+            .await
+            .map_err(|e| self.inner.errors.store("cannot drop a step task", &e))?;
+        Ok(())
+    }
+
+    /// For a run's step tasks: how long each waited from being queued to being claimed,
+    /// and the time from the first task queued to the last one finished (for benchmarks
+    /// and operators).
+    ///
+    /// # Errors
+    /// [`StoreError`] when the database cannot be reached.
+    pub async fn step_task_timings(
+        &self,
+        run: &RunId,
+    ) -> Result<(Vec<Duration>, Duration), StoreError> {
+        let what = "cannot read the step tasks";
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT extract(epoch FROM claimed - created)::float8 FROM plan.step_tasks
+                 WHERE run = $1 AND claimed IS NOT NULL",
+                &[&run.as_str()],
+            )
+            .await
+            .map_err(|e| self.inner.errors.store(what, &e))?;
+        let waits = rows
+            .iter()
+            .map(|r| Duration::from_secs_f64(r.get::<_, f64>(0).max(0.0)))
+            .collect();
+        let span: Option<f64> = client
+            .query_one(
+                "SELECT extract(epoch FROM max(finished) - min(created))::float8
+                 FROM plan.step_tasks WHERE run = $1",
+                &[&run.as_str()],
+            )
+            .await
+            .map_err(|e| self.inner.errors.store(what, &e))?
+            .get(0);
+        Ok((waits, Duration::from_secs_f64(span.unwrap_or(0.0).max(0.0))))
+    }
+
+    /// A connection listening for step results ([`STEP_DONE_CHANNEL`]).
+    ///
+    /// # Errors
+    /// [`StoreError`] when the connection cannot be opened.
+    pub async fn step_listener(&self) -> Result<StepListener, StoreError> {
+        let waiters: Arc<std::sync::Mutex<HashMap<String, Arc<Notify>>>> = Arc::default();
+        let routed = waiters.clone();
+        let listener = self
+            .listen_with(
+                STEP_DONE_CHANNEL,
+                "listen for step results",
+                move |payload| {
+                    let waiters = routed.lock().unwrap_or_else(|e| e.into_inner());
+                    if let Some(n) = waiters.get(payload) {
+                        n.notify_waiters();
+                        n.notify_one();
+                    }
+                },
+            )
+            .await?;
+        Ok(StepListener {
+            _listener: listener,
+            waiters,
         })
     }
 }

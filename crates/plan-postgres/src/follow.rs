@@ -110,6 +110,31 @@ impl PostgresStore {
         only: Option<String>,
         what: &str,
     ) -> Result<Listener, StoreError> {
+        let wake = Arc::new(Notify::new());
+        let woken = wake.clone();
+        let mut listener = self
+            .listen_with(channel, what, move |payload| {
+                // An empty payload: the connection closed; every waiter looks again.
+                if payload.is_empty() || only.as_deref().is_none_or(|p| p == payload) {
+                    // Every waiter now, and the next one to come.
+                    woken.notify_waiters();
+                    woken.notify_one();
+                }
+            })
+            .await?;
+        listener.wake = wake;
+        Ok(listener)
+    }
+
+    /// Opens a connection that listens on `channel` and calls `on` with each
+    /// notification's payload (and with an empty one if the connection closes, so
+    /// waiters look again).
+    pub(crate) async fn listen_with(
+        &self,
+        channel: &str,
+        what: &str,
+        on: impl Fn(&str) + Send + 'static,
+    ) -> Result<Listener, StoreError> {
         let inner = &self.inner;
         let (client, mut connection) = inner
             .address
@@ -124,28 +149,21 @@ impl PostgresStore {
                 )))
             })?;
         let wake = Arc::new(Notify::new());
-        let task = {
-            let wake = wake.clone();
-            tokio::spawn(async move {
-                let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
-                while let Some(message) = messages.next().await {
-                    match message {
-                        Ok(AsyncMessage::Notification(n))
-                            if only.as_deref().is_none_or(|p| p == n.payload()) =>
-                        {
-                            wake.notify_one();
-                        }
-                        Ok(_) => {}
-                        Err(e) => {
-                            tracing::debug!(error = %e, "the listening connection closed");
-                            // Wake the listener so it reads (and polls from now on).
-                            wake.notify_one();
-                            break;
-                        }
+        let task = tokio::spawn(async move {
+            let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+            while let Some(message) = messages.next().await {
+                match message {
+                    Ok(AsyncMessage::Notification(n)) => on(n.payload()),
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::debug!(error = %e, "the listening connection closed");
+                        // Waiters fall back to polling.
+                        on("");
+                        break;
                     }
                 }
-            })
-        };
+            }
+        });
         client
             .batch_execute(&format!("LISTEN {channel}"))
             .await

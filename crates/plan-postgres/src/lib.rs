@@ -57,6 +57,9 @@ pub mod testing;
 mod tls;
 
 pub use address::{PgAddress, TlsMode, is_postgres_url, redact};
-pub use fleet::{Claim, Lease, LeaseHolder, WORK_CHANNEL, WorkListener};
+pub use fleet::{
+    Claim, Lease, LeaseHolder, STEP_DONE_CHANNEL, StepClaim, StepListener, StepTask, WORK_CHANNEL,
+    WorkListener,
+};
 pub use schema::SCHEMA_VERSION;
 pub use store::{EVENTS_CHANNEL, PostgresStore};

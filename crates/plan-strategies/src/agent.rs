@@ -188,6 +188,13 @@ impl Agent {
         .await
     }
 
+    /// What runs one step of this agent's plans (its router: code steps in the sandbox,
+    /// the others with the model and tools), for running steps one at a time elsewhere (a
+    /// fleet worker executing steps of runs another worker drives).
+    pub fn step_executor(&self) -> Arc<dyn plan_exec::StepExecutor> {
+        self.inner.cx.runner().executor().clone()
+    }
+
     /// Plans `goal` into a new stored run and stops it there, `awaiting_approval`: a wait
     /// that outlives the process. Someone answers it later, perhaps from another process,
     /// with [`approve`](Self::approve) (which runs the plan, or an edited one) or

@@ -1,13 +1,21 @@
 //! The fleet worker of plan: any number of [`Worker`]s, on any machines, share the runs
 //! of one PostgreSQL store ([`plan_postgres::PostgresStore`]).
 //!
-//! A worker claims the oldest claimable run (queued by `plan submit`, or left by a worker
-//! whose lease expired) under a lease it renews while it works, runs it to its end with
-//! the run's own strategy, model and settings, and lets the lease go. Everything the run
-//! writes goes through a store [fenced](plan_postgres::PostgresStore::fenced) by the
-//! lease: a worker that was paused or cut off past its lease finds its writes refused and
-//! stops, and the worker that took the run over continues it from its journal, so a step
-//! that had finished is never run again and no output is committed twice.
+//! Two kinds of work are claimed, each under a lease the worker renews while it works:
+//! - a run (queued by `plan submit`, or left by a worker whose lease expired): the worker
+//!   drives it to its end with the run's own strategy, model and settings (planning,
+//!   replanning, synthesis), queueing each step attempt as a task ([`FleetExecutor`]);
+//! - a step task, of any run: the worker runs it with its own executor (model, tools,
+//!   sandbox) and records the result. Tasks are claimed from the run with the fewest in
+//!   hand first, so one huge run does not starve the others, and the run's concurrency
+//!   holds across the fleet because only its driver queues its steps.
+//!
+//! Everything a driven run writes goes through a store
+//! [fenced](plan_postgres::PostgresStore::fenced) by the run's lease, and a step's result
+//! is recorded only under the step task's lease: a worker that was paused or cut off past
+//! its lease finds its writes refused and stops, and the worker that took the work over
+//! continues it (a run from its journal), so a step that had finished is never run again
+//! and no output is committed twice.
 //!
 //! The worker knows nothing about models or keys: the caller turns a run's record into
 //! an [`AgentBuilder`] (with the caller's own keys from its environment) or says why it
@@ -33,15 +41,22 @@
 //! ```
 #![deny(missing_docs)]
 
-use std::collections::HashSet;
+mod steps;
+
+pub use steps::FleetExecutor;
+
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use plan_core::RunStatus;
-use plan_exec::{CancelToken, RunRecord, RunStore, StoreError};
-use plan_postgres::{Claim, Lease, PostgresStore};
+use plan_exec::{CancelToken, RunRecord, RunStore, StepExecutor, StoreError};
+use plan_postgres::{Claim, Lease, PostgresStore, StepListener};
 use plan_strategies::AgentBuilder;
 use tokio::task::JoinSet;
+
+/// Step executors kept for the runs whose steps this worker ran lately.
+const EXECUTOR_CACHE: usize = 256;
 
 /// Turns a run's record (its strategy, model spec, endpoint and options; never a key)
 /// into an agent builder, or says why this worker cannot run it (a missing key).
@@ -129,13 +144,56 @@ impl Worker {
     /// [`StoreError`] when the store cannot be listened to at start.
     pub async fn run(&self, stop: CancelToken) -> Result<(), StoreError> {
         let listener = self.store.work_listener().await?;
+        let results = Arc::new(self.store.step_listener().await?);
         let name = &self.config.name;
         tracing::info!(worker = %name, concurrency = self.config.concurrency, "worker started");
         let mut held: JoinSet<()> = JoinSet::new();
         let mut leases: Vec<(tokio::task::Id, Lease)> = Vec::new();
+        let mut tasks: JoinSet<()> = JoinSet::new();
+        let mut executors: HashMap<plan_core::RunId, Arc<dyn StepExecutor>> = HashMap::new();
         let mut cannot: Vec<plan_core::RunId> = Vec::new();
         let mut told: HashSet<String> = HashSet::new();
         while !stop.is_cancelled() {
+            while tasks.len() < self.config.concurrency && !stop.is_cancelled() {
+                let claim = match self
+                    .store
+                    .claim_step(name, self.config.lease, &cannot)
+                    .await
+                {
+                    Ok(Some(claim)) => claim,
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::warn!(worker = %name, error = %e, "cannot claim a step");
+                        break;
+                    }
+                };
+                let run = claim.task.run.clone();
+                let executor = match executors.get(&run) {
+                    Some(e) => Ok(e.clone()),
+                    None => self.executor_for(&run).await,
+                };
+                match executor {
+                    Ok(executor) => {
+                        if executors.len() >= EXECUTOR_CACHE {
+                            executors.clear();
+                        }
+                        executors.insert(run, executor.clone());
+                        tracing::debug!(worker = %name, run = %claim.task.run, step = %claim.task.step, "claimed a step");
+                        tasks.spawn(steps::run_task(
+                            self.store.clone(),
+                            claim,
+                            executor,
+                            self.config.lease,
+                        ));
+                    }
+                    Err(why) => {
+                        if told.insert(why.clone()) {
+                            tracing::warn!(worker = %name, run = %run, "leaving runs to other workers: {why}");
+                        }
+                        cannot.push(run);
+                    }
+                }
+            }
             while held.len() < self.config.concurrency && !stop.is_cancelled() {
                 let claim = match self.store.claim(name, self.config.lease, &cannot).await {
                     Ok(Some(claim)) => claim,
@@ -155,6 +213,7 @@ impl Worker {
                             claim,
                             builder,
                             self.config.lease,
+                            results.clone(),
                         ));
                         leases.push((handle.id(), lease));
                     }
@@ -173,9 +232,13 @@ impl Worker {
                     let id = match &done { Ok((id, ())) => *id, Err(e) => e.id() };
                     leases.retain(|(task, _)| *task != id);
                 }
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
                 () = stop.cancelled() => {}
             }
         }
+        // Steps in hand finish (a step's lease expiring would only make another worker
+        // redo it); the runs' drivers get the grace period.
+        while tasks.join_next().await.is_some() {}
         tracing::info!(worker = %name, runs = held.len(), "stopping: no more claims; finishing the runs in hand");
         let deadline = tokio::time::Instant::now() + self.config.grace;
         while !held.is_empty() {
@@ -203,6 +266,20 @@ impl Worker {
         Ok(())
     }
 
+    /// The step executor for a run's steps on this worker, from the run's record.
+    async fn executor_for(&self, run: &plan_core::RunId) -> Result<Arc<dyn StepExecutor>, String> {
+        let stored = self
+            .store
+            .load_run(run)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("run `{run}` is gone from the store"))?;
+        let agent = (self.factory)(&stored.record)?
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(agent.step_executor())
+    }
+
     /// The agent builder for a claimed run, from its record.
     async fn agent_for(&self, claim: &Claim) -> Result<AgentBuilder, String> {
         let stored = self
@@ -217,11 +294,18 @@ impl Worker {
 
 /// Runs a claimed run to its end through a store fenced by its lease, renewing the lease
 /// meanwhile; a lost lease cancels the run here (the new holder continues it).
-async fn drive(store: PostgresStore, claim: Claim, builder: AgentBuilder, ttl: Duration) {
+async fn drive(
+    store: PostgresStore,
+    claim: Claim,
+    builder: AgentBuilder,
+    ttl: Duration,
+    results: Arc<StepListener>,
+) {
     let lease = claim.lease;
     let run = lease.run.clone();
     let cancel = CancelToken::new();
     let agent = match builder
+        .executor(FleetExecutor::new(store.clone(), results))
         .store(store.fenced(lease.clone()))
         .cancel_token(cancel.clone())
         .build()

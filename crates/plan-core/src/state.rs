@@ -99,6 +99,10 @@ pub struct StepState {
     /// How long the step took, from its first attempt's start to its end.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_ms: Option<u64>,
+    /// The fleet worker running it now, for a running step of a fleet run (as the store
+    /// knows it; see `plan show`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
 }
 
 impl StepState {
@@ -114,6 +118,7 @@ impl StepState {
             reused: false,
             started_ms: None,
             duration_ms: None,
+            worker: None,
         }
     }
 

@@ -437,6 +437,25 @@ impl RunStore for PostgresStore {
         tx.commit().await.map_err(self.err(what))
     }
 
+    async fn step_holders(
+        &self,
+        run: &RunId,
+    ) -> Result<std::collections::HashMap<StepId, String>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT split_part(step, '@', 1), worker FROM plan.step_tasks
+                 WHERE run = $1 AND state = 'claimed' AND expires > now()",
+                &[&run.as_str()],
+            )
+            .await
+            .map_err(self.err("cannot read the step leases"))?;
+        Ok(rows
+            .iter()
+            .map(|r| (StepId::new(r.get::<_, String>(0)), r.get::<_, String>(1)))
+            .collect())
+    }
+
     async fn list_runs(&self) -> Result<Vec<RunSummary>, StoreError> {
         let client = self.client().await?;
         // Steps done: outputs of steps in the latest plan (a replan may drop a finished

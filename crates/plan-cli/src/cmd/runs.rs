@@ -79,7 +79,15 @@ pub async fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {
         .await
         .map_err(|e| anyhow::anyhow!("cannot read the run store: {e}"))?
         .ok_or_else(missing)?;
-    let report = RunReport::from_stored(&run);
+    let mut report = RunReport::from_stored(&run);
+    // A fleet store knows which worker runs each running step.
+    if let Ok(holders) = store.step_holders(&run.record.id).await {
+        for step in &mut report.steps {
+            if step.status == plan_core::StepStatus::Running {
+                step.worker = holders.get(&step.id).cloned();
+            }
+        }
+    }
     if args.json {
         println!("{}", report.to_json_pretty());
     } else {
@@ -140,10 +148,13 @@ fn text(run: &StoredRun, report: &RunReport, full: bool, p: &Palette) -> String 
     }
     out.push_str(&format!("\n{}steps{:#}\n", p.bold, p.bold));
     for s in &report.steps {
-        let timing = s
+        let mut timing = s
             .duration_ms
             .map(|ms| format!(", {}", crate::display::seconds(ms)))
             .unwrap_or_default();
+        if let Some(worker) = &s.worker {
+            timing.push_str(&format!(", on worker {worker}"));
+        }
         out.push_str(&format!(
             "{}{}{:#}  {}  ({} attempt{}{timing})\n",
             p.bold,

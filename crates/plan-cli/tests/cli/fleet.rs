@@ -322,6 +322,27 @@ fn two_runs_submitted_at_once_both_progress() {
     until("both runs to progress", 60, || {
         committed(&url, &first).len() >= 2 && committed(&url, &second).len() >= 2
     });
+    // `plan show` names the worker running each running step.
+    until("a running step with its worker", 30, || {
+        let out = output(&mut sb.plan(["show", &first, "--json", "--store", &url]));
+        let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
+        v["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["status"] == "running" && s["worker"] == "only")
+            || v["status"] != "running"
+    });
+    let out = output(&mut sb.plan(["show", &first, "--json", "--store", &url]));
+    let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert!(
+        v["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["status"] == "running" || s.get("worker").is_none()),
+        "only running steps name a worker: {v}"
+    );
     assert!(committed(&url, &first).len() < 20 || committed(&url, &second).len() < 20);
     assert_eq!(fleet.wait(&first)["status"], "succeeded");
     assert_eq!(fleet.wait(&second)["status"], "succeeded");

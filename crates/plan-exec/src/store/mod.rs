@@ -407,6 +407,16 @@ pub trait RunStore: Send + Sync {
     /// Everything about a run; `Ok(None)` when there is no such run.
     async fn load_run(&self, run: &RunId) -> Result<Option<StoredRun>, StoreError>;
 
+    /// Which worker holds each running step of a run, for stores shared by a fleet of
+    /// workers (step id → worker name). The default: none (one process runs its runs).
+    async fn step_holders(
+        &self,
+        run: &RunId,
+    ) -> Result<std::collections::HashMap<StepId, String>, StoreError> {
+        let _ = run;
+        Ok(std::collections::HashMap::new())
+    }
+
     /// The run's events after position `after` (0 for all), oldest first, at most
     /// `limit`: how live views follow a run as it is written.
     async fn events_after(
@@ -460,6 +470,12 @@ impl<S: RunStore + ?Sized> RunStore for std::sync::Arc<S> {
     }
     async fn list_runs(&self) -> Result<Vec<RunSummary>, StoreError> {
         (**self).list_runs().await
+    }
+    async fn step_holders(
+        &self,
+        run: &RunId,
+    ) -> Result<std::collections::HashMap<StepId, String>, StoreError> {
+        (**self).step_holders(run).await
     }
     async fn load_run(&self, run: &RunId) -> Result<Option<StoredRun>, StoreError> {
         (**self).load_run(run).await

@@ -91,6 +91,13 @@ plan wait 1m931ebcanh4d\n  \
 plan wait 1m931ebcanh4d --json --timeout 600")]
     Wait(WaitArgs),
 
+    /// Serve the HTTP API: start, list, watch (SSE), cancel, resume and approve runs
+    #[command(after_help = "Examples:\n  \
+plan serve\n  \
+plan serve --addr 0.0.0.0:8080 --token \"$(openssl rand -hex 16)\"\n  \
+curl -H 'Authorization: Bearer TOKEN' -d '{\"goal\": \"Plan a release\"}' localhost:8080/api/runs")]
+    Serve(ServeArgs),
+
     /// Queue a run for a fleet of `plan worker`s (a postgres:// store) and print its id
     #[command(after_help = "Examples:\n  \
 plan submit --store postgres://plan@db/plan \"Compare three message queues\"\n  \
@@ -478,6 +485,30 @@ pub struct ApproveArgs {
     /// waiting; it is checked first, and an invalid plan leaves the run waiting
     #[arg(long, value_name = "FILE")]
     pub plan: Option<PathBuf>,
+}
+
+/// `plan serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on; anything but loopback needs a token
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8080")]
+    pub addr: String,
+
+    /// Token every request must carry (Authorization: Bearer TOKEN) [default: $PLAN_SERVE_TOKEN]
+    #[arg(long, value_name = "TOKEN")]
+    pub token: Option<String>,
+
+    /// Let runs name any base_url (by default only loopback endpoints, so the server is no
+    /// proxy to other hosts)
+    #[arg(long)]
+    pub allow_base_url: bool,
+
+    #[command(flatten)]
+    pub model: ModelArgs,
+
+    /// Run store: a SQLite file or a postgres:// URL [default: plan/runs.sqlite in the user data directory]
+    #[arg(long, value_name = "PATH|URL")]
+    pub store: Option<PathBuf>,
 }
 
 /// `plan submit`.

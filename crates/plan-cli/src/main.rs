@@ -47,6 +47,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Approve(args) => runtime.block_on(cmd::run::approve(args, quiet)),
         Command::Reject(args) => runtime.block_on(cmd::run::reject(args)),
         Command::Wait(args) => runtime.block_on(cmd::run::wait(args)),
+        Command::Serve(args) => runtime.block_on(cmd::serve::serve(args)),
         Command::Submit(args) => runtime.block_on(cmd::fleet::submit(args)),
         Command::Worker(args) => runtime.block_on(cmd::fleet::worker(args)),
         Command::Runs(args) => runtime.block_on(cmd::runs::runs(args)),

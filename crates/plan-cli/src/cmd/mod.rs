@@ -7,4 +7,5 @@ pub mod model;
 pub mod run;
 pub mod runs;
 pub mod sandbox;
+pub mod serve;
 pub mod tools;

@@ -5,7 +5,7 @@ use std::time::SystemTime;
 
 use plan_core::{RunId, RunState, RunStatus, StepStatus, Timestamp};
 use plan_exec::{RunReport, RunStore, StoredRun};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::cli::{RunsArgs, ShowArgs};
 use crate::config::{Overrides, Settings};
@@ -31,17 +31,7 @@ pub async fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
         .map_err(|e| anyhow::anyhow!("cannot read the run store: {e}"))?;
     runs.truncate(args.limit);
     if args.json {
-        let list: Vec<Value> = runs
-            .iter()
-            .map(|r| {
-                json!({
-                    "run_id": r.id, "goal": r.goal, "status": r.status,
-                    "strategy": r.strategy, "model": r.model,
-                    "created": r.created, "updated": r.updated,
-                    "steps_total": r.steps_total, "steps_done": r.steps_done,
-                })
-            })
-            .collect();
+        let list: Vec<Value> = runs.iter().map(plan_exec::RunSummary::to_listing).collect();
         println!("{}", serde_json::to_string_pretty(&list)?);
         return Ok(ExitCode::SUCCESS);
     }

@@ -22,4 +22,5 @@ mod research;
 mod research_eval;
 mod run;
 mod sandbox;
+mod serve;
 mod store;

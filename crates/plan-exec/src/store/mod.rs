@@ -223,6 +223,17 @@ pub struct RunSummary {
 }
 
 impl RunSummary {
+    /// The run as `plan runs --json` (and `GET /api/runs`) lists it: `run_id`, `goal`,
+    /// `status`, `strategy`, `model`, `created`, `updated`, `steps_total`, `steps_done`.
+    pub fn to_listing(&self) -> serde_json::Value {
+        serde_json::json!({
+            "run_id": self.id, "goal": self.goal, "status": self.status,
+            "strategy": self.strategy, "model": self.model,
+            "created": self.created, "updated": self.updated,
+            "steps_total": self.steps_total, "steps_done": self.steps_done,
+        })
+    }
+
     /// A summary of a run created at `created` and not changed since: no strategy or
     /// model recorded, no steps (for stores that count steps themselves).
     pub fn new(id: RunId, goal: impl Into<String>, status: RunStatus, created: Timestamp) -> Self {

@@ -1,0 +1,99 @@
+//! `plan serve`: the HTTP API (plan-serve's `PlanService`) with the model, store and
+//! settings a `plan run` would use.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use plan_serve::{PlanService, RunRequest, ServeConfig, is_loopback_host};
+
+use crate::cli::{ServeArgs, Strategy};
+use crate::config::{Overrides, Settings};
+use crate::exit::Usage;
+use crate::session;
+
+/// `plan serve`.
+pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let addr: SocketAddr = args.addr.parse().map_err(|_| {
+        Usage::new(format!(
+            "--addr {}: not an address; give HOST:PORT, such as 127.0.0.1:8080",
+            args.addr
+        ))
+    })?;
+    let token = args
+        .token
+        .clone()
+        .or_else(|| std::env::var("PLAN_SERVE_TOKEN").ok())
+        .filter(|t| !t.is_empty());
+    if token.is_none() && !is_loopback_host(&addr.ip().to_string()) {
+        return Err(Usage::new(format!(
+            "--addr {addr} is reachable from other machines, and no token is set: give --token TOKEN (or PLAN_SERVE_TOKEN), or bind 127.0.0.1"
+        ))
+        .into());
+    }
+    let mut overrides = Overrides::store(args.store.clone());
+    overrides.model = args.model.clone();
+    let settings = Settings::from_process(&overrides)?;
+    // Check the default model once at start, so a bad setup fails now, not per request.
+    session::provider(&settings, true)?;
+    let store = session::open_store(&settings.store).await?;
+    let defaults = settings.clone();
+    let provider = Arc::new(move |request: &RunRequest| {
+        let mut s = defaults.clone();
+        if let Some(model) = &request.model {
+            s.model.clone_from(model);
+        }
+        if request.base_url.is_some() {
+            s.base_url.clone_from(&request.base_url);
+        }
+        session::provider(&s, true).map_err(|e| e.to_string())
+    });
+    let defaults = settings.clone();
+    let configure = Arc::new(
+        move |builder: plan_strategies::AgentBuilder, request: &RunRequest| {
+            let strategy = match request.strategy.as_deref() {
+                Some(name) => Strategy::from_name(name).ok_or_else(|| {
+                    format!(
+                        "unknown strategy `{name}`: use auto, linear, dag, hierarchical, adaptive or reflective"
+                    )
+                })?,
+                None => defaults.strategy,
+            };
+            let mut builder = builder
+                .strategy(session::strategy(strategy).map_err(|e| e.to_string())?)
+                .concurrency(defaults.concurrency)
+                .max_replans(defaults.max_replans)
+                .max_depth(defaults.max_depth as usize)
+                .model_spec(
+                    request
+                        .model
+                        .clone()
+                        .unwrap_or_else(|| defaults.model.clone()),
+                )
+                .sandbox(defaults.sandbox.choice().lazy());
+            if let Some(n) = defaults.max_steps {
+                builder = builder.max_steps(n);
+            }
+            if let Some(url) = request.base_url.as_ref().or(defaults.base_url.as_ref()) {
+                builder = builder.base_url(url.clone());
+            }
+            Ok(builder)
+        },
+    );
+    let mut config = ServeConfig::default().with_any_base_url(args.allow_base_url);
+    if let Some(token) = token {
+        config = config.with_token(token);
+    }
+    let service = PlanService::new(store, provider, config).with_configure(configure);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| Usage::new(format!("cannot listen on {addr}: {e}")))?;
+    eprintln!(
+        "plan serve: listening on http://{} (API under /api/runs)",
+        listener.local_addr().unwrap_or(addr)
+    );
+    plan_serve::serve(listener, service)
+        .await
+        .map_err(|e| anyhow::anyhow!("plan serve: {e}"))?;
+    Ok(ExitCode::SUCCESS)
+}

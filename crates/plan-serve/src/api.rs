@@ -1,0 +1,553 @@
+//! The JSON API: routes, handlers and errors.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, JsonRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use futures::Stream;
+use plan_core::{Plan, PlanGraph, RunId, RunStatus};
+use plan_exec::{CancelToken, ExecError, RunReport, SessionBuilder, event_channel};
+use plan_strategies::{Agent, StrategyError};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::{PlanService, RunRequest, auth, is_loopback_host};
+
+/// An API error: a status and `{"error": "..."}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    /// An error with this status and message.
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+
+    fn bad(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    fn internal(message: impl std::fmt::Display) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, message.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(json!({"error": self.message}))).into_response()
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(e: JsonRejection) -> Self {
+        let status = match e.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => StatusCode::PAYLOAD_TOO_LARGE,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        Self::new(status, format!("bad request body: {}", e.body_text()))
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// A JSON body that may be empty (then the default).
+fn optional_json<T: serde::de::DeserializeOwned + Default>(
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<T> {
+    let bytes = body.map_err(|e| {
+        let status = if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            StatusCode::PAYLOAD_TOO_LARGE
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        ApiError::new(status, format!("bad request body: {}", e.body_text()))
+    })?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(&bytes).map_err(|e| ApiError::bad(format!("bad request body: {e}")))
+}
+
+pub(crate) fn router(service: Arc<PlanService>) -> Router {
+    let limit = service.config.body_limit;
+    Router::new()
+        .route("/api/runs", post(start_run).get(list_runs))
+        .route("/api/runs/{id}", get(get_run))
+        .route("/api/runs/{id}/events", get(events))
+        .route("/api/runs/{id}/plan", get(plan_of))
+        .route("/api/runs/{id}/cancel", post(cancel))
+        .route("/api/runs/{id}/resume", post(resume))
+        .route("/api/runs/{id}/approve", post(approve))
+        .route("/api/runs/{id}/reject", post(reject))
+        .layer(axum::middleware::from_fn_with_state(
+            service.clone(),
+            auth::require_token,
+        ))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(service)
+}
+
+async fn load(service: &PlanService, id: &str) -> ApiResult<plan_exec::StoredRun> {
+    service
+        .store
+        .load_run(&RunId::new(id))
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("no run `{id}`: GET /api/runs lists them"),
+            )
+        })
+}
+
+/// The error of a library call, with the status that fits it.
+fn strategy_error(e: StrategyError) -> ApiError {
+    match e {
+        StrategyError::Plan(problems) => {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, problems.to_string())
+        }
+        StrategyError::Exec(ExecError::NotAwaitingApproval { .. })
+        | StrategyError::Exec(ExecError::AwaitsApproval(_)) => {
+            ApiError::new(StatusCode::CONFLICT, e.to_string())
+        }
+        StrategyError::Exec(ExecError::UnknownRun(_)) => {
+            ApiError::new(StatusCode::NOT_FOUND, e.to_string())
+        }
+        StrategyError::Config(_) => ApiError::bad(e.to_string()),
+        e => ApiError::internal(e),
+    }
+}
+
+/// The approval a request asks for: none, the plan, or each replan.
+#[derive(Clone, Copy, PartialEq)]
+enum Approval {
+    None,
+    Plan,
+    Replans,
+}
+
+fn approval(value: Option<&Value>) -> ApiResult<Approval> {
+    match value {
+        None | Some(Value::Null) | Some(Value::Bool(false)) => Ok(Approval::None),
+        Some(Value::Bool(true)) => Ok(Approval::Plan),
+        Some(Value::String(s)) if s == "replans" => Ok(Approval::Replans),
+        Some(other) => Err(ApiError::bad(format!(
+            "approve is true, false or \"replans\", not {other}"
+        ))),
+    }
+}
+
+/// Builds the agent of a run request: its model, the server's settings, the store.
+fn agent_for(
+    service: &Arc<PlanService>,
+    request: &RunRequest,
+    sink: Option<Arc<dyn plan_exec::EventSink>>,
+    cancel: CancelToken,
+) -> ApiResult<Agent> {
+    let provider = (service.provider)(request).map_err(ApiError::bad)?;
+    let mut builder = Agent::builder()
+        .provider(provider)
+        .store(service.store.clone())
+        .cancel_token(cancel);
+    if let Some(sink) = sink {
+        builder = builder.event_sink(sink);
+    }
+    if let Some(configure) = &service.configure {
+        builder = configure(builder, request).map_err(ApiError::bad)?;
+    }
+    if let Some(n) = request.max_steps {
+        builder = builder.max_steps(n);
+    }
+    if let Some(n) = request.concurrency {
+        builder = builder.concurrency(n.max(1));
+    }
+    if approval(request.approve.as_ref())? == Approval::Replans {
+        builder = builder.approve_replans(true);
+    }
+    builder.build().map_err(strategy_error)
+}
+
+fn check_base_url(service: &PlanService, url: Option<&str>) -> ApiResult<()> {
+    let Some(url) = url else { return Ok(()) };
+    if service.config.allow_base_url {
+        return Ok(());
+    }
+    let host = url
+        .split_once("://")
+        .map(|(_, rest)| rest)
+        .unwrap_or(url)
+        .split(['/', '?', '#'])
+        .next()
+        .unwrap_or_default();
+    let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
+    let host = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host.split(':').next().unwrap_or_default(),
+    };
+    if is_loopback_host(host) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "base_url {host} is not a loopback address: this server only calls models on loopback unless started with --allow-base-url"
+            ),
+        ))
+    }
+}
+
+/// `POST /api/runs`: starts a run in this process and answers with its id as soon as it
+/// has one.
+async fn start_run(
+    State(service): State<Arc<PlanService>>,
+    body: Result<Json<RunRequest>, JsonRejection>,
+) -> ApiResult<Response> {
+    let Json(request) = body?;
+    if request.goal.trim().is_empty() {
+        return Err(ApiError::bad(
+            "goal is empty: say what the run should achieve",
+        ));
+    }
+    check_base_url(&service, request.base_url.as_deref())?;
+    let approval = approval(request.approve.as_ref())?;
+    let (sink, mut events) = event_channel();
+    let cancel = CancelToken::new();
+    let agent = agent_for(&service, &request, Some(Arc::new(sink)), cancel.clone())?;
+    let goal = request.goal.clone();
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<Result<(), String>>();
+    let registry = service.clone();
+    let (id_tx, id_rx) = tokio::sync::oneshot::channel::<String>();
+    tokio::spawn(async move {
+        // The run's id is in its first event.
+        if let Some(first) = events.recv().await {
+            let id = first.run.to_string();
+            if let Ok(mut running) = registry.running.lock() {
+                running.insert(id.clone(), cancel);
+            }
+            let _ = id_tx.send(id);
+        }
+        while events.recv().await.is_some() {}
+    });
+    let worker = service.clone();
+    tokio::spawn(async move {
+        let result = match approval {
+            Approval::Plan => agent.plan_for_approval(goal).await,
+            _ => agent.run(goal).await,
+        };
+        let outcome = match &result {
+            Ok(report) => {
+                if let Ok(mut running) = worker.running.lock() {
+                    running.remove(report.run_id.as_str());
+                }
+                Ok(())
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        let _ = done_tx.send(outcome);
+    });
+    tokio::select! {
+        id = id_rx => match id {
+            Ok(id) => Ok((StatusCode::CREATED, Json(json!({"run_id": id}))).into_response()),
+            Err(_) => Err(ApiError::internal("the run did not start")),
+        },
+        done = done_rx => Err(match done {
+            Ok(Err(e)) => ApiError::bad(e),
+            _ => ApiError::internal("the run did not start"),
+        }),
+    }
+}
+
+/// `GET /api/runs`: the runs, newest first, as `plan runs --json` lists them.
+async fn list_runs(State(service): State<Arc<PlanService>>) -> ApiResult<Json<Value>> {
+    let runs = service
+        .store
+        .list_runs()
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Json(Value::Array(
+        runs.iter().map(plan_exec::RunSummary::to_listing).collect(),
+    )))
+}
+
+/// `GET /api/runs/{id}`: the report, the object `plan run --json` prints.
+async fn get_run(
+    State(service): State<Arc<PlanService>>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<RunReport>> {
+    Ok(Json(RunReport::from_stored(&load(&service, &id).await?)))
+}
+
+#[derive(Deserialize)]
+struct PlanQuery {
+    #[serde(default)]
+    format: Option<String>,
+}
+
+/// `GET /api/runs/{id}/plan?format=mermaid|dot|json`: the latest plan, with the steps'
+/// statuses in the diagrams.
+async fn plan_of(
+    State(service): State<Arc<PlanService>>,
+    Path(id): Path<String>,
+    Query(q): Query<PlanQuery>,
+) -> ApiResult<Response> {
+    let run = load(&service, &id).await?;
+    let report = RunReport::from_stored(&run);
+    let Some(plan) = report.plan.clone() else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("run `{id}` has no plan (yet)"),
+        ));
+    };
+    let state = plan_core::RunState::from(report.steps.clone());
+    let format = q.format.as_deref().unwrap_or("json");
+    let graph = || PlanGraph::new(plan.clone()).map_err(|e| ApiError::internal(e.to_string()));
+    Ok(match format {
+        "json" => Json(serde_json::to_value(&plan).map_err(ApiError::internal)?).into_response(),
+        "mermaid" => plan_core::render_mermaid(&graph()?, Some(&state)).into_response(),
+        "dot" => plan_core::render_dot(&graph()?, Some(&state)).into_response(),
+        other => {
+            return Err(ApiError::bad(format!(
+                "format {other:?} is not known: use mermaid, dot or json"
+            )));
+        }
+    })
+}
+
+/// `GET /api/runs/{id}/events`: the stored events, then live ones, as Server-Sent Events
+/// (`id:` the event's position in the run's journal; `Last-Event-ID` resumes after it);
+/// the stream ends after `run_finished`.
+async fn events(
+    State(service): State<Arc<PlanService>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
+    load(&service, &id).await?;
+    let after = match headers.get("last-event-id") {
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .ok_or_else(|| ApiError::bad("Last-Event-ID is not an event id"))?,
+        None => 0,
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel::<SseEvent>(256);
+    let store = service.store.clone();
+    let run = RunId::new(id);
+    tokio::spawn(async move {
+        use futures::StreamExt as _;
+        let mut entries = std::pin::pin!(plan_exec::follow(
+            store.as_ref(),
+            &run,
+            after,
+            Duration::from_millis(50)
+        ));
+        while let Some(entry) = entries.next().await {
+            let Ok(entry) = entry else { break };
+            let event = SseEvent::default()
+                .id(entry.seq.to_string())
+                .data(entry.event.to_json_line());
+            if tx.send(event).await.is_err() {
+                break; // the client went away
+            }
+        }
+    });
+    let stream =
+        futures::stream::unfold(
+            rx,
+            |mut rx| async move { rx.recv().await.map(|e| (Ok(e), rx)) },
+        );
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+/// `POST /api/runs/{id}/cancel`: cancels a run running in this server.
+async fn cancel(
+    State(service): State<Arc<PlanService>>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let run = load(&service, &id).await?;
+    let token = service
+        .running
+        .lock()
+        .ok()
+        .and_then(|r| r.get(&id).cloned());
+    match token {
+        Some(token) => {
+            token.cancel();
+            Ok((
+                StatusCode::ACCEPTED,
+                Json(json!({"run_id": id, "status": "cancelling"})),
+            )
+                .into_response())
+        }
+        None => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "run `{id}` is {} and not running in this server",
+                run.status
+            ),
+        )),
+    }
+}
+
+/// The request a stored run was made with (for its model when it continues).
+fn request_of(run: &plan_exec::StoredRun) -> RunRequest {
+    RunRequest {
+        goal: run.record.goal.clone(),
+        strategy: run.record.strategy.clone(),
+        model: run.record.model.clone(),
+        base_url: run.record.base_url.clone(),
+        ..RunRequest::default()
+    }
+}
+
+/// Continues a stored run in the background with `work`; answers 202.
+fn continue_run<F, Fut>(
+    service: &Arc<PlanService>,
+    run: &plan_exec::StoredRun,
+    work: F,
+) -> ApiResult<Response>
+where
+    F: FnOnce(Agent) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<RunReport, StrategyError>> + Send + 'static,
+{
+    let cancel = CancelToken::new();
+    let agent = agent_for(service, &request_of(run), None, cancel.clone())?;
+    let id = run.record.id.to_string();
+    if let Ok(mut running) = service.running.lock() {
+        running.insert(id.clone(), cancel);
+    }
+    let registry = service.clone();
+    let key = id.clone();
+    tokio::spawn(async move {
+        if let Err(e) = work(agent).await {
+            tracing::warn!(run = %key, error = %e, "a run continued by the server stopped");
+        }
+        if let Ok(mut running) = registry.running.lock() {
+            running.remove(&key);
+        }
+    });
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"run_id": id, "status": "running"})),
+    )
+        .into_response())
+}
+
+/// `POST /api/runs/{id}/resume`: continues a run that stopped (a crash, a cancellation).
+async fn resume(
+    State(service): State<Arc<PlanService>>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let run = load(&service, &id).await?;
+    match run.status {
+        RunStatus::AwaitingApproval => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("run `{id}` awaits approval: POST /api/runs/{id}/approve or /reject"),
+        )),
+        RunStatus::Succeeded => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("run `{id}` already succeeded; nothing to resume"),
+        )),
+        _ if service.running.lock().is_ok_and(|r| r.contains_key(&id)) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("run `{id}` is running in this server"),
+        )),
+        _ => {
+            let rid = run.record.id.clone();
+            continue_run(&service, &run, move |agent| async move {
+                agent.resume(&rid).await
+            })
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ApproveBody {
+    #[serde(default)]
+    plan: Option<Value>,
+}
+
+/// `POST /api/runs/{id}/approve`: runs the plan of a run awaiting approval, or the edited
+/// plan in the body (`{"plan": {...}}`), checked first: an invalid plan is refused (422)
+/// with every problem, and the run keeps waiting.
+async fn approve(
+    State(service): State<Arc<PlanService>>,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Response> {
+    let body: ApproveBody = optional_json(body)?;
+    let run = load(&service, &id).await?;
+    let edited: Option<Plan> = match body.plan {
+        Some(value) => {
+            let plan: Plan = serde_json::from_value(value).map_err(|e| {
+                ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    format!("the plan is not a plan: {e}"),
+                )
+            })?;
+            PlanGraph::with_limits(plan.clone(), &plan_core::Limits::with_max_steps(usize::MAX))
+                .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
+            Some(plan)
+        }
+        None => None,
+    };
+    if run.status != RunStatus::AwaitingApproval {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("run `{id}` is {}, not awaiting approval", run.status),
+        ));
+    }
+    let rid = run.record.id.clone();
+    continue_run(&service, &run, move |agent| async move {
+        agent.approve(&rid, edited).await
+    })
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RejectBody {
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// `POST /api/runs/{id}/reject`: ends a run awaiting approval as `rejected`.
+async fn reject(
+    State(service): State<Arc<PlanService>>,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<RunReport>> {
+    let body: RejectBody = optional_json(body)?;
+    load(&service, &id).await?;
+    let (session, _) = SessionBuilder::new()
+        .store(service.store.clone())
+        .reopen_awaiting(&RunId::new(id))
+        .await
+        .map_err(|e| strategy_error(StrategyError::Exec(e)))?;
+    let reason = body
+        .reason
+        .filter(|r| !r.trim().is_empty())
+        .unwrap_or_else(|| "the plan was rejected: nothing was run".to_owned());
+    let report = session
+        .finish(RunStatus::Rejected, None, Some(reason))
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Json(report))
+}

@@ -1,0 +1,84 @@
+//! The token check: `Authorization: Bearer TOKEN`, or the `plan_token` cookie, which a
+//! request with `?token=TOKEN` sets (`HttpOnly`, `SameSite=Strict`) so that a browser's
+//! `EventSource` carries it.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::PlanService;
+use crate::api::ApiError;
+
+/// The cookie holding the token.
+const COOKIE: &str = "plan_token";
+
+/// Compares in constant time (for equal lengths), so timing does not reveal the token.
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+fn bearer(req: &Request) -> Option<&str> {
+    req.headers()
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+}
+
+fn cookie(req: &Request) -> Option<&str> {
+    req.headers()
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|pair| pair.trim().strip_prefix(COOKIE)?.strip_prefix('='))
+}
+
+fn query_token(req: &Request) -> Option<String> {
+    req.uri().query()?.split('&').find_map(|pair| {
+        let value = pair.strip_prefix("token=")?;
+        Some(
+            value
+                .replace("%2B", "+")
+                .replace("%2F", "/")
+                .replace("%3D", "="),
+        )
+    })
+}
+
+/// Lets a request through when it carries the token (or no token is set); a `?token=`
+/// that matches also sets the cookie. Otherwise 401.
+pub(crate) async fn require_token(
+    State(service): State<Arc<PlanService>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let Some(token) = service.config.token.as_deref() else {
+        return next.run(req).await;
+    };
+    if bearer(&req).is_some_and(|t| same(t, token)) || cookie(&req).is_some_and(|t| same(t, token))
+    {
+        return next.run(req).await;
+    }
+    if query_token(&req).is_some_and(|t| same(&t, token)) {
+        let mut response = next.run(req).await;
+        if let Ok(value) = HeaderValue::from_str(&format!(
+            "{COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/"
+        )) {
+            response.headers_mut().append(header::SET_COOKIE, value);
+        }
+        return response;
+    }
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "missing or wrong token: send `Authorization: Bearer TOKEN` (or open a page once with ?token=TOKEN)",
+    )
+    .into_response()
+}

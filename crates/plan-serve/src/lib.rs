@@ -1,0 +1,178 @@
+//! plan as an HTTP service: start runs, list them, read their reports, watch their events
+//! live (Server-Sent Events, resumable with `Last-Event-ID`), cancel, resume, and answer
+//! the runs that wait for approval, over any [`RunStore`].
+//!
+//! [`PlanService`] holds the store, the way to build a run's model (a
+//! [`ProviderFactory`], so this crate knows no provider) and the settings;
+//! [`PlanService::router`] is its axum router, and [`serve`] serves it on a listener.
+//! Runs started through the API execute in the server process.
+//!
+//! The JSON of the API is the CLI's: `GET /api/runs/{id}` is the object `plan run --json`
+//! prints, `GET /api/runs` the list `plan runs --json` prints; errors are
+//! `{"error": "..."}`.
+//!
+//! ```no_run
+//! # async fn demo(store: std::sync::Arc<dyn plan_exec::RunStore>, provider: std::sync::Arc<dyn plan_llm::Provider>) -> std::io::Result<()> {
+//! use std::sync::Arc;
+//! use plan_serve::{PlanService, ServeConfig, serve};
+//!
+//! let service = PlanService::new(
+//!     store,
+//!     Arc::new(move |_request| Ok(provider.clone())),
+//!     ServeConfig::default().with_token("s3cret"),
+//! );
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! serve(listener, service).await
+//! # }
+//! ```
+#![deny(missing_docs)]
+
+mod api;
+mod auth;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use plan_exec::{CancelToken, RunStore};
+use plan_llm::Provider;
+use plan_strategies::AgentBuilder;
+use serde::Deserialize;
+
+pub use api::ApiError;
+
+/// What a client asks for when it starts a run (`POST /api/runs`).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct RunRequest {
+    /// What to achieve.
+    pub goal: String,
+    /// The strategy's name (default: the server's).
+    #[serde(default)]
+    pub strategy: Option<String>,
+    /// The model spec (default: the server's).
+    #[serde(default)]
+    pub model: Option<String>,
+    /// The provider's endpoint (only loopback, unless the server allows any).
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// The most steps a plan may have.
+    #[serde(default)]
+    pub max_steps: Option<usize>,
+    /// Steps running at once at most.
+    #[serde(default)]
+    pub concurrency: Option<usize>,
+    /// `true`: stop after planning until approved; `"replans"`: stop before each replan.
+    #[serde(default)]
+    pub approve: Option<serde_json::Value>,
+}
+
+/// Builds the model of a run from its request (the caller's provider registry and keys).
+pub type ProviderFactory =
+    Arc<dyn Fn(&RunRequest) -> Result<Arc<dyn Provider>, String> + Send + Sync>;
+
+/// Applies the server's settings (strategy by name, sandbox, limits, ...) to each run's
+/// agent builder; gives an error for a request it cannot serve (an unknown strategy).
+pub type Configure =
+    Arc<dyn Fn(AgentBuilder, &RunRequest) -> Result<AgentBuilder, String> + Send + Sync>;
+
+/// How the server behaves.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ServeConfig {
+    /// The token every request must carry (`Authorization: Bearer`, or the cookie set
+    /// from `?token=`); `None` serves without one (loopback only: the CLI refuses
+    /// anything else).
+    pub token: Option<String>,
+    /// Whether a run may name any `base_url` (default: loopback URLs only, so the server
+    /// cannot be used as a proxy to arbitrary hosts).
+    pub allow_base_url: bool,
+    /// The largest request body, in bytes (default 256 KiB).
+    pub body_limit: usize,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        Self {
+            token: None,
+            allow_base_url: false,
+            body_limit: 256 * 1024,
+        }
+    }
+}
+
+impl ServeConfig {
+    /// Requires this token.
+    pub fn with_token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into()).filter(|t| !t.is_empty());
+        self
+    }
+
+    /// Allows any `base_url` in run requests.
+    pub fn with_any_base_url(mut self, allow: bool) -> Self {
+        self.allow_base_url = allow;
+        self
+    }
+}
+
+/// The service: a store, how to build a run's model and agent, and the runs in progress
+/// in this process (for cancelling them).
+pub struct PlanService {
+    pub(crate) store: Arc<dyn RunStore>,
+    pub(crate) provider: ProviderFactory,
+    pub(crate) configure: Option<Configure>,
+    pub(crate) config: ServeConfig,
+    pub(crate) running: Mutex<HashMap<String, CancelToken>>,
+}
+
+impl std::fmt::Debug for PlanService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PlanService")
+            .field("allow_base_url", &self.config.allow_base_url)
+            .field("token", &self.config.token.as_ref().map(|_| "(set)"))
+            .finish_non_exhaustive()
+    }
+}
+
+impl PlanService {
+    /// A service over `store`, building each run's model with `provider`.
+    pub fn new(store: Arc<dyn RunStore>, provider: ProviderFactory, config: ServeConfig) -> Self {
+        Self {
+            store,
+            provider,
+            configure: None,
+            config,
+            running: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Applies the server's settings to every run's agent.
+    pub fn with_configure(mut self, configure: Configure) -> Self {
+        self.configure = Some(configure);
+        self
+    }
+
+    /// The HTTP routes (the API, behind the token when one is set).
+    pub fn router(self) -> axum::Router {
+        api::router(Arc::new(self))
+    }
+}
+
+/// Serves `service` on `listener` until the process ends.
+///
+/// # Errors
+/// When the listener fails.
+pub async fn serve(listener: tokio::net::TcpListener, service: PlanService) -> std::io::Result<()> {
+    axum::serve(listener, service.router()).await
+}
+
+/// Whether `addr` is a loopback address (127.0.0.0/8, ::1, `localhost`), where serving
+/// without a token is allowed.
+pub fn is_loopback_host(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    host.parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_loopback())
+}

@@ -77,6 +77,7 @@ fn bench() -> Result<()> {
         ("plan-llm-local", "local_model"),
         ("plan-cli", "grounded_research"),
         ("plan-cli", "fleet"),
+        ("plan-cli", "sse_fanout"),
     ] {
         cargo(&["bench", "--locked", "-p", krate, "--bench", bench])?;
     }
@@ -122,6 +123,8 @@ fn ensure_system_packages() -> Result<()> {
         ("/usr/bin/python3", "python3"),
         ("node", "nodejs"),
         ("npm", "npm"),
+        // plan serve's browser test
+        ("chromium", "chromium"),
     ]
     .into_iter()
     .filter(|(bin, _)| !on_path(bin))

@@ -87,6 +87,9 @@ fn optional_json<T: serde::de::DeserializeOwned + Default>(
 pub(crate) fn router(service: Arc<PlanService>) -> Router {
     let limit = service.config.body_limit;
     Router::new()
+        .route("/", get(crate::web::index))
+        .route("/runs/{id}", get(crate::web::run_page))
+        .route("/runs/{id}/summary", get(crate::web::summary_fragment))
         .route("/api/runs", post(start_run).get(list_runs))
         .route("/api/runs/{id}", get(get_run))
         .route("/api/runs/{id}/events", get(events))

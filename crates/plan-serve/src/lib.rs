@@ -29,6 +29,7 @@
 
 mod api;
 mod auth;
+mod web;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

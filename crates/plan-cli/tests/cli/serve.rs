@@ -407,3 +407,160 @@ fn approval_waits_in_the_store_and_is_answered_after_a_server_restart() {
     assert_eq!(v["status"], "rejected");
     assert_eq!(v["failure"], "not now");
 }
+
+/// Headless Chromium, or `None` (with a notice) where it is not installed; CI installs it
+/// (`cargo xtask test`).
+fn chromium() -> Option<&'static str> {
+    let found = std::process::Command::new("chromium")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if found {
+        return Some("chromium");
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "chromium is not installed: `cargo xtask test` installs it"
+    );
+    eprintln!("notice: chromium is not installed; the browser tests are skipped here");
+    None
+}
+
+/// The DOM of `url` once the page settled: Chromium's virtual time (`ms` of it) does not
+/// advance while a request is open, so a live page stays open until its event stream
+/// ends (a fresh profile, no sandbox as root).
+fn dump_dom(browser: &str, url: &str, ms: u64, screenshot: Option<&std::path::Path>) -> String {
+    let profile = tempfile::tempdir().unwrap();
+    let mut cmd = std::process::Command::new(browser);
+    cmd.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        &format!("--user-data-dir={}", profile.path().display()),
+        &format!("--virtual-time-budget={ms}"),
+        "--window-size=1200,700",
+    ]);
+    match screenshot {
+        Some(path) => cmd.arg(format!("--screenshot={}", path.display())),
+        None => cmd.arg("--dump-dom"),
+    };
+    let out = cmd.arg(url).output().unwrap();
+    assert!(
+        out.status.success(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `(step id, status)` of every step element in a page's plan drawing.
+fn step_elements(dom: &str) -> Vec<(String, String)> {
+    let svg = dom
+        .split("<svg id=\"dag\"")
+        .nth(1)
+        .and_then(|rest| rest.split("</svg>").next())
+        .unwrap_or_default();
+    svg.split("data-step-id=\"")
+        .skip(1)
+        .map(|rest| {
+            let id = rest.split('"').next().unwrap().to_owned();
+            let status = rest
+                .split("data-status=\"")
+                .nth(1)
+                .and_then(|s| s.split('"').next())
+                .unwrap_or_default()
+                .to_owned();
+            (id, status)
+        })
+        .collect()
+}
+
+#[test]
+fn the_web_page_draws_every_step_and_follows_a_live_run_to_the_end() {
+    let Some(browser) = chromium() else { return };
+    let sb = Sandbox::new();
+    let fake = agent_server(DIAMOND);
+    let s = start(&sb, &model_flags(&fake), &["--token", TOKEN]);
+    let c = client();
+
+    // A finished run: every step drawn, completed; the answer rendered.
+    let id = start_run(
+        &c,
+        &s,
+        json!({"goal": "Compare <two> things", "strategy": "dag"}),
+    );
+    wait_status(&c, &s, &id, "succeeded");
+    let dom = dump_dom(
+        browser,
+        &format!("{}/runs/{id}?token={TOKEN}", s.base),
+        3000,
+        None,
+    );
+    let steps = step_elements(&dom);
+    assert_eq!(
+        steps,
+        [("a", "completed"), ("b", "completed"), ("c", "completed")]
+            .map(|(a, b)| (a.to_owned(), b.to_owned())),
+        "{dom}"
+    );
+    assert!(
+        dom.contains("Compare &lt;two&gt; things"),
+        "the goal is escaped"
+    );
+    assert!(dom.contains("id=\"answer\""), "{dom}");
+    let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("plan-serve-run.png");
+    dump_dom(
+        browser,
+        &format!("{}/runs/{id}?token={TOKEN}", s.base),
+        3000,
+        Some(&shot),
+    );
+    assert!(
+        std::fs::metadata(&shot).unwrap().len() > 1000,
+        "a screenshot at {}",
+        shot.display()
+    );
+
+    // A live run: the page is opened while steps are still to run, and its script moves
+    // every step to completed as the events arrive, without a reload.
+    fake.latency(Duration::from_millis(700));
+    let id = start_run(
+        &c,
+        &s,
+        json!({"goal": "Compare two things", "strategy": "dag"}),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, v) = json_of(
+            authed(&c, "GET", &format!("{}/api/runs/{id}", s.base))
+                .send()
+                .unwrap(),
+        );
+        if !v["plan"].is_null() {
+            assert!(
+                v["steps"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|s| s["status"] != "completed")
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "the plan never came");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let dom = dump_dom(
+        browser,
+        &format!("{}/runs/{id}?token={TOKEN}", s.base),
+        9000,
+        None,
+    );
+    let steps = step_elements(&dom);
+    assert_eq!(steps.len(), 3, "{dom}");
+    assert!(steps.iter().all(|(_, st)| st == "completed"), "{steps:?}");
+    assert!(
+        dom.contains("data-status=\"succeeded\""),
+        "the run's status too: {dom}"
+    );
+}

@@ -1,0 +1,331 @@
+//! The web view: `/` lists runs and starts one, `/runs/{id}` shows a run's plan as a DAG
+//! (SVG, laid out by dependency level, one `data-step-id`/`data-status` element per step)
+//! that updates live over Server-Sent Events, a step's details on click, usage, the answer
+//! (Markdown), and approve / edit / reject while the run waits for approval. Server-rendered
+//! HTML with a little plain JavaScript; nothing is loaded from elsewhere.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use plan_core::{PlanGraph, RunId, RunStatus, StepStatus};
+use plan_exec::RunReport;
+
+use crate::PlanService;
+use crate::api::ApiError;
+
+/// Escapes text for HTML (element content and quoted attributes).
+pub(crate) fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Markdown to HTML, with any raw HTML in it shown as text (a model's answer cannot inject
+/// markup or scripts).
+pub(crate) fn markdown(text: &str) -> String {
+    use pulldown_cmark::{Event, Options, Parser, html};
+    let parser = Parser::new_ext(text, Options::ENABLE_TABLES | Options::ENABLE_STRIKETHROUGH).map(
+        |event| match event {
+            Event::Html(raw) | Event::InlineHtml(raw) => Event::Text(raw),
+            other => other,
+        },
+    );
+    let mut out = String::new();
+    html::push_html(&mut out, parser);
+    out
+}
+
+const STYLE: &str = r#"
+body { font: 15px/1.45 system-ui, sans-serif; margin: 2rem; color: #1d1d1f; max-width: 1200px; }
+table { border-collapse: collapse; width: 100%; }
+td, th { padding: .35rem .6rem; border-bottom: 1px solid #ddd; text-align: left; }
+.status { font-weight: 600; }
+.st-succeeded, .st-completed { color: #1a7f37; } .st-failed, .st-rejected { color: #cf222e; }
+.st-running { color: #0969da; } .st-awaiting_approval, .st-queued { color: #9a6700; }
+svg .step rect { stroke: #57606a; stroke-width: 1.2; rx: 6; cursor: pointer; }
+svg .step[data-status=pending] rect { fill: #f6f8fa; }
+svg .step[data-status=running] rect { fill: #ddf4ff; stroke: #0969da; }
+svg .step[data-status=completed] rect { fill: #dafbe1; stroke: #1a7f37; }
+svg .step[data-status=failed] rect { fill: #ffebe9; stroke: #cf222e; }
+svg .step[data-status=skipped] rect, svg .step[data-status=cancelled] rect { fill: #eaeef2; }
+svg .step text { font-size: 12px; pointer-events: none; }
+svg path { fill: none; stroke: #8c959f; stroke-width: 1.2; marker-end: url(#arrow); }
+#details { white-space: pre-wrap; background: #f6f8fa; padding: .8rem; border-radius: 6px; }
+textarea { width: 100%; height: 16rem; font: 13px monospace; }
+form input[name=goal] { width: 60%; }
+"#;
+
+fn page(title: &str, body: &str) -> Html<String> {
+    Html(format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{}</title><style>{STYLE}</style></head><body>{body}</body></html>",
+        escape(title)
+    ))
+}
+
+/// `GET /`: the runs, and a form to start one.
+pub(crate) async fn index(State(service): State<Arc<PlanService>>) -> Result<Response, ApiError> {
+    let runs = service
+        .store
+        .list_runs()
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let now = plan_core::Timestamp::now().unix_millis();
+    let mut rows = String::new();
+    for r in &runs {
+        let age = now.saturating_sub(r.created.unix_millis()) / 1000;
+        rows.push_str(&format!(
+            "<tr><td><a href=\"/runs/{id}\">{id}</a></td><td class=\"status st-{st}\" data-status=\"{st}\">{st}</td><td>{goal}</td><td>{strategy}</td><td>{done}/{total}</td><td>{age}</td></tr>",
+            id = escape(r.id.as_str()),
+            st = r.status.as_str(),
+            goal = escape(&r.goal),
+            strategy = escape(r.strategy.as_deref().unwrap_or("-")),
+            done = r.steps_done,
+            total = r.steps_total,
+            age = age_text(age),
+        ));
+    }
+    let body = format!(
+        r#"<h1>plan</h1>
+<form id="start"><input name="goal" placeholder="What should the run achieve?" required>
+<select name="strategy"><option value="">default strategy</option><option>auto</option><option>dag</option><option>linear</option><option>adaptive</option><option>hierarchical</option><option>reflective</option></select>
+<label><input type="checkbox" name="approve"> approve the plan first</label> <button>Start</button> <span id="error"></span></form>
+<table><thead><tr><th>run</th><th>status</th><th>goal</th><th>strategy</th><th>progress</th><th>age</th></tr></thead><tbody>{rows}</tbody></table>
+<script>
+document.getElementById('start').addEventListener('submit', async (e) => {{
+  e.preventDefault();
+  const f = e.target;
+  const body = {{ goal: f.goal.value }};
+  if (f.strategy.value) body.strategy = f.strategy.value;
+  if (f.approve.checked) body.approve = true;
+  const r = await fetch('/api/runs', {{ method: 'POST', headers: {{ 'content-type': 'application/json' }}, body: JSON.stringify(body) }});
+  const v = await r.json();
+  if (r.ok) location.href = '/runs/' + v.run_id; else document.getElementById('error').textContent = v.error;
+}});
+</script>"#
+    );
+    Ok(page("plan: runs", &body).into_response())
+}
+
+fn age_text(secs: u64) -> String {
+    match secs {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m", s / 60),
+        s if s < 86_400 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86_400),
+    }
+}
+
+/// The SVG of a plan: one column per dependency level, one box per step.
+fn svg(report: &RunReport) -> String {
+    let Some(plan) = &report.plan else {
+        return "<p id=\"no-plan\">No plan yet.</p>".to_owned();
+    };
+    let Ok(graph) = PlanGraph::new(plan.clone()) else {
+        return "<p>The plan is not a valid graph.</p>".to_owned();
+    };
+    let (w, h, gap_x, gap_y) = (190.0, 44.0, 60.0, 18.0);
+    let mut pos: std::collections::HashMap<&str, (f64, f64)> = std::collections::HashMap::new();
+    let levels = graph.levels();
+    let tallest = levels.iter().map(Vec::len).max().unwrap_or(1);
+    for (x, level) in levels.iter().enumerate() {
+        for (y, &i) in level.iter().enumerate() {
+            let id = plan.steps[i].id.as_str();
+            pos.insert(
+                id,
+                (20.0 + x as f64 * (w + gap_x), 20.0 + y as f64 * (h + gap_y)),
+            );
+        }
+    }
+    let width = 40.0 + levels.len() as f64 * (w + gap_x);
+    let height = 40.0 + tallest as f64 * (h + gap_y);
+    let mut out = format!(
+        "<svg id=\"dag\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\"><defs><marker id=\"arrow\" viewBox=\"0 0 10 10\" refX=\"10\" refY=\"5\" markerWidth=\"7\" markerHeight=\"7\" orient=\"auto\"><path d=\"M0,0 L10,5 L0,10 z\" fill=\"#8c959f\"/></marker></defs>"
+    );
+    for step in &plan.steps {
+        let Some(&(x2, y2)) = pos.get(step.id.as_str()) else {
+            continue;
+        };
+        for dep in &step.dependencies {
+            if let Some(&(x1, y1)) = pos.get(dep.as_str()) {
+                let (sx, sy, ex, ey) = (x1 + w, y1 + h / 2.0, x2, y2 + h / 2.0);
+                let mid = (sx + ex) / 2.0;
+                out.push_str(&format!(
+                    "<path d=\"M{sx},{sy} C{mid},{sy} {mid},{ey} {ex},{ey}\"/>"
+                ));
+            }
+        }
+    }
+    for step in &plan.steps {
+        let Some(&(x, y)) = pos.get(step.id.as_str()) else {
+            continue;
+        };
+        let status = report
+            .step(step.id.as_str())
+            .map_or(StepStatus::Pending, |s| s.status);
+        let label: String = step.description.chars().take(26).collect();
+        out.push_str(&format!(
+            "<g class=\"step\" data-step-id=\"{id}\" data-status=\"{st}\"><title>{desc}</title><rect x=\"{x}\" y=\"{y}\" width=\"{w}\" height=\"{h}\"/><text x=\"{tx}\" y=\"{ty1}\" font-weight=\"600\">{id}</text><text x=\"{tx}\" y=\"{ty2}\">{label}</text></g>",
+            id = escape(step.id.as_str()),
+            st = status.name(),
+            desc = escape(&step.description),
+            tx = x + 8.0,
+            ty1 = y + 17.0,
+            ty2 = y + 34.0,
+            label = escape(&label),
+        ));
+    }
+    out.push_str("</svg>");
+    out
+}
+
+/// The answer and usage of a run, as HTML (`GET /runs/{id}/summary` refreshes it live).
+fn summary(report: &RunReport) -> String {
+    let u = &report.usage;
+    let mut out = format!(
+        "<p id=\"usage\">{} model calls, {} prompt + {} completion tokens</p>",
+        u.llm_calls, u.prompt_tokens, u.completion_tokens
+    );
+    if let Some(answer) = &report.answer {
+        out.push_str(&format!(
+            "<h2>Answer</h2><div id=\"answer\">{}</div>",
+            markdown(answer)
+        ));
+    }
+    if let Some(failure) = &report.failure {
+        out.push_str(&format!(
+            "<p id=\"failure\" class=\"st-failed\">{}</p>",
+            escape(failure)
+        ));
+    }
+    out
+}
+
+/// `GET /runs/{id}/summary`: the answer and usage fragment.
+pub(crate) async fn summary_fragment(
+    State(service): State<Arc<PlanService>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let report = report_of(&service, &id).await?;
+    Ok(Html(summary(&report)).into_response())
+}
+
+async fn report_of(service: &PlanService, id: &str) -> Result<RunReport, ApiError> {
+    let run = service
+        .store
+        .load_run(&RunId::new(id))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no run `{id}`")))?;
+    Ok(RunReport::from_stored(&run))
+}
+
+/// `GET /runs/{id}`: the run's page.
+pub(crate) async fn run_page(
+    State(service): State<Arc<PlanService>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let report = report_of(&service, &id).await?;
+    let steps_json = serde_json::to_string(&report.steps).unwrap_or_else(|_| "[]".to_owned());
+    let approval = if report.status == RunStatus::AwaitingApproval {
+        let plan = report
+            .plan
+            .as_ref()
+            .map(plan_core::Plan::to_json_pretty)
+            .unwrap_or_default();
+        format!(
+            r#"<section id="approval"><h2>Waiting for approval</h2>
+<button id="approve">Approve</button> <button id="reject">Reject</button>
+<details><summary>Edit the plan</summary><textarea id="plan-json">{}</textarea><button id="approve-edited">Approve the edited plan</button></details>
+<p id="approval-error" class="st-failed"></p></section>"#,
+            escape(&plan)
+        )
+    } else {
+        String::new()
+    };
+    let body = format!(
+        r#"<p><a href="/">all runs</a></p>
+<h1>{goal}</h1>
+<p>run <code>{id}</code> · <span id="run-status" class="status st-{st}" data-status="{st}">{st}</span> · {strategy} · {model}</p>
+{approval}
+{svg}
+<h2>Step</h2><div id="details">Click a step to see its output, attempts, error and timing.</div>
+<div id="summary">{summary}</div>
+<script>
+const runId = {id_json};
+let steps = {steps_json};
+const byId = () => Object.fromEntries(steps.map(s => [s.id, s]));
+function show(id) {{
+  const s = byId()[id] || {{ id, status: 'pending', attempts: 0 }};
+  const lines = [`${{s.id}}: ${{s.status}}, ${{s.attempts}} attempt(s)`];
+  if (s.duration_ms != null) lines.push(`took ${{(s.duration_ms / 1000).toFixed(1)}} s`);
+  if (s.error) lines.push(`error: ${{s.error}}`);
+  if (s.output) lines.push('', s.output);
+  document.getElementById('details').textContent = lines.join('\n');
+}}
+document.querySelectorAll('.step').forEach(g => g.addEventListener('click', () => show(g.dataset.stepId)));
+function mark(step, status) {{
+  const g = document.querySelector(`.step[data-step-id="${{CSS.escape(step)}}"]`);
+  if (g) g.setAttribute('data-status', status);
+}}
+async function refresh() {{
+  const r = await fetch(`/api/runs/${{runId}}`);
+  if (!r.ok) return;
+  const report = await r.json();
+  steps = report.steps;
+  for (const s of steps) mark(s.id, s.status);
+  const st = document.getElementById('run-status');
+  st.textContent = report.status; st.dataset.status = report.status; st.className = `status st-${{report.status}}`;
+  const f = await fetch(`/runs/${{runId}}/summary`);
+  if (f.ok) document.getElementById('summary').innerHTML = await f.text();
+}}
+const live = new EventSource(`/api/runs/${{runId}}/events`);
+live.onmessage = (m) => {{
+  const e = JSON.parse(m.data);
+  if (e.event === 'step_started') mark(e.step, 'running');
+  else if (e.event === 'step_completed') mark(e.step, 'completed');
+  else if (e.event === 'step_failed' && !e.retrying) mark(e.step, 'failed');
+  else if (e.event === 'plan_created' || e.event === 'replanned') {{ if (!document.querySelector('.step')) location.reload(); }}
+  if (e.event === 'run_finished') {{ live.close(); refresh(); }}
+}};
+live.onerror = () => {{ live.close(); refresh(); }};
+async function answer(path, body) {{
+  const r = await fetch(`/api/runs/${{runId}}/${{path}}`, {{ method: 'POST', headers: {{ 'content-type': 'application/json' }}, body: JSON.stringify(body) }});
+  if (r.ok) location.reload(); else document.getElementById('approval-error').textContent = (await r.json()).error;
+}}
+const on = (id, f) => {{ const b = document.getElementById(id); if (b) b.addEventListener('click', f); }};
+on('approve', () => answer('approve', {{}}));
+on('reject', () => answer('reject', {{}}));
+on('approve-edited', () => {{
+  let plan; try {{ plan = JSON.parse(document.getElementById('plan-json').value); }}
+  catch (err) {{ document.getElementById('approval-error').textContent = 'not JSON: ' + err.message; return; }}
+  answer('approve', {{ plan }});
+}});
+</script>"#,
+        goal = escape(&report.goal),
+        id = escape(&id),
+        st = report.status.as_str(),
+        strategy = escape(report.strategy.as_deref().unwrap_or("-")),
+        model = escape(report.model.as_deref().unwrap_or("-")),
+        svg = svg(&report),
+        summary = summary(&report),
+        id_json = serde_json::to_string(&id).unwrap_or_default(),
+        steps_json = steps_json.replace("</", "<\\/"),
+    );
+    let mut response = page(&format!("plan: {}", report.goal), &body).into_response();
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
+    Ok(response)
+}

@@ -21,7 +21,7 @@ mod custom_store;
 async fn the_example_memory_store_passes_the_store_conformance_suite() {
     let report = check_store(Arc::new(custom_store::MemoryStore::default())).await;
     report.assert_passed();
-    assert_eq!(report.passed.len(), 13, "{:?}", report.passed);
+    assert_eq!(report.passed.len(), 14, "{:?}", report.passed);
 }
 
 fn is_send<T: Send>(_: &T) {}

@@ -509,6 +509,16 @@ fn the_web_page_draws_every_step_and_follows_a_live_run_to_the_end() {
         "the goal is escaped"
     );
     assert!(dom.contains("id=\"answer\""), "{dom}");
+    // The runs page lists it (escaped) and has the form that starts a run.
+    let index = authed(&c, "GET", &format!("{}/", s.base))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(index.contains(&format!("href=\"/runs/{id}\"")), "{index}");
+    assert!(index.contains("Compare &lt;two&gt; things") && !index.contains("<two>"));
+    assert!(index.contains("<form id=\"start\""));
+    assert!(index.contains("data-status=\"succeeded\""));
     let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("plan-serve-run.png");
     dump_dom(
         browser,

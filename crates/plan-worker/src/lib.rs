@@ -236,11 +236,20 @@ impl Worker {
                 () = stop.cancelled() => {}
             }
         }
-        // Steps in hand finish (a step's lease expiring would only make another worker
-        // redo it); the runs' drivers get the grace period.
-        while tasks.join_next().await.is_some() {}
-        tracing::info!(worker = %name, runs = held.len(), "stopping: no more claims; finishing the runs in hand");
+        tracing::info!(worker = %name, runs = held.len(), steps = tasks.len(), "stopping: no more claims; finishing the work in hand");
         let deadline = tokio::time::Instant::now() + self.config.grace;
+        // Steps in hand may finish within the grace period; those that do not are
+        // dropped, and their leases run out for another worker to redo them.
+        while !tasks.is_empty() {
+            match tokio::time::timeout_at(deadline, tasks.join_next()).await {
+                Ok(_) => {}
+                Err(_) => {
+                    tracing::info!(worker = %name, steps = tasks.len(), "left unfinished steps to other workers");
+                    tasks.abort_all();
+                    while tasks.join_next().await.is_some() {}
+                }
+            }
+        }
         while !held.is_empty() {
             match tokio::time::timeout_at(deadline, held.join_next_with_id()).await {
                 Ok(Some(done)) => {

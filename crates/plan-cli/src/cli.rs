@@ -532,6 +532,11 @@ pub struct SubmitArgs {
     #[arg(long, value_name = "N")]
     pub max_replans: Option<u32>,
 
+    /// Stop for approval: after planning (`--approve`) or before each replan
+    /// (`--approve replans`); answer with `plan approve` or `plan reject`
+    #[arg(long, value_name = "WHEN", num_args = 0..=1, default_missing_value = "plan", value_parser = ["plan", "replans"])]
+    pub approve: Option<String>,
+
     /// The fleet's run store: a postgres:// URL [default: $PLAN_STORE]
     #[arg(long, value_name = "URL")]
     pub store: Option<PathBuf>,

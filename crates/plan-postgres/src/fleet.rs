@@ -194,6 +194,24 @@ impl PostgresStore {
         Ok(())
     }
 
+    /// Removes a lease, leaving the run to no worker: for a run that stopped to wait for
+    /// approval, which is then answered like any waiting run (`plan approve` runs it in
+    /// the approving process) and must not be taken over meanwhile.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the database cannot be reached.
+    pub async fn forget(&self, lease: &Lease) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "DELETE FROM plan.leases WHERE run = $1 AND worker = $2 AND token = $3",
+                &[&lease.run.as_str(), &lease.worker, &lease.token],
+            )
+            .await
+            .map_err(|e| self.inner.errors.store("cannot remove a lease", &e))?;
+        Ok(())
+    }
+
     /// Who holds the run's lease, if anyone ever claimed it.
     ///
     /// # Errors

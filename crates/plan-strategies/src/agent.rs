@@ -209,9 +209,30 @@ impl Agent {
         let goal = goal.into();
         self.need_store("waiting for approval")?;
         let session = self.open(&goal).await?;
+        self.park(session, &goal).await
+    }
+
+    /// Plans a stored run that has no plan yet (a run queued for a fleet) and stops it,
+    /// `awaiting_approval`, as [`plan_for_approval`](Self::plan_for_approval) does.
+    ///
+    /// # Errors
+    /// As [`plan_for_approval`](Self::plan_for_approval); [`StrategyError::Exec`] for an
+    /// unknown run.
+    pub async fn plan_stored_for_approval(
+        &self,
+        run_id: &RunId,
+    ) -> Result<RunReport, StrategyError> {
+        self.need_store("waiting for approval")?;
+        let (session, _) = self.inner.sessions.reopen(run_id).await?;
+        let goal = session.record().goal;
+        self.park(session, &goal).await
+    }
+
+    /// Plans `goal` in `session` and leaves the run awaiting approval (a failure ends it).
+    async fn park(&self, session: RunSession, goal: &str) -> Result<RunReport, StrategyError> {
         let cx = &self.inner.cx;
         let parked = async {
-            let planned = self.inner.strategy.plan(cx, &goal).await?;
+            let planned = self.inner.strategy.plan(cx, goal).await?;
             cx.record_plan_outcome(&session, &planned);
             cx.plan_created(&session, &planned.plan, 0).await?;
             session

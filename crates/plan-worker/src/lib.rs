@@ -205,13 +205,14 @@ impl Worker {
                 };
                 let run = claim.lease.run.clone();
                 match self.agent_for(&claim).await {
-                    Ok(builder) => {
+                    Ok((builder, approve)) => {
                         tracing::info!(worker = %name, run = %run, status = %claim.status, "claimed a run");
                         let lease = claim.lease.clone();
                         let handle = held.spawn(drive(
                             self.store.clone(),
                             claim,
                             builder,
+                            approve,
                             self.config.lease,
                             results.clone(),
                         ));
@@ -289,15 +290,22 @@ impl Worker {
         Ok(agent.step_executor())
     }
 
-    /// The agent builder for a claimed run, from its record.
-    async fn agent_for(&self, claim: &Claim) -> Result<AgentBuilder, String> {
+    /// The agent builder for a claimed run, from its record, and the approval it asks
+    /// for (the `approve` option `plan submit --approve` records: `plan` or `replans`).
+    async fn agent_for(&self, claim: &Claim) -> Result<(AgentBuilder, Option<String>), String> {
         let stored = self
             .store
             .load_run(&claim.lease.run)
             .await
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("run `{}` is gone from the store", claim.lease.run))?;
-        (self.factory)(&stored.record)
+        let approve = stored
+            .record
+            .options
+            .get("approve")
+            .and_then(|v| v.as_str())
+            .map(str::to_owned);
+        Ok(((self.factory)(&stored.record)?, approve))
     }
 }
 
@@ -307,6 +315,7 @@ async fn drive(
     store: PostgresStore,
     claim: Claim,
     builder: AgentBuilder,
+    approve: Option<String>,
     ttl: Duration,
     results: Arc<StepListener>,
 ) {
@@ -314,6 +323,7 @@ async fn drive(
     let run = lease.run.clone();
     let cancel = CancelToken::new();
     let agent = match builder
+        .approve_replans(approve.as_deref() == Some("replans"))
         .executor(FleetExecutor::new(store.clone(), results))
         .store(store.fenced(lease.clone()))
         .cancel_token(cancel.clone())
@@ -347,11 +357,19 @@ async fn drive(
             }
         })
     };
-    let result = agent.resume(&run).await;
+    // A run submitted with --approve is planned, then waits for someone to approve it.
+    let result = if approve.as_deref() == Some("plan") && claim.status == RunStatus::Queued {
+        agent.plan_stored_for_approval(&run).await
+    } else {
+        agent.resume(&run).await
+    };
     renewal.abort();
     match result {
         Ok(report) if report.status == RunStatus::AwaitingApproval => {
+            // Whoever approves it runs it (`plan approve`); no worker takes it meanwhile.
             tracing::info!(worker = %lease.worker, run = %run, "the run waits for approval");
+            let _ = store.forget(&lease).await;
+            return;
         }
         Ok(report) => {
             tracing::info!(worker = %lease.worker, run = %run, status = %report.status, "run ended");

@@ -58,6 +58,7 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
             "max_replans": settings.max_replans,
             "max_depth": settings.max_depth,
             "max_steps": settings.max_steps,
+            "approve": args.approve,
         }));
     if let Some(url) = &settings.base_url {
         record = record.with_base_url(url);

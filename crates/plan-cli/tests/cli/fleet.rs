@@ -347,3 +347,56 @@ fn two_runs_submitted_at_once_both_progress() {
     assert_eq!(fleet.wait(&first)["status"], "succeeded");
     assert_eq!(fleet.wait(&second)["status"], "succeeded");
 }
+
+#[test]
+fn a_submitted_run_can_wait_for_approval_and_runs_once_approved() {
+    let Some(url) = database() else { return };
+    let sb = Sandbox::new();
+    let server = agent_server(&twenty_steps());
+    let mut fleet = Fleet {
+        sb: &sb,
+        url: url.clone(),
+        workers: Vec::new(),
+    };
+    fleet.start("w1");
+    fleet.start("w2");
+    let out = output(&mut sb.plan([
+        "submit",
+        "--store",
+        &url,
+        "--strategy",
+        "dag",
+        "--model",
+        "openai:fake-model",
+        "--base-url",
+        &server.base_url(),
+        "Do twenty things",
+        "--approve",
+    ]));
+    expect_code(&out, 0);
+    let id = stdout(&out).trim().to_owned();
+    let show = || -> Value {
+        let out = output(&mut sb.plan(["show", &id, "--json", "--store", &url]));
+        serde_json::from_str(&stdout(&out)).unwrap()
+    };
+    until("the run to wait for approval", 30, || {
+        show()["status"] == "awaiting_approval"
+    });
+    assert_eq!(show()["plan"]["steps"].as_array().unwrap().len(), 20);
+    // Waiting for approval is not an end; no step has run.
+    let out = output(&mut sb.plan(["wait", &id, "--timeout", "1", "--store", &url]));
+    expect_code(&out, 124);
+    std::thread::sleep(Duration::from_millis(1500)); // past any lease: no worker takes it
+    assert_eq!(server.count(&step_prompt("l0s0")), 0);
+    assert_eq!(show()["status"], "awaiting_approval");
+    let out = output(&mut sb.plan(["approve", &id, "--json", "--store", &url]));
+    expect_code(&out, 0);
+    let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["status"], "succeeded", "{v}");
+    assert_eq!(
+        server.count(&step_prompt("l0s0")),
+        1,
+        "run once, by the approver"
+    );
+    assert_eq!(committed(&url, &id).len(), 20);
+}

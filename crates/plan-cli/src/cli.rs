@@ -549,7 +549,8 @@ pub struct WorkerArgs {
     #[arg(long, value_name = "URL")]
     pub store: Option<PathBuf>,
 
-    /// Runs this worker holds at once at most [default: 4]
+    /// Runs this worker drives at once at most, and step tasks it runs at once at most
+    /// [default: 4 each]
     #[arg(long, value_name = "N", value_parser = at_least_one)]
     pub concurrency: Option<usize>,
 

@@ -230,8 +230,7 @@ impl Worker {
             tokio::select! {
                 () = listener.wait(self.config.poll) => {}
                 Some(done) = held.join_next_with_id(), if !held.is_empty() => {
-                    let id = match &done { Ok((id, ())) => *id, Err(e) => e.id() };
-                    leases.retain(|(task, _)| *task != id);
+                    leases.retain(|(task, _)| *task != task_id(&done));
                 }
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
                 () = stop.cancelled() => {}
@@ -254,11 +253,7 @@ impl Worker {
         while !held.is_empty() {
             match tokio::time::timeout_at(deadline, held.join_next_with_id()).await {
                 Ok(Some(done)) => {
-                    let id = match &done {
-                        Ok((id, ())) => *id,
-                        Err(e) => e.id(),
-                    };
-                    leases.retain(|(task, _)| *task != id);
+                    leases.retain(|(task, _)| *task != task_id(&done));
                 }
                 Ok(None) => break,
                 Err(_) => {
@@ -306,6 +301,14 @@ impl Worker {
             .and_then(|v| v.as_str())
             .map(str::to_owned);
         Ok(((self.factory)(&stored.record)?, approve))
+    }
+}
+
+/// The task a joined driver was, finished or not.
+fn task_id(done: &Result<(tokio::task::Id, ()), tokio::task::JoinError>) -> tokio::task::Id {
+    match done {
+        Ok((id, ())) => *id,
+        Err(e) => e.id(),
     }
 }
 

@@ -486,9 +486,10 @@ impl Strategy for Grounded {
     }
 }
 
-/// The output of the plan's final completed `synthesize` step, if any.
-fn final_report(outcome: &Outcome) -> Option<String> {
-    let depended: Vec<&StepId> = outcome
+/// The completed steps no other step depends on (they carry the rest), with their
+/// outputs, in plan order.
+fn final_outputs(outcome: &Outcome) -> Vec<(&plan_core::Step, String)> {
+    let depended: std::collections::HashSet<&StepId> = outcome
         .plan
         .steps
         .iter()
@@ -498,39 +499,32 @@ fn final_report(outcome: &Outcome) -> Option<String> {
         .plan
         .steps
         .iter()
-        .rev()
-        .filter(|s| s.kind == StepKind::Synthesize && !depended.contains(&&s.id))
-        .find_map(|s| {
-            outcome
-                .steps
-                .iter()
-                .find(|r| r.id == s.id && r.status == StepStatus::Completed)
-                .and_then(|r| r.output.clone())
-                .filter(|o| !body_of(o).trim().is_empty())
-        })
-}
-
-/// The outputs of the completed steps no other step depends on (they carry the rest).
-fn findings(outcome: &Outcome) -> Vec<(StepId, String)> {
-    let depended: Vec<&StepId> = outcome
-        .plan
-        .steps
-        .iter()
-        .flat_map(|s| s.dependencies.iter())
-        .collect();
-    outcome
-        .plan
-        .steps
-        .iter()
-        .filter(|s| !depended.contains(&&s.id))
+        .filter(|s| !depended.contains(&s.id))
         .filter_map(|s| {
             outcome
                 .steps
                 .iter()
                 .find(|r| r.id == s.id && r.status == StepStatus::Completed)
                 .and_then(|r| r.output.clone())
-                .map(|o| (s.id.clone(), o))
+                .map(|o| (s, o))
         })
+        .collect()
+}
+
+/// The output of the plan's final completed `synthesize` step, if any.
+fn final_report(outcome: &Outcome) -> Option<String> {
+    final_outputs(outcome)
+        .into_iter()
+        .rev()
+        .find(|(s, o)| s.kind == StepKind::Synthesize && !body_of(o).trim().is_empty())
+        .map(|(_, o)| o)
+}
+
+/// The outputs of the completed steps no other step depends on (they carry the rest).
+fn findings(outcome: &Outcome) -> Vec<(StepId, String)> {
+    final_outputs(outcome)
+        .into_iter()
+        .map(|(s, o)| (s.id.clone(), o))
         .collect()
 }
 

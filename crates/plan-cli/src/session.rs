@@ -293,15 +293,108 @@ impl Drop for PullProgress {
 pub async fn open_store(spec: &StoreSpec) -> anyhow::Result<Arc<dyn RunStore>> {
     match spec {
         StoreSpec::Sqlite(path) => open_sqlite(path).map(|s| Arc::new(s) as Arc<dyn RunStore>),
-        StoreSpec::Postgres(url) => match PostgresStore::connect(url).await {
-            Ok(store) => Ok(Arc::new(store)),
-            // The message names the server and what to check, never the password.
-            Err(e) => Err(Usage::new(format!(
-                "{e}\n  hint: pass --store (or set PLAN_STORE) to use another store"
+        StoreSpec::Postgres(url) => Ok(Arc::new(connect_postgres(url).await?)),
+    }
+}
+
+/// Connects to a PostgreSQL store; the message names the server and what to check,
+/// never the password.
+pub async fn connect_postgres(url: &str) -> anyhow::Result<PostgresStore> {
+    PostgresStore::connect(url).await.map_err(|e| {
+        Usage::new(format!(
+            "{e}\n  hint: pass --store (or set PLAN_STORE) to use another store"
+        ))
+        .into()
+    })
+}
+
+/// How long this process's lease on a run it drives on a shared store lasts without
+/// renewal: a fleet worker continues the run this long after the process dies.
+const DRIVER_LEASE: Duration = Duration::from_secs(5);
+
+/// A run store through which this process drives runs itself (`plan run`, `exec`,
+/// `resume`, `approve`). On PostgreSQL every run it creates or continues is leased to
+/// this process and its writes are fenced by the lease, renewed while the process works:
+/// fleet workers leave the run alone, continue it from its journal if this process dies,
+/// and a write of this process after its lease was taken over is refused. A lost lease
+/// or a cancellation asked through the store (`POST /api/runs/ID/cancel`) cancels
+/// `cancel`.
+pub struct DrivingStore {
+    /// The store to give the run's session.
+    pub store: Arc<dyn RunStore>,
+    leased: Option<(PostgresStore, plan_postgres::LeaseKeeper)>,
+}
+
+impl DrivingStore {
+    /// Opens the store of `spec` for `command` (its name, in the leases).
+    pub async fn open(
+        spec: &StoreSpec,
+        command: &str,
+        cancel: &CancelToken,
+    ) -> anyhow::Result<DrivingStore> {
+        match spec {
+            StoreSpec::Postgres(url) => {
+                let pg = connect_postgres(url).await?;
+                let driving = pg.driving(&process_name(&format!("plan-{command}")), DRIVER_LEASE);
+                let keeper = driving.keep_leases(DRIVER_LEASE, cancel.clone());
+                Ok(DrivingStore {
+                    store: Arc::new(driving.clone()),
+                    leased: Some((driving, keeper)),
+                })
+            }
+            StoreSpec::Sqlite(_) => Ok(DrivingStore {
+                store: open_store(spec).await?,
+                leased: None,
+            }),
+        }
+    }
+
+    /// As [`open`](Self::open), for a store that must exist already.
+    pub async fn open_existing(
+        spec: &StoreSpec,
+        command: &str,
+        cancel: &CancelToken,
+    ) -> anyhow::Result<Option<DrivingStore>> {
+        if let StoreSpec::Sqlite(path) = spec
+            && !path.exists()
+        {
+            return Ok(None);
+        }
+        Self::open(spec, command, cancel).await.map(Some)
+    }
+
+    /// Takes `run` over for this process before continuing it: on a shared store it must
+    /// not be held by a live process (a worker, another `plan run`), or two would run it.
+    ///
+    /// # Errors
+    /// A usage error naming the holder when the run is held; a store error.
+    pub async fn claim(&self, run: &plan_core::RunId) -> anyhow::Result<()> {
+        let Some((pg, _)) = &self.leased else {
+            return Ok(());
+        };
+        match pg
+            .claim_run(run)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot read the run store: {e}"))?
+        {
+            Ok(_) => Ok(()),
+            Err(holder) => Err(Usage::new(format!(
+                "run {run} is being run by `{}` (it holds the run's lease): nothing was started here; follow it with `plan wait {run}`",
+                holder.worker
             ))
             .into()),
-        },
+        }
     }
+}
+
+/// `PREFIX@HOST-PID`: this process's name in leases and logs.
+pub fn process_name(prefix: &str) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned());
+    format!("{prefix}@{host}-{}", std::process::id())
 }
 
 fn open_sqlite(path: &Path) -> anyhow::Result<SqliteStore> {

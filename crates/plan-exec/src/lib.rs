@@ -101,7 +101,7 @@ pub use session::{ResumePoint, RunSession, SessionBuilder};
 pub use store::SqliteStore;
 pub use store::{
     JournalEntry, PlanRevision, RunEnd, RunRecord, RunStore, RunSummary, StepOutputRecord,
-    StoredRun, follow, new_run_id,
+    StoredRun, follow, follow_with, new_run_id,
 };
 
 mod code_step;

@@ -4,16 +4,13 @@
 //! A worker that dies loses its lease when it expires, and another worker claims the run
 //! and continues it from its journal.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-
-use tokio::sync::Notify;
 
 use plan_core::{RunId, RunStatus};
 use plan_exec::StoreError;
 
-use crate::follow::Listener;
+use crate::follow::{Listener, Routed};
 use crate::store::PostgresStore;
 
 /// The channel a run becoming claimable is announced on (the run id as the payload).
@@ -41,6 +38,9 @@ pub struct Claim {
     pub lease: Lease,
     /// The run's status when it was claimed.
     pub status: RunStatus,
+    /// Whether someone asked for the run to be cancelled
+    /// ([`PostgresStore::request_cancel`]): the claimer should end it as cancelled.
+    pub cancel_requested: bool,
 }
 
 /// Who holds a run's lease.
@@ -65,7 +65,7 @@ impl WorkListener {
     }
 }
 
-fn millis(d: Duration) -> i64 {
+pub(crate) fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
@@ -77,7 +77,7 @@ impl PostgresStore {
     /// worker that took the run over.
     pub fn fenced(&self, lease: Lease) -> PostgresStore {
         let mut store = self.clone();
-        store.fence = Some(Arc::new(lease));
+        store.fence = Some(Arc::new(crate::driving::Fences::of(lease)));
         store
     }
 
@@ -119,18 +119,18 @@ impl PostgresStore {
         };
         let run: String = row.get(0);
         let status: String = row.get(1);
-        let token: i64 = tx
+        let token = tx
             .query_one(
                 "INSERT INTO plan.leases (run, worker, token, expires)
                  VALUES ($1, $2, 1, now() + $3::bigint * interval '1 millisecond')
                  ON CONFLICT (run) DO UPDATE SET worker = EXCLUDED.worker,
                      token = plan.leases.token + 1, expires = EXCLUDED.expires
-                 RETURNING token",
+                 RETURNING token, cancel",
                 &[&run, &worker, &millis(ttl)],
             )
             .await
-            .map_err(|e| self.inner.errors.store(what, &e))?
-            .get(0);
+            .map_err(|e| self.inner.errors.store(what, &e))?;
+        let (token, cancel_requested): (i64, bool) = (token.get(0), token.get(1));
         tx.commit()
             .await
             .map_err(|e| self.inner.errors.store(what, &e))?;
@@ -141,6 +141,7 @@ impl PostgresStore {
                 token,
             },
             status: RunStatus::parse(&status).unwrap_or(RunStatus::Queued),
+            cancel_requested,
         }))
     }
 
@@ -296,23 +297,14 @@ fn done_key(run: &RunId, step: &str) -> String {
 /// step, so that a thousand steps in flight do not all look when one finishes.
 pub struct StepListener {
     _listener: Listener,
-    waiters: Arc<std::sync::Mutex<HashMap<String, Arc<Notify>>>>,
+    routed: Routed,
 }
 
 impl StepListener {
     /// Waits until a result of `step` (its task key) in `run` is announced, or `at_most`
     /// passes.
     pub async fn wait(&self, run: &RunId, step: &str, at_most: Duration) {
-        let key = done_key(run, step);
-        let notify = {
-            let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
-            waiters.entry(key.clone()).or_default().clone()
-        };
-        let _ = tokio::time::timeout(at_most, notify.notified()).await;
-        let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
-        if waiters.get(&key).is_some_and(|n| Arc::strong_count(n) <= 2) {
-            waiters.remove(&key);
-        }
+        self.routed.wait(done_key(run, step), at_most).await;
     }
 }
 
@@ -573,24 +565,18 @@ impl PostgresStore {
     /// # Errors
     /// [`StoreError`] when the connection cannot be opened.
     pub async fn step_listener(&self) -> Result<StepListener, StoreError> {
-        let waiters: Arc<std::sync::Mutex<HashMap<String, Arc<Notify>>>> = Arc::default();
-        let routed = waiters.clone();
+        let routed = Routed::default();
+        let on = routed.clone();
         let listener = self
             .listen_with(
                 STEP_DONE_CHANNEL,
                 "listen for step results",
-                move |payload| {
-                    let waiters = routed.lock().unwrap_or_else(|e| e.into_inner());
-                    if let Some(n) = waiters.get(payload) {
-                        n.notify_waiters();
-                        n.notify_one();
-                    }
-                },
+                move |payload| on.wake(payload),
             )
             .await?;
         Ok(StepListener {
             _listener: listener,
-            waiters,
+            routed,
         })
     }
 }

@@ -175,3 +175,71 @@ impl PostgresStore {
         })
     }
 }
+
+/// Notifications routed by payload: each waiter is woken only for its own key.
+#[derive(Clone, Default)]
+pub(crate) struct Routed {
+    waiters: Arc<std::sync::Mutex<std::collections::HashMap<String, Arc<Notify>>>>,
+}
+
+impl Routed {
+    /// Wakes the waiters for `key` (every waiter for an empty key: the connection closed).
+    pub(crate) fn wake(&self, key: &str) {
+        let waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+        if key.is_empty() {
+            waiters.values().for_each(|n| n.notify_waiters());
+        } else if let Some(n) = waiters.get(key) {
+            n.notify_waiters();
+            n.notify_one();
+        }
+    }
+
+    /// Waits until `key` is announced, or `at_most` passes.
+    pub(crate) async fn wait(&self, key: String, at_most: Duration) {
+        let notify = {
+            let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+            waiters.entry(key.clone()).or_default().clone()
+        };
+        let _ = tokio::time::timeout(at_most, notify.notified()).await;
+        let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+        if waiters.get(&key).is_some_and(|n| Arc::strong_count(n) <= 2) {
+            waiters.remove(&key);
+        }
+    }
+}
+
+/// One `LISTEN` connection for any number of followers of any runs, each woken only
+/// when its own run gets events: a server following hundreds of runs holds one
+/// connection, not one per follower. Use it with [`plan_exec::follow_with`].
+pub struct EventsListener {
+    _listener: Listener,
+    routed: Routed,
+}
+
+impl EventsListener {
+    /// Waits until events of `run` are committed, or `at_most` passes.
+    pub async fn wait(&self, run: &RunId, at_most: Duration) {
+        self.routed.wait(run.as_str().to_owned(), at_most).await;
+    }
+}
+
+impl PostgresStore {
+    /// A connection listening for the events of every run ([`EVENTS_CHANNEL`]), shared
+    /// by many followers.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the connection cannot be opened.
+    pub async fn events_listener(&self) -> Result<EventsListener, StoreError> {
+        let routed = Routed::default();
+        let on = routed.clone();
+        let listener = self
+            .listen_with(EVENTS_CHANNEL, "listen for events", move |payload| {
+                on.wake(payload);
+            })
+            .await?;
+        Ok(EventsListener {
+            _listener: listener,
+            routed,
+        })
+    }
+}

@@ -47,6 +47,7 @@
 #![deny(missing_docs)]
 
 mod address;
+mod driving;
 mod error;
 mod fleet;
 mod follow;
@@ -57,9 +58,11 @@ pub mod testing;
 mod tls;
 
 pub use address::{PgAddress, TlsMode, is_postgres_url, redact};
+pub use driving::{LeaseKeeper, Renewal};
 pub use fleet::{
     Claim, Lease, LeaseHolder, STEP_DONE_CHANNEL, StepClaim, StepListener, StepTask, WORK_CHANNEL,
     WorkListener,
 };
+pub use follow::EventsListener;
 pub use schema::SCHEMA_VERSION;
 pub use store::{EVENTS_CHANNEL, PostgresStore};

@@ -8,7 +8,7 @@ use crate::error::PgErrors;
 
 /// The schema version this build writes. A store at an older version is migrated when
 /// opened; one at a newer version is refused.
-pub const SCHEMA_VERSION: i32 = 2;
+pub const SCHEMA_VERSION: i32 = 3;
 
 /// One step of the schema, from `version - 1` to `version`.
 #[derive(Clone, Copy, Debug)]
@@ -29,6 +29,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         version: 2,
         description: "leases of a fleet of workers",
         sql: include_str!("../migrations/0002_leases.sql"),
+    },
+    Migration {
+        version: 3,
+        description: "cancellation asked of a run's holder",
+        sql: include_str!("../migrations/0003_cancel.sql"),
     },
 ];
 

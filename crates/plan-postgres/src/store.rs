@@ -36,8 +36,9 @@ const MAX_CONNECTIONS: usize = 16;
 #[derive(Clone)]
 pub struct PostgresStore {
     pub(crate) inner: Arc<Inner>,
-    /// The lease writes to one run are fenced by ([`PostgresStore::fenced`]).
-    pub(crate) fence: Option<Arc<crate::fleet::Lease>>,
+    /// The leases writes are fenced by ([`PostgresStore::fenced`],
+    /// [`PostgresStore::driving`]).
+    pub(crate) fence: Option<Arc<crate::driving::Fences>>,
 }
 
 pub(crate) struct Inner {
@@ -129,9 +130,10 @@ impl PostgresStore {
     }
 
     /// Begins a write transaction on `run`. In a store [fenced](PostgresStore::fenced) by
-    /// a lease on that run, it first checks, in the same transaction, that the lease is
-    /// still held (taking a share lock on it, so a takeover waits for the write to
-    /// commit): a worker whose lease expired or was taken over cannot write.
+    /// a lease on that run (or [driving](PostgresStore::driving) it), it first checks, in
+    /// the same transaction, that the lease is still held (taking a share lock on it, so
+    /// a takeover waits for the write to commit): a process whose lease expired or was
+    /// taken over cannot write.
     pub(crate) async fn write_tx<'c>(
         &self,
         client: &'c mut Object,
@@ -139,23 +141,23 @@ impl PostgresStore {
         what: &str,
     ) -> Result<deadpool_postgres::Transaction<'c>, StoreError> {
         let tx = client.transaction().await.map_err(self.err(what))?;
-        if let Some(lease) = &self.fence
-            && lease.run == *run
+        if let Some(fences) = &self.fence
+            && let Some(token) = fences.token(run)
         {
+            let worker = fences.worker();
             let held = tx
                 .query_opt(
                     "SELECT 1 FROM plan.leases
                      WHERE run = $1 AND worker = $2 AND token = $3 AND expires > now()
                      FOR SHARE",
-                    &[&run.as_str(), &lease.worker, &lease.token],
+                    &[&run.as_str(), &worker, &token],
                 )
                 .await
                 .map_err(self.err(what))?;
             if held.is_none() {
                 return Err(StoreError::new(format!(
-                    "{what}: worker `{}` no longer holds the lease on run `{run}` (it expired \
-                     or another worker took the run over), so this write was refused",
-                    lease.worker
+                    "{what}: `{worker}` no longer holds the lease on run `{run}` (it expired \
+                     or another process took the run over), so this write was refused"
                 )));
             }
         }
@@ -249,26 +251,39 @@ async fn insert_events(
 #[async_trait]
 impl RunStore for PostgresStore {
     async fn create_run(&self, run: &RunRecord) -> Result<(), StoreError> {
+        let what = format!("cannot record run `{}`", run.id);
         let options = serde_json::to_string(&run.options).map_err(json_err("bad options"))?;
         let created = to_sql_time(run.created);
-        let client = self.client().await?;
-        client
-            .execute(
-                "INSERT INTO plan.runs
-                    (id, goal, created, updated, strategy, model, base_url, options, status)
-                 VALUES ($1, $2, $3, $3, $4, $5, $6, $7::text::json, 'running')",
-                &[
-                    &run.id.as_str(),
-                    &run.goal,
-                    &created,
-                    &run.strategy,
-                    &run.model,
-                    &run.base_url,
-                    &options,
-                ],
-            )
-            .await
-            .map_err(self.err(&format!("cannot record run `{}`", run.id)))?;
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(self.err(&what))?;
+        tx.execute(
+            "INSERT INTO plan.runs
+                (id, goal, created, updated, strategy, model, base_url, options, status)
+             VALUES ($1, $2, $3, $3, $4, $5, $6, $7::text::json, 'running')",
+            &[
+                &run.id.as_str(),
+                &run.goal,
+                &created,
+                &run.strategy,
+                &run.model,
+                &run.base_url,
+                &options,
+            ],
+        )
+        .await
+        .map_err(self.err(&what))?;
+        // A driving store holds the runs it creates from their first moment.
+        if let Some(fences) = &self.fence
+            && let Some(ttl) = fences.claims_created()
+        {
+            crate::driving::lease_created(&tx, self, &run.id, fences.worker(), ttl, &what).await?;
+        }
+        tx.commit().await.map_err(self.err(&what))?;
+        if let Some(fences) = &self.fence
+            && fences.claims_created().is_some()
+        {
+            fences.hold(&run.id, 1);
+        }
         Ok(())
     }
 
@@ -442,6 +457,7 @@ impl RunStore for PostgresStore {
         run: &RunId,
     ) -> Result<std::collections::HashMap<StepId, String>, StoreError> {
         let client = self.client().await?;
+        let what = "cannot read the step leases";
         let rows = client
             .query(
                 "SELECT split_part(step, '@', 1), worker FROM plan.step_tasks
@@ -449,10 +465,34 @@ impl RunStore for PostgresStore {
                 &[&run.as_str()],
             )
             .await
-            .map_err(self.err("cannot read the step leases"))?;
+            .map_err(self.err(what))?;
+        if !rows.is_empty() {
+            return Ok(rows
+                .iter()
+                .map(|r| (StepId::new(r.get::<_, String>(0)), r.get::<_, String>(1)))
+                .collect());
+        }
+        // A run whose driver runs its steps itself (`plan run` on a shared store) queues
+        // no step tasks: the holder of the run's lease runs every step of its plan.
+        let rows = client
+            .query(
+                "SELECT l.worker, s->>'id'
+                 FROM plan.leases l
+                 JOIN LATERAL (SELECT p.plan FROM plan.plans p WHERE p.run = l.run
+                               ORDER BY p.revision DESC LIMIT 1) latest ON true
+                 CROSS JOIN LATERAL json_array_elements(latest.plan->'steps') s
+                 WHERE l.run = $1 AND l.expires > now() AND l.worker <> ''
+                   AND NOT EXISTS (SELECT 1 FROM plan.step_tasks t WHERE t.run = $1)",
+                &[&run.as_str()],
+            )
+            .await
+            .map_err(self.err(what))?;
         Ok(rows
             .iter()
-            .map(|r| (StepId::new(r.get::<_, String>(0)), r.get::<_, String>(1)))
+            .filter_map(|r| {
+                let step: Option<String> = r.get(1);
+                step.map(|s| (StepId::new(s), r.get::<_, String>(0)))
+            })
             .collect())
     }
 

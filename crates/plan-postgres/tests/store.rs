@@ -440,3 +440,133 @@ async fn concurrent_claims_never_get_the_same_run_and_leases_fence_writes() {
     let again = store.claim("z", ttl, &[]).await.unwrap().unwrap();
     assert_eq!(again.lease.run, a);
 }
+
+/// A driving store leases the runs it creates in the same transaction (no worker can
+/// claim them), `claim_run` takes over only a run nobody holds live, cancellation reaches
+/// the holder through its lease (and a queued run's first claimer), and `requeue` puts a
+/// stopped run back in the queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn driving_stores_hold_their_runs_and_cancellation_goes_through_the_lease() {
+    use plan_postgres::Renewal;
+    let Some(url) = database() else { return };
+    let store = PostgresStore::connect(&url).await.unwrap();
+    let ttl = Duration::from_secs(30);
+    let driver = store.driving("driver", ttl);
+    let run = new_run(&driver).await;
+    assert_eq!(driver.held_leases().len(), 1);
+    let holder = store.lease_holder(&run).await.unwrap().unwrap();
+    assert_eq!((holder.worker.as_str(), holder.live), ("driver", true));
+    assert!(
+        store.claim("worker", ttl, &[]).await.unwrap().is_none(),
+        "a driven run is not claimable"
+    );
+    driver
+        .append_events(&run, &[progress(&run, 1)])
+        .await
+        .unwrap();
+    // Another process cannot take it while the lease is live.
+    let other = store.driving("other", ttl);
+    let held = other.claim_run(&run).await.unwrap().unwrap_err();
+    assert_eq!(held.worker, "driver");
+    assert!(
+        other
+            .append_events(&run, &[progress(&run, 2)])
+            .await
+            .is_ok(),
+        "not fenced: other holds nothing"
+    );
+
+    // Cancellation is seen by the holder when it renews.
+    let lease = driver.held_leases().remove(0);
+    assert_eq!(store.renew_lease(&lease, ttl).await.unwrap(), Renewal::Held);
+    assert!(store.request_cancel(&run).await.unwrap());
+    assert_eq!(
+        store.renew_lease(&lease, ttl).await.unwrap(),
+        Renewal::CancelRequested
+    );
+    // A keeper cancels the run's token on it.
+    let cancel = plan_exec::CancelToken::new();
+    let _keeper = driver.keep_leases(Duration::from_millis(300), cancel.clone());
+    tokio::time::timeout(Duration::from_secs(5), cancel.cancelled())
+        .await
+        .expect("the keeper cancels the run");
+
+    // Once the lease expired, another process may take over; the old holder's writes are
+    // refused and a resumed run no longer carries the cancellation.
+    drop(_keeper);
+    store.renew(&lease, Duration::from_millis(1)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let taken = other.claim_run(&run).await.unwrap().unwrap();
+    assert_eq!(taken.token, lease.token + 1);
+    assert_eq!(other.renew_lease(&taken, ttl).await.unwrap(), Renewal::Held);
+    assert!(
+        driver
+            .append_events(&run, &[progress(&run, 3)])
+            .await
+            .unwrap_err()
+            .to_string()
+            .contains("no longer holds the lease")
+    );
+
+    // A queued run asked to be cancelled is claimed with the request.
+    let queued = RunRecord::new("queued");
+    store.create_run(&queued).await.unwrap();
+    store
+        .set_status(&queued.id, RunStatus::Queued)
+        .await
+        .unwrap();
+    assert!(store.request_cancel(&queued.id).await.unwrap());
+    let claim = store.claim("w", ttl, &[]).await.unwrap().unwrap();
+    assert_eq!(claim.lease.run, queued.id);
+    assert!(claim.cancel_requested);
+    // An ended run cannot be cancelled, and is queued again only once nobody holds it.
+    store
+        .set_status(&queued.id, RunStatus::Cancelled)
+        .await
+        .unwrap();
+    assert!(!store.request_cancel(&queued.id).await.unwrap());
+    assert!(
+        !store.requeue(&queued.id).await.unwrap(),
+        "w still holds it"
+    );
+    store.release(&claim.lease).await.unwrap();
+    assert!(store.requeue(&queued.id).await.unwrap());
+    let again = store.claim("w2", ttl, &[]).await.unwrap().unwrap();
+    assert_eq!(again.lease.run, queued.id);
+    assert!(!again.cancel_requested, "a resumed run starts afresh");
+}
+
+/// One events listener wakes each follower for its own run only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_events_listener_wakes_the_followers_of_a_run() {
+    let Some(url) = database() else { return };
+    let store = PostgresStore::connect(&url).await.unwrap();
+    let listener = Arc::new(store.events_listener().await.unwrap());
+    let run = new_run(&store).await;
+    let other = new_run(&store).await;
+    let waiting = {
+        let listener = listener.clone();
+        let run = run.clone();
+        tokio::spawn(async move {
+            let start = Instant::now();
+            listener.wait(&run, Duration::from_secs(10)).await;
+            start.elapsed()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    store
+        .append_events(&other, &[progress(&other, 1)])
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "woken by another run's events");
+    store
+        .append_events(&run, &[progress(&run, 1)])
+        .await
+        .unwrap();
+    let waited = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(waited < Duration::from_secs(5), "{waited:?}");
+}

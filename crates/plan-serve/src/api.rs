@@ -162,12 +162,13 @@ fn agent_for(
     service: &Arc<PlanService>,
     request: &RunRequest,
     sink: Option<Arc<dyn plan_exec::EventSink>>,
+    store: Option<Arc<dyn plan_exec::RunStore>>,
     cancel: CancelToken,
 ) -> ApiResult<Agent> {
     let provider = (service.provider)(request).map_err(ApiError::bad)?;
     let mut builder = Agent::builder()
         .provider(provider)
-        .store(service.store.clone())
+        .store(store.unwrap_or_else(|| service.store.clone()))
         .cancel_token(cancel);
     if let Some(sink) = sink {
         builder = builder.event_sink(sink);
@@ -230,9 +231,24 @@ async fn start_run(
     }
     check_base_url(&service, request.base_url.as_deref())?;
     let approval = approval(request.approve.as_ref())?;
+    if let Some(fleet) = &service.fleet {
+        // A worker plans and runs it; the id is the queued run's.
+        let id = fleet.submit(&request).await.map_err(ApiError::bad)?;
+        return Ok((
+            StatusCode::CREATED,
+            Json(json!({"run_id": id.as_str(), "status": "queued"})),
+        )
+            .into_response());
+    }
     let (sink, mut events) = event_channel();
     let cancel = CancelToken::new();
-    let agent = agent_for(&service, &request, Some(Arc::new(sink)), cancel.clone())?;
+    let agent = agent_for(
+        &service,
+        &request,
+        Some(Arc::new(sink)),
+        None,
+        cancel.clone(),
+    )?;
     let goal = request.goal.clone();
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<Result<(), String>>();
     let registry = service.clone();
@@ -352,15 +368,22 @@ async fn events(
     };
     let (tx, rx) = tokio::sync::mpsc::channel::<SseEvent>(256);
     let store = service.store.clone();
+    let fleet = service.fleet.clone();
     let run = RunId::new(id);
     tokio::spawn(async move {
         use futures::StreamExt as _;
-        let mut entries = std::pin::pin!(plan_exec::follow(
-            store.as_ref(),
-            &run,
-            after,
-            Duration::from_millis(50)
-        ));
+        // A fleet's store announces new events; any other store is polled.
+        let wait = || {
+            let fleet = fleet.clone();
+            let run = run.clone();
+            async move {
+                match fleet {
+                    Some(fleet) => fleet.wait_for_events(&run, Duration::from_secs(1)).await,
+                    None => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            }
+        };
+        let mut entries = std::pin::pin!(plan_exec::follow_with(store.as_ref(), &run, after, wait));
         while let Some(entry) = entries.next().await {
             let Ok(entry) = entry else { break };
             let event = SseEvent::default()
@@ -399,13 +422,36 @@ async fn cancel(
             )
                 .into_response())
         }
-        None => Err(ApiError::new(
-            StatusCode::CONFLICT,
-            format!(
-                "run `{id}` is {} and not running in this server",
-                run.status
-            ),
-        )),
+        None => match &service.fleet {
+            Some(fleet) => {
+                if fleet
+                    .cancel(&run.record.id)
+                    .await
+                    .map_err(ApiError::internal)?
+                {
+                    Ok((
+                        StatusCode::ACCEPTED,
+                        Json(json!({"run_id": id, "status": "cancelling"})),
+                    )
+                        .into_response())
+                } else {
+                    Err(ApiError::new(
+                        StatusCode::CONFLICT,
+                        format!(
+                            "run `{id}` is {}: only a queued or running run can be cancelled",
+                            run.status
+                        ),
+                    ))
+                }
+            }
+            None => Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!(
+                    "run `{id}` is {} and not running in this server",
+                    run.status
+                ),
+            )),
+        },
     }
 }
 
@@ -420,8 +466,10 @@ fn request_of(run: &plan_exec::StoredRun) -> RunRequest {
     }
 }
 
-/// Continues a stored run in the background with `work`; answers 202.
-fn continue_run<F, Fut>(
+/// Continues a stored run in the background with `work`; answers 202. With a fleet, the
+/// server takes the run's lease first (refused while a live process holds it), and keeps
+/// it while the run goes on.
+async fn continue_run<F, Fut>(
     service: &Arc<PlanService>,
     run: &plan_exec::StoredRun,
     work: F,
@@ -431,7 +479,17 @@ where
     Fut: std::future::Future<Output = Result<RunReport, StrategyError>> + Send + 'static,
 {
     let cancel = CancelToken::new();
-    let agent = agent_for(service, &request_of(run), None, cancel.clone())?;
+    let held = match &service.fleet {
+        Some(fleet) => Some(
+            fleet
+                .hold(&run.record.id, cancel.clone())
+                .await
+                .map_err(|e| ApiError::new(StatusCode::CONFLICT, e))?,
+        ),
+        None => None,
+    };
+    let store = held.as_ref().map(|h| h.store.clone());
+    let agent = agent_for(service, &request_of(run), None, store, cancel.clone())?;
     let id = run.record.id.to_string();
     if let Ok(mut running) = service.running.lock() {
         running.insert(id.clone(), cancel);
@@ -442,6 +500,7 @@ where
         if let Err(e) = work(agent).await {
             tracing::warn!(run = %key, error = %e, "a run continued by the server stopped");
         }
+        drop(held);
         if let Ok(mut running) = registry.running.lock() {
             running.remove(&key);
         }
@@ -472,12 +531,37 @@ async fn resume(
             StatusCode::CONFLICT,
             format!("run `{id}` is running in this server"),
         )),
-        _ => {
-            let rid = run.record.id.clone();
-            continue_run(&service, &run, move |agent| async move {
-                agent.resume(&rid).await
-            })
-        }
+        _ => match &service.fleet {
+            // A worker continues it from its journal.
+            Some(fleet) => {
+                if fleet
+                    .requeue(&run.record.id)
+                    .await
+                    .map_err(ApiError::internal)?
+                {
+                    Ok((
+                        StatusCode::ACCEPTED,
+                        Json(json!({"run_id": id, "status": "queued"})),
+                    )
+                        .into_response())
+                } else {
+                    Err(ApiError::new(
+                        StatusCode::CONFLICT,
+                        format!(
+                            "run `{id}` is {}, or a live process holds it: only a stopped run can be resumed",
+                            run.status
+                        ),
+                    ))
+                }
+            }
+            None => {
+                let rid = run.record.id.clone();
+                continue_run(&service, &run, move |agent| async move {
+                    agent.resume(&rid).await
+                })
+                .await
+            }
+        },
     }
 }
 
@@ -522,6 +606,7 @@ async fn approve(
     continue_run(&service, &run, move |agent| async move {
         agent.approve(&rid, edited).await
     })
+    .await
 }
 
 #[derive(Deserialize, Default)]

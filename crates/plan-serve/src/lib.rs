@@ -5,7 +5,8 @@
 //! [`PlanService`] holds the store, the way to build a run's model (a
 //! [`ProviderFactory`], so this crate knows no provider) and the settings;
 //! [`PlanService::router`] is its axum router, and [`serve`] serves it on a listener.
-//! Runs started through the API execute in the server process.
+//! Runs started through the API execute in the server process, or, with a [`Fleet`]
+//! ([`PlanService::with_fleet`]), are queued in a shared store for its workers.
 //!
 //! The JSON of the API is the CLI's: `GET /api/runs/{id}` is the object `plan run --json`
 //! prints, `GET /api/runs` the list `plan runs --json` prints; errors are
@@ -29,6 +30,7 @@
 
 mod api;
 mod auth;
+mod fleet;
 mod web;
 
 use std::collections::HashMap;
@@ -40,6 +42,7 @@ use plan_strategies::AgentBuilder;
 use serde::Deserialize;
 
 pub use api::ApiError;
+pub use fleet::{Fleet, Held};
 
 /// What a client asks for when it starts a run (`POST /api/runs`).
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -124,6 +127,7 @@ pub struct PlanService {
     pub(crate) configure: Option<Configure>,
     pub(crate) config: ServeConfig,
     pub(crate) running: Mutex<HashMap<String, CancelToken>>,
+    pub(crate) fleet: Option<Arc<dyn Fleet>>,
 }
 
 impl std::fmt::Debug for PlanService {
@@ -144,7 +148,14 @@ impl PlanService {
             configure: None,
             config,
             running: Mutex::new(HashMap::new()),
+            fleet: None,
         }
+    }
+
+    /// Queues the runs started through the API for `fleet`'s workers (see [`Fleet`]).
+    pub fn with_fleet(mut self, fleet: Arc<dyn Fleet>) -> Self {
+        self.fleet = Some(fleet);
+        self
     }
 
     /// Applies the server's settings to every run's agent.

@@ -45,6 +45,8 @@ pub(crate) struct Inner {
     pub(crate) model: String,
     pub(crate) base_url: Option<String>,
     pub(crate) cancel: CancelToken,
+    /// Further options recorded with every run ([`AgentBuilder::record_option`]).
+    pub(crate) record: serde_json::Map<String, serde_json::Value>,
 }
 
 impl std::fmt::Debug for Agent {
@@ -359,15 +361,19 @@ impl Agent {
 
     async fn open(&self, goal: &str) -> Result<RunSession, StrategyError> {
         let o = &self.inner.cx.options;
+        let mut options = serde_json::json!({
+            "max_replans": o.max_replans,
+            "max_depth": o.max_depth,
+            "reflection_rounds": o.reflection_rounds,
+            "concurrency": self.inner.concurrency,
+        });
+        if let Some(map) = options.as_object_mut() {
+            map.extend(self.inner.record.clone());
+        }
         let mut record = RunRecord::new(goal)
             .with_strategy(self.inner.strategy.name())
             .with_model(self.inner.model.clone())
-            .with_options(serde_json::json!({
-                "max_replans": o.max_replans,
-                "max_depth": o.max_depth,
-                "reflection_rounds": o.reflection_rounds,
-                "concurrency": self.inner.concurrency,
-            }));
+            .with_options(options);
         if let Some(url) = &self.inner.base_url {
             record = record.with_base_url(url);
         }

@@ -44,6 +44,7 @@ pub struct AgentBuilder {
     tools: Option<ToolSet>,
     team: bool,
     resolver: Option<Arc<dyn ModelResolver>>,
+    record: serde_json::Map<String, serde_json::Value>,
 }
 
 impl std::fmt::Debug for AgentBuilder {
@@ -79,6 +80,7 @@ impl AgentBuilder {
             tools: None,
             team: false,
             resolver: None,
+            record: serde_json::Map::new(),
         }
     }
 
@@ -253,6 +255,14 @@ impl AgentBuilder {
         self
     }
 
+    /// Records `value` under `key` in the options of every run this agent starts (beside
+    /// its concurrency and limits), for whoever continues the run later: a fleet worker
+    /// reads `max_steps`, and refuses a run that names what it needs in `local_only`.
+    pub fn record_option(mut self, key: impl Into<String>, value: serde_json::Value) -> Self {
+        self.record.insert(key.into(), value);
+        self
+    }
+
     /// The base URL recorded with the run (user info and query strings are stripped).
     pub fn base_url(mut self, url: impl Into<String>) -> Self {
         self.base_url = Some(url.into());
@@ -392,6 +402,7 @@ impl AgentBuilder {
                 model,
                 base_url: self.base_url,
                 cancel: self.cancel,
+                record: self.record,
             }),
         })
     }

@@ -205,14 +205,14 @@ impl Worker {
                 };
                 let run = claim.lease.run.clone();
                 match self.agent_for(&claim).await {
-                    Ok((builder, approve)) => {
+                    Ok((builder, approval)) => {
                         tracing::info!(worker = %name, run = %run, status = %claim.status, "claimed a run");
                         let lease = claim.lease.clone();
                         let handle = held.spawn(drive(
                             self.store.clone(),
                             claim,
                             builder,
-                            approve,
+                            approval,
                             self.config.lease,
                             results.clone(),
                         ));
@@ -285,9 +285,13 @@ impl Worker {
         Ok(agent.step_executor())
     }
 
-    /// The agent builder for a claimed run, from its record, and the approval it asks
-    /// for (the `approve` option `plan submit --approve` records: `plan` or `replans`).
-    async fn agent_for(&self, claim: &Claim) -> Result<(AgentBuilder, Option<String>), String> {
+    /// The agent builder for a claimed run, from its record, the approval it asks for
+    /// (the `approve` option `plan submit --approve` records: `plan` or `replans`), and
+    /// whether it has a plan already.
+    async fn agent_for(
+        &self,
+        claim: &Claim,
+    ) -> Result<(AgentBuilder, (Option<String>, bool)), String> {
         let stored = self
             .store
             .load_run(&claim.lease.run)
@@ -300,7 +304,8 @@ impl Worker {
             .get("approve")
             .and_then(|v| v.as_str())
             .map(str::to_owned);
-        Ok(((self.factory)(&stored.record)?, approve))
+        let planned = !stored.plans.is_empty();
+        Ok(((self.factory)(&stored.record)?, (approve, planned)))
     }
 }
 
@@ -318,7 +323,7 @@ async fn drive(
     store: PostgresStore,
     claim: Claim,
     builder: AgentBuilder,
-    approve: Option<String>,
+    (approve, planned): (Option<String>, bool),
     ttl: Duration,
     results: Arc<StepListener>,
 ) {
@@ -328,7 +333,7 @@ async fn drive(
     let agent = match builder
         .approve_replans(approve.as_deref() == Some("replans"))
         .executor(FleetExecutor::new(store.clone(), results))
-        .store(store.fenced(lease.clone()))
+        .store(Arc::new(store.fenced(lease.clone())))
         .cancel_token(cancel.clone())
         .build()
     {
@@ -339,34 +344,24 @@ async fn drive(
             return;
         }
     };
-    let renewal = {
-        let store = store.clone();
-        let lease = lease.clone();
-        let cancel = cancel.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(ttl / 3).await;
-                match store.renew(&lease, ttl).await {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        tracing::warn!(worker = %lease.worker, run = %lease.run, "lost the lease (it expired and another worker took the run over); stopping this run here");
-                        cancel.cancel();
-                        return;
-                    }
-                    Err(e) => {
-                        tracing::warn!(worker = %lease.worker, run = %lease.run, error = %e, "cannot renew the lease");
-                    }
-                }
-            }
-        })
-    };
-    // A run submitted with --approve is planned, then waits for someone to approve it.
-    let result = if approve.as_deref() == Some("plan") && claim.status == RunStatus::Queued {
-        agent.plan_stored_for_approval(&run).await
-    } else {
-        agent.resume(&run).await
-    };
-    renewal.abort();
+    // The lease is renewed while the run is driven; a lost lease, or a cancellation
+    // asked for (`request_cancel`), cancels the run here.
+    let fenced = store.fenced(lease.clone());
+    let keeper = fenced.keep_leases(ttl, cancel.clone());
+    if claim.cancel_requested {
+        tracing::info!(worker = %lease.worker, run = %run, "cancellation asked for: ending the run as cancelled");
+        cancel.cancel();
+    }
+    // A run submitted with --approve is planned, then waits for someone to approve it
+    // (unless it was planned and approved before, and queued again).
+    let result =
+        if approve.as_deref() == Some("plan") && claim.status == RunStatus::Queued && !planned {
+            agent.plan_stored_for_approval(&run).await
+        } else {
+            agent.resume(&run).await
+        };
+    drop(keeper);
+    drop(fenced);
     match result {
         Ok(report) if report.status == RunStatus::AwaitingApproval => {
             // Whoever approves it runs it (`plan approve`); no worker takes it meanwhile.

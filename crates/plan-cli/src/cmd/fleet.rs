@@ -17,12 +17,7 @@ use crate::session;
 /// The fleet's store: only PostgreSQL can be shared by workers on several machines.
 async fn fleet_store(settings: &Settings, command: &str) -> anyhow::Result<PostgresStore> {
     match &settings.store {
-        StoreSpec::Postgres(url) => PostgresStore::connect(url).await.map_err(|e| {
-            Usage::new(format!(
-                "{e}\n  hint: pass --store (or set PLAN_STORE) to use another store"
-            ))
-            .into()
-        }),
+        StoreSpec::Postgres(url) => session::connect_postgres(url).await,
         StoreSpec::Sqlite(path) => Err(Usage::new(format!(
             "plan {command} needs a fleet store, and {} is a SQLite file: a fleet needs a postgres:// store shared by its workers (--store postgres://USER@HOST:PORT/DB or PLAN_STORE); to run on this machine alone, use `plan run`",
             path.display()
@@ -50,19 +45,7 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
         return Err(Usage::new("the goal is empty: say what the run should achieve").into());
     }
     let store = fleet_store(&settings, "submit").await?;
-    let mut record = RunRecord::new(args.goal.clone())
-        .with_strategy(settings.strategy.name())
-        .with_model(settings.model.clone())
-        .with_options(serde_json::json!({
-            "concurrency": settings.concurrency,
-            "max_replans": settings.max_replans,
-            "max_depth": settings.max_depth,
-            "max_steps": settings.max_steps,
-            "approve": args.approve,
-        }));
-    if let Some(url) = &settings.base_url {
-        record = record.with_base_url(url);
-    }
+    let record = queued_record(&settings, &args.goal, args.approve.as_deref());
     let id = SessionBuilder::new()
         .store(Arc::new(store))
         .enqueue(record)
@@ -72,12 +55,34 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The record of a run queued for the fleet: its strategy, model spec, endpoint and
+/// settings (never a key), and the approval it asks for (`plan`, `replans`).
+pub fn queued_record(settings: &Settings, goal: &str, approve: Option<&str>) -> RunRecord {
+    let mut record = RunRecord::new(goal)
+        .with_strategy(settings.strategy.name())
+        .with_model(settings.model.clone())
+        .with_options(serde_json::json!({
+            "concurrency": settings.concurrency,
+            "max_replans": settings.max_replans,
+            "max_depth": settings.max_depth,
+            "max_steps": settings.max_steps,
+            "approve": approve,
+        }));
+    if let Some(url) = &settings.base_url {
+        record = record.with_base_url(url);
+    }
+    record
+}
+
 /// `plan worker`: claims runs until SIGTERM or Ctrl-C, then stops claiming, lets the runs
 /// in hand finish (briefly) and gives up the leases of the rest.
 pub async fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     let base = Settings::from_process(&Overrides::store(args.store.clone()))?;
     let store = fleet_store(&base, "worker").await?;
-    let name = args.name.clone().unwrap_or_else(default_name);
+    let name = args
+        .name
+        .clone()
+        .unwrap_or_else(|| session::process_name("plan-worker"));
     let mut config = WorkerConfig::new(name).with_concurrency(args.concurrency.unwrap_or(4));
     if let Some(secs) = args.lease_secs {
         config = config.with_lease(Duration::from_secs(secs));
@@ -94,6 +99,12 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
 /// The agent for a claimed run: this machine's settings and keys, with the model spec,
 /// endpoint, strategy and options the run recorded.
 fn agent_for(base: &Settings, record: &RunRecord) -> Result<plan_strategies::AgentBuilder, String> {
+    if let Some(needs) = record.options.get("local_only").and_then(|v| v.as_str()) {
+        return Err(format!(
+            "run {id} was started by `plan run` with {needs}, which a worker does not have: continue it where it started, with `plan resume {id}`",
+            id = record.id
+        ));
+    }
     let mut settings = base.clone();
     if let Some(model) = &record.model {
         settings.model.clone_from(model);
@@ -118,16 +129,6 @@ fn agent_for(base: &Settings, record: &RunRecord) -> Result<plan_strategies::Age
     let provider = session::provider(&settings, true)
         .map_err(|e| format!("cannot use the model `{}` here: {e}", settings.model))?;
     session::headless_agent(&settings, provider).map_err(|e| e.to_string())
-}
-
-/// `HOST-PID`.
-fn default_name() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "worker".to_owned());
-    format!("{host}-{}", std::process::id())
 }
 
 /// A token cancelled by SIGTERM or Ctrl-C.

@@ -32,7 +32,8 @@ pub async fn run(args: RunArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     let ui = Ui::start(quiet, args.execution.events.as_deref())?;
     let cancel = interrupt::install();
     let provider = session::provider(&settings, quiet)?;
-    let store = session::open_store(&settings.store).await?;
+    let driving = session::DrivingStore::open(&settings.store, "run", &cancel).await?;
+    let store = driving.store.clone();
     let search = match (&args.research, &args.search) {
         (Some(dir), _) => Some(SearchChoice::Local(dir.clone())),
         (None, Some(spec)) => Some(SearchChoice::parse(spec)?),
@@ -58,6 +59,9 @@ pub async fn run(args: RunArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     ui.set_forecaster(forecaster.clone());
     let ledger = store.clone();
     let mut builder = session::agent(&settings, provider.clone(), &ui, &cancel)?.store(store);
+    if let Some(needs) = local_only(research.is_some(), &args.tools) {
+        builder = builder.record_option("local_only", serde_json::json!(needs));
+    }
     if let Some(research) = research {
         // Plain steps work from the documents, unless they have tools to call.
         builder = research.wire(builder, tools.is_none());
@@ -184,7 +188,8 @@ pub async fn exec(args: ExecArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     let ui = Ui::start(quiet, args.execution.events.as_deref())?;
     let cancel = interrupt::install();
     let provider = session::provider(&settings, quiet)?;
-    let store = session::open_store(&settings.store).await?;
+    let driving = session::DrivingStore::open(&settings.store, "exec", &cancel).await?;
+    let store = driving.store.clone();
     let tools = RunTools::open(&settings, &args.tools, None).await?;
     let forecaster = Forecaster::open(&settings, store.as_ref())
         .await
@@ -192,6 +197,9 @@ pub async fn exec(args: ExecArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     ui.set_forecaster(forecaster.clone());
     let ledger = store.clone();
     let mut builder = session::agent(&settings, provider, &ui, &cancel)?.store(store);
+    if let Some(needs) = local_only(false, &args.tools) {
+        builder = builder.record_option("local_only", serde_json::json!(needs));
+    }
     if let Some(tools) = &tools {
         builder = tools.wire(builder, session::model_resolver(quiet));
     }
@@ -335,9 +343,16 @@ async fn continue_stored(
     overrides.execution.concurrency = args.concurrency;
     overrides.execution.sandbox = args.sandbox;
     let base = Settings::from_process(&overrides)?;
-    let store = session::open_existing_store(&base.store)
+    let cancel = interrupt::install();
+    let command = if approval.is_some() {
+        "approve"
+    } else {
+        "resume"
+    };
+    let driving = session::DrivingStore::open_existing(&base.store, command, &cancel)
         .await?
         .ok_or_else(|| no_run(&args.run_id, &base))?;
+    let store = driving.store.clone();
     let id = RunId::new(args.run_id.clone());
     let stored = store
         .load_run(&id)
@@ -362,6 +377,8 @@ async fn continue_stored(
         }
         _ => {}
     }
+    // On a shared store, a run some live process holds is left to it.
+    driving.claim(&id).await?;
     // The run's recorded model and endpoint, unless overridden; keys come from the
     // environment again.
     let mut settings = base;
@@ -380,7 +397,6 @@ async fn continue_stored(
         settings.strategy = s;
     }
     let ui = Ui::start(quiet, args.events.as_deref())?;
-    let cancel = interrupt::install();
     let provider = session::provider(&settings, quiet)?;
     let agent = session::agent(&settings, provider, &ui, &cancel)?
         .store(store)
@@ -400,6 +416,19 @@ async fn continue_stored(
         false,
         settings.sandbox,
     )
+}
+
+/// What a run uses that only this machine has (documents, tools, agents), which a fleet
+/// worker taking the run over would lack: recorded with the run, so workers leave it.
+fn local_only(research: bool, tools: &crate::cli::ToolArgs) -> Option<String> {
+    let mut needs = Vec::new();
+    if research {
+        needs.push("--research/--search");
+    }
+    if tools.any() {
+        needs.push("tools or agents");
+    }
+    (!needs.is_empty()).then(|| needs.join(" and "))
 }
 
 /// `plan wait RUN_ID`: blocks until the run ends (a run awaiting approval has not), then

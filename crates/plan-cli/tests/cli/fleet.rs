@@ -400,3 +400,176 @@ fn a_submitted_run_can_wait_for_approval_and_runs_once_approved() {
     );
     assert_eq!(committed(&url, &id).len(), 20);
 }
+
+/// `plan run` on a shared store holds its run under a lease: workers leave it alone while
+/// it lives, `plan resume` refuses a run a live process holds, and when the process is
+/// killed a worker continues the run without redoing a finished step.
+#[test]
+fn plan_run_on_postgres_holds_its_run_and_a_worker_continues_it_after_kill_9() {
+    let Some(url) = database() else { return };
+    let sb = Sandbox::new();
+    let server = agent_server(&twenty_steps());
+    server.latency(Duration::from_millis(300));
+    let mut fleet = Fleet {
+        sb: &sb,
+        url: url.clone(),
+        workers: Vec::new(),
+    };
+    fleet.start("w1");
+    let mut run = sb
+        .plan([
+            "run",
+            "--store",
+            &url,
+            "--strategy",
+            "dag",
+            "--model",
+            "openai:fake-model",
+            "--base-url",
+            &server.base_url(),
+            "--quiet",
+            "Do twenty things",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let id = || -> Option<String> {
+        rt().block_on(async {
+            let store = PostgresStore::connect(&url).await.unwrap();
+            store
+                .list_runs()
+                .await
+                .unwrap()
+                .first()
+                .map(|r| r.id.to_string())
+        })
+    };
+    until("the run to start", 30, || id().is_some());
+    let id = id().unwrap();
+    until("3 committed steps", 60, || committed(&url, &id).len() >= 3);
+    let driver = holder(&url, &id).expect("plan run holds its run's lease");
+    assert!(driver.starts_with("plan-run@"), "{driver}");
+    // `plan show` names it as the runner of its running steps.
+    until("plan show to name the driver of a running step", 20, || {
+        let out = output(&mut sb.plan(["show", &id, "--json", "--store", &url]));
+        let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
+        v["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["status"] == "running" && s["worker"] == driver.as_str())
+    });
+    // Another process may not take it meanwhile.
+    let out = output(&mut sb.plan(["resume", &id, "--store", &url]));
+    expect_code(&out, 2);
+    assert!(
+        stderr(&out).contains("is being run by `plan-run@"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        !fleet.log("w1").contains("claimed a run"),
+        "{}",
+        fleet.log("w1")
+    );
+    signal(&run, "KILL");
+    let _ = run.wait();
+    let finished: Vec<(String, usize)> = committed(&url, &id)
+        .into_iter()
+        .map(|s| {
+            let asked = server.count(&step_prompt(&s));
+            (s, asked)
+        })
+        .collect();
+    let report = fleet.wait(&id);
+    assert_eq!(report["status"], "succeeded", "{report}");
+    assert_eq!(committed(&url, &id).len(), 20, "each output committed once");
+    for (step, asked) in &finished {
+        assert_eq!(
+            server.count(&step_prompt(step)),
+            *asked,
+            "step {step} had finished before the kill and was asked for again"
+        );
+    }
+    let log = fleet.log("w1");
+    assert!(
+        log.contains("claimed a run") && log.contains("status=running"),
+        "{log}"
+    );
+}
+
+/// `plan serve` on a PostgreSQL store queues the runs started over HTTP for the workers;
+/// their events stream through the store; cancel and resume go through it too.
+#[test]
+fn plan_serve_on_postgres_queues_runs_for_the_workers() {
+    use crate::serve::{TOKEN, authed, client, json_of, start, start_run, wait_status};
+    use std::io::Read as _;
+    let Some(url) = database() else { return };
+    let sb = Sandbox::new();
+    let fake = agent_server(&twenty_steps());
+    let model = crate::support::model_flags(&fake);
+    let s = start(&sb, &model, &["--token", TOKEN, "--store", &url]);
+    let c = client();
+    // No worker yet: the run waits in the queue, and cancelling it ends it unrun.
+    let id = start_run(
+        &c,
+        &s,
+        serde_json::json!({"goal": "Do twenty things", "strategy": "dag"}),
+    );
+    let (_, v) = json_of(
+        authed(&c, "GET", &format!("{}/api/runs/{id}", s.base))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(v["status"], "queued", "{v}");
+    let (code, v) = json_of(
+        authed(&c, "POST", &format!("{}/api/runs/{id}/cancel", s.base))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(code, 202, "{v}");
+    let mut fleet = Fleet {
+        sb: &sb,
+        url: url.clone(),
+        workers: Vec::new(),
+    };
+    fleet.start("w1");
+    wait_status(&c, &s, &id, "cancelled");
+    assert_eq!(
+        fake.count(&step_prompt("l0s0")),
+        0,
+        "a cancelled run ran nothing"
+    );
+    // Resume queues it again, and the worker runs it; the stream ends with run_finished.
+    let (code, v) = json_of(
+        authed(&c, "POST", &format!("{}/api/runs/{id}/resume", s.base))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(code, 202, "{v}");
+    assert_eq!(v["status"], "queued", "{v}");
+    let mut body = String::new();
+    authed(&c, "GET", &format!("{}/api/runs/{id}/events", s.base))
+        .send()
+        .unwrap()
+        .read_to_string(&mut body)
+        .unwrap();
+    let last = body.lines().rfind(|l| l.starts_with("data:")).unwrap();
+    assert!(last.contains("\"run_finished\""), "{last}");
+    let report = wait_status(&c, &s, &id, "succeeded");
+    assert_eq!(report["steps"].as_array().unwrap().len(), 20);
+    assert!(
+        fleet.log("w1").contains("claimed a run"),
+        "{}",
+        fleet.log("w1")
+    );
+    // A run started while the worker is up runs there too.
+    let second = start_run(
+        &c,
+        &s,
+        serde_json::json!({"goal": "Do twenty things", "strategy": "dag"}),
+    );
+    wait_status(&c, &s, &second, "succeeded");
+    assert_eq!(committed(&url, &second).len(), 20);
+}

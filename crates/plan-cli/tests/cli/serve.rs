@@ -13,12 +13,12 @@ use crate::support::{
     DIAMOND, Sandbox, agent_server, expect_code, model_flags, output, stderr, stdout, step_prompt,
 };
 
-const TOKEN: &str = "t0k3n-for-tests";
+pub(crate) const TOKEN: &str = "t0k3n-for-tests";
 
 /// A running `plan serve` and its base URL.
-struct Server {
+pub(crate) struct Server {
     child: Child,
-    base: String,
+    pub(crate) base: String,
 }
 
 impl Drop for Server {
@@ -28,7 +28,7 @@ impl Drop for Server {
     }
 }
 
-fn start(sb: &Sandbox, model: &[String], extra: &[&str]) -> Server {
+pub(crate) fn start(sb: &Sandbox, model: &[String], extra: &[&str]) -> Server {
     let mut args = vec!["serve".to_owned(), "--addr".into(), "127.0.0.1:0".into()];
     args.extend(extra.iter().map(|a| (*a).to_owned()));
     args.extend(model.iter().cloned());
@@ -49,7 +49,7 @@ fn start(sb: &Sandbox, model: &[String], extra: &[&str]) -> Server {
     Server { child, base }
 }
 
-fn client() -> Client {
+pub(crate) fn client() -> Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
     Client::builder()
         .timeout(Duration::from_secs(30))
@@ -57,7 +57,11 @@ fn client() -> Client {
         .unwrap()
 }
 
-fn authed(c: &Client, method: &str, url: &str) -> reqwest_otlp::blocking::RequestBuilder {
+pub(crate) fn authed(
+    c: &Client,
+    method: &str,
+    url: &str,
+) -> reqwest_otlp::blocking::RequestBuilder {
     let b = match method {
         "POST" => c.post(url),
         _ => c.get(url),
@@ -65,7 +69,7 @@ fn authed(c: &Client, method: &str, url: &str) -> reqwest_otlp::blocking::Reques
     b.bearer_auth(TOKEN)
 }
 
-fn json_of(r: Response) -> (u16, Value) {
+pub(crate) fn json_of(r: Response) -> (u16, Value) {
     let status = r.status().as_u16();
     let text = r.text().unwrap();
     (
@@ -74,7 +78,7 @@ fn json_of(r: Response) -> (u16, Value) {
     )
 }
 
-fn wait_status(c: &Client, s: &Server, id: &str, want: &str) -> Value {
+pub(crate) fn wait_status(c: &Client, s: &Server, id: &str, want: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let (code, v) = json_of(
@@ -94,7 +98,7 @@ fn wait_status(c: &Client, s: &Server, id: &str, want: &str) -> Value {
     }
 }
 
-fn start_run(c: &Client, s: &Server, body: Value) -> String {
+pub(crate) fn start_run(c: &Client, s: &Server, body: Value) -> String {
     let (code, v) = json_of(
         authed(c, "POST", &format!("{}/api/runs", s.base))
             .json(&body)

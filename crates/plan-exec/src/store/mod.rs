@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::StoreError;
 
-pub use follow::follow;
+pub use follow::{follow, follow_with};
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
 

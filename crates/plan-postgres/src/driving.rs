@@ -1,0 +1,330 @@
+//! Runs driven by one process under leases: a worker's claimed run
+//! ([`PostgresStore::fenced`]), and the runs `plan run`, `plan resume` and `plan approve`
+//! drive in their own process on a shared store ([`PostgresStore::driving`]). Either way
+//! the process writes to a run only while it holds the run's lease, renews the lease
+//! while it works ([`PostgresStore::keep_leases`]), and stops when the lease is lost or
+//! someone asks for the run to be cancelled ([`PostgresStore::request_cancel`]). A driver
+//! that dies loses its leases when they expire, and a worker continues its runs from
+//! their journals.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use plan_core::RunId;
+use plan_exec::{CancelToken, StoreError};
+
+use crate::fleet::{Lease, LeaseHolder, WORK_CHANNEL, millis};
+use crate::store::PostgresStore;
+
+/// The leases a store's writes are fenced by: the runs it holds, by claim token.
+pub(crate) struct Fences {
+    worker: String,
+    /// Set for a driving store: the runs it creates are leased to it, for this long.
+    claim_created: Option<Duration>,
+    held: Mutex<HashMap<RunId, i64>>,
+}
+
+impl Fences {
+    /// The fences of one claimed lease.
+    pub(crate) fn of(lease: Lease) -> Self {
+        Self {
+            worker: lease.worker,
+            claim_created: None,
+            held: Mutex::new(HashMap::from([(lease.run, lease.token)])),
+        }
+    }
+
+    pub(crate) fn worker(&self) -> &str {
+        &self.worker
+    }
+
+    /// The token of the lease held on `run`, if this store holds it.
+    pub(crate) fn token(&self, run: &RunId) -> Option<i64> {
+        self.lock().get(run).copied()
+    }
+
+    /// How long the lease of a run this store creates lasts, for a driving store.
+    pub(crate) fn claims_created(&self) -> Option<Duration> {
+        self.claim_created
+    }
+
+    pub(crate) fn hold(&self, run: &RunId, token: i64) {
+        self.lock().insert(run.clone(), token);
+    }
+
+    fn leases(&self) -> Vec<Lease> {
+        self.lock()
+            .iter()
+            .map(|(run, token)| Lease {
+                run: run.clone(),
+                worker: self.worker.clone(),
+                token: *token,
+            })
+            .collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<RunId, i64>> {
+        self.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Leases a run being created to its creator, in the transaction that creates it (so no
+/// worker can claim it in between).
+pub(crate) async fn lease_created(
+    tx: &deadpool_postgres::Transaction<'_>,
+    store: &PostgresStore,
+    run: &RunId,
+    worker: &str,
+    ttl: Duration,
+    what: &str,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO plan.leases (run, worker, token, expires)
+         VALUES ($1, $2, 1, now() + $3::bigint * interval '1 millisecond')",
+        &[&run.as_str(), &worker, &millis(ttl)],
+    )
+    .await
+    .map_err(|e| store.inner.errors.store(what, &e))?;
+    Ok(())
+}
+
+/// What renewing a lease found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Renewal {
+    /// Still held, and renewed.
+    Held,
+    /// Still held and renewed, and someone asked for the run to be cancelled.
+    CancelRequested,
+    /// Lost: it expired and another process claimed the run.
+    Lost,
+}
+
+/// Renews the leases of a store until dropped ([`PostgresStore::keep_leases`]).
+#[derive(Debug)]
+pub struct LeaseKeeper {
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for LeaseKeeper {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl PostgresStore {
+    /// This store as the driver of the runs it creates: each run it creates is leased to
+    /// `worker` for `ttl` in the same transaction, so no fleet worker claims it, and every
+    /// write to it is fenced by that lease. Keep the leases with
+    /// [`keep_leases`](Self::keep_leases); take over an existing run with
+    /// [`claim_run`](Self::claim_run). When this process dies, its leases expire and a
+    /// worker continues its runs from their journals.
+    pub fn driving(&self, worker: &str, ttl: Duration) -> PostgresStore {
+        let mut store = self.clone();
+        store.fence = Some(Arc::new(Fences {
+            worker: worker.to_owned(),
+            claim_created: Some(ttl),
+            held: Mutex::new(HashMap::new()),
+        }));
+        store
+    }
+
+    /// Claims an existing run for this [driving](Self::driving) store's process, to
+    /// continue it here (`plan resume`, `plan approve`): it succeeds when nobody holds the
+    /// run's lease, or its lease expired, and then fences this store's writes to the run.
+    /// A request to cancel the run made earlier is cleared: continuing it is a new
+    /// decision. `Ok(Err(holder))` names whoever holds it now.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the database cannot be reached, or this store does not drive
+    /// runs, or the run is not in the store.
+    pub async fn claim_run(&self, run: &RunId) -> Result<Result<Lease, LeaseHolder>, StoreError> {
+        let what = format!("cannot claim run `{run}`");
+        let Some(fences) = self.fence.clone() else {
+            return Err(StoreError::new(format!(
+                "{what}: this store does not drive runs (use PostgresStore::driving)"
+            )));
+        };
+        let ttl = fences.claim_created.unwrap_or(Duration::from_secs(5));
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "INSERT INTO plan.leases (run, worker, token, expires)
+                 SELECT id, $2, 1, now() + $3::bigint * interval '1 millisecond'
+                 FROM plan.runs WHERE id = $1
+                 ON CONFLICT (run) DO UPDATE SET worker = EXCLUDED.worker,
+                     token = plan.leases.token + 1, expires = EXCLUDED.expires, cancel = false
+                 WHERE plan.leases.expires < now()
+                 RETURNING token",
+                &[&run.as_str(), &fences.worker, &millis(ttl)],
+            )
+            .await
+            .map_err(|e| self.inner.errors.store(&what, &e))?;
+        if let Some(row) = row {
+            let token: i64 = row.get(0);
+            fences.hold(run, token);
+            return Ok(Ok(Lease {
+                run: run.clone(),
+                worker: fences.worker.clone(),
+                token,
+            }));
+        }
+        match self.lease_holder(run).await? {
+            Some(holder) => Ok(Err(holder)),
+            None => Err(StoreError::new(format!(
+                "{what}: no run `{run}` in the run store"
+            ))),
+        }
+    }
+
+    /// The leases this store holds (it [drives](Self::driving) or is
+    /// [fenced](Self::fenced) by).
+    pub fn held_leases(&self) -> Vec<Lease> {
+        self.fence.as_ref().map(|f| f.leases()).unwrap_or_default()
+    }
+
+    /// Renews `lease` for `ttl` from now, and says whether someone asked for its run to be
+    /// cancelled.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the database cannot be reached.
+    pub async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> Result<Renewal, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "UPDATE plan.leases SET expires = now() + $4::bigint * interval '1 millisecond'
+                 WHERE run = $1 AND worker = $2 AND token = $3 AND expires > now()
+                 RETURNING cancel",
+                &[
+                    &lease.run.as_str(),
+                    &lease.worker,
+                    &lease.token,
+                    &millis(ttl),
+                ],
+            )
+            .await
+            .map_err(|e| self.inner.errors.store("cannot renew a lease", &e))?;
+        Ok(match row {
+            None => Renewal::Lost,
+            Some(r) if r.get::<_, bool>(0) => Renewal::CancelRequested,
+            Some(_) => Renewal::Held,
+        })
+    }
+
+    /// Renews every lease this store holds (now and later) every third of `ttl` until the
+    /// keeper is dropped. A lost lease, or a request to cancel a held run, cancels
+    /// `cancel`: the run stops here (a lost run is continued by whoever took it over; a
+    /// cancelled one still holds its lease, so its driver can record the cancellation).
+    pub fn keep_leases(&self, ttl: Duration, cancel: CancelToken) -> LeaseKeeper {
+        let store = self.clone();
+        let task = tokio::spawn(async move {
+            let mut lost: Vec<Lease> = Vec::new();
+            let mut told = false;
+            loop {
+                tokio::time::sleep(ttl / 3).await;
+                for lease in store.held_leases() {
+                    if lost.contains(&lease) {
+                        continue;
+                    }
+                    match store.renew_lease(&lease, ttl).await {
+                        Ok(Renewal::Held) => {}
+                        Ok(Renewal::CancelRequested) => {
+                            if !told {
+                                tracing::info!(worker = %lease.worker, run = %lease.run, "cancellation asked for: cancelling the run");
+                                told = true;
+                            }
+                            cancel.cancel();
+                        }
+                        Ok(Renewal::Lost) => {
+                            tracing::warn!(worker = %lease.worker, run = %lease.run, "lost the lease (it expired and another process took the run over); stopping the run here");
+                            lost.push(lease);
+                            cancel.cancel();
+                        }
+                        Err(e) => {
+                            tracing::warn!(worker = %lease.worker, run = %lease.run, error = %e, "cannot renew the lease");
+                        }
+                    }
+                }
+            }
+        });
+        LeaseKeeper { task }
+    }
+
+    /// Gives up every lease this store holds (see [`release`](Self::release)): runs that
+    /// have not ended become claimable by workers at once.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the database cannot be reached.
+    pub async fn release_held(&self) -> Result<(), StoreError> {
+        for lease in self.held_leases() {
+            self.release(&lease).await?;
+        }
+        Ok(())
+    }
+
+    /// Asks whoever holds `run` to cancel it: its driver sees the request when it next
+    /// renews the lease (within a third of the lease), and a queued run is ended as
+    /// cancelled by the first worker to claim it. `false` when the run is neither queued
+    /// nor running (or not in the store).
+    ///
+    /// # Errors
+    /// [`StoreError`] when the database cannot be reached.
+    pub async fn request_cancel(&self, run: &RunId) -> Result<bool, StoreError> {
+        let what = format!("cannot cancel run `{run}`");
+        let client = self.client().await?;
+        let n = client
+            .execute(
+                "INSERT INTO plan.leases (run, worker, token, expires, cancel)
+                 SELECT id, '', 0, now() - interval '1 millisecond', true
+                 FROM plan.runs WHERE id = $1 AND status IN ('queued', 'running')
+                 ON CONFLICT (run) DO UPDATE SET cancel = true",
+                &[&run.as_str()],
+            )
+            .await
+            .map_err(|e| self.inner.errors.store(&what, &e))?;
+        if n == 1 {
+            client
+                .execute("SELECT pg_notify($1, $2)", &[&WORK_CHANNEL, &run.as_str()])
+                .await
+                .map_err(|e| self.inner.errors.store(&what, &e))?;
+        }
+        Ok(n == 1)
+    }
+
+    /// Puts a run that stopped (failed, cancelled, or left `running` by a process that
+    /// held no lease) back in the queue, for a worker to continue from its journal
+    /// (completed steps are kept). `false` when the run is in another status, or a live
+    /// lease holds it.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the database cannot be reached.
+    pub async fn requeue(&self, run: &RunId) -> Result<bool, StoreError> {
+        let what = format!("cannot queue run `{run}` again");
+        let mut client = self.client().await?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(|e| self.inner.errors.store(&what, &e))?;
+        let n = tx
+            .execute(
+                "UPDATE plan.runs SET status = 'queued', updated = now()
+                 WHERE id = $1 AND status IN ('failed', 'cancelled', 'running')
+                   AND NOT EXISTS (SELECT 1 FROM plan.leases
+                                   WHERE run = $1 AND expires > now())",
+                &[&run.as_str()],
+            )
+            .await
+            .map_err(|e| self.inner.errors.store(&what, &e))?;
+        tx.execute(
+            "UPDATE plan.leases SET cancel = false WHERE run = $1 AND $2",
+            &[&run.as_str(), &(n == 1)],
+        )
+        .await
+        .map_err(|e| self.inner.errors.store(&what, &e))?;
+        tx.commit()
+            .await
+            .map_err(|e| self.inner.errors.store(&what, &e))?;
+        Ok(n == 1)
+    }
+}

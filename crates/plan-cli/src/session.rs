@@ -387,6 +387,28 @@ impl DrivingStore {
     }
 }
 
+impl Drop for DrivingStore {
+    /// Gives the leases up when the command ends, so that `plan resume` (or a worker) may
+    /// take a run that stopped here at once rather than when its lease expires.
+    fn drop(&mut self) {
+        let Some((pg, keeper)) = self.leased.take() else {
+            return;
+        };
+        drop(keeper);
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
+            return;
+        }
+        tokio::task::block_in_place(|| {
+            handle.block_on(async {
+                let _ = tokio::time::timeout(Duration::from_secs(2), pg.release_held()).await;
+            });
+        });
+    }
+}
+
 /// `PREFIX@HOST-PID`: this process's name in leases and logs.
 pub fn process_name(prefix: &str) -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")

@@ -15,12 +15,13 @@ use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer as _};
 
 /// The crates whose spans are exported (not the HTTP stack's).
-const TRACED_CRATES: [&str; 5] = [
+const TRACED_CRATES: [&str; 6] = [
     "plan_core",
     "plan_llm",
     "plan_exec",
     "plan_strategies",
     "plan_llm_local",
+    "plan_worker",
 ];
 
 /// The installed exporters; [`shutdown`](Self::shutdown) flushes them.

@@ -83,6 +83,7 @@ mod store;
 #[cfg(feature = "test-support")]
 pub mod testing;
 mod trace;
+pub use trace::{TRACEPARENT, continue_trace, new_traceparent, traceparent};
 mod verdict;
 
 pub use context::{CancelToken, DependencyOutput, StepContext, cap_output};

@@ -75,11 +75,27 @@ impl SessionBuilder {
     ///
     /// # Errors
     /// [`ExecError::Store`] when the store cannot record it.
-    pub async fn create(&self, record: RunRecord) -> Result<RunSession, ExecError> {
+    pub async fn create(&self, mut record: RunRecord) -> Result<RunSession, ExecError> {
+        // The run's span is the root of its trace; its context is recorded with the run,
+        // so whoever continues the run continues the trace.
+        let session = self.open(StoredRun::new(record.clone()));
+        let context =
+            crate::trace::traceparent(session.span()).unwrap_or_else(crate::trace::new_traceparent);
+        set_option(
+            &mut record.options,
+            crate::trace::TRACEPARENT,
+            context.clone(),
+        );
+        if let Ok(mut mirror) = session.inner.mirror.lock() {
+            set_option(
+                &mut mirror.record.options,
+                crate::trace::TRACEPARENT,
+                context,
+            );
+        }
         if let Some(store) = &self.store {
             store.create_run(&record).await?;
         }
-        let session = self.open(StoredRun::new(record));
         let goal = session.record().goal.clone();
         session.emit(EventKind::RunStarted { goal });
         Ok(session)
@@ -90,8 +106,12 @@ impl SessionBuilder {
     ///
     /// # Errors
     /// [`ExecError::NoStore`] without a store; [`ExecError::Store`].
-    pub async fn enqueue(&self, record: RunRecord) -> Result<RunId, ExecError> {
+    pub async fn enqueue(&self, mut record: RunRecord) -> Result<RunId, ExecError> {
         let store = self.store.as_ref().ok_or(ExecError::NoStore)?;
+        // The trace the workers continue: the enqueuer's, or a new one.
+        let context = crate::trace::traceparent(&tracing::Span::current())
+            .unwrap_or_else(crate::trace::new_traceparent);
+        set_option(&mut record.options, crate::trace::TRACEPARENT, context);
         store.create_run(&record).await?;
         store.set_status(&record.id, RunStatus::Queued).await?;
         Ok(record.id)
@@ -183,6 +203,17 @@ impl SessionBuilder {
             plan.strategy = strategy,
             error.type = tracing::field::Empty,
         );
+        // A stored run continues the trace it started in (another process, perhaps).
+        let context = mirror.lock().ok().and_then(|m| {
+            m.record
+                .options
+                .get(crate::trace::TRACEPARENT)
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_owned)
+        });
+        if let Some(context) = context {
+            crate::trace::continue_trace(&span, &context);
+        }
         RunSession {
             inner: Arc::new(Inner {
                 id,
@@ -192,6 +223,16 @@ impl SessionBuilder {
                 mirror,
             }),
         }
+    }
+}
+
+/// Sets `key` in a record's options (an object, or nothing yet).
+fn set_option(options: &mut serde_json::Value, key: &str, value: String) {
+    if !options.is_object() {
+        *options = serde_json::json!({});
+    }
+    if let Some(map) = options.as_object_mut() {
+        map.insert(key.to_owned(), serde_json::Value::String(value));
     }
 }
 

@@ -12,6 +12,7 @@ use plan_core::{EventKind, Step};
 use plan_exec::{EventLog, StepContext, StepError, StepErrorKind, StepExecutor};
 use plan_postgres::{PostgresStore, StepClaim, StepListener, StepTask};
 use serde_json::{Value, json};
+use tracing::Instrument as _;
 
 /// How long a waiting step looks at its task again without a notification.
 const RECHECK: Duration = Duration::from_millis(500);
@@ -51,7 +52,13 @@ impl StepExecutor for FleetExecutor {
             ctx.run_id().clone(),
             step_key(ctx.step()),
             i32::try_from(ctx.attempt()).unwrap_or(i32::MAX),
-            json!({"goal": ctx.goal(), "step": ctx.step(), "dependencies": dependencies}),
+            json!({
+                "goal": ctx.goal(),
+                "step": ctx.step(),
+                "dependencies": dependencies,
+                // The worker running it continues the trace of the step's span here.
+                "traceparent": plan_exec::traceparent(&tracing::Span::current()),
+            }),
         );
         let unavailable = |e: plan_exec::StoreError| {
             StepError::retryable(format!("the fleet's store failed: {e}"))
@@ -168,7 +175,19 @@ pub(crate) async fn run_task(
             }
         })
     };
-    let outcome = executor.execute(&ctx).await;
+    // The step's work is part of the run's trace: a child of the driver's step span.
+    let span = tracing::info_span!(
+        parent: None,
+        "execute_step",
+        otel.name = format!("execute_step {}", t.step),
+        plan.run.id = %t.run,
+        plan.step.id = %t.step,
+        plan.worker = %claim.worker,
+    );
+    if let Some(parent) = t.task.get("traceparent").and_then(Value::as_str) {
+        plan_exec::continue_trace(&span, parent);
+    }
+    let outcome = executor.execute(&ctx).instrument(span).await;
     renewal.abort();
     let events: Vec<Value> = log
         .kinds()

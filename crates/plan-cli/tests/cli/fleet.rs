@@ -76,24 +76,25 @@ struct Fleet<'a> {
 
 impl Fleet<'_> {
     fn start(&mut self, name: &str) {
+        self.start_with(name, &[]);
+    }
+
+    /// Starts a worker with these environment variables.
+    fn start_with(&mut self, name: &str, env: &[(&str, &str)]) {
         let log = std::fs::File::create(self.sb.path(&format!("{name}.log"))).unwrap();
-        let child = self
-            .sb
-            .plan([
-                "worker",
-                "--store",
-                &self.url,
-                "--name",
-                name,
-                "--lease-secs",
-                "1",
-                "--concurrency",
-                "2",
-            ])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+        let mut cmd = self.sb.plan([
+            "worker",
+            "--store",
+            &self.url,
+            "--name",
+            name,
+            "--lease-secs",
+            "1",
+            "--concurrency",
+            "2",
+        ]);
+        cmd.envs(env.iter().copied());
+        let child = cmd.stdout(Stdio::null()).stderr(log).spawn().unwrap();
         self.workers.push((name.to_owned(), child));
     }
 
@@ -572,4 +573,96 @@ fn plan_serve_on_postgres_queues_runs_for_the_workers() {
     );
     wait_status(&c, &s, &second, "succeeded");
     assert_eq!(committed(&url, &second).len(), 20);
+}
+
+/// A run's trace continues across the workers: its context is kept in the store, the
+/// worker taking the run over after a kill continues it, and the steps that other workers
+/// run are spans of the same trace.
+#[test]
+fn a_runs_trace_continues_across_workers() {
+    use crate::otel::{Receiver, attr};
+    let Some(url) = database() else { return };
+    let sb = Sandbox::new();
+    let server = agent_server(&twenty_steps());
+    server.latency(Duration::from_millis(150));
+    let receiver = Receiver::start();
+    let endpoint = receiver.endpoint();
+    let env = [("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str())];
+    let mut fleet = Fleet {
+        sb: &sb,
+        url: url.clone(),
+        workers: Vec::new(),
+    };
+    for name in ["w1", "w2", "w3"] {
+        fleet.start_with(name, &env);
+    }
+    let id = fleet.submit(&server.base_url(), "Do twenty things");
+    until("5 committed steps", 60, || committed(&url, &id).len() >= 5);
+    if let Some(victim) = holder(&url, &id) {
+        signal(fleet.child(&victim), "KILL");
+        let _ = fleet.child(&victim).wait();
+        fleet.start_with("w4", &env);
+    }
+    let report = fleet.wait(&id);
+    assert_eq!(report["status"], "succeeded", "{report}");
+    // The trace the run was given when it was queued.
+    let context = rt().block_on(async {
+        let store = PostgresStore::connect(&url).await.unwrap();
+        let run = store.load_run(&RunId::new(&id)).await.unwrap().unwrap();
+        run.record.options["traceparent"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    });
+    let trace = context.split('-').nth(1).unwrap().to_owned();
+    // Stop the workers cleanly, so they export what they hold.
+    let names: Vec<String> = fleet.workers.iter().map(|(n, _)| n.clone()).collect();
+    for name in &names {
+        let child = fleet.child(name);
+        if child.try_wait().unwrap().is_none() {
+            signal(child, "TERM");
+            let _ = child.wait();
+        }
+    }
+    let spans = receiver.spans();
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let drivers: Vec<_> = spans
+        .iter()
+        .filter(|s| {
+            s.name == "invoke_workflow plan"
+                && attr(s, "plan.run.id").as_deref() == Some(id.as_str())
+        })
+        .collect();
+    assert!(!drivers.is_empty(), "no run span was exported");
+    assert!(
+        drivers
+            .iter()
+            .all(|s| hex(&s.trace_id) == trace && !s.parent_span_id.is_empty()),
+        "every process driving the run continues its trace {trace}"
+    );
+    let steps: Vec<_> = spans
+        .iter()
+        .filter(|s| {
+            s.name.starts_with("execute_step ")
+                && attr(s, "plan.run.id").as_deref() == Some(id.as_str())
+        })
+        .collect();
+    assert!(steps.len() >= 10, "{} step spans", steps.len());
+    assert!(
+        steps.iter().all(|s| hex(&s.trace_id) == trace),
+        "a step span left the trace"
+    );
+    let workers: HashSet<String> = steps
+        .iter()
+        .filter_map(|s| attr(s, "plan.worker"))
+        .collect();
+    assert!(workers.len() >= 2, "steps ran on {workers:?}");
+    // Model calls made for the steps on the workers are inside the same trace.
+    assert!(
+        spans
+            .iter()
+            .filter(|s| s.name.starts_with("chat"))
+            .all(|s| hex(&s.trace_id) == trace),
+        "a model call left the trace"
+    );
 }

@@ -21,7 +21,7 @@ use plan_llm::testing::FakeReply;
 
 /// An OTLP/HTTP trace receiver on loopback that keeps every request body.
 #[derive(Clone)]
-struct Receiver {
+pub(crate) struct Receiver {
     addr: SocketAddr,
     bodies: Arc<Mutex<Vec<Vec<u8>>>>,
 }
@@ -32,7 +32,7 @@ async fn export(State(bodies): State<Arc<Mutex<Vec<Vec<u8>>>>>, body: Bytes) -> 
 }
 
 impl Receiver {
-    fn start() -> Receiver {
+    pub(crate) fn start() -> Receiver {
         let bodies = Arc::new(Mutex::new(Vec::new()));
         let state = bodies.clone();
         let (tx, rx) = std::sync::mpsc::channel();
@@ -56,7 +56,7 @@ impl Receiver {
         }
     }
 
-    fn endpoint(&self) -> String {
+    pub(crate) fn endpoint(&self) -> String {
         format!("http://{}", self.addr)
     }
 
@@ -64,7 +64,7 @@ impl Receiver {
         self.bodies.lock().unwrap().concat()
     }
 
-    fn spans(&self) -> Vec<Span> {
+    pub(crate) fn spans(&self) -> Vec<Span> {
         let mut spans = Vec::new();
         for body in self.bodies.lock().unwrap().iter() {
             let request = ExportTraceServiceRequest::decode(body.as_slice()).unwrap();
@@ -78,7 +78,7 @@ impl Receiver {
     }
 }
 
-fn attr(span: &Span, key: &str) -> Option<String> {
+pub(crate) fn attr(span: &Span, key: &str) -> Option<String> {
     let value = span
         .attributes
         .iter()

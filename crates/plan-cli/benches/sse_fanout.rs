@@ -1,7 +1,8 @@
 //! `plan serve` fan-out: 200 clients follow one run of 100 steps over Server-Sent Events.
 //! Prints the added latency per event (written to the journal → read by a client; only
 //! events written after the client connected) as p50/p99, and the server's memory (RSS)
-//! before and at its peak.
+//! before and at its peak: on a SQLite store (the run in the server, streams polling the
+//! store), then on PostgreSQL (the run on a `plan worker`, streams woken by `NOTIFY`).
 //!
 //! `cargo bench -p plan-cli --bench sse_fanout` (part of `cargo xtask bench`).
 
@@ -61,6 +62,15 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
 
 fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
+    fanout(None);
+    let cluster =
+        plan_postgres::testing::TempCluster::start().expect("a PostgreSQL cluster (install postgresql)");
+    fanout(Some(&cluster.create_database()));
+}
+
+/// One fan-out: on SQLite when `store` is `None`, else on that PostgreSQL store with one
+/// worker running the run.
+fn fanout(store: Option<&str>) {
     let fake = FakeOpenAi::start_detached();
     let plan_json = plan();
     fake.on("You are a planner", FakeReply::text(plan_json))
@@ -68,25 +78,38 @@ fn main() {
         .otherwise(FakeReply::text("part done"));
     fake.latency(Duration::from_millis(20));
     let home = tempfile::tempdir().unwrap();
-    let mut server = Command::new(env!("CARGO_BIN_EXE_plan"))
-        .args([
-            "serve",
-            "--addr",
-            "127.0.0.1:0",
-            "--model",
-            "openai:fake-model",
-            "--base-url",
-            &fake.base_url(),
-        ])
-        .env("HOME", home.path())
-        .env("XDG_DATA_HOME", home.path().join("data"))
-        .env("XDG_CONFIG_HOME", home.path().join("config"))
-        .env("XDG_CACHE_HOME", home.path().join("cache"))
-        .env("OPENAI_API_KEY", "sk-bench")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let plan = |args: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_plan"));
+        cmd.args(args)
+            .env("HOME", home.path())
+            .env("XDG_DATA_HOME", home.path().join("data"))
+            .env("XDG_CONFIG_HOME", home.path().join("config"))
+            .env("XDG_CACHE_HOME", home.path().join("cache"))
+            .env("OPENAI_API_KEY", "sk-bench")
+            .env_remove("PLAN_STORE")
+            .stdout(Stdio::null());
+        cmd
+    };
+    let base_url = fake.base_url();
+    let mut args = vec![
+        "serve",
+        "--addr",
+        "127.0.0.1:0",
+        "--model",
+        "openai:fake-model",
+        "--base-url",
+        &base_url,
+    ];
+    if let Some(url) = store {
+        args.extend(["--store", url]);
+    }
+    let mut server = plan(&args).stderr(Stdio::piped()).spawn().unwrap();
+    let mut worker = store.map(|url| {
+        plan(&["worker", "--store", url, "--concurrency", "16"])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    });
     let mut lines = BufReader::new(server.stderr.take().unwrap()).lines();
     let base = loop {
         let line = lines.next().expect("plan serve exited").unwrap();
@@ -160,12 +183,21 @@ fn main() {
     }
     let _ = server.kill();
     let _ = server.wait();
+    if let Some(w) = worker.as_mut() {
+        let _ = w.kill();
+        let _ = w.wait();
+    }
     drop(sampling);
     let mut ms = latencies.lock().unwrap().clone();
     ms.sort_unstable();
     let counts = counts.lock().unwrap().clone();
     println!(
-        "plan serve SSE fan-out: {CLIENTS} streams on one run of {STEPS} steps (fake model at 20 ms per call)"
+        "plan serve SSE fan-out on {}: {CLIENTS} streams on one run of {STEPS} steps (fake model at 20 ms per call)",
+        if store.is_some() {
+            "PostgreSQL (run on a worker, streams woken by NOTIFY)"
+        } else {
+            "SQLite (run in the server, streams polling every 50 ms)"
+        }
     );
     println!(
         "events per stream: {} to {}; live events measured: {}",

@@ -63,8 +63,8 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
 fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     fanout(None);
-    let cluster =
-        plan_postgres::testing::TempCluster::start().expect("a PostgreSQL cluster (install postgresql)");
+    let cluster = plan_postgres::testing::TempCluster::start()
+        .expect("a PostgreSQL cluster (install postgresql)");
     fanout(Some(&cluster.create_database()));
 }
 

@@ -506,7 +506,8 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub model: ModelArgs,
 
-    /// Run store: a SQLite file or a postgres:// URL [default: plan/runs.sqlite in the user data directory]
+    /// Run store: a SQLite file (runs execute in the server) or a postgres:// URL (runs are
+    /// queued for `plan worker`s) [default: plan/runs.sqlite in the user data directory]
     #[arg(long, value_name = "PATH|URL")]
     pub store: Option<PathBuf>,
 }

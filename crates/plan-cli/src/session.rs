@@ -483,7 +483,11 @@ pub fn headless_agent(
         .sandbox(settings.sandbox.choice().lazy());
     let local = ModelSpec::parse(&settings.model).is_ok_and(|spec| is_local(&spec));
     match settings.max_steps {
-        Some(n) => builder = builder.max_steps(n),
+        Some(n) => {
+            builder = builder
+                .max_steps(n)
+                .record_option("max_steps", serde_json::json!(n))
+        }
         // The embedded model is small and runs on the CPU: short plans keep a run quick.
         None if local => builder = builder.max_steps(LOCAL_MAX_STEPS),
         None => {}

@@ -18,6 +18,12 @@
 //!   [`PostgresStore::renew`], [`PostgresStore::release`]): claims use `FOR UPDATE SKIP
 //!   LOCKED`, a run becoming claimable sends `NOTIFY plan_work`, and a worker's writes go
 //!   through [`PostgresStore::fenced`], which refuses them once its lease is lost.
+//! - A process that runs its own runs on the shared store (`plan run`) drives them
+//!   through [`PostgresStore::driving`]: each run it creates is leased to it in the same
+//!   transaction, [`PostgresStore::keep_leases`] renews the leases, and a worker continues
+//!   the run if the process dies. [`PostgresStore::request_cancel`] reaches whoever holds
+//!   a run; [`PostgresStore::events_listener`] wakes any number of followers through one
+//!   connection.
 //!
 //! ```no_run
 //! use std::sync::Arc;

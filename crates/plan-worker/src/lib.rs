@@ -17,6 +17,12 @@
 //! continues it (a run from its journal), so a step that had finished is never run again
 //! and no output is committed twice.
 //!
+//! A run's trace continues across the fleet: each driver's run span continues the trace
+//! context kept with the run, and a step task carries its step span's context to the
+//! worker that runs it (an `execute_step` span there). A cancellation asked through the
+//! store ([`PostgresStore::request_cancel`](plan_postgres::PostgresStore::request_cancel))
+//! reaches the run's driver when it next renews its lease.
+//!
 //! The worker knows nothing about models or keys: the caller turns a run's record into
 //! an [`AgentBuilder`] (with the caller's own keys from its environment) or says why it
 //! cannot, and the worker then leaves that run to others, saying so once.

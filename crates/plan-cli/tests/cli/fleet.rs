@@ -573,6 +573,29 @@ fn plan_serve_on_postgres_queues_runs_for_the_workers() {
     );
     wait_status(&c, &s, &second, "succeeded");
     assert_eq!(committed(&url, &second).len(), 20);
+    // One that asks for approval is planned by the worker and waits; approving it runs it
+    // (in the server, under a lease), once.
+    let asked = fake.count(&step_prompt("l0s0"));
+    let third = start_run(
+        &c,
+        &s,
+        serde_json::json!({"goal": "Do twenty things", "strategy": "dag", "approve": true}),
+    );
+    wait_status(&c, &s, &third, "awaiting_approval");
+    assert_eq!(
+        fake.count(&step_prompt("l0s0")),
+        asked,
+        "nothing ran before approval"
+    );
+    let (code, v) = json_of(
+        authed(&c, "POST", &format!("{}/api/runs/{third}/approve", s.base))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(code, 202, "{v}");
+    wait_status(&c, &s, &third, "succeeded");
+    assert_eq!(committed(&url, &third).len(), 20);
+    assert_eq!(fake.count(&step_prompt("l0s0")), asked + 1, "run once");
 }
 
 /// A run's trace continues across the workers: its context is kept in the store, the

@@ -2,7 +2,6 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
@@ -366,39 +365,25 @@ async fn events(
             .ok_or_else(|| ApiError::bad("Last-Event-ID is not an event id"))?,
         None => 0,
     };
-    let (tx, rx) = tokio::sync::mpsc::channel::<SseEvent>(256);
-    let store = service.store.clone();
-    let fleet = service.fleet.clone();
-    let run = RunId::new(id);
-    tokio::spawn(async move {
-        use futures::StreamExt as _;
-        // A fleet's store announces new events; any other store is polled.
-        let wait = || {
-            let fleet = fleet.clone();
-            let run = run.clone();
-            async move {
-                match fleet {
-                    Some(fleet) => fleet.wait_for_events(&run, Duration::from_secs(1)).await,
-                    None => tokio::time::sleep(Duration::from_millis(50)).await,
-                }
-            }
-        };
-        let mut entries = std::pin::pin!(plan_exec::follow_with(store.as_ref(), &run, after, wait));
-        while let Some(entry) = entries.next().await {
-            let Ok(entry) = entry else { break };
-            let event = SseEvent::default()
-                .id(entry.seq.to_string())
-                .data(entry.event.to_json_line());
-            if tx.send(event).await.is_err() {
-                break; // the client went away
-            }
-        }
+    // Every stream of a run is fed by the run's one reader (see hub.rs).
+    let (tx, rx) = tokio::sync::mpsc::channel(256);
+    let source = crate::hub::Source {
+        store: service.store.clone(),
+        fleet: service.fleet.clone(),
+    };
+    tokio::spawn(
+        service
+            .hub
+            .clone()
+            .stream(source, RunId::new(id), after, tx),
+    );
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        let entry: std::sync::Arc<plan_exec::JournalEntry> = rx.recv().await?;
+        let event = SseEvent::default()
+            .id(entry.seq.to_string())
+            .data(entry.event.to_json_line());
+        Some((Ok(event), rx))
     });
-    let stream =
-        futures::stream::unfold(
-            rx,
-            |mut rx| async move { rx.recv().await.map(|e| (Ok(e), rx)) },
-        );
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 

@@ -31,6 +31,7 @@
 mod api;
 mod auth;
 mod fleet;
+mod hub;
 mod web;
 
 use std::collections::HashMap;
@@ -128,6 +129,7 @@ pub struct PlanService {
     pub(crate) config: ServeConfig,
     pub(crate) running: Mutex<HashMap<String, CancelToken>>,
     pub(crate) fleet: Option<Arc<dyn Fleet>>,
+    pub(crate) hub: Arc<hub::Hub>,
 }
 
 impl std::fmt::Debug for PlanService {
@@ -149,6 +151,7 @@ impl PlanService {
             config,
             running: Mutex::new(HashMap::new()),
             fleet: None,
+            hub: Arc::default(),
         }
     }
 

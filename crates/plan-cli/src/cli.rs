@@ -628,6 +628,11 @@ pub struct ResumeArgs {
     #[arg(long, value_enum)]
     pub sandbox: Option<SandboxArg>,
 
+    /// Tools, MCP servers and agents the remaining steps may use (give those the run
+    /// started with: they are not stored with it)
+    #[command(flatten)]
+    pub tools: ToolArgs,
+
     /// Write events as JSON lines to FILE as they happen
     #[arg(long, value_name = "FILE")]
     pub events: Option<PathBuf>,

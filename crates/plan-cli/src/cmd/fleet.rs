@@ -101,7 +101,7 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
 fn agent_for(base: &Settings, record: &RunRecord) -> Result<plan_strategies::AgentBuilder, String> {
     if let Some(needs) = record.options.get("local_only").and_then(|v| v.as_str()) {
         return Err(format!(
-            "run {id} was started by `plan run` with {needs}, which a worker does not have: continue it where it started, with `plan resume {id}`",
+            "run {id} was started by `plan run` with {needs}, which a worker does not have: continue it where it started, with `plan resume {id}` and the same flags",
             id = record.id
         ));
     }

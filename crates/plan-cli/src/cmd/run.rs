@@ -398,15 +398,24 @@ async fn continue_stored(
     }
     let ui = Ui::start(quiet, args.events.as_deref())?;
     let provider = session::provider(&settings, quiet)?;
-    let agent = session::agent(&settings, provider, &ui, &cancel)?
-        .store(store)
-        .build()
-        .map_err(session::strategy_error)?;
+    let tools = RunTools::open(&settings, &args.tools, None).await?;
+    let mut builder = session::agent(&settings, provider, &ui, &cancel)?.store(store);
+    if let Some(tools) = &tools {
+        builder = tools.wire(builder, session::model_resolver(quiet));
+    }
+    let agent = match builder.build().map_err(session::strategy_error) {
+        Ok(agent) => agent,
+        Err(e) => {
+            shutdown(tools).await;
+            return Err(e);
+        }
+    };
     let result = match approval {
         None => agent.resume(&id).await,
         Some(edited) => agent.approve(&id, edited).await,
     };
     drop(agent);
+    shutdown(tools).await;
     ui.finish().await;
     conclude(
         result,

@@ -689,3 +689,101 @@ fn a_runs_trace_continues_across_workers() {
         "a model call left the trace"
     );
 }
+
+/// A `plan run` that uses what only its machine has (here, a built-in file tool) is not
+/// taken over by a worker when its process dies: the worker says why, once, and `plan
+/// resume` continues the run where it started.
+#[test]
+fn a_run_with_local_tools_is_left_to_plan_resume_where_it_started() {
+    let Some(url) = database() else { return };
+    let sb = Sandbox::new();
+    let server = agent_server(&twenty_steps());
+    server.latency(Duration::from_millis(300));
+    let mut fleet = Fleet {
+        sb: &sb,
+        url: url.clone(),
+        workers: Vec::new(),
+    };
+    fleet.start("w1");
+    let mut run = sb
+        .plan([
+            "run",
+            "--store",
+            &url,
+            "--strategy",
+            "dag",
+            "--model",
+            "openai:fake-model",
+            "--base-url",
+            &server.base_url(),
+            "--tools",
+            "read_file",
+            "--quiet",
+            "Do twenty things",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let id = || -> Option<String> {
+        rt().block_on(async {
+            let store = PostgresStore::connect(&url).await.unwrap();
+            store
+                .list_runs()
+                .await
+                .unwrap()
+                .first()
+                .map(|r| r.id.to_string())
+        })
+    };
+    until("the run to start", 30, || id().is_some());
+    let id = id().unwrap();
+    until("3 committed steps", 60, || committed(&url, &id).len() >= 3);
+    signal(&run, "KILL");
+    let _ = run.wait();
+    // Its lease runs out (5 s); the worker claims it, sees what it needs, and leaves it.
+    until("the worker to leave the run", 30, || {
+        fleet
+            .log("w1")
+            .contains("was started by `plan run` with tools or agents")
+    });
+    let before = committed(&url, &id);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(committed(&url, &id), before, "a worker ran its steps");
+    let asked: Vec<(String, usize)> = before
+        .iter()
+        .map(|s| (s.clone(), server.count(&step_prompt(s))))
+        .collect();
+    let out = output(&mut sb.plan([
+        "resume",
+        &id,
+        "--tools",
+        "read_file",
+        "--json",
+        "--store",
+        &url,
+    ]));
+    expect_code(&out, 0);
+    let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["status"], "succeeded", "{v}");
+    assert_eq!(committed(&url, &id).len(), 20);
+    // The remaining steps were offered the tool again.
+    let last = server
+        .requests()
+        .into_iter()
+        .rfind(|r| r.text().contains(&step_prompt("l4s0")))
+        .expect("the last layer ran");
+    assert!(last.tools().contains(&"read_file"), "{:?}", last.tools());
+    for (step, n) in asked {
+        assert_eq!(
+            server.count(&step_prompt(&step)),
+            n,
+            "step {step} ran again"
+        );
+    }
+    assert_eq!(
+        fleet.log("w1").matches("was started by `plan run`").count(),
+        1,
+        "said once"
+    );
+}

@@ -192,18 +192,9 @@ fn check_base_url(service: &PlanService, url: Option<&str>) -> ApiResult<()> {
     if service.config.allow_base_url {
         return Ok(());
     }
-    let host = url
-        .split_once("://")
-        .map(|(_, rest)| rest)
-        .unwrap_or(url)
-        .split(['/', '?', '#'])
-        .next()
-        .unwrap_or_default();
-    let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
-    let host = match host.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or_default(),
-        None => host.split(':').next().unwrap_or_default(),
-    };
+    let parsed =
+        url::Url::parse(url).map_err(|e| ApiError::bad(format!("base_url is not a URL: {e}")))?;
+    let host = parsed.host_str().unwrap_or_default();
     if is_loopback_host(host) {
         Ok(())
     } else {

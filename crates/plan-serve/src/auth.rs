@@ -42,15 +42,10 @@ fn cookie(req: &Request) -> Option<&str> {
 }
 
 fn query_token(req: &Request) -> Option<String> {
-    req.uri().query()?.split('&').find_map(|pair| {
-        let value = pair.strip_prefix("token=")?;
-        Some(
-            value
-                .replace("%2B", "+")
-                .replace("%2F", "/")
-                .replace("%3D", "="),
-        )
-    })
+    let query = req.uri().query()?;
+    url::form_urlencoded::parse(query.as_bytes())
+        .find(|(key, _)| key == "token")
+        .map(|(_, value)| value.into_owned())
 }
 
 /// Lets a request through when it carries the token (or no token is set); a `?token=`
@@ -81,4 +76,25 @@ pub(crate) async fn require_token(
         "missing or wrong token: send `Authorization: Bearer TOKEN` (or open a page once with ?token=TOKEN)",
     )
     .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_query_token_is_percent_decoded() {
+        let req = |uri: &str| {
+            axum::http::Request::builder()
+                .uri(uri)
+                .body(axum::body::Body::empty())
+                .unwrap()
+        };
+        assert_eq!(
+            query_token(&req("/runs/x?a=1&token=a%2Bb%3D%26c+d")).as_deref(),
+            Some("a+b=&c d")
+        );
+        assert_eq!(query_token(&req("/runs/x?tokens=no")), None);
+        assert_eq!(query_token(&req("/runs/x")), None);
+    }
 }

@@ -204,6 +204,11 @@ fn bad_requests_get_clear_errors() {
         v["error"].as_str().unwrap().contains("--allow-base-url"),
         "{v}"
     );
+    // A loopback name in the user part is no loopback host.
+    let (code, v) = post(r#"{"goal": "g", "base_url": "http://127.0.0.1@example.com/v1"}"#);
+    assert_eq!(code, 403, "{v}");
+    let (code, v) = post(r#"{"goal": "g", "base_url": "not a url"}"#);
+    assert_eq!(code, 400, "{v}");
     let (code, v) = json_of(
         authed(&c, "GET", &format!("{url}/nosuchrun"))
             .send()

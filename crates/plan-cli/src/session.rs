@@ -363,6 +363,24 @@ impl DrivingStore {
         Self::open(spec, command, cancel).await.map(Some)
     }
 
+    /// Why the run stopped, when the store stopped it rather than this process: its lease
+    /// was lost to another process, or a cancellation was asked through the store.
+    pub fn stopped_by_store(&self, run: &str) -> Option<String> {
+        let (_, keeper) = self.leased.as_ref()?;
+        if keeper.lost() {
+            Some(format!(
+                "this process lost its lease on run {run} (it was paused or cut off for longer than {} s) and another process continues the run: follow it with `plan wait {run}`",
+                DRIVER_LEASE.as_secs()
+            ))
+        } else if keeper.cancel_requested() {
+            Some(format!(
+                "run {run} was cancelled through the store (a cancel request from the API)"
+            ))
+        } else {
+            None
+        }
+    }
+
     /// Takes `run` over for this process before continuing it: on a shared store it must
     /// not be held by a live process (a worker, another `plan run`), or two would run it.
     ///

@@ -105,6 +105,28 @@ pub enum Renewal {
 #[derive(Debug)]
 pub struct LeaseKeeper {
     task: tokio::task::JoinHandle<()>,
+    seen: Arc<Seen>,
+}
+
+/// What the keeper saw, for its owner to explain why its run stopped.
+#[derive(Debug, Default)]
+struct Seen {
+    lost: std::sync::atomic::AtomicBool,
+    cancel_requested: std::sync::atomic::AtomicBool,
+}
+
+impl LeaseKeeper {
+    /// Whether a lease was lost: another process took its run over.
+    pub fn lost(&self) -> bool {
+        self.seen.lost.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Whether someone asked for a held run to be cancelled.
+    pub fn cancel_requested(&self) -> bool {
+        self.seen
+            .cancel_requested
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 impl Drop for LeaseKeeper {
@@ -218,6 +240,8 @@ impl PostgresStore {
     /// cancelled one still holds its lease, so its driver can record the cancellation).
     pub fn keep_leases(&self, ttl: Duration, cancel: CancelToken) -> LeaseKeeper {
         let store = self.clone();
+        let seen = Arc::new(Seen::default());
+        let saw = seen.clone();
         let task = tokio::spawn(async move {
             let mut lost: Vec<Lease> = Vec::new();
             let mut told = false;
@@ -230,6 +254,8 @@ impl PostgresStore {
                     match store.renew_lease(&lease, ttl).await {
                         Ok(Renewal::Held) => {}
                         Ok(Renewal::CancelRequested) => {
+                            saw.cancel_requested
+                                .store(true, std::sync::atomic::Ordering::Relaxed);
                             if !told {
                                 tracing::info!(worker = %lease.worker, run = %lease.run, "cancellation asked for: cancelling the run");
                                 told = true;
@@ -237,6 +263,7 @@ impl PostgresStore {
                             cancel.cancel();
                         }
                         Ok(Renewal::Lost) => {
+                            saw.lost.store(true, std::sync::atomic::Ordering::Relaxed);
                             tracing::warn!(worker = %lease.worker, run = %lease.run, "lost the lease (it expired and another process took the run over); stopping the run here");
                             lost.push(lease);
                             cancel.cancel();
@@ -248,7 +275,7 @@ impl PostgresStore {
                 }
             }
         });
-        LeaseKeeper { task }
+        LeaseKeeper { task, seen }
     }
 
     /// Gives up every lease this store holds (see [`release`](Self::release)): runs that

@@ -95,8 +95,7 @@ pub async fn run(args: RunArgs, quiet: bool) -> anyhow::Result<ExitCode> {
                         ui,
                         (&forecaster, ledger.as_ref()),
                         &args,
-                        &cancel,
-                        settings.sandbox,
+                        (&cancel, settings.sandbox, &driving),
                     )
                     .await;
                 }
@@ -131,8 +130,7 @@ pub async fn run(args: RunArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         ui,
         (&forecaster, ledger.as_ref()),
         &args,
-        &cancel,
-        settings.sandbox,
+        (&cancel, settings.sandbox, &driving),
     )
     .await
 }
@@ -147,8 +145,7 @@ async fn finish_run(
     ui: Ui,
     (forecaster, store): (&Forecaster, &dyn RunStore),
     args: &RunArgs,
-    cancel: &CancelToken,
-    sandbox: SandboxArg,
+    (cancel, sandbox, driving): (&CancelToken, SandboxArg, &session::DrivingStore),
 ) -> anyhow::Result<ExitCode> {
     drop(agent);
     shutdown(tools).await;
@@ -161,6 +158,7 @@ async fn finish_run(
         }
         Err(e) => Err(e),
     };
+    let note = stopped(driving, &result);
     conclude(
         result,
         args.execution.json,
@@ -168,6 +166,7 @@ async fn finish_run(
         cancel,
         false,
         sandbox,
+        note,
     )
 }
 
@@ -247,6 +246,7 @@ pub async fn exec(args: ExecArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         }
         Err(e) => Err(e),
     };
+    let note = stopped(&driving, &result);
     conclude(
         result,
         args.execution.json,
@@ -254,6 +254,7 @@ pub async fn exec(args: ExecArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         &cancel,
         true,
         settings.sandbox,
+        note,
     )
 }
 
@@ -417,6 +418,7 @@ async fn continue_stored(
     drop(agent);
     shutdown(tools).await;
     ui.finish().await;
+    let note = stopped(&driving, &result);
     conclude(
         result,
         args.json,
@@ -424,7 +426,21 @@ async fn continue_stored(
         &cancel,
         false,
         settings.sandbox,
+        note,
     )
+}
+
+/// Why a run that did not succeed was stopped by its shared store (its lease lost, or a
+/// cancellation asked through the API), to say before the usual ending.
+fn stopped(
+    driving: &session::DrivingStore,
+    result: &Result<RunReport, StrategyError>,
+) -> Option<String> {
+    match result {
+        Ok(report) if report.status == RunStatus::Succeeded => None,
+        Ok(report) => driving.stopped_by_store(report.run_id.as_str()),
+        Err(_) => None,
+    }
 }
 
 /// What a run uses that only this machine has (documents, tools, agents), which a fleet
@@ -510,6 +526,7 @@ pub async fn wait(args: WaitArgs) -> anyhow::Result<ExitCode> {
         &cancel,
         false,
         SandboxArg::Auto,
+        None,
     )
 }
 
@@ -587,7 +604,11 @@ fn conclude(
     cancel: &CancelToken,
     plan_from_file: bool,
     sandbox: SandboxArg,
+    stopped_by_store: Option<String>,
 ) -> anyhow::Result<ExitCode> {
+    if let Some(why) = stopped_by_store {
+        eprintln!("note: {why}");
+    }
     let report = match result {
         Ok(report) => report,
         Err(e) => {

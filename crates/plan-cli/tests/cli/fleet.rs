@@ -787,3 +787,60 @@ fn a_run_with_local_tools_is_left_to_plan_resume_where_it_started() {
         "said once"
     );
 }
+
+/// A cancellation asked through the store (what `POST /api/runs/ID/cancel` of a fleet
+/// server does) stops a `plan run` holding the run, which says so.
+#[test]
+fn a_cancel_request_through_the_store_stops_plan_run() {
+    let Some(url) = database() else { return };
+    let sb = Sandbox::new();
+    let server = agent_server(&twenty_steps());
+    server.latency(Duration::from_millis(300));
+    let run = sb
+        .plan([
+            "run",
+            "--store",
+            &url,
+            "--strategy",
+            "dag",
+            "--model",
+            "openai:fake-model",
+            "--base-url",
+            &server.base_url(),
+            "Do twenty things",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let id = || -> Option<String> {
+        rt().block_on(async {
+            let store = PostgresStore::connect(&url).await.unwrap();
+            store
+                .list_runs()
+                .await
+                .unwrap()
+                .first()
+                .map(|r| r.id.to_string())
+        })
+    };
+    until("the run to start", 30, || id().is_some());
+    let id = id().unwrap();
+    until("a committed step", 60, || !committed(&url, &id).is_empty());
+    let asked = rt().block_on(async {
+        let store = PostgresStore::connect(&url).await.unwrap();
+        store.request_cancel(&RunId::new(&id)).await.unwrap()
+    });
+    assert!(asked);
+    let out = run.wait_with_output().unwrap();
+    expect_code(&out, 130);
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("note: run {id} was cancelled through the store")),
+        "{err}"
+    );
+    let out = output(&mut sb.plan(["show", &id, "--json", "--store", &url]));
+    let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["status"], "cancelled", "{v}");
+    assert!(committed(&url, &id).len() < 20, "it stopped before the end");
+}

@@ -6,7 +6,8 @@
 //! [`ProviderFactory`], so this crate knows no provider) and the settings;
 //! [`PlanService::router`] is its axum router, and [`serve`] serves it on a listener.
 //! Runs started through the API execute in the server process, or, with a [`Fleet`]
-//! ([`PlanService::with_fleet`]), are queued in a shared store for its workers.
+//! ([`PlanService::with_fleet`]), are queued in a shared store for its workers (with the
+//! `postgres` feature, `PostgresFleet` is the fleet of `plan worker`s on PostgreSQL).
 //!
 //! The JSON of the API is the CLI's: `GET /api/runs/{id}` is the object `plan run --json`
 //! prints, `GET /api/runs` the list `plan runs --json` prints; errors are
@@ -32,6 +33,8 @@ mod api;
 mod auth;
 mod fleet;
 mod hub;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod web;
 
 use std::collections::HashMap;
@@ -44,6 +47,8 @@ use serde::Deserialize;
 
 pub use api::ApiError;
 pub use fleet::{Fleet, Held};
+#[cfg(feature = "postgres")]
+pub use postgres::{PostgresFleet, QueuedRecord};
 
 /// What a client asks for when it starts a run (`POST /api/runs`).
 #[derive(Clone, Debug, Default, Deserialize)]

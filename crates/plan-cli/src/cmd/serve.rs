@@ -5,13 +5,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use std::time::Duration;
-
-use async_trait::async_trait;
-use plan_core::RunId;
-use plan_exec::{CancelToken, SessionBuilder};
-use plan_postgres::{EventsListener, PostgresStore};
-use plan_serve::{Fleet, Held, PlanService, RunRequest, ServeConfig, is_loopback_host};
+use plan_serve::{PlanService, PostgresFleet, RunRequest, ServeConfig, is_loopback_host};
 
 use crate::cli::{ServeArgs, Strategy};
 use crate::config::{Overrides, Settings, StoreSpec};
@@ -45,7 +39,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let store = session::open_store(&settings.store).await?;
     // On a shared store the runs go to the fleet's workers.
     let fleet = match &settings.store {
-        StoreSpec::Postgres(url) => Some(PostgresFleet::connect(url, &settings).await?),
+        StoreSpec::Postgres(url) => Some(postgres_fleet(url, &settings).await?),
         StoreSpec::Sqlite(_) => None,
     };
     let defaults = settings.clone();
@@ -118,38 +112,13 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// How long the server's lease on a run it continues itself (an approval) lasts.
-const HOLD_LEASE: Duration = Duration::from_secs(5);
-
-/// The fleet behind a PostgreSQL store: runs are queued for `plan worker`s, cancelled
-/// through their leases, and followed through one shared `LISTEN` connection.
-struct PostgresFleet {
-    store: PostgresStore,
-    defaults: Settings,
-    events: EventsListener,
-    name: String,
-}
-
-impl PostgresFleet {
-    async fn connect(url: &str, defaults: &Settings) -> anyhow::Result<PostgresFleet> {
-        let store = session::connect_postgres(url).await?;
-        let events = store
-            .events_listener()
-            .await
-            .map_err(|e| anyhow::anyhow!("plan serve: {e}"))?;
-        Ok(PostgresFleet {
-            store,
-            defaults: defaults.clone(),
-            events,
-            name: session::process_name("plan-serve"),
-        })
-    }
-}
-
-#[async_trait]
-impl Fleet for PostgresFleet {
-    async fn submit(&self, request: &RunRequest) -> Result<RunId, String> {
-        let mut settings = self.defaults.clone();
+/// The fleet of `plan worker`s on the PostgreSQL store at `url`: each run request is
+/// queued with the server's settings, overridden by what the request names.
+async fn postgres_fleet(url: &str, defaults: &Settings) -> anyhow::Result<PostgresFleet> {
+    let store = session::connect_postgres(url).await?;
+    let defaults = defaults.clone();
+    let record = Arc::new(move |request: &RunRequest| {
+        let mut settings = defaults.clone();
         if let Some(model) = &request.model {
             settings.model.clone_from(model);
         }
@@ -174,43 +143,13 @@ impl Fleet for PostgresFleet {
             Some(serde_json::Value::String(s)) if s == "replans" => Some("replans"),
             _ => None,
         };
-        let record = super::fleet::queued_record(&settings, &request.goal, approve);
-        SessionBuilder::new()
-            .store(Arc::new(self.store.clone()))
-            .enqueue(record)
-            .await
-            .map_err(|e| format!("cannot queue the run: {e}"))
-    }
-
-    async fn cancel(&self, run: &RunId) -> Result<bool, String> {
-        self.store
-            .request_cancel(run)
-            .await
-            .map_err(|e| e.to_string())
-    }
-
-    async fn requeue(&self, run: &RunId) -> Result<bool, String> {
-        self.store.requeue(run).await.map_err(|e| e.to_string())
-    }
-
-    async fn hold(&self, run: &RunId, cancel: CancelToken) -> Result<Held, String> {
-        let driving = self.store.driving(&self.name, HOLD_LEASE);
-        match driving.claim_run(run).await.map_err(|e| e.to_string())? {
-            Ok(_) => {
-                let keeper = driving.keep_leases(HOLD_LEASE, cancel);
-                Ok(Held {
-                    store: Arc::new(driving),
-                    guard: Box::new(keeper),
-                })
-            }
-            Err(holder) => Err(format!(
-                "run `{run}` is being run by `{}` (it holds the run's lease)",
-                holder.worker
-            )),
-        }
-    }
-
-    async fn wait_for_events(&self, run: &RunId, at_most: Duration) {
-        self.events.wait(run, at_most).await;
-    }
+        Ok(super::fleet::queued_record(
+            &settings,
+            &request.goal,
+            approve,
+        ))
+    });
+    PostgresFleet::new(store, session::process_name("plan-serve"), record)
+        .await
+        .map_err(|e| anyhow::anyhow!("plan serve: {e}"))
 }

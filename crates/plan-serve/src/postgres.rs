@@ -1,0 +1,102 @@
+//! [`PostgresFleet`]: the [`Fleet`] of `plan worker`s behind a PostgreSQL store.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use plan_core::RunId;
+use plan_exec::{CancelToken, RunRecord, SessionBuilder};
+use plan_postgres::{EventsListener, PostgresStore};
+
+use crate::{Fleet, Held, RunRequest};
+
+/// How long the server's lease on a run it continues itself (an approval) lasts.
+const HOLD_LEASE: Duration = Duration::from_secs(5);
+
+/// Turns a run request into the record of a queued run (its strategy, model spec,
+/// endpoint and options, never a key), or says why the request cannot be served.
+pub type QueuedRecord = Arc<dyn Fn(&RunRequest) -> Result<RunRecord, String> + Send + Sync>;
+
+/// The fleet behind a PostgreSQL store: runs are queued for its workers, cancelled and
+/// resumed through the store, held under a lease when the server runs an approved plan
+/// itself, and followed through one shared `LISTEN` connection.
+pub struct PostgresFleet {
+    store: PostgresStore,
+    events: EventsListener,
+    name: String,
+    record: QueuedRecord,
+}
+
+impl std::fmt::Debug for PostgresFleet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresFleet")
+            .field("store", &self.store)
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PostgresFleet {
+    /// The fleet of `store`. The server is `name` in the leases it takes; `record` makes
+    /// the record of each queued run.
+    ///
+    /// # Errors
+    /// When the store cannot be listened to.
+    pub async fn new(
+        store: PostgresStore,
+        name: impl Into<String>,
+        record: QueuedRecord,
+    ) -> Result<PostgresFleet, plan_exec::StoreError> {
+        let events = store.events_listener().await?;
+        Ok(PostgresFleet {
+            store,
+            events,
+            name: name.into(),
+            record,
+        })
+    }
+}
+
+#[async_trait]
+impl Fleet for PostgresFleet {
+    async fn submit(&self, request: &RunRequest) -> Result<RunId, String> {
+        let record = (self.record)(request)?;
+        SessionBuilder::new()
+            .store(Arc::new(self.store.clone()))
+            .enqueue(record)
+            .await
+            .map_err(|e| format!("cannot queue the run: {e}"))
+    }
+
+    async fn cancel(&self, run: &RunId) -> Result<bool, String> {
+        self.store
+            .request_cancel(run)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn requeue(&self, run: &RunId) -> Result<bool, String> {
+        self.store.requeue(run).await.map_err(|e| e.to_string())
+    }
+
+    async fn hold(&self, run: &RunId, cancel: CancelToken) -> Result<Held, String> {
+        let driving = self.store.driving(&self.name, HOLD_LEASE);
+        match driving.claim_run(run).await.map_err(|e| e.to_string())? {
+            Ok(_) => {
+                let keeper = driving.keep_leases(HOLD_LEASE, cancel);
+                Ok(Held {
+                    store: Arc::new(driving),
+                    guard: Box::new(keeper),
+                })
+            }
+            Err(holder) => Err(format!(
+                "run `{run}` is being run by `{}` (it holds the run's lease)",
+                holder.worker
+            )),
+        }
+    }
+
+    async fn wait_for_events(&self, run: &RunId, at_most: Duration) {
+        self.events.wait(run, at_most).await;
+    }
+}

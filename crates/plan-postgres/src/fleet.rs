@@ -151,21 +151,7 @@ impl PostgresStore {
     /// # Errors
     /// [`StoreError`] when the database cannot be reached.
     pub async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<bool, StoreError> {
-        let client = self.client().await?;
-        let n = client
-            .execute(
-                "UPDATE plan.leases SET expires = now() + $4::bigint * interval '1 millisecond'
-                 WHERE run = $1 AND worker = $2 AND token = $3 AND expires > now()",
-                &[
-                    &lease.run.as_str(),
-                    &lease.worker,
-                    &lease.token,
-                    &millis(ttl),
-                ],
-            )
-            .await
-            .map_err(|e| self.inner.errors.store("cannot renew a lease", &e))?;
-        Ok(n == 1)
+        Ok(self.renew_lease(lease, ttl).await? != crate::driving::Renewal::Lost)
     }
 
     /// Gives a lease up. A run that has not ended becomes claimable at once, and the

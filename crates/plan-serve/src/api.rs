@@ -392,11 +392,7 @@ async fn cancel(
     match token {
         Some(token) => {
             token.cancel();
-            Ok((
-                StatusCode::ACCEPTED,
-                Json(json!({"run_id": id, "status": "cancelling"})),
-            )
-                .into_response())
+            Ok(accepted(&id, "cancelling"))
         }
         None => match &service.fleet {
             Some(fleet) => {
@@ -405,11 +401,7 @@ async fn cancel(
                     .await
                     .map_err(ApiError::internal)?
                 {
-                    Ok((
-                        StatusCode::ACCEPTED,
-                        Json(json!({"run_id": id, "status": "cancelling"})),
-                    )
-                        .into_response())
+                    Ok(accepted(&id, "cancelling"))
                 } else {
                     Err(ApiError::new(
                         StatusCode::CONFLICT,
@@ -481,11 +473,16 @@ where
             running.remove(&key);
         }
     });
-    Ok((
+    Ok(accepted(&id, "running"))
+}
+
+/// 202, with the run and what it is now doing.
+fn accepted(id: &str, status: &str) -> Response {
+    (
         StatusCode::ACCEPTED,
-        Json(json!({"run_id": id, "status": "running"})),
+        Json(json!({"run_id": id, "status": status})),
     )
-        .into_response())
+        .into_response()
 }
 
 /// `POST /api/runs/{id}/resume`: continues a run that stopped (a crash, a cancellation).
@@ -515,11 +512,7 @@ async fn resume(
                     .await
                     .map_err(ApiError::internal)?
                 {
-                    Ok((
-                        StatusCode::ACCEPTED,
-                        Json(json!({"run_id": id, "status": "queued"})),
-                    )
-                        .into_response())
+                    Ok(accepted(&id, "queued"))
                 } else {
                     Err(ApiError::new(
                         StatusCode::CONFLICT,

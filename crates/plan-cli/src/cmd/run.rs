@@ -66,16 +66,7 @@ pub async fn run(args: RunArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         // Plain steps work from the documents, unless they have tools to call.
         builder = research.wire(builder, tools.is_none());
     }
-    if let Some(tools) = &tools {
-        builder = tools.wire(builder, session::model_resolver(quiet));
-    }
-    let agent = match builder.build().map_err(session::strategy_error) {
-        Ok(agent) => agent,
-        Err(e) => {
-            shutdown(tools).await;
-            return Err(e);
-        }
-    };
+    let (agent, tools) = build_with_tools(builder, tools, quiet).await?;
     // A plan is made first when someone must approve it or its cost must be checked.
     let result = if args.execution.approve || settings.budget_usd.is_some() {
         match agent.plan_only(args.goal.clone()).await {
@@ -199,16 +190,7 @@ pub async fn exec(args: ExecArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     if let Some(needs) = local_only(false, &args.tools) {
         builder = builder.record_option("local_only", serde_json::json!(needs));
     }
-    if let Some(tools) = &tools {
-        builder = tools.wire(builder, session::model_resolver(quiet));
-    }
-    let agent = match builder.build().map_err(session::strategy_error) {
-        Ok(agent) => agent,
-        Err(e) => {
-            shutdown(tools).await;
-            return Err(e);
-        }
-    };
+    let (agent, tools) = build_with_tools(builder, tools, quiet).await?;
     let plan = if args.execution.approve {
         let decision = ask(&ui, plan, &cancel).await;
         match decision {
@@ -400,17 +382,8 @@ async fn continue_stored(
     let ui = Ui::start(quiet, args.events.as_deref())?;
     let provider = session::provider(&settings, quiet)?;
     let tools = RunTools::open(&settings, &args.tools, None).await?;
-    let mut builder = session::agent(&settings, provider, &ui, &cancel)?.store(store);
-    if let Some(tools) = &tools {
-        builder = tools.wire(builder, session::model_resolver(quiet));
-    }
-    let agent = match builder.build().map_err(session::strategy_error) {
-        Ok(agent) => agent,
-        Err(e) => {
-            shutdown(tools).await;
-            return Err(e);
-        }
-    };
+    let builder = session::agent(&settings, provider, &ui, &cancel)?.store(store);
+    let (agent, tools) = build_with_tools(builder, tools, quiet).await?;
     let result = match approval {
         None => agent.resume(&id).await,
         Some(edited) => agent.approve(&id, edited).await,
@@ -440,6 +413,26 @@ fn stopped(
         Ok(report) if report.status == RunStatus::Succeeded => None,
         Ok(report) => driving.stopped_by_store(report.run_id.as_str()),
         Err(_) => None,
+    }
+}
+
+/// Builds the agent with the run's tools wired in; when it cannot be built, the tools
+/// (MCP servers) are shut down before the error is returned.
+async fn build_with_tools(
+    builder: plan_strategies::AgentBuilder,
+    tools: Option<RunTools>,
+    quiet: bool,
+) -> anyhow::Result<(plan_strategies::Agent, Option<RunTools>)> {
+    let builder = match &tools {
+        Some(t) => t.wire(builder, session::model_resolver(quiet)),
+        None => builder,
+    };
+    match builder.build().map_err(session::strategy_error) {
+        Ok(agent) => Ok((agent, tools)),
+        Err(e) => {
+            shutdown(tools).await;
+            Err(e)
+        }
     }
 }
 

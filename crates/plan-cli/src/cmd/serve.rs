@@ -44,42 +44,23 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     let defaults = settings.clone();
     let provider = Arc::new(move |request: &RunRequest| {
-        let mut s = defaults.clone();
-        if let Some(model) = &request.model {
-            s.model.clone_from(model);
-        }
-        if request.base_url.is_some() {
-            s.base_url.clone_from(&request.base_url);
-        }
-        session::provider(&s, true).map_err(|e| e.to_string())
+        session::provider(&settings_for(&defaults, request)?, true).map_err(|e| e.to_string())
     });
     let defaults = settings.clone();
     let configure = Arc::new(
         move |builder: plan_strategies::AgentBuilder, request: &RunRequest| {
-            let strategy = match request.strategy.as_deref() {
-                Some(name) => Strategy::from_name(name).ok_or_else(|| {
-                    format!(
-                        "unknown strategy `{name}`: use auto, linear, dag, hierarchical, adaptive or reflective"
-                    )
-                })?,
-                None => defaults.strategy,
-            };
+            let s = settings_for(&defaults, request)?;
             let mut builder = builder
-                .strategy(session::strategy(strategy).map_err(|e| e.to_string())?)
-                .concurrency(defaults.concurrency)
-                .max_replans(defaults.max_replans)
-                .max_depth(defaults.max_depth as usize)
-                .model_spec(
-                    request
-                        .model
-                        .clone()
-                        .unwrap_or_else(|| defaults.model.clone()),
-                )
-                .sandbox(defaults.sandbox.choice().lazy());
-            if let Some(n) = defaults.max_steps {
+                .strategy(session::strategy(s.strategy).map_err(|e| e.to_string())?)
+                .concurrency(s.concurrency)
+                .max_replans(s.max_replans)
+                .max_depth(s.max_depth as usize)
+                .model_spec(s.model.clone())
+                .sandbox(s.sandbox.choice().lazy());
+            if let Some(n) = s.max_steps {
                 builder = builder.max_steps(n);
             }
-            if let Some(url) = request.base_url.as_ref().or(defaults.base_url.as_ref()) {
+            if let Some(url) = &s.base_url {
                 builder = builder.base_url(url.clone());
             }
             Ok(builder)
@@ -118,31 +99,12 @@ async fn postgres_fleet(url: &str, defaults: &Settings) -> anyhow::Result<Postgr
     let store = session::connect_postgres(url).await?;
     let defaults = defaults.clone();
     let record = Arc::new(move |request: &RunRequest| {
-        let mut settings = defaults.clone();
-        if let Some(model) = &request.model {
-            settings.model.clone_from(model);
-        }
-        if request.base_url.is_some() {
-            settings.base_url.clone_from(&request.base_url);
-        }
-        if let Some(name) = &request.strategy {
-            settings.strategy = Strategy::from_name(name).ok_or_else(|| {
-                format!(
-                    "unknown strategy `{name}`: use auto, linear, dag, hierarchical, adaptive or reflective"
-                )
-            })?;
-        }
-        if let Some(n) = request.max_steps {
-            settings.max_steps = Some(n);
-        }
-        if let Some(n) = request.concurrency {
-            settings.concurrency = n.max(1);
-        }
         let approve = match &request.approve {
             Some(serde_json::Value::Bool(true)) => Some("plan"),
             Some(serde_json::Value::String(s)) if s == "replans" => Some("replans"),
             _ => None,
         };
+        let settings = settings_for(&defaults, request)?;
         Ok(super::fleet::queued_record(
             &settings,
             &request.goal,
@@ -152,4 +114,29 @@ async fn postgres_fleet(url: &str, defaults: &Settings) -> anyhow::Result<Postgr
     PostgresFleet::new(store, session::process_name("plan-serve"), record)
         .await
         .map_err(|e| anyhow::anyhow!("plan serve: {e}"))
+}
+
+/// The server's settings with what a run request names in their place.
+fn settings_for(defaults: &Settings, request: &RunRequest) -> Result<Settings, String> {
+    let mut settings = defaults.clone();
+    if let Some(model) = &request.model {
+        settings.model.clone_from(model);
+    }
+    if request.base_url.is_some() {
+        settings.base_url.clone_from(&request.base_url);
+    }
+    if let Some(name) = &request.strategy {
+        settings.strategy = Strategy::from_name(name).ok_or_else(|| {
+            format!(
+                "unknown strategy `{name}`: use auto, linear, dag, hierarchical, adaptive or reflective"
+            )
+        })?;
+    }
+    if let Some(n) = request.max_steps {
+        settings.max_steps = Some(n);
+    }
+    if let Some(n) = request.concurrency {
+        settings.concurrency = n.max(1);
+    }
+    Ok(settings)
 }

@@ -74,7 +74,15 @@ struct Fleet<'a> {
     workers: Vec<(String, Child)>,
 }
 
-impl Fleet<'_> {
+impl<'a> Fleet<'a> {
+    fn new(sb: &'a Sandbox, url: &str) -> Fleet<'a> {
+        Fleet {
+            sb,
+            url: url.to_owned(),
+            workers: Vec::new(),
+        }
+    }
+
     fn start(&mut self, name: &str) {
         self.start_with(name, &[]);
     }
@@ -167,6 +175,40 @@ fn signal(child: &Child, sig: &str) {
     assert!(status.success(), "kill -{sig} failed");
 }
 
+/// `plan run` of the twenty steps on the store at `url`, quiet, with `extra` flags.
+fn plan_run(sb: &Sandbox, url: &str, base_url: &str, extra: &[&str]) -> std::process::Command {
+    let mut args = vec![
+        "run",
+        "--store",
+        url,
+        "--strategy",
+        "dag",
+        "--model",
+        "openai:fake-model",
+        "--base-url",
+        base_url,
+        "--quiet",
+    ];
+    args.extend(extra);
+    args.push("Do twenty things");
+    let mut cmd = sb.plan(args);
+    cmd.stdout(Stdio::null());
+    cmd
+}
+
+/// The id of the first run in the store at `url`, once there is one.
+fn first_run(url: &str) -> String {
+    let id = || -> Option<String> {
+        rt().block_on(async {
+            let store = PostgresStore::connect(url).await.unwrap();
+            let runs = store.list_runs().await.unwrap();
+            runs.first().map(|r| r.id.to_string())
+        })
+    };
+    until("the run to start", 30, || id().is_some());
+    id().unwrap()
+}
+
 fn until(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(secs);
     while !ok() {
@@ -195,11 +237,7 @@ fn a_run_survives_kill_9_of_the_worker_holding_it_at_several_points() {
     let sb = Sandbox::new();
     let server = agent_server(&twenty_steps());
     server.latency(Duration::from_millis(150));
-    let mut fleet = Fleet {
-        sb: &sb,
-        url: url.clone(),
-        workers: Vec::new(),
-    };
+    let mut fleet = Fleet::new(&sb, &url);
     for name in ["w1", "w2", "w3"] {
         fleet.start(name);
     }
@@ -259,11 +297,7 @@ fn a_paused_worker_loses_its_lease_and_its_late_writes_are_refused() {
     let sb = Sandbox::new();
     let server = agent_server(&twenty_steps());
     server.latency(Duration::from_millis(100));
-    let mut fleet = Fleet {
-        sb: &sb,
-        url: url.clone(),
-        workers: Vec::new(),
-    };
+    let mut fleet = Fleet::new(&sb, &url);
     fleet.start("sleepy");
     let id = fleet.submit(&server.base_url(), "Do twenty things");
     until("2 committed steps", 60, || committed(&url, &id).len() >= 2);
@@ -311,11 +345,7 @@ fn two_runs_submitted_at_once_both_progress() {
     let sb = Sandbox::new();
     let server = agent_server(&twenty_steps());
     server.latency(Duration::from_millis(100));
-    let mut fleet = Fleet {
-        sb: &sb,
-        url: url.clone(),
-        workers: Vec::new(),
-    };
+    let mut fleet = Fleet::new(&sb, &url);
     let first = fleet.submit(&server.base_url(), "Do twenty things");
     let second = fleet.submit(&server.base_url(), "Do twenty things again");
     fleet.start("only");
@@ -354,11 +384,7 @@ fn a_submitted_run_can_wait_for_approval_and_runs_once_approved() {
     let Some(url) = database() else { return };
     let sb = Sandbox::new();
     let server = agent_server(&twenty_steps());
-    let mut fleet = Fleet {
-        sb: &sb,
-        url: url.clone(),
-        workers: Vec::new(),
-    };
+    let mut fleet = Fleet::new(&sb, &url);
     fleet.start("w1");
     fleet.start("w2");
     let out = output(&mut sb.plan([
@@ -411,43 +437,13 @@ fn plan_run_on_postgres_holds_its_run_and_a_worker_continues_it_after_kill_9() {
     let sb = Sandbox::new();
     let server = agent_server(&twenty_steps());
     server.latency(Duration::from_millis(300));
-    let mut fleet = Fleet {
-        sb: &sb,
-        url: url.clone(),
-        workers: Vec::new(),
-    };
+    let mut fleet = Fleet::new(&sb, &url);
     fleet.start("w1");
-    let mut run = sb
-        .plan([
-            "run",
-            "--store",
-            &url,
-            "--strategy",
-            "dag",
-            "--model",
-            "openai:fake-model",
-            "--base-url",
-            &server.base_url(),
-            "--quiet",
-            "Do twenty things",
-        ])
-        .stdout(Stdio::null())
+    let mut run = plan_run(&sb, &url, &server.base_url(), &[])
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let id = || -> Option<String> {
-        rt().block_on(async {
-            let store = PostgresStore::connect(&url).await.unwrap();
-            store
-                .list_runs()
-                .await
-                .unwrap()
-                .first()
-                .map(|r| r.id.to_string())
-        })
-    };
-    until("the run to start", 30, || id().is_some());
-    let id = id().unwrap();
+    let id = first_run(&url);
     until("3 committed steps", 60, || committed(&url, &id).len() >= 3);
     let driver = holder(&url, &id).expect("plan run holds its run's lease");
     assert!(driver.starts_with("plan-run@"), "{driver}");
@@ -530,11 +526,7 @@ fn plan_serve_on_postgres_queues_runs_for_the_workers() {
             .unwrap(),
     );
     assert_eq!(code, 202, "{v}");
-    let mut fleet = Fleet {
-        sb: &sb,
-        url: url.clone(),
-        workers: Vec::new(),
-    };
+    let mut fleet = Fleet::new(&sb, &url);
     fleet.start("w1");
     wait_status(&c, &s, &id, "cancelled");
     assert_eq!(
@@ -611,11 +603,7 @@ fn a_runs_trace_continues_across_workers() {
     let receiver = Receiver::start();
     let endpoint = receiver.endpoint();
     let env = [("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str())];
-    let mut fleet = Fleet {
-        sb: &sb,
-        url: url.clone(),
-        workers: Vec::new(),
-    };
+    let mut fleet = Fleet::new(&sb, &url);
     for name in ["w1", "w2", "w3"] {
         fleet.start_with(name, &env);
     }
@@ -699,45 +687,13 @@ fn a_run_with_local_tools_is_left_to_plan_resume_where_it_started() {
     let sb = Sandbox::new();
     let server = agent_server(&twenty_steps());
     server.latency(Duration::from_millis(300));
-    let mut fleet = Fleet {
-        sb: &sb,
-        url: url.clone(),
-        workers: Vec::new(),
-    };
+    let mut fleet = Fleet::new(&sb, &url);
     fleet.start("w1");
-    let mut run = sb
-        .plan([
-            "run",
-            "--store",
-            &url,
-            "--strategy",
-            "dag",
-            "--model",
-            "openai:fake-model",
-            "--base-url",
-            &server.base_url(),
-            "--tools",
-            "read_file",
-            "--quiet",
-            "Do twenty things",
-        ])
-        .stdout(Stdio::null())
+    let mut run = plan_run(&sb, &url, &server.base_url(), &["--tools", "read_file"])
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let id = || -> Option<String> {
-        rt().block_on(async {
-            let store = PostgresStore::connect(&url).await.unwrap();
-            store
-                .list_runs()
-                .await
-                .unwrap()
-                .first()
-                .map(|r| r.id.to_string())
-        })
-    };
-    until("the run to start", 30, || id().is_some());
-    let id = id().unwrap();
+    let id = first_run(&url);
     until("3 committed steps", 60, || committed(&url, &id).len() >= 3);
     signal(&run, "KILL");
     let _ = run.wait();
@@ -796,36 +752,11 @@ fn a_cancel_request_through_the_store_stops_plan_run() {
     let sb = Sandbox::new();
     let server = agent_server(&twenty_steps());
     server.latency(Duration::from_millis(300));
-    let run = sb
-        .plan([
-            "run",
-            "--store",
-            &url,
-            "--strategy",
-            "dag",
-            "--model",
-            "openai:fake-model",
-            "--base-url",
-            &server.base_url(),
-            "Do twenty things",
-        ])
-        .stdout(Stdio::null())
+    let run = plan_run(&sb, &url, &server.base_url(), &[])
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let id = || -> Option<String> {
-        rt().block_on(async {
-            let store = PostgresStore::connect(&url).await.unwrap();
-            store
-                .list_runs()
-                .await
-                .unwrap()
-                .first()
-                .map(|r| r.id.to_string())
-        })
-    };
-    until("the run to start", 30, || id().is_some());
-    let id = id().unwrap();
+    let id = first_run(&url);
     until("a committed step", 60, || !committed(&url, &id).is_empty());
     let asked = rt().block_on(async {
         let store = PostgresStore::connect(&url).await.unwrap();

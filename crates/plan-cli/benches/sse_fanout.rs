@@ -13,7 +13,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use plan_llm::testing::{FakeOpenAi, FakeReply};
 
+/// Streams by default; `SSE_CLIENTS=N` sets another number.
 const CLIENTS: usize = 200;
+
+fn client_count() -> usize {
+    std::env::var("SSE_CLIENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(CLIENTS)
+}
 const STEPS: usize = 100;
 
 /// Ten layers of ten steps, each depending on the layer before.
@@ -135,7 +143,7 @@ fn fanout(store: Option<&str>) {
     let id = v["run_id"].as_str().expect("a run id").to_owned();
     let latencies: Arc<Mutex<Vec<u64>>> = Arc::default();
     let counts: Arc<Mutex<Vec<usize>>> = Arc::default();
-    let clients: Vec<_> = (0..CLIENTS)
+    let clients: Vec<_> = (0..client_count())
         .map(|_| {
             let (client, url) = (client.clone(), format!("{base}/api/runs/{id}/events"));
             let (latencies, counts) = (latencies.clone(), counts.clone());
@@ -192,12 +200,13 @@ fn fanout(store: Option<&str>) {
     ms.sort_unstable();
     let counts = counts.lock().unwrap().clone();
     println!(
-        "plan serve SSE fan-out on {}: {CLIENTS} streams on one run of {STEPS} steps (fake model at 20 ms per call)",
+        "plan serve SSE fan-out on {}: {} streams on one run of {STEPS} steps (fake model at 20 ms per call)",
         if store.is_some() {
             "PostgreSQL (run on a worker, streams woken by NOTIFY)"
         } else {
             "SQLite (run in the server, streams polling every 50 ms)"
-        }
+        },
+        client_count()
     );
     println!(
         "events per stream: {} to {}; live events measured: {}",

@@ -295,8 +295,8 @@ impl StepListener {
 }
 
 impl PostgresStore {
-    /// Queues a step attempt for any worker (nothing happens if it is queued already)
-    /// and wakes the workers.
+    /// Queues a step attempt for any worker and wakes the workers; nothing happens if it
+    /// is queued already.
     ///
     /// # Errors
     /// [`StoreError`] when the database cannot be reached.
@@ -304,7 +304,7 @@ impl PostgresStore {
         let what = format!("cannot queue step `{}` of run `{}`", task.step, task.run);
         let body = task.task.to_string();
         let client = self.client().await?;
-        client
+        let inserted = client
             .execute(
                 "INSERT INTO plan.step_tasks (run, step, attempt, task)
                  VALUES ($1, $2, $3, $4::text::json)
@@ -313,13 +313,15 @@ impl PostgresStore {
             )
             .await
             .map_err(|e| self.inner.errors.store(&what, &e))?;
-        client
-            .execute(
-                "SELECT pg_notify($1, $2)",
-                &[&WORK_CHANNEL, &task.run.as_str()],
-            )
-            .await
-            .map_err(|e| self.inner.errors.store(&what, &e))?;
+        if inserted == 1 {
+            client
+                .execute(
+                    "SELECT pg_notify($1, $2)",
+                    &[&WORK_CHANNEL, &task.run.as_str()],
+                )
+                .await
+                .map_err(|e| self.inner.errors.store(&what, &e))?;
+        }
         Ok(())
     }
 

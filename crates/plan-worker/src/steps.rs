@@ -64,6 +64,7 @@ impl StepExecutor for FleetExecutor {
             StepError::retryable(format!("the fleet's store failed: {e}"))
         };
         self.store.enqueue_step(&task).await.map_err(unavailable)?;
+        let mut looks = 0u32;
         loop {
             if let Some(result) = self
                 .store
@@ -74,7 +75,14 @@ impl StepExecutor for FleetExecutor {
                 return decode(&result, ctx);
             }
             tokio::select! {
-                () = self.listener.wait(&task.run, &task.step, RECHECK) => {}
+                () = self.listener.wait(&task.run, &task.step, RECHECK) => {
+                    // Now and then, queue it again should it be gone: a driver that lost
+                    // this run to us drops the tasks it was waiting for when it stops.
+                    looks += 1;
+                    if looks.is_multiple_of(4) {
+                        self.store.enqueue_step(&task).await.map_err(unavailable)?;
+                    }
+                }
                 () = ctx.cancel_token().cancelled() => {
                     let _ = self.store.drop_step(&task.run, &task.step, task.attempt).await;
                     return Err(StepError::cancelled());

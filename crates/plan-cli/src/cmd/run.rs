@@ -479,11 +479,27 @@ pub async fn wait(args: WaitArgs) -> anyhow::Result<ExitCode> {
                 seq,
                 std::time::Duration::from_millis(100),
             ));
+            let mut finished = false;
             while let Some(entry) = events.next().await {
                 let entry = entry.map_err(|e| anyhow::anyhow!("cannot read the run store: {e}"))?;
                 seq = entry.seq;
+                finished = true;
             }
-            if seq == 0 {
+            if finished {
+                // The status is written just after `run_finished`: give it a moment
+                // before following again (a run resumed or approved since goes on).
+                for _ in 0..40 {
+                    let run = store
+                        .load_run(&id)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("cannot read the run store: {e}"))?
+                        .ok_or_else(|| no_run(&args.run_id, &settings))?;
+                    if run.status.is_terminal() {
+                        return Ok(run);
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            } else {
                 // Nothing journaled yet (queued): look again shortly.
                 tokio::time::sleep(std::time::Duration::from_millis(200)).await;
             }

@@ -147,11 +147,34 @@ impl<'a> Fleet<'a> {
             id,
             "--json",
             "--timeout",
-            "120",
+            "60",
             "--store",
             &self.url,
         ]));
-        expect_code(&out, 0);
+        if out.status.code() != Some(0) {
+            // Everything needed to tell why: the journal and what each worker said.
+            let journal = rt().block_on(async {
+                let store = PostgresStore::connect(&self.url).await.unwrap();
+                let run = store.load_run(&RunId::new(id)).await.unwrap().unwrap();
+                run.events
+                    .iter()
+                    .enumerate()
+                    .map(|(i, e)| format!("{} {}", i + 1, e.to_json_line()))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+            let logs: Vec<String> = self
+                .workers
+                .iter()
+                .map(|(name, _)| format!("--- {name}\n{}", self.log(name)))
+                .collect();
+            panic!(
+                "plan wait {id}: {}\n{}\njournal:\n{journal}\n{}",
+                out.status,
+                stderr(&out),
+                logs.join("\n")
+            );
+        }
         serde_json::from_str(&stdout(&out)).unwrap()
     }
 }

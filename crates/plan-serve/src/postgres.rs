@@ -85,8 +85,11 @@ impl Fleet for PostgresFleet {
             Ok(_) => {
                 let keeper = driving.keep_leases(HOLD_LEASE, cancel);
                 Ok(Held {
-                    store: Arc::new(driving),
-                    guard: Box::new(keeper),
+                    store: Arc::new(driving.clone()),
+                    guard: Box::new(Holding {
+                        store: driving,
+                        _keeper: keeper,
+                    }),
                 })
             }
             Err(holder) => Err(format!(
@@ -98,5 +101,23 @@ impl Fleet for PostgresFleet {
 
     async fn wait_for_events(&self, run: &RunId, at_most: Duration) {
         self.events.wait(run, at_most).await;
+    }
+}
+
+/// A run the server holds: its lease is renewed while this lives, and given up when it
+/// is dropped (a run that stopped here without ending is then claimable at once).
+struct Holding {
+    store: PostgresStore,
+    _keeper: plan_postgres::LeaseKeeper,
+}
+
+impl Drop for Holding {
+    fn drop(&mut self) {
+        let store = self.store.clone();
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                let _ = store.release_held().await;
+            });
+        }
     }
 }

@@ -611,6 +611,10 @@ fn plan_serve_on_postgres_queues_runs_for_the_workers() {
     wait_status(&c, &s, &third, "succeeded");
     assert_eq!(committed(&url, &third).len(), 20);
     assert_eq!(fake.count(&step_prompt("l0s0")), asked + 1, "run once");
+    // The server gives the lease up when the run ends (it would otherwise run 5 s).
+    until("the server to give its lease up", 3, || {
+        holder(&url, &third).is_none()
+    });
 }
 
 /// A run's trace continues across the workers: its context is kept in the store, the

@@ -472,14 +472,12 @@ impl RunSession {
         answer: Option<String>,
         failure: Option<String>,
     ) -> Result<RunReport, ExecError> {
-        self.emit(EventKind::RunFinished {
-            status,
-            answer: answer.clone(),
-        });
         if status != RunStatus::Succeeded {
             self.inner.span.record("error.type", status.as_str());
             self.inner.span.record("otel.status_code", "ERROR");
         }
+        // The end is stored before `run_finished` is journaled, so whoever follows the
+        // journal reads the final status once it sees `run_finished`.
         self.flush().await?;
         let end = self.with_mirror(|m| {
             m.status = status;
@@ -494,6 +492,8 @@ impl RunSession {
         if let Some(store) = &self.inner.store {
             store.finish_run(&self.inner.id, &end).await?;
         }
+        self.emit(EventKind::RunFinished { status, answer });
+        self.flush().await?;
         Ok(self.report())
     }
 

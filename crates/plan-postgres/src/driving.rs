@@ -343,12 +343,14 @@ impl PostgresStore {
             )
             .await
             .map_err(|e| self.inner.errors.store(&what, &e))?;
-        tx.execute(
-            "UPDATE plan.leases SET cancel = false WHERE run = $1 AND $2",
-            &[&run.as_str(), &(n == 1)],
-        )
-        .await
-        .map_err(|e| self.inner.errors.store(&what, &e))?;
+        if n == 1 {
+            tx.execute(
+                "UPDATE plan.leases SET cancel = false WHERE run = $1",
+                &[&run.as_str()],
+            )
+            .await
+            .map_err(|e| self.inner.errors.store(&what, &e))?;
+        }
         tx.commit()
             .await
             .map_err(|e| self.inner.errors.store(&what, &e))?;

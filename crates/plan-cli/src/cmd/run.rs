@@ -471,37 +471,17 @@ pub async fn wait(args: WaitArgs) -> anyhow::Result<ExitCode> {
             if run.status.is_terminal() {
                 return Ok::<_, anyhow::Error>(run);
             }
-            // Follow the journal to the next `run_finished` (a resumed or approved run
-            // starts again after one), then look at the status again.
+            // Follow the journal to the next `run_finished` (its status is stored before
+            // it; a resumed or approved run starts again after one), then look again.
             let mut events = std::pin::pin!(plan_exec::follow(
                 store.as_ref(),
                 &id,
                 seq,
                 std::time::Duration::from_millis(100),
             ));
-            let mut finished = false;
             while let Some(entry) = events.next().await {
                 let entry = entry.map_err(|e| anyhow::anyhow!("cannot read the run store: {e}"))?;
                 seq = entry.seq;
-                finished = true;
-            }
-            if finished {
-                // The status is written just after `run_finished`: give it a moment
-                // before following again (a run resumed or approved since goes on).
-                for _ in 0..40 {
-                    let run = store
-                        .load_run(&id)
-                        .await
-                        .map_err(|e| anyhow::anyhow!("cannot read the run store: {e}"))?
-                        .ok_or_else(|| no_run(&args.run_id, &settings))?;
-                    if run.status.is_terminal() {
-                        return Ok(run);
-                    }
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                }
-            } else {
-                // Nothing journaled yet (queued): look again shortly.
-                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
             }
         }
     };

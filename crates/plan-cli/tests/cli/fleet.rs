@@ -523,8 +523,10 @@ fn plan_run_on_postgres_holds_its_run_and_a_worker_continues_it_after_kill_9() {
 /// their events stream through the store; cancel and resume go through it too.
 #[test]
 fn plan_serve_on_postgres_queues_runs_for_the_workers() {
-    use crate::serve::{TOKEN, authed, client, json_of, start, start_run, wait_status};
-    use std::io::Read as _;
+    use crate::serve::{
+        TOKEN, assert_stream_ends_with_run_finished, authed, client, json_of, start, start_run,
+        wait_status,
+    };
     let Some(url) = database() else { return };
     let sb = Sandbox::new();
     let fake = agent_server(&twenty_steps());
@@ -565,14 +567,7 @@ fn plan_serve_on_postgres_queues_runs_for_the_workers() {
     );
     assert_eq!(code, 202, "{v}");
     assert_eq!(v["status"], "queued", "{v}");
-    let mut body = String::new();
-    authed(&c, "GET", &format!("{}/api/runs/{id}/events", s.base))
-        .send()
-        .unwrap()
-        .read_to_string(&mut body)
-        .unwrap();
-    let last = body.lines().rfind(|l| l.starts_with("data:")).unwrap();
-    assert!(last.contains("\"run_finished\""), "{last}");
+    assert_stream_ends_with_run_finished(&c, &s, &id);
     let report = wait_status(&c, &s, &id, "succeeded");
     assert_eq!(report["steps"].as_array().unwrap().len(), 20);
     assert!(

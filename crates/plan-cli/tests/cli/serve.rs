@@ -98,6 +98,18 @@ pub(crate) fn wait_status(c: &Client, s: &Server, id: &str, want: &str) -> Value
     }
 }
 
+/// Reads the run's event stream to its end, which must be its `run_finished`.
+pub(crate) fn assert_stream_ends_with_run_finished(c: &Client, s: &Server, id: &str) {
+    let mut body = String::new();
+    authed(c, "GET", &format!("{}/api/runs/{id}/events", s.base))
+        .send()
+        .unwrap()
+        .read_to_string(&mut body)
+        .unwrap();
+    let last = body.lines().rfind(|l| l.starts_with("data:")).unwrap();
+    assert!(last.contains("\"run_finished\""), "{last}");
+}
+
 pub(crate) fn start_run(c: &Client, s: &Server, body: Value) -> String {
     let (code, v) = json_of(
         authed(c, "POST", &format!("{}/api/runs", s.base))
@@ -320,14 +332,7 @@ fn a_live_stream_follows_a_run_and_cancel_then_resume_finish_it() {
     );
     assert_eq!(code, 202, "{v}");
     // The stream, opened while it runs, ends with its run_finished.
-    let mut body = String::new();
-    authed(&c, "GET", &format!("{}/api/runs/{id}/events", s.base))
-        .send()
-        .unwrap()
-        .read_to_string(&mut body)
-        .unwrap();
-    let last = body.lines().rfind(|l| l.starts_with("data:")).unwrap();
-    assert!(last.contains("\"run_finished\""), "{last}");
+    assert_stream_ends_with_run_finished(&c, &s, &id);
     let report = wait_status(&c, &s, &id, "succeeded");
     assert!(
         report["steps"]

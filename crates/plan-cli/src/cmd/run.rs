@@ -332,6 +332,12 @@ async fn continue_stored(
     } else {
         "resume"
     };
+    if args.tools.tools.iter().any(|t| t == "search_docs") {
+        return Err(Usage::new(format!(
+            "--tools search_docs needs a search backend, and plan {command} cannot attach one (--search and --research are not stored with a run): give the other tools only"
+        ))
+        .into());
+    }
     let driving = session::DrivingStore::open_existing(&base.store, command, &cancel)
         .await?
         .ok_or_else(|| no_run(&args.run_id, &base))?;

@@ -65,6 +65,7 @@ fn usage_errors_exit_2() {
         &["run", "g", "--concurrency", "many"],
         &["graph", "x.json", "--format", "png"],
         &["sandbox", "run", "f.py"],
+        &["resume", "r1", "--tools", "search_docs"],
         &["frobnicate"],
     ] {
         let out = output(&mut sb.plan(args));

@@ -50,8 +50,9 @@ impl StderrTail {
 
 /// A connected MCP server.
 ///
-/// [`connect`](Self::connect) starts it (or opens the HTTP session) and completes the MCP
-/// handshake; [`call`](Self::call) calls a tool with the server's timeout;
+/// [`connect`](Self::connect) starts it (or opens the HTTP session), completes the MCP
+/// handshake and lists its tools within the server's start-up timeout;
+/// [`call`](Self::call) calls a tool within the server's call timeout;
 /// [`shutdown`](Self::shutdown) ends the session and reaps the child process (stdin
 /// closed, then SIGTERM, then SIGKILL to its whole process group). Dropping a server that
 /// was not shut down kills its process group at once.
@@ -78,19 +79,22 @@ impl std::fmt::Debug for McpServer {
 
 impl McpServer {
     /// Starts (or reaches) the server, completes the handshake and lists its tools, all
-    /// within the server's timeout.
+    /// within the server's start-up timeout ([`McpServerConfig::start_timeout`]).
     ///
     /// # Errors
-    /// [`McpError::Start`] when the program cannot be spawned, exits, the URL cannot be
-    /// reached, or the handshake fails or times out; [`McpError::List`] when listing its
-    /// tools fails.
+    /// [`McpError::Spec`] when a timeout is zero; [`McpError::Start`] when the program
+    /// cannot be spawned, exits, the URL cannot be reached, or the handshake fails or
+    /// times out; [`McpError::List`] when listing its tools fails or times out.
     pub async fn connect(config: McpServerConfig) -> Result<Self, McpError> {
+        config.check_timeouts()?;
         let stderr = StderrTail::default();
         let start_err = |message: String| McpError::Start {
             server: config.name.clone(),
             message,
         };
-        let timeout = config.timeout;
+        let start_timeout = config.start_timeout;
+        // One budget for the whole start: spawn, handshake and the first listing.
+        let deadline = tokio::time::Instant::now() + start_timeout;
         #[cfg(unix)]
         let mut pgid = None;
         let handshake = match &config.transport {
@@ -116,12 +120,12 @@ impl McpServer {
                         }
                     });
                 }
-                tokio::time::timeout(timeout, ().serve(transport)).await
+                tokio::time::timeout_at(deadline, ().serve(transport)).await
             }
             McpTransport::Http { url } => {
                 install_crypto_provider();
                 let transport = StreamableHttpClientTransport::from_uri(url.as_str());
-                tokio::time::timeout(timeout, ().serve(transport)).await
+                tokio::time::timeout_at(deadline, ().serve(transport)).await
             }
         };
         let guard = PgidGuard(
@@ -141,16 +145,17 @@ impl McpServer {
             }
             Err(_) => {
                 return Err(start_err(format!(
-                    "`{}` did not complete the MCP handshake within {}s; check that it is an \
-                     MCP server, or raise its timeout (`timeout_secs` in plan.toml){}",
+                    "`{}` did not complete the MCP handshake within {}: raise \
+                     `start_timeout_secs` (in its [[mcp]] table of plan.toml) if it is slow to \
+                     start, or check that it is an MCP server{}",
                     config.describe(),
-                    timeout.as_secs(),
+                    secs(start_timeout),
                     stderr.suffix()
                 )));
             }
         };
         let peer = service.peer().clone();
-        let listed = tokio::time::timeout(timeout, peer.list_all_tools()).await;
+        let listed = tokio::time::timeout_at(deadline, peer.list_all_tools()).await;
         let mut tools = match listed {
             Ok(Ok(tools)) => tools,
             Ok(Err(e)) => {
@@ -162,7 +167,12 @@ impl McpServer {
             Err(_) => {
                 return Err(McpError::List {
                     server: config.name.clone(),
-                    message: format!("no answer within {}s", timeout.as_secs()),
+                    message: format!(
+                        "it did not start and list its tools within {}: raise \
+                         `start_timeout_secs` (in its [[mcp]] table of plan.toml){}",
+                        secs(start_timeout),
+                        stderr.suffix()
+                    ),
                 });
             }
         };
@@ -234,8 +244,8 @@ impl McpServer {
         &self.tools
     }
 
-    /// Calls `tool` (its name on the server) with `arguments`, within the server's
-    /// timeout.
+    /// Calls `tool` (its name on the server) with `arguments`, within the server's call
+    /// timeout ([`McpServerConfig::timeout`]).
     ///
     /// # Errors
     /// [`McpError::Timeout`] when the server does not answer in time, [`McpError::Stopped`]
@@ -306,6 +316,15 @@ impl Drop for McpServer {
         if let Some(pgid) = self.pgid.get_mut().ok().and_then(Option::take) {
             kill_group(pgid);
         }
+    }
+}
+
+/// A timeout for messages: `60s`, `1.5s`, `500ms`.
+fn secs(timeout: Duration) -> String {
+    if timeout.subsec_nanos() == 0 {
+        format!("{}s", timeout.as_secs())
+    } else {
+        format!("{timeout:?}")
     }
 }
 

@@ -1,14 +1,21 @@
 //! [`McpServerConfig`]: how to reach one MCP server (a command line run as a child process
-//! or a streamable-HTTP URL), its name, environment, timeout and tool allow-list.
+//! or a streamable-HTTP URL), its name, environment, timeouts (start-up and each call) and
+//! tool allow-list.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::McpError;
 
-/// How long a server may take to start, list its tools or answer a call, unless its
-/// configuration says otherwise.
+/// How long a server may take to answer one tool call, unless its configuration says
+/// otherwise (`timeout_secs` in a `[[mcp]]` table).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long a server may take to start, unless its configuration says otherwise
+/// (`start_timeout_secs` in a `[[mcp]]` table): spawning it (or reaching its URL), the MCP
+/// handshake and the first listing of its tools. Generous, because a launcher such as `npx`
+/// may download or unpack the server first.
+pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How a server is reached.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -29,9 +36,11 @@ pub enum McpTransport {
 }
 
 /// One MCP server: its name (which namespaces its tools), how to reach it, the environment
-/// of its process, its timeout and which of its tools a run may use.
+/// of its process, its timeouts and which of its tools a run may use.
 ///
 /// ```
+/// use std::time::Duration;
+///
 /// use plan_mcp::{McpServerConfig, McpTransport};
 ///
 /// let server = McpServerConfig::parse("npx -y @modelcontextprotocol/server-everything@2026.8.31")?;
@@ -40,6 +49,12 @@ pub enum McpTransport {
 ///
 /// let remote = McpServerConfig::parse("https://mcp.example.com/mcp")?;
 /// assert_eq!(remote.name, "mcp_example_com");
+///
+/// // Slow to start (npx downloading it), quick to answer.
+/// let server = server
+///     .with_start_timeout(Duration::from_secs(120))
+///     .with_timeout(Duration::from_secs(10));
+/// assert_eq!(server.start_timeout, Duration::from_secs(120));
 /// # Ok::<(), plan_mcp::McpError>(())
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -52,7 +67,10 @@ pub struct McpServerConfig {
     pub transport: McpTransport,
     /// Extra environment variables of the child process (on top of this process's).
     pub env: BTreeMap<String, String>,
-    /// How long starting, listing and each call may take.
+    /// How long starting the server may take: spawning it (or reaching its URL), the MCP
+    /// handshake and the first listing of its tools, together.
+    pub start_timeout: Duration,
+    /// How long each tool call may take.
     pub timeout: Duration,
     /// Only these tools (by their name on the server) are offered; `None` offers all.
     pub tools: Option<Vec<String>>,
@@ -79,6 +97,7 @@ impl McpServerConfig {
             name,
             transport,
             env: BTreeMap::new(),
+            start_timeout: DEFAULT_START_TIMEOUT,
             timeout: DEFAULT_TIMEOUT,
             tools: None,
         }
@@ -124,10 +143,37 @@ impl McpServerConfig {
         self
     }
 
-    /// Sets the timeout of starting, listing and each call.
+    /// Sets the timeout of each tool call (not of starting the server: see
+    /// [`with_start_timeout`](Self::with_start_timeout)).
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
+    }
+
+    /// Sets the timeout of starting the server: spawning it (or reaching its URL), the MCP
+    /// handshake and the first listing of its tools, together.
+    pub fn with_start_timeout(mut self, timeout: Duration) -> Self {
+        self.start_timeout = timeout;
+        self
+    }
+
+    /// Checks that neither timeout is zero, which would fail every start or every call.
+    ///
+    /// # Errors
+    /// [`McpError::Spec`] naming the setting to raise.
+    pub fn check_timeouts(&self) -> Result<(), McpError> {
+        for (timeout, setting) in [
+            (self.start_timeout, "start_timeout_secs"),
+            (self.timeout, "timeout_secs"),
+        ] {
+            if timeout.is_zero() {
+                return Err(McpError::Spec {
+                    spec: self.describe(),
+                    message: format!("`{setting}` must be at least 1 second, not 0"),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Offers only these tools (their names on the server).
@@ -376,6 +422,43 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("quote is not closed"), "{e}");
+    }
+
+    #[test]
+    fn start_and_call_timeouts_are_separate() {
+        let s = McpServerConfig::parse("npx -y server").unwrap();
+        assert_eq!(s.start_timeout, DEFAULT_START_TIMEOUT);
+        assert_eq!(s.timeout, DEFAULT_TIMEOUT);
+        let s = s
+            .with_timeout(Duration::from_secs(1))
+            .with_start_timeout(Duration::from_secs(90));
+        assert_eq!(s.timeout, Duration::from_secs(1));
+        assert_eq!(s.start_timeout, Duration::from_secs(90));
+        assert!(s.check_timeouts().is_ok());
+    }
+
+    #[test]
+    fn zero_timeouts_are_refused_naming_the_setting() {
+        let s = McpServerConfig::parse("npx -y server").unwrap();
+        let e = s
+            .clone()
+            .with_start_timeout(Duration::ZERO)
+            .check_timeouts()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`start_timeout_secs` must be at least 1 second"),
+            "{e}"
+        );
+        let e = s
+            .with_timeout(Duration::ZERO)
+            .check_timeouts()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`timeout_secs` must be at least 1 second"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -6,6 +6,8 @@ use plan_exec::{ToolContext, ToolError, ToolSet};
 use plan_mcp::{McpError, McpServerConfig, McpTools, testing};
 use serde_json::json;
 
+/// The everything server, connected with the default (generous) start-up timeout and
+/// `timeout` for each call.
 async fn everything(timeout: Duration) -> (McpTools, ToolSet) {
     let config = McpServerConfig::parse(&testing::everything_spec())
         .unwrap()
@@ -164,7 +166,16 @@ async fn a_crashed_server_gives_a_clear_error_and_shutdown_reaps_the_process_gro
     let group = Pid::from_raw(pid as i32);
     assert!(killpg(group, None).is_ok(), "the server's group is alive");
     killpg(group, Signal::SIGKILL).unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Call once every process of the group has died (its pipes are closed), however long
+    // that takes.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while group_runs(pid) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server outlived SIGKILL"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let err = tools
         .call("echo", json!({"message": "x"}), &ctx())
         .await
@@ -196,7 +207,9 @@ async fn shutdown_and_drop_leave_no_process_behind() {
     gone(group).await;
 
     async fn gone(group: Pid) {
-        for _ in 0..50 {
+        // A generous deadline: only a group that never goes fails, a slow one just waits.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
             if killpg(group, None).is_err() {
                 return;
             }
@@ -204,6 +217,23 @@ async fn shutdown_and_drop_leave_no_process_behind() {
         }
         panic!("process group {group} is still alive");
     }
+}
+
+/// Whether a process of group `pgid` still runs: one that is not a zombie (whose
+/// descriptors are closed), from /proc.
+fn group_runs(pgid: u32) -> bool {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    entries.flatten().any(|entry| {
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        // `pid (comm) state ppid pgrp ...`; comm may hold spaces.
+        let Some(close) = stat.rfind(')') else {
+            return false;
+        };
+        let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        fields.len() > 2 && fields[0] != "Z" && fields[2] == pgid.to_string()
+    })
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -230,15 +260,84 @@ async fn servers_that_fail_to_start_are_named_with_what_they_said() {
     assert!(text.contains("MCP server `dies` failed to start"), "{text}");
     assert!(text.contains("no config file"), "{text}");
 
+    // Never speaks: the start-up timeout fires, and the message names the setting.
     let silent = McpServerConfig::parse("sleep 30")
         .unwrap()
-        .with_timeout(Duration::from_secs(1));
+        .with_start_timeout(Duration::from_secs(1));
     let text = McpTools::connect(vec![silent], &[] as &[&str])
         .await
         .unwrap_err()
         .to_string();
     assert!(
-        text.contains("did not complete the MCP handshake within 1s"),
+        text.contains("did not complete the MCP handshake within 1s: raise `start_timeout_secs`"),
+        "{text}"
+    );
+
+    let zero = McpServerConfig::parse("sleep 30")
+        .unwrap()
+        .with_start_timeout(Duration::ZERO);
+    let err = McpTools::connect(vec![zero], &[] as &[&str])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, McpError::Spec { .. }), "{err:?}");
+    assert!(
+        err.to_string()
+            .contains("`start_timeout_secs` must be at least 1 second"),
+        "{err}"
+    );
+}
+
+/// The everything server behind a shell that first sleeps `delay_secs` (a server that is
+/// slow to start, as `npx` is on a loaded machine or when it downloads the package).
+fn slow_everything(delay_secs: u32) -> McpServerConfig {
+    let line = format!("sleep {delay_secs}; exec {}", testing::everything_spec());
+    McpServerConfig::command("sh", vec!["-c".to_owned(), line]).with_name("slow")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_start_is_bounded_by_the_start_timeout_not_the_call_timeout() {
+    // Starts in more than 2s, far beyond its 1s call timeout: the start-up timeout
+    // (60s by default) is the one that applies.
+    let config = slow_everything(2).with_timeout(Duration::from_secs(1));
+    assert_eq!(config.start_timeout, plan_mcp::DEFAULT_START_TIMEOUT);
+    let mcp = McpTools::connect(vec![config], &[] as &[&str])
+        .await
+        .unwrap();
+    let mut tools = ToolSet::new();
+    mcp.add_to(&mut tools);
+    assert!(tools.names().contains(&"echo".to_owned()));
+
+    // Each call is still bounded by the 1s call timeout (the operation takes 30s).
+    let err = tools
+        .call(
+            "trigger-long-running-operation",
+            json!({"duration": 30, "steps": 3}),
+            &ctx(),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(
+            "MCP server `slow`, tool `trigger-long-running-operation`: no answer within 1s"
+        ),
+        "{err}"
+    );
+    mcp.shutdown().await;
+
+    // A start-up timeout shorter than the start fails, naming the setting to raise.
+    let config = slow_everything(2)
+        .with_start_timeout(Duration::from_secs(1))
+        .with_timeout(Duration::from_secs(60));
+    let text = McpTools::connect(vec![config], &[] as &[&str])
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        text.contains("MCP server `slow` failed to start")
+            && text.contains(
+                "did not complete the MCP handshake within 1s: raise `start_timeout_secs`"
+            ),
         "{text}"
     );
 }
@@ -300,8 +399,10 @@ async fn streamable_http_servers_work_too() {
         .spawn()
         .unwrap();
     let url = format!("http://127.0.0.1:{port}/mcp");
+    // npx may be slow to start on a loaded machine: wait for the port, generously.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let mut ready = false;
-    for _ in 0..100 {
+    while std::time::Instant::now() < deadline {
         if tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
             .is_ok()
@@ -311,7 +412,7 @@ async fn streamable_http_servers_work_too() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(ready, "the HTTP server did not listen on {port}");
+    assert!(ready, "the HTTP server did not listen on {port} within 60s");
     let config = McpServerConfig::parse(&url).unwrap();
     assert_eq!(config.name, "127_0_0_1_".to_owned() + &port.to_string());
     let mcp = McpTools::connect(vec![config], &[] as &[&str])

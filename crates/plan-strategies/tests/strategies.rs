@@ -909,21 +909,27 @@ async fn a_cancelled_run_is_reported_and_resumes_where_it_stopped() {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("runs.db");
     let _ = std::fs::remove_file(&path);
-    let fake = Fake::with_model(ScriptedModel::new().with_latency(Duration::from_millis(150)))
-        .plan(plan_json(THREE));
     let cancel = plan_exec::CancelToken::new();
+    // Cancelled as `compare`, the second step, asks the model: `search` is done, `compare`
+    // is in flight (each call takes 150 ms) and `check` never starts, however fast or slow
+    // the machine.
+    let cancel_at_compare = cancel.clone();
+    let fake = Fake::with_model(ScriptedModel::new().with_latency(Duration::from_millis(150)))
+        .plan(plan_json(THREE))
+        .steps(move |id, _| {
+            if id == "compare" {
+                cancel_at_compare.cancel();
+            }
+            Ok(format!("output of {id}"))
+        });
     let cancellable = agent(&fake, StrategyKind::Dag)
         .planning_mode(PlanningMode::PlanThenRun)
         .store(SqliteStore::open(&path).unwrap())
         .cancel_token(cancel.clone())
         .build()
         .unwrap();
-    let stopper = tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(400)).await;
-        cancel.cancel();
-    });
     let first = cancellable.run("cancel me").await.unwrap();
-    stopper.await.unwrap();
+    assert!(cancel.is_cancelled());
     assert_eq!(first.status, RunStatus::Cancelled);
     assert!(first.failure.as_deref().unwrap().contains("resumed"));
     assert!(first.answer.is_none());

@@ -7,8 +7,9 @@ use std::collections::HashSet;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use plan_core::RunId;
+use plan_core::{EventKind, RunId};
 use plan_exec::RunStore as _;
+use plan_llm::testing::FakeOpenAi;
 use plan_postgres::PostgresStore;
 use plan_postgres::testing::TempCluster;
 use serde_json::Value;
@@ -232,6 +233,37 @@ fn first_run(url: &str) -> String {
     id().unwrap()
 }
 
+/// How long every model call takes once a test [`hold`]s the runs: longer than any test
+/// looks, so a held run cannot end meanwhile however slow the machine is.
+const HELD: Duration = Duration::from_secs(120);
+
+/// Holds the runs served by `server` where they are: every model call asked for from now
+/// on takes [`HELD`] (calls already in flight end as before), so a test can look at a
+/// run, signal or cancel it without racing its end.
+fn hold(server: &FakeOpenAi) {
+    server.latency(HELD);
+}
+
+/// When (unix ms, from its journal) the run's `n`th step completed, and when it ended.
+fn nth_completion_and_end(url: &str, id: &str, n: usize) -> (u64, u64) {
+    rt().block_on(async {
+        let store = PostgresStore::connect(url).await.unwrap();
+        let run = store.load_run(&RunId::new(id)).await.unwrap().unwrap();
+        let at = |f: &dyn Fn(&EventKind) -> bool, nth: usize| {
+            run.events
+                .iter()
+                .filter(|e| f(&e.kind))
+                .nth(nth)
+                .map(|e| e.ts.unix_millis())
+                .unwrap_or_else(|| panic!("run {id} has no such event"))
+        };
+        (
+            at(&|k| matches!(k, EventKind::StepCompleted { .. }), n - 1),
+            at(&|k| matches!(k, EventKind::RunFinished { .. }), 0),
+        )
+    })
+}
+
 fn until(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(secs);
     while !ok() {
@@ -324,6 +356,8 @@ fn a_paused_worker_loses_its_lease_and_its_late_writes_are_refused() {
     fleet.start("sleepy");
     let id = fleet.submit(&server.base_url(), "Do twenty things");
     until("2 committed steps", 60, || committed(&url, &id).len() >= 2);
+    // Not one more step ends before the pause, however long sending it takes.
+    hold(&server);
     signal(fleet.child("sleepy"), "STOP");
     let paused_at: Vec<(String, usize)> = committed(&url, &id)
         .into_iter()
@@ -332,6 +366,7 @@ fn a_paused_worker_loses_its_lease_and_its_late_writes_are_refused() {
             (step, asked)
         })
         .collect();
+    server.latency(Duration::from_millis(100));
     // The lease (1 s) runs out; another worker takes the run and finishes it.
     fleet.start("awake");
     let report = fleet.wait(&id);
@@ -372,7 +407,6 @@ fn two_runs_submitted_at_once_both_progress() {
     let first = fleet.submit(&server.base_url(), "Do twenty things");
     let second = fleet.submit(&server.base_url(), "Do twenty things again");
     fleet.start("only");
-    // Both runs have committed steps before either has finished.
     until("both runs to progress", 60, || {
         committed(&url, &first).len() >= 2 && committed(&url, &second).len() >= 2
     });
@@ -397,9 +431,17 @@ fn two_runs_submitted_at_once_both_progress() {
             .all(|s| s["status"] == "running" || s.get("worker").is_none()),
         "only running steps name a worker: {v}"
     );
-    assert!(committed(&url, &first).len() < 20 || committed(&url, &second).len() < 20);
     assert_eq!(fleet.wait(&first)["status"], "succeeded");
     assert_eq!(fleet.wait(&second)["status"], "succeeded");
+    // Both runs had committed steps before either had finished (read from their journals,
+    // not from when this test happened to look).
+    let (first_progressed, first_ended) = nth_completion_and_end(&url, &first, 2);
+    let (second_progressed, second_ended) = nth_completion_and_end(&url, &second, 2);
+    assert!(
+        first_progressed.max(second_progressed) < first_ended.min(second_ended),
+        "one run ended before the other progressed: first {first_progressed}..{first_ended}, \
+         second {second_progressed}..{second_ended}"
+    );
 }
 
 #[test]
@@ -468,6 +510,8 @@ fn plan_run_on_postgres_holds_its_run_and_a_worker_continues_it_after_kill_9() {
         .unwrap();
     let id = first_run(&url);
     until("3 committed steps", 60, || committed(&url, &id).len() >= 3);
+    // The run cannot end while the test looks at it and kills it.
+    hold(&server);
     let driver = holder(&url, &id).expect("plan run holds its run's lease");
     assert!(driver.starts_with("plan-run@"), "{driver}");
     // `plan show` names it as the runner of its running steps.
@@ -502,6 +546,7 @@ fn plan_run_on_postgres_holds_its_run_and_a_worker_continues_it_after_kill_9() {
             (s, asked)
         })
         .collect();
+    server.latency(Duration::from_millis(300));
     let report = fleet.wait(&id);
     assert_eq!(report["status"], "succeeded", "{report}");
     assert_eq!(committed(&url, &id).len(), 20, "each output committed once");
@@ -717,8 +762,11 @@ fn a_run_with_local_tools_is_left_to_plan_resume_where_it_started() {
         .unwrap();
     let id = first_run(&url);
     until("3 committed steps", 60, || committed(&url, &id).len() >= 3);
+    // The run cannot end before the kill, however long sending it takes.
+    hold(&server);
     signal(&run, "KILL");
     let _ = run.wait();
+    server.latency(Duration::from_millis(300));
     // Its lease runs out (5 s); the worker claims it, sees what it needs, and leaves it.
     until("the worker to leave the run", 30, || {
         fleet
@@ -780,6 +828,8 @@ fn a_cancel_request_through_the_store_stops_plan_run() {
         .unwrap();
     let id = first_run(&url);
     until("a committed step", 60, || !committed(&url, &id).is_empty());
+    // The run cannot end before the cancellation reaches it (at its next lease renewal).
+    hold(&server);
     let asked = rt().block_on(async {
         let store = PostgresStore::connect(&url).await.unwrap();
         store.request_cancel(&RunId::new(&id)).await.unwrap()

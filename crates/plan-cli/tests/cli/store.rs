@@ -244,18 +244,75 @@ fn second_ctrl_c_exits_at_once() {
         .spawn()
         .unwrap();
     let _stdin = child.stdin.take();
-    std::thread::sleep(Duration::from_millis(1500));
+    let err = Stderr::read(&mut child);
+    // Each press once the process shows it is ready for it, however slow it is to start.
+    err.wait_for("run this plan?");
     signal(&child, "INT");
+    err.wait_for("interrupted: cancelling");
     std::thread::sleep(Duration::from_millis(300));
     assert!(
         child.try_wait().unwrap().is_none(),
         "exited at the first press"
     );
     signal(&child, "INT");
-    let out = child.wait_with_output().unwrap();
-    expect_code(&out, 130);
-    assert!(stderr(&out).contains("exiting now"), "{}", stderr(&out));
+    let status = child.wait().unwrap();
+    let err = err.all();
+    assert_eq!(status.code(), Some(130), "{err}");
+    assert!(err.contains("exiting now"), "{err}");
     assert_eq!(server.count("Your step"), 0);
+}
+
+/// What a child process writes to stderr, read on a thread as it comes.
+struct Stderr {
+    text: std::sync::Arc<std::sync::Mutex<String>>,
+    reader: std::thread::JoinHandle<()>,
+}
+
+impl Stderr {
+    /// Reads `child`'s piped stderr from now on.
+    fn read(child: &mut std::process::Child) -> Stderr {
+        use std::io::Read as _;
+        let mut pipe = child.stderr.take().expect("stderr is piped");
+        let text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = text.clone();
+        let reader = std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = pipe.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        Stderr { text, reader }
+    }
+
+    /// Everything written so far.
+    fn text(&self) -> String {
+        self.text.lock().unwrap().clone()
+    }
+
+    /// Everything written, once the pipe is closed (the process ended).
+    fn all(self) -> String {
+        self.reader.join().unwrap();
+        let text = self.text.lock().unwrap();
+        text.clone()
+    }
+
+    /// Waits until `needle` was written (or panics after a minute).
+    fn wait_for(&self, needle: &str) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while !self.text().contains(needle) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no {needle:?} on stderr after 60s: {}",
+                self.text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
 
 #[test]

@@ -314,7 +314,7 @@ impl<P: Provider> StepExecutor for CodeStepExecutor<P> {
             );
             let started = Instant::now();
             let response = tokio::select! {
-                r = self.provider.complete(&request) => r.map_err(StepError::from)?,
+                r = crate::runner::model_call(self.provider.complete(&request)) => r.map_err(StepError::from)?,
                 () = ctx.cancel_token().cancelled() => return Err(StepError::cancelled()),
             };
             ctx.emit(EventKind::LlmCall {

@@ -10,20 +10,18 @@ use plan_llm::{Message, Provider, Purpose, Request, ResponseFormat};
 use crate::context::StepContext;
 use crate::error::StepError;
 use crate::executor::StepExecutor;
-use crate::verdict::Verdict;
 
 const DEFAULT_SYSTEM: &str = "Do only the step given, building on the outputs shown, and \
 reply with its result only.";
-
-const VERIFY_SYSTEM: &str = "Check strictly only what you are asked, using the outputs shown: \
-your verdict (PASS or FAIL) first, then the reasons.";
 
 /// Runs a step with one call to a model through any [`Provider`].
 ///
 /// The prompt (see [`request`](Self::request)) carries the goal, the step's description
 /// verbatim, what the output should look like, and the outputs of the step's direct
 /// dependencies as the runner capped them. A `verify` step is shown the outputs it checks
-/// and asked for a verdict (`PASS` or `FAIL` on the first line). Each call emits an
+/// and asked for a verdict (`PASS` or `FAIL` on the first line); a `FAIL` fails the step
+/// (fatally: its fallback runs, or the plan is revised), as it does under every executor
+/// that runs verify steps (the tool loop's too). Each call emits an
 /// `llm_call` event with the token usage; retryable model errors
 /// ([`LlmError::is_retryable`](plan_llm::LlmError::is_retryable)) become retryable step
 /// errors.
@@ -46,7 +44,8 @@ impl<P: Provider> LlmStepExecutor<P> {
         }
     }
 
-    /// Replaces the system prompt (for every kind of step).
+    /// Replaces the system prompt (for every kind of step; a verify step's prompt still
+    /// asks for its verdict, which is how its reply is read).
     pub fn with_system_prompt(mut self, system: impl Into<String>) -> Self {
         self.system = Some(system.into());
         self
@@ -73,14 +72,7 @@ impl<P: Provider> LlmStepExecutor<P> {
     pub fn request(&self, ctx: &StepContext) -> Request {
         let step = ctx.step();
         let verify = step.kind == StepKind::Verify;
-        let system = self.system.clone().unwrap_or_else(|| {
-            if verify {
-                VERIFY_SYSTEM
-            } else {
-                DEFAULT_SYSTEM
-            }
-            .to_owned()
-        });
+        let system = crate::verdict::system_prompt(step, self.system.as_deref(), DEFAULT_SYSTEM);
 
         let mut user = String::new();
         let _ = writeln!(user, "Goal: {}\n", ctx.goal());
@@ -136,7 +128,7 @@ impl<P: Provider> StepExecutor for LlmStepExecutor<P> {
         let request = self.request(ctx);
         let started = Instant::now();
         let result = tokio::select! {
-            r = self.provider.complete(&request) => r,
+            r = crate::runner::model_call(self.provider.complete(&request)) => r,
             () = ctx.cancel_token().cancelled() => return Err(StepError::cancelled()),
         };
         let response = result.map_err(StepError::from)?;
@@ -155,33 +147,6 @@ impl<P: Provider> StepExecutor for LlmStepExecutor<P> {
                 ctx.step().id
             )));
         }
-        if ctx.step().kind != StepKind::Verify {
-            return Ok(response.content);
-        }
-        // A verdict is final for these inputs: a FAIL is not retried (asking again until
-        // the model says PASS is not verification); it fails the step with its reasons,
-        // so the fallback runs or the plan is revised.
-        match crate::verdict::parse(&response.content) {
-            // A structured verdict is shown as text; a text verdict stays as written.
-            Some(Verdict::Pass(reasons)) if response.content.trim_start().starts_with('{') => {
-                Ok(format!("PASS: {reasons}")
-                    .trim_end_matches([' ', ':'])
-                    .to_owned())
-            }
-            Some(Verdict::Pass(_)) => Ok(response.content),
-            Some(Verdict::Fail(reasons)) => Err(StepError::fatal(format!(
-                "verification failed: {}",
-                if reasons.is_empty() {
-                    "the check said FAIL without reasons"
-                } else {
-                    reasons.as_str()
-                }
-            ))),
-            None => Err(StepError::retryable(format!(
-                "the verify step `{}` got no verdict (PASS or FAIL) from the model: {}",
-                ctx.step().id,
-                crate::context::cap_output(response.content.trim(), 200).0
-            ))),
-        }
+        crate::verdict::step_output(ctx.step(), response.content)
     }
 }

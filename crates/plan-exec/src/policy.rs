@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use backon::BackoffBuilder as _;
 use plan_core::StepId;
+use plan_llm::RetryPolicy;
 
 /// How long to wait between attempts: exponential with jitter (computed with `backon`).
 #[derive(Clone, Debug, PartialEq)]
@@ -79,11 +80,33 @@ impl Backoff {
 }
 
 /// What the runner does around each attempt of a step.
+///
+/// # The bound on model calls
+/// Model calls are retried in one place, the provider's retry layer
+/// ([`RetryPolicy`]: at most `max_attempts` HTTP attempts a call, each bounded by the
+/// provider's own timeout); a model error that reaches a step is not retried by the step.
+/// The step timeout is the outer bound of an attempt, and two rules keep it from
+/// multiplying the retry layer's attempts by the step's retries:
+///
+/// - its default is derived from the model call's own bound
+///   ([`with_model_call_timeout`](Self::with_model_call_timeout): the provider's timeout
+///   × its attempts, plus the waits between them, plus a margin), so it does not cut the
+///   retry layer mid-way;
+/// - an attempt whose timeout cuts a model call anyway (a shorter timeout, or a step that
+///   makes several calls) is not tried again: its fallback runs, or the plan is revised.
+///
+/// So one model call of a step costs at most the retry policy's `max_attempts` requests,
+/// whatever `retries` says. `retries` applies to the other retryable failures (a tool that
+/// could not be reached, an empty reply, a check without a verdict) and to timeouts of work
+/// that is not a model call.
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub struct StepPolicy {
-    /// The longest an attempt may take; a timed-out attempt counts as a retryable
-    /// failure. `None`: no limit.
+    /// The longest an attempt may take. A timed-out attempt counts as a retryable failure,
+    /// unless it cut a model call (see the bound above). `None`: no limit. Default:
+    /// derived from [`DEFAULT_MODEL_CALL_TIMEOUT`](Self::DEFAULT_MODEL_CALL_TIMEOUT) and
+    /// [`RetryPolicy::default`] by
+    /// [`with_model_call_timeout`](Self::with_model_call_timeout) (23 min 39 s).
     pub timeout: Option<Duration>,
     /// Extra attempts after a retryable failure (0: try once).
     pub retries: u32,
@@ -97,15 +120,70 @@ pub struct StepPolicy {
 impl Default for StepPolicy {
     fn default() -> Self {
         Self {
-            timeout: Some(Duration::from_secs(300)),
+            timeout: None,
             retries: 2,
             backoff: Backoff::default(),
             fallback: true,
         }
+        .with_model_call_timeout(Self::DEFAULT_MODEL_CALL_TIMEOUT, &RetryPolicy::default())
     }
 }
 
 impl StepPolicy {
+    /// The provider timeout of one model call's attempt that the default step timeout is
+    /// derived from: 300 s, what the `plan` command gives remote providers. A caller whose
+    /// provider times out otherwise derives its own with
+    /// [`with_model_call_timeout`](Self::with_model_call_timeout).
+    pub const DEFAULT_MODEL_CALL_TIMEOUT: Duration = Duration::from_secs(300);
+
+    /// The longest one model call can take through a provider whose every attempt times
+    /// out after `call_timeout`, retried by `retry`: `max_attempts` attempts, plus the
+    /// waits between them (at most `max_total_delay` in all).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use plan_exec::StepPolicy;
+    /// use plan_llm::RetryPolicy;
+    /// let retry = RetryPolicy::default(); // 4 attempts, at most 90 s of waits
+    /// assert_eq!(
+    ///     StepPolicy::model_call_bound(Duration::from_secs(300), &retry),
+    ///     Duration::from_secs(4 * 300 + 90)
+    /// );
+    /// ```
+    pub fn model_call_bound(call_timeout: Duration, retry: &RetryPolicy) -> Duration {
+        let attempts = u32::try_from(retry.max_attempts.max(1)).unwrap_or(u32::MAX);
+        call_timeout
+            .saturating_mul(attempts)
+            .saturating_add(retry.max_total_delay)
+    }
+
+    /// Sets the timeout of each attempt from the bound of the model calls it makes
+    /// ([`model_call_bound`](Self::model_call_bound)), plus a margin of a tenth (at least
+    /// a second) for the executor's own work around the call: the step timeout then ends
+    /// an attempt only after the provider's retry layer has had all its attempts, so one
+    /// model call costs at most `retry.max_attempts` requests. A step that makes several
+    /// model calls (a tool loop, a code step) may need longer; give it a timeout of its own
+    /// ([`RunOptions::with_step_policy`]).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use plan_exec::StepPolicy;
+    /// use plan_llm::RetryPolicy;
+    /// let retry = RetryPolicy::default()
+    ///     .with_max_attempts(2)
+    ///     .with_max_total_delay(Duration::from_secs(10));
+    /// let policy =
+    ///     StepPolicy::default().with_model_call_timeout(Duration::from_secs(60), &retry);
+    /// // 2 × 60 s + 10 s of waits, and a tenth more.
+    /// assert_eq!(policy.timeout, Some(Duration::from_secs(143)));
+    /// ```
+    pub fn with_model_call_timeout(mut self, call_timeout: Duration, retry: &RetryPolicy) -> Self {
+        let bound = Self::model_call_bound(call_timeout, retry);
+        let margin = (bound / 10).max(Duration::from_secs(1));
+        self.timeout = Some(bound.saturating_add(margin));
+        self
+    }
+
     /// Sets the timeout of each attempt.
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
@@ -198,6 +276,24 @@ impl RunOptions {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_default_step_timeout_outlasts_the_default_retry_layer() {
+        let retry = RetryPolicy::default();
+        let bound = StepPolicy::model_call_bound(StepPolicy::DEFAULT_MODEL_CALL_TIMEOUT, &retry);
+        assert_eq!(bound, Duration::from_secs(4 * 300 + 90));
+        let timeout = StepPolicy::default().timeout.unwrap();
+        assert_eq!(timeout, Duration::from_secs(1290 + 129));
+        assert!(timeout > bound);
+        // A short bound still gets a second of margin.
+        let quick = StepPolicy::default().with_model_call_timeout(
+            Duration::from_millis(200),
+            &RetryPolicy::default()
+                .with_max_attempts(3)
+                .with_max_total_delay(Duration::from_millis(30)),
+        );
+        assert_eq!(quick.timeout, Some(Duration::from_millis(1630)));
+    }
 
     #[test]
     fn delays_grow_and_stay_capped() {

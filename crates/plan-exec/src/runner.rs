@@ -2,8 +2,10 @@
 //! the one scheduling core ([`plan_core::Scheduler`]).
 
 use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -17,7 +19,7 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use crate::context::{CancelToken, DependencyOutput, StepContext, cap_output};
-use crate::error::{ExecError, StepError};
+use crate::error::{ExecError, StepError, StepErrorKind};
 use crate::events::{Emitter, EventSink};
 use crate::executor::StepExecutor;
 use crate::policy::{RunOptions, StepPolicy};
@@ -829,7 +831,8 @@ impl StepJob {
                     events: self.emitter.clone(),
                 };
                 let attempt_start = Instant::now();
-                let work = self.executor.execute(&ctx);
+                let calls = Arc::new(ModelCalls::default());
+                let work = MODEL_CALLS.scope(calls.clone(), self.executor.execute(&ctx));
                 let result = tokio::select! {
                     biased;
                     () = self.cancel.cancelled() => Err(StepError::cancelled()),
@@ -844,10 +847,12 @@ impl StepJob {
                             StepError::fatal(
                                 "the step executor gave up (cancelled) although the run was not cancelled",
                             )
+                        } else if e.kind == StepErrorKind::Timeout && calls.cut() {
+                            cut_model_call(e)
                         } else {
                             e
                         };
-                        let retrying = e.is_retryable() && tries <= self.policy.retries;
+                        let retrying = retryable(&e, &calls) && tries <= self.policy.retries;
                         self.emit(EventKind::StepFailed {
                             step: step.id.clone(),
                             error: e.message.clone(),
@@ -894,6 +899,61 @@ impl StepJob {
     fn emit(&self, kind: EventKind) {
         self.emitter.emit(&self.run, kind);
     }
+}
+
+tokio::task_local! {
+    /// The model calls of the step attempt this task is running (see [`model_call`]).
+    static MODEL_CALLS: Arc<ModelCalls>;
+}
+
+/// How many model calls a step attempt started and how many of them returned.
+#[derive(Debug, Default)]
+struct ModelCalls {
+    started: AtomicUsize,
+    finished: AtomicUsize,
+}
+
+impl ModelCalls {
+    /// Whether a model call was abandoned before it returned (cut by the step timeout).
+    fn cut(&self) -> bool {
+        self.started.load(Ordering::SeqCst) > self.finished.load(Ordering::SeqCst)
+    }
+}
+
+/// Runs `call`, a model call an executor makes for a step (through its provider, retry
+/// layer included), so that the runner knows whether the step's timeout cut it.
+///
+/// That is how the bound on model calls holds: the provider's retry layer makes at most
+/// its `max_attempts` of one call, and a step attempt whose timeout cuts a model call is
+/// not tried again (that would make the call again, retry layer and all); its fallback
+/// runs, or the plan is revised. Outside a step attempt (a tool loop of its own) it only
+/// runs `call`.
+pub(crate) async fn model_call<F: Future>(call: F) -> F::Output {
+    let calls = MODEL_CALLS.try_with(Arc::clone).ok();
+    if let Some(calls) = &calls {
+        calls.started.fetch_add(1, Ordering::SeqCst);
+    }
+    let output = call.await;
+    if let Some(calls) = &calls {
+        calls.finished.fetch_add(1, Ordering::SeqCst);
+    }
+    output
+}
+
+/// Whether a failed attempt may be tried again: a retryable error, or a timeout that did
+/// not cut a model call (the provider's retry layer has retried that call already).
+fn retryable(e: &StepError, calls: &ModelCalls) -> bool {
+    e.is_retryable() && !(e.kind == StepErrorKind::Timeout && calls.cut())
+}
+
+/// A step timeout that cut a model call, saying why the step is not tried again.
+fn cut_model_call(mut e: StepError) -> StepError {
+    e.message.push_str(
+        " (it cut a model call, which the provider's own timeout and retry layer bound, so \
+         the step is not tried again: give the step at least the provider's timeout times \
+         its attempts, as StepPolicy::with_model_call_timeout does)",
+    );
+    e
 }
 
 async fn with_timeout<F>(timeout: Option<Duration>, work: F) -> Result<String, StepError>

@@ -1,7 +1,73 @@
 //! The verdict of a `verify` step: `PASS` or `FAIL` with reasons, read from a structured
 //! reply where the provider enforces a schema, else from the reply's first line.
+//!
+//! Every executor that can run a verify step reads its reply through [`step_output`], so a
+//! `FAIL` fails the step whichever executor ran it (one model call, the tool loop, an
+//! agent profile of a team).
 
+use plan_core::{Step, StepKind};
 use serde_json::json;
+
+use crate::context::cap_output;
+use crate::error::StepError;
+
+/// The system prompt of a verify step (unless the executor has one of its own).
+pub(crate) const VERIFY_SYSTEM: &str = "Check strictly only what you are asked, using the \
+outputs shown: your verdict (PASS or FAIL) first, then the reasons.";
+
+/// Added to a system prompt of the executor's own (an agent profile's) for a verify step,
+/// whose reply is read as a verdict.
+pub(crate) const VERDICT_REQUEST: &str = "This step is a check: reply with your verdict \
+(PASS or FAIL) first, then the reasons.";
+
+/// The system prompt for `step`: `custom` when given (with [`VERDICT_REQUEST`] added for a
+/// verify step), else `default` ([`VERIFY_SYSTEM`] for a verify step).
+pub(crate) fn system_prompt(step: &Step, custom: Option<&str>, default: &str) -> String {
+    let verify = step.kind == StepKind::Verify;
+    match custom {
+        Some(custom) if verify => format!("{}\n\n{VERDICT_REQUEST}", custom.trim_end()),
+        Some(custom) => custom.to_owned(),
+        None if verify => VERIFY_SYSTEM.to_owned(),
+        None => default.to_owned(),
+    }
+}
+
+/// What a step's final reply makes of the step, for every executor alike: for any step
+/// but a `verify` step, the reply is the output. For a verify step, the reply is read as a
+/// verdict ([`parse`]):
+///
+/// - `PASS`: the reply is the output (a structured verdict shown as `PASS: reasons`);
+/// - `FAIL`: a fatal step error with the reasons. A verdict is final for these inputs:
+///   asking again until the model says PASS is not verification, so it is not retried;
+///   the step's fallback runs, or the plan is revised;
+/// - no verdict: a retryable error (the model may give one when asked again).
+pub(crate) fn step_output(step: &Step, reply: String) -> Result<String, StepError> {
+    if step.kind != StepKind::Verify {
+        return Ok(reply);
+    }
+    match parse(&reply) {
+        // A structured verdict is shown as text; a text verdict stays as written.
+        Some(Verdict::Pass(reasons)) if reply.trim_start().starts_with('{') => {
+            Ok(format!("PASS: {reasons}")
+                .trim_end_matches([' ', ':'])
+                .to_owned())
+        }
+        Some(Verdict::Pass(_)) => Ok(reply),
+        Some(Verdict::Fail(reasons)) => Err(StepError::fatal(format!(
+            "verification failed: {}",
+            if reasons.is_empty() {
+                "the check said FAIL without reasons"
+            } else {
+                reasons.as_str()
+            }
+        ))),
+        None => Err(StepError::retryable(format!(
+            "the verify step `{}` got no verdict (PASS or FAIL) from the model: {}",
+            step.id,
+            cap_output(reply.trim(), 200).0
+        ))),
+    }
+}
 
 /// A verify step's verdict.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -102,6 +168,46 @@ mod tests {
             Some(Verdict::Pass("all three are covered".into()))
         );
         assert_eq!(parse("\n  fail\n"), Some(Verdict::Fail(String::new())));
+    }
+
+    #[test]
+    fn step_output_reads_the_verdict_of_verify_steps_only() {
+        let check = Step::new("check", "Check it").with_kind(StepKind::Verify);
+        let action = Step::new("do", "Do it");
+        assert_eq!(
+            step_output(&action, "FAIL: not a check".into()).as_deref(),
+            Ok("FAIL: not a check")
+        );
+        assert_eq!(
+            step_output(&check, "PASS - all there".into()).as_deref(),
+            Ok("PASS - all there")
+        );
+        assert_eq!(
+            step_output(&check, r#"{"verdict": "PASS", "reasons": "ok"}"#.into()).as_deref(),
+            Ok("PASS: ok")
+        );
+        let failed = step_output(&check, "FAIL: two rows, not three".into()).unwrap_err();
+        assert_eq!(failed.kind, crate::error::StepErrorKind::Fatal);
+        assert_eq!(failed.message, "verification failed: two rows, not three");
+        let none = step_output(&check, "Looks fine.".into()).unwrap_err();
+        assert!(none.is_retryable(), "{none:?}");
+        assert!(none.message.contains("`check` got no verdict"), "{none:?}");
+    }
+
+    #[test]
+    fn a_custom_system_prompt_still_asks_a_check_for_its_verdict() {
+        let check = Step::new("check", "Check it").with_kind(StepKind::Verify);
+        let action = Step::new("do", "Do it");
+        assert_eq!(
+            system_prompt(&action, Some("You are QA."), "dflt"),
+            "You are QA."
+        );
+        assert_eq!(
+            system_prompt(&check, Some("You are QA."), "dflt"),
+            format!("You are QA.\n\n{VERDICT_REQUEST}")
+        );
+        assert_eq!(system_prompt(&check, None, "dflt"), VERIFY_SYSTEM);
+        assert_eq!(system_prompt(&action, None, "dflt"), "dflt");
     }
 
     #[test]

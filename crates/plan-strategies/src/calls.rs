@@ -269,6 +269,27 @@ pub(crate) fn synthesis_messages(
     ])
 }
 
+/// The messages of one summarising call of the synthesis: part `part` of `parts` of the
+/// final steps' results, to be summarised in at most `max_chars` characters.
+pub(crate) fn part_messages(
+    goal: &str,
+    part: usize,
+    parts: usize,
+    steps: &[SynthesisInput],
+    max_chars: usize,
+) -> Result<Vec<Message>, StrategyError> {
+    Ok(vec![
+        Message::system(render(
+            "synthesize_part_system",
+            serde_json::json!({ "max_chars": max_chars }),
+        )?),
+        Message::user(render(
+            "synthesize_part_user",
+            serde_json::json!({ "goal": goal, "part": part, "parts": parts, "steps": steps }),
+        )?),
+    ])
+}
+
 /// Writes the final answer from the (bounded) step results.
 pub(crate) async fn synthesize(
     provider: &dyn Provider,
@@ -277,11 +298,36 @@ pub(crate) async fn synthesize(
     tree: Option<&str>,
     calls: &mut Vec<LlmCall>,
 ) -> Result<String, StrategyError> {
-    let mut request =
-        Request::new(synthesis_messages(goal, steps, tree)?).with_purpose(Purpose::Synthesize);
+    synthesis_call(provider, synthesis_messages(goal, steps, tree)?, calls).await
+}
+
+/// Summarises part `part` of `parts` of the final steps' results (a round of the
+/// synthesis of a plan with more final steps than one call reads), in at most `max_chars`
+/// characters as asked; the caller bounds the reply.
+pub(crate) async fn summarise_part(
+    provider: &dyn Provider,
+    goal: &str,
+    (part, parts): (usize, usize),
+    steps: &[SynthesisInput],
+    max_chars: usize,
+    calls: &mut Vec<LlmCall>,
+) -> Result<String, StrategyError> {
+    let messages = part_messages(goal, part, parts, steps, max_chars)?;
+    synthesis_call(provider, messages, calls).await
+}
+
+/// One model call of the synthesis (purpose `synthesize`), recorded in `calls`.
+async fn synthesis_call(
+    provider: &dyn Provider,
+    messages: Vec<Message>,
+    calls: &mut Vec<LlmCall>,
+) -> Result<String, StrategyError> {
+    let mut request = Request::new(messages).with_purpose(Purpose::Synthesize);
     // The prompt's own framing: an answer that starts writing it is echoing the prompt.
+    // (Four at most: OpenAI's limit.)
     request.stop = vec![
         "\nResults of the steps:".to_owned(),
+        "\nResults of the steps (part".to_owned(),
         "\nHow the goal was broken down:".to_owned(),
         "\nYour step (`".to_owned(),
     ];

@@ -39,6 +39,14 @@ const TEMPLATES: &[(&str, &str)] = &[
         "synthesize_user",
         include_str!("../prompts/synthesize_user.j2"),
     ),
+    (
+        "synthesize_part_system",
+        include_str!("../prompts/synthesize_part_system.j2"),
+    ),
+    (
+        "synthesize_part_user",
+        include_str!("../prompts/synthesize_part_user.j2"),
+    ),
 ];
 
 fn env() -> &'static Result<Environment<'static>, String> {
@@ -181,7 +189,7 @@ mod tests {
         use plan_core::{Plan, Step};
         use plan_llm::ScriptedModel;
 
-        use crate::calls::{SynthesisInput, synthesis_messages};
+        use crate::calls::{SynthesisInput, part_messages, synthesis_messages};
         use crate::planner::{
             AgentInfo, FailedStep, FinishedStep, LlmPlanner, PlanRequest, PlannerConfig,
             ReplanContext,
@@ -317,6 +325,23 @@ mod tests {
             let messages =
                 synthesis_messages("Compare Rust web frameworks", &steps, Some("tree here"))
                     .unwrap();
+            insta::assert_snapshot!(format!(
+                "--- system\n{}\n--- user\n{}",
+                messages[0].content, messages[1].content
+            ));
+        }
+
+        #[test]
+        fn synthesis_part_prompt() {
+            let steps = vec![SynthesisInput {
+                id: "s01".into(),
+                description: "Find the frameworks".into(),
+                status: "completed".into(),
+                output: Some("axum, actix-web, rocket".into()),
+                error: None,
+            }];
+            let messages =
+                part_messages("Compare Rust web frameworks", 2, 3, &steps, 4000).unwrap();
             insta::assert_snapshot!(format!(
                 "--- system\n{}\n--- user\n{}",
                 messages[0].content, messages[1].content

@@ -19,8 +19,11 @@ use crate::llm::LlmStepExecutor;
 ///
 /// The prompt is the one [`LlmStepExecutor`] builds (goal, the step's description verbatim,
 /// the capped outputs of its direct dependencies); tools are offered natively or as JSON
-/// actions ([`ToolCallMode`](super::ToolCallMode)). Every tool call emits a `tool_call`
-/// event and every model call an `llm_call` event. Model errors keep their retryability;
+/// actions ([`ToolCallMode`](super::ToolCallMode)). A `verify` step's final answer is read
+/// as its verdict, as [`LlmStepExecutor`] reads it: `FAIL` fails the step (fatally, so its
+/// fallback runs or the plan is revised), no verdict is a retryable error; a system prompt
+/// of its own (an agent profile's) still asks a check for its verdict. Every tool call
+/// emits a `tool_call` event and every model call an `llm_call` event. Model errors keep their retryability;
 /// a model that never stops calling tools is a fatal error; a tool that cannot be reached
 /// ([`ToolError::Unavailable`](super::ToolError::Unavailable)) fails the step (retryable
 /// when the tool says so); cancellation stops the loop.
@@ -145,6 +148,6 @@ impl StepExecutor for ToolStepExecutor {
                 ctx.step().id
             )));
         }
-        Ok(outcome.answer)
+        crate::verdict::step_output(ctx.step(), outcome.answer)
     }
 }

@@ -313,7 +313,7 @@ impl ToolLoop {
         observer: &dyn ToolObserver,
     ) -> Result<Response, ToolLoopError> {
         let started = Instant::now();
-        let response = self.provider.complete(request).await?;
+        let response = crate::runner::model_call(self.provider.complete(request)).await?;
         outcome.usage += response.usage;
         outcome.model_calls += 1;
         observer.model_called(&response.usage, started.elapsed());

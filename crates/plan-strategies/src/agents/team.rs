@@ -28,7 +28,9 @@ where
 
 /// Specialised agents ready to run: each profile becomes a [`ToolStepExecutor`] with its
 /// system prompt, its model (or the run's) and its tools, routed by agent name and by the
-/// kinds it handles.
+/// kinds it handles. A `verify` step routed to a profile is asked for its verdict and
+/// judged by it as on every route: `FAIL` fails the step, so its fallback runs or the plan
+/// is revised.
 ///
 /// ```
 /// use std::sync::Arc;

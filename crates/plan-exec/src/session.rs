@@ -402,6 +402,14 @@ impl RunSession {
         });
     }
 
+    /// Drops a named part of the report (a goal tree that no longer fits the plan), so
+    /// the run no longer shows it.
+    pub fn remove_extra(&self, key: &str) {
+        self.with_mirror(|m| {
+            m.extras.remove(key);
+        });
+    }
+
     /// Adds named parts to the report of a run that has ended (a caller's own view of it,
     /// such as the CLI's forecast beside what the run took), keeping its status, answer,
     /// failure and the parts it has. A run still going is left alone: its own session
@@ -430,14 +438,25 @@ impl RunSession {
         Ok(())
     }
 
-    /// Moves the run to `status` without ending it (`awaiting_approval`, `queued`).
+    /// Moves the run to `status` without ending it (`awaiting_approval`, `queued`). A run
+    /// that stops to wait for approval keeps the parts of its report it has so far (a goal
+    /// tree, critiques, repairs) with it in the store, for whoever answers the approval,
+    /// perhaps in another process.
     ///
     /// # Errors
     /// [`ExecError::Store`].
     pub async fn set_status(&self, status: RunStatus) -> Result<(), ExecError> {
         self.flush().await?;
         if let Some(store) = &self.inner.store {
-            store.set_status(&self.inner.id, status).await?;
+            let extras = self.with_mirror(|m| m.extras.clone());
+            if status == RunStatus::AwaitingApproval && !extras.is_empty() {
+                // The store's one write of a run's extras; nothing ends here (no
+                // `run_finished`): the run waits, with what it has.
+                let waiting = RunEnd::new(status).with_extras(extras);
+                store.finish_run(&self.inner.id, &waiting).await?;
+            } else {
+                store.set_status(&self.inner.id, status).await?;
+            }
         }
         self.with_mirror(|m| m.status = status);
         Ok(())

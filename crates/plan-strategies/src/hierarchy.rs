@@ -191,6 +191,86 @@ pub(crate) fn roll_up(tree: &GoalTree, flat: &FlatPlan, results: &[StepState]) -
     combine(String::new(), tree.goal.clone(), children)
 }
 
+/// The goal tree a hierarchical run's results roll up: the tree it was planned with, or
+/// the rolled-up tree kept with the run (recorded when it was planned, stopped for
+/// approval or was interrupted), for a run that is approved or resumed later. Either is
+/// used only while the plan is the one the tree was flattened into.
+#[derive(Clone, Debug)]
+pub(crate) enum RunTree {
+    /// The tree as decomposed, and its flattening.
+    Planned { tree: GoalTree, flat: FlatPlan },
+    /// The tree kept with the run: its shape and goals (statuses and outputs are redone).
+    Kept(GoalResult),
+}
+
+impl RunTree {
+    /// `tree`, when `plan` is the plan it flattens into (not one edited since).
+    pub(crate) fn planned(tree: GoalTree, plan: &Plan) -> Option<Self> {
+        let flat = tree.flatten().ok()?;
+        (flat.plan == *plan).then_some(Self::Planned { tree, flat })
+    }
+
+    /// A tree kept with the run, when its leaves are exactly the steps of `plan` (the
+    /// same ids with the same descriptions).
+    pub(crate) fn kept(kept: GoalResult, plan: &Plan) -> Option<Self> {
+        fits(&kept, plan).then_some(Self::Kept(kept))
+    }
+
+    /// The tree with `results` rolled up it: a sub-goal is completed when all its leaves
+    /// are, and its output is its leaves' outputs in order.
+    pub(crate) fn roll_up(&self, results: &[StepState]) -> GoalResult {
+        match self {
+            Self::Planned { tree, flat } => roll_up(tree, flat, results),
+            Self::Kept(kept) => roll_up_kept(kept, results),
+        }
+    }
+}
+
+/// [`roll_up`] over a tree already rolled up once: the same shape, goals and ids, with the
+/// statuses and outputs of `results`.
+fn roll_up_kept(kept: &GoalResult, results: &[StepState]) -> GoalResult {
+    let by_id: HashMap<&str, &StepState> = results.iter().map(|r| (r.id.as_str(), r)).collect();
+    fn node(n: &GoalResult, by_id: &HashMap<&str, &StepState>) -> GoalResult {
+        if n.children.is_empty() {
+            let r = by_id.get(n.id.as_str());
+            return GoalResult {
+                id: n.id.clone(),
+                goal: n.goal.clone(),
+                status: r.map_or("pending", |r| r.status.name()).to_owned(),
+                output: r.and_then(|r| r.output.clone()),
+                children: Vec::new(),
+            };
+        }
+        let children = n.children.iter().map(|c| node(c, by_id)).collect();
+        combine(n.id.clone(), n.goal.clone(), children)
+    }
+    let children = kept.children.iter().map(|c| node(c, &by_id)).collect();
+    combine(kept.id.clone(), kept.goal.clone(), children)
+}
+
+/// Whether the leaves of `tree` are exactly the steps of `plan` (ids and descriptions).
+fn fits(tree: &GoalResult, plan: &Plan) -> bool {
+    fn leaves<'a>(n: &'a GoalResult, out: &mut Vec<(&'a str, &'a str)>) {
+        for c in &n.children {
+            if c.children.is_empty() {
+                out.push((c.id.as_str(), c.goal.as_str()));
+            } else {
+                leaves(c, out);
+            }
+        }
+    }
+    let mut tree_leaves = Vec::new();
+    leaves(tree, &mut tree_leaves);
+    let mut steps: Vec<(&str, &str)> = plan
+        .steps
+        .iter()
+        .map(|s| (s.id.as_str(), s.description.as_str()))
+        .collect();
+    tree_leaves.sort_unstable();
+    steps.sort_unstable();
+    !steps.is_empty() && tree_leaves == steps
+}
+
 fn combine(id: String, goal: String, children: Vec<GoalResult>) -> GoalResult {
     let rank = |s: &str| match s {
         "completed" => 0,
@@ -245,6 +325,57 @@ pub(crate) fn render_tree(root: &GoalResult) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn tree() -> GoalTree {
+        GoalTree::new(
+            "g",
+            vec![
+                GoalNode::sub_goal(
+                    "facts",
+                    "Gather the facts",
+                    vec![
+                        GoalNode::leaf(Step::new("list", "List them")),
+                        GoalNode::leaf(Step::new("check", "Check them")).depends_on(["list"]),
+                    ],
+                ),
+                GoalNode::leaf(Step::new("write", "Write it up")).depends_on(["facts"]),
+            ],
+        )
+    }
+
+    #[test]
+    fn a_kept_tree_rolls_up_as_the_tree_it_came_from() {
+        let tree = tree();
+        let flat = tree.flatten().unwrap();
+        let results = vec![
+            StepState::completed(StepId::new("facts/list"), "the list".to_owned()),
+            StepState::completed(StepId::new("facts/check"), "checked".to_owned()),
+        ];
+        let kept = RunTree::kept(roll_up(&tree, &flat, &[]), &flat.plan).unwrap();
+        let planned = RunTree::planned(tree.clone(), &flat.plan).unwrap();
+        assert_eq!(kept.roll_up(&results), planned.roll_up(&results));
+        let rolled = kept.roll_up(&results);
+        assert_eq!(rolled.status, "pending");
+        assert_eq!(rolled.children[0].status, "completed");
+        assert_eq!(
+            rolled.children[0].output.as_deref(),
+            Some("[facts/list] the list\n\n[facts/check] checked")
+        );
+    }
+
+    #[test]
+    fn a_tree_is_used_only_while_the_plan_is_the_one_it_was_flattened_into() {
+        let tree = tree();
+        let flat = tree.flatten().unwrap();
+        let kept = roll_up(&tree, &flat, &[]);
+        let mut edited = flat.plan.clone();
+        edited.steps[2].description = "Write it up briefly".into();
+        assert!(RunTree::planned(tree.clone(), &edited).is_none());
+        assert!(RunTree::kept(kept.clone(), &edited).is_none());
+        edited.steps[2].description = "Write it up".into();
+        edited.steps.pop();
+        assert!(RunTree::kept(kept, &edited).is_none());
+    }
 
     #[test]
     fn subgoals_are_cleaned() {

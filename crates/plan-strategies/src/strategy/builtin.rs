@@ -3,10 +3,13 @@
 use async_trait::async_trait;
 use plan_exec::RunSession;
 
-use super::{Outcome, PlanOutcome, PlanStart, Strategy, StrategyContext, chain, streamed};
+use super::{
+    Outcome, PlanOutcome, PlanStart, Strategy, StrategyContext, chain, drop_tree, kept_tree,
+    record_tree, streamed,
+};
 use crate::calls::critique;
 use crate::error::StrategyError;
-use crate::hierarchy::{TreeLimits, build_tree, roll_up};
+use crate::hierarchy::{RunTree, TreeLimits, build_tree};
 use crate::options::PlanningMode;
 use crate::planner::{LlmCall, PlanRequest};
 
@@ -117,24 +120,49 @@ impl Strategy for Hierarchical {
         Ok(out)
     }
 
+    /// Runs the plan and rolls its results up the goal tree: the one it was planned with,
+    /// or, for a run approved or resumed later, the one kept with the run. A tree whose
+    /// leaves are no longer the plan's steps (an edited plan) is dropped, and the report
+    /// says so.
     async fn execute(
         &self,
         cx: &StrategyContext,
         session: &RunSession,
         start: PlanStart,
     ) -> Result<Outcome, StrategyError> {
-        let tree = start.tree.clone();
+        let tree = run_tree(cx, session, &start);
         let outcome = cx.drive(session, start, false).await?;
-        if let Some(tree) = tree
-            && let Ok(flat) = tree.flatten()
-        {
-            let rolled = roll_up(&tree, &flat, &outcome.steps);
-            if let Ok(v) = serde_json::to_value(&rolled) {
-                session.set_extra("tree", v);
-            }
+        if let Some(tree) = tree {
+            record_tree(session, &tree.roll_up(&outcome.steps));
         }
         Ok(outcome)
     }
+}
+
+/// The goal tree `start`'s results roll up, recorded (nothing run yet) if it is new to
+/// the run, so an interrupted run keeps it too.
+fn run_tree(cx: &StrategyContext, session: &RunSession, start: &PlanStart) -> Option<RunTree> {
+    if let Some(tree) = &start.tree {
+        let planned = RunTree::planned(tree.clone(), &start.plan);
+        match &planned {
+            Some(tree) => record_tree(session, &tree.roll_up(&[])),
+            None => drop_tree(
+                cx,
+                session,
+                "the plan is not the one the goal tree was flattened into",
+            ),
+        }
+        return planned;
+    }
+    let kept = RunTree::kept(kept_tree(session)?, &start.plan);
+    if kept.is_none() {
+        drop_tree(
+            cx,
+            session,
+            "the plan's steps are no longer the leaves of the goal tree kept with the run",
+        );
+    }
+    kept
 }
 
 /// Replans from the current state when a step fails, keeping finished steps, up to

@@ -10,6 +10,7 @@
 mod auto;
 mod builtin;
 mod drive;
+mod edited;
 mod streamed;
 
 use std::collections::HashMap;
@@ -26,14 +27,16 @@ use serde::{Deserialize, Serialize};
 use crate::agents::AgentCatalogue;
 use crate::calls::Critique;
 use crate::error::StrategyError;
+use crate::hierarchy::RunTree;
 use crate::options::StrategyOptions;
 use crate::planner::{LlmCall, Planner, RepairNote};
-use crate::report::Usage;
+use crate::report::{GoalResult, Usage};
 
 pub use auto::Auto;
 pub(crate) use auto::{DIRECT, PLANNED, choose};
 pub use builtin::{Adaptive, Dag, Hierarchical, Linear, Reflective};
 pub(crate) use drive::chain;
+pub(crate) use edited::{EditedStart, edited_start};
 
 /// How plans are made and revised. Implement it to add a strategy of your own and
 /// register it in a [`StrategyRegistry`]; the built-in ones are [`Auto`], [`Linear`],
@@ -349,8 +352,9 @@ impl StrategyContext {
         }
     }
 
-    /// Records a plan outcome's calls and adjustments (`plan_adjusted`), and its critiques
-    /// and repairs as report extras.
+    /// Records a plan outcome's calls and adjustments (`plan_adjusted`), and its critiques,
+    /// repairs and goal tree (nothing run yet, while the plan is the one the tree was
+    /// flattened into) as report extras, so a run that stops for approval keeps them.
     pub fn record_plan_outcome(&self, session: &RunSession, outcome: &PlanOutcome) {
         self.record_calls(session, &outcome.calls);
         self.record_adjustments(session, &outcome.adjustments);
@@ -360,6 +364,11 @@ impl StrategyContext {
             session.set_extra("critiques", v);
         }
         add_repairs(session, &outcome.repairs);
+        if let Some(tree) = &outcome.tree
+            && let Some(tree) = RunTree::planned(tree.clone(), &outcome.plan)
+        {
+            record_tree(session, &tree.roll_up(&[]));
+        }
     }
 
     /// Emits `plan_adjusted` listing `changes` made to the model's plan (none: nothing).
@@ -386,6 +395,32 @@ impl StrategyContext {
         drive::drive(self, session, start, replan).await
     }
 }
+
+/// Keeps `tree` as the run's `tree` extra ([`ReportExt::tree`](crate::ReportExt::tree)).
+pub(crate) fn record_tree(session: &RunSession, tree: &GoalResult) {
+    if let Ok(v) = serde_json::to_value(tree) {
+        session.set_extra(TREE, v);
+    }
+}
+
+/// The goal tree kept with the run (recorded when it was planned, stopped for approval or
+/// ended), if any.
+pub(crate) fn kept_tree(session: &RunSession) -> Option<GoalResult> {
+    let extras = session.snapshot().extras;
+    serde_json::from_value(extras.get(TREE)?.clone()).ok()
+}
+
+/// Drops the run's goal tree, saying why (`plan_adjusted`).
+pub(crate) fn drop_tree(cx: &StrategyContext, session: &RunSession, why: &str) {
+    session.remove_extra(TREE);
+    cx.record_adjustments(
+        session,
+        &[format!("the goal tree was dropped from the report: {why}")],
+    );
+}
+
+/// The report extra holding the goal tree.
+const TREE: &str = "tree";
 
 /// Adds repair notes to the run's `repairs` extra.
 pub(crate) fn add_repairs(session: &RunSession, repairs: &[RepairNote]) {

@@ -92,6 +92,7 @@ fn build() -> Result<BTreeMap<String, PathBuf>> {
     let out = cargo_command()
         .args([
             "build",
+            "--release",
             "--locked",
             "-p",
             "plan-examples",

@@ -25,6 +25,7 @@ fn run() -> Result<()> {
             cargo(&["fmt", "--all", "--", "--check"])?;
             cargo(&[
                 "clippy",
+                "--release",
                 "--workspace",
                 "--all-targets",
                 "--",
@@ -53,7 +54,15 @@ fn test() -> Result<()> {
     fetch_model::fetch_model().context("the embedded model is needed by the tests")?;
     prepare_mcp().context("the MCP tests need their servers and client")?;
     let mut test = cargo_command();
-    test.args(["test", "--workspace", "--locked", "--no-fail-fast"]);
+    // The release profile: the quick start's `cargo run --release` built the
+    // dependencies already, so only the workspace's crates and tests compile here.
+    test.args([
+        "test",
+        "--release",
+        "--workspace",
+        "--locked",
+        "--no-fail-fast",
+    ]);
     let fixtures = workspace_root().join("../shared/fixtures/providers");
     if std::env::var_os("PLAN_PROVIDER_FIXTURES").is_none() && fixtures.is_dir() {
         test.env("PLAN_PROVIDER_FIXTURES", &fixtures);

@@ -43,7 +43,8 @@ Configuration:
   user config directory; flags override them. Keys: model, base_url, strategy, concurrency,
   sandbox, store, max_replans, max_depth, max_steps, budget_tokens, budget_usd,
   [prices.\"provider:model\"] tables, and [[mcp]] tables
-  (name, command or url, env, timeout_secs, tools) of MCP servers whose tools runs may use.
+  (name, command or url, env, start_timeout_secs, timeout_secs, tools) of MCP servers whose
+  tools runs may use.
   API keys come only from the environment: OPENAI_API_KEY, ANTHROPIC_API_KEY
   (OPENAI_BASE_URL, ANTHROPIC_BASE_URL and OLLAMA_HOST set endpoints).
 
@@ -95,7 +96,7 @@ plan wait 1m931ebcanh4d --json --timeout 600")]
     #[command(after_help = "Examples:\n  \
 plan serve\n  \
 plan serve --addr 0.0.0.0:8080 --token \"$(openssl rand -hex 16)\"\n  \
-curl -H 'Authorization: Bearer TOKEN' -d '{\"goal\": \"Plan a release\"}' localhost:8080/api/runs")]
+curl -H 'Authorization: Bearer TOKEN' -H 'Content-Type: application/json' -d '{\"goal\": \"Plan a release\"}' localhost:8080/api/runs")]
     Serve(ServeArgs),
 
     /// Queue a run for a fleet of `plan worker`s (a postgres:// store) and print its id
@@ -180,11 +181,6 @@ pub enum Strategy {
 }
 
 impl Strategy {
-    /// The strategy with this name, as recorded in the run store.
-    pub fn from_name(name: &str) -> Option<Strategy> {
-        <Strategy as ValueEnum>::from_str(name, true).ok()
-    }
-
     /// Its name (`dag`), as the strategy registry knows it.
     pub fn name(self) -> &'static str {
         match self {
@@ -222,6 +218,16 @@ impl SandboxArg {
             SandboxArg::None => plan_exec::SandboxChoice::None,
         }
     }
+
+    /// The flag value of a library choice.
+    pub fn from_choice(choice: plan_exec::SandboxChoice) -> SandboxArg {
+        match choice {
+            plan_exec::SandboxChoice::Bwrap => SandboxArg::Bwrap,
+            plan_exec::SandboxChoice::Process => SandboxArg::Process,
+            plan_exec::SandboxChoice::None => SandboxArg::None,
+            _ => SandboxArg::Auto,
+        }
+    }
 }
 
 /// Which model, and how much of it.
@@ -240,9 +246,10 @@ pub struct ModelArgs {
     #[arg(long, value_name = "N")]
     pub budget_tokens: Option<u64>,
 
-    /// Refuse a run whose forecast starts above this many US dollars, and stop one whose
-    /// spend reaches it (needs the model's price: built in for well-known hosted models, else
-    /// [prices] in plan.toml)
+    /// Spending limit of each run in US dollars: a run stops when its spend reaches it,
+    /// wherever it runs (needs the model's price: built in for well-known hosted models,
+    /// else [prices] in plan.toml); `plan run` and `plan exec` also refuse, before any
+    /// step, a plan whose forecast starts above it
     #[arg(long, value_name = "USD", value_parser = positive_dollars)]
     pub budget_usd: Option<f64>,
 }
@@ -470,7 +477,7 @@ pub struct McpArgs {
     #[command(flatten)]
     pub model: ModelArgs,
 
-    /// Run store (SQLite file) [default: plan/runs.sqlite in the user data directory]
+    /// Run store: a SQLite file or a postgres:// URL [default: plan/runs.sqlite in the user data directory]
     #[arg(long, value_name = "PATH")]
     pub store: Option<PathBuf>,
 }
@@ -620,11 +627,11 @@ pub struct ResumeArgs {
     #[arg(long, value_name = "URL")]
     pub base_url: Option<String>,
 
-    /// Steps run at the same time at most [default: 4]
+    /// Steps run at the same time at most [default: the one the run recorded]
     #[arg(long, value_name = "N", value_parser = at_least_one)]
     pub concurrency: Option<usize>,
 
-    /// Where code steps run [default: auto]
+    /// Where code steps run [default: the one the run recorded]
     #[arg(long, value_enum)]
     pub sandbox: Option<SandboxArg>,
 

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use plan_llm::Price;
+use plan_strategies::RunSpec;
 use serde::Deserialize;
 
 use crate::cli::{ExecutionArgs, ModelArgs, PlanningArgs, SandboxArg, Strategy};
@@ -68,8 +69,12 @@ pub struct McpTable {
     /// Environment variables of its process.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
-    /// Seconds starting, listing and each call may take.
-    pub timeout_secs: Option<u64>,
+    /// Seconds each tool call may take (default 60). Signed so that a negative value gets
+    /// the same clear error as 0.
+    pub timeout_secs: Option<i64>,
+    /// Seconds starting the server may take: spawning it (or reaching its URL), the MCP
+    /// handshake and the first listing of its tools (default 60).
+    pub start_timeout_secs: Option<i64>,
     /// Only these of its tools.
     pub tools: Option<Vec<String>>,
 }
@@ -88,8 +93,8 @@ impl McpTable {
     /// The server this table describes.
     ///
     /// # Errors
-    /// A message saying what is wrong (no command or url, both, an empty command, a zero
-    /// timeout).
+    /// A message saying what is wrong (no command or url, both, an empty command, a zero or
+    /// negative timeout).
     pub fn to_config(&self) -> Result<plan_mcp::McpServerConfig, String> {
         use plan_mcp::McpServerConfig;
         let mut config = match (&self.command, &self.url) {
@@ -123,15 +128,27 @@ impl McpTable {
         for (k, v) in &self.env {
             config = config.with_env(k.clone(), v.clone());
         }
-        match self.timeout_secs {
-            Some(0) => return Err("`timeout_secs` must be at least 1".to_owned()),
-            Some(secs) => config = config.with_timeout(std::time::Duration::from_secs(secs)),
-            None => {}
+        if let Some(timeout) = seconds("timeout_secs", self.timeout_secs)? {
+            config = config.with_timeout(timeout);
+        }
+        if let Some(timeout) = seconds("start_timeout_secs", self.start_timeout_secs)? {
+            config = config.with_start_timeout(timeout);
         }
         if let Some(tools) = &self.tools {
             config = config.with_tools(tools.clone());
         }
         Ok(config)
+    }
+}
+
+/// The duration of a `[[mcp]]` timeout setting `key`; an error unless it is at least 1.
+fn seconds(key: &str, value: Option<i64>) -> Result<Option<std::time::Duration>, String> {
+    match value {
+        None => Ok(None),
+        Some(secs) => match u64::try_from(secs) {
+            Ok(secs) if secs >= 1 => Ok(Some(std::time::Duration::from_secs(secs))),
+            _ => Err(format!("`{key}` must be at least 1 (seconds), not {secs}")),
+        },
     }
 }
 
@@ -147,7 +164,7 @@ impl FileConfig {
                 ""
             };
             Usage::new(format!(
-                "invalid configuration file {}: {}{hint}\n  allowed keys: model, base_url, strategy, concurrency, sandbox, store, max_replans, max_depth, max_steps, budget_tokens, budget_usd, [prices.\"provider:model\"] (input_per_mtok, output_per_mtok), [[mcp]] (name, command, url, env, timeout_secs, tools)",
+                "invalid configuration file {}: {}{hint}\n  allowed keys: model, base_url, strategy, concurrency, sandbox, store, max_replans, max_depth, max_steps, budget_tokens, budget_usd, [prices.\"provider:model\"] (input_per_mtok, output_per_mtok), [[mcp]] (name, command, url, env, timeout_secs, start_timeout_secs, tools)",
                 path.display(),
                 message.trim_end()
             ))
@@ -173,14 +190,31 @@ impl FileConfig {
                 .into());
             }
         }
-        if config.concurrency == Some(0) {
+        if let Err(e) = config.check_values() {
             return Err(Usage::new(format!(
-                "invalid configuration file {}: concurrency must be at least 1",
+                "invalid configuration file {}: {e}",
                 path.display()
             ))
             .into());
         }
         Ok(config)
+    }
+
+    /// Checks the file's values as a run's spec would (a zero concurrency or step cap, a
+    /// negative budget), naming the first that is out of range.
+    fn check_values(&self) -> Result<(), plan_strategies::SpecError> {
+        let mut spec = RunSpec::default();
+        let l = &mut spec.limits;
+        if let Some(n) = self.concurrency {
+            l.concurrency = n;
+        }
+        if let Some(n) = self.max_depth {
+            l.max_depth = n;
+        }
+        l.max_steps = self.max_steps;
+        spec.budget.tokens = self.budget_tokens;
+        spec.budget.usd = self.budget_usd;
+        spec.validate()
     }
 
     /// Loads one file, `None` when it does not exist.
@@ -298,6 +332,8 @@ pub struct Settings {
     pub price: Option<Price>,
     /// MCP servers from the configuration files.
     pub mcp: Vec<plan_mcp::McpServerConfig>,
+    /// Prices per model spec from the configuration files.
+    pub prices: BTreeMap<String, Price>,
 }
 
 /// Where runs are stored: a SQLite file or a PostgreSQL database.
@@ -389,9 +425,6 @@ impl Settings {
             .concurrency
             .or(file.concurrency)
             .unwrap_or(DEFAULT_CONCURRENCY);
-        if concurrency == 0 {
-            return Err(Usage::new("--concurrency must be at least 1".to_owned()).into());
-        }
         let model = flags
             .model
             .model
@@ -400,8 +433,8 @@ impl Settings {
             .or(file.model)
             .unwrap_or_else(|| DEFAULT_MODEL.to_owned());
         let base_url = flags.model.base_url.clone().or(file.base_url);
-        let price = price_of(&model, base_url.as_deref(), &file.prices);
-        Ok(Settings {
+        let price = plan_strategies::model_price(&model, base_url.as_deref(), &file.prices);
+        let settings = Settings {
             model,
             base_url,
             strategy: flags
@@ -431,35 +464,36 @@ impl Settings {
             budget_usd: flags.model.budget_usd.or(file.budget_usd),
             price,
             mcp: file.mcp.iter().filter_map(|t| t.to_config().ok()).collect(),
-        })
+            prices: file.prices,
+        };
+        // Nonsense from any source (flags, the environment, plan.toml) stops here.
+        settings
+            .spec()
+            .validate()
+            .map_err(|e| Usage::new(format!("invalid setting {e}")))?;
+        Ok(settings)
+    }
+
+    /// The spec of a run with these settings (its needs, approval and overrides are
+    /// the command's to add).
+    pub fn spec(&self) -> RunSpec {
+        let mut spec = RunSpec::new(self.model.clone(), self.strategy.name());
+        spec.base_url.clone_from(&self.base_url);
+        spec.sandbox = self.sandbox.choice();
+        spec.budget.tokens = self.budget_tokens;
+        spec.budget.usd = self.budget_usd;
+        let l = &mut spec.limits;
+        l.concurrency = self.concurrency;
+        l.max_replans = self.max_replans;
+        l.max_depth = self.max_depth;
+        l.max_steps = self.max_steps;
+        spec
     }
 
     /// Settings from this process's sources.
     pub fn from_process(flags: &Overrides) -> anyhow::Result<Settings> {
         Self::resolve(&Sources::from_process(), flags)
     }
-}
-
-/// The price of `model`: configured, else the list price when the model is reached on its
-/// provider's own API (a base URL elsewhere is someone's own server, of unknown cost).
-fn price_of(
-    model: &str,
-    base_url: Option<&str>,
-    prices: &BTreeMap<String, Price>,
-) -> Option<Price> {
-    if let Some(price) = prices.get(model) {
-        return Some(*price);
-    }
-    let spec: plan_llm::ModelSpec = model.parse().ok()?;
-    let own_api = match (spec.provider(), base_url) {
-        (_, None) => true,
-        ("openai", Some(url)) => url.trim_end_matches('/') == plan_llm::OPENAI_BASE_URL,
-        ("anthropic", Some(url)) => {
-            url.trim_end_matches('/') == plan_llm::ANTHROPIC_BASE_URL.trim_end_matches('/')
-        }
-        _ => false,
-    };
-    own_api.then(|| plan_llm::known_price(&spec)).flatten()
 }
 
 /// Reads a path given on the command line, with `-` for standard input.
@@ -601,6 +635,7 @@ mod tests {
             command = ["npx", "-y", "@modelcontextprotocol/server-filesystem", "/tmp"]
             env = { DEBUG = "1" }
             timeout_secs = 5
+            start_timeout_secs = 120
             tools = ["read_text_file"]
 
             [[mcp]]
@@ -624,6 +659,11 @@ mod tests {
         let fs = &s.mcp[0];
         assert_eq!(fs.env.get("DEBUG").map(String::as_str), Some("1"));
         assert_eq!(fs.timeout, std::time::Duration::from_secs(5));
+        assert_eq!(fs.start_timeout, std::time::Duration::from_secs(120));
+        // Unset: the defaults, a generous one for start-up.
+        let fetch = &s.mcp[2];
+        assert_eq!(fetch.timeout, plan_mcp::DEFAULT_TIMEOUT);
+        assert_eq!(fetch.start_timeout, plan_mcp::DEFAULT_START_TIMEOUT);
         assert_eq!(
             fs.tools.as_deref(),
             Some(&["read_text_file".to_owned()][..])
@@ -647,7 +687,26 @@ mod tests {
             ("[[mcp]]\nname = \"x\"\n", "give `command`"),
             ("[[mcp]]\ncommand = \"a\"\nurl = \"http://h\"\n", "not both"),
             ("[[mcp]]\nurl = \"ftp://h\"\n", "must start with http"),
-            ("[[mcp]]\ncommand = \"a\"\ntimeout_secs = 0\n", "at least 1"),
+            (
+                "[[mcp]]\ncommand = \"a\"\ntimeout_secs = 0\n",
+                "`timeout_secs` must be at least 1 (seconds), not 0",
+            ),
+            (
+                "[[mcp]]\ncommand = \"a\"\ntimeout_secs = -5\n",
+                "`timeout_secs` must be at least 1 (seconds), not -5",
+            ),
+            (
+                "[[mcp]]\ncommand = \"a\"\nstart_timeout_secs = 0\n",
+                "`start_timeout_secs` must be at least 1 (seconds), not 0",
+            ),
+            (
+                "[[mcp]]\ncommand = \"a\"\nstart_timeout_secs = -1\n",
+                "[[mcp]] table 1: `start_timeout_secs` must be at least 1 (seconds), not -1",
+            ),
+            (
+                "[[mcp]]\ncommand = \"a\"\nstart_timeout_secs = \"60\"\n",
+                "invalid type: string \"60\", expected i64",
+            ),
             (
                 "[[mcp]]\ncommand = \"a\"\nargs = [\"b\"]\n",
                 "unknown field `args`",
@@ -666,5 +725,16 @@ mod tests {
         assert!(FileConfig::parse("strategy = \"sideways\"", Path::new("p")).is_err());
         assert!(FileConfig::parse("concurrency = 0", Path::new("p")).is_err());
         assert!(FileConfig::parse("concurrency = \"four\"", Path::new("p")).is_err());
+        for (text, named) in [
+            ("max_steps = 0", "max_steps = 0"),
+            ("budget_usd = -5", "budget_usd = -5"),
+            ("budget_tokens = 0", "budget_tokens = 0"),
+            ("max_depth = 0", "max_depth = 0"),
+        ] {
+            let e = FileConfig::parse(text, Path::new("p"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(named), "{text}: {e}");
+        }
     }
 }

@@ -91,7 +91,7 @@ impl Forecaster {
         let [low, high] = self.forecast(plan).usd?;
         (low > budget).then(|| {
             format!(
-                "the run would exceed --budget-usd ${budget:.4}: its forecast is ${low:.4}-{high:.4}\n  hint: raise --budget-usd, lower --max-steps, or use a cheaper --model"
+                "the run would exceed --budget-usd ${budget:.4}: even the low end of its forecast (${low:.4}, of ${low:.4}-{high:.4}) is above it\n  hint: raise --budget-usd, lower --max-steps, or use a cheaper --model"
             )
         })
     }

@@ -9,16 +9,14 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use plan_core::Event;
 use plan_exec::{CancelToken, ChannelSink, RunStore, SqliteStore, event_channel};
-use plan_llm::{
-    LlmError, LlmHint, ModelSpec, Provider, ProviderConfig, ProviderExt, ProviderRegistry,
-    UsageMeter,
-};
+use plan_llm::{LlmError, LlmHint, ModelSpec, ProviderConfig, ProviderRegistry};
 use plan_llm_local::{FetchEvent, LocalConfig, LocalFactory, ModelStore};
 use plan_postgres::PostgresStore;
-use plan_strategies::{Agent, AgentBuilder, StrategyError, StrategyRegistry};
+use plan_strategies::{
+    AgentBuilder, AgentFactory as _, RunSpec, Runtime, RuntimeError, StrategyError,
+};
 use tokio::task::JoinHandle;
 
-use crate::cli::Strategy;
 use crate::config::{Settings, StoreSpec};
 use crate::display::{Display, Mode};
 use crate::events::EventsFile;
@@ -91,55 +89,43 @@ fn show(display: &Mutex<Display>, event: &Event) {
     }
 }
 
-/// Builds the provider named by the settings through the provider registry: plan-llm's
-/// adapters plus the embedded model, pulled on first use with a progress bar.
-pub fn provider(settings: &Settings, quiet: bool) -> anyhow::Result<Arc<dyn Provider>> {
-    let invalid = |e: LlmError| {
-        Usage::new(format!(
-            "invalid --model `{}`: {}",
-            settings.model,
-            llm_message(&e)
-        ))
-    };
-    let spec = ModelSpec::parse(&settings.model).map_err(invalid)?;
-    let registry = registry(quiet);
-    registry.check(&spec).map_err(invalid)?;
-    let mut config = ProviderConfig::from_env();
-    if let Some(url) = &settings.base_url {
-        config = config.with_base_url(url.clone());
+/// The runtime of this process: the provider registry (plan-llm's adapters and the
+/// embedded model, pulled on first use with a progress bar), keys from the environment,
+/// the configured prices. Every command that runs an agent gets it here.
+pub fn runtime(settings: &Settings, quiet: bool) -> Runtime {
+    Runtime::new(registry(quiet), ProviderConfig::from_env())
+        .with_prices(settings.prices.clone())
+        .with_in_process(plan_llm_local::PROVIDER_NAME, Some(LOCAL_MAX_STEPS))
+}
+
+/// The agent builder of `spec` without a live view (the model checked now, so a bad
+/// setup fails before anything starts), with the CLI's way out in its errors.
+pub fn headless_agent(runtime: &Runtime, spec: &RunSpec) -> anyhow::Result<AgentBuilder> {
+    runtime
+        .agent(spec)
+        .map_err(|e| runtime_error(e, &spec.model))
+}
+
+/// A runtime error as a usage error naming the flag to change.
+pub fn runtime_error(e: RuntimeError, model: &str) -> anyhow::Error {
+    match &e {
+        RuntimeError::Model { source, .. } => {
+            let local = ModelSpec::parse(model).is_ok_and(|spec| is_local(&spec));
+            if local && !matches!(source, LlmError::Config(_)) {
+                Usage::new(format!(
+                    "{}\n  run `plan model pull` to fetch it, or use a provider: --model openai:gpt-4o-mini with OPENAI_API_KEY set",
+                    llm_message(source)
+                ))
+            } else {
+                Usage::new(format!("invalid --model `{model}`: {}", llm_message(source)))
+            }
+        }
+        RuntimeError::UnknownPrice(_) => Usage::new(format!(
+            "--budget-usd needs the price of {model}, which is not known\n  hint: set it in plan.toml:\n    [prices.\"{model}\"]\n    input_per_mtok = 0.15   # dollars per million prompt tokens\n    output_per_mtok = 0.60"
+        )),
+        _ => Usage::new(e.to_string()),
     }
-    let provider: Arc<dyn Provider> = if is_local(&spec) {
-        tokio::task::block_in_place(|| registry.build(&spec, &config)).map_err(|e| {
-            Usage::new(format!(
-                "{}\n  run `plan model pull` to fetch it, or use a provider: --model openai:gpt-4o-mini with OPENAI_API_KEY set",
-                llm_message(&e)
-            ))
-        })?
-    } else {
-        let remote = registry
-            .build(&spec, &config)
-            .map_err(|e| Usage::new(llm_message(&e)))?;
-        // Remote calls are bounded in time; the agent retries them (its one retry
-        // layer, outside this timeout).
-        Arc::new(remote.with_timeout(Duration::from_secs(300)))
-    };
-    let mut meter = None;
-    if let Some(tokens) = settings.budget_tokens {
-        meter = Some(UsageMeter::new().with_budget(tokens));
-    }
-    if let Some(usd) = settings.budget_usd {
-        let price = settings.price.ok_or_else(|| {
-            Usage::new(format!(
-                "--budget-usd needs the price of {}, which is not known\n  hint: set it in plan.toml:\n    [prices.\"{}\"]\n    input_per_mtok = 0.15   # dollars per million prompt tokens\n    output_per_mtok = 0.60",
-                settings.model, settings.model
-            ))
-        })?;
-        meter = Some(meter.unwrap_or_default().with_spend_limit(usd, price));
-    }
-    Ok(match meter {
-        Some(meter) => Arc::new(provider.with_usage_meter(&meter)),
-        None => provider,
-    })
+    .into()
 }
 
 /// Every provider `--model` can name: plan-llm's adapters and the embedded model.
@@ -157,18 +143,6 @@ pub fn registry(quiet: bool) -> ProviderRegistry {
             }),
     );
     registry
-}
-
-/// How agent profiles' model specs become providers: the same registry and environment
-/// as `--model` (keys from the environment only).
-pub fn model_resolver(
-    quiet: bool,
-) -> impl Fn(&str) -> Result<Arc<dyn Provider>, LlmError> + Send + Sync + 'static {
-    let registry = registry(quiet);
-    move |spec: &str| {
-        let spec = ModelSpec::parse(spec)?;
-        registry.build(&spec, &ProviderConfig::from_env())
-    }
 }
 
 /// Whether a spec names the embedded model.
@@ -468,52 +442,16 @@ pub async fn open_existing_store(spec: &StoreSpec) -> anyhow::Result<Option<Arc<
     open_store(spec).await.map(Some)
 }
 
-/// The library's strategy for the CLI's, resolved by name through the strategy registry.
-pub fn strategy(s: Strategy) -> anyhow::Result<Arc<dyn plan_strategies::Strategy>> {
-    Ok(StrategyRegistry::builtin().get(s.name())?)
-}
-
-/// An agent builder with everything the settings say.
+/// An agent builder for `spec` with the live view's sink and the cancel token.
 pub fn agent(
-    settings: &Settings,
-    provider: Arc<dyn Provider>,
+    runtime: &Runtime,
+    spec: &RunSpec,
     ui: &Ui,
     cancel: &CancelToken,
 ) -> anyhow::Result<AgentBuilder> {
-    Ok(headless_agent(settings, provider)?
+    Ok(headless_agent(runtime, spec)?
         .event_sink(ui.sink())
         .cancel_token(cancel.clone()))
-}
-
-/// The agent of `settings` without a live view (a fleet worker's: its runs' events go to
-/// the store only).
-pub fn headless_agent(
-    settings: &Settings,
-    provider: Arc<dyn Provider>,
-) -> anyhow::Result<AgentBuilder> {
-    let mut builder = Agent::builder()
-        .provider(provider)
-        .strategy(strategy(settings.strategy)?)
-        .concurrency(settings.concurrency)
-        .max_replans(settings.max_replans)
-        .max_depth(settings.max_depth as usize)
-        .model_spec(settings.model.clone())
-        .sandbox(settings.sandbox.choice().lazy());
-    let local = ModelSpec::parse(&settings.model).is_ok_and(|spec| is_local(&spec));
-    match settings.max_steps {
-        Some(n) => {
-            builder = builder
-                .max_steps(n)
-                .record_option("max_steps", serde_json::json!(n))
-        }
-        // The embedded model is small and runs on the CPU: short plans keep a run quick.
-        None if local => builder = builder.max_steps(LOCAL_MAX_STEPS),
-        None => {}
-    }
-    if let Some(url) = &settings.base_url {
-        builder = builder.base_url(url.clone());
-    }
-    Ok(builder)
 }
 
 /// The exit code class of a library error: configuration problems are usage errors.

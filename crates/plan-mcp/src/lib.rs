@@ -5,9 +5,10 @@
 //!   server, completes the handshake and lists their tools, each an [`McpTool`]: an
 //!   ordinary [`DynTool`](plan_exec::DynTool) named `<server>__<tool>` where names clash,
 //!   whose arguments a [`ToolSet`](plan_exec::ToolSet) validates against the server's
-//!   schema. Calls are bounded by the server's timeout; a failure names the server and
-//!   the tool. Child processes lead their own process group and are reaped on
-//!   [`McpTools::shutdown`] or drop, grandchildren (what `npx` starts) included.
+//!   schema. Starting a server is bounded by its start-up timeout, each call by its call
+//!   timeout; a failure names the server and the tool. Child processes lead their own
+//!   process group and are reaped on [`McpTools::shutdown`] or drop, grandchildren (what
+//!   `npx` starts) included.
 //! - **Server.** [`PlanServer`] offers `plan`, `run` and `show` to any MCP client;
 //!   [`serve_stdio`] serves it on stdin and stdout (`plan mcp`).
 //! - **Toolbox.** [`Toolbox`] assembles a run's tools: built-ins, MCP tools and the tools
@@ -44,10 +45,8 @@ pub mod testing;
 
 pub use client::McpServer;
 pub use error::McpError;
-pub use serve::{
-    Configure, DEFAULT_WAIT_SECS, MAX_WAIT_SECS, PlanServer, ProviderFactory, serve_stdio,
-};
-pub use spec::{DEFAULT_TIMEOUT, McpServerConfig, McpTransport, sanitize};
+pub use serve::{DEFAULT_WAIT_SECS, MAX_WAIT_SECS, PlanServer, serve_stdio};
+pub use spec::{DEFAULT_START_TIMEOUT, DEFAULT_TIMEOUT, McpServerConfig, McpTransport, sanitize};
 pub use tool::{McpTool, to_output};
 pub use toolbox::{BUILTIN_TOOLS, ToolInfo, ToolSource, Toolbox, ToolboxConfig, ToolboxError};
 pub use tools::McpTools;

@@ -10,8 +10,7 @@ use std::time::Duration;
 
 use plan_core::{Event, EventKind, RunId};
 use plan_exec::{CancelToken, RunReport, RunStore, event_channel};
-use plan_llm::Provider;
-use plan_strategies::{Agent, AgentBuilder, StrategyRegistry};
+use plan_strategies::{AgentBuilder, AgentFactory, RunSpec, StrategyRegistry};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
     InitializeResult, ListToolsResult, PaginatedRequestParams, ProgressNotificationParam,
@@ -23,12 +22,6 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 
-/// Makes the model of a request (the CLI's provider registry and environment).
-pub type ProviderFactory = Arc<dyn Fn() -> Result<Arc<dyn Provider>, String> + Send + Sync>;
-
-/// Applies the caller's settings (sandbox, concurrency, model spec, ...) to each agent.
-pub type Configure = Arc<dyn Fn(AgentBuilder) -> AgentBuilder + Send + Sync>;
-
 /// The longest `wait_secs` a `run` call may ask for.
 pub const MAX_WAIT_SECS: u64 = 3600;
 
@@ -37,12 +30,21 @@ pub const DEFAULT_WAIT_SECS: u64 = 60;
 
 /// plan as an MCP server: `plan`, `run` and `show` over a model and a run store.
 ///
-/// ```no_run
-/// # async fn demo(provider: std::sync::Arc<dyn plan_llm::Provider>, store: plan_exec::SqliteStore) {
-/// use std::sync::Arc;
-/// use plan_mcp::{PlanServer, serve_stdio};
+/// Each call's run is made from the server's default [`RunSpec`] with the call's
+/// `strategy` and `max_steps` in place, through the caller's [`AgentFactory`] (the
+/// CLI's [`Runtime`](plan_strategies::Runtime)): every run gets its own budget, and the
+/// spec is recorded with it.
 ///
-/// let server = PlanServer::new(Arc::new(move || Ok(provider.clone())), Arc::new(store));
+/// ```no_run
+/// # async fn demo(store: plan_exec::SqliteStore) {
+/// use std::sync::Arc;
+/// use plan_llm::{ProviderConfig, ProviderRegistry};
+/// use plan_mcp::{PlanServer, serve_stdio};
+/// use plan_strategies::{RunSpec, Runtime};
+///
+/// let runtime = Runtime::new(ProviderRegistry::builtin(), ProviderConfig::from_env());
+/// let defaults = RunSpec::new("openai:gpt-4o-mini", "auto");
+/// let server = PlanServer::new(Arc::new(runtime), defaults, Arc::new(store));
 /// serve_stdio(server).await.unwrap();
 /// # }
 /// ```
@@ -52,9 +54,9 @@ pub struct PlanServer {
 }
 
 struct Inner {
-    provider: ProviderFactory,
+    runtime: Arc<dyn AgentFactory>,
+    defaults: RunSpec,
     store: Arc<dyn RunStore>,
-    configure: Option<Configure>,
     cancel: CancelToken,
     runs: Mutex<HashMap<String, JoinHandle<()>>>,
 }
@@ -106,32 +108,20 @@ impl<E: std::fmt::Display> From<E> for CallError {
 }
 
 impl PlanServer {
-    /// A server making models with `provider` and recording runs in `store`.
-    pub fn new(provider: ProviderFactory, store: Arc<dyn RunStore>) -> Self {
+    /// A server making each run's agent with `runtime` from `defaults` (overridden by
+    /// the call's arguments) and recording runs in `store`.
+    pub fn new(
+        runtime: Arc<dyn AgentFactory>,
+        defaults: RunSpec,
+        store: Arc<dyn RunStore>,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
-                provider,
+                runtime,
+                defaults,
                 store,
-                configure: None,
                 cancel: CancelToken::new(),
                 runs: Mutex::new(HashMap::new()),
-            }),
-        }
-    }
-
-    /// Applies `configure` to every agent (before the request's strategy and step cap).
-    pub fn with_configure(self, configure: Configure) -> Self {
-        let inner = Arc::try_unwrap(self.inner).unwrap_or_else(|shared| Inner {
-            provider: shared.provider.clone(),
-            store: shared.store.clone(),
-            configure: None,
-            cancel: shared.cancel.clone(),
-            runs: Mutex::new(HashMap::new()),
-        });
-        Self {
-            inner: Arc::new(Inner {
-                configure: Some(configure),
-                ..inner
             }),
         }
     }
@@ -202,23 +192,15 @@ impl PlanServer {
         strategy: Option<&str>,
         max_steps: Option<usize>,
     ) -> Result<AgentBuilder, CallError> {
-        let provider = (self.inner.provider)().map_err(CallError)?;
-        let mut builder = Agent::builder()
-            .provider(provider)
-            .cancel_token(self.inner.cancel.clone());
-        if let Some(configure) = &self.inner.configure {
-            builder = configure(builder);
-        }
+        let mut spec = self.inner.defaults.clone();
         if let Some(name) = strategy {
-            builder = builder.strategy(StrategyRegistry::builtin().get(name)?);
+            spec.strategy = name.to_owned();
         }
         if let Some(n) = max_steps {
-            if n == 0 {
-                return Err(CallError("max_steps must be at least 1".to_owned()));
-            }
-            builder = builder.max_steps(n);
+            spec.limits.max_steps = Some(n);
         }
-        Ok(builder)
+        let builder = self.inner.runtime.agent(&spec)?;
+        Ok(builder.cancel_token(self.inner.cancel.clone()))
     }
 
     async fn plan(&self, args: PlanArgs) -> Result<CallToolResult, CallError> {

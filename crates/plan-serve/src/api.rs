@@ -15,7 +15,7 @@ use axum::routing::{get, post};
 use futures::Stream;
 use plan_core::{Plan, PlanGraph, RunId, RunStatus};
 use plan_exec::{CancelToken, ExecError, RunReport, SessionBuilder, event_channel};
-use plan_strategies::{Agent, StrategyError};
+use plan_strategies::{Agent, Approval, RunSpec, StrategyError};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -138,13 +138,6 @@ fn strategy_error(e: StrategyError) -> ApiError {
 }
 
 /// The approval a request asks for: none, the plan, or each replan.
-#[derive(Clone, Copy, PartialEq)]
-enum Approval {
-    None,
-    Plan,
-    Replans,
-}
-
 fn approval(value: Option<&Value>) -> ApiResult<Approval> {
     match value {
         None | Some(Value::Null) | Some(Value::Bool(false)) => Ok(Approval::None),
@@ -156,33 +149,47 @@ fn approval(value: Option<&Value>) -> ApiResult<Approval> {
     }
 }
 
-/// Builds the agent of a run request: its model, the server's settings, the store.
+/// The spec of a new run: the server's, with what the request names in its place;
+/// nonsense values are refused (422) naming the value.
+fn spec_for(service: &PlanService, request: &RunRequest) -> ApiResult<RunSpec> {
+    let mut spec = service.defaults.clone();
+    if let Some(model) = &request.model {
+        spec.model.clone_from(model);
+    }
+    if request.base_url.is_some() {
+        spec.base_url.clone_from(&request.base_url);
+    }
+    if let Some(name) = &request.strategy {
+        spec.strategy.clone_from(name);
+    }
+    if let Some(n) = request.max_steps {
+        spec.limits.max_steps = Some(n);
+    }
+    if let Some(n) = request.concurrency {
+        spec.limits.concurrency = n;
+    }
+    spec.approve = approval(request.approve.as_ref())?;
+    spec.validate()
+        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
+    Ok(spec)
+}
+
+/// Builds the agent of a run's spec: its model, limits and strategy, the store.
 fn agent_for(
     service: &Arc<PlanService>,
-    request: &RunRequest,
+    spec: &RunSpec,
     sink: Option<Arc<dyn plan_exec::EventSink>>,
     store: Option<Arc<dyn plan_exec::RunStore>>,
     cancel: CancelToken,
 ) -> ApiResult<Agent> {
-    let provider = (service.provider)(request).map_err(ApiError::bad)?;
-    let mut builder = Agent::builder()
-        .provider(provider)
+    let mut builder = service
+        .runtime
+        .agent(spec)
+        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?
         .store(store.unwrap_or_else(|| service.store.clone()))
         .cancel_token(cancel);
     if let Some(sink) = sink {
         builder = builder.event_sink(sink);
-    }
-    if let Some(configure) = &service.configure {
-        builder = configure(builder, request).map_err(ApiError::bad)?;
-    }
-    if let Some(n) = request.max_steps {
-        builder = builder.max_steps(n);
-    }
-    if let Some(n) = request.concurrency {
-        builder = builder.concurrency(n.max(1));
-    }
-    if approval(request.approve.as_ref())? == Approval::Replans {
-        builder = builder.approve_replans(true);
     }
     builder.build().map_err(strategy_error)
 }
@@ -220,10 +227,13 @@ async fn start_run(
         ));
     }
     check_base_url(&service, request.base_url.as_deref())?;
-    let approval = approval(request.approve.as_ref())?;
+    let spec = spec_for(&service, &request)?;
     if let Some(fleet) = &service.fleet {
         // A worker plans and runs it; the id is the queued run's.
-        let id = fleet.submit(&request).await.map_err(ApiError::bad)?;
+        let id = fleet
+            .submit(spec.to_record(request.goal.clone()))
+            .await
+            .map_err(ApiError::bad)?;
         return Ok((
             StatusCode::CREATED,
             Json(json!({"run_id": id.as_str(), "status": "queued"})),
@@ -232,13 +242,7 @@ async fn start_run(
     }
     let (sink, mut events) = event_channel();
     let cancel = CancelToken::new();
-    let agent = agent_for(
-        &service,
-        &request,
-        Some(Arc::new(sink)),
-        None,
-        cancel.clone(),
-    )?;
+    let agent = agent_for(&service, &spec, Some(Arc::new(sink)), None, cancel.clone())?;
     let goal = request.goal.clone();
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<Result<(), String>>();
     let registry = service.clone();
@@ -256,7 +260,7 @@ async fn start_run(
     });
     let worker = service.clone();
     tokio::spawn(async move {
-        let result = match approval {
+        let result = match spec.approve {
             Approval::Plan => agent.plan_for_approval(goal).await,
             _ => agent.run(goal).await,
         };
@@ -423,15 +427,11 @@ async fn cancel(
     }
 }
 
-/// The request a stored run was made with (for its model when it continues).
-fn request_of(run: &plan_exec::StoredRun) -> RunRequest {
-    RunRequest {
-        goal: run.record.goal.clone(),
-        strategy: run.record.strategy.clone(),
-        model: run.record.model.clone(),
-        base_url: run.record.base_url.clone(),
-        ..RunRequest::default()
-    }
+/// The spec a stored run was started with: it continues with its own model, strategy
+/// and limits.
+fn spec_of(run: &plan_exec::StoredRun) -> ApiResult<RunSpec> {
+    RunSpec::from_record(&run.record)
+        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))
 }
 
 /// Continues a stored run in the background with `work`; answers 202. With a fleet, the
@@ -457,7 +457,15 @@ where
         None => None,
     };
     let store = held.as_ref().map(|h| h.store.clone());
-    let agent = agent_for(service, &request_of(run), None, store, cancel.clone())?;
+    let builder = service
+        .runtime
+        .continuing(&spec_of(run)?, plan_exec::RunUsage::of(&run.events))
+        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
+    let agent = builder
+        .store(store.unwrap_or_else(|| service.store.clone()))
+        .cancel_token(cancel.clone())
+        .build()
+        .map_err(strategy_error)?;
     let id = run.record.id.to_string();
     if let Ok(mut running) = service.running.lock() {
         running.insert(id.clone(), cancel);

@@ -6,9 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use plan_core::RunId;
-use plan_exec::{CancelToken, RunStore};
-
-use crate::RunRequest;
+use plan_exec::{CancelToken, RunRecord, RunStore};
 
 /// A fleet of workers behind a shared store (the CLI's is PostgreSQL with `plan worker`s).
 /// With one, the server:
@@ -23,11 +21,12 @@ use crate::RunRequest;
 ///   ([`wait_for_events`](Self::wait_for_events)) rather than polling.
 #[async_trait]
 pub trait Fleet: Send + Sync {
-    /// Queues a run for the workers and returns its id.
+    /// Queues a run for the workers and returns its id; `record` holds its goal and spec
+    /// (see [`RunSpec::to_record`](plan_strategies::RunSpec::to_record)).
     ///
     /// # Errors
-    /// Why it cannot be queued (a bad request, or the store failed).
-    async fn submit(&self, request: &RunRequest) -> Result<RunId, String>;
+    /// Why it cannot be queued (the store failed).
+    async fn submit(&self, record: RunRecord) -> Result<RunId, String>;
 
     /// Asks whoever holds `run` to cancel it (a queued run is ended by the first worker to
     /// claim it); `false` when it is neither queued nor running.

@@ -2,8 +2,10 @@
 //! live (Server-Sent Events, resumable with `Last-Event-ID`), cancel, resume, and answer
 //! the runs that wait for approval, over any [`RunStore`].
 //!
-//! [`PlanService`] holds the store, the way to build a run's model (a
-//! [`ProviderFactory`], so this crate knows no provider) and the settings;
+//! [`PlanService`] holds the store, the [`AgentFactory`] that turns a run's
+//! [`RunSpec`] into its agent (the caller's [`Runtime`](plan_strategies::Runtime), so this
+//! crate knows no provider) and the server's default spec, which each request's fields
+//! override;
 //! [`PlanService::router`] is its axum router, and [`serve`] serves it on a listener.
 //! Runs started through the API execute in the server process, or, with a [`Fleet`]
 //! ([`PlanService::with_fleet`]), are queued in a shared store for its workers (with the
@@ -14,13 +16,17 @@
 //! `{"error": "..."}`.
 //!
 //! ```no_run
-//! # async fn demo(store: std::sync::Arc<dyn plan_exec::RunStore>, provider: std::sync::Arc<dyn plan_llm::Provider>) -> std::io::Result<()> {
+//! # async fn demo(store: std::sync::Arc<dyn plan_exec::RunStore>) -> std::io::Result<()> {
 //! use std::sync::Arc;
+//! use plan_llm::{ProviderConfig, ProviderRegistry};
 //! use plan_serve::{PlanService, ServeConfig, serve};
+//! use plan_strategies::{RunSpec, Runtime};
 //!
+//! let runtime = Runtime::new(ProviderRegistry::builtin(), ProviderConfig::from_env());
 //! let service = PlanService::new(
 //!     store,
-//!     Arc::new(move |_request| Ok(provider.clone())),
+//!     Arc::new(runtime),
+//!     RunSpec::new("openai:gpt-4o-mini", "auto"),
 //!     ServeConfig::default().with_token("s3cret"),
 //! );
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
@@ -41,14 +47,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use plan_exec::{CancelToken, RunStore};
-use plan_llm::Provider;
-use plan_strategies::AgentBuilder;
+use plan_strategies::{AgentFactory, RunSpec};
 use serde::Deserialize;
 
 pub use api::ApiError;
 pub use fleet::{Fleet, Held};
 #[cfg(feature = "postgres")]
-pub use postgres::{PostgresFleet, QueuedRecord};
+pub use postgres::PostgresFleet;
 
 /// What a client asks for when it starts a run (`POST /api/runs`).
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -76,15 +81,6 @@ pub struct RunRequest {
     #[serde(default)]
     pub approve: Option<serde_json::Value>,
 }
-
-/// Builds the model of a run from its request (the caller's provider registry and keys).
-pub type ProviderFactory =
-    Arc<dyn Fn(&RunRequest) -> Result<Arc<dyn Provider>, String> + Send + Sync>;
-
-/// Applies the server's settings (strategy by name, sandbox, limits, ...) to each run's
-/// agent builder; gives an error for a request it cannot serve (an unknown strategy).
-pub type Configure =
-    Arc<dyn Fn(AgentBuilder, &RunRequest) -> Result<AgentBuilder, String> + Send + Sync>;
 
 /// How the server behaves.
 #[derive(Clone, Debug)]
@@ -125,12 +121,12 @@ impl ServeConfig {
     }
 }
 
-/// The service: a store, how to build a run's model and agent, and the runs in progress
-/// in this process (for cancelling them).
+/// The service: a store, how to build a run's agent from its spec, the server's default
+/// spec, and the runs in progress in this process (for cancelling them).
 pub struct PlanService {
     pub(crate) store: Arc<dyn RunStore>,
-    pub(crate) provider: ProviderFactory,
-    pub(crate) configure: Option<Configure>,
+    pub(crate) runtime: Arc<dyn AgentFactory>,
+    pub(crate) defaults: RunSpec,
     pub(crate) config: ServeConfig,
     pub(crate) running: Mutex<HashMap<String, CancelToken>>,
     pub(crate) fleet: Option<Arc<dyn Fleet>>,
@@ -147,12 +143,18 @@ impl std::fmt::Debug for PlanService {
 }
 
 impl PlanService {
-    /// A service over `store`, building each run's model with `provider`.
-    pub fn new(store: Arc<dyn RunStore>, provider: ProviderFactory, config: ServeConfig) -> Self {
+    /// A service over `store`, building each run's agent with `runtime` from `defaults`
+    /// overridden by what the request names.
+    pub fn new(
+        store: Arc<dyn RunStore>,
+        runtime: Arc<dyn AgentFactory>,
+        defaults: RunSpec,
+        config: ServeConfig,
+    ) -> Self {
         Self {
             store,
-            provider,
-            configure: None,
+            runtime,
+            defaults,
             config,
             running: Mutex::new(HashMap::new()),
             fleet: None,
@@ -163,12 +165,6 @@ impl PlanService {
     /// Queues the runs started through the API for `fleet`'s workers (see [`Fleet`]).
     pub fn with_fleet(mut self, fleet: Arc<dyn Fleet>) -> Self {
         self.fleet = Some(fleet);
-        self
-    }
-
-    /// Applies the server's settings to every run's agent.
-    pub fn with_configure(mut self, configure: Configure) -> Self {
-        self.configure = Some(configure);
         self
     }
 

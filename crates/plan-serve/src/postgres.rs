@@ -8,14 +8,10 @@ use plan_core::RunId;
 use plan_exec::{CancelToken, RunRecord, SessionBuilder};
 use plan_postgres::{EventsListener, PostgresStore};
 
-use crate::{Fleet, Held, RunRequest};
+use crate::{Fleet, Held};
 
 /// How long the server's lease on a run it continues itself (an approval) lasts.
 const HOLD_LEASE: Duration = Duration::from_secs(5);
-
-/// Turns a run request into the record of a queued run (its strategy, model spec,
-/// endpoint and options, never a key), or says why the request cannot be served.
-pub type QueuedRecord = Arc<dyn Fn(&RunRequest) -> Result<RunRecord, String> + Send + Sync>;
 
 /// The fleet behind a PostgreSQL store: runs are queued for its workers, cancelled and
 /// resumed through the store, held under a lease when the server runs an approved plan
@@ -24,7 +20,6 @@ pub struct PostgresFleet {
     store: PostgresStore,
     events: EventsListener,
     name: String,
-    record: QueuedRecord,
 }
 
 impl std::fmt::Debug for PostgresFleet {
@@ -37,30 +32,26 @@ impl std::fmt::Debug for PostgresFleet {
 }
 
 impl PostgresFleet {
-    /// The fleet of `store`. The server is `name` in the leases it takes; `record` makes
-    /// the record of each queued run.
+    /// The fleet of `store`. The server is `name` in the leases it takes.
     ///
     /// # Errors
     /// When the store cannot be listened to.
     pub async fn new(
         store: PostgresStore,
         name: impl Into<String>,
-        record: QueuedRecord,
     ) -> Result<PostgresFleet, plan_exec::StoreError> {
         let events = store.events_listener().await?;
         Ok(PostgresFleet {
             store,
             events,
             name: name.into(),
-            record,
         })
     }
 }
 
 #[async_trait]
 impl Fleet for PostgresFleet {
-    async fn submit(&self, request: &RunRequest) -> Result<RunId, String> {
-        let record = (self.record)(request)?;
+    async fn submit(&self, record: RunRecord) -> Result<RunId, String> {
         SessionBuilder::new()
             .store(Arc::new(self.store.clone()))
             .enqueue(record)

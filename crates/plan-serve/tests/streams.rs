@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use plan_exec::{RunStore as _, SqliteStore};
 use plan_llm::testing::{FakeOpenAi, FakeReply};
-use plan_llm::{Flavour, OpenAi, Provider};
+use plan_llm::{ProviderConfig, ProviderRegistry};
 use plan_serve::{PlanService, ServeConfig};
+use plan_strategies::{RunSpec, Runtime};
 
 /// Four layers of five steps.
 fn plan() -> String {
@@ -55,15 +56,16 @@ async fn every_stream_of_a_live_run_gets_its_whole_journal_in_order() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(SqliteStore::open(dir.path().join("runs.sqlite")).unwrap());
     let base_url = fake.base_url();
+    let runtime = Runtime::new(
+        ProviderRegistry::builtin(),
+        ProviderConfig::from_vars([("OPENAI_API_KEY", "sk-test")]),
+    );
+    let mut defaults = RunSpec::new("openai:fake-model", "dag");
+    defaults.base_url = Some(base_url);
     let service = PlanService::new(
         store.clone(),
-        Arc::new(move |_request| {
-            Ok(Arc::new(
-                OpenAi::new("fake-model", None)
-                    .with_base_url(base_url.clone())
-                    .with_flavour(Flavour::compatible()),
-            ) as Arc<dyn Provider>)
-        }),
+        Arc::new(runtime),
+        defaults,
         ServeConfig::default(),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

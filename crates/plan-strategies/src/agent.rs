@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use plan_core::{Plan, PlanGraph, RunId};
-use plan_exec::{CancelToken, RunRecord, RunReport, RunSession, SessionBuilder};
+use plan_exec::{CancelToken, RunReport, RunSession, SessionBuilder};
 use tracing::Instrument;
 
 use crate::answer;
@@ -41,12 +41,10 @@ pub(crate) struct Inner {
     pub(crate) strategy: Arc<dyn Strategy>,
     pub(crate) registry: StrategyRegistry,
     pub(crate) sessions: SessionBuilder,
-    pub(crate) concurrency: usize,
     pub(crate) model: String,
-    pub(crate) base_url: Option<String>,
     pub(crate) cancel: CancelToken,
-    /// Further options recorded with every run ([`AgentBuilder::record_option`]).
-    pub(crate) record: serde_json::Map<String, serde_json::Value>,
+    /// The spec recorded with every run ([`AgentBuilder::spec`]).
+    pub(crate) spec: crate::spec::RunSpec,
 }
 
 impl std::fmt::Debug for Agent {
@@ -62,6 +60,11 @@ impl Agent {
     /// A builder; [`provider`](AgentBuilder::provider) is required.
     pub fn builder() -> AgentBuilder {
         AgentBuilder::new()
+    }
+
+    /// The spec this agent records with every run it starts.
+    pub fn spec(&self) -> &crate::spec::RunSpec {
+        &self.inner.spec
     }
 
     /// The strategy's name.
@@ -167,6 +170,7 @@ impl Agent {
             ));
         }
         let (session, point) = self.inner.sessions.reopen(run_id).await?;
+        self.note_overrides(&session);
         let strategy = self
             .stored_strategy(&session, point.strategy.as_deref())
             .await?;
@@ -257,6 +261,13 @@ impl Agent {
     /// next revision). An edited plan is checked first, and a plan with problems is
     /// refused with every problem listed, leaving the run waiting.
     ///
+    /// Steps the run has finished (an adaptive run whose replan waits) stay done: a step
+    /// the edit leaves unchanged (the same id, description, kind, agent, fallback,
+    /// expected output, program and dependencies) keeps its output and is not run again;
+    /// a finished step the edit changed runs again under a fresh id (`b_v2`), as do the
+    /// steps after it, and the report's warnings say so. A goal tree kept with the run
+    /// stays while its leaves are still the plan's steps, and is dropped otherwise.
+    ///
     /// # Errors
     /// [`StrategyError::Plan`] for an invalid edited plan; [`StrategyError::Exec`] with
     /// [`ExecError::NotAwaitingApproval`](plan_exec::ExecError::NotAwaitingApproval) when
@@ -275,6 +286,7 @@ impl Agent {
             }
         }
         let (session, point) = self.inner.sessions.reopen_awaiting(run_id).await?;
+        self.note_overrides(&session);
         let strategy = self
             .stored_strategy(&session, point.strategy.as_deref())
             .await?;
@@ -282,11 +294,12 @@ impl Agent {
         async {
             let outcome = match (point.plan.clone(), edited) {
                 (Some(latest), Some(plan)) if plan != latest.plan => {
-                    let revision = latest.revision + 1;
-                    match cx.plan_created(&session, &plan, revision).await {
+                    let snapshot = session.snapshot();
+                    let crate::strategy::EditedStart { mut start, changes } =
+                        crate::strategy::edited_start(&snapshot, &point, plan, latest.revision + 1);
+                    cx.record_adjustments(&session, &changes);
+                    match cx.plan_created(&session, &start.plan, start.revision).await {
                         Ok(()) => {
-                            let mut start = PlanStart::new(plan);
-                            start.revision = revision;
                             start.announced = true;
                             strategy.execute(cx, &session, start).await
                         }
@@ -328,6 +341,18 @@ impl Agent {
             .await?)
     }
 
+    /// Records in the report the changes the door continuing the run made to its spec
+    /// (`spec_overrides`: field, from, to, and which door).
+    fn note_overrides(&self, session: &RunSession) {
+        let overrides = &self.inner.spec.overrides;
+        if !overrides.is_empty() {
+            session.set_extra(
+                "spec_overrides",
+                serde_json::to_value(overrides).unwrap_or_default(),
+            );
+        }
+    }
+
     fn need_store(&self, what: &str) -> Result<(), StrategyError> {
         if self.inner.sessions.store_ref().is_none() {
             return Err(StrategyError::Config(format!(
@@ -360,23 +385,7 @@ impl Agent {
     }
 
     async fn open(&self, goal: &str) -> Result<RunSession, StrategyError> {
-        let o = &self.inner.cx.options;
-        let mut options = serde_json::json!({
-            "max_replans": o.max_replans,
-            "max_depth": o.max_depth,
-            "reflection_rounds": o.reflection_rounds,
-            "concurrency": self.inner.concurrency,
-        });
-        if let Some(map) = options.as_object_mut() {
-            map.extend(self.inner.record.clone());
-        }
-        let mut record = RunRecord::new(goal)
-            .with_strategy(self.inner.strategy.name())
-            .with_model(self.inner.model.clone())
-            .with_options(options);
-        if let Some(url) = &self.inner.base_url {
-            record = record.with_base_url(url);
-        }
+        let record = self.inner.spec.to_record(goal);
         Ok(self.inner.sessions.create(record).await?)
     }
 }

@@ -16,6 +16,7 @@ use crate::agents::{AgentCatalogue, AgentTeam, ModelResolver};
 use crate::error::StrategyError;
 use crate::options::{AnswerSource, PlanningMode, StrategyOptions};
 use crate::planner::{LlmPlanner, Planner, PlannerConfig};
+use crate::spec::{Approval, RunSpec};
 use crate::strategy::{Strategy, StrategyContext, StrategyKind, StrategyRegistry};
 
 /// Adds routes to the default router ([`AgentBuilder::routes`]).
@@ -44,7 +45,7 @@ pub struct AgentBuilder {
     tools: Option<ToolSet>,
     team: bool,
     resolver: Option<Arc<dyn ModelResolver>>,
-    record: serde_json::Map<String, serde_json::Value>,
+    spec: Option<RunSpec>,
 }
 
 impl std::fmt::Debug for AgentBuilder {
@@ -80,7 +81,7 @@ impl AgentBuilder {
             tools: None,
             team: false,
             resolver: None,
-            record: serde_json::Map::new(),
+            spec: None,
         }
     }
 
@@ -255,11 +256,13 @@ impl AgentBuilder {
         self
     }
 
-    /// Records `value` under `key` in the options of every run this agent starts (beside
-    /// its concurrency and limits), for whoever continues the run later: a fleet worker
-    /// reads `max_steps`, and refuses a run that names what it needs in `local_only`.
-    pub fn record_option(mut self, key: impl Into<String>, value: serde_json::Value) -> Self {
-        self.record.insert(key.into(), value);
+    /// The spec recorded with every run this agent starts, for whoever continues the run
+    /// later (a resume, an approval, a fleet worker). [`Runtime`](crate::Runtime) sets
+    /// it; its strategy, model and limits are replaced by what this builder ends up
+    /// with, so the record always says what the agent does. Without one, a spec is
+    /// made from the builder's settings.
+    pub fn spec(mut self, spec: RunSpec) -> Self {
+        self.spec = Some(spec);
         self
     }
 
@@ -322,6 +325,17 @@ impl AgentBuilder {
         self
     }
 
+    /// The agent's model with the layers [`build`](Self::build) gives it (the retry
+    /// layer, a `chat` span per call) over whatever the given provider carries (a
+    /// timeout, the run's budget meter): for model calls made beside the agent, such as
+    /// a research agent's, so they are retried, metered and traced like the agent's own.
+    /// `None` before [`provider`](Self::provider) is set.
+    pub fn layered_model(&self) -> Option<Arc<dyn Provider>> {
+        self.provider
+            .clone()
+            .map(|p| layered(p, self.retry.clone()))
+    }
+
     /// Builds the agent.
     ///
     /// # Errors
@@ -333,13 +347,7 @@ impl AgentBuilder {
                 "the agent has no model: call .provider(..) on the builder".to_owned(),
             ));
         };
-        let provider: Arc<dyn Provider> = match self.retry {
-            Some(policy) => Arc::new(provider.with_retry(policy)),
-            None => provider,
-        };
-        // One GenAI `chat` span per model call (retries included), under the step's or
-        // the planning's span.
-        let provider: Arc<dyn Provider> = Arc::new(provider.with_tracing());
+        let provider = layered(provider, self.retry);
         let mut planner_config = self.planner_config.clone();
         if let Some(catalogue) = &self.agents
             && planner_config.agents.is_empty()
@@ -382,6 +390,17 @@ impl AgentBuilder {
             }
         };
         let model = self.model.unwrap_or_else(|| provider.name().to_owned());
+        let spec = recorded_spec(
+            self.spec,
+            &RecordedSettings {
+                strategy: self.strategy.name(),
+                model: &model,
+                base_url: self.base_url.as_deref(),
+                options: &self.options,
+                concurrency: self.run_options.concurrency,
+                max_steps: self.planner_config.max_steps,
+            },
+        );
         let mut sessions = SessionBuilder::new().event_sink(self.sink);
         if let Some(store) = self.store {
             sessions = sessions.store(store);
@@ -398,12 +417,52 @@ impl AgentBuilder {
                 strategy: self.strategy,
                 registry: self.registry,
                 sessions,
-                concurrency: self.run_options.concurrency,
                 model,
-                base_url: self.base_url,
                 cancel: self.cancel,
-                record: self.record,
+                spec,
             }),
         })
     }
+}
+
+/// `provider` with the agent's retry layer and one GenAI `chat` span per model call
+/// (retries included), under the step's or the planning's span.
+fn layered(provider: Arc<dyn Provider>, retry: Option<RetryPolicy>) -> Arc<dyn Provider> {
+    let provider: Arc<dyn Provider> = match retry {
+        Some(policy) => Arc::new(provider.with_retry(policy)),
+        None => provider,
+    };
+    Arc::new(provider.with_tracing())
+}
+
+/// What an agent was built with, as its spec records it.
+struct RecordedSettings<'a> {
+    strategy: &'a str,
+    model: &'a str,
+    base_url: Option<&'a str>,
+    options: &'a StrategyOptions,
+    concurrency: usize,
+    max_steps: usize,
+}
+
+/// The spec an agent records: the one it was given (budget, sandbox, needs, approval,
+/// overrides), with the strategy, model and limits it was built with.
+fn recorded_spec(given: Option<RunSpec>, built: &RecordedSettings<'_>) -> RunSpec {
+    let mut spec = given.unwrap_or_default();
+    spec.strategy = built.strategy.to_owned();
+    spec.model = built.model.to_owned();
+    spec.base_url = built.base_url.map(str::to_owned);
+    let o = built.options;
+    let l = &mut spec.limits;
+    l.max_replans = o.max_replans;
+    l.max_depth = u32::try_from(o.max_depth).unwrap_or(u32::MAX);
+    l.reflection_rounds = o.reflection_rounds;
+    l.concurrency = built.concurrency;
+    l.max_steps = Some(built.max_steps);
+    if o.approve_replans {
+        spec.approve = Approval::Replans;
+    } else if spec.approve == Approval::Replans {
+        spec.approve = Approval::None;
+    }
+    spec
 }

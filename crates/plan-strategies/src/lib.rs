@@ -53,6 +53,8 @@ mod planner;
 mod prompts;
 mod repair;
 mod report;
+mod runtime;
+mod spec;
 mod strategy;
 mod stream;
 mod traced;
@@ -69,6 +71,11 @@ pub use planner::{
 };
 pub use prompts::PLAN_SCHEMA;
 pub use report::{GoalResult, ReportExt, Usage};
+pub use runtime::{AgentFactory, DEFAULT_PROVIDER_TIMEOUT, Runtime, RuntimeError, model_price};
+pub use spec::{
+    Approval, Budget, RUN_SPEC_VERSION, RunLimits, RunNeeds, RunSpec, SpecChanges, SpecError,
+    SpecOverride,
+};
 pub use strategy::{
     Adaptive, Auto, Dag, Hierarchical, Linear, Outcome, PlanOutcome, PlanStart, Reflective,
     Strategy, StrategyContext, StrategyKind, StrategyRegistry, UnknownStrategy,

@@ -23,24 +23,26 @@
 //! store ([`PostgresStore::request_cancel`](plan_postgres::PostgresStore::request_cancel))
 //! reaches the run's driver when it next renews its lease.
 //!
-//! The worker knows nothing about models or keys: the caller turns a run's record into
-//! an [`AgentBuilder`] (with the caller's own keys from its environment) or says why it
-//! cannot, and the worker then leaves that run to others, saying so once.
+//! The worker knows nothing about models or keys: it reads each run's [`RunSpec`] from
+//! its record, and the caller's [`AgentFactory`] (a
+//! [`Runtime`](plan_strategies::Runtime) with this machine's providers and keys) turns it
+//! into an agent, or says why it cannot, and the worker then leaves that run to others,
+//! saying so once. A run whose spec needs what only the process that started it has
+//! (documents, tools, agent profiles) is left to that process.
 //!
 //! ```no_run
 //! use std::sync::Arc;
 //! use plan_exec::CancelToken;
+//! use plan_llm::{ProviderConfig, ProviderRegistry};
+//! use plan_strategies::Runtime;
 //! use plan_worker::{Worker, WorkerConfig};
 //!
-//! # async fn demo(
-//! #     store: plan_postgres::PostgresStore,
-//! #     agent_for_model: fn(Option<&str>) -> plan_strategies::AgentBuilder,
-//! # ) -> Result<(), plan_exec::StoreError> {
-//! // `agent_for_model` builds an agent for a model spec with this machine's keys.
+//! # async fn demo(store: plan_postgres::PostgresStore) -> Result<(), plan_exec::StoreError> {
+//! let runtime = Runtime::new(ProviderRegistry::builtin(), ProviderConfig::from_env());
 //! let worker = Worker::new(
 //!     store,
 //!     WorkerConfig::new("worker-1").with_concurrency(2),
-//!     Arc::new(move |record| Ok(agent_for_model(record.model.as_deref()))),
+//!     Arc::new(runtime),
 //! );
 //! worker.run(CancelToken::new()).await?;
 //! # Ok(()) }
@@ -56,17 +58,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use plan_core::RunStatus;
-use plan_exec::{CancelToken, RunRecord, RunStore, StepExecutor, StoreError};
+use plan_exec::{CancelToken, RunStore, StepExecutor, StoreError, StoredRun};
 use plan_postgres::{Claim, Lease, PostgresStore, StepListener};
-use plan_strategies::AgentBuilder;
+use plan_strategies::{AgentBuilder, AgentFactory, Approval, RunSpec};
 use tokio::task::JoinSet;
 
 /// Step executors kept for the runs whose steps this worker ran lately.
 const EXECUTOR_CACHE: usize = 256;
-
-/// Turns a run's record (its strategy, model spec, endpoint and options; never a key)
-/// into an agent builder, or says why this worker cannot run it (a missing key).
-pub type AgentFactory = Arc<dyn Fn(&RunRecord) -> Result<AgentBuilder, String> + Send + Sync>;
 
 /// How a worker works.
 #[derive(Clone, Debug)]
@@ -121,7 +119,7 @@ impl WorkerConfig {
 pub struct Worker {
     store: PostgresStore,
     config: WorkerConfig,
-    factory: AgentFactory,
+    factory: Arc<dyn AgentFactory>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -134,7 +132,7 @@ impl std::fmt::Debug for Worker {
 
 impl Worker {
     /// A worker claiming runs from `store`, building their agents with `factory`.
-    pub fn new(store: PostgresStore, config: WorkerConfig, factory: AgentFactory) -> Self {
+    pub fn new(store: PostgresStore, config: WorkerConfig, factory: Arc<dyn AgentFactory>) -> Self {
         Self {
             store,
             config,
@@ -285,7 +283,8 @@ impl Worker {
             .await
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("run `{run}` is gone from the store"))?;
-        let agent = (self.factory)(&stored.record)?
+        let agent = self
+            .builder_for(&stored)?
             .build()
             .map_err(|e| e.to_string())?;
         Ok(agent.step_executor())
@@ -294,24 +293,36 @@ impl Worker {
     /// The agent builder for a claimed run, from its record, the approval it asks for
     /// (the `approve` option `plan submit --approve` records: `plan` or `replans`), and
     /// whether it has a plan already.
-    async fn agent_for(
-        &self,
-        claim: &Claim,
-    ) -> Result<(AgentBuilder, (Option<String>, bool)), String> {
+    async fn agent_for(&self, claim: &Claim) -> Result<(AgentBuilder, (Approval, bool)), String> {
         let stored = self
             .store
             .load_run(&claim.lease.run)
             .await
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("run `{}` is gone from the store", claim.lease.run))?;
-        let approve = stored
-            .record
-            .options
-            .get("approve")
-            .and_then(|v| v.as_str())
-            .map(str::to_owned);
+        let approve = RunSpec::from_record(&stored.record)
+            .ok()
+            .map(|spec| spec.approve)
+            .unwrap_or_default();
         let planned = !stored.plans.is_empty();
-        Ok(((self.factory)(&stored.record)?, (approve, planned)))
+        Ok((self.builder_for(&stored)?, (approve, planned)))
+    }
+
+    /// The agent builder of a stored run's spec (its budget less what the run used so
+    /// far, wherever it ran), or why this worker cannot run it.
+    fn builder_for(&self, stored: &StoredRun) -> Result<AgentBuilder, String> {
+        let record = &stored.record;
+        let spec = RunSpec::from_record(record).map_err(|e| e.to_string())?;
+        if let Some(needs) = spec.needs.local_only() {
+            return Err(format!(
+                "run {id} was started by `plan run` with {needs}, which a worker does not have: continue it where it started, with `plan resume {id}` and the same flags",
+                id = record.id
+            ));
+        }
+        let used = plan_exec::RunUsage::of(&stored.events);
+        self.factory
+            .continuing(&spec, used)
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -329,7 +340,7 @@ async fn drive(
     store: PostgresStore,
     claim: Claim,
     builder: AgentBuilder,
-    (approve, planned): (Option<String>, bool),
+    (approve, planned): (Approval, bool),
     ttl: Duration,
     results: Arc<StepListener>,
 ) {
@@ -337,7 +348,6 @@ async fn drive(
     let run = lease.run.clone();
     let cancel = CancelToken::new();
     let agent = match builder
-        .approve_replans(approve.as_deref() == Some("replans"))
         .executor(FleetExecutor::new(store.clone(), results))
         .store(Arc::new(store.fenced(lease.clone())))
         .cancel_token(cancel.clone())
@@ -360,12 +370,11 @@ async fn drive(
     }
     // A run submitted with --approve is planned, then waits for someone to approve it
     // (unless it was planned and approved before, and queued again).
-    let result =
-        if approve.as_deref() == Some("plan") && claim.status == RunStatus::Queued && !planned {
-            agent.plan_stored_for_approval(&run).await
-        } else {
-            agent.resume(&run).await
-        };
+    let result = if approve == Approval::Plan && claim.status == RunStatus::Queued && !planned {
+        agent.plan_stored_for_approval(&run).await
+    } else {
+        agent.resume(&run).await
+    };
     drop(keeper);
     drop(fenced);
     match result {

@@ -9,7 +9,9 @@ use plan_exec::{CancelToken, RunRecord, SessionBuilder};
 use plan_postgres::PostgresStore;
 use plan_worker::{Worker, WorkerConfig};
 
-use crate::cli::{Strategy, SubmitArgs, WorkerArgs};
+use plan_strategies::Approval;
+
+use crate::cli::{SubmitArgs, WorkerArgs};
 use crate::config::{Overrides, Settings, StoreSpec};
 use crate::exit::Usage;
 use crate::session;
@@ -35,12 +37,6 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
     overrides.execution.concurrency = args.concurrency;
     overrides.execution.max_replans = args.max_replans;
     let settings = Settings::from_process(&overrides)?;
-    if settings.budget_usd.is_some() {
-        return Err(Usage::new(
-            "--budget-usd is not supported by plan submit yet: the worker that runs the plan would have to check it; use `plan run --budget-usd` instead",
-        )
-        .into());
-    }
     if args.goal.trim().is_empty() {
         return Err(Usage::new("the goal is empty: say what the run should achieve").into());
     }
@@ -55,23 +51,17 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The record of a run queued for the fleet: its strategy, model spec, endpoint and
-/// settings (never a key), and the approval it asks for (`plan`, `replans`).
+/// The record of a run queued for the fleet: its goal and spec (strategy, model spec,
+/// endpoint, limits, budget; never a key), and the approval it asks for (`plan`,
+/// `replans`).
 pub fn queued_record(settings: &Settings, goal: &str, approve: Option<&str>) -> RunRecord {
-    let mut record = RunRecord::new(goal)
-        .with_strategy(settings.strategy.name())
-        .with_model(settings.model.clone())
-        .with_options(serde_json::json!({
-            "concurrency": settings.concurrency,
-            "max_replans": settings.max_replans,
-            "max_depth": settings.max_depth,
-            "max_steps": settings.max_steps,
-            "approve": approve,
-        }));
-    if let Some(url) = &settings.base_url {
-        record = record.with_base_url(url);
-    }
-    record
+    let mut spec = settings.spec();
+    spec.approve = match approve {
+        Some("plan") => Approval::Plan,
+        Some("replans") => Approval::Replans,
+        _ => Approval::None,
+    };
+    spec.to_record(goal)
 }
 
 /// `plan worker`: claims runs until SIGTERM or Ctrl-C, then stops claiming, lets the runs
@@ -87,48 +77,13 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     if let Some(secs) = args.lease_secs {
         config = config.with_lease(Duration::from_secs(secs));
     }
-    let factory = Arc::new(move |record: &RunRecord| agent_for(&base, record));
+    let runtime = session::runtime(&base, true);
     let stop = stop_on_signals();
-    Worker::new(store, config, factory)
+    Worker::new(store, config, Arc::new(runtime))
         .run(stop)
         .await
         .map_err(|e| anyhow::anyhow!("plan worker: {e}"))?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// The agent for a claimed run: this machine's settings and keys, with the model spec,
-/// endpoint, strategy and options the run recorded.
-fn agent_for(base: &Settings, record: &RunRecord) -> Result<plan_strategies::AgentBuilder, String> {
-    if let Some(needs) = record.options.get("local_only").and_then(|v| v.as_str()) {
-        return Err(format!(
-            "run {id} was started by `plan run` with {needs}, which a worker does not have: continue it where it started, with `plan resume {id}` and the same flags",
-            id = record.id
-        ));
-    }
-    let mut settings = base.clone();
-    if let Some(model) = &record.model {
-        settings.model.clone_from(model);
-    }
-    settings.base_url.clone_from(&record.base_url);
-    if let Some(s) = record.strategy.as_deref().and_then(Strategy::from_name) {
-        settings.strategy = s;
-    }
-    let option = |key: &str| record.options.get(key).and_then(serde_json::Value::as_u64);
-    if let Some(n) = option("concurrency") {
-        settings.concurrency = usize::try_from(n).unwrap_or(1).max(1);
-    }
-    if let Some(n) = option("max_replans") {
-        settings.max_replans = u32::try_from(n).unwrap_or(u32::MAX);
-    }
-    if let Some(n) = option("max_depth") {
-        settings.max_depth = u32::try_from(n).unwrap_or(u32::MAX);
-    }
-    if let Some(n) = option("max_steps") {
-        settings.max_steps = usize::try_from(n).ok();
-    }
-    let provider = session::provider(&settings, true)
-        .map_err(|e| format!("cannot use the model `{}` here: {e}", settings.model))?;
-    session::headless_agent(&settings, provider).map_err(|e| e.to_string())
 }
 
 /// A token cancelled by SIGTERM or Ctrl-C.

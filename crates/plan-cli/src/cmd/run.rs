@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use plan_core::{RunId, RunStatus};
 use plan_exec::{CancelToken, RunStore};
-use plan_strategies::{RunReport, StrategyError};
+use plan_strategies::{AgentFactory as _, RunReport, StrategyError};
 
 use crate::approve::{self, Decision};
 use crate::cli::{
@@ -31,9 +31,6 @@ pub async fn run(args: RunArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     })?;
     let ui = Ui::start(quiet, args.execution.events.as_deref())?;
     let cancel = interrupt::install();
-    let provider = session::provider(&settings, quiet)?;
-    let driving = session::DrivingStore::open(&settings.store, "run", &cancel).await?;
-    let store = driving.store.clone();
     let search = match (&args.research, &args.search) {
         (Some(dir), _) => Some(SearchChoice::Local(dir.clone())),
         (None, Some(spec)) => Some(SearchChoice::parse(spec)?),
@@ -45,8 +42,26 @@ pub async fn run(args: RunArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         )
         .into());
     }
+    let runtime = session::runtime(&settings, quiet);
+    let mut spec = settings.spec();
+    spec.needs = needs(
+        search.as_ref().map(SearchChoice::name),
+        &args.tools,
+        &settings,
+    )?;
+    if args.execution.approve {
+        spec.approve = plan_strategies::Approval::Plan;
+    }
+    let builder = session::agent(&runtime, &spec, &ui, &cancel)?;
+    let driving = session::DrivingStore::open(&settings.store, "run", &cancel).await?;
+    let store = driving.store.clone();
     let research = match search {
-        Some(choice) => Some(open_research(choice, provider.clone(), &args.goal).await?),
+        Some(choice) => {
+            let model = builder
+                .layered_model()
+                .ok_or_else(|| anyhow::anyhow!("the agent has no model"))?;
+            Some(open_research(choice, model, &args.goal).await?)
+        }
         None => None,
     };
     let tools = RunTools::open(
@@ -58,15 +73,12 @@ pub async fn run(args: RunArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     let forecaster = Forecaster::open(&settings, store.as_ref()).await;
     ui.set_forecaster(forecaster.clone());
     let ledger = store.clone();
-    let mut builder = session::agent(&settings, provider.clone(), &ui, &cancel)?.store(store);
-    if let Some(needs) = local_only(research.is_some(), &args.tools) {
-        builder = builder.record_option("local_only", serde_json::json!(needs));
-    }
+    let mut builder = builder.store(store);
     if let Some(research) = research {
         // Plain steps work from the documents, unless they have tools to call.
         builder = research.wire(builder, tools.is_none());
     }
-    let (agent, tools) = build_with_tools(builder, tools, quiet).await?;
+    let (agent, tools) = build_with_tools(builder, tools).await?;
     // A plan is made first when someone must approve it or its cost must be checked.
     let result = if args.execution.approve || settings.budget_usd.is_some() {
         match agent.plan_only(args.goal.clone()).await {
@@ -177,7 +189,13 @@ pub async fn exec(args: ExecArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     }
     let ui = Ui::start(quiet, args.execution.events.as_deref())?;
     let cancel = interrupt::install();
-    let provider = session::provider(&settings, quiet)?;
+    let runtime = session::runtime(&settings, quiet);
+    let mut spec = settings.spec();
+    spec.needs = needs(None, &args.tools, &settings)?;
+    if args.execution.approve {
+        spec.approve = plan_strategies::Approval::Plan;
+    }
+    let builder = session::agent(&runtime, &spec, &ui, &cancel)?;
     let driving = session::DrivingStore::open(&settings.store, "exec", &cancel).await?;
     let store = driving.store.clone();
     let tools = RunTools::open(&settings, &args.tools, None).await?;
@@ -186,11 +204,7 @@ pub async fn exec(args: ExecArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         .for_given_plan();
     ui.set_forecaster(forecaster.clone());
     let ledger = store.clone();
-    let mut builder = session::agent(&settings, provider, &ui, &cancel)?.store(store);
-    if let Some(needs) = local_only(false, &args.tools) {
-        builder = builder.record_option("local_only", serde_json::json!(needs));
-    }
-    let (agent, tools) = build_with_tools(builder, tools, quiet).await?;
+    let (agent, tools) = build_with_tools(builder.store(store), tools).await?;
     let plan = if args.execution.approve {
         let decision = ask(&ui, plan, &cancel).await;
         match decision {
@@ -257,8 +271,8 @@ pub async fn plan(args: PlanArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     };
     let ui = Ui::start(quiet, args.events.as_deref())?;
     let cancel = interrupt::install();
-    let provider = session::provider(&settings, quiet)?;
-    let agent = session::agent(&settings, provider, &ui, &cancel)?
+    let runtime = session::runtime(&settings, quiet);
+    let agent = session::agent(&runtime, &settings.spec(), &ui, &cancel)?
         .build()
         .map_err(session::strategy_error)?;
     let result = agent.plan_only(args.goal.clone()).await;
@@ -368,28 +382,32 @@ async fn continue_stored(
     }
     // On a shared store, a run some live process holds is left to it.
     driving.claim(&id).await?;
-    // The run's recorded model and endpoint, unless overridden; keys come from the
-    // environment again.
-    let mut settings = base;
-    settings.model = args
-        .model
-        .clone()
-        .or_else(|| stored.record.model.clone())
-        .unwrap_or(settings.model);
-    settings.base_url = args
-        .base_url
-        .clone()
-        .or_else(|| stored.record.base_url.clone());
-    if let Some(name) = &stored.record.strategy
-        && let Some(s) = crate::cli::Strategy::from_name(name)
-    {
-        settings.strategy = s;
-    }
+    // The run continues with the spec it recorded (model, endpoint, strategy, limits,
+    // budget), changed only where a flag says so (and the change recorded); keys come
+    // from the environment again.
+    let mut spec = plan_strategies::RunSpec::from_record(&stored.record)
+        .map_err(|e| Usage::new(format!("cannot continue run {id}: {e}")))?;
+    let mut changes = plan_strategies::SpecChanges::default();
+    changes.model.clone_from(&args.model);
+    changes.base_url.clone_from(&args.base_url);
+    changes.concurrency = args.concurrency;
+    changes.sandbox = args.sandbox.map(SandboxArg::choice);
+    spec.apply(&changes, command);
+    spec.validate()
+        .map_err(|e| Usage::new(format!("invalid setting {e}")))?;
+    let settings = base;
+    let runtime = session::runtime(&settings, quiet);
     let ui = Ui::start(quiet, args.events.as_deref())?;
-    let provider = session::provider(&settings, quiet)?;
+    // The budget left is the run's own less what it used, wherever it ran.
+    let used = plan_exec::RunUsage::of(&stored.events);
+    let builder = runtime
+        .continuing(&spec, used)
+        .map_err(|e| session::runtime_error(e, &spec.model))?
+        .event_sink(ui.sink())
+        .cancel_token(cancel.clone())
+        .store(store);
     let tools = RunTools::open(&settings, &args.tools, None).await?;
-    let builder = session::agent(&settings, provider, &ui, &cancel)?.store(store);
-    let (agent, tools) = build_with_tools(builder, tools, quiet).await?;
+    let (agent, tools) = build_with_tools(builder, tools).await?;
     let result = match approval {
         None => agent.resume(&id).await,
         Some(edited) => agent.approve(&id, edited).await,
@@ -404,7 +422,7 @@ async fn continue_stored(
         &args.store,
         &cancel,
         false,
-        settings.sandbox,
+        SandboxArg::from_choice(spec.sandbox),
         note,
     )
 }
@@ -427,10 +445,9 @@ fn stopped(
 async fn build_with_tools(
     builder: plan_strategies::AgentBuilder,
     tools: Option<RunTools>,
-    quiet: bool,
 ) -> anyhow::Result<(plan_strategies::Agent, Option<RunTools>)> {
     let builder = match &tools {
-        Some(t) => t.wire(builder, session::model_resolver(quiet)),
+        Some(t) => t.wire(builder),
         None => builder,
     };
     match builder.build().map_err(session::strategy_error) {
@@ -442,17 +459,27 @@ async fn build_with_tools(
     }
 }
 
-/// What a run uses that only this machine has (documents, tools, agents), which a fleet
-/// worker taking the run over would lack: recorded with the run, so workers leave it.
-fn local_only(research: bool, tools: &crate::cli::ToolArgs) -> Option<String> {
-    let mut needs = Vec::new();
-    if research {
-        needs.push("--research/--search");
+/// What a run uses that only this machine has (documents, tools, MCP servers, agents),
+/// which a fleet worker taking the run over would lack: recorded in its spec, so workers
+/// leave it.
+fn needs(
+    research: Option<&str>,
+    tools: &crate::cli::ToolArgs,
+    settings: &Settings,
+) -> anyhow::Result<plan_strategies::RunNeeds> {
+    let mut needs = plan_strategies::RunNeeds::default();
+    needs.research = research.map(str::to_owned);
+    needs.tools = tools.tools.iter().map(|t| t.trim().to_owned()).collect();
+    needs.agents = tools.agents.is_some();
+    if tools.any() || !settings.mcp.is_empty() {
+        needs.mcp = settings.mcp.iter().map(|m| m.name.clone()).collect();
+        for spec in &tools.mcp {
+            let server = plan_mcp::McpServerConfig::parse(spec)
+                .map_err(|e| Usage::new(format!("--mcp: {e}")))?;
+            needs.mcp.push(server.name);
+        }
     }
-    if tools.any() {
-        needs.push("tools or agents");
-    }
-    (!needs.is_empty()).then(|| needs.join(" and "))
+    Ok(needs)
 }
 
 /// `plan wait RUN_ID`: blocks until the run ends (a run awaiting approval has not), then
@@ -723,6 +750,14 @@ enum SearchChoice {
 }
 
 impl SearchChoice {
+    /// The backend's name, as a run's spec records it.
+    fn name(&self) -> &'static str {
+        match self {
+            SearchChoice::Brave => "brave",
+            SearchChoice::Local(_) => "local",
+        }
+    }
+
     fn parse(spec: &str) -> anyhow::Result<SearchChoice> {
         let spec = spec.trim();
         if spec == "brave" {
@@ -789,11 +824,7 @@ async fn open_research(
         GroundingConfig, RESEARCH_PLANNER_GUIDANCE, ResearchAgent, ResearchConfig, ResearchSetup,
     };
 
-    // The research agent's own model calls get the same one retry layer as the agent's.
-    let provider: Arc<dyn plan_llm::Provider> = Arc::new(plan_llm::ProviderExt::with_retry(
-        provider,
-        plan_llm::RetryPolicy::default(),
-    ));
+    // `provider` is the agent's model with its layers (retry, budget meter, span).
     match choice {
         SearchChoice::Local(dir) => {
             if !dir.is_dir() {

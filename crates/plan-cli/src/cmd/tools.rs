@@ -80,17 +80,12 @@ impl RunTools {
         Ok(Some(RunTools { toolbox, agents }))
     }
 
-    /// Gives the tools (and agent profiles, with `resolve` for their models) to the agent.
-    pub fn wire(
-        &self,
-        mut builder: AgentBuilder,
-        resolve: impl plan_strategies::ModelResolver + 'static,
-    ) -> AgentBuilder {
+    /// Gives the tools (and agent profiles, whose models the runtime's resolver makes
+    /// with the agent's layers) to the agent.
+    pub fn wire(&self, mut builder: AgentBuilder) -> AgentBuilder {
         builder = builder.tools(self.toolbox.tools().clone());
         if let Some(agents) = &self.agents {
-            builder = builder
-                .agent_profiles(agents.clone())
-                .model_resolver(resolve);
+            builder = builder.agent_profiles(agents.clone());
         }
         builder
     }

@@ -159,13 +159,19 @@ fn budget_usd_stops_a_run_whose_spend_reaches_it() {
 }
 
 #[test]
-fn plan_mcp_refuses_budget_usd_it_could_not_keep() {
+fn plan_mcp_checks_its_per_run_budget_at_start() {
+    // Each run plan mcp serves gets its own meter from the spec; a budget in dollars
+    // needs the model's price, checked before serving anything.
     let sb = Sandbox::new();
-    let out = output(&mut sb.plan(["mcp", "--budget-usd", "1"]));
+    let out = output(&mut sb.plan([
+        "mcp",
+        "--model",
+        "openai:fake-model",
+        "--base-url",
+        "http://127.0.0.1:9/v1",
+        "--budget-usd",
+        "1",
+    ]));
     expect_code(&out, 2);
-    assert!(
-        stderr(&out).contains("--budget-usd limits one run"),
-        "{}",
-        stderr(&out)
-    );
+    assert!(stderr(&out).contains("needs the price"), "{}", stderr(&out));
 }

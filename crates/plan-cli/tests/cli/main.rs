@@ -2,6 +2,7 @@
 
 mod support;
 
+mod approval_edits;
 mod approve;
 mod auto;
 mod code_steps;
@@ -23,4 +24,5 @@ mod research_eval;
 mod run;
 mod sandbox;
 mod serve;
+mod spec;
 mod store;

@@ -221,6 +221,16 @@ fn bad_requests_get_clear_errors() {
     assert_eq!(code, 403, "{v}");
     let (code, v) = post(r#"{"goal": "g", "base_url": "not a url"}"#);
     assert_eq!(code, 400, "{v}");
+    // Nonsense settings are refused naming the value, as on the command line.
+    for (body, named) in [
+        (r#"{"goal": "g", "concurrency": 0}"#, "concurrency = 0"),
+        (r#"{"goal": "g", "max_steps": 0}"#, "max_steps = 0"),
+        (r#"{"goal": "g", "strategy": "sideways"}"#, "sideways"),
+    ] {
+        let (code, v) = post(body);
+        assert_eq!(code, 422, "{body}: {v}");
+        assert!(v["error"].as_str().unwrap().contains(named), "{body}: {v}");
+    }
     let (code, v) = json_of(
         authed(&c, "GET", &format!("{url}/nosuchrun"))
             .send()

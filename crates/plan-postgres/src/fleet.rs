@@ -99,23 +99,41 @@ impl PostgresStore {
             .transaction()
             .await
             .map_err(|e| self.inner.errors.store(what, &e))?;
-        let skip: Vec<&str> = skip.iter().map(RunId::as_str).collect();
-        let row = tx
-            .query_opt(
-                "SELECT r.id, r.status FROM plan.runs r
-                 LEFT JOIN plan.leases l ON l.run = r.id
-                 WHERE ((r.status = 'queued' AND l.run IS NULL)
-                        OR (r.status IN ('queued', 'running') AND l.expires < now()))
-                   AND NOT (r.id = ANY($1))
-                 ORDER BY r.created, r.id
-                 LIMIT 1
-                 FOR UPDATE OF r SKIP LOCKED",
-                &[&skip],
-            )
-            .await
-            .map_err(|e| self.inner.errors.store(what, &e))?;
-        let Some(row) = row else {
-            return Ok(None);
+        let mut skip: Vec<String> = skip.iter().map(|r| r.as_str().to_owned()).collect();
+        let row = loop {
+            let Some(row) = tx
+                .query_opt(
+                    "SELECT r.id, r.status FROM plan.runs r
+                     LEFT JOIN plan.leases l ON l.run = r.id
+                     WHERE ((r.status = 'queued' AND l.run IS NULL)
+                            OR (r.status IN ('queued', 'running') AND l.expires < now()))
+                       AND NOT (r.id = ANY($1))
+                     ORDER BY r.created, r.id
+                     LIMIT 1
+                     FOR UPDATE OF r SKIP LOCKED",
+                    &[&skip],
+                )
+                .await
+                .map_err(|e| self.inner.errors.store(what, &e))?
+            else {
+                return Ok(None);
+            };
+            // The row lock may have been taken just after another claimer committed its
+            // lease on this run: the SELECT above read the leases as they were when it
+            // started. A new statement sees the committed lease; such a run is taken.
+            let run: String = row.get(0);
+            let taken = tx
+                .query_opt(
+                    "SELECT 1 FROM plan.leases WHERE run = $1 AND expires >= now()",
+                    &[&run],
+                )
+                .await
+                .map_err(|e| self.inner.errors.store(what, &e))?
+                .is_some();
+            if !taken {
+                break row;
+            }
+            skip.push(run);
         };
         let run: String = row.get(0);
         let status: String = row.get(1);

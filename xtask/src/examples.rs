@@ -88,15 +88,18 @@ fn example_names() -> Result<Vec<String>> {
 }
 
 /// Builds every example; returns each one's executable, from cargo's JSON messages.
+///
+/// They are built as `cargo test --release --workspace` builds them (it builds the
+/// examples too), so after the test command they are all fresh: a build of the examples
+/// package alone would unify features differently and compile dependencies again.
 fn build() -> Result<BTreeMap<String, PathBuf>> {
     let out = cargo_command()
         .args([
-            "build",
+            "test",
             "--release",
+            "--workspace",
             "--locked",
-            "-p",
-            "plan-examples",
-            "--examples",
+            "--no-run",
             "--message-format=json-render-diagnostics",
         ])
         .current_dir(workspace_root())

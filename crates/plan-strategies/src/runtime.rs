@@ -37,11 +37,11 @@ pub trait AgentFactory: Send + Sync {
     fn agent(&self, spec: &RunSpec) -> Result<AgentBuilder, RuntimeError>;
 
     /// An agent builder that continues a stored run of `spec` which has used `used` so
-    /// far: its budget is what is left of the run's own (a run continued elsewhere, by a
-    /// resume, an approval or another worker, cannot spend its budget twice). By
-    /// default, [`agent`](Self::agent) with the spec as it is (a
-    /// dollar budget needs the price, which [`Runtime`] knows). The default ignores
-    /// `used`; [`Runtime`] subtracts it.
+    /// far. [`Runtime`] gives it what is left of the run's own budget (tokens, and
+    /// dollars at the model's price), so a run continued elsewhere, by a resume, an
+    /// approval or another worker, cannot spend its budget twice. The default
+    /// implementation knows no prices and ignores `used`: it is
+    /// [`agent`](Self::agent) with the spec as it is.
     ///
     /// # Errors
     /// As [`agent`](Self::agent).

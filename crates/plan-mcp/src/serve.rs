@@ -4,13 +4,12 @@
 //! background when the caller stops waiting; progress goes out as MCP progress
 //! notifications.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use plan_core::{Event, EventKind, RunId};
-use plan_exec::{CancelToken, RunReport, RunStore, event_channel};
-use plan_strategies::{AgentBuilder, AgentFactory, RunSpec, StrategyRegistry};
+use plan_exec::{CancelToken, RunReport, RunStore};
+use plan_strategies::{AgentBuilder, AgentFactory, RunSpec, Runs, RunsError, StrategyRegistry};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
     InitializeResult, ListToolsResult, PaginatedRequestParams, ProgressNotificationParam,
@@ -58,7 +57,9 @@ struct Inner {
     defaults: RunSpec,
     store: Arc<dyn RunStore>,
     cancel: CancelToken,
-    runs: Mutex<HashMap<String, JoinHandle<()>>>,
+    /// The runs started here, each awaited by a task of its own, for
+    /// [`shutdown`](PlanServer::shutdown) to wait for.
+    runs: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for PlanServer {
@@ -121,7 +122,7 @@ impl PlanServer {
                 defaults,
                 store,
                 cancel: CancelToken::new(),
-                runs: Mutex::new(HashMap::new()),
+                runs: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -200,7 +201,8 @@ impl PlanServer {
             spec.limits.max_steps = Some(n);
         }
         let builder = self.inner.runtime.agent(&spec)?;
-        Ok(builder.cancel_token(self.inner.cancel.clone()))
+        // A token per run, cancelled with the server's on shutdown.
+        Ok(builder.cancel_token(self.inner.cancel.child()))
     }
 
     async fn plan(&self, args: PlanArgs) -> Result<CallToolResult, CallError> {
@@ -226,33 +228,19 @@ impl PlanServer {
                 "wait_secs is at most {MAX_WAIT_SECS}; start the run with less and get its report with show"
             )));
         }
-        let (sink, mut events) = event_channel();
-        let agent = self
+        let mut handle = self
             .agent(args.strategy.as_deref(), args.max_steps)?
             .store(self.inner.store.clone())
-            .event_sink(sink)
-            .build()?;
+            .build()?
+            .start(args.goal)
+            .await?;
+        let run_id = handle.id().clone();
+        let forward = tokio::spawn(forward_progress(handle.events(), progress));
+        // The run goes on when the caller stops waiting; shutdown waits for it.
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-        let goal = args.goal;
-        let handle = tokio::spawn(async move {
-            let result = agent.run(goal).await.map_err(|e| e.to_string());
-            drop(agent);
-            let _ = done_tx.send(result);
-        });
-        // The run's id is in its first event; progress follows.
-        let first = tokio::time::timeout(Duration::from_secs(wait.max(1)), events.recv()).await;
-        let run_id = match first {
-            Ok(Some(event)) => event.run.clone(),
-            // The run ended before it started (planning config error): its result says why.
-            _ => {
-                return match done_rx.await {
-                    Ok(Err(e)) => Err(CallError(e)),
-                    _ => Err(CallError("the run did not start".to_owned())),
-                };
-            }
-        };
-        self.track(&run_id, handle);
-        let forward = tokio::spawn(forward_progress(events, progress));
+        self.track(tokio::spawn(async move {
+            let _ = done_tx.send(handle.await);
+        }));
         let finished = tokio::time::timeout(Duration::from_secs(wait), done_rx).await;
         let result = match finished {
             Ok(Ok(Ok(report))) => {
@@ -278,27 +266,26 @@ impl PlanServer {
         Ok(result)
     }
 
-    fn track(&self, run: &RunId, handle: JoinHandle<()>) {
+    /// Keeps the task awaiting a run, for [`shutdown`](Self::shutdown).
+    fn track(&self, handle: JoinHandle<()>) {
         if let Ok(mut runs) = self.inner.runs.lock() {
-            runs.retain(|_, h| !h.is_finished());
-            runs.insert(run.to_string(), handle);
+            runs.retain(|h| !h.is_finished());
+            runs.push(handle);
         }
     }
 
     async fn show(&self, args: ShowArgs) -> Result<CallToolResult, CallError> {
         let id = RunId::new(args.run_id.trim().to_owned());
-        let stored = self
-            .inner
-            .store
-            .load_run(&id)
+        let report = Runs::new(self.inner.store.clone())
+            .report(&id)
             .await
-            .map_err(|e| CallError(format!("cannot read the run store: {e}")))?
-            .ok_or_else(|| {
-                CallError(format!(
+            .map_err(|e| match e {
+                RunsError::NotFound(_) => CallError(format!(
                     "no run `{id}` in the run store; use the run_id that run returned"
-                ))
+                )),
+                e => CallError(format!("cannot read the run store: {e}")),
             })?;
-        Ok(report_result(&RunReport::from_stored(&stored)))
+        Ok(report_result(&report))
     }
 
     /// Cancels the runs still going (they are recorded as cancelled and can be resumed
@@ -306,7 +293,7 @@ impl PlanServer {
     pub async fn shutdown(&self) {
         self.inner.cancel.cancel();
         let handles: Vec<JoinHandle<()>> = match self.inner.runs.lock() {
-            Ok(mut runs) => runs.drain().map(|(_, h)| h).collect(),
+            Ok(mut runs) => runs.drain(..).collect(),
             Err(_) => Vec::new(),
         };
         for handle in handles {
@@ -386,9 +373,10 @@ fn describe(event: &Event) -> Option<String> {
 /// Sends the run's events as progress notifications (when the caller asked for them with
 /// a progress token), numbered so progress always increases.
 async fn forward_progress(
-    mut events: plan_exec::EventReceiver,
+    events: Option<plan_exec::EventReceiver>,
     progress: Option<(ProgressToken, Peer<RoleServer>)>,
 ) {
+    let Some(mut events) = events else { return };
     let mut sent = 0u32;
     let mut total: Option<f64> = None;
     while let Some(event) = events.recv().await {

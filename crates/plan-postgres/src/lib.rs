@@ -24,6 +24,10 @@
 //!   the run if the process dies. [`PostgresStore::request_cancel`] reaches whoever holds
 //!   a run; [`PostgresStore::events_listener`] wakes any number of followers through one
 //!   connection.
+//! - Each run has a usage ledger ([`PostgresStore::budget_ledger`], a [`RunLedger`]):
+//!   every process working on the run charges its model calls to it in one atomic
+//!   statement, and the budget meters of their agents check the run's total there, so a
+//!   run's token and dollar budgets hold across the fleet.
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -57,6 +61,7 @@ mod driving;
 mod error;
 mod fleet;
 mod follow;
+mod ledger;
 mod schema;
 mod store;
 #[cfg(feature = "test-support")]
@@ -70,5 +75,6 @@ pub use fleet::{
     WorkListener,
 };
 pub use follow::EventsListener;
+pub use ledger::RunLedger;
 pub use schema::SCHEMA_VERSION;
 pub use store::{EVENTS_CHANNEL, PostgresStore};

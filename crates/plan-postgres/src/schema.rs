@@ -8,7 +8,7 @@ use crate::error::PgErrors;
 
 /// The schema version this build writes. A store at an older version is migrated when
 /// opened; one at a newer version is refused.
-pub const SCHEMA_VERSION: i32 = 3;
+pub const SCHEMA_VERSION: i32 = 4;
 
 /// One step of the schema, from `version - 1` to `version`.
 #[derive(Clone, Copy, Debug)]
@@ -34,6 +34,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         version: 3,
         description: "cancellation asked of a run's holder",
         sql: include_str!("../migrations/0003_cancel.sql"),
+    },
+    Migration {
+        version: 4,
+        description: "a ledger of each run's model usage",
+        sql: include_str!("../migrations/0004_usage.sql"),
     },
 ];
 
@@ -229,5 +234,42 @@ mod tests {
             err.contains("schema version 2, newer than this build of plan understands (1)"),
             "{err}"
         );
+    }
+
+    /// A store of version 3 with a run in it, opened by this build: migration 4 adds the
+    /// usage ledger, and the old run's ledger starts from what its journal recorded.
+    #[tokio::test]
+    async fn a_version_3_store_gets_the_ledger_and_old_runs_start_from_their_journal() {
+        let Some(cluster) = crate::testing::TempCluster::shared_or_skip() else {
+            return;
+        };
+        let url = cluster.create_database();
+        let address = crate::PgAddress::parse(&url).unwrap();
+        let errors = PgErrors::new(&address);
+        let (mut client, conn) = address
+            .config()
+            .connect(tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        migrate(&mut client, &MIGRATIONS[..3], "test", &errors)
+            .await
+            .unwrap();
+        client
+            .batch_execute(
+                "INSERT INTO plan.runs (id, goal, created, updated, options, status)
+                 VALUES ('old', 'g', now(), now(), '{}', 'running');
+                 INSERT INTO plan.events (run, seq, ts, event, body) VALUES
+                 ('old', 1, now(), 'llm_call',
+                  '{\"event\":\"llm_call\",\"purpose\":\"plan\",\"prompt_tokens\":30,\"completion_tokens\":12,\"duration_ms\":5}');",
+            )
+            .await
+            .unwrap();
+        let store = crate::PostgresStore::connect(&url).await.unwrap();
+        assert_eq!(current_version(&client, &errors).await.unwrap(), 4);
+        let run = plan_core::RunId::new("old");
+        store.budget_ledger(&run).await.unwrap();
+        let used = store.ledger_usage(&run).await.unwrap();
+        assert_eq!((used.prompt_tokens, used.completion_tokens), (30, 12));
     }
 }

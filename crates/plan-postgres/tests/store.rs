@@ -53,7 +53,7 @@ async fn an_empty_database_is_migrated_and_reopening_changes_nothing() {
     let q = "SELECT version FROM plan.schema_migrations ORDER BY version";
     let first = versions(client.query(q, &[]).await.unwrap());
     assert_eq!(first, (1..=SCHEMA_VERSION).collect::<Vec<_>>());
-    for table in ["runs", "plans", "events", "outputs"] {
+    for table in ["runs", "plans", "events", "outputs", "run_usage"] {
         let row = client
             .query_one("SELECT to_regclass($1)::text", &[&format!("plan.{table}")])
             .await
@@ -565,4 +565,144 @@ async fn one_events_listener_wakes_the_followers_of_a_run() {
     tokio::time::timeout(Duration::from_secs(5), waiting)
         .await
         .expect("not woken by its run's events");
+}
+
+fn llm_call(run: &RunId, prompt_tokens: u64, completion_tokens: u64) -> Event {
+    Event::now(
+        run.clone(),
+        EventKind::LlmCall {
+            purpose: "step".to_owned(),
+            step: None,
+            prompt_tokens,
+            completion_tokens,
+            duration_ms: 1,
+        },
+    )
+}
+
+/// Many writers (two store handles, sixteen tasks) charging one run's ledger at once:
+/// every charge counts, and each sees a total no other charge saw (the statement is
+/// atomic: no lost update, no two charges reading the same total).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_charges_to_a_runs_ledger_sum_exactly() {
+    let Some(url) = database() else { return };
+    let a = PostgresStore::connect(&url).await.unwrap();
+    let b = PostgresStore::connect(&url).await.unwrap();
+    let run = new_run(&a).await;
+    let (tasks, charges) = (16u64, 25u64);
+    let writers: Vec<_> = (0..tasks)
+        .map(|i| {
+            let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+            let run = run.clone();
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                for _ in 0..charges {
+                    let after = store
+                        .charge_usage(&run, plan_llm::Usage::new(3, 2), 0.25)
+                        .await
+                        .unwrap();
+                    seen.push(after.total_tokens());
+                }
+                seen
+            })
+        })
+        .collect();
+    let mut seen = Vec::new();
+    for w in writers {
+        seen.extend(w.await.unwrap());
+    }
+    let n = tasks * charges;
+    seen.sort_unstable();
+    assert_eq!(
+        seen,
+        (1..=n).map(|i| i * 5).collect::<Vec<_>>(),
+        "each charge saw its own total"
+    );
+    let total = b.ledger_usage(&run).await.unwrap();
+    assert_eq!(
+        (total.prompt_tokens, total.completion_tokens),
+        (3 * n, 2 * n)
+    );
+    assert!((total.usd - 0.25 * n as f64).abs() < 1e-9, "{}", total.usd);
+    let calls: i64 = raw(&url)
+        .await
+        .query_one(
+            "SELECT calls FROM plan.run_usage WHERE run = $1",
+            &[&run.as_str()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(calls, n as i64);
+}
+
+/// Opening a run's ledger seeds it from the journal (a run from before the ledger, or
+/// calls made by a process that does not charge it), raises it to the journal's usage
+/// when the journal shows more, and never lowers it (charges not yet journaled count).
+#[tokio::test]
+async fn a_runs_ledger_starts_from_its_journal_and_is_never_lowered() {
+    use plan_llm::BudgetLedger as _;
+    let Some(url) = database() else { return };
+    let store = PostgresStore::connect(&url).await.unwrap();
+    let run = new_run(&store).await;
+    let other = new_run(&store).await;
+    store
+        .append_events(
+            &run,
+            &[
+                llm_call(&run, 100, 20),
+                progress(&run, 1),
+                llm_call(&run, 100, 20),
+            ],
+        )
+        .await
+        .unwrap();
+    store
+        .append_events(&other, &[llm_call(&other, 7, 7)])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.ledger_usage(&run).await.unwrap().total_tokens(),
+        0,
+        "nothing before the ledger is opened"
+    );
+
+    let ledger = store.budget_ledger(&run).await.unwrap();
+    let used = ledger.used().await.unwrap();
+    assert_eq!((used.prompt_tokens, used.completion_tokens), (200, 40));
+    let after = ledger
+        .charge(plan_llm::Usage::new(10, 5), 0.5)
+        .await
+        .unwrap();
+    assert_eq!((after.prompt_tokens, after.completion_tokens), (210, 45));
+
+    // The call above reaches the journal, and a process without the ledger made one more.
+    store
+        .append_events(&run, &[llm_call(&run, 10, 5), llm_call(&run, 50, 0)])
+        .await
+        .unwrap();
+    let reopened = store.budget_ledger(&run).await.unwrap();
+    let used = reopened.used().await.unwrap();
+    assert_eq!((used.prompt_tokens, used.completion_tokens), (260, 45));
+    assert!((used.usd - 0.5).abs() < 1e-9, "dollars charged are kept");
+
+    // Charged but not journaled yet: opening the ledger again does not lower it.
+    ledger
+        .charge(plan_llm::Usage::new(40, 0), 0.0)
+        .await
+        .unwrap();
+    store.budget_ledger(&run).await.unwrap();
+    assert_eq!(store.ledger_usage(&run).await.unwrap().total_tokens(), 345);
+    assert_eq!(
+        store.ledger_usage(&other).await.unwrap().total_tokens(),
+        0,
+        "another run's ledger is its own"
+    );
+
+    let e = store
+        .budget_ledger(&RunId::new("no-such-run"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("cannot open the usage ledger of run"), "{e}");
 }

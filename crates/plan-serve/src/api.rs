@@ -13,13 +13,15 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures::Stream;
-use plan_core::{Plan, PlanGraph, RunId, RunStatus};
-use plan_exec::{CancelToken, ExecError, RunReport, SessionBuilder, event_channel};
-use plan_strategies::{Agent, Approval, RunSpec, StrategyError};
+use plan_core::{Plan, PlanGraph, RunId};
+use plan_exec::{CancelToken, ExecError, RunReport, StoreError};
+use plan_strategies::{
+    Agent, Approval, CancelRequests, Continuable, Continuation, RunSpec, RunsError, StrategyError,
+};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::{PlanService, RunRequest, auth, is_loopback_host};
+use crate::{Fleet, PlanService, RunRequest, auth, is_loopback_host};
 
 /// An API error: a status and `{"error": "..."}`.
 #[derive(Debug)]
@@ -107,16 +109,51 @@ pub(crate) fn router(service: Arc<PlanService>) -> Router {
 
 async fn load(service: &PlanService, id: &str) -> ApiResult<plan_exec::StoredRun> {
     service
-        .store
-        .load_run(&RunId::new(id))
+        .runs
+        .load(&RunId::new(id))
         .await
-        .map_err(ApiError::internal)?
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                format!("no run `{id}`: GET /api/runs lists them"),
-            )
+        .map_err(|e| runs_error(e, id))
+}
+
+/// The error of an operation on the stored run `id`, with the status that fits it and
+/// the API's routes named.
+fn runs_error(e: RunsError, id: &str) -> ApiError {
+    let conflict = |message: String| ApiError::new(StatusCode::CONFLICT, message);
+    match e {
+        RunsError::NotFound(_) => ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no run `{id}`: GET /api/runs lists them"),
+        ),
+        RunsError::AwaitsApproval(_) => conflict(format!(
+            "run `{id}` awaits approval: POST /api/runs/{id}/approve or /reject"
+        )),
+        RunsError::Running(_) => conflict(format!("run `{id}` is running in this server")),
+        RunsError::NotRunningHere { status, .. } => conflict(format!(
+            "run `{id}` is {status} and not running in this server"
+        )),
+        RunsError::Spec { source, .. } => {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, source.to_string())
+        }
+        e @ (RunsError::NotAwaitingApproval { .. }
+        | RunsError::AlreadySucceeded(_)
+        | RunsError::NotCancellable { .. }
+        | RunsError::StillWaiting { .. }) => conflict(e.to_string()),
+        e => ApiError::internal(e),
+    }
+}
+
+/// Cancellations asked through a fleet's shared store: whoever holds the run stops it.
+pub(crate) struct FleetCancel(pub(crate) Arc<dyn Fleet>);
+
+#[async_trait::async_trait]
+impl CancelRequests for FleetCancel {
+    async fn request_cancel(&self, run: &RunId) -> Result<bool, StoreError> {
+        self.0.cancel(run).await.map_err(|e| {
+            StoreError::new(format!(
+                "cannot ask for the cancellation of run `{run}`: {e}"
+            ))
         })
+    }
 }
 
 /// The error of a library call, with the status that fits it.
@@ -174,24 +211,16 @@ fn spec_for(service: &PlanService, request: &RunRequest) -> ApiResult<RunSpec> {
     Ok(spec)
 }
 
-/// Builds the agent of a run's spec: its model, limits and strategy, the store.
-fn agent_for(
-    service: &Arc<PlanService>,
-    spec: &RunSpec,
-    sink: Option<Arc<dyn plan_exec::EventSink>>,
-    store: Option<Arc<dyn plan_exec::RunStore>>,
-    cancel: CancelToken,
-) -> ApiResult<Agent> {
-    let mut builder = service
+/// Builds the agent of a new run's spec: its model, limits and strategy, the store.
+fn agent_for(service: &Arc<PlanService>, spec: &RunSpec) -> ApiResult<Agent> {
+    service
         .runtime
         .agent(spec)
         .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?
-        .store(store.unwrap_or_else(|| service.store.clone()))
-        .cancel_token(cancel);
-    if let Some(sink) = sink {
-        builder = builder.event_sink(sink);
-    }
-    builder.build().map_err(strategy_error)
+        .store(service.store.clone())
+        .cancel_token(CancelToken::new())
+        .build()
+        .map_err(strategy_error)
 }
 
 fn check_base_url(service: &PlanService, url: Option<&str>) -> ApiResult<()> {
@@ -240,51 +269,25 @@ async fn start_run(
         )
             .into_response());
     }
-    let (sink, mut events) = event_channel();
-    let cancel = CancelToken::new();
-    let agent = agent_for(&service, &spec, Some(Arc::new(sink)), None, cancel.clone())?;
-    let goal = request.goal.clone();
-    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<Result<(), String>>();
-    let registry = service.clone();
-    let (id_tx, id_rx) = tokio::sync::oneshot::channel::<String>();
+    let agent = agent_for(&service, &spec)?;
+    // An agent of its own per run: cancelling it stops this run only.
+    let handle = agent
+        .start(request.goal.clone())
+        .await
+        .map_err(|e| ApiError::bad(e.to_string()))?;
+    let id = handle.id().clone();
+    let tracked = service
+        .runs
+        .track(&id, handle.cancel_token().clone())
+        .map_err(|e| runs_error(e, id.as_str()))?;
+    let key = id.clone();
     tokio::spawn(async move {
-        // The run's id is in its first event.
-        if let Some(first) = events.recv().await {
-            let id = first.run.to_string();
-            if let Ok(mut running) = registry.running.lock() {
-                running.insert(id.clone(), cancel);
-            }
-            let _ = id_tx.send(id);
+        if let Err(e) = handle.await {
+            tracing::warn!(run = %key, error = %e, "a run started by the server stopped");
         }
-        while events.recv().await.is_some() {}
+        drop(tracked);
     });
-    let worker = service.clone();
-    tokio::spawn(async move {
-        let result = match spec.approve {
-            Approval::Plan => agent.plan_for_approval(goal).await,
-            _ => agent.run(goal).await,
-        };
-        let outcome = match &result {
-            Ok(report) => {
-                if let Ok(mut running) = worker.running.lock() {
-                    running.remove(report.run_id.as_str());
-                }
-                Ok(())
-            }
-            Err(e) => Err(e.to_string()),
-        };
-        let _ = done_tx.send(outcome);
-    });
-    tokio::select! {
-        id = id_rx => match id {
-            Ok(id) => Ok((StatusCode::CREATED, Json(json!({"run_id": id}))).into_response()),
-            Err(_) => Err(ApiError::internal("the run did not start")),
-        },
-        done = done_rx => Err(match done {
-            Ok(Err(e)) => ApiError::bad(e),
-            _ => ApiError::internal("the run did not start"),
-        }),
-    }
+    Ok((StatusCode::CREATED, Json(json!({"run_id": id.as_str()}))).into_response())
 }
 
 /// `GET /api/runs`: the runs, newest first, as `plan runs --json` lists them.
@@ -304,7 +307,12 @@ async fn get_run(
     State(service): State<Arc<PlanService>>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<RunReport>> {
-    Ok(Json(RunReport::from_stored(&load(&service, &id).await?)))
+    let report = service
+        .runs
+        .report(&RunId::new(&id))
+        .await
+        .map_err(|e| runs_error(e, &id))?;
+    Ok(Json(report))
 }
 
 #[derive(Deserialize)]
@@ -382,56 +390,18 @@ async fn events(
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
-/// `POST /api/runs/{id}/cancel`: cancels a run running in this server.
+/// `POST /api/runs/{id}/cancel`: cancels a run running in this server, or, with a
+/// fleet, asks whoever holds it through the store.
 async fn cancel(
     State(service): State<Arc<PlanService>>,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    let run = load(&service, &id).await?;
-    let token = service
-        .running
-        .lock()
-        .ok()
-        .and_then(|r| r.get(&id).cloned());
-    match token {
-        Some(token) => {
-            token.cancel();
-            Ok(accepted(&id, "cancelling"))
-        }
-        None => match &service.fleet {
-            Some(fleet) => {
-                if fleet
-                    .cancel(&run.record.id)
-                    .await
-                    .map_err(ApiError::internal)?
-                {
-                    Ok(accepted(&id, "cancelling"))
-                } else {
-                    Err(ApiError::new(
-                        StatusCode::CONFLICT,
-                        format!(
-                            "run `{id}` is {}: only a queued or running run can be cancelled",
-                            run.status
-                        ),
-                    ))
-                }
-            }
-            None => Err(ApiError::new(
-                StatusCode::CONFLICT,
-                format!(
-                    "run `{id}` is {} and not running in this server",
-                    run.status
-                ),
-            )),
-        },
-    }
-}
-
-/// The spec a stored run was started with: it continues with its own model, strategy
-/// and limits.
-fn spec_of(run: &plan_exec::StoredRun) -> ApiResult<RunSpec> {
-    RunSpec::from_record(&run.record)
-        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))
+    service
+        .runs
+        .cancel(&RunId::new(&id))
+        .await
+        .map_err(|e| runs_error(e, &id))?;
+    Ok(accepted(&id, "cancelling"))
 }
 
 /// Continues a stored run in the background with `work`; answers 202. With a fleet, the
@@ -439,18 +409,23 @@ fn spec_of(run: &plan_exec::StoredRun) -> ApiResult<RunSpec> {
 /// it while the run goes on.
 async fn continue_run<F, Fut>(
     service: &Arc<PlanService>,
-    run: &plan_exec::StoredRun,
+    run: Continuable,
     work: F,
 ) -> ApiResult<Response>
 where
     F: FnOnce(Agent) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = Result<RunReport, StrategyError>> + Send + 'static,
 {
+    let id = run.stored.record.id.clone();
     let cancel = CancelToken::new();
+    let tracked = service
+        .runs
+        .track(&id, cancel.clone())
+        .map_err(|e| runs_error(e, id.as_str()))?;
     let held = match &service.fleet {
         Some(fleet) => Some(
             fleet
-                .hold(&run.record.id, cancel.clone())
+                .hold(&id, cancel.clone())
                 .await
                 .map_err(|e| ApiError::new(StatusCode::CONFLICT, e))?,
         ),
@@ -459,29 +434,22 @@ where
     let store = held.as_ref().map(|h| h.store.clone());
     let builder = service
         .runtime
-        .continuing(&spec_of(run)?, plan_exec::RunUsage::of(&run.events))
+        .continuing(&run.spec, run.used())
         .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
     let agent = builder
         .store(store.unwrap_or_else(|| service.store.clone()))
-        .cancel_token(cancel.clone())
+        .cancel_token(cancel)
         .build()
         .map_err(strategy_error)?;
-    let id = run.record.id.to_string();
-    if let Ok(mut running) = service.running.lock() {
-        running.insert(id.clone(), cancel);
-    }
-    let registry = service.clone();
     let key = id.clone();
     tokio::spawn(async move {
         if let Err(e) = work(agent).await {
             tracing::warn!(run = %key, error = %e, "a run continued by the server stopped");
         }
         drop(held);
-        if let Ok(mut running) = registry.running.lock() {
-            running.remove(&key);
-        }
+        drop(tracked);
     });
-    Ok(accepted(&id, "running"))
+    Ok(accepted(id.as_str(), "running"))
 }
 
 /// 202, with the run and what it is now doing.
@@ -498,47 +466,33 @@ async fn resume(
     State(service): State<Arc<PlanService>>,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    let run = load(&service, &id).await?;
-    match run.status {
-        RunStatus::AwaitingApproval => Err(ApiError::new(
-            StatusCode::CONFLICT,
-            format!("run `{id}` awaits approval: POST /api/runs/{id}/approve or /reject"),
-        )),
-        RunStatus::Succeeded => Err(ApiError::new(
-            StatusCode::CONFLICT,
-            format!("run `{id}` already succeeded; nothing to resume"),
-        )),
-        _ if service.running.lock().is_ok_and(|r| r.contains_key(&id)) => Err(ApiError::new(
-            StatusCode::CONFLICT,
-            format!("run `{id}` is running in this server"),
-        )),
-        _ => match &service.fleet {
-            // A worker continues it from its journal.
-            Some(fleet) => {
-                if fleet
-                    .requeue(&run.record.id)
-                    .await
-                    .map_err(ApiError::internal)?
-                {
-                    Ok(accepted(&id, "queued"))
-                } else {
-                    Err(ApiError::new(
-                        StatusCode::CONFLICT,
-                        format!(
-                            "run `{id}` is {}, or a live process holds it: only a stopped run can be resumed",
-                            run.status
-                        ),
-                    ))
-                }
+    let rid = RunId::new(&id);
+    let run = service
+        .runs
+        .check_continuable(&rid, Continuation::Resume)
+        .await
+        .map_err(|e| runs_error(e, &id))?;
+    match &service.fleet {
+        // A worker continues it from its journal.
+        Some(fleet) => {
+            if fleet.requeue(&rid).await.map_err(ApiError::internal)? {
+                Ok(accepted(&id, "queued"))
+            } else {
+                Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    format!(
+                        "run `{id}` is {}, or a live process holds it: only a stopped run can be resumed",
+                        run.stored.status
+                    ),
+                ))
             }
-            None => {
-                let rid = run.record.id.clone();
-                continue_run(&service, &run, move |agent| async move {
-                    agent.resume(&rid).await
-                })
-                .await
-            }
-        },
+        }
+        None => {
+            continue_run(&service, run, move |agent| async move {
+                agent.resume(&rid).await
+            })
+            .await
+        }
     }
 }
 
@@ -558,7 +512,12 @@ async fn approve(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
     let body: ApproveBody = optional_json(body)?;
-    let run = load(&service, &id).await?;
+    let rid = RunId::new(&id);
+    let run = service
+        .runs
+        .check_continuable(&rid, Continuation::Approve)
+        .await
+        .map_err(|e| runs_error(e, &id))?;
     let edited: Option<Plan> = match body.plan {
         Some(value) => {
             let plan: Plan = serde_json::from_value(value).map_err(|e| {
@@ -573,14 +532,7 @@ async fn approve(
         }
         None => None,
     };
-    if run.status != RunStatus::AwaitingApproval {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            format!("run `{id}` is {}, not awaiting approval", run.status),
-        ));
-    }
-    let rid = run.record.id.clone();
-    continue_run(&service, &run, move |agent| async move {
+    continue_run(&service, run, move |agent| async move {
         agent.approve(&rid, edited).await
     })
     .await
@@ -600,19 +552,10 @@ async fn reject(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<RunReport>> {
     let body: RejectBody = optional_json(body)?;
-    load(&service, &id).await?;
-    let (session, _) = SessionBuilder::new()
-        .store(service.store.clone())
-        .reopen_awaiting(&RunId::new(id))
+    let report = service
+        .runs
+        .reject(&RunId::new(&id), body.reason)
         .await
-        .map_err(|e| strategy_error(StrategyError::Exec(e)))?;
-    let reason = body
-        .reason
-        .filter(|r| !r.trim().is_empty())
-        .unwrap_or_else(|| "the plan was rejected: nothing was run".to_owned());
-    let report = session
-        .finish(RunStatus::Rejected, None, Some(reason))
-        .await
-        .map_err(ApiError::internal)?;
+        .map_err(|e| runs_error(e, &id))?;
     Ok(Json(report))
 }

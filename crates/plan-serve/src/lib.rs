@@ -43,11 +43,10 @@ mod hub;
 mod postgres;
 mod web;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use plan_exec::{CancelToken, RunStore};
-use plan_strategies::{AgentFactory, RunSpec};
+use plan_exec::RunStore;
+use plan_strategies::{AgentFactory, RunSpec, Runs};
 use serde::Deserialize;
 
 pub use api::ApiError;
@@ -122,13 +121,15 @@ impl ServeConfig {
 }
 
 /// The service: a store, how to build a run's agent from its spec, the server's default
-/// spec, and the runs in progress in this process (for cancelling them).
+/// spec, and the model-free run operations with the runs in progress in this process
+/// (for cancelling them).
 pub struct PlanService {
     pub(crate) store: Arc<dyn RunStore>,
     pub(crate) runtime: Arc<dyn AgentFactory>,
     pub(crate) defaults: RunSpec,
     pub(crate) config: ServeConfig,
-    pub(crate) running: Mutex<HashMap<String, CancelToken>>,
+    /// The model-free run operations, and the runs running in this process.
+    pub(crate) runs: Runs,
     pub(crate) fleet: Option<Arc<dyn Fleet>>,
     pub(crate) hub: Arc<hub::Hub>,
 }
@@ -152,11 +153,11 @@ impl PlanService {
         config: ServeConfig,
     ) -> Self {
         Self {
+            runs: Runs::new(store.clone()),
             store,
             runtime,
             defaults,
             config,
-            running: Mutex::new(HashMap::new()),
             fleet: None,
             hub: Arc::default(),
         }
@@ -164,6 +165,9 @@ impl PlanService {
 
     /// Queues the runs started through the API for `fleet`'s workers (see [`Fleet`]).
     pub fn with_fleet(mut self, fleet: Arc<dyn Fleet>) -> Self {
+        self.runs = self
+            .runs
+            .cancel_requests(Arc::new(api::FleetCancel(fleet.clone())));
         self.fleet = Some(fleet);
         self
     }

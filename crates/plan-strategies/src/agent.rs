@@ -10,7 +10,15 @@ use tracing::Instrument;
 use crate::answer;
 use crate::builder::AgentBuilder;
 use crate::error::StrategyError;
-use crate::strategy::{PlanOutcome, PlanStart, Strategy, StrategyContext, StrategyRegistry};
+use crate::strategy::{
+    DirectAnswer, Outcome, PlanOutcome, PlanStart, Planning, Strategy, StrategyContext,
+    StrategyRegistry,
+};
+
+/// The warning of a run that was to stop for approval of its plan but was answered
+/// directly, with no plan.
+const NO_PLAN_TO_APPROVE: &str =
+    "the goal was answered directly, with no plan: there was no plan to approve";
 
 /// A planning agent: turns a goal into a plan, runs it with the chosen strategy, and
 /// writes the answer.
@@ -115,6 +123,57 @@ impl Agent {
         self.inner.strategy.plan(&self.inner.cx, &goal).await
     }
 
+    /// Meets `goal` as far as the strategy can before anything runs, for a door that
+    /// plans first (an approval, a cost check): the plan, to run with
+    /// [`execute_planned`](Self::execute_planned) once checked, or, when the strategy
+    /// answered the goal with no plan (`auto`'s direct route), the report of the finished
+    /// run: `succeeded`, `route: direct`, and, when the agent's spec asks for approval of
+    /// the plan, a warning that there was no plan to approve.
+    ///
+    /// # Errors
+    /// As for planning in [`run`](Self::run); the store failed.
+    pub async fn plan_or_answer(
+        &self,
+        goal: impl Into<String>,
+    ) -> Result<Planning<RunReport>, StrategyError> {
+        let goal = goal.into();
+        match self
+            .inner
+            .strategy
+            .plan_or_answer(&self.inner.cx, &goal)
+            .await?
+        {
+            Planning::Plan(planned) => Ok(Planning::Plan(planned)),
+            Planning::Answered(direct) => {
+                let session = self.open(&goal).await?;
+                let note = (self.inner.spec.approve == crate::spec::Approval::Plan)
+                    .then_some(NO_PLAN_TO_APPROVE);
+                let report = self.answered(&session, &goal, direct, note).await?;
+                Ok(Planning::Answered(report))
+            }
+        }
+    }
+
+    /// Ends the run in `session` with a direct answer, `note` (if any) among its warnings.
+    async fn answered(
+        &self,
+        session: &RunSession,
+        goal: &str,
+        direct: DirectAnswer,
+        note: Option<&str>,
+    ) -> Result<RunReport, StrategyError> {
+        let cx = &self.inner.cx;
+        async {
+            direct.record(cx, session);
+            if let Some(note) = note {
+                cx.record_adjustments(session, &[note.to_owned()]);
+            }
+            answer::finish(cx, session, Ok(Outcome::direct(goal, direct.answer))).await
+        }
+        .instrument(session.span().clone())
+        .await
+    }
+
     /// Runs a given plan, with no planning call (`plan exec`), under the agent's strategy:
     /// its failure handling (replanning, for the adaptive strategy) applies as for a plan
     /// it made itself. The answer is synthesised.
@@ -206,6 +265,9 @@ impl Agent {
     /// with [`approve`](Self::approve) (which runs the plan, or an edited one) or
     /// [`reject`](Self::reject). The report has the plan and no steps run.
     ///
+    /// A goal the strategy answers with no plan (`auto`'s direct route) has nothing to
+    /// approve: the run ends `succeeded` with the answer, and its warnings say so.
+    ///
     /// # Errors
     /// [`StrategyError::Config`] without a store; as for planning in [`run`](Self::run).
     pub async fn plan_for_approval(
@@ -234,26 +296,39 @@ impl Agent {
         self.park(session, &goal).await
     }
 
-    /// Plans `goal` in `session` and leaves the run awaiting approval (a failure ends it).
+    /// Plans `goal` in `session` and leaves the run awaiting approval (a failure ends it);
+    /// a goal the strategy answers with no plan (`auto`'s direct route) ends `succeeded`
+    /// at once, with a warning that there was no plan to approve.
     async fn park(&self, session: RunSession, goal: &str) -> Result<RunReport, StrategyError> {
         let cx = &self.inner.cx;
+        // `Ok(Err(direct))`: answered with no plan, so nothing waits.
         let parked = async {
-            let planned = self.inner.strategy.plan(cx, goal).await?;
+            let planned = match self.inner.strategy.plan_or_answer(cx, goal).await? {
+                Planning::Plan(planned) => planned,
+                Planning::Answered(direct) => return Ok(Err(direct)),
+            };
             cx.record_plan_outcome(&session, &planned);
             cx.plan_created(&session, &planned.plan, 0).await?;
             session
                 .set_status(plan_core::RunStatus::AwaitingApproval)
                 .await?;
-            Ok::<_, StrategyError>(session.report())
+            Ok::<_, StrategyError>(Ok(session.report()))
         }
         .instrument(session.span().clone())
         .await;
-        if let Err(e) = &parked {
-            let _ = session
-                .finish(plan_core::RunStatus::Failed, None, Some(e.to_string()))
-                .await;
+        match parked {
+            Ok(Ok(waiting)) => Ok(waiting),
+            Ok(Err(direct)) => {
+                self.answered(&session, goal, direct, Some(NO_PLAN_TO_APPROVE))
+                    .await
+            }
+            Err(e) => {
+                let _ = session
+                    .finish(plan_core::RunStatus::Failed, None, Some(e.to_string()))
+                    .await;
+                Err(e)
+            }
         }
-        parked
     }
 
     /// Approves a run that awaits approval and runs it to the end under the strategy it
@@ -332,13 +407,16 @@ impl Agent {
         reason: Option<String>,
     ) -> Result<RunReport, StrategyError> {
         self.need_store("rejecting a run")?;
-        let (session, _) = self.inner.sessions.reopen_awaiting(run_id).await?;
-        let reason = reason
-            .filter(|r| !r.trim().is_empty())
-            .unwrap_or_else(|| "the plan was rejected: nothing was run".to_owned());
-        Ok(session
-            .finish(plan_core::RunStatus::Rejected, None, Some(reason))
-            .await?)
+        let Some(store) = self.inner.sessions.store_ref() else {
+            return Err(StrategyError::Config(
+                "rejecting a run needs a run store: build the agent with .store(..)".to_owned(),
+            ));
+        };
+        crate::runs::Runs::new(store.clone())
+            .event_sink(self.inner.sessions.sink().clone())
+            .reject(run_id, reason)
+            .await
+            .map_err(crate::runs::RunsError::into_strategy_error)
     }
 
     /// Records in the report the changes the door continuing the run made to its spec
@@ -387,5 +465,177 @@ impl Agent {
     async fn open(&self, goal: &str) -> Result<RunSession, StrategyError> {
         let record = self.inner.spec.to_record(goal);
         Ok(self.inner.sessions.create(record).await?)
+    }
+
+    /// Starts a run of `goal` in the background and returns as soon as the run exists
+    /// (created in the store, `run_started` emitted), with a [`RunHandle`]: the run's id
+    /// at once, its events, a way to cancel it, and its report when awaited.
+    ///
+    /// The run is the one [`run`](Self::run) makes; when the agent's spec asks for
+    /// approval of the plan ([`Approval::Plan`](crate::Approval::Plan)), it stops after
+    /// planning, awaiting approval, as [`plan_for_approval`](Self::plan_for_approval)
+    /// does, and the handle's report is the waiting run's.
+    ///
+    /// Cancelling the handle cancels the agent's [cancel token](Self::cancel_token), so
+    /// it stops every run this agent runs: build one agent per run (a child of a shared
+    /// token with [`CancelToken::child`]) to cancel runs one by one.
+    ///
+    /// # Errors
+    /// [`StrategyError::Config`] for an empty goal, outside a tokio runtime, or when
+    /// approval is asked for without a store; [`StrategyError::Exec`] when the store
+    /// cannot record the run.
+    pub async fn start(&self, goal: impl Into<String>) -> Result<RunHandle, StrategyError> {
+        let goal = goal.into();
+        if goal.trim().is_empty() {
+            return Err(StrategyError::Config(
+                "the goal is empty: say what the agent should achieve".to_owned(),
+            ));
+        }
+        let parks = self.inner.spec.approve == crate::spec::Approval::Plan;
+        if parks {
+            self.need_store("waiting for approval")?;
+        }
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+            StrategyError::Config(
+                "starting a run needs a tokio runtime: call start from async code running on tokio"
+                    .to_owned(),
+            )
+        })?;
+        let (events_in, events) = plan_exec::event_channel();
+        let sink = Arc::new(Tee(self.inner.sessions.sink().clone(), events_in));
+        let sessions = self.inner.sessions.clone().event_sink(sink);
+        let session = sessions.create(self.inner.spec.to_record(&goal)).await?;
+        let id = session.id().clone();
+        let agent = self.clone();
+        let task = runtime.spawn(async move {
+            if parks {
+                agent.park(session, &goal).await
+            } else {
+                agent.run_started(session, &goal).await
+            }
+        });
+        Ok(RunHandle {
+            id,
+            cancel: self.inner.cancel.clone(),
+            events: Some(events),
+            task,
+        })
+    }
+
+    /// Lets the strategy run `goal` in `session`, a run just created, and writes the
+    /// answer.
+    async fn run_started(
+        &self,
+        session: RunSession,
+        goal: &str,
+    ) -> Result<RunReport, StrategyError> {
+        let cx = &self.inner.cx;
+        async {
+            let outcome = self.inner.strategy.run(cx, &session, goal).await;
+            answer::finish(cx, &session, outcome).await
+        }
+        .instrument(session.span().clone())
+        .await
+    }
+}
+
+/// A run started with [`Agent::start`]: its id from the start, its events, its cancel
+/// signal, and, awaited (it is a future), its report.
+///
+/// Dropping the handle does not stop the run: it goes on in the background, recorded in
+/// the store, and its report can be read from there.
+///
+/// ```no_run
+/// # async fn f(agent: plan_strategies::Agent) -> Result<(), plan_strategies::StrategyError> {
+/// let mut run = agent.start("Compare the three most used Rust web frameworks").await?;
+/// println!("started run {}", run.id());
+/// let mut events = run.events().expect("taken once");
+/// tokio::spawn(async move {
+///     while let Some(event) = events.recv().await {
+///         eprintln!("{}", event.kind.name());
+///     }
+/// });
+/// let report = run.await?;
+/// println!("{}", report.answer.unwrap_or_default());
+/// # Ok(()) }
+/// ```
+#[must_use = "the run goes on without it; await it for the report"]
+pub struct RunHandle {
+    id: RunId,
+    cancel: CancelToken,
+    events: Option<plan_exec::EventReceiver>,
+    task: tokio::task::JoinHandle<Result<RunReport, StrategyError>>,
+}
+
+impl std::fmt::Debug for RunHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunHandle")
+            .field("id", &self.id)
+            .field("finished", &self.task.is_finished())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RunHandle {
+    /// The run's id, as the store, the events and the report name it.
+    pub fn id(&self) -> &RunId {
+        &self.id
+    }
+
+    /// The run's events from `run_started` on, as they happen; the receiver ends after
+    /// the run's last event. `None` once taken.
+    pub fn events(&mut self) -> Option<plan_exec::EventReceiver> {
+        self.events.take()
+    }
+
+    /// Stops the run (and any other run of the same agent); it ends `cancelled` and can
+    /// be resumed. Await the handle for its report.
+    pub fn cancel(&self) {
+        self.cancel.cancel();
+    }
+
+    /// The token that cancels the run (the agent's).
+    pub fn cancel_token(&self) -> &CancelToken {
+        &self.cancel
+    }
+
+    /// Whether the run has ended here (its report is ready).
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+
+    /// Waits for the run's end and returns its report; the same as awaiting the handle.
+    ///
+    /// # Errors
+    /// As [`Agent::run`]; [`StrategyError::Cancelled`] when the runtime shut down first.
+    pub async fn join(self) -> Result<RunReport, StrategyError> {
+        self.await
+    }
+}
+
+impl std::future::Future for RunHandle {
+    type Output = Result<RunReport, StrategyError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.task).poll(cx).map(|joined| {
+            joined.unwrap_or_else(|e| match e.try_into_panic() {
+                // A panic in the run is a bug: it goes on in the caller.
+                Ok(panic) => std::panic::resume_unwind(panic),
+                Err(_) => Err(StrategyError::Cancelled),
+            })
+        })
+    }
+}
+
+/// Sends each event to the agent's own sink and to a started run's handle.
+struct Tee(Arc<dyn plan_exec::EventSink>, plan_exec::ChannelSink);
+
+impl plan_exec::EventSink for Tee {
+    fn on_event(&self, event: &plan_core::Event) {
+        self.0.on_event(event);
+        self.1.on_event(event);
     }
 }

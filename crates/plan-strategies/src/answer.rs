@@ -15,7 +15,8 @@ use crate::report::GoalResult;
 use crate::strategy::{Outcome, StrategyContext};
 
 /// Writes the answer of a succeeded outcome and finishes the run in its session; an error
-/// from the strategy ends the run as failed (or cancelled) and is returned.
+/// from the strategy ends the run as failed and is returned, unless the run was cancelled
+/// (its report says `cancelled` then).
 pub(crate) async fn finish(
     cx: &StrategyContext,
     session: &RunSession,
@@ -31,13 +32,18 @@ pub(crate) async fn finish(
     }
     let mut ex = match outcome {
         Ok(ex) => ex,
+        // Cancelled while the strategy waited on the model (planning): a cancelled run,
+        // as when its steps were stopped, and one that can be resumed.
+        Err(_) if cancelled => {
+            let why = "the run was cancelled: it can be resumed where it stopped";
+            return Ok(session
+                .finish(RunStatus::Cancelled, None, Some(why.to_owned()))
+                .await?);
+        }
         Err(e) => {
-            let status = if cancelled {
-                RunStatus::Cancelled
-            } else {
-                RunStatus::Failed
-            };
-            let _ = session.finish(status, None, Some(e.to_string())).await;
+            let _ = session
+                .finish(RunStatus::Failed, None, Some(e.to_string()))
+                .await;
             return Err(e);
         }
     };
@@ -83,6 +89,14 @@ pub(crate) async fn finish(
                     .collect();
                 cx.record_adjustments(session, &warnings);
                 answer = Some(written.with_notes());
+            }
+            // Cancelled while the answer was written: resuming writes it.
+            Err(_) if cx.runner().cancel_token().is_cancelled() => {
+                ex.status = RunStatus::Cancelled;
+                ex.failure = Some(
+                    "the run was cancelled while its answer was written: resume it to write the answer"
+                        .to_owned(),
+                );
             }
             Err(e) => {
                 ex.status = RunStatus::Failed;

@@ -9,7 +9,7 @@ use plan_exec::{
     RunStore, Runner, Sandbox, SandboxChoice, SessionBuilder, StepExecutor, ToolSet,
     ToolStepExecutor,
 };
-use plan_llm::{Provider, ProviderExt as _, RetryPolicy};
+use plan_llm::{BudgetLedger, Provider, ProviderExt as _, RetryPolicy, UsageMeter};
 
 use crate::agent::{Agent, Inner};
 use crate::agents::{AgentCatalogue, AgentTeam, ModelResolver};
@@ -46,6 +46,9 @@ pub struct AgentBuilder {
     team: bool,
     resolver: Option<Arc<dyn ModelResolver>>,
     spec: Option<RunSpec>,
+    /// The run's budget meter, as the [`Runtime`](crate::Runtime) layered it.
+    meter: Option<UsageMeter>,
+    ledger: Option<Arc<dyn BudgetLedger>>,
 }
 
 impl std::fmt::Debug for AgentBuilder {
@@ -82,6 +85,8 @@ impl AgentBuilder {
             team: false,
             resolver: None,
             spec: None,
+            meter: None,
+            ledger: None,
         }
     }
 
@@ -266,6 +271,35 @@ impl AgentBuilder {
         self
     }
 
+    /// The budget meter the provider (and agent profiles' models) were metered with, so
+    /// that [`budget_ledger`](Self::budget_ledger) reaches it.
+    pub(crate) fn usage_meter(mut self, meter: UsageMeter) -> Self {
+        if let Some(ledger) = &self.ledger {
+            meter.clone().with_ledger(ledger.clone());
+        }
+        self.meter = Some(meter);
+        self
+    }
+
+    /// Meters the run against its shared usage ledger (the one usage account of a run
+    /// whose calls are made by several processes, such as a fleet's workers): every
+    /// model call of the agent is charged to `ledger`, and the run's budget and spending
+    /// limit hold for the run's total there rather than for this agent's calls alone.
+    ///
+    /// The budget is the meter's that [`Runtime`](crate::Runtime) gives the agent from
+    /// the spec: build the agent with the spec's whole budget
+    /// ([`AgentFactory::continuing_with_ledger`](crate::AgentFactory::continuing_with_ledger)),
+    /// not what was left of it, since the ledger holds what was used. A builder with no
+    /// budget meter gets one at [`build`](Self::build), without a limit, so the run's
+    /// usage is still charged.
+    pub fn budget_ledger(mut self, ledger: Arc<dyn BudgetLedger>) -> Self {
+        if let Some(meter) = &self.meter {
+            meter.clone().with_ledger(ledger.clone());
+        }
+        self.ledger = Some(ledger);
+        self
+    }
+
     /// The base URL recorded with the run (user info and query strings are stripped).
     pub fn base_url(mut self, url: impl Into<String>) -> Self {
         self.base_url = Some(url.into());
@@ -328,12 +362,16 @@ impl AgentBuilder {
     /// The agent's model with the layers [`build`](Self::build) gives it (the retry
     /// layer, a `chat` span per call) over whatever the given provider carries (a
     /// timeout, the run's budget meter): for model calls made beside the agent, such as
-    /// a research agent's, so they are retried, metered and traced like the agent's own.
-    /// `None` before [`provider`](Self::provider) is set.
+    /// a research agent's, so they are retried, metered and traced like the agent's own,
+    /// and give up when the run is cancelled (the [`cancel_token`](Self::cancel_token) set
+    /// so far). `None` before [`provider`](Self::provider) is set.
     pub fn layered_model(&self) -> Option<Arc<dyn Provider>> {
-        self.provider
-            .clone()
-            .map(|p| layered(p, self.retry.clone()))
+        self.provider.clone().map(|p| {
+            crate::cancellable::Cancellable::wrap(
+                layered(p, self.retry.clone()),
+                self.cancel.clone(),
+            )
+        })
     }
 
     /// Builds the agent.
@@ -347,7 +385,18 @@ impl AgentBuilder {
                 "the agent has no model: call .provider(..) on the builder".to_owned(),
             ));
         };
-        let provider = layered(provider, self.retry);
+        let provider = match (&self.ledger, &self.meter) {
+            (Some(ledger), None) => {
+                let meter = UsageMeter::new().with_ledger(ledger.clone());
+                Arc::new(provider.with_usage_meter(&meter)) as Arc<dyn Provider>
+            }
+            _ => provider,
+        };
+        // Outermost, so that a cancelled run stops waiting on a call and on its retries.
+        let provider = crate::cancellable::Cancellable::wrap(
+            layered(provider, self.retry),
+            self.cancel.clone(),
+        );
         let mut planner_config = self.planner_config.clone();
         if let Some(catalogue) = &self.agents
             && planner_config.agents.is_empty()

@@ -42,6 +42,13 @@ pub(crate) struct Decomposition {
     pub(crate) subgoals: Vec<SubGoal>,
 }
 
+/// A structured reply, and whether a reply on the way to it was cut off at the token limit
+/// (the model was then asked to reply more briefly).
+struct Reply<T> {
+    value: T,
+    cut: bool,
+}
+
 /// Sends a request for a JSON reply of type `T`; a reply that does not parse is answered
 /// once with the problem.
 async fn structured<T: DeserializeOwned>(
@@ -53,6 +60,22 @@ async fn structured<T: DeserializeOwned>(
     max_tokens: u32,
     calls: &mut Vec<LlmCall>,
 ) -> Result<T, StrategyError> {
+    structured_reply(provider, purpose, system, user, schema, max_tokens, calls)
+        .await
+        .map(|reply| reply.value)
+}
+
+/// As [`structured`], also saying whether a reply was cut off at the token limit.
+async fn structured_reply<T: DeserializeOwned>(
+    provider: &dyn Provider,
+    purpose: Purpose,
+    system: String,
+    user: String,
+    schema: &str,
+    max_tokens: u32,
+    calls: &mut Vec<LlmCall>,
+) -> Result<Reply<T>, StrategyError> {
+    let mut any_cut = false;
     let tag = purpose.clone();
     let purpose = tag.as_str();
     let mut messages = vec![Message::system(system), Message::user(user)];
@@ -76,6 +99,7 @@ async fn structured<T: DeserializeOwned>(
             duration: started.elapsed(),
         });
         let cut = response.finish_reason == FinishReason::Length;
+        any_cut |= cut;
         let parsed = extract_json(&response.content)
             .and_then(|v| {
                 serde_json::from_value::<T>(v)
@@ -91,7 +115,12 @@ async fn structured<T: DeserializeOwned>(
                 }
             });
         match parsed {
-            Ok(value) => return Ok(value),
+            Ok(value) => {
+                return Ok(Reply {
+                    value,
+                    cut: any_cut,
+                });
+            }
             Err(problem) => {
                 tracing::debug!(purpose, attempt, %problem, "structured reply rejected");
                 messages.push(Message::assistant(response.content));
@@ -169,8 +198,14 @@ pub(crate) async fn decompose(
 /// How the `auto` strategy meets a goal.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum Route {
-    /// Answered in the routing call.
-    Direct(String),
+    /// Answered directly: in the routing call, or in full by a follow-up call when the
+    /// routing reply's answer may have been cut.
+    Direct {
+        /// The answer.
+        answer: String,
+        /// What may still be wrong with it (it may be cut), in words; usually none.
+        warnings: Vec<String>,
+    },
     /// A plan (as the model wrote it; the caller validates it).
     Planned(serde_json::Value),
 }
@@ -196,7 +231,10 @@ impl TryFrom<RawRoute> for Routed {
         let plan = raw.plan.filter(|p| !p.is_null());
         match (answer, plan) {
             (_, Some(plan)) => Ok(Routed(Route::Planned(plan))),
-            (Some(answer), None) => Ok(Routed(Route::Direct(answer))),
+            (Some(answer), None) => Ok(Routed(Route::Direct {
+                answer,
+                warnings: Vec::new(),
+            })),
             (None, None) => Err("both `answer` and `plan` are null: give one of them".to_owned()),
         }
     }
@@ -206,8 +244,16 @@ impl TryFrom<RawRoute> for Routed {
 const ROUTE_SYSTEM: &str = "You decide how to meet a goal. Answer it directly when it needs no plan: a single-step task, a factual question, a definition, a small calculation, a greeting or other conversation, a short rewrite. Make a plan when it needs several distinct steps whose results build on each other: research across sources, comparisons, building or analysing something in parts. Reply with one JSON object with the fields \"answer\" and \"plan\", exactly one of them null: {\"answer\": \"...\", \"plan\": null} to answer, or {\"answer\": null, \"plan\": {\"goal\": \"...\", \"steps\": [{\"id\": \"...\", \"description\": \"...\", \"dependencies\": []}]}} to plan. A plan has at most {max_steps} steps; each step's dependencies name the ids of the steps whose outputs it needs.";
 
 /// The longest direct answer the routing reply may hold: schema-constrained decoding (the
-/// embedded model) must end within the call's token cap, planning's budget.
+/// embedded model) must end within the call's token cap, planning's budget. An answer that
+/// reaches it may have been cut by a server that enforces the schema, so it is written
+/// again in full by a call of its own ([`full_answer`]).
 const ANSWER_MAX_CHARS: usize = 1200;
+
+/// The system prompt of the follow-up call that writes a direct answer in full.
+const ANSWER_SYSTEM: &str = "You answer a goal directly and in full. Reply with the complete answer only: no preamble, no JSON.";
+
+/// The purpose of that call, as its `llm_call` event names it.
+const ANSWER_PURPOSE: &str = "answer";
 
 /// The schema of the routing reply for plans of at most `max_steps` steps.
 pub(crate) fn route_schema(max_steps: usize) -> serde_json::Value {
@@ -231,17 +277,87 @@ pub(crate) async fn decide(
 ) -> Result<Route, StrategyError> {
     let system = ROUTE_SYSTEM.replace("{max_steps}", &max_steps.to_string());
     let schema = route_schema(max_steps).to_string();
-    let routed: Routed = structured(
+    let max_tokens = crate::prompts::plan_token_budget(max_steps);
+    let reply: Reply<Routed> = structured_reply(
         provider,
         Purpose::Plan,
         system,
         format!("Goal: {goal}"),
         &schema,
-        crate::prompts::plan_token_budget(max_steps),
+        max_tokens,
         calls,
     )
     .await?;
-    Ok(routed.0)
+    match reply.value.0 {
+        Route::Direct { answer, .. } if reply.cut => {
+            let why = format!(
+                "a routing reply was cut off at the token limit ({max_tokens} tokens), so the answer it holds may be shortened"
+            );
+            Ok(full_answer(provider, goal, answer, &why, calls).await)
+        }
+        Route::Direct { answer, .. } if answer.chars().count() >= ANSWER_MAX_CHARS => {
+            let why = format!(
+                "the answer in the routing reply reached the schema's limit of {ANSWER_MAX_CHARS} characters, so it may be cut"
+            );
+            Ok(full_answer(provider, goal, answer, &why, calls).await)
+        }
+        route => Ok(route),
+    }
+}
+
+/// Writes a direct answer in full with a call of its own, with no schema and no length
+/// limit, when the routing reply's answer may be cut (`why`). Should that call fail, come
+/// back empty or be cut itself, the best answer at hand is kept and the route's warnings
+/// say what is wrong with it.
+async fn full_answer(
+    provider: &dyn Provider,
+    goal: &str,
+    routed: String,
+    why: &str,
+    calls: &mut Vec<LlmCall>,
+) -> Route {
+    let request = Request::new(vec![
+        Message::system(ANSWER_SYSTEM),
+        Message::user(format!("Goal: {goal}")),
+    ])
+    .with_purpose(Purpose::Other(ANSWER_PURPOSE.to_owned()));
+    let started = Instant::now();
+    let response = match provider.complete(&request).await {
+        Ok(response) => response,
+        Err(e) => {
+            return Route::Direct {
+                answer: routed,
+                warnings: vec![format!(
+                    "{why}, and the call to write it in full failed ({e}): the answer may be incomplete"
+                )],
+            };
+        }
+    };
+    calls.push(LlmCall {
+        purpose: ANSWER_PURPOSE.to_owned(),
+        usage: response.usage,
+        duration: started.elapsed(),
+    });
+    let full = response.content.trim();
+    if full.is_empty() {
+        return Route::Direct {
+            answer: routed,
+            warnings: vec![format!(
+                "{why}, and the call to write it in full returned nothing: the answer may be incomplete"
+            )],
+        };
+    }
+    let mut warnings = Vec::new();
+    if response.finish_reason == FinishReason::Length {
+        warnings.push(
+            "the direct answer was cut off at the model's output token limit: it is incomplete"
+                .to_owned(),
+        );
+    }
+    Route::Direct {
+        answer: full.to_owned(),
+        warnings,
+    }
 }
 
 /// A step's result as the synthesis sees it.

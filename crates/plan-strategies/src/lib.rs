@@ -46,6 +46,7 @@ mod agent;
 mod answer;
 mod builder;
 mod calls;
+mod cancellable;
 mod error;
 mod hierarchy;
 mod options;
@@ -53,13 +54,14 @@ mod planner;
 mod prompts;
 mod repair;
 mod report;
+mod runs;
 mod runtime;
 mod spec;
 mod strategy;
 mod stream;
 mod traced;
 
-pub use agent::Agent;
+pub use agent::{Agent, RunHandle};
 pub use builder::AgentBuilder;
 pub use calls::Critique;
 pub use error::StrategyError;
@@ -71,14 +73,19 @@ pub use planner::{
 };
 pub use prompts::PLAN_SCHEMA;
 pub use report::{GoalResult, ReportExt, Usage};
+pub use runs::{
+    CancelRequests, Cancelling, Continuable, Continuation, DEFAULT_REJECTION, Runs, RunsError,
+    Tracked, WaitFor,
+};
 pub use runtime::{AgentFactory, DEFAULT_PROVIDER_TIMEOUT, Runtime, RuntimeError, model_price};
 pub use spec::{
     Approval, Budget, RUN_SPEC_VERSION, RunLimits, RunNeeds, RunSpec, SpecChanges, SpecError,
     SpecOverride,
 };
 pub use strategy::{
-    Adaptive, Auto, Dag, Hierarchical, Linear, Outcome, PlanOutcome, PlanStart, Reflective,
-    Strategy, StrategyContext, StrategyKind, StrategyRegistry, UnknownStrategy,
+    Adaptive, Auto, Dag, DirectAnswer, Hierarchical, Linear, Outcome, PlanOutcome, PlanStart,
+    Planning, Reflective, Strategy, StrategyContext, StrategyKind, StrategyRegistry,
+    UnknownStrategy,
 };
 pub use stream::StepStreamParser;
 // --- agents and research (research) ---

@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use plan_llm::{
-    LlmError, ModelSpec, Price, Provider, ProviderConfig, ProviderExt as _, ProviderRegistry,
-    RetryPolicy, UsageMeter,
+    BudgetLedger, LlmError, ModelSpec, Price, Provider, ProviderConfig, ProviderExt as _,
+    ProviderRegistry, RetryPolicy, UsageMeter,
 };
 
 use plan_exec::{RunOptions, RunUsage, StepPolicy};
@@ -48,6 +48,27 @@ pub trait AgentFactory: Send + Sync {
     fn continuing(&self, spec: &RunSpec, used: RunUsage) -> Result<AgentBuilder, RuntimeError> {
         let _ = used;
         self.agent(spec)
+    }
+
+    /// An agent builder that works on a stored run of `spec` whose usage, wherever its
+    /// calls are made, is kept in `ledger` (a fleet's workers: the one driving the run
+    /// and those running its steps). [`Runtime`] meters the run's whole budget against
+    /// the ledger's total ([`AgentBuilder::budget_ledger`]), so calls made at the same
+    /// time by several processes cannot together spend the budget more than once; the
+    /// ledger must hold the run's usage so far (seeded from its journal, `used`). The
+    /// default implementation ignores the ledger: it is
+    /// [`continuing`](Self::continuing), what was left at this moment.
+    ///
+    /// # Errors
+    /// As [`agent`](Self::agent).
+    fn continuing_with_ledger(
+        &self,
+        spec: &RunSpec,
+        used: RunUsage,
+        ledger: Arc<dyn BudgetLedger>,
+    ) -> Result<AgentBuilder, RuntimeError> {
+        let _ = ledger;
+        self.continuing(spec, used)
     }
 }
 
@@ -87,7 +108,8 @@ impl RuntimeError {
     }
 }
 
-/// What a process brings to every run it serves; see the [module](self).
+/// What a process brings to every run it serves: the provider and strategy registries, keys,
+/// prices and the provider timeout, from which it builds the agent of any [`RunSpec`].
 #[derive(Clone)]
 pub struct Runtime {
     providers: ProviderRegistry,
@@ -247,6 +269,19 @@ impl AgentFactory for Runtime {
         spec.validate()?;
         self.build_agent(spec)
     }
+
+    fn continuing_with_ledger(
+        &self,
+        spec: &RunSpec,
+        used: RunUsage,
+        ledger: Arc<dyn BudgetLedger>,
+    ) -> Result<AgentBuilder, RuntimeError> {
+        // The ledger holds what the run used (`used` included): the whole budget is
+        // checked against it.
+        let _ = used;
+        spec.validate()?;
+        Ok(self.build_agent(spec)?.budget_ledger(ledger))
+    }
 }
 
 impl Runtime {
@@ -302,6 +337,9 @@ impl Runtime {
             .sandbox(spec.sandbox.lazy())
             .model_resolver(resolver)
             .spec(spec.clone());
+        if let Some(meter) = meter {
+            builder = builder.usage_meter(meter);
+        }
         if let Some(n) = self.max_steps(spec) {
             builder = builder.max_steps(n);
         }

@@ -23,6 +23,12 @@
 //! store ([`PostgresStore::request_cancel`](plan_postgres::PostgresStore::request_cancel))
 //! reaches the run's driver when it next renews its lease.
 //!
+//! A run's budget (tokens, dollars) holds for the run as a whole: every agent a worker
+//! builds for a run, the one driving it and those running its steps, meters its model
+//! calls against the run's usage ledger in the store
+//! ([`PostgresStore::budget_ledger`](plan_postgres::PostgresStore::budget_ledger)), so
+//! steps running at once on several workers cannot spend the budget more than once.
+//!
 //! The worker knows nothing about models or keys: it reads each run's [`RunSpec`] from
 //! its record, and the caller's [`AgentFactory`] (a
 //! [`Runtime`](plan_strategies::Runtime) with this machine's providers and keys) turns it
@@ -284,7 +290,8 @@ impl Worker {
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("run `{run}` is gone from the store"))?;
         let agent = self
-            .builder_for(&stored)?
+            .builder_for(&stored)
+            .await?
             .build()
             .map_err(|e| e.to_string())?;
         Ok(agent.step_executor())
@@ -305,12 +312,14 @@ impl Worker {
             .map(|spec| spec.approve)
             .unwrap_or_default();
         let planned = !stored.plans.is_empty();
-        Ok((self.builder_for(&stored)?, (approve, planned)))
+        Ok((self.builder_for(&stored).await?, (approve, planned)))
     }
 
-    /// The agent builder of a stored run's spec (its budget less what the run used so
-    /// far, wherever it ran), or why this worker cannot run it.
-    fn builder_for(&self, stored: &StoredRun) -> Result<AgentBuilder, String> {
+    /// The agent builder of a stored run's spec, or why this worker cannot run it. Its
+    /// budget is metered against the run's usage ledger in the store, which every worker
+    /// working on the run charges (the driver's calls and every step task's), opened
+    /// here and so raised to what the run's journal shows it used.
+    async fn builder_for(&self, stored: &StoredRun) -> Result<AgentBuilder, String> {
         let record = &stored.record;
         let spec = RunSpec::from_record(record).map_err(|e| e.to_string())?;
         if let Some(needs) = spec.needs.local_only() {
@@ -320,8 +329,13 @@ impl Worker {
             ));
         }
         let used = plan_exec::RunUsage::of(&stored.events);
+        let ledger = self
+            .store
+            .budget_ledger(&record.id)
+            .await
+            .map_err(|e| e.to_string())?;
         self.factory
-            .continuing(&spec, used)
+            .continuing_with_ledger(&spec, used, Arc::new(ledger))
             .map_err(|e| e.to_string())
     }
 }

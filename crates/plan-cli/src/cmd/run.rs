@@ -6,7 +6,10 @@ use std::sync::Arc;
 
 use plan_core::{RunId, RunStatus};
 use plan_exec::{CancelToken, RunStore};
-use plan_strategies::{AgentFactory as _, RunReport, StrategyError};
+use plan_strategies::{
+    AgentFactory as _, Continuation, DEFAULT_REJECTION, Planning, RunReport, Runs, RunsError,
+    StrategyError, WaitFor,
+};
 
 use crate::approve::{self, Decision};
 use crate::cli::{
@@ -79,45 +82,31 @@ pub async fn run(args: RunArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         builder = research.wire(builder, tools.is_none());
     }
     let (agent, tools) = build_with_tools(builder, tools).await?;
-    // A plan is made first when someone must approve it or its cost must be checked.
+    // A plan is made first when someone must approve it or its cost must be checked; a
+    // goal the strategy answers with no plan (`auto`'s direct route) needs neither.
     let result = if args.execution.approve || settings.budget_usd.is_some() {
-        match agent.plan_only(args.goal.clone()).await {
-            Ok(mut outcome) => {
-                if let Some(refusal) = forecaster.over_budget(settings.budget_usd, &outcome.plan) {
-                    drop(agent);
-                    shutdown(tools).await;
-                    ui.finish().await;
-                    eprintln!("{refusal}");
-                    return Err(Code(exit::RUN_FAILED).into());
+        match agent.plan_or_answer(args.goal.clone()).await {
+            Ok(Planning::Answered(report)) => {
+                if args.execution.approve {
+                    ui.suspend(|| {
+                        eprintln!(
+                            "note: the goal was answered directly, with no plan: there was nothing to approve"
+                        );
+                    });
                 }
-                if !args.execution.approve {
-                    return finish_run(
-                        agent.execute_planned(outcome).await,
-                        agent,
-                        tools,
-                        ui,
-                        (&forecaster, ledger.as_ref()),
-                        &args,
-                        (&cancel, settings.sandbox, &driving),
-                    )
-                    .await;
-                }
-                let decision = ask(&ui, outcome.plan.clone(), &cancel).await?;
-                match decision {
-                    Some(plan) => {
-                        // An edited plan keeps what planning produced (a goal tree
-                        // only while the plan is the one it was flattened into).
-                        if plan != outcome.plan {
-                            outcome.tree = None;
-                        }
-                        outcome.plan = plan;
-                        agent.execute_planned(outcome).await
-                    }
-                    None => {
+                Ok(report)
+            }
+            Ok(Planning::Plan(outcome)) => {
+                let budget = settings.budget_usd;
+                let checked = check_plan(outcome, (&forecaster, budget), &args, &ui, &cancel);
+                match checked.await? {
+                    Ok(outcome) => agent.execute_planned(outcome).await,
+                    Err(why) => {
                         drop(agent);
                         shutdown(tools).await;
                         ui.finish().await;
-                        return aborted();
+                        eprintln!("{why}");
+                        return Ok(ExitCode::from(exit::RUN_FAILED));
                     }
                 }
             }
@@ -136,6 +125,36 @@ pub async fn run(args: RunArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         (&cancel, settings.sandbox, &driving),
     )
     .await
+}
+
+/// The plan of `plan run` made first, checked against `--budget-usd` and, with
+/// `--approve`, approved (perhaps edited) by the user: the plan to run, or why it is not
+/// run (its forecast is over the budget, or the user aborted).
+async fn check_plan(
+    mut outcome: plan_strategies::PlanOutcome,
+    (forecaster, budget_usd): (&Forecaster, Option<f64>),
+    args: &RunArgs,
+    ui: &Ui,
+    cancel: &CancelToken,
+) -> anyhow::Result<Result<plan_strategies::PlanOutcome, String>> {
+    if let Some(refusal) = forecaster.over_budget(budget_usd, &outcome.plan) {
+        return Ok(Err(refusal));
+    }
+    if !args.execution.approve {
+        return Ok(Ok(outcome));
+    }
+    match ask(ui, outcome.plan.clone(), cancel).await? {
+        Some(plan) => {
+            // An edited plan keeps what planning produced (a goal tree only while the
+            // plan is the one it was flattened into).
+            if plan != outcome.plan {
+                outcome.tree = None;
+            }
+            outcome.plan = plan;
+            Ok(Ok(outcome))
+        }
+        None => Ok(Err(ABORTED.to_owned())),
+    }
 }
 
 /// Ends `plan run`: releases the agent and tools, then reports `result` with its
@@ -186,6 +205,13 @@ pub async fn exec(args: ExecArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     // A given plan is run, never routed: auto's execution is dag's, and the report says so.
     if settings.strategy == Strategy::Auto {
         settings.strategy = Strategy::Dag;
+    }
+    // The critique may change the plan, which must not happen after it was approved.
+    if settings.strategy == Strategy::Reflective && args.execution.approve {
+        return Err(Usage::new(
+            "--approve cannot be combined with the reflective strategy in plan exec: the critique runs after the approval and may change the plan you approved; drop --approve to have the plan critiqued and improved (the changes are listed in the report), or use another --strategy to approve it as it is",
+        )
+        .into());
     }
     let ui = Ui::start(quiet, args.execution.events.as_deref())?;
     let cancel = interrupt::install();
@@ -357,36 +383,39 @@ async fn continue_stored(
         .ok_or_else(|| no_run(&args.run_id, &base))?;
     let store = driving.store.clone();
     let id = RunId::new(args.run_id.clone());
-    let stored = store
-        .load_run(&id)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot read the run store: {e}"))?
-        .ok_or_else(|| no_run(&args.run_id, &base))?;
-    match (&approval, stored.status) {
-        (None, RunStatus::AwaitingApproval) => {
-            return Err(Usage::new(format!(
-                "run {id} awaits approval of its plan: run it with `plan approve {id}` (or `plan approve {id} --plan FILE` for an edited plan), or end it with `plan reject {id}`"
-            ))
-            .into());
-        }
-        (Some(_), status) if status != RunStatus::AwaitingApproval => {
-            return Err(Usage::new(format!(
-                "run {id} is {status}, not awaiting approval: only a run that stopped for approval can be approved"
-            ))
-            .into());
-        }
-        (None, RunStatus::Succeeded) => {
+    let how = if approval.is_some() {
+        Continuation::Approve
+    } else {
+        Continuation::Resume
+    };
+    let runs = Runs::new(store.clone());
+    let continuable = match runs.check_continuable(&id, how).await {
+        Ok(continuable) => continuable,
+        Err(RunsError::AlreadySucceeded(_)) => {
             eprintln!("run {id} already succeeded; nothing to resume");
+            let report = runs
+                .report(&id)
+                .await
+                .map_err(|e| runs_error(e, &args.run_id, &base))?;
+            return conclude(
+                Ok(report),
+                args.json,
+                &args.store,
+                &cancel,
+                false,
+                SandboxArg::Auto,
+                None,
+            );
         }
-        _ => {}
-    }
+        Err(e) => return Err(not_continuable(e, &args.run_id, &base)),
+    };
     // On a shared store, a run some live process holds is left to it.
     driving.claim(&id).await?;
     // The run continues with the spec it recorded (model, endpoint, strategy, limits,
     // budget), changed only where a flag says so (and the change recorded); keys come
     // from the environment again.
-    let mut spec = plan_strategies::RunSpec::from_record(&stored.record)
-        .map_err(|e| Usage::new(format!("cannot continue run {id}: {e}")))?;
+    let used = continuable.used();
+    let mut spec = continuable.spec;
     let mut changes = plan_strategies::SpecChanges::default();
     changes.model.clone_from(&args.model);
     changes.base_url.clone_from(&args.base_url);
@@ -399,7 +428,6 @@ async fn continue_stored(
     let runtime = session::runtime(&settings, quiet);
     let ui = Ui::start(quiet, args.events.as_deref())?;
     // The budget left is the run's own less what it used, wherever it ran.
-    let used = plan_exec::RunUsage::of(&stored.events);
     let builder = runtime
         .continuing(&spec, used)
         .map_err(|e| session::runtime_error(e, &spec.model))?
@@ -485,60 +513,28 @@ fn needs(
 /// `plan wait RUN_ID`: blocks until the run ends (a run awaiting approval has not), then
 /// prints what `plan run` prints for it, with the same exit code; 124 after `--timeout`.
 pub async fn wait(args: WaitArgs) -> anyhow::Result<ExitCode> {
-    use futures::StreamExt as _;
-
     let settings = Settings::from_process(&Overrides::store(args.store.clone()))?;
     let store = session::open_existing_store(&settings.store)
         .await?
         .ok_or_else(|| no_run(&args.run_id, &settings))?;
+    let runs = Runs::new(store);
     let id = RunId::new(args.run_id.clone());
     let cancel = interrupt::install();
-    let ended = async {
-        let mut seq = 0;
-        loop {
-            let run = store
-                .load_run(&id)
-                .await
-                .map_err(|e| anyhow::anyhow!("cannot read the run store: {e}"))?
-                .ok_or_else(|| no_run(&args.run_id, &settings))?;
-            if run.status.is_terminal() {
-                return Ok::<_, anyhow::Error>(run);
-            }
-            // Follow the journal to the next `run_finished` (its status is stored before
-            // it; a resumed or approved run starts again after one), then look again.
-            let mut events = std::pin::pin!(plan_exec::follow(
-                store.as_ref(),
-                &id,
-                seq,
-                std::time::Duration::from_millis(100),
-            ));
-            while let Some(entry) = events.next().await {
-                let entry = entry.map_err(|e| anyhow::anyhow!("cannot read the run store: {e}"))?;
-                seq = entry.seq;
-            }
-        }
-    };
-    let timeout = args
-        .timeout
-        .map_or(std::time::Duration::MAX, std::time::Duration::from_secs);
-    let run = tokio::select! {
-        r = tokio::time::timeout(timeout, ended) => match r {
-            Ok(run) => run?,
-            Err(_) => {
-                let status = store
-                    .load_run(&id)
-                    .await
-                    .ok()
-                    .flatten()
-                    .map_or_else(|| "unknown".to_owned(), |r| r.status.to_string());
-                eprintln!(
-                    "run {id} is still {status} after {} s; wait again with `plan wait {id}`",
-                    args.timeout.unwrap_or_default()
-                );
-                return Ok(ExitCode::from(exit::TIMED_OUT));
-            }
-        },
+    let timeout = args.timeout.map(std::time::Duration::from_secs);
+    let waited = tokio::select! {
+        r = runs.wait(&id, WaitFor::End, timeout) => r,
         () = cancel.cancelled() => return Err(Code(exit::INTERRUPTED).into()),
+    };
+    let run = match waited {
+        Ok(run) => run,
+        Err(RunsError::StillWaiting { status, waited, .. }) => {
+            eprintln!(
+                "run {id} is still {status} after {} s; wait again with `plan wait {id}`",
+                waited.as_secs()
+            );
+            return Ok(ExitCode::from(exit::TIMED_OUT));
+        }
+        Err(e) => return Err(runs_error(e, &args.run_id, &settings)),
     };
     let report = RunReport::from_stored(&run);
     conclude(
@@ -559,28 +555,49 @@ pub async fn reject(args: RejectArgs) -> anyhow::Result<ExitCode> {
         .await?
         .ok_or_else(|| no_run(&args.run_id, &base))?;
     let id = RunId::new(args.run_id.clone());
-    let (session, _) = plan_exec::SessionBuilder::new()
-        .store(store)
-        .reopen_awaiting(&id)
+    let report = Runs::new(store)
+        .reject(&id, args.reason)
         .await
         .map_err(|e| match e {
-            plan_exec::ExecError::UnknownRun(_) => no_run(&args.run_id, &base),
-            e => Usage::new(e.to_string()).into(),
+            RunsError::Store(e) => anyhow::anyhow!("cannot record the rejection: {e}"),
+            e => runs_error(e, &args.run_id, &base),
         })?;
-    let reason = args
-        .reason
-        .filter(|r| !r.trim().is_empty())
-        .unwrap_or_else(|| "the plan was rejected: nothing was run".to_owned());
-    let report = session
-        .finish(RunStatus::Rejected, None, Some(reason.clone()))
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot record the rejection: {e}"))?;
     if args.json {
         println!("{}", report.to_json_pretty());
     } else {
+        let reason = report.failure.as_deref().unwrap_or(DEFAULT_REJECTION);
         eprintln!("run {id} rejected: {reason}");
     }
     Ok(ExitCode::from(exit::RUN_FAILED))
+}
+
+/// Why the stored run `id` cannot be resumed or approved, in the CLI's words (its
+/// commands named).
+fn not_continuable(e: RunsError, id: &str, settings: &Settings) -> anyhow::Error {
+    match e {
+        RunsError::AwaitsApproval(id) => Usage::new(format!(
+            "run {id} awaits approval of its plan: run it with `plan approve {id}` (or `plan approve {id} --plan FILE` for an edited plan), or end it with `plan reject {id}`"
+        ))
+        .into(),
+        RunsError::NotAwaitingApproval { run, status } => Usage::new(format!(
+            "run {run} is {status}, not awaiting approval: only a run that stopped for approval can be approved"
+        ))
+        .into(),
+        RunsError::Spec { run, source } => {
+            Usage::new(format!("cannot continue run {run}: {source}")).into()
+        }
+        e => runs_error(e, id, settings),
+    }
+}
+
+/// The error of an operation on the stored run `id`: an unknown run says how to find
+/// one, a run in the wrong status is a usage error, a store failure is just that.
+fn runs_error(e: RunsError, id: &str, settings: &Settings) -> anyhow::Error {
+    match e {
+        RunsError::NotFound(_) => no_run(id, settings),
+        RunsError::Store(e) => anyhow::anyhow!("cannot read the run store: {e}"),
+        e => Usage::new(e.to_string()).into(),
+    }
 }
 
 fn no_run(id: &str, settings: &Settings) -> anyhow::Error {
@@ -591,8 +608,11 @@ fn no_run(id: &str, settings: &Settings) -> anyhow::Error {
     .into()
 }
 
+/// What `plan run` and `plan exec` say when the user aborts at the approval question.
+const ABORTED: &str = "aborted: the plan was not run";
+
 fn aborted() -> anyhow::Result<ExitCode> {
-    eprintln!("aborted: the plan was not run");
+    eprintln!("{ABORTED}");
     Ok(ExitCode::from(exit::RUN_FAILED))
 }
 

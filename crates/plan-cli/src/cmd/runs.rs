@@ -4,7 +4,8 @@ use std::process::ExitCode;
 use std::time::SystemTime;
 
 use plan_core::{RunId, RunState, RunStatus, StepStatus, Timestamp};
-use plan_exec::{RunReport, RunStore, StoredRun};
+use plan_exec::{RunReport, StoredRun};
+use plan_strategies::RunsError;
 use serde_json::Value;
 
 use crate::cli::{RunsArgs, ShowArgs};
@@ -64,20 +65,17 @@ pub async fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {
     let store = session::open_existing_store(&settings.store)
         .await?
         .ok_or_else(missing)?;
-    let run = store
-        .load_run(&RunId::new(args.run_id.clone()))
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot read the run store: {e}"))?
-        .ok_or_else(missing)?;
-    let mut report = RunReport::from_stored(&run);
-    // A fleet store knows which worker runs each running step.
-    if let Ok(holders) = store.step_holders(&run.record.id).await {
-        for step in &mut report.steps {
-            if step.status == plan_core::StepStatus::Running {
-                step.worker = holders.get(&step.id).cloned();
-            }
+    let runs = plan_strategies::Runs::new(store);
+    let id = RunId::new(args.run_id.clone());
+    let failed = |e: RunsError| -> anyhow::Error {
+        match e {
+            RunsError::NotFound(_) => missing().into(),
+            e => anyhow::anyhow!("cannot read the run store: {e}"),
         }
-    }
+    };
+    let run = runs.load(&id).await.map_err(failed)?;
+    // A fleet store knows which worker runs each running step.
+    let report = runs.report_of(&run).await;
     if args.json {
         println!("{}", report.to_json_pretty());
     } else {

@@ -70,6 +70,247 @@ fn a_goal_that_needs_a_plan_runs_it() {
     assert_eq!(v["usage"]["llm_calls"], 5);
 }
 
+// --- `--approve` and `--budget-usd` plan first: the route holds there too. ---
+
+/// A price for the fake model, so `--budget-usd` can be checked.
+const PRICED: &str =
+    "[prices.\"openai:fake-model\"]\ninput_per_mtok = 0.15\noutput_per_mtok = 0.60\n";
+
+#[test]
+fn approving_a_goal_answered_directly_has_nothing_to_approve() {
+    let sb = Sandbox::new();
+    let server = agent_server(DIAMOND);
+    server.on_first(
+        ROUTER,
+        FakeReply::Text(r#"{"answer": "4", "plan": null}"#.to_owned()),
+    );
+    // No input: the approval question would abort the run.
+    let out = output(&mut sb.plan(args(
+        &["run", "What is 2 + 2?", "--approve", "--json"],
+        model_flags(&server),
+    )));
+    expect_code(&out, 0);
+    let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["status"], "succeeded");
+    assert_eq!(v["strategy"], "auto");
+    assert_eq!(v["route"], "direct");
+    assert_eq!(v["answer"], "4");
+    assert_eq!(v["plan"], Value::Null);
+    assert_eq!(v["usage"]["llm_calls"], 1);
+    assert_eq!(server.requests().len(), 1);
+    assert!(
+        warnings(&v)
+            .iter()
+            .any(|w| w.contains("no plan to approve")),
+        "{v}"
+    );
+    let err = stderr(&out);
+    assert!(err.contains("there was nothing to approve"), "{err}");
+    assert!(!err.contains("run this plan?"), "no question asked: {err}");
+}
+
+#[test]
+fn approving_a_planned_goal_asks_about_the_routed_plan() {
+    let sb = Sandbox::new();
+    let server = agent_server(DIAMOND);
+    let out = with_input(
+        sb.plan(args(
+            &["run", "Compare two things", "--approve", "--json"],
+            model_flags(&server),
+        )),
+        "r\n",
+    );
+    expect_code(&out, 0);
+    let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["status"], "succeeded");
+    assert_eq!(v["route"], "planned");
+    assert_eq!(v["steps"].as_array().unwrap().len(), 3);
+    assert!(stderr(&out).contains("run this plan?"));
+    // The routing call was the planning call: 1 + 3 steps + synthesis.
+    assert_eq!(server.count("You are a planner"), 0);
+    assert_eq!(v["usage"]["llm_calls"], 5);
+}
+
+#[test]
+fn a_budget_check_keeps_the_direct_route() {
+    let sb = Sandbox::new();
+    sb.write("plan.toml", PRICED);
+    let server = agent_server(DIAMOND);
+    server.on_first(
+        ROUTER,
+        FakeReply::Text(r#"{"answer": "4", "plan": null}"#.to_owned()),
+    );
+    let v = run_json(
+        &sb,
+        &args(
+            &["run", "What is 2 + 2?", "--budget-usd", "5", "--json"],
+            model_flags(&server),
+        ),
+    );
+    assert_eq!(v["status"], "succeeded");
+    assert_eq!(v["route"], "direct");
+    assert_eq!(v["answer"], "4");
+    assert_eq!(v["usage"]["llm_calls"], 1);
+    assert_eq!(server.requests().len(), 1);
+    assert!(warnings(&v).is_empty(), "{v}");
+}
+
+#[test]
+fn a_budget_check_runs_the_routed_plan() {
+    let sb = Sandbox::new();
+    sb.write("plan.toml", PRICED);
+    let server = agent_server(DIAMOND);
+    let v = run_json(
+        &sb,
+        &args(
+            &["run", "Compare two things", "--budget-usd", "5", "--json"],
+            model_flags(&server),
+        ),
+    );
+    assert_eq!(v["status"], "succeeded");
+    assert_eq!(v["route"], "planned");
+    assert_eq!(server.count("You are a planner"), 0);
+    assert_eq!(v["usage"]["llm_calls"], 5);
+}
+
+// --- A direct answer is never cut silently. ---
+
+#[test]
+fn a_direct_answer_at_the_length_limit_is_written_again_in_full() {
+    let sb = Sandbox::new();
+    let server = agent_server(DIAMOND);
+    // A server that enforces the schema's maxLength stops the answer at 1,200 characters.
+    let cut = "a".repeat(1200);
+    let full = format!("{cut} and the end of the answer.");
+    server.on_first(
+        ROUTER,
+        FakeReply::Text(serde_json::json!({"answer": cut, "plan": null}).to_string()),
+    );
+    server.on("You answer a goal directly", FakeReply::text(full.clone()));
+    let v = run_json(
+        &sb,
+        &args(
+            &["run", "Explain everything", "--json"],
+            model_flags(&server),
+        ),
+    );
+    assert_eq!(v["status"], "succeeded");
+    assert_eq!(v["route"], "direct");
+    assert_eq!(v["answer"], full.as_str());
+    assert_eq!(
+        v["usage"]["llm_calls"], 2,
+        "the routing call and the full answer"
+    );
+    assert_eq!(server.requests().len(), 2);
+    assert_eq!(server.count("You answer a goal directly"), 1);
+    assert!(warnings(&v).is_empty(), "{v}");
+}
+
+// --- `plan exec --strategy reflective` critiques the given plan. ---
+
+#[test]
+fn exec_under_reflective_critiques_and_improves_the_given_plan() {
+    let sb = Sandbox::new();
+    let file = sb.write(
+        "one.json",
+        r#"{"goal": "Compare two things", "steps": [{"id": "a", "description": "Describe the first thing"}]}"#,
+    );
+    let server = agent_server(DIAMOND);
+    // The given plan has issues; the improved one (the planner's diamond) has none.
+    server.on_first(
+        "You review plans",
+        FakeReply::with(|r| {
+            if r.text().contains("Describe the second thing") {
+                FakeReply::text(r#"{"approved": true, "issues": []}"#)
+            } else {
+                FakeReply::text(
+                    r#"{"approved": false, "issues": ["the second thing is never described"]}"#,
+                )
+            }
+        }),
+    );
+    let v = run_json(
+        &sb,
+        &args(
+            &[
+                "exec",
+                file.to_str().unwrap(),
+                "--strategy",
+                "reflective",
+                "--json",
+            ],
+            model_flags(&server),
+        ),
+    );
+    assert_eq!(v["status"], "succeeded");
+    assert_eq!(v["strategy"], "reflective");
+    // The improved plan (the planner's diamond) ran, not the given one.
+    assert_eq!(v["steps"].as_array().unwrap().len(), 3);
+    assert_eq!(v["critiques"].as_array().unwrap().len(), 2);
+    assert!(
+        warnings(&v)
+            .iter()
+            .any(|w| w.contains("given plan was revised") && w.contains("never described")),
+        "{v}"
+    );
+    assert_eq!(server.count("You review plans"), 2);
+    assert_eq!(server.count("You are a planner"), 1, "one improvement");
+    // 2 critiques + 1 improvement + 3 steps + synthesis.
+    assert_eq!(v["usage"]["llm_calls"], 7);
+}
+
+#[test]
+fn exec_under_reflective_refuses_approval_of_a_plan_it_may_change() {
+    let sb = Sandbox::new();
+    let file = sb.write("plan.json", DIAMOND);
+    let server = agent_server(DIAMOND);
+    let out = output(&mut sb.plan(args(
+        &[
+            "exec",
+            file.to_str().unwrap(),
+            "--strategy",
+            "reflective",
+            "--approve",
+        ],
+        model_flags(&server),
+    )));
+    expect_code(&out, 2);
+    let err = stderr(&out);
+    assert!(err.contains("--approve cannot be combined"), "{err}");
+    assert!(err.contains("drop --approve"), "{err}");
+    assert_eq!(server.requests().len(), 0);
+}
+
+fn warnings(v: &Value) -> Vec<String> {
+    v["warnings"]
+        .as_array()
+        .map(|w| {
+            w.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Runs `cmd` with `input` on its standard input.
+fn with_input(mut cmd: std::process::Command, input: &str) -> std::process::Output {
+    use std::io::Write as _;
+    let mut child = cmd
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
 fn args(fixed: &[&str], extra: Vec<String>) -> Vec<String> {
     fixed.iter().map(|s| (*s).to_owned()).chain(extra).collect()
 }

@@ -8,6 +8,13 @@ const COMMANDS: &[&[&str]] = &[
     &["plan"],
     &["exec"],
     &["resume"],
+    &["approve"],
+    &["reject"],
+    &["wait"],
+    &["serve"],
+    &["mcp"],
+    &["worker"],
+    &["submit"],
     &["runs"],
     &["show"],
     &["graph"],
@@ -46,6 +53,48 @@ fn help_texts() {
     }
 }
 
+/// `--quiet` is taken before the command and after each command that shows progress.
+#[test]
+fn quiet_is_taken_where_progress_is_shown() {
+    let sb = Sandbox::new();
+    for command in [
+        &["run"][..],
+        &["plan"],
+        &["exec"],
+        &["resume"],
+        &["approve"],
+        &["model", "pull"],
+    ] {
+        let mut args: Vec<&str> = command.to_vec();
+        args.push("--help");
+        let text = stdout(&output(&mut sb.plan(&args)));
+        assert!(
+            text.contains("-q, --quiet"),
+            "plan {} --help:\n{text}",
+            command.join(" ")
+        );
+    }
+    for command in [
+        &["wait"][..],
+        &["reject"],
+        &["serve"],
+        &["mcp"],
+        &["worker"],
+        &["submit"],
+    ] {
+        let mut args: Vec<&str> = command.to_vec();
+        args.push("--help");
+        let text = stdout(&output(&mut sb.plan(&args)));
+        assert!(
+            !text.contains("--quiet"),
+            "plan {} --help:\n{text}",
+            command.join(" ")
+        );
+    }
+    let text = stdout(&output(&mut sb.plan(["--help"])));
+    assert!(text.contains("-q, --quiet"), "{text}");
+}
+
 #[test]
 fn version() {
     let out = output(&mut Sandbox::new().plan(["--version"]));
@@ -67,6 +116,16 @@ fn usage_errors_exit_2() {
         &["sandbox", "run", "f.py"],
         &["resume", "r1", "--tools", "search_docs"],
         &["frobnicate"],
+        // `--quiet` only where there is progress to quieten.
+        &["wait", "r1", "--quiet"],
+        &["reject", "r1", "-q"],
+        &["serve", "--quiet"],
+        &["mcp", "-q"],
+        &["worker", "--quiet"],
+        &["submit", "g", "--quiet"],
+        &["runs", "-q"],
+        // `plan plan --store` is where the estimate learns from: nothing without it.
+        &["plan", "g", "--store", "s.db"],
     ] {
         let out = output(&mut sb.plan(args));
         expect_code(&out, 2);

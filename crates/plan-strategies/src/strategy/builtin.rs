@@ -1,6 +1,7 @@
-//! The five built-in strategies.
+//! The five built-in strategies besides `auto`.
 
 use async_trait::async_trait;
+use plan_core::Plan;
 use plan_exec::RunSession;
 
 use super::{
@@ -192,6 +193,9 @@ impl Strategy for Adaptive {
 
 /// Critiques the plan and improves it, up to
 /// [`reflection_rounds`](crate::StrategyOptions::reflection_rounds) times, before running it.
+/// A given plan (`plan exec`) is critiqued and improved the same way before it runs, and
+/// the report's warnings say when the critique changed it; a plan it made, approved or
+/// resumed is not reviewed again.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Reflective;
 
@@ -202,49 +206,93 @@ impl Strategy for Reflective {
     }
 
     async fn plan(&self, cx: &StrategyContext, goal: &str) -> Result<PlanOutcome, StrategyError> {
-        let mut calls: Vec<LlmCall> = Vec::new();
-        let mut planned = cx.planner.plan(&PlanRequest::new(goal)).await?;
-        calls.extend(planned.calls.iter().cloned());
-        let mut repairs = Vec::new();
-        repairs.extend(planned.repair.clone());
-        let mut adjustments = planned.adjustments.clone();
-        let mut critiques = Vec::new();
-        for _ in 0..cx.options.reflection_rounds {
-            let verdict = critique(
-                cx.provider.as_ref(),
-                goal,
-                &planned.plan.to_json_pretty(),
-                &mut calls,
-            )
-            .await?;
-            let approved = verdict.approved || verdict.issues.is_empty();
-            let issues = verdict.issues.clone();
-            critiques.push(verdict);
-            if approved {
-                break;
-            }
-            let improved = cx
-                .planner
-                .plan(&PlanRequest::improve(planned.plan.clone(), issues))
-                .await?;
-            calls.extend(improved.calls.iter().cloned());
-            repairs.extend(improved.repair.clone());
-            adjustments.extend(improved.adjustments.iter().cloned());
-            planned = improved;
-        }
-        let mut out = PlanOutcome::new(planned.plan).with_calls(calls);
-        out.critiques = critiques;
-        out.repairs = repairs;
-        out.adjustments = adjustments;
-        Ok(out)
+        let planned = plan_once(cx, goal).await?;
+        reflect(cx, goal, planned).await
     }
 
     async fn execute(
         &self,
         cx: &StrategyContext,
         session: &RunSession,
-        start: PlanStart,
+        mut start: PlanStart,
     ) -> Result<Outcome, StrategyError> {
+        if !start.announced && !reviewed(session) {
+            start.plan = review_given(cx, session, start.plan).await?;
+        }
         cx.drive(session, start, false).await
     }
+}
+
+/// The report extra that holds the critiques of a run's plan.
+const CRITIQUES: &str = "critiques";
+
+/// Whether the run's plan was critiqued already (its critiques are in the report).
+fn reviewed(session: &RunSession) -> bool {
+    session.snapshot().extras.contains_key(CRITIQUES)
+}
+
+/// The rounds of critique and improvement over the plan of `out`: each round reviews the
+/// plan, and a plan with issues is improved by the planner (validated, repaired and
+/// re-prompted as any plan it makes). The critiques, calls, repairs and adjustments are
+/// added to `out`.
+async fn reflect(
+    cx: &StrategyContext,
+    goal: &str,
+    mut out: PlanOutcome,
+) -> Result<PlanOutcome, StrategyError> {
+    let mut calls: Vec<LlmCall> = Vec::new();
+    for _ in 0..cx.options.reflection_rounds {
+        let verdict = critique(
+            cx.provider.as_ref(),
+            goal,
+            &out.plan.to_json_pretty(),
+            &mut calls,
+        )
+        .await?;
+        let approved = verdict.approved || verdict.issues.is_empty();
+        let issues = verdict.issues.clone();
+        out.critiques.push(verdict);
+        if approved {
+            break;
+        }
+        let improved = cx
+            .planner
+            .plan(&PlanRequest::improve(out.plan.clone(), issues))
+            .await?;
+        calls.extend(improved.calls);
+        out.repairs.extend(improved.repair);
+        out.adjustments.extend(improved.adjustments);
+        out.plan = improved.plan;
+    }
+    Ok(out.with_calls(calls))
+}
+
+/// Critiques and improves a given plan before it runs, recording the critiques and calls
+/// in `session`; the report's warnings list each issue that changed it.
+async fn review_given(
+    cx: &StrategyContext,
+    session: &RunSession,
+    given: Plan,
+) -> Result<Plan, StrategyError> {
+    let goal = given.goal.clone();
+    let out = reflect(cx, &goal, PlanOutcome::new(given.clone())).await?;
+    cx.record_plan_outcome(session, &out);
+    if out.plan != given {
+        let mut issues: Vec<&str> = Vec::new();
+        for issue in out.critiques.iter().flat_map(|c| c.issues.iter()) {
+            if !issues.contains(&issue.as_str()) {
+                issues.push(issue);
+            }
+        }
+        cx.record_adjustments(
+            session,
+            &[format!(
+                "the given plan was revised after the critique ({} steps, now {}): {}",
+                given.steps.len(),
+                out.plan.steps.len(),
+                issues.join("; ")
+            )],
+        );
+    }
+    Ok(out.plan)
 }

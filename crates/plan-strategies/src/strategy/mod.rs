@@ -57,6 +57,21 @@ pub trait Strategy: Send + Sync {
     /// A model call failed, or no valid plan could be made.
     async fn plan(&self, cx: &StrategyContext, goal: &str) -> Result<PlanOutcome, StrategyError>;
 
+    /// Meets `goal` as far as it can before anything runs: a plan to check, approve or
+    /// run, or, for a strategy that answers goals that need no plan ([`Auto`]), the answer
+    /// itself. What a door calls when it plans first (approval, a cost check). The default
+    /// is [`plan`](Self::plan).
+    ///
+    /// # Errors
+    /// As [`plan`](Self::plan).
+    async fn plan_or_answer(
+        &self,
+        cx: &StrategyContext,
+        goal: &str,
+    ) -> Result<Planning, StrategyError> {
+        self.plan(cx, goal).await.map(Planning::Plan)
+    }
+
     /// Runs `start` inside `session` until it succeeds or the strategy gives up. The plan
     /// is recorded in the session (unless [`PlanStart::announced`]) before any step runs.
     ///
@@ -97,6 +112,13 @@ impl<S: Strategy + ?Sized> Strategy for Arc<S> {
     async fn plan(&self, cx: &StrategyContext, goal: &str) -> Result<PlanOutcome, StrategyError> {
         (**self).plan(cx, goal).await
     }
+    async fn plan_or_answer(
+        &self,
+        cx: &StrategyContext,
+        goal: &str,
+    ) -> Result<Planning, StrategyError> {
+        (**self).plan_or_answer(cx, goal).await
+    }
     async fn execute(
         &self,
         cx: &StrategyContext,
@@ -133,6 +155,9 @@ pub struct PlanOutcome {
     pub calls: Vec<LlmCall>,
     /// Model usage of those calls.
     pub usage: Usage,
+    /// The route the strategy chose for the goal ([`Auto`]: `planned`), recorded as the
+    /// report's `route` with the plan; `None` for strategies that always plan.
+    pub route: Option<String>,
 }
 
 impl PlanOutcome {
@@ -146,6 +171,7 @@ impl PlanOutcome {
             adjustments: Vec::new(),
             calls: Vec::new(),
             usage: Usage::default(),
+            route: None,
         }
     }
 
@@ -158,6 +184,55 @@ impl PlanOutcome {
         }
         self.calls.extend(calls);
         self
+    }
+}
+
+/// What planning first made of a goal ([`Strategy::plan_or_answer`],
+/// [`Agent::plan_or_answer`](crate::Agent::plan_or_answer)): a plan, or the goal answered
+/// with no plan. `A` is the form of the answer: a [`DirectAnswer`] from a strategy, the
+/// finished run's [`RunReport`](plan_exec::RunReport) from the agent. Exactly these two
+/// (not `non_exhaustive`), so a door can match both.
+#[derive(Clone, Debug)]
+// One is made per run and matched at once: boxing the plan would only burden callers.
+#[allow(clippy::large_enum_variant)]
+pub enum Planning<A = DirectAnswer> {
+    /// A plan, not yet run: check or approve it, then run it
+    /// ([`Agent::execute_planned`](crate::Agent::execute_planned)).
+    Plan(PlanOutcome),
+    /// The goal needed no plan and was answered directly: there is nothing to approve.
+    Answered(A),
+}
+
+/// A goal answered directly, with no plan ([`Auto`]'s `direct` route).
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct DirectAnswer {
+    /// The answer.
+    pub answer: String,
+    /// The model calls that wrote it (the routing call, and the call that wrote a long
+    /// answer in full).
+    pub calls: Vec<LlmCall>,
+    /// What may still be wrong with the answer (it may be cut), in words; recorded as the
+    /// report's `warnings`.
+    pub warnings: Vec<String>,
+}
+
+impl DirectAnswer {
+    /// `answer`, written by `calls`, with nothing wrong with it.
+    pub fn new(answer: impl Into<String>, calls: Vec<LlmCall>) -> Self {
+        Self {
+            answer: answer.into(),
+            calls,
+            warnings: Vec::new(),
+        }
+    }
+
+    /// Records the answer's calls and warnings in `session`, and the `direct` route (the
+    /// report's `route` and a `route_chosen` event).
+    pub(crate) fn record(&self, cx: &StrategyContext, session: &RunSession) {
+        cx.record_calls(session, &self.calls);
+        choose(session, DIRECT);
+        cx.record_adjustments(session, &self.warnings);
     }
 }
 
@@ -352,11 +427,15 @@ impl StrategyContext {
         }
     }
 
-    /// Records a plan outcome's calls and adjustments (`plan_adjusted`), and its critiques,
+    /// Records a plan outcome's calls, its route (if it has one) and adjustments
+    /// (`plan_adjusted`), and its critiques,
     /// repairs and goal tree (nothing run yet, while the plan is the one the tree was
     /// flattened into) as report extras, so a run that stops for approval keeps them.
     pub fn record_plan_outcome(&self, session: &RunSession, outcome: &PlanOutcome) {
         self.record_calls(session, &outcome.calls);
+        if let Some(route) = &outcome.route {
+            choose(session, route);
+        }
         self.record_adjustments(session, &outcome.adjustments);
         if !outcome.critiques.is_empty()
             && let Ok(v) = serde_json::to_value(&outcome.critiques)
@@ -517,6 +596,13 @@ impl Strategy for StrategyKind {
     }
     async fn plan(&self, cx: &StrategyContext, goal: &str) -> Result<PlanOutcome, StrategyError> {
         self.imp().plan(cx, goal).await
+    }
+    async fn plan_or_answer(
+        &self,
+        cx: &StrategyContext,
+        goal: &str,
+    ) -> Result<Planning, StrategyError> {
+        self.imp().plan_or_answer(cx, goal).await
     }
     async fn execute(
         &self,

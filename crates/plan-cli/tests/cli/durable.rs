@@ -1,39 +1,21 @@
 //! `plan approve` and `plan reject`: answering a run that waits for approval in the store
 //! (a wait that outlives the process that planned it), and `plan resume` refusing it.
 
-use plan_core::{Plan, RunStatus};
-use plan_exec::{RunRecord, SessionBuilder, SqliteStore};
+use plan_core::Plan;
+use plan_exec::RunRecord;
 use serde_json::Value;
 
 use crate::support::{DIAMOND, Sandbox, agent_server, expect_code, output, stderr, stdout};
 
-/// Stores a run planned with DIAMOND and stopped for approval, as `plan serve` or the
-/// library's `Agent::plan_for_approval` leave it; returns its id.
+/// A run planned with DIAMOND, stored in the old record layout (loose keys, no spec) and
+/// waiting for approval; returns its id.
 fn park(sb: &Sandbox, base_url: &str) -> String {
-    std::fs::create_dir_all(sb.store().parent().unwrap()).unwrap();
-    let store = SqliteStore::open(sb.store()).unwrap();
     let plan = Plan::from_json(DIAMOND).unwrap();
     let record = RunRecord::new(plan.goal.clone())
         .with_strategy("dag")
         .with_model("openai:fake-model")
         .with_base_url(base_url);
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(async {
-            let session = SessionBuilder::new()
-                .store(std::sync::Arc::new(store))
-                .create(record)
-                .await
-                .unwrap();
-            session.plan_created(&plan, 0).await.unwrap();
-            session
-                .set_status(RunStatus::AwaitingApproval)
-                .await
-                .unwrap();
-            session.id().to_string()
-        })
+    crate::support::park(sb, record, &plan)
 }
 
 fn show(sb: &Sandbox, id: &str) -> Value {

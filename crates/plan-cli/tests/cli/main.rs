@@ -14,6 +14,7 @@ mod graph;
 mod help;
 mod live;
 mod local;
+mod matrix;
 mod mcp;
 mod otel;
 mod output;

@@ -2,8 +2,8 @@
 //! continuation keeps them unless a flag changes one (and the change is reported), and
 //! nonsense values are refused wherever they come from.
 
-use plan_core::{Plan, RunStatus};
-use plan_exec::{RunStore as _, SessionBuilder, SqliteStore};
+use plan_core::Plan;
+use plan_exec::{RunStore as _, SqliteStore};
 use plan_strategies::RunSpec;
 use serde_json::Value;
 
@@ -65,26 +65,12 @@ fn plan_run_records_the_settings_it_ran_with() {
 
 /// Parks a run whose spec says adaptive with 5 replans, awaiting approval.
 fn park(sb: &Sandbox, base_url: &str) -> String {
-    std::fs::create_dir_all(sb.store().parent().unwrap()).unwrap();
-    let store = SqliteStore::open(sb.store()).unwrap();
     let plan = Plan::from_json(DIAMOND).unwrap();
     let mut spec = RunSpec::new("openai:fake-model", "adaptive");
     spec.base_url = Some(base_url.to_owned());
     spec.limits.max_replans = 5;
     spec.limits.concurrency = 3;
-    block_on(async {
-        let session = SessionBuilder::new()
-            .store(std::sync::Arc::new(store))
-            .create(spec.to_record(plan.goal.clone()))
-            .await
-            .unwrap();
-        session.plan_created(&plan, 0).await.unwrap();
-        session
-            .set_status(RunStatus::AwaitingApproval)
-            .await
-            .unwrap();
-        session.id().to_string()
-    })
+    crate::support::park(sb, spec.to_record(plan.goal.clone()), &plan)
 }
 
 #[test]

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use plan_core::{Event, EventKind, RunId};
 use plan_exec::{CancelToken, RunReport, RunStore};
-use plan_strategies::{AgentBuilder, AgentFactory, RunSpec, Runs, RunsError, StrategyRegistry};
+use plan_strategies::{AgentBuilder, AgentFactory, RunSpec, Runs, RunsError};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
     InitializeResult, ListToolsResult, PaginatedRequestParams, ProgressNotificationParam,
@@ -127,13 +127,10 @@ impl PlanServer {
         }
     }
 
-    /// The three tools, as `tools/list` returns them.
-    pub fn tool_definitions() -> Vec<ToolDef> {
-        let strategies = StrategyRegistry::builtin()
-            .names()
-            .into_iter()
-            .map(str::to_owned)
-            .collect::<Vec<_>>();
+    /// The three tools, as `tools/list` returns them; the `strategy` argument takes the
+    /// strategies the server's runtime knows (those a user registered included).
+    pub fn tool_definitions(&self) -> Vec<ToolDef> {
+        let strategies = self.inner.runtime.strategy_names();
         let object =
             |properties: Value, required: &[&str]| -> Arc<serde_json::Map<String, Value>> {
                 let schema = json!({
@@ -415,7 +412,7 @@ impl ServerHandler for PlanServer {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        Ok(ListToolsResult::with_all_items(Self::tool_definitions()))
+        Ok(ListToolsResult::with_all_items(self.tool_definitions()))
     }
 
     async fn call_tool(
@@ -453,4 +450,69 @@ pub async fn serve_stdio(server: PlanServer) -> Result<(), crate::McpError> {
     let _ = running.waiting().await;
     server.shutdown().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use async_trait::async_trait;
+    use plan_exec::RunSession;
+    use plan_llm::{ProviderConfig, ProviderRegistry};
+    use plan_strategies::{
+        Dag, Outcome, PlanOutcome, PlanStart, Runtime, Strategy, StrategyContext, StrategyError,
+        StrategyRegistry,
+    };
+
+    /// A strategy a user registers: the DAG's under another name.
+    struct Mine;
+
+    #[async_trait]
+    impl Strategy for Mine {
+        fn name(&self) -> &str {
+            "mine"
+        }
+
+        async fn plan(
+            &self,
+            cx: &StrategyContext,
+            goal: &str,
+        ) -> Result<PlanOutcome, StrategyError> {
+            Dag.plan(cx, goal).await
+        }
+
+        async fn execute(
+            &self,
+            cx: &StrategyContext,
+            session: &RunSession,
+            start: PlanStart,
+        ) -> Result<Outcome, StrategyError> {
+            Dag.execute(cx, session, start).await
+        }
+    }
+
+    #[test]
+    fn the_strategy_argument_takes_the_strategies_the_runtime_knows() {
+        let mut strategies = StrategyRegistry::builtin();
+        strategies.register(Mine);
+        let runtime = Runtime::new(ProviderRegistry::builtin(), ProviderConfig::default())
+            .with_strategies(strategies);
+        let dir = tempfile::tempdir().unwrap();
+        let store = plan_exec::SqliteStore::open(dir.path().join("runs.sqlite")).unwrap();
+        let server = PlanServer::new(
+            Arc::new(runtime),
+            RunSpec::new("openai:gpt-4o-mini", "auto"),
+            Arc::new(store),
+        );
+        for tool in ["plan", "run"] {
+            let def = server
+                .tool_definitions()
+                .into_iter()
+                .find(|d| d.name == tool)
+                .unwrap();
+            let names = def.input_schema["properties"]["strategy"]["enum"].clone();
+            let names: Vec<String> = serde_json::from_value(names).unwrap();
+            assert!(names.iter().any(|n| n == "mine"), "{tool}: {names:?}");
+            assert!(names.iter().any(|n| n == "dag"), "{tool}: {names:?}");
+        }
+    }
 }

@@ -36,6 +36,17 @@ pub trait AgentFactory: Send + Sync {
     /// [`RuntimeError`] naming what in the spec cannot be served here.
     fn agent(&self, spec: &RunSpec) -> Result<AgentBuilder, RuntimeError>;
 
+    /// The strategy names a spec may give, as a door lists them (the MCP tools' schema):
+    /// by default the built-in ones; [`Runtime`] lists its registry, strategies a user
+    /// registered included.
+    fn strategy_names(&self) -> Vec<String> {
+        crate::StrategyRegistry::builtin()
+            .names()
+            .into_iter()
+            .map(str::to_owned)
+            .collect()
+    }
+
     /// An agent builder that continues a stored run of `spec` which has used `used` so
     /// far. [`Runtime`] gives it what is left of the run's own budget (tokens, and
     /// dollars at the model's price), so a run continued elsewhere, by a resume, an
@@ -268,6 +279,14 @@ impl AgentFactory for Runtime {
     fn agent(&self, spec: &RunSpec) -> Result<AgentBuilder, RuntimeError> {
         spec.validate()?;
         self.build_agent(spec)
+    }
+
+    fn strategy_names(&self) -> Vec<String> {
+        self.strategies
+            .names()
+            .into_iter()
+            .map(str::to_owned)
+            .collect()
     }
 
     fn continuing_with_ledger(

@@ -105,13 +105,7 @@ impl Agent {
             ));
         }
         let session = self.open(&goal).await?;
-        let cx = &self.inner.cx;
-        async {
-            let outcome = self.inner.strategy.run(cx, &session, &goal).await;
-            answer::finish(cx, &session, outcome).await
-        }
-        .instrument(session.span().clone())
-        .await
+        self.run_started(session, &goal).await
     }
 
     /// Makes the plan the strategy would run, without running it (`plan plan`).

@@ -20,21 +20,21 @@ fn main() -> ExitCode {
 
 fn run() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    let flags: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
     match args.first().map(String::as_str) {
         Some("ci") => {
             cargo(&["fmt", "--all", "--", "--check"])?;
-            cargo(&[
-                "clippy",
-                "--release",
-                "--workspace",
-                "--all-targets",
-                "--",
-                "-D",
-                "warnings",
-            ])?;
+            lint_while_building()?;
             test()
         }
-        Some("test") => test(),
+        Some("test") => {
+            match flags.as_slice() {
+                [] => {}
+                ["--clippy"] => lint_while_building()?,
+                other => bail!("usage: cargo xtask test [--clippy], not {other:?}"),
+            }
+            test()
+        }
         Some("examples") => {
             ensure_system_packages()?;
             fetch_model::fetch_model().context("the local_model example needs the model")?;
@@ -43,16 +43,62 @@ fn run() -> Result<()> {
         Some("invariants") => invariants::check_workspace(),
         Some("fetch-model") => fetch_model::fetch_model(),
         Some("bench") => bench(),
-        _ => bail!("usage: cargo xtask <ci|test|examples|bench|invariants|fetch-model>"),
+        _ => bail!(
+            "usage: cargo xtask <ci|test [--clippy]|examples|bench|invariants|fetch-model>"
+        ),
     }
+}
+
+/// Whether every cargo command of this xtask run compiles the workspace's crates with
+/// clippy's lints denied ([`lint_while_building`]).
+static CLIPPY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// `--clippy`: the test build compiles the workspace's own crates with `clippy-driver`
+/// (what `cargo clippy` runs, as the workspace wrapper) and `-D warnings`, so one build
+/// both lints and makes the test binaries. `cargo clippy` would check all ~550
+/// dependencies a second time, in check mode, for nothing the build does not already do;
+/// the dependencies are compiled by plain rustc either way, so they stay shared with the
+/// quick start's build. Benches are built too, as `cargo clippy --all-targets` checks
+/// them.
+fn lint_while_building() -> Result<()> {
+    let driver = Command::new("clippy-driver")
+        .arg("--version")
+        .output()
+        .ok()
+        .filter(|out| out.status.success());
+    if driver.is_none() {
+        bail!("--clippy needs clippy-driver: install it with `rustup component add clippy`");
+    }
+    CLIPPY
+        .set("clippy-driver".to_owned())
+        .map_err(|_| anyhow::anyhow!("the clippy wrapper was set twice"))
 }
 
 /// Installs what the tests need, runs every test of the workspace, then every example
 /// (each checks what it shows).
 fn test() -> Result<()> {
+    let mut phase = Phase::start();
     ensure_system_packages()?;
     fetch_model::fetch_model().context("the embedded model is needed by the tests")?;
     prepare_mcp().context("the MCP tests need their servers and client")?;
+    phase.done("installing what the tests need");
+    if CLIPPY.get().is_some() {
+        // Every target `cargo clippy --all-targets` lints, benches included; the test
+        // run below reuses this build.
+        let mut build = cargo_command();
+        build.args([
+            "build",
+            "--release",
+            "--workspace",
+            "--all-targets",
+            "--locked",
+        ]);
+        if std::env::var_os("CI").is_some() {
+            build.arg("--timings");
+        }
+        exec(&mut build).context("the workspace does not build without clippy warnings")?;
+        phase.done("the build, linted by clippy");
+    }
     let mut test = cargo_command();
     // The release profile: the quick start's `cargo run --release` built the
     // dependencies already, so only the workspace's crates and tests compile here.
@@ -64,8 +110,9 @@ fn test() -> Result<()> {
         "--no-fail-fast",
     ]);
     // In CI, where the clean build's time is what is measured: a report of where it went
-    // (target/cargo-timings/), to keep the test command's build short.
-    if std::env::var_os("CI").is_some() {
+    // (target/cargo-timings/), to keep the test command's build short (with --clippy the
+    // build above made it).
+    if std::env::var_os("CI").is_some() && CLIPPY.get().is_none() {
         test.arg("--timings");
     }
     let fixtures = workspace_root().join("../shared/fixtures/providers");
@@ -73,7 +120,24 @@ fn test() -> Result<()> {
         test.env("PLAN_PROVIDER_FIXTURES", &fixtures);
     }
     exec(&mut test)?;
-    examples::run_all()
+    phase.done("cargo test");
+    examples::run_all()?;
+    phase.done("the examples");
+    Ok(())
+}
+
+/// Prints how long each phase of a task took, so CI's log says where its time went.
+struct Phase(std::time::Instant);
+
+impl Phase {
+    fn start() -> Self {
+        Phase(std::time::Instant::now())
+    }
+
+    fn done(&mut self, what: &str) {
+        eprintln!("xtask: {what} took {:.0} s", self.0.elapsed().as_secs_f64());
+        self.0 = std::time::Instant::now();
+    }
 }
 
 /// Runs every benchmark; each prints its figures.
@@ -240,6 +304,12 @@ fn cargo_command() -> Command {
         {
             cmd.env_remove(key);
         }
+    }
+    if let Some(driver) = CLIPPY.get() {
+        // As `cargo clippy -- -D warnings` passes them (each argument followed by the
+        // separator clippy-driver splits on).
+        cmd.env("RUSTC_WORKSPACE_WRAPPER", driver)
+            .env("CLIPPY_ARGS", "-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__");
     }
     cmd
 }

@@ -117,19 +117,26 @@ fn the_json_report_lists_the_cited_files_relative_to_the_folder() {
 
 #[test]
 fn under_auto_a_covered_question_is_answered_in_one_call_from_the_passages() {
-    let server = FakeOpenAi::start_detached();
-    server.otherwise(FakeReply::Text(
-        "The Heron H4 carries up to 350 kg [doc#1].".to_owned(),
-    ));
-    let v = research_json(
-        &server,
-        "What payload can the Heron H4 warehouse robot carry?",
-        &[],
-    );
-    assert_eq!(v["strategy"], "auto");
-    assert_eq!(v["route"], "direct");
-    assert_eq!(v["usage"]["llm_calls"], 1);
-    assert_eq!(server.requests().len(), 1);
+    // With --approve too: a direct answer has no plan to approve, so the route holds.
+    for extra in [&[][..], &["--approve"][..]] {
+        let server = FakeOpenAi::start_detached();
+        server.otherwise(FakeReply::Text(
+            "The Heron H4 carries up to 350 kg [doc#1].".to_owned(),
+        ));
+        let v = research_json(
+            &server,
+            "What payload can the Heron H4 warehouse robot carry?",
+            extra,
+        );
+        assert_heron_answered_directly(&v, &server, extra);
+    }
+}
+
+fn assert_heron_answered_directly(v: &serde_json::Value, server: &FakeOpenAi, extra: &[&str]) {
+    assert_eq!(v["strategy"], "auto", "{extra:?}");
+    assert_eq!(v["route"], "direct", "{extra:?}");
+    assert_eq!(v["usage"]["llm_calls"], 1, "{extra:?}");
+    assert_eq!(server.requests().len(), 1, "{extra:?}");
     assert_eq!(
         v["sources"],
         serde_json::json!(["companies/tessaly-heron.md"])
@@ -145,12 +152,14 @@ fn under_auto_a_covered_question_is_answered_in_one_call_from_the_passages() {
 fn a_question_the_documents_do_not_answer_is_declined_without_asking_the_model() {
     let server = FakeOpenAi::start_detached();
     server.otherwise(FakeReply::Text("Brazil won it.".to_owned()));
-    for strategy in ["auto", "dag", "adaptive"] {
-        let v = research_json(
-            &server,
-            "Who won the 1998 football World Cup?",
-            &["--strategy", strategy],
-        );
+    for extra in [
+        &["--strategy", "auto"][..],
+        &["--strategy", "dag"],
+        &["--strategy", "adaptive"],
+        &["--strategy", "auto", "--approve"],
+        &["--strategy", "dag", "--approve"],
+    ] {
+        let v = research_json(&server, "Who won the 1998 football World Cup?", extra);
         assert_eq!(v["status"], "succeeded");
         assert_eq!(v["sources"], serde_json::json!([]));
         assert_eq!(v["grounding"]["abstained"], true);

@@ -21,8 +21,8 @@ use super::{ResearchAgent, ResearchError, Source, citation_tags, remove_tags};
 use crate::error::StrategyError;
 use crate::planner::LlmCall;
 use crate::strategy::{
-    DIRECT, Dag, Outcome, PLANNED, PlanOutcome, PlanStart, Strategy, StrategyContext, StrategyKind,
-    choose,
+    DIRECT, Dag, DirectAnswer, Outcome, PLANNED, PlanOutcome, PlanStart, Planning, Strategy,
+    StrategyContext, StrategyKind, choose,
 };
 
 /// The step name of the passages retrieved for the question: they are cited as
@@ -443,6 +443,54 @@ impl Strategy for Grounded {
 
     async fn plan(&self, cx: &StrategyContext, goal: &str) -> Result<PlanOutcome, StrategyError> {
         self.inner.plan(cx, goal).await
+    }
+
+    /// As [`run`](Strategy::run) routes, without running a plan: a question the
+    /// retrieval cannot answer is abstained on, and with `auto` one the passages cover is
+    /// answered directly (grounded, with its sources); otherwise the plan, to check or
+    /// approve before it runs.
+    async fn plan_or_answer(
+        &self,
+        cx: &StrategyContext,
+        goal: &str,
+    ) -> Result<Planning, StrategyError> {
+        if !self.retrieval.is_answerable() {
+            let mut direct = DirectAnswer::new(self.retrieval.abstention(), Vec::new());
+            direct.extras.insert("sources".to_owned(), json!([]));
+            direct
+                .extras
+                .insert("grounding".to_owned(), self.retrieval.summary());
+            return Ok(Planning::Answered(direct));
+        }
+        if self.inner.name() != StrategyKind::Auto.as_str() {
+            return self.inner.plan_or_answer(cx, goal).await;
+        }
+        if self.retrieval.covers_question() {
+            let (answer, call) = self
+                .agent
+                .grounded_answer(&self.retrieval, &[], None)
+                .await
+                .map_err(|e| match e {
+                    ResearchError::Llm(source) => StrategyError::Llm {
+                        purpose: "answer".to_owned(),
+                        source,
+                    },
+                    other => StrategyError::InvalidReply {
+                        purpose: "answer".to_owned(),
+                        message: other.to_string(),
+                    },
+                })?;
+            let sources = json!(answer.files());
+            let mut direct = DirectAnswer::new(answer.text, call.into_iter().collect());
+            direct.extras.insert("sources".to_owned(), sources);
+            direct
+                .extras
+                .insert("grounding".to_owned(), self.retrieval.summary());
+            return Ok(Planning::Answered(direct));
+        }
+        let mut planned = Dag.plan(cx, goal).await?;
+        planned.route = Some(PLANNED.to_owned());
+        Ok(Planning::Plan(planned))
     }
 
     async fn execute(

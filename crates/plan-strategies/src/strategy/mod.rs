@@ -215,6 +215,9 @@ pub struct DirectAnswer {
     /// What may still be wrong with the answer (it may be cut), in words; recorded as the
     /// report's `warnings`.
     pub warnings: Vec<String>,
+    /// Fields the strategy adds to the report (a grounded answer's `sources` and
+    /// `grounding`), recorded with the run.
+    pub extras: serde_json::Map<String, serde_json::Value>,
 }
 
 impl DirectAnswer {
@@ -224,6 +227,7 @@ impl DirectAnswer {
             answer: answer.into(),
             calls,
             warnings: Vec::new(),
+            extras: serde_json::Map::new(),
         }
     }
 
@@ -233,6 +237,9 @@ impl DirectAnswer {
         cx.record_calls(session, &self.calls);
         choose(session, DIRECT);
         cx.record_adjustments(session, &self.warnings);
+        for (key, value) in &self.extras {
+            session.set_extra(key, value.clone());
+        }
     }
 }
 

@@ -43,9 +43,7 @@ fn run() -> Result<()> {
         Some("invariants") => invariants::check_workspace(),
         Some("fetch-model") => fetch_model::fetch_model(),
         Some("bench") => bench(),
-        _ => bail!(
-            "usage: cargo xtask <ci|test [--clippy]|examples|bench|invariants|fetch-model>"
-        ),
+        _ => bail!("usage: cargo xtask <ci|test [--clippy]|examples|bench|invariants|fetch-model>"),
     }
 }
 
@@ -308,8 +306,10 @@ fn cargo_command() -> Command {
     if let Some(driver) = CLIPPY.get() {
         // As `cargo clippy -- -D warnings` passes them (each argument followed by the
         // separator clippy-driver splits on).
-        cmd.env("RUSTC_WORKSPACE_WRAPPER", driver)
-            .env("CLIPPY_ARGS", "-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__");
+        cmd.env("RUSTC_WORKSPACE_WRAPPER", driver).env(
+            "CLIPPY_ARGS",
+            "-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__",
+        );
     }
     cmd
 }

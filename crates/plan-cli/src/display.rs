@@ -7,9 +7,8 @@ use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use plan_core::{Event, EventKind, Plan, PlanGraph, RunStatus, StepId, Timestamp};
-use plan_exec::forecast::Forecast;
+use plan_exec::forecast::Forecaster;
 
-use crate::forecast::Forecaster;
 use crate::render;
 use crate::style::{self, Palette};
 
@@ -42,11 +41,10 @@ pub struct Display {
     forecasting: Option<Forecasting>,
 }
 
-/// The forecast shown when a plan is made, and the ETA kept while it runs.
+/// The forecast shown when a plan is made, and the ETA kept while it runs (the agent
+/// records the first plan's forecast in the report, from the same forecaster).
 struct Forecasting {
     forecaster: Forecaster,
-    /// The forecast of the first plan (the report's `forecast`).
-    first: Option<Forecast>,
     graph: Option<PlanGraph>,
     finished: HashSet<StepId>,
 }
@@ -61,10 +59,7 @@ impl Forecasting {
                     &plan_core::Limits::with_max_steps(plan.steps.len().max(1)),
                 )
                 .ok();
-                let forecast = self.forecaster.forecast(plan);
-                let line = forecast.summary();
-                self.first.get_or_insert(forecast);
-                Some(line)
+                Some(self.forecaster.forecast(plan).summary())
             }
             EventKind::StepCompleted { step, .. }
             | EventKind::StepFailed {
@@ -120,15 +115,9 @@ impl Display {
     pub fn set_forecaster(&mut self, forecaster: Forecaster) {
         self.forecasting = Some(Forecasting {
             forecaster,
-            first: None,
             graph: None,
             finished: HashSet::new(),
         });
-    }
-
-    /// The forecast of the run's first plan, if one was made.
-    pub fn take_forecast(&mut self) -> Option<Forecast> {
-        self.forecasting.as_mut().and_then(|f| f.first.take())
     }
 
     /// Runs `f` with the live view cleared from the screen (for prompts).

@@ -65,21 +65,20 @@ impl Ui {
     }
 
     /// Shows a forecast when the plan is made, and an ETA while the run goes.
-    pub fn set_forecaster(&self, forecaster: crate::forecast::Forecaster) {
+    pub fn set_forecaster(&self, forecaster: plan_exec::forecast::Forecaster) {
         if let Ok(mut d) = self.display.lock() {
             d.set_forecaster(forecaster);
         }
     }
 
-    /// Waits until every event is shown and written, then clears the live view; returns
-    /// the forecast of the first plan, if one was shown. Every other holder of the sink
-    /// (the agent) must be dropped first.
-    pub async fn finish(self) -> Option<plan_exec::forecast::Forecast> {
+    /// Waits until every event is shown and written, then clears the live view. Every
+    /// other holder of the sink (the agent) must be dropped first.
+    pub async fn finish(self) {
         drop(self.sink);
         let _ = self.task.await;
-        let mut d = self.display.lock().ok()?;
-        d.finish();
-        d.take_forecast()
+        if let Ok(mut d) = self.display.lock() {
+            d.finish();
+        }
     }
 }
 
@@ -287,16 +286,15 @@ pub async fn connect_postgres(url: &str) -> anyhow::Result<PostgresStore> {
 const DRIVER_LEASE: Duration = Duration::from_secs(5);
 
 /// A run store through which this process drives runs itself (`plan run`, `exec`,
-/// `resume`, `approve`). On PostgreSQL every run it creates or continues is leased to
-/// this process and its writes are fenced by the lease, renewed while the process works:
-/// fleet workers leave the run alone, continue it from its journal if this process dies,
-/// and a write of this process after its lease was taken over is refused. A lost lease
-/// or a cancellation asked through the store (`POST /api/runs/ID/cancel`) cancels
-/// `cancel`.
+/// `resume`, `approve`): on PostgreSQL, plan-postgres's [`Driver`](plan_postgres::Driver)
+/// (every run it creates or continues leased to this process, its writes fenced by the
+/// lease, renewed while the process works, given up at the end; a lost lease or a
+/// cancellation asked through the store cancels `cancel`), with the CLI's words for
+/// what happened.
 pub struct DrivingStore {
     /// The store to give the run's session.
     pub store: Arc<dyn RunStore>,
-    leased: Option<(PostgresStore, plan_postgres::LeaseKeeper)>,
+    driver: Option<plan_postgres::Driver>,
 }
 
 impl DrivingStore {
@@ -309,16 +307,16 @@ impl DrivingStore {
         match spec {
             StoreSpec::Postgres(url) => {
                 let pg = connect_postgres(url).await?;
-                let driving = pg.driving(&process_name(&format!("plan-{command}")), DRIVER_LEASE);
-                let keeper = driving.keep_leases(DRIVER_LEASE, cancel.clone());
+                let name = process_name(&format!("plan-{command}"));
+                let driver = plan_postgres::Driver::open(&pg, &name, DRIVER_LEASE, cancel);
                 Ok(DrivingStore {
-                    store: Arc::new(driving.clone()),
-                    leased: Some((driving, keeper)),
+                    store: Arc::new(driver.store().clone()),
+                    driver: Some(driver),
                 })
             }
             StoreSpec::Sqlite(_) => Ok(DrivingStore {
                 store: open_store(spec).await?,
-                leased: None,
+                driver: None,
             }),
         }
     }
@@ -340,19 +338,17 @@ impl DrivingStore {
     /// Why the run stopped, when the store stopped it rather than this process: its lease
     /// was lost to another process, or a cancellation was asked through the store.
     pub fn stopped_by_store(&self, run: &str) -> Option<String> {
-        let (_, keeper) = self.leased.as_ref()?;
-        if keeper.lost() {
-            Some(format!(
+        use plan_postgres::StoreStop;
+        Some(match self.driver.as_ref()?.stopped_by_store()? {
+            StoreStop::LeaseLost { ttl } => format!(
                 "this process lost its lease on run {run} (it was paused or cut off for longer than {} s) and another process continues the run: follow it with `plan wait {run}`",
-                DRIVER_LEASE.as_secs()
-            ))
-        } else if keeper.cancel_requested() {
-            Some(format!(
-                "run {run} was cancelled through the store (a cancel request from the API)"
-            ))
-        } else {
-            None
-        }
+                ttl.as_secs()
+            ),
+            StoreStop::CancelRequested => {
+                format!("run {run} was cancelled through the store (a cancel request from the API)")
+            }
+            other => format!("run {run}: {other}"),
+        })
     }
 
     /// Takes `run` over for this process before continuing it: on a shared store it must
@@ -361,43 +357,18 @@ impl DrivingStore {
     /// # Errors
     /// A usage error naming the holder when the run is held; a store error.
     pub async fn claim(&self, run: &plan_core::RunId) -> anyhow::Result<()> {
-        let Some((pg, _)) = &self.leased else {
+        let Some(driver) = &self.driver else {
             return Ok(());
         };
-        match pg
-            .claim_run(run)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot read the run store: {e}"))?
-        {
-            Ok(_) => Ok(()),
-            Err(holder) => Err(Usage::new(format!(
+        match driver.claim(run).await {
+            Ok(()) => Ok(()),
+            Err(plan_postgres::ClaimError::Held { holder, .. }) => Err(Usage::new(format!(
                 "run {run} is being run by `{}` (it holds the run's lease): nothing was started here; follow it with `plan wait {run}`",
                 holder.worker
             ))
             .into()),
+            Err(e) => Err(anyhow::anyhow!("cannot read the run store: {e}")),
         }
-    }
-}
-
-impl Drop for DrivingStore {
-    /// Gives the leases up when the command ends, so that `plan resume` (or a worker) may
-    /// take a run that stopped here at once rather than when its lease expires.
-    fn drop(&mut self) {
-        let Some((pg, keeper)) = self.leased.take() else {
-            return;
-        };
-        drop(keeper);
-        let Ok(handle) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        if handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
-            return;
-        }
-        tokio::task::block_in_place(|| {
-            handle.block_on(async {
-                let _ = tokio::time::timeout(Duration::from_secs(2), pg.release_held()).await;
-            });
-        });
     }
 }
 

@@ -3,6 +3,7 @@
 //! same model in the run store; without such runs, conservative defaults, said as such.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 
 use plan_core::{EventKind, Plan, PlanGraph, RunStatus, StepKind};
 use plan_llm::Price;
@@ -377,6 +378,157 @@ pub fn remaining_ms(graph: &PlanGraph, finished: &HashSet<usize>, history: &Hist
         .round() as u64
 }
 
+/// What the forecasts of one model's runs are computed from: the [`History`] mined from
+/// a store, the concurrency the runs use and the model's price. Cheap to clone (the history
+/// is shared).
+///
+/// The agent of `plan-strategies` makes one for every run it journals in a store, so the
+/// report of every run says what it was expected to take (`forecast`) beside what it took
+/// (`actual`); a live view uses the same one for its forecast line and its ETA.
+#[derive(Clone, Debug)]
+pub struct Forecaster {
+    history: Arc<History>,
+    concurrency: usize,
+    price: Option<Price>,
+    /// Whether the plan is made by a model (a planning call is forecast) or given.
+    planned: bool,
+}
+
+impl Forecaster {
+    /// Forecasts from `history`, for runs of at most `concurrency` steps at once, priced
+    /// at `price` (`None`: the dollar figures are left out).
+    pub fn new(history: History, concurrency: usize, price: Option<Price>) -> Self {
+        Self {
+            history: Arc::new(history),
+            concurrency,
+            price,
+            planned: true,
+        }
+    }
+
+    /// Forecasts from the last [`HISTORY_RUNS`] succeeded runs of `model` in `store`; a
+    /// store that cannot be read gives the defaults (a forecast is advice, never a reason
+    /// for a run to fail).
+    pub async fn mine(
+        store: &dyn RunStore,
+        model: &str,
+        concurrency: usize,
+        price: Option<Price>,
+    ) -> Self {
+        let history = match History::mine(store, model).await {
+            Ok(history) => history,
+            Err(e) => {
+                tracing::debug!("no run history for the forecast: {e}");
+                History::none()
+            }
+        };
+        Self::new(history, concurrency, price)
+    }
+
+    /// For a plan given as it is (not made by a model): no planning call is forecast.
+    #[must_use]
+    pub fn for_given_plan(self) -> Self {
+        self.planning(false)
+    }
+
+    /// Whether the plans forecast are made by a model (`true`, the default: a planning
+    /// call is forecast) or given as they are.
+    #[must_use]
+    pub fn planning(mut self, planned: bool) -> Self {
+        self.planned = planned;
+        self
+    }
+
+    /// Whether the forecasts include a planning call.
+    pub fn forecasts_planning(&self) -> bool {
+        self.planned
+    }
+
+    /// The price the forecasts and actuals are priced at.
+    pub fn price(&self) -> Option<Price> {
+        self.price
+    }
+
+    /// The statistics the forecasts come from.
+    pub fn history(&self) -> &History {
+        &self.history
+    }
+
+    /// The forecast of running `plan` ([`Forecast::of`], or [`Forecast::given`] for a
+    /// [given plan](Self::for_given_plan)).
+    pub fn forecast(&self, plan: &Plan) -> Forecast {
+        Forecast::estimate(
+            plan,
+            &self.history,
+            self.concurrency,
+            self.price,
+            self.planned,
+        )
+    }
+
+    /// Milliseconds left on `graph`'s critical path once the `finished` steps are done
+    /// (an ETA).
+    pub fn eta_ms(&self, graph: &PlanGraph, finished: &HashSet<usize>) -> u64 {
+        remaining_ms(graph, finished, &self.history)
+    }
+
+    /// What the run in `report` took, priced at this forecaster's price.
+    pub fn actual(&self, report: &RunReport) -> Actual {
+        Actual::of(report, self.price)
+    }
+
+    /// Adds `forecast` (when there is one) and the run's [`Actual`] to `report`'s
+    /// extras, as its `forecast` and `actual` keys.
+    pub fn annotate(&self, report: &mut RunReport, forecast: Option<&Forecast>) {
+        if let Some(forecast) = forecast
+            && let Ok(value) = serde_json::to_value(forecast)
+        {
+            report.extras.insert(FORECAST_KEY.to_owned(), value);
+        }
+        if let Ok(value) = serde_json::to_value(self.actual(report)) {
+            report.extras.insert(ACTUAL_KEY.to_owned(), value);
+        }
+    }
+
+    /// Whether running `plan` would exceed a spending limit of `budget` dollars before it
+    /// starts: the *low* end of its forecast is over the budget. A forecast whose high end
+    /// only is over it passes (the spend meter stops the run if its spend gets there).
+    /// `None` also when the model's price is unknown (no dollar forecast).
+    pub fn over_budget(&self, budget: f64, plan: &Plan) -> Option<OverBudget> {
+        let [low, high] = self.forecast(plan).usd?;
+        (low > budget).then_some(OverBudget { budget, low, high })
+    }
+}
+
+/// The report key of the forecast made when a run's plan was made.
+pub const FORECAST_KEY: &str = "forecast";
+
+/// The report key of what a run took ([`Actual`]).
+pub const ACTUAL_KEY: &str = "actual";
+
+/// A plan whose forecast is over a dollar budget before it runs
+/// ([`Forecaster::over_budget`]): even the low end of its forecast is above it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct OverBudget {
+    /// The budget, in dollars.
+    pub budget: f64,
+    /// The low end of the forecast's dollars (above the budget).
+    pub low: f64,
+    /// The high end.
+    pub high: f64,
+}
+
+impl std::fmt::Display for OverBudget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let OverBudget { budget, low, high } = *self;
+        write!(
+            f,
+            "the run would exceed its budget of ${budget:.4}: even the low end of its forecast (${low:.4}, of ${low:.4}-{high:.4}) is above it; raise the budget, lower the step cap or use a cheaper model"
+        )
+    }
+}
+
 fn human(n: u64) -> String {
     if n >= 10_000 {
         format!("{:.0}k", n as f64 / 1000.0)
@@ -478,6 +630,33 @@ mod tests {
         assert_eq!(f.usd, Some([0.0, 0.0]));
         assert!(f.summary().contains("defaults"), "{}", f.summary());
         assert!(f.wall_ms[1] >= 4 * f.wall_ms[0] - 1, "a wide range: {f:?}");
+    }
+
+    #[test]
+    fn a_forecaster_refuses_on_the_low_end_only_and_prices_the_actual() {
+        let runs = [run(3_000)];
+        let plan = runs[0].plans[0].plan.clone();
+        let forecaster = Forecaster::new(
+            History::from_runs(&runs),
+            4,
+            Some(Price::new(1000.0, 1000.0)),
+        );
+        let [low, high] = forecaster.forecast(&plan).usd.unwrap();
+        assert!(forecaster.over_budget(high + 1.0, &plan).is_none());
+        // Between the ends: the spend meter decides, not the forecast.
+        assert!(forecaster.over_budget((low + high) / 2.0, &plan).is_none());
+        let over = forecaster.over_budget(low / 2.0, &plan).unwrap();
+        assert_eq!((over.low, over.high), (low, high));
+        assert!(over.to_string().contains("even the low end"), "{over}");
+        assert!(
+            Forecaster::new(History::none(), 4, None)
+                .over_budget(0.0, &plan)
+                .is_none(),
+            "no price, no dollar forecast, no refusal"
+        );
+        // A given plan has no planning call to forecast.
+        let given = forecaster.clone().for_given_plan().forecast(&plan);
+        assert_eq!(given.calls[0] + 1, forecaster.forecast(&plan).calls[0]);
     }
 
     #[test]

@@ -3,13 +3,25 @@
 //! stdio by [`serve_stdio`]. Runs are recorded in the run store and keep going in the
 //! background when the caller stops waiting; progress goes out as MCP progress
 //! notifications.
+//!
+//! The `run` and `plan` tools take the run settings of every door
+//! ([`RunSettings`]: their schema is generated from it, and the arguments are checked by
+//! the same [`RunSettings::apply`]), with two exceptions:
+//! - no tool takes `base_url`: a tool's caller is often a model, and an endpoint it
+//!   names would be sent the server's key; the endpoint is the server's;
+//! - `plan` runs nothing, so it takes only what shapes or bounds planning: `strategy`,
+//!   `model`, `max_steps`, `max_depth`, `reflection_rounds`, `budget_tokens` and
+//!   `budget_usd` (not `max_replans`, `concurrency`, `step_timeout_secs` or `approve`).
+//!
+//! A `run` with `approve` stops for approval as `plan run --approve` does; a person
+//! answers it with `plan approve` or `plan reject`, or the HTTP API.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use plan_core::{Event, EventKind, RunId};
 use plan_exec::{CancelToken, RunReport, RunStore};
-use plan_strategies::{AgentBuilder, AgentFactory, RunSpec, Runs, RunsError};
+use plan_strategies::{AgentBuilder, AgentFactory, RunSettings, RunSpec, Runs, RunsError};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
     InitializeResult, ListToolsResult, PaginatedRequestParams, ProgressNotificationParam,
@@ -30,7 +42,7 @@ pub const DEFAULT_WAIT_SECS: u64 = 60;
 /// plan as an MCP server: `plan`, `run` and `show` over a model and a run store.
 ///
 /// Each call's run is made from the server's default [`RunSpec`] with the call's
-/// `strategy` and `max_steps` in place, through the caller's [`AgentFactory`] (the
+/// settings ([`RunSettings`]) in place, through the caller's [`AgentFactory`] (the
 /// CLI's [`Runtime`](plan_strategies::Runtime)): every run gets its own budget, and the
 /// spec is recorded with it.
 ///
@@ -68,28 +80,136 @@ impl std::fmt::Debug for PlanServer {
     }
 }
 
-/// Arguments of `plan`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PlanArgs {
-    goal: String,
-    #[serde(default)]
-    strategy: Option<String>,
-    #[serde(default)]
-    max_steps: Option<usize>,
+/// Settings no tool takes: a tool's caller is often a model, and an endpoint it names
+/// would be sent the server's key.
+const WITHHELD: &[&str] = &["base_url"];
+
+/// Settings that only matter once a plan runs: the `plan` tool does not take them.
+const RUN_ONLY: &[&str] = &["max_replans", "concurrency", "step_timeout_secs", "approve"];
+
+/// The tools that start from a goal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum GoalTool {
+    /// `plan`: a plan, not run.
+    Plan,
+    /// `run`: a run.
+    Run,
 }
 
-/// Arguments of `run`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RunArgs {
+/// Arguments of `plan` and `run`: the goal, the call's settings, and (`run`) how long to
+/// wait.
+#[derive(Debug)]
+struct GoalArgs {
     goal: String,
-    #[serde(default)]
-    strategy: Option<String>,
-    #[serde(default)]
-    max_steps: Option<usize>,
-    #[serde(default)]
+    settings: RunSettings,
     wait_secs: Option<u64>,
+}
+
+impl GoalTool {
+    fn name(self) -> &'static str {
+        match self {
+            GoalTool::Plan => "plan",
+            GoalTool::Run => "run",
+        }
+    }
+
+    /// Whether this tool takes the setting `field`.
+    fn takes(self, field: &str) -> bool {
+        RunSettings::FIELDS.contains(&field)
+            && !WITHHELD.contains(&field)
+            && (self == GoalTool::Run || !RUN_ONLY.contains(&field))
+    }
+
+    /// Every argument the tool takes, in the schema's order.
+    fn arguments(self) -> Vec<&'static str> {
+        let mut names = vec!["goal"];
+        names.extend(
+            RunSettings::FIELDS
+                .iter()
+                .copied()
+                .filter(|f| self.takes(f)),
+        );
+        if self == GoalTool::Run {
+            names.push("wait_secs");
+        }
+        names
+    }
+
+    /// The tool's arguments, each checked and named when wrong.
+    fn parse(self, mut args: serde_json::Map<String, Value>) -> Result<GoalArgs, CallError> {
+        let tool = self.name();
+        let bad = |message: String| CallError(format!("invalid arguments for `{tool}`: {message}"));
+        let goal = match args.remove("goal") {
+            Some(Value::String(goal)) => goal,
+            None | Some(Value::Null) => {
+                return Err(bad("goal is missing: say what to achieve".to_owned()));
+            }
+            Some(other) => return Err(bad(format!("goal = {other}: must be a string"))),
+        };
+        let wait_secs = match (self, args.remove("wait_secs")) {
+            (_, None | Some(Value::Null)) => None,
+            (GoalTool::Run, Some(v)) => Some(v.as_u64().ok_or_else(|| {
+                bad(format!(
+                    "wait_secs = {v}: must be a whole number of seconds"
+                ))
+            })?),
+            (GoalTool::Plan, Some(_)) => {
+                return Err(bad(
+                    "wait_secs is an argument of `run`: plan returns the plan at once".to_owned(),
+                ));
+            }
+        };
+        if let Some(field) = args.keys().find(|k| !self.takes(k)) {
+            let why = if WITHHELD.contains(&field.as_str()) {
+                "the endpoint is the server's (set it where plan mcp starts, with --base-url or plan.toml); "
+            } else if RUN_ONLY.contains(&field.as_str()) {
+                "it only matters when the plan runs (use `run`); "
+            } else {
+                ""
+            };
+            return Err(bad(format!(
+                "`{field}` is not an argument of `{tool}`: {why}the arguments are {}",
+                self.arguments().join(", ")
+            )));
+        }
+        let settings = RunSettings::from_map(args).map_err(|e| bad(e.to_string()))?;
+        Ok(GoalArgs {
+            goal,
+            settings,
+            wait_secs,
+        })
+    }
+
+    /// The JSON schema of the tool's arguments, the settings' from [`RunSettings`].
+    fn schema(self, strategies: &[String]) -> serde_json::Map<String, Value> {
+        let mut settings = RunSettings::schema_properties(strategies);
+        let mut properties = serde_json::Map::new();
+        properties.insert(
+            "goal".to_owned(),
+            json!({"type": "string", "description": "What to achieve, in plain words"}),
+        );
+        for name in self.arguments() {
+            if let Some(property) = settings.remove(name) {
+                properties.insert(name.to_owned(), property);
+            }
+        }
+        if self == GoalTool::Run {
+            properties.insert(
+                "wait_secs".to_owned(),
+                json!({
+                    "type": "integer", "minimum": 0, "maximum": MAX_WAIT_SECS,
+                    "description": "Seconds to wait for the report (default 60)"
+                }),
+            );
+        }
+        let schema = json!({
+            "type": "object",
+            "properties": properties,
+            "required": ["goal"],
+            "additionalProperties": false,
+        });
+        schema.as_object().cloned().unwrap_or_default()
+    }
 }
 
 /// Arguments of `show`.
@@ -131,81 +251,47 @@ impl PlanServer {
     /// strategies the server's runtime knows (those a user registered included).
     pub fn tool_definitions(&self) -> Vec<ToolDef> {
         let strategies = self.inner.runtime.strategy_names();
-        let object =
-            |properties: Value, required: &[&str]| -> Arc<serde_json::Map<String, Value>> {
-                let schema = json!({
-                    "type": "object",
-                    "properties": properties,
-                    "required": required,
-                    "additionalProperties": false,
-                });
-                Arc::new(schema.as_object().cloned().unwrap_or_default())
-            };
-        let goal = json!({"type": "string", "description": "What to achieve, in plain words"});
-        let strategy = json!({
-            "type": "string",
-            "enum": strategies,
-            "description": "How plans are made and revised (default: the server's, auto for `plan mcp`: answered in one call when no plan is needed)"
-        });
-        let max_steps =
-            json!({"type": "integer", "minimum": 1, "description": "Most steps the plan may have"});
         vec![
             ToolDef::new(
                 "plan",
                 "Make a plan of steps with dependencies for a goal, without running it; returns the plan JSON",
-                object(
-                    json!({"goal": goal, "strategy": strategy, "max_steps": max_steps}),
-                    &["goal"],
-                ),
+                Arc::new(GoalTool::Plan.schema(&strategies)),
             ),
             ToolDef::new(
                 "run",
                 "Plan a goal and run the plan; returns the run id, and the report (with the answer) when the run finishes within wait_secs. Longer runs continue in the background: get their report with show",
-                object(
-                    json!({
-                        "goal": goal,
-                        "strategy": strategy,
-                        "max_steps": max_steps,
-                        "wait_secs": {
-                            "type": "integer", "minimum": 0, "maximum": MAX_WAIT_SECS,
-                            "description": "Seconds to wait for the report (default 60)"
-                        }
-                    }),
-                    &["goal"],
-                ),
+                Arc::new(GoalTool::Run.schema(&strategies)),
             ),
             ToolDef::new(
                 "show",
                 "The report of a run: its status, plan, steps with their outputs, answer and usage",
-                object(
-                    json!({"run_id": {"type": "string", "description": "The id run returned"}}),
-                    &["run_id"],
+                Arc::new(
+                    json!({
+                        "type": "object",
+                        "properties": {"run_id": {"type": "string", "description": "The id run returned"}},
+                        "required": ["run_id"],
+                        "additionalProperties": false,
+                    })
+                    .as_object()
+                    .cloned()
+                    .unwrap_or_default(),
                 ),
             ),
         ]
     }
 
-    fn agent(
-        &self,
-        strategy: Option<&str>,
-        max_steps: Option<usize>,
-    ) -> Result<AgentBuilder, CallError> {
-        let mut spec = self.inner.defaults.clone();
-        if let Some(name) = strategy {
-            spec.strategy = name.to_owned();
-        }
-        if let Some(n) = max_steps {
-            spec.limits.max_steps = Some(n);
-        }
+    /// The agent of a call: the server's default spec with the call's settings, checked.
+    fn agent(&self, tool: GoalTool, settings: &RunSettings) -> Result<AgentBuilder, CallError> {
+        let spec = settings
+            .apply(&self.inner.defaults)
+            .map_err(|e| CallError(format!("invalid arguments for `{}`: {e}", tool.name())))?;
         let builder = self.inner.runtime.agent(&spec)?;
         // A token per run, cancelled with the server's on shutdown.
         Ok(builder.cancel_token(self.inner.cancel.child()))
     }
 
-    async fn plan(&self, args: PlanArgs) -> Result<CallToolResult, CallError> {
-        let agent = self
-            .agent(args.strategy.as_deref(), args.max_steps)?
-            .build()?;
+    async fn plan(&self, args: GoalArgs) -> Result<CallToolResult, CallError> {
+        let agent = self.agent(GoalTool::Plan, &args.settings)?.build()?;
         let outcome = agent.plan_only(args.goal).await?;
         let value = serde_json::to_value(&outcome.plan)?;
         let mut result =
@@ -216,7 +302,7 @@ impl PlanServer {
 
     async fn run(
         &self,
-        args: RunArgs,
+        args: GoalArgs,
         progress: Option<(ProgressToken, Peer<RoleServer>)>,
     ) -> Result<CallToolResult, CallError> {
         let wait = args.wait_secs.unwrap_or(DEFAULT_WAIT_SECS);
@@ -226,7 +312,7 @@ impl PlanServer {
             )));
         }
         let mut handle = self
-            .agent(args.strategy.as_deref(), args.max_steps)?
+            .agent(GoalTool::Run, &args.settings)?
             .store(self.inner.store.clone())
             .build()?
             .start(args.goal)
@@ -303,22 +389,14 @@ impl PlanServer {
         request: CallToolRequestParams,
         progress: Option<(ProgressToken, Peer<RoleServer>)>,
     ) -> Result<CallToolResult, CallError> {
-        let args = Value::Object(request.arguments.unwrap_or_default());
-        let parse = |e: serde_json::Error| {
-            CallError(format!("invalid arguments for `{}`: {e}", request.name))
-        };
+        let members = request.arguments.unwrap_or_default();
         match request.name.as_ref() {
-            "plan" => {
-                self.plan(serde_json::from_value(args).map_err(parse)?)
-                    .await
-            }
-            "run" => {
-                self.run(serde_json::from_value(args).map_err(parse)?, progress)
-                    .await
-            }
+            "plan" => self.plan(GoalTool::Plan.parse(members)?).await,
+            "run" => self.run(GoalTool::Run.parse(members)?, progress).await,
             "show" => {
-                self.show(serde_json::from_value(args).map_err(parse)?)
-                    .await
+                let args = serde_json::from_value(Value::Object(members))
+                    .map_err(|e| CallError(format!("invalid arguments for `show`: {e}")))?;
+                self.show(args).await
             }
             other => Err(CallError(format!(
                 "unknown tool `{other}`; the tools are plan, run and show"
@@ -513,6 +591,111 @@ mod tests {
             let names: Vec<String> = serde_json::from_value(names).unwrap();
             assert!(names.iter().any(|n| n == "mine"), "{tool}: {names:?}");
             assert!(names.iter().any(|n| n == "dag"), "{tool}: {names:?}");
+        }
+    }
+
+    fn args(v: Value) -> serde_json::Map<String, Value> {
+        v.as_object().cloned().unwrap()
+    }
+
+    #[test]
+    fn the_tools_take_the_run_settings_by_the_schema_of_the_type() {
+        let strategies = vec!["auto".to_owned(), "dag".to_owned()];
+        let every = RunSettings::schema_properties(&strategies);
+        let run = GoalTool::Run.schema(&strategies);
+        let plan = GoalTool::Plan.schema(&strategies);
+        for (name, property) in &every {
+            let in_run = run["properties"].get(name);
+            if name == "base_url" {
+                assert!(in_run.is_none(), "no tool takes base_url");
+            } else {
+                assert_eq!(in_run, Some(property), "run: {name}");
+            }
+        }
+        let planned: std::collections::BTreeSet<&str> = plan["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let expected: std::collections::BTreeSet<&str> = [
+            "goal",
+            "strategy",
+            "model",
+            "max_steps",
+            "max_depth",
+            "reflection_rounds",
+            "budget_tokens",
+            "budget_usd",
+        ]
+        .into();
+        assert_eq!(planned, expected);
+        assert!(run["properties"]["wait_secs"].is_object());
+        assert!(plan["properties"].get("wait_secs").is_none());
+    }
+
+    #[test]
+    fn arguments_are_checked_and_named() {
+        let ok = GoalTool::Run
+            .parse(args(
+                json!({"goal": "g", "budget_tokens": 50, "approve": "replans", "wait_secs": 5}),
+            ))
+            .unwrap_or_else(|CallError(e)| panic!("{e}"));
+        assert_eq!(ok.settings.budget_tokens, Some(50));
+        assert_eq!(ok.wait_secs, Some(5));
+        let refused = |tool: GoalTool, v: Value| match tool.parse(args(v)) {
+            Ok(_) => panic!("accepted"),
+            Err(CallError(e)) => e,
+        };
+        let e = refused(GoalTool::Plan, json!({"goal": "g", "concurrency": 2}));
+        assert!(
+            e.starts_with(
+                "invalid arguments for `plan`: `concurrency` is not an argument of `plan`"
+            ),
+            "{e}"
+        );
+        let e = refused(
+            GoalTool::Run,
+            json!({"goal": "g", "base_url": "http://127.0.0.1:1"}),
+        );
+        assert!(e.contains("`base_url` is not an argument of `run`"), "{e}");
+        let e = refused(GoalTool::Run, json!({"goal": "g", "max_replans": -1}));
+        assert!(e.contains("max_replans = -1"), "{e}");
+        let e = refused(GoalTool::Run, json!({"goal": "g", "max_step": 3}));
+        assert!(
+            e.contains("`max_step` is not an argument of `run`: the arguments are goal, strategy"),
+            "{e}"
+        );
+        let e = refused(GoalTool::Run, json!({"max_steps": 3}));
+        assert!(e.contains("goal is missing"), "{e}");
+        let e = refused(GoalTool::Plan, json!({"goal": "g", "wait_secs": 3}));
+        assert!(e.contains("wait_secs is an argument of `run`"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn nonsense_settings_are_a_tool_error_naming_the_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = plan_exec::SqliteStore::open(dir.path().join("runs.sqlite")).unwrap();
+        let runtime = Runtime::new(ProviderRegistry::builtin(), ProviderConfig::default());
+        let server = PlanServer::new(
+            Arc::new(runtime),
+            RunSpec::new("openai:gpt-4o-mini", "auto"),
+            Arc::new(store),
+        );
+        for (tool, settings) in [
+            (GoalTool::Run, json!({"concurrency": 0})),
+            (GoalTool::Plan, json!({"budget_usd": -1})),
+        ] {
+            let settings = RunSettings::from_json(settings).unwrap();
+            let Err(CallError(e)) = server.agent(tool, &settings) else {
+                panic!("{tool:?} accepted {settings:?}");
+            };
+            let named = if tool == GoalTool::Run {
+                "invalid arguments for `run`: concurrency = 0: must be at least 1"
+            } else {
+                "invalid arguments for `plan`: budget_usd = -1"
+            };
+            assert!(e.starts_with(named), "{e}");
         }
     }
 }

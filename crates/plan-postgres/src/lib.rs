@@ -19,9 +19,11 @@
 //!   LOCKED`, a run becoming claimable sends `NOTIFY plan_work`, and a worker's writes go
 //!   through [`PostgresStore::fenced`], which refuses them once its lease is lost.
 //! - A process that runs its own runs on the shared store (`plan run`) drives them
-//!   through [`PostgresStore::driving`]: each run it creates is leased to it in the same
-//!   transaction, [`PostgresStore::keep_leases`] renews the leases, and a worker continues
-//!   the run if the process dies. [`PostgresStore::request_cancel`] reaches whoever holds
+//!   through a [`Driver`] (built on [`PostgresStore::driving`]): each run it creates is
+//!   leased to it in the same transaction, the leases are renewed while it lives
+//!   ([`PostgresStore::keep_leases`]) and given up when it is dropped, a lost lease or a
+//!   cancellation asked through the store cancels its runs, and a worker continues the
+//!   run if the process dies. [`PostgresStore::request_cancel`] reaches whoever holds
 //!   a run; [`PostgresStore::events_listener`] wakes any number of followers through one
 //!   connection.
 //! - Each run has a usage ledger ([`PostgresStore::budget_ledger`], a [`RunLedger`]):
@@ -57,6 +59,7 @@
 #![deny(missing_docs)]
 
 mod address;
+mod driver;
 mod driving;
 mod error;
 mod fleet;
@@ -69,6 +72,7 @@ pub mod testing;
 mod tls;
 
 pub use address::{PgAddress, TlsMode, is_postgres_url, redact};
+pub use driver::{ClaimError, Driver, StoreStop};
 pub use driving::{LeaseKeeper, Renewal};
 pub use fleet::{
     Claim, Lease, LeaseHolder, STEP_DONE_CHANNEL, StepClaim, StepListener, StepTask, WORK_CHANNEL,

@@ -16,7 +16,8 @@ use futures::Stream;
 use plan_core::{Plan, PlanGraph, RunId};
 use plan_exec::{CancelToken, ExecError, RunReport, StoreError};
 use plan_strategies::{
-    Agent, Approval, CancelRequests, Continuable, Continuation, RunSpec, RunsError, StrategyError,
+    Agent, CancelRequests, Continuable, Continuation, RunSettings, RunSpec, RunsError,
+    RuntimeError, StrategyError,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -174,41 +175,61 @@ fn strategy_error(e: StrategyError) -> ApiError {
     }
 }
 
-/// The approval a request asks for: none, the plan, or each replan.
-fn approval(value: Option<&Value>) -> ApiResult<Approval> {
-    match value {
-        None | Some(Value::Null) | Some(Value::Bool(false)) => Ok(Approval::None),
-        Some(Value::Bool(true)) => Ok(Approval::Plan),
-        Some(Value::String(s)) if s == "replans" => Ok(Approval::Replans),
-        Some(other) => Err(ApiError::bad(format!(
-            "approve is true, false or \"replans\", not {other}"
-        ))),
-    }
+/// The request in a `POST /api/runs` body: its `goal` and its settings, each refused (422)
+/// naming the member that is wrong.
+fn run_request(body: Value) -> ApiResult<RunRequest> {
+    let unprocessable = |message: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message);
+    let mut members = match body {
+        Value::Object(members) => members,
+        other => {
+            let kind = match other {
+                Value::Array(_) => "an array",
+                Value::String(_) => "a string",
+                Value::Number(_) => "a number",
+                Value::Bool(_) => "a boolean",
+                _ => "null",
+            };
+            return Err(unprocessable(format!(
+                "the body is {kind}: send an object, {{\"goal\": \"...\"}} and any settings"
+            )));
+        }
+    };
+    let goal = match members.remove("goal") {
+        Some(Value::String(goal)) => goal,
+        None | Some(Value::Null) => {
+            return Err(unprocessable(
+                "goal is missing: say what the run should achieve".to_owned(),
+            ));
+        }
+        Some(other) => return Err(unprocessable(format!("goal = {other}: must be a string"))),
+    };
+    let settings = RunSettings::from_map(members).map_err(|e| unprocessable(e.to_string()))?;
+    Ok(RunRequest::new(goal, settings))
 }
 
 /// The spec of a new run: the server's, with what the request names in its place;
 /// nonsense values are refused (422) naming the value.
 fn spec_for(service: &PlanService, request: &RunRequest) -> ApiResult<RunSpec> {
-    let mut spec = service.defaults.clone();
-    if let Some(model) = &request.model {
-        spec.model.clone_from(model);
+    request
+        .settings
+        .apply(&service.defaults)
+        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))
+}
+
+/// On a fleet, a worker builds the run's agent; a dollar budget the server cannot price
+/// is refused here (422) rather than failing the run there. (Other checks are the
+/// worker's: it may have keys or model files this server lacks.)
+fn check_price(service: &PlanService, spec: &RunSpec) -> ApiResult<()> {
+    if spec.budget.usd.is_none() {
+        return Ok(());
     }
-    if request.base_url.is_some() {
-        spec.base_url.clone_from(&request.base_url);
+    match service.runtime.agent(spec) {
+        Err(e @ RuntimeError::UnknownPrice(_)) => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            e.to_string(),
+        )),
+        _ => Ok(()),
     }
-    if let Some(name) = &request.strategy {
-        spec.strategy.clone_from(name);
-    }
-    if let Some(n) = request.max_steps {
-        spec.limits.max_steps = Some(n);
-    }
-    if let Some(n) = request.concurrency {
-        spec.limits.concurrency = n;
-    }
-    spec.approve = approval(request.approve.as_ref())?;
-    spec.validate()
-        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
-    Ok(spec)
 }
 
 /// Builds the agent of a new run's spec: its model, limits and strategy, the store.
@@ -247,17 +268,19 @@ fn check_base_url(service: &PlanService, url: Option<&str>) -> ApiResult<()> {
 /// has one.
 async fn start_run(
     State(service): State<Arc<PlanService>>,
-    body: Result<Json<RunRequest>, JsonRejection>,
+    body: Result<Json<Value>, JsonRejection>,
 ) -> ApiResult<Response> {
-    let Json(request) = body?;
+    let Json(body) = body?;
+    let request = run_request(body)?;
     if request.goal.trim().is_empty() {
         return Err(ApiError::bad(
             "goal is empty: say what the run should achieve",
         ));
     }
-    check_base_url(&service, request.base_url.as_deref())?;
+    check_base_url(&service, request.settings.base_url.as_deref())?;
     let spec = spec_for(&service, &request)?;
     if let Some(fleet) = &service.fleet {
+        check_price(&service, &spec)?;
         // A worker plans and runs it; the id is the queued run's.
         let id = fleet
             .submit(spec.to_record(request.goal.clone()))

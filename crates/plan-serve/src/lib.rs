@@ -5,7 +5,10 @@
 //! [`PlanService`] holds the store, the [`AgentFactory`] that turns a run's
 //! [`RunSpec`] into its agent (the caller's [`Runtime`](plan_strategies::Runtime), so this
 //! crate knows no provider) and the server's default spec, which each request's fields
-//! override;
+//! override: a [`RunRequest`] is a goal and any of the [`RunSettings`] (strategy, model,
+//! base_url, max_steps, max_replans, max_depth, reflection_rounds, concurrency,
+//! step_timeout_secs, approve, budget_tokens, budget_usd), checked as every door checks
+//! them, an unknown field or nonsense value refused with 422 naming it;
 //! [`PlanService::router`] is its axum router, and [`serve`] serves it on a listener.
 //! Runs started through the API execute in the server process, or, with a [`Fleet`]
 //! ([`PlanService::with_fleet`]), are queued in a shared store for its workers (with the
@@ -46,7 +49,7 @@ mod web;
 use std::sync::Arc;
 
 use plan_exec::RunStore;
-use plan_strategies::{AgentFactory, RunSpec, Runs};
+use plan_strategies::{AgentFactory, RunSettings, RunSpec, Runs};
 use serde::Deserialize;
 
 pub use api::ApiError;
@@ -54,31 +57,31 @@ pub use fleet::{Fleet, Held};
 #[cfg(feature = "postgres")]
 pub use postgres::PostgresFleet;
 
-/// What a client asks for when it starts a run (`POST /api/runs`).
+/// What a client asks for when it starts a run (`POST /api/runs`): the goal, and any of
+/// the [`RunSettings`] (strategy, model, base_url, max_steps, max_replans, max_depth,
+/// reflection_rounds, concurrency, step_timeout_secs, approve, budget_tokens, budget_usd),
+/// which override the server's default spec. An unknown field, or a value of the wrong
+/// type, is refused (422) naming it.
 #[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct RunRequest {
     /// What to achieve.
     pub goal: String,
-    /// The strategy's name (default: the server's).
-    #[serde(default)]
-    pub strategy: Option<String>,
-    /// The model spec (default: the server's).
-    #[serde(default)]
-    pub model: Option<String>,
-    /// The provider's endpoint (only loopback, unless the server allows any).
-    #[serde(default)]
-    pub base_url: Option<String>,
-    /// The most steps a plan may have.
-    #[serde(default)]
-    pub max_steps: Option<usize>,
-    /// Steps running at once at most.
-    #[serde(default)]
-    pub concurrency: Option<usize>,
-    /// `true`: stop after planning until approved; `"replans"`: stop before each replan.
-    #[serde(default)]
-    pub approve: Option<serde_json::Value>,
+    /// The settings the request names (the rest are the server's). Every member of the
+    /// body other than `goal` is one of them: the settings refuse a name they do not know
+    /// (serde's `deny_unknown_fields` does not work beside `flatten`).
+    #[serde(flatten)]
+    pub settings: RunSettings,
+}
+
+impl RunRequest {
+    /// A request for `goal` with these settings.
+    pub fn new(goal: impl Into<String>, settings: RunSettings) -> Self {
+        Self {
+            goal: goal.into(),
+            settings,
+        }
+    }
 }
 
 /// How the server behaves.

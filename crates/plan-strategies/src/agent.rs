@@ -10,6 +10,7 @@ use tracing::Instrument;
 use crate::answer;
 use crate::builder::AgentBuilder;
 use crate::error::StrategyError;
+use crate::forecast::{Ending, Forecasting, PlanSource};
 use crate::strategy::{
     DirectAnswer, Outcome, PlanOutcome, PlanStart, Planning, Strategy, StrategyContext,
     StrategyRegistry,
@@ -26,6 +27,13 @@ const NO_PLAN_TO_APPROVE: &str =
 /// Each run lives in a [`RunSession`] (journaled in the store, if any); the strategy
 /// plans and executes inside it, and the report is built from the run's journal, so the
 /// report of `run` equals the report read back from the store later.
+///
+/// A run journaled in a store is forecast: its report's `forecast` says what its first
+/// plan was expected to take (model calls, tokens, wall time and, when the model's price
+/// is known, dollars, as `[low, high]` ranges, from the store's earlier runs of the same
+/// model, else from defaults, said as such), and its `actual` what the run took, both
+/// recorded with the run's end ([`AgentBuilder::forecaster`],
+/// [`AgentBuilder::without_forecasts`]).
 ///
 /// ```no_run
 /// use plan_strategies::{Agent, StrategyKind};
@@ -53,6 +61,8 @@ pub(crate) struct Inner {
     pub(crate) cancel: CancelToken,
     /// The spec recorded with every run ([`AgentBuilder::spec`]).
     pub(crate) spec: crate::spec::RunSpec,
+    /// How runs are forecast, when they are journaled in a store.
+    pub(crate) forecasting: Option<Forecasting>,
 }
 
 impl std::fmt::Debug for Agent {
@@ -162,7 +172,8 @@ impl Agent {
             if let Some(note) = note {
                 cx.record_adjustments(session, &[note.to_owned()]);
             }
-            answer::finish(cx, session, Ok(Outcome::direct(goal, direct.answer))).await
+            let outcome = Ok(Outcome::direct(goal, direct.answer));
+            answer::finish(cx, session, outcome, self.ending(PlanSource::Planned)).await
         }
         .instrument(session.span().clone())
         .await
@@ -176,7 +187,8 @@ impl Agent {
     /// [`StrategyError::Plan`] when the plan is invalid (every problem listed), or the
     /// store failed.
     pub async fn execute(&self, plan: Plan) -> Result<RunReport, StrategyError> {
-        self.execute_planned(PlanOutcome::new(plan)).await
+        self.execute_from(PlanOutcome::new(plan), PlanSource::Given)
+            .await
     }
 
     /// Runs a plan made by [`plan_only`](Self::plan_only) (and perhaps approved or edited
@@ -185,6 +197,15 @@ impl Agent {
     /// # Errors
     /// As [`execute`](Self::execute).
     pub async fn execute_planned(&self, planned: PlanOutcome) -> Result<RunReport, StrategyError> {
+        self.execute_from(planned, PlanSource::Planned).await
+    }
+
+    /// Runs `planned`, whose plan comes from `source` (for its forecast).
+    async fn execute_from(
+        &self,
+        planned: PlanOutcome,
+        source: PlanSource,
+    ) -> Result<RunReport, StrategyError> {
         PlanGraph::with_limits(
             planned.plan.clone(),
             &plan_core::Limits::with_max_steps(usize::MAX),
@@ -201,7 +222,7 @@ impl Agent {
                 .strategy
                 .execute(cx, &session, PlanStart::from_outcome(planned))
                 .await;
-            answer::finish(cx, &session, outcome).await
+            answer::finish(cx, &session, outcome, self.ending(source)).await
         }
         .instrument(session.span().clone())
         .await
@@ -241,7 +262,7 @@ impl Agent {
                         .await
                 }
             };
-            answer::finish(cx, &session, outcome).await
+            answer::finish(cx, &session, outcome, self.ending(PlanSource::Planned)).await
         }
         .instrument(session.span().clone())
         .await
@@ -303,6 +324,12 @@ impl Agent {
             };
             cx.record_plan_outcome(&session, &planned);
             cx.plan_created(&session, &planned.plan, 0).await?;
+            // Whoever approves the plan sees what it is expected to take.
+            if let Some(forecasting) = &self.inner.forecasting {
+                forecasting
+                    .note_forecast(&session, PlanSource::Planned)
+                    .await;
+            }
             session
                 .set_status(plan_core::RunStatus::AwaitingApproval)
                 .await?;
@@ -384,7 +411,7 @@ impl Agent {
                     run_id.clone(),
                 ))),
             };
-            answer::finish(cx, &session, outcome).await
+            answer::finish(cx, &session, outcome, self.ending(PlanSource::Planned)).await
         }
         .instrument(session.span().clone())
         .await
@@ -423,6 +450,12 @@ impl Agent {
                 serde_json::to_value(overrides).unwrap_or_default(),
             );
         }
+    }
+
+    /// How a run's end is recorded: with its forecast and what it took, when runs are
+    /// forecast.
+    fn ending(&self, source: PlanSource) -> Ending<'_> {
+        Ending::new(self.inner.forecasting.as_ref(), source)
     }
 
     fn need_store(&self, what: &str) -> Result<(), StrategyError> {
@@ -526,7 +559,7 @@ impl Agent {
         let cx = &self.inner.cx;
         async {
             let outcome = self.inner.strategy.run(cx, &session, goal).await;
-            answer::finish(cx, &session, outcome).await
+            answer::finish(cx, &session, outcome, self.ending(PlanSource::Planned)).await
         }
         .instrument(session.span().clone())
         .await

@@ -7,6 +7,7 @@ use plan_exec::{RunReport, RunSession};
 
 use crate::calls::{SynthesisInput, summarise_part, synthesize};
 use crate::error::StrategyError;
+use crate::forecast::Ending;
 use crate::hierarchy::render_tree;
 use crate::options::{AnswerSource, StrategyOptions};
 use crate::planner::LlmCall;
@@ -16,11 +17,13 @@ use crate::strategy::{Outcome, StrategyContext};
 
 /// Writes the answer of a succeeded outcome and finishes the run in its session; an error
 /// from the strategy ends the run as failed and is returned, unless the run was cancelled
-/// (its report says `cancelled` then).
+/// (its report says `cancelled` then). The end is recorded as `ending` says (with the
+/// run's forecast and what it took).
 pub(crate) async fn finish(
     cx: &StrategyContext,
     session: &RunSession,
     outcome: Result<Outcome, StrategyError>,
+    ending: Ending<'_>,
 ) -> Result<RunReport, StrategyError> {
     let cancelled = cx.runner().cancel_token().is_cancelled();
     // A run waiting for approval (of a replan) is not over: nothing is written.
@@ -36,14 +39,24 @@ pub(crate) async fn finish(
         // as when its steps were stopped, and one that can be resumed.
         Err(_) if cancelled => {
             let why = "the run was cancelled: it can be resumed where it stopped";
-            return Ok(session
-                .finish(RunStatus::Cancelled, None, Some(why.to_owned()))
-                .await?);
+            return Ok(end(
+                session,
+                ending,
+                RunStatus::Cancelled,
+                None,
+                Some(why.to_owned()),
+            )
+            .await?);
         }
         Err(e) => {
-            let _ = session
-                .finish(RunStatus::Failed, None, Some(e.to_string()))
-                .await;
+            let _ = end(
+                session,
+                ending,
+                RunStatus::Failed,
+                None,
+                Some(e.to_string()),
+            )
+            .await;
             return Err(e);
         }
     };
@@ -106,7 +119,22 @@ pub(crate) async fn finish(
             }
         }
     }
-    Ok(session.finish(ex.status, answer, ex.failure).await?)
+    Ok(end(session, ending, ex.status, answer, ex.failure).await?)
+}
+
+/// Ends the run in `session` with `status`, `answer` and `failure`, recorded as `ending`
+/// says.
+async fn end(
+    session: &RunSession,
+    ending: Ending<'_>,
+    status: RunStatus,
+    answer: Option<String>,
+    failure: Option<String>,
+) -> Result<RunReport, plan_exec::ExecError> {
+    ending.before(session).await;
+    let mut report = session.finish(status, answer, failure).await?;
+    ending.after(session, &mut report).await;
+    Ok(report)
 }
 
 /// What the synthesis reads: the steps whose results it summarises, and how many other

@@ -4,12 +4,13 @@
 use std::sync::Arc;
 
 use plan_core::StepKind;
+use plan_exec::forecast::Forecaster;
 use plan_exec::{
     CancelToken, CodeStepExecutor, EventSink, LlmStepExecutor, NoopSink, Router, RunOptions,
     RunStore, Runner, Sandbox, SandboxChoice, SessionBuilder, StepExecutor, ToolSet,
     ToolStepExecutor,
 };
-use plan_llm::{BudgetLedger, Provider, ProviderExt as _, RetryPolicy, UsageMeter};
+use plan_llm::{BudgetLedger, Price, Provider, ProviderExt as _, RetryPolicy, UsageMeter};
 
 use crate::agent::{Agent, Inner};
 use crate::agents::{AgentCatalogue, AgentTeam, ModelResolver};
@@ -49,6 +50,12 @@ pub struct AgentBuilder {
     /// The run's budget meter, as the [`Runtime`](crate::Runtime) layered it.
     meter: Option<UsageMeter>,
     ledger: Option<Arc<dyn BudgetLedger>>,
+    /// The model's price, for the runs' forecasts and what they cost.
+    price: Option<Price>,
+    /// A forecaster to use instead of mining the store's history.
+    forecaster: Option<Forecaster>,
+    /// Whether runs journaled in a store are forecast.
+    forecasts: bool,
 }
 
 impl std::fmt::Debug for AgentBuilder {
@@ -87,6 +94,9 @@ impl AgentBuilder {
             spec: None,
             meter: None,
             ledger: None,
+            price: None,
+            forecaster: None,
+            forecasts: true,
         }
     }
 
@@ -300,6 +310,32 @@ impl AgentBuilder {
         self
     }
 
+    /// The model's price: a run's `actual` then says what it cost, and its `forecast` what
+    /// it was expected to cost ([`Runtime`](crate::Runtime) sets it when it knows the
+    /// price). Without one the dollar figures are left out.
+    pub fn price(mut self, price: Price) -> Self {
+        self.price = Some(price);
+        self
+    }
+
+    /// Forecasts runs with `forecaster` (mined once, say, and shared with a live view that
+    /// shows the forecast and an ETA, so both say the same) instead of mining the store's
+    /// history of the agent's model each time a run's forecast is made.
+    ///
+    /// Runs are forecast when the agent has a [`store`](Self::store): the report of each
+    /// run has `forecast` (what its first plan was expected to take) and `actual` (what it
+    /// took), recorded with the run's end.
+    pub fn forecaster(mut self, forecaster: Forecaster) -> Self {
+        self.forecaster = Some(forecaster);
+        self
+    }
+
+    /// Leaves `forecast` and `actual` out of the reports of runs journaled in a store.
+    pub fn without_forecasts(mut self) -> Self {
+        self.forecasts = false;
+        self
+    }
+
     /// The base URL recorded with the run (user info and query strings are stripped).
     pub fn base_url(mut self, url: impl Into<String>) -> Self {
         self.base_url = Some(url.into());
@@ -450,6 +486,16 @@ impl AgentBuilder {
                 max_steps: self.planner_config.max_steps,
             },
         );
+        let forecasting = match &self.store {
+            Some(store) if self.forecasts => Some(crate::forecast::Forecasting::new(
+                store.clone(),
+                model.clone(),
+                self.run_options.concurrency,
+                self.price,
+                self.forecaster,
+            )),
+            _ => None,
+        };
         let mut sessions = SessionBuilder::new().event_sink(self.sink);
         if let Some(store) = self.store {
             sessions = sessions.store(store);
@@ -469,6 +515,7 @@ impl AgentBuilder {
                 model,
                 cancel: self.cancel,
                 spec,
+                forecasting,
             }),
         })
     }

@@ -48,6 +48,7 @@ mod builder;
 mod calls;
 mod cancellable;
 mod error;
+mod forecast;
 mod hierarchy;
 mod options;
 mod planner;
@@ -79,8 +80,8 @@ pub use runs::{
 };
 pub use runtime::{AgentFactory, DEFAULT_PROVIDER_TIMEOUT, Runtime, RuntimeError, model_price};
 pub use spec::{
-    Approval, Budget, RUN_SPEC_VERSION, RunLimits, RunNeeds, RunSpec, SpecChanges, SpecError,
-    SpecOverride,
+    Approval, Budget, RUN_SPEC_VERSION, RunLimits, RunNeeds, RunSettings, RunSpec, SpecChanges,
+    SpecError, SpecOverride,
 };
 pub use strategy::{
     Adaptive, Auto, Dag, DirectAnswer, Hierarchical, Linear, Outcome, PlanOutcome, PlanStart,

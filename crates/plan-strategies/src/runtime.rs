@@ -359,6 +359,10 @@ impl Runtime {
         if let Some(meter) = meter {
             builder = builder.usage_meter(meter);
         }
+        // The runs' forecasts and what they took are priced as their budgets are.
+        if let Some(price) = self.price(spec) {
+            builder = builder.price(price);
+        }
         if let Some(n) = self.max_steps(spec) {
             builder = builder.max_steps(n);
         }

@@ -8,6 +8,11 @@
 //! where its user said so ([`RunSpec::apply`]), and the change is recorded
 //! ([`RunSpec::overrides`]).
 //!
+//! What a door's caller may set on a new run (an API body, an MCP tool's arguments) is one
+//! type, [`RunSettings`]: its fields, their JSON names and the JSON schema the MCP tools
+//! advertise ([`RunSettings::schema_properties`]) are defined here once, and
+//! [`RunSettings::apply`] turns them into a checked spec.
+//!
 //! Only this module reads or writes the spec's part of a [`RunRecord`]: the record's
 //! `strategy`, `model` and `base_url` columns and the `spec` key of its options. Records
 //! written before the spec existed still load ([`RunSpec::from_record`] reads their
@@ -203,6 +208,12 @@ pub enum SpecError {
         value: String,
         /// What it must be.
         why: &'static str,
+    },
+    /// A setting this version of plan does not know.
+    #[error("{}", unknown_setting_message(field))]
+    UnknownSetting {
+        /// The name as the caller wrote it.
+        field: String,
     },
     /// The record was written by a newer version of plan.
     #[error(
@@ -453,6 +464,334 @@ impl RunSpec {
     }
 }
 
+/// The settings a door's caller may choose for a new run: the body of `POST /api/runs`
+/// (beside its `goal`) and the arguments of the MCP `run` and `plan` tools. Every field is
+/// optional: what is not given keeps the door's default spec. The JSON names are flat and
+/// snake_case, and they are the names errors use.
+///
+/// Read one with [`from_json`](Self::from_json) (or serde): an unknown name, or a value of
+/// the wrong type, is refused naming it. [`apply`](Self::apply) puts the settings on a
+/// default spec and checks the result with [`RunSpec::validate`].
+/// [`schema_properties`](Self::schema_properties) is the JSON schema of the fields, so a
+/// door that advertises them (the MCP tools) cannot drift from this type.
+///
+/// ```
+/// use plan_strategies::{RunSettings, RunSpec};
+///
+/// let settings = RunSettings::from_json(serde_json::json!({
+///     "strategy": "dag", "budget_tokens": 20000, "approve": "replans"
+/// }))?;
+/// let spec = settings.apply(&RunSpec::new("openai:gpt-4o-mini", "auto"))?;
+/// assert_eq!(spec.strategy, "dag");
+/// assert_eq!(spec.budget.tokens, Some(20000));
+///
+/// let zero = RunSettings::from_json(serde_json::json!({"concurrency": 0}))?;
+/// let e = zero.apply(&RunSpec::default()).unwrap_err();
+/// assert_eq!(e.to_string(), "concurrency = 0: must be at least 1");
+/// # Ok::<(), plan_strategies::SpecError>(())
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct RunSettings {
+    /// The strategy's name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub strategy: Option<String>,
+    /// The model spec (`provider:model`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// The provider's endpoint (a door may restrict it: `plan serve` takes loopback only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<String>,
+    /// The most steps a plan may have.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_steps: Option<usize>,
+    /// Replans the adaptive strategy may make.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_replans: Option<u32>,
+    /// Levels of sub-goals the hierarchical strategy may make.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_depth: Option<u32>,
+    /// Critique rounds of the reflective strategy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reflection_rounds: Option<u32>,
+    /// Steps running at once at most.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<usize>,
+    /// Seconds one step attempt may take.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step_timeout_secs: Option<u64>,
+    /// What waits for approval; on the wire `true` (the plan), `false` (nothing) or
+    /// `"replans"` (each replan).
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "approve_wire::serialize"
+    )]
+    pub approve: Option<Approval>,
+    /// Tokens the run may use (prompt and completion together).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budget_tokens: Option<u64>,
+    /// US dollars the run may spend, at the model's price (the door must know it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budget_usd: Option<f64>,
+}
+
+/// Why a JSON value cannot be a setting's value.
+const WHOLE: &str = "must be a whole number, 0 or more";
+const TEXT: &str = "must be a string";
+const NUMBER: &str = "must be a number";
+const APPROVE: &str = "must be true (the plan), false (nothing) or \"replans\" (each replan)";
+
+impl RunSettings {
+    /// The JSON name of every field, in the order the schema lists them.
+    pub const FIELDS: &'static [&'static str] = &[
+        "strategy",
+        "model",
+        "base_url",
+        "max_steps",
+        "max_replans",
+        "max_depth",
+        "reflection_rounds",
+        "concurrency",
+        "step_timeout_secs",
+        "approve",
+        "budget_tokens",
+        "budget_usd",
+    ];
+
+    /// Reads settings from a JSON object; `null` is the same as leaving a field out.
+    ///
+    /// # Errors
+    /// [`SpecError::UnknownSetting`] for a name that is not a field;
+    /// [`SpecError::Invalid`] naming the field and value for a value of the wrong type or
+    /// out of its type's range (a negative count); anything but an object is refused too.
+    pub fn from_json(value: serde_json::Value) -> Result<Self, SpecError> {
+        match value {
+            serde_json::Value::Object(map) => Self::from_map(map),
+            other => Err(SpecError::Invalid {
+                field: "settings",
+                value: other.to_string(),
+                why: "must be a JSON object",
+            }),
+        }
+    }
+
+    /// Reads settings from the members of a JSON object (see [`from_json`](Self::from_json)).
+    ///
+    /// # Errors
+    /// As [`from_json`](Self::from_json).
+    pub fn from_map(map: serde_json::Map<String, serde_json::Value>) -> Result<Self, SpecError> {
+        let mut s = RunSettings::default();
+        for (key, value) in map {
+            if value.is_null() {
+                if !Self::FIELDS.contains(&key.as_str()) {
+                    return Err(SpecError::UnknownSetting { field: key });
+                }
+                continue;
+            }
+            let v = &value;
+            match key.as_str() {
+                "strategy" => s.strategy = Some(text("strategy", v)?),
+                "model" => s.model = Some(text("model", v)?),
+                "base_url" => s.base_url = Some(text("base_url", v)?),
+                "max_steps" => s.max_steps = Some(whole("max_steps", v)?),
+                "max_replans" => s.max_replans = Some(whole("max_replans", v)?),
+                "max_depth" => s.max_depth = Some(whole("max_depth", v)?),
+                "reflection_rounds" => s.reflection_rounds = Some(whole("reflection_rounds", v)?),
+                "concurrency" => s.concurrency = Some(whole("concurrency", v)?),
+                "step_timeout_secs" => s.step_timeout_secs = Some(whole("step_timeout_secs", v)?),
+                "approve" => s.approve = Some(approve_wire::from_value(v)?),
+                "budget_tokens" => s.budget_tokens = Some(whole("budget_tokens", v)?),
+                "budget_usd" => {
+                    s.budget_usd =
+                        Some(v.as_f64().ok_or_else(|| invalid("budget_usd", v, NUMBER))?);
+                }
+                _ => return Err(SpecError::UnknownSetting { field: key }),
+            }
+        }
+        Ok(s)
+    }
+
+    /// `base` with these settings in place, checked ([`RunSpec::validate`]).
+    ///
+    /// # Errors
+    /// [`SpecError::Invalid`] naming the first field whose value the spec cannot hold.
+    pub fn apply(&self, base: &RunSpec) -> Result<RunSpec, SpecError> {
+        let mut spec = base.clone();
+        if let Some(v) = &self.strategy {
+            spec.strategy.clone_from(v);
+        }
+        if let Some(v) = &self.model {
+            spec.model.clone_from(v);
+        }
+        if let Some(v) = &self.base_url {
+            spec.base_url = Some(v.clone());
+        }
+        let l = &mut spec.limits;
+        if let Some(v) = self.max_steps {
+            l.max_steps = Some(v);
+        }
+        if let Some(v) = self.max_replans {
+            l.max_replans = v;
+        }
+        if let Some(v) = self.max_depth {
+            l.max_depth = v;
+        }
+        if let Some(v) = self.reflection_rounds {
+            l.reflection_rounds = v;
+        }
+        if let Some(v) = self.concurrency {
+            l.concurrency = v;
+        }
+        if let Some(v) = self.step_timeout_secs {
+            l.step_timeout_secs = Some(v);
+        }
+        if let Some(v) = self.approve {
+            spec.approve = v;
+        }
+        if let Some(v) = self.budget_tokens {
+            spec.budget.tokens = Some(v);
+        }
+        if let Some(v) = self.budget_usd {
+            spec.budget.usd = Some(v);
+        }
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    /// The JSON-schema `properties` of the fields (type, minimum, description), keyed by
+    /// their JSON names; `strategies` are the names the `strategy` field may take
+    /// ([`AgentFactory::strategy_names`](crate::AgentFactory::strategy_names)). A door
+    /// that takes only some fields keeps those keys.
+    pub fn schema_properties(strategies: &[String]) -> serde_json::Map<String, serde_json::Value> {
+        use serde_json::json;
+        let count = |minimum: u32, description: &str| json!({"type": "integer", "minimum": minimum, "description": description});
+        let properties = json!({
+            "strategy": {
+                "type": "string",
+                "enum": strategies,
+                "description": "How plans are made and revised (default: the server's; auto answers in one call when no plan is needed)"
+            },
+            "model": {
+                "type": "string",
+                "description": "The model, as provider:model (default: the server's)"
+            },
+            "base_url": {
+                "type": "string",
+                "description": "The provider's endpoint (default: the provider's own)"
+            },
+            "max_steps": count(1, "Most steps a plan may have"),
+            "max_replans": count(0, "Replans the adaptive strategy may make (default 3)"),
+            "max_depth": count(1, "Levels of sub-goals the hierarchical strategy may make (default 3)"),
+            "reflection_rounds": count(0, "Critique rounds of the reflective strategy (default 2)"),
+            "concurrency": count(1, "Steps running at once at most (default 4)"),
+            "step_timeout_secs": count(1, "Seconds one step attempt may take"),
+            "approve": {
+                "oneOf": [{"type": "boolean"}, {"type": "string", "enum": ["replans"]}],
+                "description": "true: stop after planning until the plan is approved; \"replans\": stop before each replan; false: run to the end"
+            },
+            "budget_tokens": count(1, "Tokens the run may use, prompt and completion together; the run stops when they are spent"),
+            "budget_usd": {
+                "type": "number",
+                "exclusiveMinimum": 0,
+                "description": "US dollars the run may spend, at the model's price; the run stops when they are spent"
+            },
+        });
+        match properties {
+            serde_json::Value::Object(map) => map,
+            _ => serde_json::Map::new(),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for RunSettings {
+    /// As [`RunSettings::from_map`], so an unknown or mistyped field is named; this works
+    /// under `#[serde(flatten)]` too (the members the outer type does not take arrive here).
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let map = serde_json::Map::<String, serde_json::Value>::deserialize(d)?;
+        Self::from_map(map).map_err(serde::de::Error::custom)
+    }
+}
+
+fn invalid(field: &'static str, value: &serde_json::Value, why: &'static str) -> SpecError {
+    SpecError::Invalid {
+        field,
+        value: value.to_string(),
+        why,
+    }
+}
+
+fn text(field: &'static str, value: &serde_json::Value) -> Result<String, SpecError> {
+    value
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| invalid(field, value, TEXT))
+}
+
+/// A whole number that fits `T` (so no negative number, fraction or string).
+fn whole<T: TryFrom<u64>>(field: &'static str, value: &serde_json::Value) -> Result<T, SpecError> {
+    value
+        .as_u64()
+        .and_then(|n| T::try_from(n).ok())
+        .ok_or_else(|| invalid(field, value, WHOLE))
+}
+
+/// The message of [`SpecError::UnknownSetting`]: the name, the closest field, every field.
+fn unknown_setting_message(field: &str) -> String {
+    let near = RunSettings::FIELDS
+        .iter()
+        .map(|known| (edit_distance(field, known), *known))
+        .filter(|(d, _)| *d <= 2)
+        .min();
+    let hint = near
+        .map(|(_, known)| format!(" (did you mean `{known}`?)"))
+        .unwrap_or_default();
+    format!(
+        "`{field}` is not a run setting{hint}: the settings are {}",
+        RunSettings::FIELDS.join(", ")
+    )
+}
+
+/// Levenshtein distance, for the hint of an unknown setting.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (above + 1)
+                .min(row[j] + 1)
+                .min(diagonal + usize::from(ca != *cb));
+            diagonal = above;
+        }
+    }
+    row[b.len()]
+}
+
+/// `approve` as the API takes it: `true`, `false` or `"replans"`.
+mod approve_wire {
+    use super::{APPROVE, Approval, SpecError, invalid};
+    use serde::Serializer;
+
+    pub(super) fn serialize<S: Serializer>(a: &Option<Approval>, s: S) -> Result<S::Ok, S::Error> {
+        match a {
+            Some(Approval::Replans) => s.serialize_str("replans"),
+            Some(Approval::Plan) => s.serialize_bool(true),
+            _ => s.serialize_bool(false),
+        }
+    }
+
+    pub(super) fn from_value(value: &serde_json::Value) -> Result<Approval, SpecError> {
+        match value {
+            serde_json::Value::Bool(false) => Ok(Approval::None),
+            serde_json::Value::Bool(true) => Ok(Approval::Plan),
+            serde_json::Value::String(s) if s == "replans" => Ok(Approval::Replans),
+            other => Err(invalid("approve", other, APPROVE)),
+        }
+    }
+}
+
 /// The sandbox choice by its CLI name.
 mod sandbox_name {
     use plan_exec::SandboxChoice;
@@ -557,6 +896,148 @@ mod tests {
             Some(1.0),
             "no price: the dollar budget is kept"
         );
+    }
+
+    /// Every field set, so its serialization has every key.
+    fn every_setting() -> RunSettings {
+        RunSettings {
+            strategy: Some("dag".into()),
+            model: Some("openai:m".into()),
+            base_url: Some("http://127.0.0.1:9/v1".into()),
+            max_steps: Some(7),
+            max_replans: Some(0),
+            max_depth: Some(2),
+            reflection_rounds: Some(1),
+            concurrency: Some(3),
+            step_timeout_secs: Some(30),
+            approve: Some(Approval::Replans),
+            budget_tokens: Some(500),
+            budget_usd: Some(0.25),
+        }
+    }
+
+    #[test]
+    fn every_setting_is_in_the_schema_and_round_trips() {
+        let value = serde_json::to_value(every_setting()).unwrap();
+        let keys: std::collections::BTreeSet<&str> = value
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let schema = RunSettings::schema_properties(&["auto".into(), "dag".into()]);
+        let described: std::collections::BTreeSet<&str> =
+            schema.keys().map(String::as_str).collect();
+        assert_eq!(keys, described, "the type and its schema differ");
+        let listed: std::collections::BTreeSet<&str> =
+            RunSettings::FIELDS.iter().copied().collect();
+        assert_eq!(keys, listed, "FIELDS and the type differ");
+        for (name, property) in &schema {
+            assert!(
+                property["description"]
+                    .as_str()
+                    .is_some_and(|d| !d.is_empty()),
+                "{name} has no description"
+            );
+        }
+        assert_eq!(
+            schema["strategy"]["enum"],
+            serde_json::json!(["auto", "dag"])
+        );
+        assert_eq!(RunSettings::from_json(value).unwrap(), every_setting());
+    }
+
+    #[test]
+    fn settings_apply_over_the_defaults_and_nonsense_is_named() {
+        let base = RunSpec::new("openai:m", "auto");
+        let spec = every_setting().apply(&base).unwrap();
+        assert_eq!(spec.strategy, "dag");
+        assert_eq!(spec.limits.max_replans, 0);
+        assert_eq!(spec.limits.step_timeout_secs, Some(30));
+        assert_eq!(spec.approve, Approval::Replans);
+        assert_eq!(spec.budget.tokens, Some(500));
+        assert_eq!(spec.budget.usd, Some(0.25));
+        assert!(
+            spec.overrides.is_empty(),
+            "a new run's spec has no overrides"
+        );
+        // What is not given keeps the default, and null is not given.
+        let none = RunSettings::from_json(serde_json::json!({"model": null})).unwrap();
+        assert_eq!(none.apply(&base).unwrap(), base);
+        let refused = |body: serde_json::Value| {
+            RunSettings::from_json(body)
+                .and_then(|s| s.apply(&base))
+                .unwrap_err()
+                .to_string()
+        };
+        for (body, named) in [
+            (
+                serde_json::json!({"concurrency": 0}),
+                "concurrency = 0: must be at least 1",
+            ),
+            (
+                serde_json::json!({"budget_usd": -1}),
+                "budget_usd = -1: must be a positive",
+            ),
+            (serde_json::json!({"budget_tokens": 0}), "budget_tokens = 0"),
+            (serde_json::json!({"max_depth": 0}), "max_depth = 0"),
+            (
+                serde_json::json!({"max_replans": -1}),
+                "max_replans = -1: must be a whole number",
+            ),
+            (serde_json::json!({"max_steps": 2.5}), "max_steps = 2.5"),
+            (
+                serde_json::json!({"concurrency": "4"}),
+                "concurrency = \"4\"",
+            ),
+            (
+                serde_json::json!({"max_replans": 5_000_000_000u64}),
+                "max_replans = 5000000000",
+            ),
+            (
+                serde_json::json!({"approve": "maybe"}),
+                "approve = \"maybe\": must be true",
+            ),
+            (
+                serde_json::json!({"strategy": 3}),
+                "strategy = 3: must be a string",
+            ),
+            (serde_json::json!({"strategy": " "}), "strategy"),
+        ] {
+            let e = refused(body.clone());
+            assert!(e.contains(named), "{body}: {e}");
+        }
+        let e = refused(serde_json::json!({"max_step": 3}));
+        assert!(
+            e.starts_with("`max_step` is not a run setting (did you mean `max_steps`?)"),
+            "{e}"
+        );
+        assert!(e.contains("budget_usd"), "the settings are listed: {e}");
+        let e = refused(serde_json::json!({"colour": "blue"}));
+        assert!(!e.contains("did you mean"), "{e}");
+    }
+
+    #[test]
+    fn settings_flattened_beside_other_fields_still_name_what_is_wrong() {
+        #[derive(Debug, Deserialize)]
+        struct Request {
+            #[allow(dead_code)]
+            goal: String,
+            #[serde(flatten)]
+            settings: RunSettings,
+        }
+        let r: Request =
+            serde_json::from_value(serde_json::json!({"goal": "g", "approve": true})).unwrap();
+        assert_eq!(r.settings.approve, Some(Approval::Plan));
+        let e = serde_json::from_value::<Request>(serde_json::json!({"goal": "g", "max_step": 1}))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`max_step` is not a run setting"), "{e}");
+        let e =
+            serde_json::from_value::<Request>(serde_json::json!({"goal": "g", "max_replans": -1}))
+                .unwrap_err()
+                .to_string();
+        assert!(e.contains("max_replans = -1"), "{e}");
     }
 
     #[test]

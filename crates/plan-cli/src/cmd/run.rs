@@ -5,7 +5,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use plan_core::{RunId, RunStatus};
-use plan_exec::{CancelToken, RunStore};
+use plan_exec::CancelToken;
+use plan_exec::forecast::Forecaster;
 use plan_strategies::{
     AgentFactory as _, Continuation, DEFAULT_REJECTION, Planning, RunReport, Runs, RunsError,
     StrategyError, WaitFor,
@@ -20,7 +21,7 @@ use crate::cmd::graph::load_plan_file;
 use crate::cmd::tools::RunTools;
 use crate::config::{Overrides, Settings, StoreSpec};
 use crate::exit::{self, Code, Usage};
-use crate::forecast::Forecaster;
+use crate::forecast;
 use crate::interrupt;
 use crate::session::{self, Ui};
 use crate::style::Palette;
@@ -73,10 +74,10 @@ pub async fn run(args: RunArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         research.as_ref().map(|r| r.backend.clone()),
     )
     .await?;
-    let forecaster = Forecaster::open(&settings, store.as_ref()).await;
+    // One forecaster for the live view and the run's report, so both say the same.
+    let forecaster = forecast::open(&settings, store.as_ref()).await;
     ui.set_forecaster(forecaster.clone());
-    let ledger = store.clone();
-    let mut builder = builder.store(store);
+    let mut builder = builder.store(store).forecaster(forecaster.clone());
     if let Some(research) = research {
         // Plain steps work from the documents, unless they have tools to call.
         builder = research.wire(builder, tools.is_none());
@@ -120,7 +121,6 @@ pub async fn run(args: RunArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         agent,
         tools,
         ui,
-        (&forecaster, ledger.as_ref()),
         &args,
         (&cancel, settings.sandbox, &driving),
     )
@@ -137,7 +137,7 @@ async fn check_plan(
     ui: &Ui,
     cancel: &CancelToken,
 ) -> anyhow::Result<Result<plan_strategies::PlanOutcome, String>> {
-    if let Some(refusal) = forecaster.over_budget(budget_usd, &outcome.plan) {
+    if let Some(refusal) = forecast::over_budget(forecaster, budget_usd, &outcome.plan) {
         return Ok(Err(refusal));
     }
     if !args.execution.approve {
@@ -157,29 +157,19 @@ async fn check_plan(
     }
 }
 
-/// Ends `plan run`: releases the agent and tools, then reports `result` with its
-/// forecast beside what it took.
-#[allow(clippy::too_many_arguments)]
+/// Ends `plan run`: releases the agent and tools, then reports `result` (the agent put
+/// its forecast beside what it took).
 async fn finish_run(
     result: Result<RunReport, StrategyError>,
     agent: plan_strategies::Agent,
     tools: Option<RunTools>,
     ui: Ui,
-    (forecaster, store): (&Forecaster, &dyn RunStore),
     args: &RunArgs,
     (cancel, sandbox, driving): (&CancelToken, SandboxArg, &session::DrivingStore),
 ) -> anyhow::Result<ExitCode> {
     drop(agent);
     shutdown(tools).await;
-    let forecast = ui.finish().await;
-    let result = match result {
-        Ok(mut report) => {
-            forecaster.annotate(&mut report, forecast.as_ref());
-            crate::forecast::record(store, &report).await;
-            Ok(report)
-        }
-        Err(e) => Err(e),
-    };
+    ui.finish().await;
     let note = stopped(driving, &result);
     conclude(
         result,
@@ -225,12 +215,12 @@ pub async fn exec(args: ExecArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     let driving = session::DrivingStore::open(&settings.store, "exec", &cancel).await?;
     let store = driving.store.clone();
     let tools = RunTools::open(&settings, &args.tools, None).await?;
-    let forecaster = Forecaster::open(&settings, store.as_ref())
+    let forecaster = forecast::open(&settings, store.as_ref())
         .await
         .for_given_plan();
     ui.set_forecaster(forecaster.clone());
-    let ledger = store.clone();
-    let (agent, tools) = build_with_tools(builder.store(store), tools).await?;
+    let builder = builder.store(store).forecaster(forecaster.clone());
+    let (agent, tools) = build_with_tools(builder, tools).await?;
     let plan = if args.execution.approve {
         let decision = ask(&ui, plan, &cancel).await;
         match decision {
@@ -249,7 +239,7 @@ pub async fn exec(args: ExecArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     } else {
         plan
     };
-    if let Some(refusal) = forecaster.over_budget(settings.budget_usd, &plan) {
+    if let Some(refusal) = forecast::over_budget(&forecaster, settings.budget_usd, &plan) {
         drop(agent);
         shutdown(tools).await;
         ui.finish().await;
@@ -259,15 +249,7 @@ pub async fn exec(args: ExecArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     let result = agent.execute(plan).await;
     drop(agent);
     shutdown(tools).await;
-    let forecast = ui.finish().await;
-    let result = match result {
-        Ok(mut report) => {
-            forecaster.annotate(&mut report, forecast.as_ref());
-            crate::forecast::record(ledger.as_ref(), &report).await;
-            Ok(report)
-        }
-        Err(e) => Err(e),
-    };
+    ui.finish().await;
     let note = stopped(&driving, &result);
     conclude(
         result,
@@ -288,9 +270,9 @@ pub async fn plan(args: PlanArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     let settings = Settings::from_process(&overrides)?;
     let forecaster = if args.estimate {
         match session::open_existing_store(&settings.store).await? {
-            Some(store) => Some(Forecaster::open(&settings, store.as_ref()).await),
+            Some(store) => Some(forecast::open(&settings, store.as_ref()).await),
             // No store yet: no history, and the forecast says it uses the defaults.
-            None => Some(Forecaster::without_history(&settings)),
+            None => Some(forecast::without_history(&settings)),
         }
     } else {
         None

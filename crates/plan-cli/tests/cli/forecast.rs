@@ -84,6 +84,11 @@ fn runs_report_forecast_beside_actual_and_learn_from_history() {
         (actual["usd"].as_f64().unwrap() - usd).abs() < 1e-12,
         "{actual}"
     );
+    // Recorded with the run: `plan show --json` says what `plan run --json` said.
+    let id = first["run_id"].as_str().unwrap();
+    let shown = run_json(&sb, &["show".into(), id.into(), "--json".into()]);
+    assert_eq!(shown["forecast"], first["forecast"]);
+    assert_eq!(shown["actual"], first["actual"]);
 
     run_json(&sb, &run_args(&server, &[]));
     let third = run_json(&sb, &run_args(&server, &[]));

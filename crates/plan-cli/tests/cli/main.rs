@@ -23,6 +23,7 @@ mod readme;
 mod research;
 mod research_eval;
 mod run;
+mod run_settings;
 mod sandbox;
 mod serve;
 mod spec;

@@ -335,7 +335,7 @@ fn plan_mcp_serves_plan_run_and_show_to_the_python_sdk() {
         seen["bad_texts"][0]
             .as_str()
             .unwrap()
-            .contains("unknown field `colour`"),
+            .contains("`colour` is not an argument of `plan`: the arguments are goal,"),
         "{seen}"
     );
 

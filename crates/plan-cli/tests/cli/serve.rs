@@ -204,10 +204,17 @@ fn bad_requests_get_clear_errors() {
         (code, v["error"].as_str().unwrap().contains("goal is empty")),
         (400, true)
     );
-    let (code, _) = post(r#"{"goal": "g", "approve": "maybe"}"#);
-    assert_eq!(code, 400);
+    let (code, v) = post(r#"{"goal": "g", "approve": "maybe"}"#);
+    assert_eq!(code, 422, "{v}");
     let (code, v) = post(r#"{"goal": "g", "colour": "blue"}"#);
-    assert_eq!(code, 400, "unknown fields are refused: {v}");
+    assert_eq!(code, 422, "unknown fields are refused: {v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("`colour` is not a run setting"),
+        "{v}"
+    );
     let (code, v) = post(&format!(r#"{{"goal": "{}"}}"#, "x".repeat(300 * 1024)));
     assert_eq!(code, 413, "{v}");
     let (code, v) = post(r#"{"goal": "g", "base_url": "http://example.com/v1"}"#);

@@ -516,9 +516,9 @@ impl Drop for Serve {
     }
 }
 
-/// `plan serve` with the scenario's model and budget (a run request has no budget
-/// field: the server's flags are its defaults) on the sandbox's store.
-fn start_serve(w: &World, sc: &Scenario) -> Serve {
+/// `plan serve` with the scenario's model on the sandbox's store (the budget is the run
+/// request's: [`post_run`]).
+fn start_serve(w: &World) -> Serve {
     let mut args = vec![
         "serve".to_owned(),
         "--addr".into(),
@@ -527,7 +527,6 @@ fn start_serve(w: &World, sc: &Scenario) -> Serve {
         TOKEN.into(),
     ];
     args.extend(model_flags(&w.server));
-    args.extend(budget_flags(sc));
     let mut child = w
         .plan(&args)
         .stdout(Stdio::null())
@@ -545,8 +544,8 @@ fn start_serve(w: &World, sc: &Scenario) -> Serve {
     Serve { child, base }
 }
 
-/// `POST /api/runs` with the scenario's goal and strategy (and `more`); the run's id, or
-/// the response when it was refused.
+/// `POST /api/runs` with the scenario's goal, strategy and budget (and `more`); the run's
+/// id, or the response when it was refused.
 fn post_run(
     c: &reqwest_otlp::blocking::Client,
     s: &Serve,
@@ -556,6 +555,9 @@ fn post_run(
     let mut body = json!({"goal": sc.goal()});
     if let Some(strategy) = sc.strategy {
         body["strategy"] = json!(strategy);
+    }
+    if let Some(tokens) = sc.budget_tokens {
+        body["budget_tokens"] = json!(tokens);
     }
     if let Some(more) = more.as_object() {
         for (k, v) in more {
@@ -610,7 +612,7 @@ fn sse_events(c: &reqwest_otlp::blocking::Client, s: &Serve, id: &str) -> Vec<Va
 
 /// The HTTP API of `plan serve`.
 fn serve(w: &World, sc: &Scenario) -> Outcome {
-    let s = start_serve(w, sc);
+    let s = start_serve(w);
     let c = client();
     let id = match post_run(&c, &s, sc, json!({})) {
         Ok(id) => id,
@@ -627,7 +629,7 @@ fn serve(w: &World, sc: &Scenario) -> Outcome {
 /// A run parked for approval by `plan serve`, then `plan approve` once the server is
 /// gone.
 fn approve(w: &World, sc: &Scenario) -> Outcome {
-    let s = start_serve(w, sc);
+    let s = start_serve(w);
     let c = client();
     let id = match post_run(&c, &s, sc, json!({"approve": true})) {
         Ok(id) => id,
@@ -659,7 +661,6 @@ fn mcp(w: &World, sc: &Scenario) -> Outcome {
     let log = w.sb.path("mcp.log");
     let mut args = vec!["mcp".to_owned()];
     args.extend(model_flags(&w.server));
-    args.extend(budget_flags(sc));
     let mut child = w
         .plan(&args)
         .stdin(Stdio::piped())
@@ -697,6 +698,9 @@ fn mcp(w: &World, sc: &Scenario) -> Outcome {
     let mut arguments = json!({"goal": sc.goal(), "wait_secs": 120});
     if let Some(strategy) = sc.strategy {
         arguments["strategy"] = json!(strategy);
+    }
+    if let Some(tokens) = sc.budget_tokens {
+        arguments["budget_tokens"] = json!(tokens);
     }
     send(json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
         "params": {"name": "run", "arguments": arguments}}));

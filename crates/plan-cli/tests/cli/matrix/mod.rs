@@ -3,7 +3,7 @@
 //! HTTP API of `plan serve`, the `run` tool of `plan mcp`, a fleet worker through `plan
 //! submit` + `plan wait`) must keep every promise of the contract it can carry (verify
 //! gates, fallbacks, adaptive replans, token budgets, the retry bound, the hierarchical
-//! goal tree, auto routing, trace spans, warnings).
+//! goal tree, auto routing, trace spans, warnings, the forecast recorded with the run).
 //!
 //! A door ([`Door`]) takes a [`Scenario`] (the plan the fake model writes, its scripted
 //! replies, the run's settings) and returns an [`Outcome`] (the final report, the events
@@ -89,6 +89,7 @@ matrix! {
         auto_route = AutoRoute,
         trace_spans = TraceSpans,
         warnings = Warnings,
+        forecast_recorded = ForecastRecorded,
     ],
 }
 

@@ -33,6 +33,9 @@ pub(crate) enum Promise {
     /// A change made to the model's plan (a repaired unknown dependency) is in the
     /// report's `warnings`.
     Warnings,
+    /// The run's report, as the store keeps it (the serve and worker doors read it back
+    /// from there), has the `forecast` of its plan and the `actual` of what it took.
+    ForecastRecorded,
 }
 
 /// Why a cell does not apply, or `None` when it does.
@@ -126,6 +129,7 @@ impl Promise {
             Promise::AutoRoute => "auto route",
             Promise::TraceSpans => "trace spans",
             Promise::Warnings => "warnings",
+            Promise::ForecastRecorded => "forecast recorded",
         }
     }
 
@@ -197,6 +201,7 @@ impl Promise {
                 ..scenario(DIAMOND)
             },
             Promise::Warnings => scenario(GHOST),
+            Promise::ForecastRecorded => scenario(DIAMOND),
         }
     }
 
@@ -359,6 +364,32 @@ impl Promise {
                     cx()
                 );
                 assert_eq!(r["status"], "succeeded", "{}", cx());
+            }
+            Promise::ForecastRecorded => {
+                assert_eq!(r["status"], "succeeded", "{}", cx());
+                let forecast = &r["forecast"];
+                assert!(
+                    matches!(forecast["basis"].as_str(), Some("defaults" | "history")),
+                    "no forecast of the plan\n{}",
+                    cx()
+                );
+                let calls: Vec<u64> = forecast["calls"]
+                    .as_array()
+                    .map(|c| c.iter().filter_map(Value::as_u64).collect())
+                    .unwrap_or_default();
+                assert!(
+                    matches!(calls[..], [low, high] if low >= 3 && low <= high),
+                    "the forecast's calls are not a range covering the 3 steps\n{}",
+                    cx()
+                );
+                let actual = &r["actual"];
+                assert_eq!(
+                    actual["calls"],
+                    r["usage"]["llm_calls"],
+                    "no actual beside the forecast\n{}",
+                    cx()
+                );
+                assert!(actual["wall_ms"].is_u64(), "{}", cx());
             }
         }
     }

@@ -191,6 +191,35 @@ impl Agent {
             .await
     }
 
+    /// Makes a given plan ready to run as the agent's strategy would, without running
+    /// anything ([`Strategy::prepare_given`]: the reflective strategy critiques and
+    /// improves it): the plan a door checks against a budget or asks a person to approve
+    /// (perhaps edited), then runs with [`execute_prepared`](Self::execute_prepared).
+    ///
+    /// # Errors
+    /// [`StrategyError::Plan`] when the plan is invalid (every problem listed); a model
+    /// call of the preparation failed.
+    pub async fn prepare(&self, plan: Plan) -> Result<PlanOutcome, StrategyError> {
+        PlanGraph::with_limits(plan.clone(), &plan_core::Limits::with_max_steps(usize::MAX))?;
+        self.inner
+            .strategy
+            .prepare_given(&self.inner.cx, plan)
+            .await
+    }
+
+    /// Runs a given plan [`prepare`](Self::prepare)d before (and perhaps approved or
+    /// edited since), keeping what the preparation produced (critiques, calls); its
+    /// forecast has no planning call, as [`execute`](Self::execute)'s.
+    ///
+    /// # Errors
+    /// As [`execute`](Self::execute).
+    pub async fn execute_prepared(
+        &self,
+        prepared: PlanOutcome,
+    ) -> Result<RunReport, StrategyError> {
+        self.execute_from(prepared, PlanSource::Given).await
+    }
+
     /// Runs a plan made by [`plan_only`](Self::plan_only) (and perhaps approved or edited
     /// since), keeping what planning produced (the goal tree, critiques, repairs, calls).
     ///

@@ -196,13 +196,6 @@ pub async fn exec(args: ExecArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     if settings.strategy == Strategy::Auto {
         settings.strategy = Strategy::Dag;
     }
-    // The critique may change the plan, which must not happen after it was approved.
-    if settings.strategy == Strategy::Reflective && args.execution.approve {
-        return Err(Usage::new(
-            "--approve cannot be combined with the reflective strategy in plan exec: the critique runs after the approval and may change the plan you approved; drop --approve to have the plan critiqued and improved (the changes are listed in the report), or use another --strategy to approve it as it is",
-        )
-        .into());
-    }
     let ui = Ui::start(quiet, args.execution.events.as_deref())?;
     let cancel = interrupt::install();
     let runtime = session::runtime(&settings, quiet);
@@ -221,15 +214,33 @@ pub async fn exec(args: ExecArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     ui.set_forecaster(forecaster.clone());
     let builder = builder.store(store).forecaster(forecaster.clone());
     let (agent, tools) = build_with_tools(builder, tools).await?;
-    let plan = if args.execution.approve {
-        let decision = ask(&ui, plan, &cancel).await;
-        match decision {
-            Ok(Some(plan)) => plan,
-            Ok(None) => {
+    // Approval and the cost check see the plan as it will run: prepared as the strategy
+    // prepares a given plan (the reflective strategy's critique and improvement).
+    let result = if args.execution.approve || settings.budget_usd.is_some() {
+        let prepared = match agent.prepare(plan).await {
+            Ok(prepared) => prepared,
+            Err(e) => {
                 drop(agent);
                 shutdown(tools).await;
                 ui.finish().await;
-                return aborted();
+                return Err(session::strategy_error(e));
+            }
+        };
+        let budget = (&forecaster, settings.budget_usd);
+        let checked = check_prepared(prepared, budget, &args, (&ui, &cancel));
+        match checked.await {
+            Ok(Ok(prepared)) => agent.execute_prepared(prepared).await,
+            Ok(Err(why)) => {
+                drop(agent);
+                shutdown(tools).await;
+                ui.finish().await;
+                return match why {
+                    Refused::Aborted => aborted(),
+                    Refused::OverBudget(refusal) => {
+                        eprintln!("{refusal}");
+                        Err(Code(exit::RUN_FAILED).into())
+                    }
+                };
             }
             Err(e) => {
                 shutdown(tools).await;
@@ -237,16 +248,8 @@ pub async fn exec(args: ExecArgs, quiet: bool) -> anyhow::Result<ExitCode> {
             }
         }
     } else {
-        plan
+        agent.execute(plan).await
     };
-    if let Some(refusal) = forecast::over_budget(&forecaster, settings.budget_usd, &plan) {
-        drop(agent);
-        shutdown(tools).await;
-        ui.finish().await;
-        eprintln!("{refusal}");
-        return Err(Code(exit::RUN_FAILED).into());
-    }
-    let result = agent.execute(plan).await;
     drop(agent);
     shutdown(tools).await;
     ui.finish().await;
@@ -260,6 +263,43 @@ pub async fn exec(args: ExecArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         settings.sandbox,
         note,
     )
+}
+
+/// Why `plan exec` does not run the plan it prepared.
+enum Refused {
+    /// The user aborted at the approval.
+    Aborted,
+    /// Its forecast is over `--budget-usd` (the refusal, worded).
+    OverBudget(String),
+}
+
+/// The prepared plan of `plan exec`, checked against `--budget-usd` and, with
+/// `--approve`, approved (perhaps edited, then checked again) by the user: the plan to
+/// run, or why it is not run.
+async fn check_prepared(
+    mut prepared: plan_strategies::PlanOutcome,
+    (forecaster, budget_usd): (&Forecaster, Option<f64>),
+    args: &ExecArgs,
+    (ui, cancel): (&Ui, &CancelToken),
+) -> anyhow::Result<Result<plan_strategies::PlanOutcome, Refused>> {
+    let over = |plan: &plan_core::Plan| forecast::over_budget(forecaster, budget_usd, plan);
+    if let Some(refusal) = over(&prepared.plan) {
+        return Ok(Err(Refused::OverBudget(refusal)));
+    }
+    if args.execution.approve {
+        match ask(ui, prepared.plan.clone(), cancel).await? {
+            Some(plan) => {
+                if plan != prepared.plan
+                    && let Some(refusal) = over(&plan)
+                {
+                    return Ok(Err(Refused::OverBudget(refusal)));
+                }
+                prepared.plan = plan;
+            }
+            None => return Ok(Err(Refused::Aborted)),
+        }
+    }
+    Ok(Ok(prepared))
 }
 
 /// `plan plan GOAL`.

@@ -4,7 +4,7 @@
 use serde_json::Value;
 
 use crate::support::*;
-use plan_llm::testing::FakeReply;
+use plan_llm::testing::{FakeOpenAi, FakeReply};
 
 const ROUTER: &str = "You decide how to meet a goal";
 
@@ -259,26 +259,134 @@ fn exec_under_reflective_critiques_and_improves_the_given_plan() {
     assert_eq!(v["usage"]["llm_calls"], 7);
 }
 
-#[test]
-fn exec_under_reflective_refuses_approval_of_a_plan_it_may_change() {
-    let sb = Sandbox::new();
-    let file = sb.write("plan.json", DIAMOND);
+/// The given plan of `exec_under_reflective_critiques_and_improves_the_given_plan`, and a
+/// server whose critique finds an issue in it and none in the planner's improvement.
+fn reflective_exec_setup(sb: &Sandbox) -> (std::path::PathBuf, FakeOpenAi) {
+    let file = sb.write(
+        "one.json",
+        r#"{"goal": "Compare two things", "steps": [{"id": "a", "description": "Describe the first thing"}]}"#,
+    );
     let server = agent_server(DIAMOND);
+    server.on_first(
+        "You review plans",
+        FakeReply::with(|r| {
+            if r.text().contains("Describe the second thing") {
+                FakeReply::text(r#"{"approved": true, "issues": []}"#)
+            } else {
+                FakeReply::text(
+                    r#"{"approved": false, "issues": ["the second thing is never described"]}"#,
+                )
+            }
+        }),
+    );
+    (file, server)
+}
+
+#[test]
+fn exec_under_reflective_asks_approval_of_the_plan_as_the_critique_left_it() {
+    let sb = Sandbox::new();
+    let (file, server) = reflective_exec_setup(&sb);
+    let out = with_input(
+        sb.plan(args(
+            &[
+                "exec",
+                file.to_str().unwrap(),
+                "--strategy",
+                "reflective",
+                "--approve",
+                "--json",
+            ],
+            model_flags(&server),
+        )),
+        "r\n",
+    );
+    expect_code(&out, 0);
+    let err = stderr(&out);
+    assert!(err.contains("run this plan?"), "{err}");
+    // The plan shown for approval is the improved one.
+    assert!(err.contains("Describe the second thing"), "{err}");
+    let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["status"], "succeeded");
+    assert_eq!(
+        v["steps"].as_array().unwrap().len(),
+        3,
+        "the approved plan ran"
+    );
+    assert_eq!(v["critiques"].as_array().unwrap().len(), 2);
+    assert!(
+        warnings(&v)
+            .iter()
+            .any(|w| w.contains("given plan was revised") && w.contains("never described")),
+        "{v}"
+    );
+    // Critiqued once, before the approval, and not again after it.
+    assert_eq!(server.count("You review plans"), 2);
+    assert_eq!(server.count("You are a planner"), 1);
+    assert_eq!(v["usage"]["llm_calls"], 7);
+}
+
+#[test]
+fn exec_under_reflective_checks_the_budget_against_the_improved_plan() {
+    let sb = Sandbox::new();
+    sb.write("plan.toml", PRICED);
+    let (file, server) = reflective_exec_setup(&sb);
+    // A budget the one-step given plan fits and the three-step improvement does not.
+    let budget = budget_between(&file);
     let out = output(&mut sb.plan(args(
         &[
             "exec",
             file.to_str().unwrap(),
             "--strategy",
             "reflective",
-            "--approve",
+            "--budget-usd",
+            &budget,
         ],
         model_flags(&server),
     )));
-    expect_code(&out, 2);
+    expect_code(&out, 1);
     let err = stderr(&out);
-    assert!(err.contains("--approve cannot be combined"), "{err}");
-    assert!(err.contains("drop --approve"), "{err}");
-    assert_eq!(server.requests().len(), 0);
+    assert!(err.contains("would exceed --budget-usd"), "{err}");
+    assert_eq!(server.count("You review plans"), 2, "critiqued first");
+    assert_eq!(
+        server.requests().len(),
+        3,
+        "two critiques and the improvement, then no step"
+    );
+}
+
+/// A dollar budget between the forecasts' low ends of the one-step plan in `file` and
+/// of the three-step diamond, each forecast as `plan exec` reports it in a fresh store
+/// (no history, as the test's).
+fn budget_between(file: &std::path::Path) -> String {
+    let low = |plan: &str| -> f64 {
+        let fresh = Sandbox::new();
+        fresh.write("plan.toml", PRICED);
+        let path = fresh.write("p.json", plan);
+        let server = agent_server(DIAMOND);
+        let v = run_json(
+            &fresh,
+            &args(
+                &[
+                    "exec",
+                    path.to_str().unwrap(),
+                    "--strategy",
+                    "dag",
+                    "--json",
+                ],
+                model_flags(&server),
+            ),
+        );
+        v["forecast"]["usd"][0]
+            .as_f64()
+            .unwrap_or_else(|| panic!("no forecast in {v}"))
+    };
+    let one = low(&std::fs::read_to_string(file).unwrap());
+    let three = low(DIAMOND);
+    assert!(
+        one < three,
+        "the forecasts: {one} for one step, {three} for three"
+    );
+    format!("{}", (one + three) / 2.0)
 }
 
 fn warnings(v: &Value) -> Vec<String> {

@@ -445,6 +445,14 @@ impl Strategy for Grounded {
         self.inner.plan(cx, goal).await
     }
 
+    async fn prepare_given(
+        &self,
+        cx: &StrategyContext,
+        plan: plan_core::Plan,
+    ) -> Result<PlanOutcome, StrategyError> {
+        self.inner.prepare_given(cx, plan).await
+    }
+
     /// As [`run`](Strategy::run) routes, without running a plan: a question the
     /// retrieval cannot answer is abstained on, and with `auto` one the passages cover is
     /// answered directly (grounded, with its sources); otherwise the plan, to check or

@@ -210,6 +210,15 @@ impl Strategy for Reflective {
         reflect(cx, goal, planned).await
     }
 
+    /// The rounds of critique and improvement, over a given plan.
+    async fn prepare_given(
+        &self,
+        cx: &StrategyContext,
+        plan: Plan,
+    ) -> Result<PlanOutcome, StrategyError> {
+        review_given(cx, plan).await
+    }
+
     async fn execute(
         &self,
         cx: &StrategyContext,
@@ -217,7 +226,9 @@ impl Strategy for Reflective {
         mut start: PlanStart,
     ) -> Result<Outcome, StrategyError> {
         if !start.announced && !reviewed(session) {
-            start.plan = review_given(cx, session, start.plan).await?;
+            let reviewed = review_given(cx, start.plan).await?;
+            cx.record_plan_outcome(session, &reviewed);
+            start.plan = reviewed.plan;
         }
         cx.drive(session, start, false).await
     }
@@ -267,16 +278,11 @@ async fn reflect(
     Ok(out.with_calls(calls))
 }
 
-/// Critiques and improves a given plan before it runs, recording the critiques and calls
-/// in `session`; the report's warnings list each issue that changed it.
-async fn review_given(
-    cx: &StrategyContext,
-    session: &RunSession,
-    given: Plan,
-) -> Result<Plan, StrategyError> {
+/// Critiques and improves a given plan before it runs; when the critique changed it, the
+/// outcome's adjustments (the report's warnings) say how, listing each issue.
+async fn review_given(cx: &StrategyContext, given: Plan) -> Result<PlanOutcome, StrategyError> {
     let goal = given.goal.clone();
-    let out = reflect(cx, &goal, PlanOutcome::new(given.clone())).await?;
-    cx.record_plan_outcome(session, &out);
+    let mut out = reflect(cx, &goal, PlanOutcome::new(given.clone())).await?;
     if out.plan != given {
         let mut issues: Vec<&str> = Vec::new();
         for issue in out.critiques.iter().flat_map(|c| c.issues.iter()) {
@@ -284,15 +290,13 @@ async fn review_given(
                 issues.push(issue);
             }
         }
-        cx.record_adjustments(
-            session,
-            &[format!(
-                "the given plan was revised after the critique ({} steps, now {}): {}",
-                given.steps.len(),
-                out.plan.steps.len(),
-                issues.join("; ")
-            )],
+        let note = format!(
+            "the given plan was revised after the critique ({} steps, now {}): {}",
+            given.steps.len(),
+            out.plan.steps.len(),
+            issues.join("; ")
         );
+        out.adjustments.push(note);
     }
-    Ok(out.plan)
+    Ok(out)
 }

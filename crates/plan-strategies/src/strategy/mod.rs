@@ -72,6 +72,25 @@ pub trait Strategy: Send + Sync {
         self.plan(cx, goal).await.map(Planning::Plan)
     }
 
+    /// Makes a plan given as it is (`plan exec`) ready to run as this strategy would
+    /// before running it, without running anything: what a door checks against a budget
+    /// or asks a person to approve, then runs with
+    /// [`Agent::execute_prepared`](crate::Agent::execute_prepared). [`Reflective`]
+    /// critiques and improves it (the critiques and the revision are in the outcome, and
+    /// [`execute`](Self::execute) does not review it again); the default takes it as it
+    /// is.
+    ///
+    /// # Errors
+    /// A model call the preparation makes failed.
+    async fn prepare_given(
+        &self,
+        cx: &StrategyContext,
+        plan: Plan,
+    ) -> Result<PlanOutcome, StrategyError> {
+        let _ = cx;
+        Ok(PlanOutcome::new(plan))
+    }
+
     /// Runs `start` inside `session` until it succeeds or the strategy gives up. The plan
     /// is recorded in the session (unless [`PlanStart::announced`]) before any step runs.
     ///
@@ -118,6 +137,13 @@ impl<S: Strategy + ?Sized> Strategy for Arc<S> {
         goal: &str,
     ) -> Result<Planning, StrategyError> {
         (**self).plan_or_answer(cx, goal).await
+    }
+    async fn prepare_given(
+        &self,
+        cx: &StrategyContext,
+        plan: Plan,
+    ) -> Result<PlanOutcome, StrategyError> {
+        (**self).prepare_given(cx, plan).await
     }
     async fn execute(
         &self,
@@ -610,6 +636,13 @@ impl Strategy for StrategyKind {
         goal: &str,
     ) -> Result<Planning, StrategyError> {
         self.imp().plan_or_answer(cx, goal).await
+    }
+    async fn prepare_given(
+        &self,
+        cx: &StrategyContext,
+        plan: Plan,
+    ) -> Result<PlanOutcome, StrategyError> {
+        self.imp().prepare_given(cx, plan).await
     }
     async fn execute(
         &self,

@@ -12,12 +12,9 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use plan_exec::{LlmStepExecutor, LocalIndexConfig, Router};
+use plan_exec::LocalIndexConfig;
 use plan_llm::{Purpose, Reply, ScriptedModel};
-use plan_strategies::{
-    Agent, Grounded, GroundingConfig, ResearchConfig, ResearchSetup, StrategyKind,
-    default_research_plan,
-};
+use plan_strategies::{Agent, ResearchConfig, ResearchSetup, StrategyKind, default_research_plan};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -58,10 +55,8 @@ async fn main() -> anyhow::Result<()> {
     );
 
     // Retrieval before planning: the passages, and whether any is relevant enough.
-    let research = setup.agent().clone();
-    let retrieval = research
-        .retrieve(&question, &GroundingConfig::default())
-        .await?;
+    let research = setup.ground(&question).await?;
+    let retrieval = research.retrieval();
     println!(
         "retrieved {} passages for \"{}\" (best coverage {:?}); grounded in {}",
         retrieval.passages.len(),
@@ -70,19 +65,15 @@ async fn main() -> anyhow::Result<()> {
         retrieval.grounds.len()
     );
 
-    let router = setup
-        .routes_all_steps(Router::default().with_default(LlmStepExecutor::new(provider.clone())));
-    let grounding = retrieval.clone();
-    let agent = Agent::builder()
-        .provider(provider)
-        .executor(router)
-        .strategy(StrategyKind::Dag)
-        .planner_guidance(format!(
-            "{}\n\n{}",
-            setup.planner_guidance(),
-            retrieval.brief()
-        ))
-        .wrap_strategy(move |inner| Arc::new(Grounded::new(inner, research, grounding)))
+    // The research routes (every step goes to a research agent), the planner told about
+    // the documents and the passages, and the strategy grounded in the retrieval.
+    let agent = research
+        .wire(
+            Agent::builder()
+                .provider(provider)
+                .strategy(StrategyKind::Dag),
+            true,
+        )
         .build()?;
     // The research plan (search, analyze, synthesize) runs grounded in the retrieval.
     let report = agent.execute(default_research_plan(&question)).await?;

@@ -8,8 +8,8 @@ use plan_core::{RunId, RunStatus};
 use plan_exec::CancelToken;
 use plan_exec::forecast::Forecaster;
 use plan_strategies::{
-    AgentFactory as _, Continuation, DEFAULT_REJECTION, Planning, RunReport, Runs, RunsError,
-    StrategyError, WaitFor,
+    AgentFactory as _, Continuation, DEFAULT_REJECTION, GroundedRun, Planning, RunReport, Runs,
+    RunsError, StrategyError, WaitFor,
 };
 
 use crate::approve::{self, Decision};
@@ -71,7 +71,7 @@ pub async fn run(args: RunArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     let tools = RunTools::open(
         &settings,
         &args.tools,
-        research.as_ref().map(|r| r.backend.clone()),
+        research.as_ref().map(GroundedRun::backend),
     )
     .await?;
     // One forecaster for the live view and the run's report, so both say the same.
@@ -815,41 +815,6 @@ impl SearchChoice {
     }
 }
 
-/// Research over a search backend: the research agent, the passages retrieved for the
-/// question, what the planner is told, and the backend (for the search_docs tool).
-struct Research {
-    backend: Arc<dyn plan_exec::SearchBackend>,
-    agent: plan_strategies::ResearchAgent,
-    retrieval: plan_strategies::Retrieval,
-    guidance: String,
-}
-
-impl Research {
-    /// The research agents as routes and planner agents (with `all_steps`, plain action
-    /// steps too), and the strategy grounded in the retrieval: it abstains when nothing
-    /// relevant was found, and the answer ends with its verified sources.
-    fn wire(
-        self,
-        builder: plan_strategies::AgentBuilder,
-        all_steps: bool,
-    ) -> plan_strategies::AgentBuilder {
-        use plan_strategies::{Grounded, research_catalogue};
-        let routes = self.agent.clone();
-        let (agent, retrieval) = (self.agent, self.retrieval);
-        builder
-            .routes(move |router| {
-                if all_steps {
-                    routes.routes_all_steps(router)
-                } else {
-                    routes.routes(router)
-                }
-            })
-            .planner_guidance(self.guidance)
-            .agents(research_catalogue())
-            .wrap_strategy(move |inner| Arc::new(Grounded::new(inner, agent, retrieval)))
-    }
-}
-
 /// The most characters of each passage the research prompts show.
 const SNIPPET_CHARS: usize = 320;
 
@@ -860,10 +825,10 @@ async fn open_research(
     choice: SearchChoice,
     provider: Arc<dyn plan_llm::Provider>,
     question: &str,
-) -> anyhow::Result<Research> {
+) -> anyhow::Result<GroundedRun> {
     use plan_exec::LocalIndexConfig;
     use plan_strategies::{
-        GroundingConfig, RESEARCH_PLANNER_GUIDANCE, ResearchAgent, ResearchConfig, ResearchSetup,
+        RESEARCH_PLANNER_GUIDANCE, ResearchAgent, ResearchConfig, ResearchSetup,
     };
 
     // `provider` is the agent's model with its layers (retry, budget meter, span).
@@ -883,39 +848,20 @@ async fn open_research(
             let setup = ResearchSetup::open(config, provider, ResearchConfig::default())
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot index {}: {e}", dir.display()))?;
-            let agent = setup.agent().clone();
-            let retrieval = agent
-                .retrieve(question, &GroundingConfig::default())
+            setup
+                .ground(question)
                 .await
-                .map_err(|e| anyhow::anyhow!("cannot search {}: {e}", dir.display()))?;
-            // The planner is told what the documents are and what they say about the
-            // question; the research routes go on top of the default ones (code steps
-            // still run in the sandbox chosen with --sandbox).
-            Ok(Research {
-                backend: Arc::new(setup.index().clone()),
-                guidance: format!("{}\n\n{}", setup.planner_guidance(), retrieval.brief()),
-                agent,
-                retrieval,
-            })
+                .map_err(|e| anyhow::anyhow!("cannot search {}: {e}", dir.display()))
         }
         SearchChoice::Brave => {
             let brave = plan_exec::BraveSearch::from_env()
                 .map_err(|e| Usage::new(format!("--search brave: {e}")))?;
             let backend: Arc<dyn plan_exec::SearchBackend> = Arc::new(brave);
             let agent = ResearchAgent::new(backend.clone(), provider);
-            let retrieval = agent
-                .retrieve(question, &GroundingConfig::default())
+            let about = format!("{RESEARCH_PLANNER_GUIDANCE} The search steps search the web.");
+            GroundedRun::retrieve(agent, backend, &about, question)
                 .await
-                .map_err(|e| anyhow::anyhow!("cannot search the web: {e}"))?;
-            Ok(Research {
-                backend,
-                guidance: format!(
-                    "{RESEARCH_PLANNER_GUIDANCE} The search steps search the web.\n\n{}",
-                    retrieval.brief()
-                ),
-                agent,
-                retrieval,
-            })
+                .map_err(|e| anyhow::anyhow!("cannot search the web: {e}"))
         }
     }
 }

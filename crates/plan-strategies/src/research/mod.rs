@@ -6,9 +6,12 @@
 //! section is built from the hits the searches really returned, so a citation can never
 //! point at a file no search found. Tags the model made up are removed and reported.
 
+mod grounded_run;
 mod grounding;
 mod prompts;
 mod setup;
+
+pub use grounded_run::GroundedRun;
 
 pub use grounding::{
     Grounded, GroundedAnswer, GroundingConfig, RETRIEVAL_TAG, Retrieval, question_query,

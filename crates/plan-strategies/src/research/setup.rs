@@ -180,6 +180,22 @@ impl ResearchSetup {
         self.agent.routes_all_steps(router)
     }
 
+    /// Retrieves passages for `question` from the documents, ready to wire onto an
+    /// agent ([`GroundedRun::wire`](super::GroundedRun::wire)); the planner is told
+    /// [`planner_guidance`](Self::planner_guidance) and what the passages say.
+    ///
+    /// # Errors
+    /// [`ResearchError::Search`] when the search fails.
+    pub async fn ground(&self, question: &str) -> Result<super::GroundedRun, ResearchError> {
+        super::GroundedRun::retrieve(
+            self.agent.clone(),
+            Arc::new(self.index.clone()),
+            &self.planner_guidance(),
+            question,
+        )
+        .await
+    }
+
     /// What the planner must be told, with the document count.
     pub fn planner_guidance(&self) -> String {
         format!(

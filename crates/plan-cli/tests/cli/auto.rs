@@ -211,24 +211,8 @@ fn a_direct_answer_at_the_length_limit_is_written_again_in_full() {
 #[test]
 fn exec_under_reflective_critiques_and_improves_the_given_plan() {
     let sb = Sandbox::new();
-    let file = sb.write(
-        "one.json",
-        r#"{"goal": "Compare two things", "steps": [{"id": "a", "description": "Describe the first thing"}]}"#,
-    );
-    let server = agent_server(DIAMOND);
     // The given plan has issues; the improved one (the planner's diamond) has none.
-    server.on_first(
-        "You review plans",
-        FakeReply::with(|r| {
-            if r.text().contains("Describe the second thing") {
-                FakeReply::text(r#"{"approved": true, "issues": []}"#)
-            } else {
-                FakeReply::text(
-                    r#"{"approved": false, "issues": ["the second thing is never described"]}"#,
-                )
-            }
-        }),
-    );
+    let (file, server) = reflective_exec_setup(&sb);
     let v = run_json(
         &sb,
         &args(
@@ -259,8 +243,8 @@ fn exec_under_reflective_critiques_and_improves_the_given_plan() {
     assert_eq!(v["usage"]["llm_calls"], 7);
 }
 
-/// The given plan of `exec_under_reflective_critiques_and_improves_the_given_plan`, and a
-/// server whose critique finds an issue in it and none in the planner's improvement.
+/// A one-step given plan, and a server whose critique finds an issue in it and none in
+/// the planner's improvement (the diamond).
 fn reflective_exec_setup(sb: &Sandbox) -> (std::path::PathBuf, FakeOpenAi) {
     let file = sb.write(
         "one.json",

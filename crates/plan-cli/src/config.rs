@@ -66,9 +66,13 @@ pub struct McpTable {
     pub command: Option<CommandLine>,
     /// Its streamable-HTTP URL.
     pub url: Option<String>,
-    /// Environment variables of its process.
+    /// Environment variables set in its process (a stdio server inherits only the
+    /// system's basics, never API keys).
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// Names of variables of plan's environment its process also gets.
+    #[serde(default)]
+    pub env_pass: Vec<String>,
     /// Seconds each tool call may take (default 60). Signed so that a negative value gets
     /// the same clear error as 0.
     pub timeout_secs: Option<i64>,
@@ -127,6 +131,9 @@ impl McpTable {
         }
         for (k, v) in &self.env {
             config = config.with_env(k.clone(), v.clone());
+        }
+        for name in &self.env_pass {
+            config = config.with_env_pass(name.clone());
         }
         if let Some(timeout) = seconds("timeout_secs", self.timeout_secs)? {
             config = config.with_timeout(timeout);

@@ -9,7 +9,7 @@ use std::time::Duration;
 use rmcp::ServiceExt as _;
 use rmcp::model::{CallToolRequestParams, CallToolResult, Tool as RemoteTool};
 use rmcp::service::{RoleClient, RunningService, ServiceError};
-use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
+use rmcp::transport::StreamableHttpClientTransport;
 use tokio::io::AsyncBufReadExt as _;
 
 use crate::McpError;
@@ -99,12 +99,13 @@ impl McpServer {
         let mut pgid = None;
         let handshake = match &config.transport {
             McpTransport::Command { program, args } => {
-                let (transport, child_stderr) = spawn(program, args, &config).map_err(|e| {
-                    start_err(format!(
-                        "cannot run `{}`: {e}; check that the program is installed and on PATH",
-                        config.describe()
-                    ))
-                })?;
+                let (transport, child_stderr) = crate::child::spawn(program, args, &config)
+                    .map_err(|e| {
+                        start_err(format!(
+                            "cannot run `{}`: {e}; check that the program is installed and on PATH",
+                            config.describe()
+                        ))
+                    })?;
                 #[cfg(unix)]
                 {
                     pgid = transport.id().and_then(|p| i32::try_from(p).ok());
@@ -355,24 +356,6 @@ fn kill_group(pgid: i32) {
         // ESRCH (already gone) is the usual case after a clean shutdown.
         let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
     }
-}
-
-/// Spawns the server in its own process group (so its children die with it), killed when
-/// dropped, with stdin and stdout piped to the MCP transport and stderr captured.
-fn spawn(
-    program: &str,
-    args: &[String],
-    config: &McpServerConfig,
-) -> std::io::Result<(TokioChildProcess, Option<tokio::process::ChildStderr>)> {
-    let mut command = tokio::process::Command::new(program);
-    command.args(args).envs(&config.env).kill_on_drop(true);
-    let mut wrapped = process_wrap::tokio::CommandWrap::from(command);
-    wrapped.wrap(process_wrap::tokio::KillOnDrop);
-    #[cfg(unix)]
-    wrapped.wrap(process_wrap::tokio::ProcessGroup::leader());
-    TokioChildProcess::builder(wrapped)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
 }
 
 /// reqwest 0.13 here is built without a crypto provider: use ring, the one the rest of the

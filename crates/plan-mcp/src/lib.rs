@@ -8,7 +8,9 @@
 //!   schema. Starting a server is bounded by its start-up timeout, each call by its call
 //!   timeout; a failure names the server and the tool. Child processes lead their own
 //!   process group and are reaped on [`McpTools::shutdown`] or drop, grandchildren (what
-//!   `npx` starts) included.
+//!   `npx` starts) included; on Linux the group also dies when this process is killed
+//!   (even with `SIGKILL`). A stdio server does not inherit this process's environment:
+//!   it gets [`PASSED_ENV`] (no API keys) and what its configuration names or sets.
 //! - **Server.** [`PlanServer`] offers `plan`, `run` and `show` to any MCP client;
 //!   [`serve_stdio`] serves it on stdin and stdout (`plan mcp`).
 //! - **Toolbox.** [`Toolbox`] assembles a run's tools: built-ins, MCP tools and the tools
@@ -32,6 +34,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod child;
 mod client;
 mod error;
 mod serve;
@@ -46,7 +49,9 @@ pub mod testing;
 pub use client::McpServer;
 pub use error::McpError;
 pub use serve::{DEFAULT_WAIT_SECS, MAX_WAIT_SECS, PlanServer, serve_stdio};
-pub use spec::{DEFAULT_START_TIMEOUT, DEFAULT_TIMEOUT, McpServerConfig, McpTransport, sanitize};
+pub use spec::{
+    DEFAULT_START_TIMEOUT, DEFAULT_TIMEOUT, McpServerConfig, McpTransport, PASSED_ENV, sanitize,
+};
 pub use tool::{McpTool, to_output};
 pub use toolbox::{BUILTIN_TOOLS, ToolInfo, ToolSource, Toolbox, ToolboxConfig, ToolboxError};
 pub use tools::McpTools;

@@ -17,6 +17,49 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 /// may download or unpack the server first.
 pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The environment variables a server started over stdio gets from this process, when
+/// set: what programs and their launchers (`npx`, `uvx`) need to run, find their caches and
+/// reach the network, and nothing else. API keys, database passwords and tokens stay out
+/// unless a server's configuration names them (`env_pass`) or sets them (`env`). Names
+/// ending in `*` are prefixes.
+pub const PASSED_ENV: &[&str] = &[
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "SHELL",
+    "TERM",
+    "TZ",
+    "LANG",
+    "LANGUAGE",
+    "LC_*",
+    "TMPDIR",
+    "TMP",
+    "TEMP",
+    "XDG_CACHE_HOME",
+    "XDG_CONFIG_HOME",
+    "XDG_DATA_HOME",
+    "XDG_RUNTIME_DIR",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "NODE_EXTRA_CA_CERTS",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+];
+
+/// Whether this process's variable `name` is passed to a stdio server configured with
+/// `env_pass`.
+pub(crate) fn passes(name: &str, env_pass: &[String]) -> bool {
+    PASSED_ENV.iter().any(|p| match p.strip_suffix('*') {
+        Some(prefix) => name.starts_with(prefix),
+        None => name == *p,
+    }) || env_pass.iter().any(|n| n == name)
+}
+
 /// How a server is reached.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -65,8 +108,13 @@ pub struct McpServerConfig {
     pub name: String,
     /// How it is reached.
     pub transport: McpTransport,
-    /// Extra environment variables of the child process (on top of this process's).
+    /// Environment variables set in the child process. A server started over stdio does
+    /// not inherit this process's environment: it gets [`PASSED_ENV`] (the system's basics,
+    /// never API keys), the variables named in [`env_pass`](Self::env_pass), and these.
     pub env: BTreeMap<String, String>,
+    /// Names of this process's environment variables the child process also gets (for
+    /// example the token a server needs), beyond [`PASSED_ENV`].
+    pub env_pass: Vec<String>,
     /// How long starting the server may take: spawning it (or reaching its URL), the MCP
     /// handshake and the first listing of its tools, together.
     pub start_timeout: Duration,
@@ -97,6 +145,7 @@ impl McpServerConfig {
             name,
             transport,
             env: BTreeMap::new(),
+            env_pass: Vec::new(),
             start_timeout: DEFAULT_START_TIMEOUT,
             timeout: DEFAULT_TIMEOUT,
             tools: None,
@@ -140,6 +189,12 @@ impl McpServerConfig {
     /// Sets an environment variable of the child process.
     pub fn with_env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.env.insert(key.into(), value.into());
+        self
+    }
+
+    /// Passes this process's environment variable `name` (if set) to the child process.
+    pub fn with_env_pass(mut self, name: impl Into<String>) -> Self {
+        self.env_pass.push(name.into());
         self
     }
 

@@ -525,9 +525,9 @@ fn alive(pid: u32) -> bool {
         .is_ok_and(|s| !s[s.rfind(')').map_or(0, |i| i + 2)..].starts_with('Z'))
 }
 
-#[test]
-fn ctrl_c_during_a_tool_call_leaves_no_mcp_server_behind() {
-    let sb = Sandbox::new();
+/// `plan exec` of a one-step plan whose step is waiting on a 60 s MCP tool call to the
+/// server `spec`, and the processes of its MCP server.
+fn plan_waiting_on_a_tool(sb: &Sandbox, spec: &str) -> (std::process::Child, Vec<u32>, FakeOpenAi) {
     sb.write(
         "plan.json",
         r#"{"goal": "Wait", "steps": [{"id": "wait", "description": "Run the long operation"}]}"#,
@@ -542,7 +542,7 @@ fn ctrl_c_during_a_tool_call_leaves_no_mcp_server_behind() {
             "exec",
             "plan.json",
             "--mcp",
-            &testing::everything_spec(),
+            spec,
             "--model",
             "openai:fake-model",
             "--base-url",
@@ -559,6 +559,27 @@ fn ctrl_c_during_a_tool_call_leaves_no_mcp_server_behind() {
     std::thread::sleep(std::time::Duration::from_millis(500));
     let servers = descendants(child.id());
     assert!(!servers.is_empty(), "the MCP server runs under plan");
+    (child, servers, model)
+}
+
+/// Waits until none of `servers` is alive. Generous: only servers that never go fail the
+/// test, slow ones just take longer.
+fn assert_all_gone(servers: &[u32], after: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while servers.iter().any(|p| alive(*p)) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "MCP server processes still alive after {after}: {:?}",
+            servers.iter().filter(|p| alive(**p)).collect::<Vec<_>>()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn ctrl_c_during_a_tool_call_leaves_no_mcp_server_behind() {
+    let sb = Sandbox::new();
+    let (child, servers, _model) = plan_waiting_on_a_tool(&sb, &testing::everything_spec());
     let status = std::process::Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
@@ -571,14 +592,62 @@ fn ctrl_c_during_a_tool_call_leaves_no_mcp_server_behind() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // Generous: only servers that never go fail the test, slow ones just take longer.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while servers.iter().any(|p| alive(*p)) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "MCP server processes still alive after Ctrl-C: {:?}",
-            servers.iter().filter(|p| alive(**p)).collect::<Vec<_>>()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    assert_all_gone(&servers, "Ctrl-C");
+}
+
+/// `kill -9` gives plan no chance to clean up: the server's process group dies with it all
+/// the same (the kernel signals the guard that leads it, see plan-mcp's `child`). The
+/// server here leaves a helper process running, as servers that start others do: it would
+/// outlive plan, since it does not read the closed stdin that ends the server itself.
+#[test]
+fn kill_9_of_plan_leaves_no_mcp_server_behind() {
+    let sb = Sandbox::new();
+    let spec = format!("sh -c \"sleep 300 & exec {}\"", testing::everything_spec());
+    let (mut child, servers, _model) = plan_waiting_on_a_tool(&sb, &spec);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_all_gone(&servers, "kill -9 of plan");
+}
+
+/// A stdio MCP server gets the system's basics and what its table names, never the API
+/// keys or database password in plan's environment: its `get-env` tool prints what it got.
+#[test]
+fn mcp_servers_do_not_get_the_api_keys() {
+    let sb = Sandbox::new();
+    sb.write(
+        "plan.toml",
+        &format!(
+            "[[mcp]]\nname = \"every\"\ncommand = {}\nenv_pass = [\"PLAN_TEST_PASSED\"]\nenv = {{ PLAN_TEST_SET = \"set-in-table\" }}\n",
+            toml_string(&testing::everything_spec())
+        ),
+    );
+    sb.write(
+        "plan.json",
+        r#"{"goal": "Show the environment", "steps": [{"id": "env", "description": "Print the server's environment"}]}"#,
+    );
+    let model = tool_model("get-env", json!({}));
+    let out = output(
+        sb.plan([
+            "exec",
+            "plan.json",
+            "--model",
+            "openai:fake-model",
+            "--base-url",
+            &model.base_url(),
+            "--json",
+        ])
+        .env("OPENAI_API_KEY", "sk-test-never-leaks-0001")
+        .env("ANTHROPIC_API_KEY", "sk-ant-test-never-leaks-0002")
+        .env("PGPASSWORD", "pg-test-never-leaks-0003")
+        .env("PLAN_SERVE_TOKEN", "serve-test-never-leaks-0004")
+        .env("PLAN_TEST_PASSED", "passed-by-name"),
+    );
+    expect_code(&out, 0);
+    let report = json_of(&stdout(&out));
+    let seen = report["steps"][0]["output"].as_str().unwrap();
+    assert!(seen.contains("\"PATH\""), "{seen}");
+    assert!(seen.contains("passed-by-name"), "{seen}");
+    assert!(seen.contains("set-in-table"), "{seen}");
+    assert!(!seen.contains("never-leaks"), "{seen}");
+    assert!(!seen.contains("OPENAI_API_KEY"), "{seen}");
 }

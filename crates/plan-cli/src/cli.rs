@@ -553,10 +553,21 @@ pub struct ServeArgs {
     #[arg(long, value_name = "TOKEN")]
     pub token: Option<String>,
 
-    /// Let runs name any base_url (by default only loopback endpoints, so the server is no
-    /// proxy to other hosts)
-    #[arg(long)]
-    pub allow_base_url: bool,
+    /// An endpoint a request may name as its base_url and have the server's API keys sent
+    /// to (repeatable). Without it a request may name only loopback endpoints, which are
+    /// called with no key; anything else is refused (the server is no proxy)
+    #[arg(long, value_name = "URL")]
+    pub allow_base_url: Vec<String>,
+
+    /// A host name clients reach the server by (repeatable); requests for other names than
+    /// these and loopback get 421, which stops DNS rebinding
+    #[arg(long, value_name = "NAME")]
+    pub allow_host: Vec<String>,
+
+    /// The URL clients reach the server at (behind a proxy): its host is answered and its
+    /// pages may start, approve and cancel runs
+    #[arg(long, value_name = "URL")]
+    pub public_url: Option<String>,
 
     #[command(flatten)]
     pub model: ModelArgs,

@@ -199,6 +199,15 @@ impl ProviderConfig {
         self
     }
 
+    /// The same settings with no API key: for an endpoint the keys must not go to (a
+    /// server's client chose it). Endpoints that need a key then fail to build with
+    /// [`LlmError::MissingKey`].
+    pub fn without_keys(mut self) -> Self {
+        self.openai_api_key = None;
+        self.anthropic_api_key = None;
+        self
+    }
+
     /// Uses this flavour for `openai-compatible` specs.
     pub fn with_compatible_flavour(mut self, flavour: Flavour) -> Self {
         self.compatible_flavour = Some(flavour);

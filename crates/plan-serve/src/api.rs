@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use futures::Stream;
+use futures::{Stream, StreamExt as _};
 use plan_core::{Plan, PlanGraph, RunId};
 use plan_exec::{CancelToken, ExecError, RunReport, StoreError};
 use plan_strategies::{
@@ -38,6 +38,11 @@ impl ApiError {
             status,
             message: message.into(),
         }
+    }
+
+    /// The status.
+    pub fn status(&self) -> StatusCode {
+        self.status
     }
 
     fn bad(message: impl Into<String>) -> Self {
@@ -92,6 +97,7 @@ pub(crate) fn router(service: Arc<PlanService>) -> Router {
         .route("/", get(crate::web::index))
         .route("/runs/{id}", get(crate::web::run_page))
         .route("/runs/{id}/summary", get(crate::web::summary_fragment))
+        .route("/assets/{name}", get(crate::web::asset))
         .route("/api/runs", post(start_run).get(list_runs))
         .route("/api/runs/{id}", get(get_run))
         .route("/api/runs/{id}/events", get(events))
@@ -105,6 +111,10 @@ pub(crate) fn router(service: Arc<PlanService>) -> Router {
             auth::require_token,
         ))
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(
+            service.clone(),
+            crate::guard::guard,
+        ))
         .with_state(service)
 }
 
@@ -244,21 +254,29 @@ fn agent_for(service: &Arc<PlanService>, spec: &RunSpec) -> ApiResult<Agent> {
         .map_err(strategy_error)
 }
 
-fn check_base_url(service: &PlanService, url: Option<&str>) -> ApiResult<()> {
-    let Some(url) = url else { return Ok(()) };
-    if service.config.allow_base_url {
-        return Ok(());
+/// Whether a run may call `url`, the `base_url` its request names, and whether without
+/// the server's keys: the server's own endpoint and those the operator named
+/// (`--allow-base-url`) get the keys; another loopback endpoint is called without them;
+/// any other is refused (403), so the server is no proxy to other hosts and never sends
+/// its keys where the operator did not say.
+fn without_keys(service: &PlanService, url: Option<&str>) -> ApiResult<bool> {
+    let Some(url) = url else { return Ok(false) };
+    if service.defaults.base_url.as_deref() == Some(url) {
+        return Ok(false);
     }
     let parsed =
         url::Url::parse(url).map_err(|e| ApiError::bad(format!("base_url is not a URL: {e}")))?;
+    if service.config.base_urls.contains(&crate::endpoint(&parsed)) {
+        return Ok(false);
+    }
     let host = parsed.host_str().unwrap_or_default();
     if is_loopback_host(host) {
-        Ok(())
+        Ok(true)
     } else {
         Err(ApiError::new(
             StatusCode::FORBIDDEN,
             format!(
-                "base_url {host} is not a loopback address: this server only calls models on loopback unless started with --allow-base-url"
+                "base_url {host} is not an endpoint this server may call: the operator names those with --allow-base-url URL (loopback endpoints are called without the server's keys)"
             ),
         ))
     }
@@ -277,8 +295,9 @@ async fn start_run(
             "goal is empty: say what the run should achieve",
         ));
     }
-    check_base_url(&service, request.settings.base_url.as_deref())?;
-    let spec = spec_for(&service, &request)?;
+    let no_keys = without_keys(&service, request.settings.base_url.as_deref())?;
+    let mut spec = spec_for(&service, &request)?;
+    spec.no_keys = no_keys;
     if let Some(fleet) = &service.fleet {
         check_price(&service, &spec)?;
         // A worker plans and runs it; the id is the queued run's.
@@ -381,7 +400,14 @@ async fn events(
     State(service): State<Arc<PlanService>>,
     Path(id): Path<String>,
     headers: HeaderMap,
+    extensions: axum::http::Extensions,
 ) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
+    let client = extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
+    let slot = service
+        .streams
+        .open(client, service.config.streams_per_client)?;
     load(&service, &id).await?;
     let after = match headers.get("last-event-id") {
         Some(v) => v
@@ -403,13 +429,16 @@ async fn events(
             .clone()
             .stream(source, RunId::new(id), after, tx),
     );
-    let stream = futures::stream::unfold(rx, |mut rx| async move {
+    // The stream holds its slot until it ends; it ends when the server shuts down too.
+    let closing = service.closing.clone();
+    let stream = futures::stream::unfold((rx, slot), |(mut rx, slot)| async move {
         let entry: std::sync::Arc<plan_exec::JournalEntry> = rx.recv().await?;
         let event = SseEvent::default()
             .id(entry.seq.to_string())
             .data(entry.event.to_json_line());
-        Some((Ok(event), rx))
-    });
+        Some((Ok(event), (rx, slot)))
+    })
+    .take_until(async move { closing.cancelled().await });
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 

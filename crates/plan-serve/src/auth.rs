@@ -15,13 +15,15 @@ use crate::api::ApiError;
 /// The cookie holding the token.
 const COOKIE: &str = "plan_token";
 
-/// Compares in constant time (for equal lengths), so timing does not reveal the token.
+/// Compares the SHA-256 digests of both in constant time, so the time taken reveals
+/// neither the token nor its length.
 fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
+    use sha2::{Digest, Sha256};
+    let (a, b) = (Sha256::digest(a.as_bytes()), Sha256::digest(b.as_bytes()));
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
 }
 
 fn bearer(req: &Request) -> Option<&str> {
@@ -81,6 +83,14 @@ pub(crate) async fn require_token(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tokens_match_only_themselves() {
+        assert!(same("s3cret", "s3cret"));
+        assert!(!same("s3cret", "s3creT"));
+        assert!(!same("s3cret", "s3cret-and-more"));
+        assert!(!same("", "s3cret"));
+    }
 
     #[test]
     fn the_query_token_is_percent_decoded() {

@@ -14,6 +14,14 @@
 //! ([`PlanService::with_fleet`]), are queued in a shared store for its workers (with the
 //! `postgres` feature, `PostgresFleet` is the fleet of `plan worker`s on PostgreSQL).
 //!
+//! Every request passes the server's defences before it is routed: a `Host` allow-list
+//! (loopback names and those [`ServeConfig`] adds, against DNS rebinding), same-origin
+//! JSON for state changes (against cross-site requests riding a cookie), plain run ids, a
+//! body timeout and a bound on event streams per client; every response carries a strict
+//! Content-Security-Policy. A `base_url` a request names gets the server's keys only if the
+//! operator listed it ([`ServeConfig::with_allowed_base_url`]). [`serve_until`] shuts down
+//! gracefully on a signal, saving the runs it executes.
+//!
 //! The JSON of the API is the CLI's: `GET /api/runs/{id}` is the object `plan run --json`
 //! prints, `GET /api/runs` the list `plan runs --json` prints; errors are
 //! `{"error": "..."}`.
@@ -41,12 +49,14 @@
 mod api;
 mod auth;
 mod fleet;
+mod guard;
 mod hub;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod web;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use plan_exec::RunStore;
 use plan_strategies::{AgentFactory, RunSettings, RunSpec, Runs};
@@ -92,19 +102,35 @@ pub struct ServeConfig {
     /// from `?token=`); `None` serves without one (loopback only: the CLI refuses
     /// anything else).
     pub token: Option<String>,
-    /// Whether a run may name any `base_url` (default: loopback URLs only, so the server
-    /// cannot be used as a proxy to arbitrary hosts).
-    pub allow_base_url: bool,
+    /// The endpoints a request may name as its `base_url` and have the server's API keys
+    /// sent to (`--allow-base-url URL`). A request may also name a loopback endpoint
+    /// that is not listed: its run gets no key ([`RunSpec::no_keys`]). Any other
+    /// endpoint is refused, so the server is no proxy to other hosts.
+    pub base_urls: Vec<String>,
+    /// Host names (lowercase, no port) the server answers to besides loopback names
+    /// (`--allow-host`, the host of `--public-url`); any other `Host` gets 421.
+    pub allowed_hosts: Vec<String>,
+    /// Origins (`https://plan.example.com`) whose pages may change state besides the
+    /// server's own (the origin of `--public-url`, behind a proxy that rewrites `Host`).
+    pub public_origins: Vec<String>,
     /// The largest request body, in bytes (default 256 KiB).
     pub body_limit: usize,
+    /// How long a request body may take to arrive (default 10 s); slower gets 408.
+    pub body_timeout: std::time::Duration,
+    /// Event streams one client address may hold open at once (default 32); more get 429.
+    pub streams_per_client: usize,
 }
 
 impl Default for ServeConfig {
     fn default() -> Self {
         Self {
             token: None,
-            allow_base_url: false,
+            base_urls: Vec::new(),
+            allowed_hosts: Vec::new(),
+            public_origins: Vec::new(),
             body_limit: 256 * 1024,
+            body_timeout: std::time::Duration::from_secs(10),
+            streams_per_client: 32,
         }
     }
 }
@@ -116,11 +142,51 @@ impl ServeConfig {
         self
     }
 
-    /// Allows any `base_url` in run requests.
-    pub fn with_any_base_url(mut self, allow: bool) -> Self {
-        self.allow_base_url = allow;
+    /// Lets requests name `url` as their `base_url`, with the server's keys.
+    ///
+    /// # Errors
+    /// When `url` is not an `http(s)://` URL.
+    pub fn with_allowed_base_url(mut self, url: &str) -> Result<Self, String> {
+        let parsed = http_url(url)?;
+        self.base_urls.push(endpoint(&parsed));
+        Ok(self)
+    }
+
+    /// Answers requests for this host name too (a name clients reach the server by).
+    pub fn with_allowed_host(mut self, name: &str) -> Self {
+        let name = name.trim().trim_start_matches('[').trim_end_matches(']');
+        self.allowed_hosts.push(name.to_ascii_lowercase());
         self
     }
+
+    /// The URL clients reach the server at (behind a proxy, say): its host is answered
+    /// and its origin's pages may change state.
+    ///
+    /// # Errors
+    /// When `url` is not an `http(s)://` URL.
+    pub fn with_public_url(mut self, url: &str) -> Result<Self, String> {
+        let parsed = http_url(url)?;
+        if let Some(host) = parsed.host_str() {
+            self = self.with_allowed_host(host);
+        }
+        self.public_origins
+            .push(parsed.origin().ascii_serialization().to_ascii_lowercase());
+        Ok(self)
+    }
+}
+
+/// `url` parsed, when it is an `http(s)://` URL with a host.
+fn http_url(url: &str) -> Result<url::Url, String> {
+    let parsed = url::Url::parse(url.trim()).map_err(|e| format!("`{url}` is not a URL: {e}"))?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+        return Err(format!("`{url}` is not an http(s):// URL"));
+    }
+    Ok(parsed)
+}
+
+/// An endpoint as compared: the URL without a trailing `/`.
+pub(crate) fn endpoint(url: &url::Url) -> String {
+    url.as_str().trim_end_matches('/').to_owned()
 }
 
 /// The service: a store, how to build a run's agent from its spec, the server's default
@@ -135,12 +201,16 @@ pub struct PlanService {
     pub(crate) runs: Runs,
     pub(crate) fleet: Option<Arc<dyn Fleet>>,
     pub(crate) hub: Arc<hub::Hub>,
+    /// The event streams open per client address.
+    pub(crate) streams: Arc<guard::StreamSlots>,
+    /// Cancelled when the server shuts down: the event streams end.
+    pub(crate) closing: plan_exec::CancelToken,
 }
 
 impl std::fmt::Debug for PlanService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PlanService")
-            .field("allow_base_url", &self.config.allow_base_url)
+            .field("base_urls", &self.config.base_urls)
             .field("token", &self.config.token.as_ref().map(|_| "(set)"))
             .finish_non_exhaustive()
     }
@@ -163,6 +233,8 @@ impl PlanService {
             config,
             fleet: None,
             hub: Arc::default(),
+            streams: Arc::default(),
+            closing: plan_exec::CancelToken::new(),
         }
     }
 
@@ -186,7 +258,60 @@ impl PlanService {
 /// # Errors
 /// When the listener fails.
 pub async fn serve(listener: tokio::net::TcpListener, service: PlanService) -> std::io::Result<()> {
-    axum::serve(listener, service.router()).await
+    serve_until(listener, service, std::future::pending(), Duration::ZERO).await
+}
+
+/// Serves `service` on `listener` until `shutdown` completes (a signal), then shuts down
+/// gracefully: stops accepting connections, ends the event streams, cancels the runs
+/// running in this process (each is saved as `cancelled`, and can be resumed) and waits
+/// up to `grace` for them to be saved and for open requests to finish.
+///
+/// # Errors
+/// When the listener fails.
+pub async fn serve_until(
+    listener: tokio::net::TcpListener,
+    service: PlanService,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> std::io::Result<()> {
+    let closing = service.closing.clone();
+    let runs = service.runs.clone();
+    let app = service
+        .router()
+        .into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let server =
+        std::future::IntoFuture::into_future(axum::serve(listener, app).with_graceful_shutdown({
+            let closing = closing.clone();
+            async move {
+                shutdown.await;
+                closing.cancel();
+            }
+        }));
+    let mut server = std::pin::pin!(server);
+    let ended = tokio::select! {
+        ended = &mut server => Some(ended),
+        () = closing.cancelled() => None,
+    };
+    if !closing.is_cancelled() {
+        return ended.unwrap_or(Ok(()));
+    }
+    tracing::info!("shutting down: cancelling the runs in this server and closing streams");
+    let drained = async {
+        if ended.is_none() && tokio::time::timeout(grace, &mut server).await.is_err() {
+            tracing::warn!(
+                "requests still open after {} s: closing them",
+                grace.as_secs()
+            );
+        }
+    };
+    let ((), left) = tokio::join!(drained, runs.cancel_all_here(grace));
+    if left > 0 {
+        tracing::warn!(
+            runs = left,
+            "runs still running after the grace period; resume them with `plan resume`"
+        );
+    }
+    Ok(())
 }
 
 /// Whether `addr` is a loopback address (127.0.0.0/8, ::1, `localhost`), where serving

@@ -2,7 +2,9 @@
 //! (SVG, laid out by dependency level, one `data-step-id`/`data-status` element per step)
 //! that updates live over Server-Sent Events, a step's details on click, usage, the answer
 //! (Markdown), and approve / edit / reject while the run waits for approval. Server-rendered
-//! HTML with a little plain JavaScript; nothing is loaded from elsewhere.
+//! HTML with a little plain JavaScript, served from `/assets/` (no inline script or style,
+//! so the strict Content-Security-Policy of `guard` holds); nothing is loaded from
+//! elsewhere.
 
 use std::sync::Arc;
 
@@ -31,19 +33,46 @@ pub(crate) fn escape(text: &str) -> String {
     out
 }
 
-/// Markdown to HTML, with any raw HTML in it shown as text (a model's answer cannot inject
-/// markup or scripts).
+/// Markdown to HTML, with any raw HTML in it shown as text, and links and images kept
+/// only for `http`, `https` and `mailto` URLs (and relative ones): a model's answer, which
+/// a prompt-injected document can steer, cannot inject markup, scripts or `javascript:`
+/// links. The page's Content-Security-Policy is the second line of defence.
 pub(crate) fn markdown(text: &str) -> String {
-    use pulldown_cmark::{Event, Options, Parser, html};
-    let parser = Parser::new_ext(text, Options::ENABLE_TABLES | Options::ENABLE_STRIKETHROUGH).map(
-        |event| match event {
-            Event::Html(raw) | Event::InlineHtml(raw) => Event::Text(raw),
-            other => other,
-        },
-    );
+    use pulldown_cmark::{Event, Options, Parser, Tag, TagEnd, html};
+    let mut dropped = Vec::new();
+    let parser = Parser::new_ext(text, Options::ENABLE_TABLES | Options::ENABLE_STRIKETHROUGH)
+        .filter_map(|event| match event {
+            Event::Html(raw) | Event::InlineHtml(raw) => Some(Event::Text(raw)),
+            Event::Start(Tag::Link { ref dest_url, .. } | Tag::Image { ref dest_url, .. }) => {
+                let keep = safe_url(dest_url);
+                dropped.push(!keep);
+                keep.then_some(event)
+            }
+            Event::End(TagEnd::Link | TagEnd::Image) => {
+                let was_dropped = dropped.pop().unwrap_or(false);
+                (!was_dropped).then_some(event)
+            }
+            other => Some(other),
+        });
     let mut out = String::new();
     html::push_html(&mut out, parser);
     out
+}
+
+/// Whether a link's URL may stay a link: `http`, `https`, `mailto`, or no scheme (a
+/// relative URL). Browsers ignore tabs, newlines and leading spaces or controls in a URL,
+/// so they are ignored here too before the scheme is read.
+fn safe_url(url: &str) -> bool {
+    let cleaned: String = url.chars().filter(|c| !c.is_ascii_control()).collect();
+    let cleaned = cleaned.trim_start();
+    let scheme_end = cleaned.find([':', '/', '?', '#']);
+    match scheme_end {
+        Some(i) if cleaned[i..].starts_with(':') => {
+            let scheme = cleaned[..i].to_ascii_lowercase();
+            matches!(scheme.as_str(), "http" | "https" | "mailto")
+        }
+        _ => true,
+    }
 }
 
 const STYLE: &str = r#"
@@ -66,11 +95,36 @@ textarea { width: 100%; height: 16rem; font: 13px monospace; }
 form input[name=goal] { width: 60%; }
 "#;
 
-fn page(title: &str, body: &str) -> Html<String> {
+/// The script of `/`: the form that starts a run.
+const INDEX_JS: &str = include_str!("web/index.js");
+
+/// The script of a run's page: the live DAG, step details, approval.
+const RUN_JS: &str = include_str!("web/run.js");
+
+/// A page: its styles and scripts come from this server (`/assets/`), never inline, as
+/// the Content-Security-Policy requires.
+fn page(title: &str, body: &str, script: Option<&str>) -> Html<String> {
+    let script = script
+        .map(|s| format!("<script src=\"/assets/{s}\" defer></script>"))
+        .unwrap_or_default();
     Html(format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{}</title><style>{STYLE}</style></head><body>{body}</body></html>",
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{}</title><link rel=\"stylesheet\" href=\"/assets/style.css\">{script}</head><body>{body}</body></html>",
         escape(title)
     ))
+}
+
+/// `GET /assets/{name}`: the web view's stylesheet and scripts.
+pub(crate) async fn asset(Path(name): Path<String>) -> Response {
+    let (kind, body) = match name.as_str() {
+        "style.css" => ("text/css; charset=utf-8", STYLE),
+        "index.js" => ("text/javascript; charset=utf-8", INDEX_JS),
+        "run.js" => ("text/javascript; charset=utf-8", RUN_JS),
+        _ => {
+            return ApiError::new(StatusCode::NOT_FOUND, format!("no asset `{name}`"))
+                .into_response();
+        }
+    };
+    ([(header::CONTENT_TYPE, kind)], body).into_response()
 }
 
 /// `GET /`: the runs, and a form to start one.
@@ -101,20 +155,9 @@ pub(crate) async fn index(State(service): State<Arc<PlanService>>) -> Result<Res
 <select name="strategy"><option value="">default strategy</option><option>auto</option><option>dag</option><option>linear</option><option>adaptive</option><option>hierarchical</option><option>reflective</option></select>
 <label><input type="checkbox" name="approve"> approve the plan first</label> <button>Start</button> <span id="error"></span></form>
 <table><thead><tr><th>run</th><th>status</th><th>goal</th><th>strategy</th><th>progress</th><th>age</th></tr></thead><tbody>{rows}</tbody></table>
-<script>
-document.getElementById('start').addEventListener('submit', async (e) => {{
-  e.preventDefault();
-  const f = e.target;
-  const body = {{ goal: f.goal.value }};
-  if (f.strategy.value) body.strategy = f.strategy.value;
-  if (f.approve.checked) body.approve = true;
-  const r = await fetch('/api/runs', {{ method: 'POST', headers: {{ 'content-type': 'application/json' }}, body: JSON.stringify(body) }});
-  const v = await r.json();
-  if (r.ok) location.href = '/runs/' + v.run_id; else document.getElementById('error').textContent = v.error;
-}});
-</script>"#
+"#
     );
-    Ok(page("plan: runs", &body).into_response())
+    Ok(page("plan: runs", &body, Some("index.js")).into_response())
 }
 
 fn age_text(secs: u64) -> String {
@@ -256,62 +299,12 @@ pub(crate) async fn run_page(
     let body = format!(
         r#"<p><a href="/">all runs</a></p>
 <h1>{goal}</h1>
-<p>run <code>{id}</code> · <span id="run-status" class="status st-{st}" data-status="{st}">{st}</span> · {strategy} · {model}</p>
+<p id="run" data-run-id="{id}">run <code>{id}</code> · <span id="run-status" class="status st-{st}" data-status="{st}">{st}</span> · {strategy} · {model}</p>
 {approval}
 {svg}
 <h2>Step</h2><div id="details">Click a step to see its output, attempts, error and timing.</div>
 <div id="summary">{summary}</div>
-<script>
-const runId = {id_json};
-let steps = {steps_json};
-const byId = () => Object.fromEntries(steps.map(s => [s.id, s]));
-function show(id) {{
-  const s = byId()[id] || {{ id, status: 'pending', attempts: 0 }};
-  const lines = [`${{s.id}}: ${{s.status}}, ${{s.attempts}} attempt(s)`];
-  if (s.duration_ms != null) lines.push(`took ${{(s.duration_ms / 1000).toFixed(1)}} s`);
-  if (s.error) lines.push(`error: ${{s.error}}`);
-  if (s.output) lines.push('', s.output);
-  document.getElementById('details').textContent = lines.join('\n');
-}}
-document.querySelectorAll('.step').forEach(g => g.addEventListener('click', () => show(g.dataset.stepId)));
-function mark(step, status) {{
-  const g = document.querySelector(`.step[data-step-id="${{CSS.escape(step)}}"]`);
-  if (g) g.setAttribute('data-status', status);
-}}
-async function refresh() {{
-  const r = await fetch(`/api/runs/${{runId}}`);
-  if (!r.ok) return;
-  const report = await r.json();
-  steps = report.steps;
-  for (const s of steps) mark(s.id, s.status);
-  const st = document.getElementById('run-status');
-  st.textContent = report.status; st.dataset.status = report.status; st.className = `status st-${{report.status}}`;
-  const f = await fetch(`/runs/${{runId}}/summary`);
-  if (f.ok) document.getElementById('summary').innerHTML = await f.text();
-}}
-const live = new EventSource(`/api/runs/${{runId}}/events`);
-live.onmessage = (m) => {{
-  const e = JSON.parse(m.data);
-  if (e.event === 'step_started') mark(e.step, 'running');
-  else if (e.event === 'step_completed') mark(e.step, 'completed');
-  else if (e.event === 'step_failed' && !e.retrying) mark(e.step, 'failed');
-  else if (e.event === 'plan_created' || e.event === 'replanned') {{ if (!document.querySelector('.step')) location.reload(); }}
-  if (e.event === 'run_finished') {{ live.close(); refresh(); }}
-}};
-live.onerror = () => {{ live.close(); refresh(); }};
-async function answer(path, body) {{
-  const r = await fetch(`/api/runs/${{runId}}/${{path}}`, {{ method: 'POST', headers: {{ 'content-type': 'application/json' }}, body: JSON.stringify(body) }});
-  if (r.ok) location.reload(); else document.getElementById('approval-error').textContent = (await r.json()).error;
-}}
-const on = (id, f) => {{ const b = document.getElementById(id); if (b) b.addEventListener('click', f); }};
-on('approve', () => answer('approve', {{}}));
-on('reject', () => answer('reject', {{}}));
-on('approve-edited', () => {{
-  let plan; try {{ plan = JSON.parse(document.getElementById('plan-json').value); }}
-  catch (err) {{ document.getElementById('approval-error').textContent = 'not JSON: ' + err.message; return; }}
-  answer('approve', {{ plan }});
-}});
-</script>"#,
+<script type="application/json" id="steps">{steps_json}</script>"#,
         goal = escape(&report.goal),
         id = escape(&id),
         st = report.status.as_str(),
@@ -319,13 +312,58 @@ on('approve-edited', () => {{
         model = escape(report.model.as_deref().unwrap_or("-")),
         svg = svg(&report),
         summary = summary(&report),
-        id_json = serde_json::to_string(&id).unwrap_or_default(),
         steps_json = steps_json.replace("</", "<\\/"),
     );
-    let mut response = page(&format!("plan: {}", report.goal), &body).into_response();
+    let mut response =
+        page(&format!("plan: {}", report.goal), &body, Some("run.js")).into_response();
     response.headers_mut().insert(
         header::CACHE_CONTROL,
         header::HeaderValue::from_static("no-store"),
     );
     Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_keep_only_safe_links_and_no_markup() {
+        let html = markdown(
+            "[docs](https://example.com/a) [mail](mailto:a@b.c) [here](/runs/x) \
+             [bad](javascript:alert(1)) [tabbed](java\tscript:alert(2)) \
+             [upper](JAVASCRIPT:alert(3)) [data](data:text/html,<b>x</b>) \
+             <javascript:alert(4)> ![img](javascript:alert(5)) <script>alert(6)</script>",
+        );
+        assert!(
+            html.contains(r#"<a href="https://example.com/a">docs</a>"#),
+            "{html}"
+        );
+        assert!(
+            html.contains(r#"<a href="mailto:a@b.c">mail</a>"#),
+            "{html}"
+        );
+        assert!(html.contains(r#"<a href="/runs/x">here</a>"#), "{html}");
+        for text in ["bad", "tabbed", "upper", "data", "img"] {
+            assert!(html.contains(text), "{text} is kept as text: {html}");
+        }
+        assert!(
+            !html.to_ascii_lowercase().contains("href=\"javascript"),
+            "{html}"
+        );
+        assert!(!html.contains("href=\"data"), "{html}");
+        assert!(!html.contains("<img"), "{html}");
+        assert!(!html.contains("<script"), "{html}");
+        assert!(html.contains("&lt;script&gt;"), "{html}");
+    }
+
+    #[test]
+    fn urls_without_a_scheme_are_relative() {
+        assert!(safe_url("page#part"));
+        assert!(safe_url("/a:b"));
+        assert!(safe_url("?q=a:b"));
+        assert!(!safe_url(" \u{1}javascript:x"));
+        assert!(!safe_url("vbscript:x"));
+        assert!(safe_url("HTTPS://example.com"));
+    }
 }

@@ -27,13 +27,22 @@ fn on(fake: &FakeOpenAi) -> RunSpec {
 
 /// A server on loopback over a fresh store with `defaults`; its base URL.
 async fn serve(defaults: RunSpec, fleet: Option<Arc<dyn Fleet>>) -> (String, tempfile::TempDir) {
+    serve_with(defaults, fleet, ServeConfig::default()).await
+}
+
+/// As [`serve`], with this configuration.
+async fn serve_with(
+    defaults: RunSpec,
+    fleet: Option<Arc<dyn Fleet>>,
+    config: ServeConfig,
+) -> (String, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(SqliteStore::open(dir.path().join("runs.sqlite")).unwrap());
     let runtime = Runtime::new(
         ProviderRegistry::builtin(),
         ProviderConfig::from_vars([("OPENAI_API_KEY", "sk-test")]),
     );
-    let mut service = PlanService::new(store, Arc::new(runtime), defaults, ServeConfig::default());
+    let mut service = PlanService::new(store, Arc::new(runtime), defaults, config);
     if let Some(fleet) = fleet {
         service = service.with_fleet(fleet);
     }
@@ -89,6 +98,60 @@ async fn finished_report(base: &str, id: &str) -> Value {
         .json()
         .await
         .unwrap()
+}
+
+/// The server's key goes to its own endpoint and to those the operator named; a loopback
+/// endpoint a client chose gets a run with no key, and the spec of that run says so (so
+/// a worker or a resume does not send one either).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_chosen_endpoint_never_gets_the_servers_key() {
+    let own = fake_model().await;
+    let chosen = fake_model().await;
+    let (base, _dir) = serve(on(&own), None).await;
+    let (code, v) = post(&base, json!({"goal": "Two parts"})).await;
+    assert_eq!(code, 201, "{v}");
+    finished_report(&base, v["run_id"].as_str().unwrap()).await;
+    assert!(
+        own.requests()
+            .iter()
+            .all(|r| r.authorization.as_deref() == Some("Bearer sk-test")),
+        "the server's own endpoint gets its key"
+    );
+    let (code, v) = post(
+        &base,
+        json!({"goal": "Two parts", "base_url": chosen.base_url()}),
+    )
+    .await;
+    assert_eq!(code, 201, "{v}");
+    let report = finished_report(&base, v["run_id"].as_str().unwrap()).await;
+    assert_eq!(report["status"], "succeeded", "{report}");
+    let seen = chosen.requests();
+    assert!(!seen.is_empty());
+    assert!(
+        seen.iter().all(|r| r.authorization.is_none()),
+        "{:?}",
+        seen.iter().map(|r| &r.authorization).collect::<Vec<_>>()
+    );
+
+    // Named by the operator: the key goes there.
+    let named = fake_model().await;
+    let config = ServeConfig::default()
+        .with_allowed_base_url(&named.base_url())
+        .unwrap();
+    let (base, _dir) = serve_with(on(&own), None, config).await;
+    let (code, v) = post(
+        &base,
+        json!({"goal": "Two parts", "base_url": named.base_url()}),
+    )
+    .await;
+    assert_eq!(code, 201, "{v}");
+    finished_report(&base, v["run_id"].as_str().unwrap()).await;
+    assert!(
+        named
+            .requests()
+            .iter()
+            .all(|r| r.authorization.as_deref() == Some("Bearer sk-test"))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -224,4 +287,14 @@ async fn on_a_fleet_the_queued_run_carries_the_requested_budget() {
         "{v}"
     );
     assert!(queue.0.lock().unwrap().is_empty(), "nothing was queued");
+
+    // A loopback endpoint the client chose is queued with no key for the worker to use.
+    let (code, v) = post(
+        &base,
+        json!({"goal": "Two parts", "base_url": "http://127.0.0.1:9/v1"}),
+    )
+    .await;
+    assert_eq!(code, 201, "{v}");
+    let record = queue.0.lock().unwrap().pop().unwrap();
+    assert!(RunSpec::from_record(&record).unwrap().no_keys);
 }

@@ -477,6 +477,43 @@ impl Runs {
         })
     }
 
+    /// Cancels every run registered as running in this process (a server shutting
+    /// down), and waits up to `within` for each to stop and unregister: each is saved
+    /// as `cancelled` by its own task, and can be resumed. Returns how many were still
+    /// registered at the deadline.
+    pub async fn cancel_all_here(&self, within: Duration) -> usize {
+        let deadline = tokio::time::Instant::now() + within;
+        let registered = || {
+            self.live
+                .runs
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .len()
+        };
+        {
+            let runs = self
+                .live
+                .runs
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            for (_, token) in runs.values() {
+                token.cancel();
+            }
+        }
+        loop {
+            let released = self.live.released.notified();
+            let mut released = std::pin::pin!(released);
+            released.as_mut().enable();
+            let left = registered();
+            if left == 0 {
+                return 0;
+            }
+            if tokio::time::timeout_at(deadline, released).await.is_err() {
+                return registered();
+            }
+        }
+    }
+
     /// Whether `run` is registered as running in this process.
     pub fn is_running_here(&self, run: &RunId) -> bool {
         self.live.get(run).is_some()

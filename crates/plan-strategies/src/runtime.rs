@@ -220,7 +220,7 @@ impl Runtime {
     /// # Errors
     /// [`RuntimeError::Model`].
     pub fn provider(&self, spec: &RunSpec) -> Result<Arc<dyn Provider>, RuntimeError> {
-        self.build_model(&spec.model, spec.base_url.as_deref())
+        self.build_model(&spec.model, spec.base_url.as_deref(), spec.no_keys)
     }
 
     /// The step cap a run of `spec` plans with (`None`: the planner's default).
@@ -231,10 +231,13 @@ impl Runtime {
         })
     }
 
+    /// The provider of `model`, at `base_url` if given, with this runtime's keys unless
+    /// `no_keys` (see [`RunSpec::no_keys`]).
     fn build_model(
         &self,
         model: &str,
         base_url: Option<&str>,
+        no_keys: bool,
     ) -> Result<Arc<dyn Provider>, RuntimeError> {
         let error = |source| RuntimeError::Model {
             model: model.to_owned(),
@@ -243,6 +246,9 @@ impl Runtime {
         let parsed = ModelSpec::parse(model).map_err(error)?;
         self.providers.check(&parsed).map_err(error)?;
         let mut config = self.config.clone();
+        if no_keys {
+            config = config.without_keys();
+        }
         if let Some(url) = base_url {
             config = config.with_base_url(url.to_owned());
         }
@@ -308,7 +314,7 @@ impl Runtime {
     fn build_agent(&self, spec: &RunSpec) -> Result<AgentBuilder, RuntimeError> {
         let strategy = self.strategies.get(&spec.strategy)?;
         let meter = self.meter(spec)?;
-        let provider = self.build_model(&spec.model, spec.base_url.as_deref())?;
+        let provider = self.build_model(&spec.model, spec.base_url.as_deref(), spec.no_keys)?;
         let provider: Arc<dyn Provider> = match &meter {
             Some(meter) => Arc::new(provider.with_usage_meter(meter)),
             None => provider,
@@ -318,11 +324,14 @@ impl Runtime {
         let resolver = {
             let runtime = self.clone();
             let meter = meter.clone();
+            let no_keys = spec.no_keys;
             move |model: &str| -> Result<Arc<dyn Provider>, LlmError> {
-                let provider = runtime.build_model(model, None).map_err(|e| match e {
-                    RuntimeError::Model { source, .. } => source,
-                    other => LlmError::Config(other.to_string()),
-                })?;
+                let provider = runtime
+                    .build_model(model, None, no_keys)
+                    .map_err(|e| match e {
+                        RuntimeError::Model { source, .. } => source,
+                        other => LlmError::Config(other.to_string()),
+                    })?;
                 let provider: Arc<dyn Provider> = match &meter {
                     Some(meter) => Arc::new(provider.with_usage_meter(meter)),
                     None => provider,

@@ -42,6 +42,10 @@ pub struct RunSpec {
     pub model: String,
     /// The provider endpoint, when not the provider's own (no user info, no query).
     pub base_url: Option<String>,
+    /// The run's models get no API key from the process that runs them: a server's client
+    /// chose the endpoint, and the operator did not name it as one the keys may go to.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub no_keys: bool,
     /// The run's limits.
     pub limits: RunLimits,
     /// What waits for a person's approval.
@@ -232,6 +236,7 @@ impl Default for RunSpec {
             strategy: "auto".to_owned(),
             model: "local".to_owned(),
             base_url: None,
+            no_keys: false,
             limits: RunLimits::default(),
             approve: Approval::None,
             budget: Budget::default(),

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use plan_serve::{PlanService, PostgresFleet, ServeConfig, is_loopback_host};
 
@@ -39,9 +40,15 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         StoreSpec::Postgres(url) => Some(postgres_fleet(url).await?),
         StoreSpec::Sqlite(_) => None,
     };
-    let mut config = ServeConfig::default().with_any_base_url(args.allow_base_url);
-    if let Some(token) = token {
-        config = config.with_token(token);
+    let mut config = serve_config(&args, token)?;
+    let ip = addr.ip();
+    if !ip.is_unspecified() && !ip.is_loopback() {
+        // Clients reach a server bound to one address by that address.
+        config = config.with_allowed_host(&ip.to_string());
+    } else if ip.is_unspecified() && args.allow_host.is_empty() && args.public_url.is_none() {
+        eprintln!(
+            "plan serve: note: only requests for loopback names are answered; give --allow-host NAME (or --public-url URL) for the names clients use"
+        );
     }
     let mut service = PlanService::new(store, Arc::new(runtime), defaults, config);
     let on_fleet = fleet.is_some();
@@ -64,6 +71,55 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .await
         .map_err(|e| anyhow::anyhow!("plan serve: {e}"))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// How long a stopping server waits for its runs to be saved and its requests to end:
+/// within the 10 s a container runtime gives before it kills.
+const GRACE: Duration = Duration::from_secs(8);
+
+/// Until SIGTERM or Ctrl-C (SIGINT).
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut term) = signal(SignalKind::terminate()) else {
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    eprintln!(
+        "plan serve: stopping: cancelling the runs in this server (resume them with `plan resume`) and closing streams"
+    );
+}
+
+/// The server's configuration from the flags: the token, the endpoints requests may
+/// name, the host names it answers to.
+fn serve_config(args: &ServeArgs, token: Option<String>) -> anyhow::Result<ServeConfig> {
+    let mut config = ServeConfig::default();
+    if let Some(token) = token {
+        config = config.with_token(token);
+    }
+    for url in &args.allow_base_url {
+        config = config
+            .with_allowed_base_url(url)
+            .map_err(|e| Usage::new(format!("--allow-base-url: {e}")))?;
+    }
+    for host in &args.allow_host {
+        config = config.with_allowed_host(host);
+    }
+    if let Some(url) = &args.public_url {
+        config = config
+            .with_public_url(url)
+            .map_err(|e| Usage::new(format!("--public-url: {e}")))?;
+    }
+    Ok(config)
 }
 
 /// The fleet of `plan worker`s on the PostgreSQL store at `url`: each run request is

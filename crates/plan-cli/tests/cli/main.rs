@@ -25,6 +25,7 @@ mod research_eval;
 mod run;
 mod run_settings;
 mod sandbox;
+mod security;
 mod serve;
 mod spec;
 mod store;

@@ -60,6 +60,8 @@ pub struct FakeRequest {
     pub body: Value,
     /// When it arrived, since the server started.
     pub arrived: Duration,
+    /// The `Authorization` header, if one was sent (`Bearer KEY`).
+    pub authorization: Option<String>,
 }
 
 impl FakeRequest {
@@ -90,6 +92,7 @@ impl FakeRequest {
             stream: body.get("stream").and_then(Value::as_bool).unwrap_or(false),
             body,
             arrived,
+            authorization: None,
         }
     }
 
@@ -423,7 +426,11 @@ impl Drop for InFlight<'_> {
     }
 }
 
-async fn chat(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+async fn chat(
+    State(shared): State<Arc<Shared>>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> Response {
     let body: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
         Err(e) => {
@@ -431,6 +438,10 @@ async fn chat(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
         }
     };
     let mut request = FakeRequest::from_body(body, shared.started.elapsed());
+    request.authorization = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let text = request.text();
     let (key, rule, latency) = {
         let config = shared.config();

@@ -1,0 +1,50 @@
+// A run's page: the live DAG, a step's details on click, the summary, approval.
+const runId = document.getElementById('run').dataset.runId;
+let steps = JSON.parse(document.getElementById('steps').textContent);
+const byId = () => Object.fromEntries(steps.map(s => [s.id, s]));
+function show(id) {
+  const s = byId()[id] || { id, status: 'pending', attempts: 0 };
+  const lines = [`${s.id}: ${s.status}, ${s.attempts} attempt(s)`];
+  if (s.duration_ms != null) lines.push(`took ${(s.duration_ms / 1000).toFixed(1)} s`);
+  if (s.error) lines.push(`error: ${s.error}`);
+  if (s.output) lines.push('', s.output);
+  document.getElementById('details').textContent = lines.join('\n');
+}
+document.querySelectorAll('.step').forEach(g => g.addEventListener('click', () => show(g.dataset.stepId)));
+function mark(step, status) {
+  const g = document.querySelector(`.step[data-step-id="${CSS.escape(step)}"]`);
+  if (g) g.setAttribute('data-status', status);
+}
+async function refresh() {
+  const r = await fetch(`/api/runs/${runId}`);
+  if (!r.ok) return;
+  const report = await r.json();
+  steps = report.steps;
+  for (const s of steps) mark(s.id, s.status);
+  const st = document.getElementById('run-status');
+  st.textContent = report.status; st.dataset.status = report.status; st.className = `status st-${report.status}`;
+  const f = await fetch(`/runs/${runId}/summary`);
+  if (f.ok) document.getElementById('summary').innerHTML = await f.text();
+}
+const live = new EventSource(`/api/runs/${runId}/events`);
+live.onmessage = (m) => {
+  const e = JSON.parse(m.data);
+  if (e.event === 'step_started') mark(e.step, 'running');
+  else if (e.event === 'step_completed') mark(e.step, 'completed');
+  else if (e.event === 'step_failed' && !e.retrying) mark(e.step, 'failed');
+  else if (e.event === 'plan_created' || e.event === 'replanned') { if (!document.querySelector('.step')) location.reload(); }
+  if (e.event === 'run_finished') { live.close(); refresh(); }
+};
+live.onerror = () => { live.close(); refresh(); };
+async function answer(path, body) {
+  const r = await fetch(`/api/runs/${runId}/${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  if (r.ok) location.reload(); else document.getElementById('approval-error').textContent = (await r.json()).error;
+}
+const on = (id, f) => { const b = document.getElementById(id); if (b) b.addEventListener('click', f); };
+on('approve', () => answer('approve', {}));
+on('reject', () => answer('reject', {}));
+on('approve-edited', () => {
+  let plan; try { plan = JSON.parse(document.getElementById('plan-json').value); }
+  catch (err) { document.getElementById('approval-error').textContent = 'not JSON: ' + err.message; return; }
+  answer('approve', { plan });
+});

@@ -285,6 +285,50 @@ impl RunSpec {
         if self.budget.tokens == Some(0) {
             return invalid("budget_tokens", "0".into(), "must be at least 1");
         }
+        // Upper bounds: beyond them a value is a slip of the keyboard, not a plan.
+        let too_big: [(&'static str, u64, u64, &'static str); 6] = [
+            (
+                "concurrency",
+                l.concurrency as u64,
+                1024,
+                "must be at most 1024",
+            ),
+            (
+                "max_steps",
+                l.max_steps.unwrap_or(0) as u64,
+                10_000,
+                "must be at most 10000",
+            ),
+            (
+                "max_depth",
+                u64::from(l.max_depth),
+                10,
+                "must be at most 10",
+            ),
+            (
+                "max_replans",
+                u64::from(l.max_replans),
+                100,
+                "must be at most 100",
+            ),
+            (
+                "reflection_rounds",
+                u64::from(l.reflection_rounds),
+                10,
+                "must be at most 10",
+            ),
+            (
+                "step_timeout_secs",
+                l.step_timeout_secs.unwrap_or(0),
+                86_400,
+                "must be at most 86400 (a day)",
+            ),
+        ];
+        for (field, value, most, why) in too_big {
+            if value > most {
+                return invalid(field, value.to_string(), why);
+            }
+        }
         if let Some(usd) = self.budget.usd
             && !(usd.is_finite() && usd > 0.0)
         {
@@ -876,6 +920,20 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("max_steps")
+        );
+        let mut spec = RunSpec::default();
+        spec.limits.concurrency = 1_000_000;
+        assert_eq!(
+            spec.validate().unwrap_err().to_string(),
+            "concurrency = 1000000: must be at most 1024"
+        );
+        let mut spec = RunSpec::default();
+        spec.limits.max_depth = 50;
+        assert!(
+            spec.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("max_depth = 50")
         );
     }
 

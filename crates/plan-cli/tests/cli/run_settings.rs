@@ -51,6 +51,10 @@ fn a_token_budget_in_a_run_request_stops_the_run_and_nonsense_is_named() {
         (json!({"goal": "g", "max_replans": -1}), "max_replans = -1"),
         (json!({"goal": "g", "concurrency": 0}), "concurrency = 0"),
         (
+            json!({"goal": "g", "step_timeout_secs": 10_000_000}),
+            "step_timeout_secs = 10000000: must be at most 86400",
+        ),
+        (
             json!({"goal": "g", "max_step": 3}),
             "`max_step` is not a run setting (did you mean `max_steps`?)",
         ),

@@ -101,6 +101,7 @@ fn nonsense_settings_are_refused_naming_the_value() {
     for (toml, named) in [
         ("max_steps = 0\n", "max_steps = 0"),
         ("budget_usd = -5\n", "budget_usd = -5"),
+        ("max_depth = 500\n", "max_depth = 500: must be at most 10"),
     ] {
         sb.write("plan.toml", toml);
         let out = output(&mut sb.plan(["run", "a goal"]));
@@ -111,4 +112,11 @@ fn nonsense_settings_are_refused_naming_the_value() {
     let out = output(&mut sb.plan(["run", "a goal", "--budget-usd", "-5"]));
     expect_code(&out, 2);
     assert!(stderr(&out).contains("-5"), "{}", stderr(&out));
+    let out = output(&mut sb.plan(["run", "a goal", "--concurrency", "100000"]));
+    expect_code(&out, 2);
+    assert!(
+        stderr(&out).contains("concurrency = 100000: must be at most 1024"),
+        "{}",
+        stderr(&out)
+    );
 }

@@ -513,6 +513,10 @@ fn accepted(id: &str, status: &str) -> Response {
         .into_response()
 }
 
+/// How long a resume on a fleet waits for the holder of a run that has just ended to
+/// give up its lease.
+const LETTING_GO: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// `POST /api/runs/{id}/resume`: continues a run that stopped (a crash, a cancellation).
 async fn resume(
     State(service): State<Arc<PlanService>>,
@@ -527,7 +531,16 @@ async fn resume(
     match &service.fleet {
         // A worker continues it from its journal.
         Some(fleet) => {
-            if fleet.requeue(&rid).await.map_err(ApiError::internal)? {
+            // A holder that has just ended the run (cancelled, failed) lets go of its
+            // lease a moment after its status is stored: give it that moment.
+            let ended = run.stored.status.is_terminal();
+            let deadline = tokio::time::Instant::now() + LETTING_GO;
+            let mut queued = fleet.requeue(&rid).await.map_err(ApiError::internal)?;
+            while !queued && ended && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                queued = fleet.requeue(&rid).await.map_err(ApiError::internal)?;
+            }
+            if queued {
                 Ok(accepted(&id, "queued"))
             } else {
                 Err(ApiError::new(

@@ -42,7 +42,7 @@ const AFTER_LONG_HELP: &str = "Examples:
 Configuration:
   Defaults come from plan.toml in the working directory, then from plan/plan.toml in the
   user config directory; flags override them. Keys: model, base_url, strategy, concurrency,
-  sandbox, store, max_replans, max_depth, max_steps, budget_tokens, budget_usd,
+  sandbox, store, retention, max_replans, max_depth, max_steps, budget_tokens, budget_usd,
   [prices.\"provider:model\"] tables, and [[mcp]] tables
   (name, command or url, env, start_timeout_secs, timeout_secs, tools) of MCP servers whose
   tools runs may use.
@@ -121,10 +121,14 @@ plan worker --store postgres://plan@db/plan --concurrency 8 --name gpu-box-1")]
 plan reject 1m931ebcanh4d --reason \"too many steps\"")]
     Reject(RejectArgs),
 
-    /// List recent runs, one line each, the run id first
-    #[command(after_help = "Examples:\n  \
+    /// List recent runs, one line each, the run id first; `plan runs prune` deletes old ones
+    #[command(
+        args_conflicts_with_subcommands = true,
+        after_help = "Examples:\n  \
 plan runs\n  \
-plan runs --json")]
+plan runs --json\n  \
+plan runs prune --older-than 30d --dry-run"
+    )]
     Runs(RunsArgs),
 
     /// Show a run: the plan tree with statuses, outputs, timings and usage
@@ -729,6 +733,65 @@ pub struct RunsArgs {
     /// List at most N runs, newest first
     #[arg(long, value_name = "N", default_value_t = 20)]
     pub limit: usize,
+
+    /// What to do with the runs instead of listing them
+    #[command(subcommand)]
+    pub action: Option<RunsCommand>,
+}
+
+/// `plan runs ...`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum RunsCommand {
+    /// Delete ended runs not active for longer than --older-than, with everything stored
+    /// about them
+    #[command(
+        long_about = "Delete ended runs not active for longer than --older-than, with \
+everything stored about them.\n\n\
+A run's last activity is the last time its status, a plan or a step output was written \
+(for an ended run, when it ended), as the age `plan runs` shows. Each run goes with its plans, events \
+and step outputs (and, on PostgreSQL, its leases, step tasks and usage ledger), all in one \
+transaction.\n\n\
+Deleted: succeeded, failed, cancelled and rejected runs. Always kept: queued, running and \
+awaiting_approval runs, however old (a run still listed as running after its process died \
+is kept until it is resumed and ends), and on PostgreSQL a run whose lease a process still \
+holds. --keep-failed also keeps failed and cancelled runs (cancelled is how an \
+interrupted run ends; both can be looked into or resumed).",
+        after_help = "Examples:\n  \
+plan runs prune --older-than 30d --dry-run\n  \
+plan runs prune --older-than 12h --keep-failed\n  \
+plan runs prune --older-than 90m --store postgres://plan@db/plan --json"
+    )]
+    Prune(PruneArgs),
+}
+
+/// `plan runs prune`.
+#[derive(Debug, Clone, Args)]
+pub struct PruneArgs {
+    /// Delete ended runs whose last activity is older than this: a whole number and a
+    /// unit, s, m, h, d or w (90m, 12h, 30d)
+    #[arg(long, value_name = "DURATION", value_parser = age)]
+    pub older_than: std::time::Duration,
+
+    /// Keep failed and cancelled runs (delete only succeeded and rejected ones)
+    #[arg(long)]
+    pub keep_failed: bool,
+
+    /// List the runs that would be deleted, and delete nothing
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Run store: a SQLite file or a postgres:// URL [default: plan/runs.sqlite in the user data directory]
+    #[arg(long, value_name = "PATH|URL")]
+    pub store: Option<PathBuf>,
+
+    /// Print one JSON object instead of lines
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// An age: `30d`, `12h`, `90m`.
+fn age(s: &str) -> Result<std::time::Duration, String> {
+    plan_exec::parse_age(s)
 }
 
 /// `plan show`.

@@ -46,6 +46,10 @@ pub struct FileConfig {
     pub budget_tokens: Option<u64>,
     /// Spending limit of a run, in US dollars.
     pub budget_usd: Option<f64>,
+    /// How long `plan serve` and `plan worker` keep ended runs after their last activity
+    /// (`30d`, `12h`, `90m`), pruning the store at start and then hourly; unset, runs are
+    /// kept until `plan runs prune` deletes them.
+    pub retention: Option<String>,
     /// Prices per model spec (`[prices."openai:gpt-4o-mini"]` with `input_per_mtok` and
     /// `output_per_mtok`), overriding the built-in list prices.
     #[serde(default)]
@@ -171,7 +175,7 @@ impl FileConfig {
                 ""
             };
             Usage::new(format!(
-                "invalid configuration file {}: {}{hint}\n  allowed keys: model, base_url, strategy, concurrency, sandbox, store, max_replans, max_depth, max_steps, budget_tokens, budget_usd, [prices.\"provider:model\"] (input_per_mtok, output_per_mtok), [[mcp]] (name, command, url, env, timeout_secs, start_timeout_secs, tools)",
+                "invalid configuration file {}: {}{hint}\n  allowed keys: model, base_url, strategy, concurrency, sandbox, store, max_replans, max_depth, max_steps, budget_tokens, budget_usd, retention, [prices.\"provider:model\"] (input_per_mtok, output_per_mtok), [[mcp]] (name, command, url, env, env_pass, timeout_secs, start_timeout_secs, tools)",
                 path.display(),
                 message.trim_end()
             ))
@@ -196,6 +200,13 @@ impl FileConfig {
                 ))
                 .into());
             }
+        }
+        if let Some(Err(why)) = config.retention.as_deref().map(plan_exec::parse_age) {
+            return Err(Usage::new(format!(
+                "invalid configuration file {}: retention: {why}",
+                path.display()
+            ))
+            .into());
         }
         if let Err(e) = config.check_values() {
             return Err(Usage::new(format!(
@@ -251,6 +262,7 @@ impl FileConfig {
             max_steps: self.max_steps.or(lower.max_steps),
             budget_tokens: self.budget_tokens.or(lower.budget_tokens),
             budget_usd: self.budget_usd.or(lower.budget_usd),
+            retention: self.retention.or(lower.retention),
             prices: {
                 let mut prices = lower.prices;
                 prices.extend(self.prices);
@@ -334,6 +346,8 @@ pub struct Settings {
     pub budget_tokens: Option<u64>,
     /// Spending limit in dollars, when set.
     pub budget_usd: Option<f64>,
+    /// How long `plan serve` and `plan worker` keep ended runs (`retention`), when set.
+    pub retention: Option<std::time::Duration>,
     /// What the model's tokens cost: `[prices]` in plan.toml, else the list price of a
     /// well-known hosted model on its own API, else unknown.
     pub price: Option<Price>,
@@ -469,6 +483,11 @@ impl Settings {
             max_steps: flags.planning.max_steps.or(file.max_steps),
             budget_tokens: flags.model.budget_tokens.or(file.budget_tokens),
             budget_usd: flags.model.budget_usd.or(file.budget_usd),
+            // Checked when the file was read.
+            retention: file
+                .retention
+                .as_deref()
+                .and_then(|r| plan_exec::parse_age(r).ok()),
             price,
             mcp: file.mcp.iter().filter_map(|t| t.to_config().ok()).collect(),
             prices: file.prices,
@@ -743,5 +762,35 @@ mod tests {
                 .to_string();
             assert!(e.contains(named), "{text}: {e}");
         }
+    }
+
+    #[test]
+    fn retention_is_an_age_and_nonsense_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let local = write(dir.path(), "plan.toml", "retention = \"30d\"\n");
+        let sources = Sources {
+            local_file: Some(local),
+            data_dir: Some(dir.path().join("data")),
+            ..Sources::default()
+        };
+        let settings = Settings::resolve(&sources, &Overrides::default()).unwrap();
+        assert_eq!(
+            settings.retention,
+            Some(std::time::Duration::from_secs(30 * 86_400))
+        );
+        for bad in ["thirty days", "30", "0d", "-1d"] {
+            let e =
+                FileConfig::parse(&format!("retention = \"{bad}\""), Path::new("p")).unwrap_err();
+            let text = e.to_string();
+            assert!(
+                e.downcast_ref::<Usage>().is_some(),
+                "{bad}: not a usage error"
+            );
+            assert!(
+                text.contains("retention") && text.contains(bad),
+                "{bad}: {text}"
+            );
+        }
+        assert!(FileConfig::parse("retention = 30", Path::new("p")).is_err());
     }
 }

@@ -351,6 +351,26 @@ impl DrivingStore {
         })
     }
 
+    /// When the run stopped because its database stayed unreachable for longer than the
+    /// store waits: the run's report as this process knows it, ended as interrupted
+    /// (the database still says `running`, and the run is continued with `plan resume`
+    /// once it is back), and what happened.
+    pub fn outage(&self, error: &StrategyError) -> Option<(plan_exec::RunReport, String)> {
+        let down = plan_postgres::Unreachable::find(error)?;
+        let store = self.driver.as_ref()?.store();
+        let run = store.held_leases().into_iter().next()?.run;
+        let mut stored = store.journal_copy(&run)?;
+        let why = format!(
+            "the database ({}) was unreachable for {} s, longer than the {} s a run waits for it: run {run} stopped here, with the steps it finished before the outage saved",
+            down.server,
+            down.down_for.as_secs(),
+            store.outage_bound().as_secs()
+        );
+        stored.status = plan_core::RunStatus::Cancelled;
+        stored.failure = Some(why.clone());
+        Some((plan_exec::RunReport::from_stored(&stored), why))
+    }
+
     /// Takes `run` over for this process before continuing it: on a shared store it must
     /// not be held by a live process (a worker, another `plan run`), or two would run it.
     ///

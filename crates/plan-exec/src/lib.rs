@@ -101,8 +101,9 @@ pub use session::{ResumePoint, RunSession, SessionBuilder};
 #[cfg(feature = "sqlite")]
 pub use store::SqliteStore;
 pub use store::{
-    JournalEntry, PlanRevision, RunEnd, RunRecord, RunStore, RunSummary, StepOutputRecord,
-    StoredRun, follow, follow_with, new_run_id,
+    JournalEntry, PlanRevision, Prune, Pruned, PrunedRun, Retention, RunEnd, RunRecord, RunStore,
+    RunSummary, StepOutputRecord, StoredRun, follow, follow_with, format_age, keep_pruning,
+    new_run_id, parse_age,
 };
 
 mod code_step;

@@ -8,11 +8,12 @@
 //! their journals.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use plan_core::RunId;
-use plan_exec::{CancelToken, StoreError};
+use plan_exec::{CancelToken, StoreError, StoredRun};
 
 use crate::fleet::{Lease, LeaseHolder, WORK_CHANNEL, millis};
 use crate::store::PostgresStore;
@@ -23,6 +24,11 @@ pub(crate) struct Fences {
     /// Set for a driving store: the runs it creates are leased to it, for this long.
     claim_created: Option<Duration>,
     held: Mutex<HashMap<RunId, i64>>,
+    /// How long the leases last, in milliseconds (0 until known: see [`Fences::ttl`]).
+    ttl_ms: AtomicU64,
+    /// For a driving store: what it saved of the runs it drives, so its process can
+    /// still report a run when the database is unreachable.
+    journals: Mutex<HashMap<RunId, StoredRun>>,
 }
 
 impl Fences {
@@ -32,6 +38,17 @@ impl Fences {
             worker: lease.worker,
             claim_created: None,
             held: Mutex::new(HashMap::from([(lease.run, lease.token)])),
+            ttl_ms: AtomicU64::new(0),
+            journals: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// How long a lease lasts: as renewed by [`PostgresStore::keep_leases`], else as
+    /// created, else 5 s.
+    pub(crate) fn ttl(&self) -> Duration {
+        match self.ttl_ms.load(Ordering::Relaxed) {
+            0 => self.claim_created.unwrap_or(Duration::from_secs(5)),
+            ms => Duration::from_millis(ms),
         }
     }
 
@@ -67,6 +84,35 @@ impl Fences {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<RunId, i64>> {
         self.held.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// For a driving store, notes a write to `run` that was saved in its copy of the
+    /// run's journal (started by `create_run`, or by the first load of a run it holds).
+    pub(crate) fn note(&self, run: &RunId, f: impl FnOnce(&mut StoredRun)) {
+        if self.claim_created.is_none() {
+            return;
+        }
+        let mut journals = self.journals.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(journal) = journals.get_mut(run) {
+            f(journal);
+        }
+    }
+
+    /// For a driving store, starts its copy of a run's journal (a run it creates, or a
+    /// held run as loaded), unless it has one.
+    pub(crate) fn start_journal(&self, run: &StoredRun) {
+        if self.claim_created.is_none() {
+            return;
+        }
+        let mut journals = self.journals.lock().unwrap_or_else(|e| e.into_inner());
+        journals
+            .entry(run.record.id.clone())
+            .or_insert_with(|| run.clone());
+    }
+
+    fn journal(&self, run: &RunId) -> Option<StoredRun> {
+        let journals = self.journals.lock().unwrap_or_else(|e| e.into_inner());
+        journals.get(run).cloned()
+    }
 }
 
 /// Leases a run being created to its creator, in the transaction that creates it (so no
@@ -89,6 +135,38 @@ pub(crate) async fn lease_created(
     Ok(())
 }
 
+/// Takes back, in the write transaction `tx`, the lease on `run` this store held under
+/// claim `token` and let expire (the database was unreachable, or the process paused),
+/// if nobody took the run over meanwhile: a takeover changes the lease's worker and
+/// token. `false` when it was taken.
+pub(crate) async fn retake(
+    tx: &deadpool_postgres::Transaction<'_>,
+    store: &PostgresStore,
+    run: &RunId,
+    fences: &Fences,
+    token: i64,
+    what: &str,
+) -> Result<bool, StoreError> {
+    let row = tx
+        .query_opt(
+            "UPDATE plan.leases SET expires = now() + $4::bigint * interval '1 millisecond'
+             WHERE run = $1 AND worker = $2 AND token = $3
+             RETURNING 1",
+            &[
+                &run.as_str(),
+                &fences.worker(),
+                &token,
+                &millis(fences.ttl()),
+            ],
+        )
+        .await
+        .map_err(|e| store.inner.errors.store(what, &e))?;
+    if row.is_some() {
+        tracing::info!(worker = %fences.worker(), run = %run, "took back the lease on the run: it had expired and nobody took the run over");
+    }
+    Ok(row.is_some())
+}
+
 /// What renewing a lease found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -99,6 +177,8 @@ pub enum Renewal {
     CancelRequested,
     /// Lost: it expired and another process claimed the run.
     Lost,
+    /// It had expired, and nobody had claimed the run: taken back, and renewed.
+    Retaken,
 }
 
 /// Renews the leases of a store until dropped ([`PostgresStore::keep_leases`]).
@@ -148,6 +228,8 @@ impl PostgresStore {
             worker: worker.to_owned(),
             claim_created: Some(ttl),
             held: Mutex::new(HashMap::new()),
+            ttl_ms: AtomicU64::new(0),
+            journals: Mutex::new(HashMap::new()),
         }));
         store
     }
@@ -169,20 +251,29 @@ impl PostgresStore {
             )));
         };
         let ttl = fences.claim_created.unwrap_or(Duration::from_secs(5));
-        let client = self.client().await?;
-        let row = client
-            .query_opt(
-                "INSERT INTO plan.leases (run, worker, token, expires)
-                 SELECT id, $2, 1, now() + $3::bigint * interval '1 millisecond'
-                 FROM plan.runs WHERE id = $1
-                 ON CONFLICT (run) DO UPDATE SET worker = EXCLUDED.worker,
-                     token = plan.leases.token + 1, expires = EXCLUDED.expires, cancel = false
-                 WHERE plan.leases.expires < now()
-                 RETURNING token",
-                &[&run.as_str(), &fences.worker, &millis(ttl)],
-            )
-            .await
-            .map_err(|e| self.inner.errors.store(&what, &e))?;
+        let (what, worker) = (&what, &fences.worker);
+        // (A retry whose first try took the lease, its answer lost with the connection,
+        // finds the run held, by this worker's name: rare, and refused like any claim
+        // of a held run, for one process may hold several stores under one name.)
+        let row = self
+            .retrying(what, move |_| async move {
+                let client = self.client().await?;
+                client
+                    .query_opt(
+                        "INSERT INTO plan.leases (run, worker, token, expires)
+                         SELECT id, $2, 1, now() + $3::bigint * interval '1 millisecond'
+                         FROM plan.runs WHERE id = $1
+                         ON CONFLICT (run) DO UPDATE SET worker = EXCLUDED.worker,
+                             token = plan.leases.token + 1, expires = EXCLUDED.expires,
+                             cancel = false
+                         WHERE plan.leases.expires < now()
+                         RETURNING token",
+                        &[&run.as_str(), worker, &millis(ttl)],
+                    )
+                    .await
+                    .map_err(|e| self.inner.errors.store(what, &e))
+            })
+            .await?;
         if let Some(row) = row {
             let token: i64 = row.get(0);
             fences.hold(run, token);
@@ -200,6 +291,13 @@ impl PostgresStore {
         }
     }
 
+    /// What this [driving](Self::driving) store saved of `run` (a run it created, or held
+    /// and loaded), as the database had it when last written: for a report when the
+    /// database cannot be read. `None` for a run it does not drive.
+    pub fn journal_copy(&self, run: &RunId) -> Option<StoredRun> {
+        self.fence.as_ref()?.journal(run)
+    }
+
     /// The leases this store holds (it [drives](Self::driving) or is
     /// [fenced](Self::fenced) by).
     pub fn held_leases(&self) -> Vec<Lease> {
@@ -207,17 +305,23 @@ impl PostgresStore {
     }
 
     /// Renews `lease` for `ttl` from now, and says whether someone asked for its run to be
-    /// cancelled.
+    /// cancelled. A lease that expired while nobody claimed the run (the database was
+    /// unreachable, or the process paused) is taken back ([`Renewal::Retaken`]); one that
+    /// another process claimed is [`Renewal::Lost`]. One try: its callers renew again.
     ///
     /// # Errors
     /// [`StoreError`] when the database cannot be reached.
     pub async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> Result<Renewal, StoreError> {
         let client = self.client().await?;
+        // A lease that expired while nobody claimed the run (the database was unreachable,
+        // or this process paused) is still this claim's: a takeover changes the worker
+        // and the token.
         let row = client
             .query_opt(
                 "UPDATE plan.leases SET expires = now() + $4::bigint * interval '1 millisecond'
-                 WHERE run = $1 AND worker = $2 AND token = $3 AND expires > now()
-                 RETURNING cancel",
+                 WHERE run = $1 AND worker = $2 AND token = $3
+                 RETURNING cancel, (SELECT expires <= now() FROM plan.leases
+                                    WHERE run = $1)",
                 &[
                     &lease.run.as_str(),
                     &lease.worker,
@@ -230,6 +334,7 @@ impl PostgresStore {
         Ok(match row {
             None => Renewal::Lost,
             Some(r) if r.get::<_, bool>(0) => Renewal::CancelRequested,
+            Some(r) if r.get::<_, Option<bool>>(1) == Some(true) => Renewal::Retaken,
             Some(_) => Renewal::Held,
         })
     }
@@ -238,21 +343,37 @@ impl PostgresStore {
     /// keeper is dropped. A lost lease, or a request to cancel a held run, cancels
     /// `cancel`: the run stops here (a lost run is continued by whoever took it over; a
     /// cancelled one still holds its lease, so its driver can record the cancellation).
+    /// While the database cannot be reached the renewals go on failing quietly; a lease
+    /// that expired meanwhile is taken back once it answers, unless another process
+    /// claimed the run.
     pub fn keep_leases(&self, ttl: Duration, cancel: CancelToken) -> LeaseKeeper {
+        if let Some(fences) = &self.fence {
+            fences
+                .ttl_ms
+                .store(millis(ttl).max(1) as u64, Ordering::Relaxed);
+        }
         let store = self.clone();
         let seen = Arc::new(Seen::default());
         let saw = seen.clone();
         let task = tokio::spawn(async move {
             let mut lost: Vec<Lease> = Vec::new();
             let mut told = false;
+            let mut failing = false;
             loop {
                 tokio::time::sleep(ttl / 3).await;
                 for lease in store.held_leases() {
                     if lost.contains(&lease) {
                         continue;
                     }
-                    match store.renew_lease(&lease, ttl).await {
+                    let renewed = store.renew_lease(&lease, ttl).await;
+                    if renewed.is_ok() && std::mem::take(&mut failing) {
+                        tracing::info!(worker = %lease.worker, run = %lease.run, "the lease is renewed again");
+                    }
+                    match renewed {
                         Ok(Renewal::Held) => {}
+                        Ok(Renewal::Retaken) => {
+                            tracing::info!(worker = %lease.worker, run = %lease.run, "took back the lease on the run: it had expired and nobody took the run over");
+                        }
                         Ok(Renewal::CancelRequested) => {
                             saw.cancel_requested
                                 .store(true, std::sync::atomic::Ordering::Relaxed);
@@ -268,8 +389,14 @@ impl PostgresStore {
                             lost.push(lease);
                             cancel.cancel();
                         }
+                        // The database is unreachable: tried again in a third of the lease,
+                        // and taken back once it answers if nobody took the run meanwhile.
+                        Err(e) if !failing => {
+                            failing = true;
+                            tracing::warn!(worker = %lease.worker, run = %lease.run, error = %e, "cannot renew the lease; trying again");
+                        }
                         Err(e) => {
-                            tracing::warn!(worker = %lease.worker, run = %lease.run, error = %e, "cannot renew the lease");
+                            tracing::debug!(worker = %lease.worker, run = %lease.run, error = %e, "cannot renew the lease");
                         }
                     }
                 }
@@ -298,25 +425,28 @@ impl PostgresStore {
     /// # Errors
     /// [`StoreError`] when the database cannot be reached.
     pub async fn request_cancel(&self, run: &RunId) -> Result<bool, StoreError> {
-        let what = format!("cannot cancel run `{run}`");
-        let client = self.client().await?;
-        let n = client
-            .execute(
-                "INSERT INTO plan.leases (run, worker, token, expires, cancel)
-                 SELECT id, '', 0, now() - interval '1 millisecond', true
-                 FROM plan.runs WHERE id = $1 AND status IN ('queued', 'running')
-                 ON CONFLICT (run) DO UPDATE SET cancel = true",
-                &[&run.as_str()],
-            )
-            .await
-            .map_err(|e| self.inner.errors.store(&what, &e))?;
-        if n == 1 {
-            client
-                .execute("SELECT pg_notify($1, $2)", &[&WORK_CHANNEL, &run.as_str()])
+        self.retrying("cannot cancel a run", move |_| async move {
+            let what = format!("cannot cancel run `{run}`");
+            let client = self.client().await?;
+            let n = client
+                .execute(
+                    "INSERT INTO plan.leases (run, worker, token, expires, cancel)
+                     SELECT id, '', 0, now() - interval '1 millisecond', true
+                     FROM plan.runs WHERE id = $1 AND status IN ('queued', 'running')
+                     ON CONFLICT (run) DO UPDATE SET cancel = true",
+                    &[&run.as_str()],
+                )
                 .await
                 .map_err(|e| self.inner.errors.store(&what, &e))?;
-        }
-        Ok(n == 1)
+            if n == 1 {
+                client
+                    .execute("SELECT pg_notify($1, $2)", &[&WORK_CHANNEL, &run.as_str()])
+                    .await
+                    .map_err(|e| self.inner.errors.store(&what, &e))?;
+            }
+            Ok(n == 1)
+        })
+        .await
     }
 
     /// Puts a run that stopped (failed, cancelled, or left `running` by a process that
@@ -327,33 +457,36 @@ impl PostgresStore {
     /// # Errors
     /// [`StoreError`] when the database cannot be reached.
     pub async fn requeue(&self, run: &RunId) -> Result<bool, StoreError> {
-        let what = format!("cannot queue run `{run}` again");
-        let mut client = self.client().await?;
-        let tx = client
-            .transaction()
-            .await
-            .map_err(|e| self.inner.errors.store(&what, &e))?;
-        let n = tx
-            .execute(
-                "UPDATE plan.runs SET status = 'queued', updated = now()
-                 WHERE id = $1 AND status IN ('failed', 'cancelled', 'running')
-                   AND NOT EXISTS (SELECT 1 FROM plan.leases
-                                   WHERE run = $1 AND expires > now())",
-                &[&run.as_str()],
-            )
-            .await
-            .map_err(|e| self.inner.errors.store(&what, &e))?;
-        if n == 1 {
-            tx.execute(
-                "UPDATE plan.leases SET cancel = false WHERE run = $1",
-                &[&run.as_str()],
-            )
-            .await
-            .map_err(|e| self.inner.errors.store(&what, &e))?;
-        }
-        tx.commit()
-            .await
-            .map_err(|e| self.inner.errors.store(&what, &e))?;
-        Ok(n == 1)
+        self.retrying("cannot queue a run again", move |_| async move {
+            let what = format!("cannot queue run `{run}` again");
+            let mut client = self.client().await?;
+            let tx = client
+                .transaction()
+                .await
+                .map_err(|e| self.inner.errors.store(&what, &e))?;
+            let n = tx
+                .execute(
+                    "UPDATE plan.runs SET status = 'queued', updated = now()
+                     WHERE id = $1 AND status IN ('failed', 'cancelled', 'running')
+                       AND NOT EXISTS (SELECT 1 FROM plan.leases
+                                       WHERE run = $1 AND expires > now())",
+                    &[&run.as_str()],
+                )
+                .await
+                .map_err(|e| self.inner.errors.store(&what, &e))?;
+            if n == 1 {
+                tx.execute(
+                    "UPDATE plan.leases SET cancel = false WHERE run = $1",
+                    &[&run.as_str()],
+                )
+                .await
+                .map_err(|e| self.inner.errors.store(&what, &e))?;
+            }
+            tx.commit()
+                .await
+                .map_err(|e| self.inner.errors.store(&what, &e))?;
+            Ok(n == 1)
+        })
+        .await
     }
 }

@@ -37,7 +37,11 @@ impl PgErrors {
 
     /// `what: why` for a failed statement.
     pub(crate) fn store(&self, what: &str, e: &tokio_postgres::Error) -> StoreError {
-        StoreError::new(self.scrub(&format!("{what}: {}", describe(e))))
+        let error = StoreError::new(self.scrub(&format!("{what}: {}", describe(e))));
+        if crate::outage::is_transient(e) {
+            crate::outage::mark_transient(&error.message);
+        }
+        error
     }
 
     /// A connection that could not be made or taken from the pool.
@@ -47,11 +51,15 @@ impl PgErrors {
             PoolError::Timeout(_) => "timed out waiting for a connection".to_owned(),
             other => other.to_string(),
         };
-        StoreError::new(self.scrub(&format!(
+        let error = StoreError::new(self.scrub(&format!(
             "cannot connect to PostgreSQL at {}: {why}",
             self.server
         )))
-        .with_hint(Hint::StorePath)
+        .with_hint(Hint::StorePath);
+        if crate::outage::is_transient_pool(e) {
+            crate::outage::mark_transient(&error.message);
+        }
+        error
     }
 
     /// Why a connection failed, with what to check.

@@ -93,74 +93,77 @@ impl PostgresStore {
         ttl: Duration,
         skip: &[RunId],
     ) -> Result<Option<Claim>, StoreError> {
-        let what = "cannot claim a run";
-        let mut client = self.client().await?;
-        let tx = client
-            .transaction()
-            .await
-            .map_err(|e| self.inner.errors.store(what, &e))?;
-        let mut skip: Vec<String> = skip.iter().map(|r| r.as_str().to_owned()).collect();
-        let row = loop {
-            let Some(row) = tx
-                .query_opt(
-                    "SELECT r.id, r.status FROM plan.runs r
-                     LEFT JOIN plan.leases l ON l.run = r.id
-                     WHERE ((r.status = 'queued' AND l.run IS NULL)
-                            OR (r.status IN ('queued', 'running') AND l.expires < now()))
-                       AND NOT (r.id = ANY($1))
-                     ORDER BY r.created, r.id
-                     LIMIT 1
-                     FOR UPDATE OF r SKIP LOCKED",
-                    &[&skip],
-                )
+        self.retrying("cannot claim a run", move |_| async move {
+            let what = "cannot claim a run";
+            let mut client = self.client().await?;
+            let tx = client
+                .transaction()
                 .await
-                .map_err(|e| self.inner.errors.store(what, &e))?
-            else {
-                return Ok(None);
+                .map_err(|e| self.inner.errors.store(what, &e))?;
+            let mut skip: Vec<String> = skip.iter().map(|r| r.as_str().to_owned()).collect();
+            let row = loop {
+                let Some(row) = tx
+                    .query_opt(
+                        "SELECT r.id, r.status FROM plan.runs r
+                         LEFT JOIN plan.leases l ON l.run = r.id
+                         WHERE ((r.status = 'queued' AND l.run IS NULL)
+                                OR (r.status IN ('queued', 'running') AND l.expires < now()))
+                           AND NOT (r.id = ANY($1))
+                         ORDER BY r.created, r.id
+                         LIMIT 1
+                         FOR UPDATE OF r SKIP LOCKED",
+                        &[&skip],
+                    )
+                    .await
+                    .map_err(|e| self.inner.errors.store(what, &e))?
+                else {
+                    return Ok(None);
+                };
+                // The row lock may have been taken just after another claimer committed its
+                // lease on this run: the SELECT above read the leases as they were when it
+                // started. A new statement sees the committed lease; such a run is taken.
+                let run: String = row.get(0);
+                let taken = tx
+                    .query_opt(
+                        "SELECT 1 FROM plan.leases WHERE run = $1 AND expires >= now()",
+                        &[&run],
+                    )
+                    .await
+                    .map_err(|e| self.inner.errors.store(what, &e))?
+                    .is_some();
+                if !taken {
+                    break row;
+                }
+                skip.push(run);
             };
-            // The row lock may have been taken just after another claimer committed its
-            // lease on this run: the SELECT above read the leases as they were when it
-            // started. A new statement sees the committed lease; such a run is taken.
             let run: String = row.get(0);
-            let taken = tx
-                .query_opt(
-                    "SELECT 1 FROM plan.leases WHERE run = $1 AND expires >= now()",
-                    &[&run],
+            let status: String = row.get(1);
+            let token = tx
+                .query_one(
+                    "INSERT INTO plan.leases (run, worker, token, expires)
+                     VALUES ($1, $2, 1, now() + $3::bigint * interval '1 millisecond')
+                     ON CONFLICT (run) DO UPDATE SET worker = EXCLUDED.worker,
+                         token = plan.leases.token + 1, expires = EXCLUDED.expires
+                     RETURNING token, cancel",
+                    &[&run, &worker, &millis(ttl)],
                 )
                 .await
-                .map_err(|e| self.inner.errors.store(what, &e))?
-                .is_some();
-            if !taken {
-                break row;
-            }
-            skip.push(run);
-        };
-        let run: String = row.get(0);
-        let status: String = row.get(1);
-        let token = tx
-            .query_one(
-                "INSERT INTO plan.leases (run, worker, token, expires)
-                 VALUES ($1, $2, 1, now() + $3::bigint * interval '1 millisecond')
-                 ON CONFLICT (run) DO UPDATE SET worker = EXCLUDED.worker,
-                     token = plan.leases.token + 1, expires = EXCLUDED.expires
-                 RETURNING token, cancel",
-                &[&run, &worker, &millis(ttl)],
-            )
-            .await
-            .map_err(|e| self.inner.errors.store(what, &e))?;
-        let (token, cancel_requested): (i64, bool) = (token.get(0), token.get(1));
-        tx.commit()
-            .await
-            .map_err(|e| self.inner.errors.store(what, &e))?;
-        Ok(Some(Claim {
-            lease: Lease {
-                run: RunId::new(run),
-                worker: worker.to_owned(),
-                token,
-            },
-            status: RunStatus::parse(&status).unwrap_or(RunStatus::Queued),
-            cancel_requested,
-        }))
+                .map_err(|e| self.inner.errors.store(what, &e))?;
+            let (token, cancel_requested): (i64, bool) = (token.get(0), token.get(1));
+            tx.commit()
+                .await
+                .map_err(|e| self.inner.errors.store(what, &e))?;
+            Ok(Some(Claim {
+                lease: Lease {
+                    run: RunId::new(run),
+                    worker: worker.to_owned(),
+                    token,
+                },
+                status: RunStatus::parse(&status).unwrap_or(RunStatus::Queued),
+                cancel_requested,
+            }))
+        })
+        .await
     }
 
     /// Extends a lease by `ttl` from now; `false` when it is no longer held (it expired
@@ -173,30 +176,35 @@ impl PostgresStore {
     }
 
     /// Gives a lease up. A run that has not ended becomes claimable at once, and the
-    /// workers are woken.
+    /// workers are woken. The claim ends for good (its token is spent): unlike a lease
+    /// that merely expired, it is not taken back by a late write or renewal.
     ///
     /// # Errors
     /// [`StoreError`] when the database cannot be reached.
     pub async fn release(&self, lease: &Lease) -> Result<(), StoreError> {
-        let client = self.client().await?;
-        let n = client
-            .execute(
-                "UPDATE plan.leases SET expires = now() - interval '1 millisecond'
-                 WHERE run = $1 AND worker = $2 AND token = $3",
-                &[&lease.run.as_str(), &lease.worker, &lease.token],
-            )
-            .await
-            .map_err(|e| self.inner.errors.store("cannot release a lease", &e))?;
-        if n == 1 {
-            client
+        self.retrying("cannot release a lease", move |_| async move {
+            let client = self.client().await?;
+            let n = client
                 .execute(
-                    "SELECT pg_notify($1, $2)",
-                    &[&WORK_CHANNEL, &lease.run.as_str()],
+                    "UPDATE plan.leases SET expires = now() - interval '1 millisecond',
+                                            token = token + 1
+                     WHERE run = $1 AND worker = $2 AND token = $3",
+                    &[&lease.run.as_str(), &lease.worker, &lease.token],
                 )
                 .await
                 .map_err(|e| self.inner.errors.store("cannot release a lease", &e))?;
-        }
-        Ok(())
+            if n == 1 {
+                client
+                    .execute(
+                        "SELECT pg_notify($1, $2)",
+                        &[&WORK_CHANNEL, &lease.run.as_str()],
+                    )
+                    .await
+                    .map_err(|e| self.inner.errors.store("cannot release a lease", &e))?;
+            }
+            Ok(())
+        })
+        .await
     }
 
     /// Removes a lease, leaving the run to no worker: for a run that stopped to wait for
@@ -206,15 +214,18 @@ impl PostgresStore {
     /// # Errors
     /// [`StoreError`] when the database cannot be reached.
     pub async fn forget(&self, lease: &Lease) -> Result<(), StoreError> {
-        let client = self.client().await?;
-        client
-            .execute(
-                "DELETE FROM plan.leases WHERE run = $1 AND worker = $2 AND token = $3",
-                &[&lease.run.as_str(), &lease.worker, &lease.token],
-            )
-            .await
-            .map_err(|e| self.inner.errors.store("cannot remove a lease", &e))?;
-        Ok(())
+        self.retrying("cannot remove a lease", move |_| async move {
+            let client = self.client().await?;
+            client
+                .execute(
+                    "DELETE FROM plan.leases WHERE run = $1 AND worker = $2 AND token = $3",
+                    &[&lease.run.as_str(), &lease.worker, &lease.token],
+                )
+                .await
+                .map_err(|e| self.inner.errors.store("cannot remove a lease", &e))?;
+            Ok(())
+        })
+        .await
     }
 
     /// Who holds the run's lease, if anyone ever claimed it.
@@ -222,18 +233,21 @@ impl PostgresStore {
     /// # Errors
     /// [`StoreError`] when the database cannot be reached.
     pub async fn lease_holder(&self, run: &RunId) -> Result<Option<LeaseHolder>, StoreError> {
-        let client = self.client().await?;
-        let row = client
-            .query_opt(
-                "SELECT worker, expires > now() FROM plan.leases WHERE run = $1",
-                &[&run.as_str()],
-            )
-            .await
-            .map_err(|e| self.inner.errors.store("cannot read a lease", &e))?;
-        Ok(row.map(|r| LeaseHolder {
-            worker: r.get(0),
-            live: r.get(1),
-        }))
+        self.retrying("cannot read a lease", move |_| async move {
+            let client = self.client().await?;
+            let row = client
+                .query_opt(
+                    "SELECT worker, expires > now() FROM plan.leases WHERE run = $1",
+                    &[&run.as_str()],
+                )
+                .await
+                .map_err(|e| self.inner.errors.store("cannot read a lease", &e))?;
+            Ok(row.map(|r| LeaseHolder {
+                worker: r.get(0),
+                live: r.get(1),
+            }))
+        })
+        .await
     }
 
     /// A connection listening for claimable work ([`WORK_CHANNEL`]).
@@ -319,28 +333,31 @@ impl PostgresStore {
     /// # Errors
     /// [`StoreError`] when the database cannot be reached.
     pub async fn enqueue_step(&self, task: &StepTask) -> Result<(), StoreError> {
-        let what = format!("cannot queue step `{}` of run `{}`", task.step, task.run);
-        let body = task.task.to_string();
-        let client = self.client().await?;
-        let inserted = client
-            .execute(
-                "INSERT INTO plan.step_tasks (run, step, attempt, task)
-                 VALUES ($1, $2, $3, $4::text::json)
-                 ON CONFLICT (run, step, attempt) DO NOTHING",
-                &[&task.run.as_str(), &task.step, &task.attempt, &body],
-            )
-            .await
-            .map_err(|e| self.inner.errors.store(&what, &e))?;
-        if inserted == 1 {
-            client
+        self.retrying("cannot queue a step", move |_| async move {
+            let what = format!("cannot queue step `{}` of run `{}`", task.step, task.run);
+            let body = task.task.to_string();
+            let client = self.client().await?;
+            let inserted = client
                 .execute(
-                    "SELECT pg_notify($1, $2)",
-                    &[&WORK_CHANNEL, &task.run.as_str()],
+                    "INSERT INTO plan.step_tasks (run, step, attempt, task)
+                     VALUES ($1, $2, $3, $4::text::json)
+                     ON CONFLICT (run, step, attempt) DO NOTHING",
+                    &[&task.run.as_str(), &task.step, &task.attempt, &body],
                 )
                 .await
                 .map_err(|e| self.inner.errors.store(&what, &e))?;
-        }
-        Ok(())
+            if inserted == 1 {
+                client
+                    .execute(
+                        "SELECT pg_notify($1, $2)",
+                        &[&WORK_CHANNEL, &task.run.as_str()],
+                    )
+                    .await
+                    .map_err(|e| self.inner.errors.store(&what, &e))?;
+            }
+            Ok(())
+        })
+        .await
     }
 
     /// Claims the next step task for `worker` under a lease of `ttl`: a queued task, or
@@ -357,62 +374,67 @@ impl PostgresStore {
         ttl: Duration,
         skip: &[RunId],
     ) -> Result<Option<StepClaim>, StoreError> {
-        let what = "cannot claim a step";
-        let skip: Vec<&str> = skip.iter().map(RunId::as_str).collect();
-        let client = self.client().await?;
-        let row = client
-            .query_opt(
-                "WITH inflight AS (
-                     SELECT run, count(*) AS n FROM plan.step_tasks
-                     WHERE state = 'claimed' AND expires > now()
-                     GROUP BY run),
-                 next AS (
-                     SELECT t.run, t.step, t.attempt FROM plan.step_tasks t
-                     JOIN plan.runs r ON r.id = t.run AND r.status IN ('queued', 'running')
-                     LEFT JOIN inflight i ON i.run = t.run
-                     WHERE t.state <> 'done'
-                       AND (t.state = 'ready' OR t.expires < now())
-                       AND NOT (t.run = ANY($1))
-                       -- a step whose output is committed, or that another attempt
-                       -- finished, is never run again
-                       AND NOT EXISTS (SELECT 1 FROM plan.outputs o
-                                       WHERE o.run = t.run
-                                         AND o.step = split_part(t.step, '@', 1))
-                       AND NOT EXISTS (SELECT 1 FROM plan.step_tasks d
-                                       WHERE d.run = t.run AND d.step = t.step
-                                         AND d.state = 'done' AND (d.result->>'ok') IS NOT NULL)
-                     ORDER BY coalesce(i.n, 0), t.created
-                     LIMIT 1
-                     FOR UPDATE OF t SKIP LOCKED)
-                 UPDATE plan.step_tasks t
-                 SET state = 'claimed', worker = $2, token = t.token + 1,
-                     expires = now() + $3::bigint * interval '1 millisecond',
-                     claimed = clock_timestamp()
-                 FROM next
-                 WHERE t.run = next.run AND t.step = next.step AND t.attempt = next.attempt
-                 RETURNING t.run, t.step, t.attempt, t.task::text, t.token",
-                &[&skip, &worker, &millis(ttl)],
-            )
-            .await
-            .map_err(|e| self.inner.errors.store(what, &e))?;
-        let Some(row) = row else {
-            return Ok(None);
-        };
-        let task: String = row.get(3);
-        Ok(Some(StepClaim {
-            task: StepTask {
-                run: RunId::new(row.get::<_, String>(0)),
-                step: row.get(1),
-                attempt: row.get(2),
-                task: serde_json::from_str(&task)
-                    .map_err(|e| StoreError::new(format!("{what}: a task is not JSON: {e}")))?,
-            },
-            worker: worker.to_owned(),
-            token: row.get(4),
-        }))
+        self.retrying("cannot claim a step", move |_| async move {
+            let what = "cannot claim a step";
+            let skip: Vec<&str> = skip.iter().map(RunId::as_str).collect();
+            let client = self.client().await?;
+            let row = client
+                .query_opt(
+                    "WITH inflight AS (
+                         SELECT run, count(*) AS n FROM plan.step_tasks
+                         WHERE state = 'claimed' AND expires > now()
+                         GROUP BY run),
+                     next AS (
+                         SELECT t.run, t.step, t.attempt FROM plan.step_tasks t
+                         JOIN plan.runs r ON r.id = t.run AND r.status IN ('queued', 'running')
+                         LEFT JOIN inflight i ON i.run = t.run
+                         WHERE t.state <> 'done'
+                           AND (t.state = 'ready' OR t.expires < now())
+                           AND NOT (t.run = ANY($1))
+                           -- a step whose output is committed, or that another attempt
+                           -- finished, is never run again
+                           AND NOT EXISTS (SELECT 1 FROM plan.outputs o
+                                           WHERE o.run = t.run
+                                             AND o.step = split_part(t.step, '@', 1))
+                           AND NOT EXISTS (SELECT 1 FROM plan.step_tasks d
+                                           WHERE d.run = t.run AND d.step = t.step
+                                             AND d.state = 'done' AND (d.result->>'ok') IS NOT NULL)
+                         ORDER BY coalesce(i.n, 0), t.created
+                         LIMIT 1
+                         FOR UPDATE OF t SKIP LOCKED)
+                     UPDATE plan.step_tasks t
+                     SET state = 'claimed', worker = $2, token = t.token + 1,
+                         expires = now() + $3::bigint * interval '1 millisecond',
+                         claimed = clock_timestamp()
+                     FROM next
+                     WHERE t.run = next.run AND t.step = next.step AND t.attempt = next.attempt
+                     RETURNING t.run, t.step, t.attempt, t.task::text, t.token",
+                    &[&skip, &worker, &millis(ttl)],
+                )
+                .await
+                .map_err(|e| self.inner.errors.store(what, &e))?;
+            let Some(row) = row else {
+                return Ok(None);
+            };
+            let task: String = row.get(3);
+            Ok(Some(StepClaim {
+                task: StepTask {
+                    run: RunId::new(row.get::<_, String>(0)),
+                    step: row.get(1),
+                    attempt: row.get(2),
+                    task: serde_json::from_str(&task)
+                        .map_err(|e| StoreError::new(format!("{what}: a task is not JSON: {e}")))?,
+                },
+                worker: worker.to_owned(),
+                token: row.get(4),
+            }))
+        })
+        .await
     }
 
-    /// Extends a step task's lease; `false` when it was lost.
+    /// Extends a step task's lease; `false` when it was lost (another worker claimed the
+    /// task). A lease that expired while nobody claimed the task (the database was
+    /// unreachable) is taken back.
     ///
     /// # Errors
     /// [`StoreError`] when the database cannot be reached.
@@ -423,7 +445,7 @@ impl PostgresStore {
             .execute(
                 "UPDATE plan.step_tasks SET expires = now() + $6::bigint * interval '1 millisecond'
                  WHERE run = $1 AND step = $2 AND attempt = $3 AND worker = $4 AND token = $5
-                   AND state = 'claimed' AND expires > now()",
+                   AND state = 'claimed'",
                 &[
                     &t.run.as_str(),
                     &t.step,
@@ -438,8 +460,9 @@ impl PostgresStore {
         Ok(n == 1)
     }
 
-    /// Records a claimed task's result, only while its lease is held: `false` when the
-    /// lease expired or was taken over (the late result is refused and changes nothing).
+    /// Records a claimed task's result, only while nobody else claimed the task: `false`
+    /// when its lease expired and another worker took it over (the late result is
+    /// refused and changes nothing). Retried through a database outage.
     ///
     /// # Errors
     /// [`StoreError`] when the database cannot be reached.
@@ -448,37 +471,63 @@ impl PostgresStore {
         claim: &StepClaim,
         result: &serde_json::Value,
     ) -> Result<bool, StoreError> {
-        let t = &claim.task;
-        let what = format!("cannot record the result of step `{}`", t.step);
-        let body = result.to_string();
-        let client = self.client().await?;
-        let n = client
-            .execute(
-                "UPDATE plan.step_tasks
-                 SET state = 'done', result = $6::text::json, finished = clock_timestamp()
-                 WHERE run = $1 AND step = $2 AND attempt = $3 AND worker = $4 AND token = $5
-                   AND state = 'claimed' AND expires > now()",
-                &[
-                    &t.run.as_str(),
-                    &t.step,
-                    &t.attempt,
-                    &claim.worker,
-                    &claim.token,
-                    &body,
-                ],
-            )
-            .await
-            .map_err(|e| self.inner.errors.store(&what, &e))?;
-        if n == 1 {
-            client
-                .execute(
-                    "SELECT pg_notify($1, $2)",
-                    &[&STEP_DONE_CHANNEL, &done_key(&t.run, &t.step)],
-                )
-                .await
-                .map_err(|e| self.inner.errors.store(&what, &e))?;
-        }
-        Ok(n == 1)
+        self.retrying(
+            "cannot record the result of a step",
+            move |attempt| async move {
+                let t = &claim.task;
+                let what = format!("cannot record the result of step `{}`", t.step);
+                let body = result.to_string();
+                let client = self.client().await?;
+                let n = client
+                    .execute(
+                        "UPDATE plan.step_tasks
+                     SET state = 'done', result = $6::text::json, finished = clock_timestamp()
+                     WHERE run = $1 AND step = $2 AND attempt = $3 AND worker = $4 AND token = $5
+                       AND state = 'claimed'",
+                        &[
+                            &t.run.as_str(),
+                            &t.step,
+                            &t.attempt,
+                            &claim.worker,
+                            &claim.token,
+                            &body,
+                        ],
+                    )
+                    .await
+                    .map_err(|e| self.inner.errors.store(&what, &e))?;
+                if n == 0 && attempt.is_retry() {
+                    // A retry whose first try committed (its answer lost with the
+                    // connection): the task is done under this very claim.
+                    let done = client
+                        .query_opt(
+                            "SELECT 1 FROM plan.step_tasks
+                         WHERE run = $1 AND step = $2 AND attempt = $3 AND worker = $4
+                           AND token = $5 AND state = 'done'",
+                            &[
+                                &t.run.as_str(),
+                                &t.step,
+                                &t.attempt,
+                                &claim.worker,
+                                &claim.token,
+                            ],
+                        )
+                        .await
+                        .map_err(|e| self.inner.errors.store(&what, &e))?;
+                    return Ok(done.is_some());
+                }
+                if n == 1 {
+                    client
+                        .execute(
+                            "SELECT pg_notify($1, $2)",
+                            &[&STEP_DONE_CHANNEL, &done_key(&t.run, &t.step)],
+                        )
+                        .await
+                        .map_err(|e| self.inner.errors.store(&what, &e))?;
+                }
+                Ok(n == 1)
+            },
+        )
+        .await
     }
 
     /// The result of a step attempt, once a worker recorded it; failing that, a
@@ -494,23 +543,26 @@ impl PostgresStore {
         step: &str,
         attempt: i32,
     ) -> Result<Option<serde_json::Value>, StoreError> {
-        let client = self.client().await?;
-        let row = client
-            .query_opt(
-                "SELECT result::text FROM plan.step_tasks
-                 WHERE run = $1 AND step = $2 AND state = 'done'
-                   AND (attempt = $3 OR (result->>'ok') IS NOT NULL)
-                 ORDER BY (attempt = $3) DESC, (result->>'ok') IS NOT NULL DESC, attempt DESC
-                 LIMIT 1",
-                &[&run.as_str(), &step, &attempt],
-            )
-            .await
-            .map_err(|e| self.inner.errors.store("cannot read a step result", &e))?;
-        row.map(|r| {
-            serde_json::from_str(&r.get::<_, String>(0))
-                .map_err(|e| StoreError::new(format!("a step result is not JSON: {e}")))
+        self.retrying("cannot read a step result", move |_| async move {
+            let client = self.client().await?;
+            let row = client
+                .query_opt(
+                    "SELECT result::text FROM plan.step_tasks
+                     WHERE run = $1 AND step = $2 AND state = 'done'
+                       AND (attempt = $3 OR (result->>'ok') IS NOT NULL)
+                     ORDER BY (attempt = $3) DESC, (result->>'ok') IS NOT NULL DESC, attempt DESC
+                     LIMIT 1",
+                    &[&run.as_str(), &step, &attempt],
+                )
+                .await
+                .map_err(|e| self.inner.errors.store("cannot read a step result", &e))?;
+            row.map(|r| {
+                serde_json::from_str(&r.get::<_, String>(0))
+                    .map_err(|e| StoreError::new(format!("a step result is not JSON: {e}")))
+            })
+            .transpose()
         })
-        .transpose()
+        .await
     }
 
     /// Gives up a step attempt nobody needs any more (its run was cancelled).
@@ -518,16 +570,19 @@ impl PostgresStore {
     /// # Errors
     /// [`StoreError`] when the database cannot be reached.
     pub async fn drop_step(&self, run: &RunId, step: &str, attempt: i32) -> Result<(), StoreError> {
-        let client = self.client().await?;
-        client
-            .execute(
-                "DELETE FROM plan.step_tasks
-                 WHERE run = $1 AND step = $2 AND attempt = $3 AND state <> 'done'",
-                &[&run.as_str(), &step, &attempt],
-            )
-            .await
-            .map_err(|e| self.inner.errors.store("cannot drop a step task", &e))?;
-        Ok(())
+        self.retrying("cannot drop a step task", move |_| async move {
+            let client = self.client().await?;
+            client
+                .execute(
+                    "DELETE FROM plan.step_tasks
+                     WHERE run = $1 AND step = $2 AND attempt = $3 AND state <> 'done'",
+                    &[&run.as_str(), &step, &attempt],
+                )
+                .await
+                .map_err(|e| self.inner.errors.store("cannot drop a step task", &e))?;
+            Ok(())
+        })
+        .await
     }
 
     /// For a run's step tasks: how long each waited from being queued to being claimed,

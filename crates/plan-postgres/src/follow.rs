@@ -19,12 +19,28 @@ const FALLBACK_POLL: Duration = Duration::from_secs(2);
 /// Events read per query.
 const PAGE: usize = 512;
 
-/// A `LISTEN` connection of its own; notifications wake `wake`.
+/// A `LISTEN` connection of its own; notifications wake `wake`. When the connection
+/// drops (the server restarted, the backend was terminated), it is opened again with
+/// backoff for as long as the listener lives, and the waiters are woken both when it
+/// drops and when it is back, so they read the store and catch up.
 pub(crate) struct Listener {
     pub(crate) wake: Arc<Notify>,
-    // Kept so the connection stays open; dropped with the listener.
-    _client: tokio_postgres::Client,
+    // Owns the connection (and its client): dropped with the listener.
     task: JoinHandle<()>,
+}
+
+/// An open `LISTEN` connection: its client (the connection lives while it does), and
+/// the payloads of its notifications (the channel closes when the connection does).
+struct Listening {
+    client: tokio_postgres::Client,
+    payloads: tokio::sync::mpsc::UnboundedReceiver<String>,
+    connection: JoinHandle<()>,
+}
+
+impl Drop for Listening {
+    fn drop(&mut self) {
+        self.connection.abort();
+    }
 }
 
 impl Drop for Listener {
@@ -114,7 +130,8 @@ impl PostgresStore {
         let woken = wake.clone();
         let mut listener = self
             .listen_with(channel, what, move |payload| {
-                // An empty payload: the connection closed; every waiter looks again.
+                // An empty payload: the connection closed or opened again; every
+                // waiter looks again.
                 if payload.is_empty() || only.as_deref().is_none_or(|p| p == payload) {
                     // Every waiter now, and the next one to come.
                     woken.notify_waiters();
@@ -127,14 +144,67 @@ impl PostgresStore {
     }
 
     /// Opens a connection that listens on `channel` and calls `on` with each
-    /// notification's payload (and with an empty one if the connection closes, so
-    /// waiters look again).
+    /// notification's payload (and with an empty one when the connection closes, and
+    /// again once it is open again, so waiters read the store and catch up).
     pub(crate) async fn listen_with(
         &self,
         channel: &str,
         what: &str,
         on: impl Fn(&str) + Send + 'static,
     ) -> Result<Listener, StoreError> {
+        let first = self.open_listening(channel, what).await?;
+        let store = self.clone();
+        let (channel, what) = (channel.to_owned(), what.to_owned());
+        let task = tokio::spawn(async move {
+            let mut open = Some(first);
+            loop {
+                let mut listening = match open.take() {
+                    Some(listening) => listening,
+                    None => {
+                        let listening = store.reopen_listening(&channel, &what).await;
+                        tracing::info!(channel = %channel, "listening again; the waiters read the store");
+                        // Whatever was notified while the connection was down is read now.
+                        on("");
+                        listening
+                    }
+                };
+                while let Some(payload) = listening.payloads.recv().await {
+                    on(&payload);
+                }
+                drop(listening);
+                tracing::warn!(channel = %channel, "the listening connection closed; opening it again (meanwhile the waiters read the store on their own)");
+                // Waiters look again, and fall back to polling until it is back.
+                on("");
+            }
+        });
+        Ok(Listener {
+            wake: Arc::new(Notify::new()),
+            task,
+        })
+    }
+
+    /// Opens a connection listening on `channel`, trying again with backoff until it
+    /// opens.
+    async fn reopen_listening(&self, channel: &str, what: &str) -> Listening {
+        use backon::BackoffBuilder as _;
+        let mut delays = backon::ExponentialBuilder::default()
+            .with_min_delay(std::time::Duration::from_millis(100))
+            .with_max_delay(std::time::Duration::from_secs(2))
+            .with_jitter()
+            .without_max_times()
+            .build();
+        loop {
+            let delay = delays.next().unwrap_or(std::time::Duration::from_secs(2));
+            tokio::time::sleep(delay).await;
+            match self.open_listening(channel, what).await {
+                Ok(listening) => return listening,
+                Err(e) => tracing::debug!(channel = %channel, error = %e, "cannot listen yet"),
+            }
+        }
+    }
+
+    /// Opens a connection of its own and listens on `channel`.
+    async fn open_listening(&self, channel: &str, what: &str) -> Result<Listening, StoreError> {
         let inner = &self.inner;
         let (client, mut connection) = inner
             .address
@@ -148,31 +218,35 @@ impl PostgresStore {
                     inner.errors.connect_reason(&e)
                 )))
             })?;
-        let wake = Arc::new(Notify::new());
-        let task = tokio::spawn(async move {
+        let (tx, payloads) = tokio::sync::mpsc::unbounded_channel();
+        let connection = tokio::spawn(async move {
             let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
             while let Some(message) = messages.next().await {
                 match message {
-                    Ok(AsyncMessage::Notification(n)) => on(n.payload()),
+                    Ok(AsyncMessage::Notification(n)) => {
+                        if tx.send(n.payload().to_owned()).is_err() {
+                            break;
+                        }
+                    }
                     Ok(_) => {}
                     Err(e) => {
                         tracing::debug!(error = %e, "the listening connection closed");
-                        // Waiters fall back to polling.
-                        on("");
                         break;
                     }
                 }
             }
         });
-        client
+        let listening = Listening {
+            client,
+            payloads,
+            connection,
+        };
+        listening
+            .client
             .batch_execute(&format!("LISTEN {channel}"))
             .await
             .map_err(|e| inner.errors.store(&format!("cannot {what}"), &e))?;
-        Ok(Listener {
-            wake,
-            _client: client,
-            task,
-        })
+        Ok(listening)
     }
 }
 

@@ -59,32 +59,37 @@ impl PostgresStore {
     /// # Errors
     /// [`StoreError`] when the database cannot be reached or the run is not in it.
     pub async fn budget_ledger(&self, run: &RunId) -> Result<RunLedger, StoreError> {
-        let client = self.client().await?;
-        let what = format!("cannot open the usage ledger of run `{run}`");
-        client
-            .execute(
-                "INSERT INTO plan.run_usage AS u (run, prompt_tokens, completion_tokens)
-                 SELECT $1,
-                        coalesce(sum((body->>'prompt_tokens')::bigint), 0),
-                        coalesce(sum((body->>'completion_tokens')::bigint), 0)
-                 FROM plan.events WHERE run = $1 AND event = 'llm_call'
-                 ON CONFLICT (run) DO UPDATE SET
-                     prompt_tokens = greatest(u.prompt_tokens, EXCLUDED.prompt_tokens),
-                     completion_tokens = greatest(u.completion_tokens, EXCLUDED.completion_tokens)",
-                &[&run.as_str()],
-            )
-            .await
-            .map_err(|e| self.inner.errors.store(&what, &e))?;
-        Ok(RunLedger {
-            store: self.clone(),
-            run: run.clone(),
+        self.retrying("cannot open a usage ledger", move |_| async move {
+            let client = self.client().await?;
+            let what = format!("cannot open the usage ledger of run `{run}`");
+            client
+                .execute(
+                    "INSERT INTO plan.run_usage AS u (run, prompt_tokens, completion_tokens)
+                     SELECT $1,
+                            coalesce(sum((body->>'prompt_tokens')::bigint), 0),
+                            coalesce(sum((body->>'completion_tokens')::bigint), 0)
+                     FROM plan.events WHERE run = $1 AND event = 'llm_call'
+                     ON CONFLICT (run) DO UPDATE SET
+                         prompt_tokens = greatest(u.prompt_tokens, EXCLUDED.prompt_tokens),
+                         completion_tokens = greatest(u.completion_tokens, EXCLUDED.completion_tokens)",
+                    &[&run.as_str()],
+                )
+                .await
+                .map_err(|e| self.inner.errors.store(&what, &e))?;
+            Ok(RunLedger {
+                store: self.clone(),
+                run: run.clone(),
+            })
         })
+        .await
     }
 
     /// Adds one model call's usage (its tokens, and its cost in dollars: 0 when unpriced)
     /// to the ledger of `run`, atomically (one `INSERT ... ON CONFLICT DO UPDATE`
     /// statement: concurrent charges all count), and returns the run's totals after it.
     /// Not fenced by a lease: tokens spent by a worker that lost its lease were spent.
+    /// Retried through a database outage; a charge whose commit was lost with its
+    /// connection may then count twice (an over-count: the safe side for a budget).
     ///
     /// # Errors
     /// [`StoreError`] when the database cannot be reached or the run is not in it.
@@ -94,34 +99,40 @@ impl PostgresStore {
         usage: Usage,
         usd: f64,
     ) -> Result<LedgerTotals, StoreError> {
-        let client = self.client().await?;
-        let usd = if usd.is_finite() { usd.max(0.0) } else { 0.0 };
-        let row = client
-            .query_one(
-                "INSERT INTO plan.run_usage AS u
-                     (run, prompt_tokens, completion_tokens, usd, calls)
-                 VALUES ($1, $2, $3, $4, 1)
-                 ON CONFLICT (run) DO UPDATE SET
-                     prompt_tokens = u.prompt_tokens + EXCLUDED.prompt_tokens,
-                     completion_tokens = u.completion_tokens + EXCLUDED.completion_tokens,
-                     usd = u.usd + EXCLUDED.usd,
-                     calls = u.calls + 1
-                 RETURNING prompt_tokens, completion_tokens, usd",
-                &[
-                    &run.as_str(),
-                    &tokens(usage.prompt_tokens),
-                    &tokens(usage.completion_tokens),
-                    &usd,
-                ],
-            )
-            .await
-            .map_err(|e| {
-                self.inner.errors.store(
-                    &format!("cannot charge the usage of a model call to run `{run}`"),
-                    &e,
-                )
-            })?;
-        Ok(totals(&row))
+        self.retrying(
+            "cannot charge the usage of a model call",
+            move |_| async move {
+                let client = self.client().await?;
+                let usd = if usd.is_finite() { usd.max(0.0) } else { 0.0 };
+                let row = client
+                    .query_one(
+                        "INSERT INTO plan.run_usage AS u
+                             (run, prompt_tokens, completion_tokens, usd, calls)
+                         VALUES ($1, $2, $3, $4, 1)
+                         ON CONFLICT (run) DO UPDATE SET
+                             prompt_tokens = u.prompt_tokens + EXCLUDED.prompt_tokens,
+                             completion_tokens = u.completion_tokens + EXCLUDED.completion_tokens,
+                             usd = u.usd + EXCLUDED.usd,
+                             calls = u.calls + 1
+                         RETURNING prompt_tokens, completion_tokens, usd",
+                        &[
+                            &run.as_str(),
+                            &tokens(usage.prompt_tokens),
+                            &tokens(usage.completion_tokens),
+                            &usd,
+                        ],
+                    )
+                    .await
+                    .map_err(|e| {
+                        self.inner.errors.store(
+                            &format!("cannot charge the usage of a model call to run `{run}`"),
+                            &e,
+                        )
+                    })?;
+                Ok(totals(&row))
+            },
+        )
+        .await
     }
 
     /// The usage of `run` in its ledger so far (zero when nothing was charged or seeded).
@@ -129,18 +140,21 @@ impl PostgresStore {
     /// # Errors
     /// [`StoreError`] when the database cannot be reached.
     pub async fn ledger_usage(&self, run: &RunId) -> Result<LedgerTotals, StoreError> {
-        let client = self.client().await?;
-        let row = client
-            .query_opt(
-                "SELECT prompt_tokens, completion_tokens, usd FROM plan.run_usage WHERE run = $1",
-                &[&run.as_str()],
-            )
-            .await
-            .map_err(|e| {
-                self.inner
-                    .errors
-                    .store(&format!("cannot read the usage ledger of run `{run}`"), &e)
-            })?;
-        Ok(row.as_ref().map(totals).unwrap_or_default())
+        self.retrying("cannot read a usage ledger", move |_| async move {
+            let client = self.client().await?;
+            let row = client
+                .query_opt(
+                    "SELECT prompt_tokens, completion_tokens, usd FROM plan.run_usage WHERE run = $1",
+                    &[&run.as_str()],
+                )
+                .await
+                .map_err(|e| {
+                    self.inner
+                        .errors
+                        .store(&format!("cannot read the usage ledger of run `{run}`"), &e)
+                })?;
+            Ok(row.as_ref().map(totals).unwrap_or_default())
+        })
+        .await
     }
 }

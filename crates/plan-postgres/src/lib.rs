@@ -26,6 +26,13 @@
 //!   run if the process dies. [`PostgresStore::request_cancel`] reaches whoever holds
 //!   a run; [`PostgresStore::events_listener`] wakes any number of followers through one
 //!   connection.
+//! - A database outage of up to a bound (60 s by default,
+//!   [`PostgresStore::with_outage_bound`]) is ridden out: every call is retried with
+//!   backoff and jitter (each write is idempotent: keyed, fenced by a lease, or checked
+//!   on a retry), a lease that expired meanwhile is taken back unless another process
+//!   claimed the run, and `LISTEN` connections are opened again (their waiters read the
+//!   store to catch up). Past the bound a call fails with [`Unreachable`] as its error's
+//!   source.
 //! - Each run has a usage ledger ([`PostgresStore::budget_ledger`], a [`RunLedger`]):
 //!   every process working on the run charges its model calls to it in one atomic
 //!   statement, and the budget meters of their agents check the run's total there, so a
@@ -65,6 +72,7 @@ mod error;
 mod fleet;
 mod follow;
 mod ledger;
+mod outage;
 mod schema;
 mod store;
 #[cfg(feature = "test-support")]
@@ -80,5 +88,6 @@ pub use fleet::{
 };
 pub use follow::EventsListener;
 pub use ledger::RunLedger;
+pub use outage::{DEFAULT_OUTAGE_BOUND, Unreachable};
 pub use schema::SCHEMA_VERSION;
 pub use store::{EVENTS_CHANNEL, PostgresStore};

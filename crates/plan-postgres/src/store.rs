@@ -7,8 +7,8 @@ use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
 use plan_core::{Event, Plan, RunId, RunStatus, StepId, Timestamp};
 use plan_exec::{
-    JournalEntry, PlanRevision, RunEnd, RunRecord, RunStore, RunSummary, StepOutputRecord,
-    StoreError, StoredRun,
+    JournalEntry, PlanRevision, Prune, Pruned, PrunedRun, RunEnd, RunRecord, RunStore, RunSummary,
+    StepOutputRecord, StoreError, StoredRun,
 };
 use tokio_postgres::Transaction;
 use tokio_postgres::types::ToSql;
@@ -32,6 +32,12 @@ const MAX_CONNECTIONS: usize = 16;
 /// once (each append takes the run's row lock); each append notifies the channel
 /// [`EVENTS_CHANNEL`] with the run id, which [`PostgresStore::follow`] listens on.
 ///
+/// It rides out a database outage (a restart, a failover, a terminated connection, no
+/// connection slot free) of up to [`with_outage_bound`](PostgresStore::with_outage_bound)
+/// (60 s by default): each call is retried with backoff and jitter, idempotently, and
+/// fails with [`Unreachable`](crate::Unreachable) as its error's source once the
+/// database has been unreachable for longer.
+///
 /// Cheap to clone: clones share one connection pool.
 #[derive(Clone)]
 pub struct PostgresStore {
@@ -39,6 +45,8 @@ pub struct PostgresStore {
     /// The leases writes are fenced by ([`PostgresStore::fenced`],
     /// [`PostgresStore::driving`]).
     pub(crate) fence: Option<Arc<crate::driving::Fences>>,
+    /// How long a call rides out a database outage ([`PostgresStore::with_outage_bound`]).
+    pub(crate) outage_bound: Duration,
 }
 
 pub(crate) struct Inner {
@@ -46,6 +54,8 @@ pub(crate) struct Inner {
     pub(crate) address: PgAddress,
     pub(crate) errors: PgErrors,
     pub(crate) tls: tokio_postgres_rustls::MakeRustlsConnect,
+    /// When the current outage began, if the database cannot be reached.
+    pub(crate) outage: crate::outage::OutageClock,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -111,8 +121,10 @@ impl PostgresStore {
                 address,
                 errors,
                 tls,
+                outage: crate::outage::OutageClock::default(),
             }),
             fence: None,
+            outage_bound: crate::outage::DEFAULT_OUTAGE_BOUND,
         })
     }
 
@@ -132,8 +144,9 @@ impl PostgresStore {
     /// Begins a write transaction on `run`. In a store [fenced](PostgresStore::fenced) by
     /// a lease on that run (or [driving](PostgresStore::driving) it), it first checks, in
     /// the same transaction, that the lease is still held (taking a share lock on it, so
-    /// a takeover waits for the write to commit): a process whose lease expired or was
-    /// taken over cannot write.
+    /// a takeover waits for the write to commit): a process whose lease was taken over
+    /// cannot write. A lease that expired while nobody took the run over (the database
+    /// was unreachable) is taken back in the same transaction.
     pub(crate) async fn write_tx<'c>(
         &self,
         client: &'c mut Object,
@@ -154,10 +167,12 @@ impl PostgresStore {
                 )
                 .await
                 .map_err(self.err(what))?;
-            if held.is_none() {
+            if held.is_none()
+                && !crate::driving::retake(&tx, self, run, fences, token, what).await?
+            {
                 return Err(StoreError::new(format!(
                     "{what}: `{worker}` no longer holds the lease on run `{run}` (it expired \
-                     or another process took the run over), so this write was refused"
+                     and another process took the run over), so this write was refused"
                 )));
             }
         }
@@ -248,41 +263,212 @@ async fn insert_events(
     Ok(())
 }
 
+impl PostgresStore {
+    /// [`RunStore::prune`]: one transaction. The candidates' rows are locked first,
+    /// skipping those another transaction is writing (a run being written is active);
+    /// then, in a new statement that sees leases committed meanwhile, a run whose lease
+    /// or a step task's lease is live is dropped from them, whatever its status says.
+    /// Deleting a run's row deletes the rest of it (plans, events, outputs, leases, step
+    /// tasks, usage ledger: their foreign keys cascade).
+    async fn prune_runs(&self, rule: &Prune) -> Result<Pruned, StoreError> {
+        let what = "cannot prune runs";
+        let statuses: Vec<&str> = rule.statuses().iter().map(|s| s.as_str()).collect();
+        let cutoff = to_sql_time(rule.older_than);
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(self.err(what))?;
+        let locked: Vec<String> = tx
+            .query(
+                "SELECT id FROM plan.runs
+                 WHERE updated < $1 AND status = ANY($2)
+                 FOR UPDATE SKIP LOCKED",
+                &[&cutoff, &statuses],
+            )
+            .await
+            .map_err(self.err(what))?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let rows = tx
+            .query(
+                "SELECT r.id, r.status, r.updated, r.last_seq FROM plan.runs r
+                 WHERE r.id = ANY($1) AND r.updated < $2 AND r.status = ANY($3)
+                   AND NOT EXISTS (SELECT 1 FROM plan.leases l
+                                   WHERE l.run = r.id AND l.expires > now())
+                   AND NOT EXISTS (SELECT 1 FROM plan.step_tasks t
+                                   WHERE t.run = r.id AND t.state = 'claimed'
+                                     AND t.expires > now())
+                 ORDER BY r.updated, r.id",
+                &[&locked, &cutoff, &statuses],
+            )
+            .await
+            .map_err(self.err(what))?;
+        let runs: Vec<PrunedRun> = rows
+            .iter()
+            .map(|r| {
+                PrunedRun::new(
+                    RunId::new(r.get::<_, String>(0)),
+                    parse_status(r.get(1)),
+                    from_sql_time(r.get(2)),
+                    u64::try_from(r.get::<_, i64>(3)).unwrap_or(0),
+                )
+            })
+            .collect();
+        if rule.dry_run {
+            tx.rollback().await.map_err(self.err(what))?;
+            return Ok(Pruned::new(runs, true));
+        }
+        let ids: Vec<&str> = runs.iter().map(|r| r.id.as_str()).collect();
+        tx.execute("DELETE FROM plan.runs WHERE id = ANY($1)", &[&ids])
+            .await
+            .map_err(self.err(what))?;
+        tx.commit().await.map_err(self.err(what))?;
+        Ok(Pruned::new(runs, false))
+    }
+}
+
+/// For a retried append: whether `events` are the journal's last ones already (their
+/// first try committed, and only its answer was lost with the connection).
+pub(crate) async fn journaled_already(
+    client: &Object,
+    store: &PostgresStore,
+    run: &RunId,
+    events: &[Event],
+    what: &str,
+) -> Result<bool, StoreError> {
+    let rows = client
+        .query(
+            "SELECT body::text FROM plan.events WHERE run = $1 ORDER BY seq DESC LIMIT $2",
+            &[&run.as_str(), &(events.len() as i64)],
+        )
+        .await
+        .map_err(store.err(what))?;
+    Ok(rows.len() == events.len()
+        && rows
+            .iter()
+            .rev()
+            .zip(events)
+            .all(|(row, e)| row.get::<_, &str>(0) == e.to_json_line()))
+}
+
+/// For a retried commit that found the step's output committed: whether it is this one.
+pub(crate) async fn committed_already(
+    client: &Object,
+    store: &PostgresStore,
+    run: &RunId,
+    output: &StepOutputRecord,
+    what: &str,
+) -> Result<bool, StoreError> {
+    let row = client
+        .query_opt(
+            "SELECT output, attempts, revision FROM plan.outputs WHERE run = $1 AND step = $2",
+            &[&run.as_str(), &output.step.as_str()],
+        )
+        .await
+        .map_err(store.err(what))?;
+    Ok(row.is_some_and(|r| {
+        r.get::<_, &str>(0) == output.output
+            && r.get::<_, i32>(1) == output.attempts as i32
+            && r.get::<_, i32>(2) == output.revision as i32
+    }))
+}
+
+impl PostgresStore {
+    /// Notes a saved write to `run` in a driving store's copy of the run's journal, for
+    /// a report when the database cannot be read.
+    fn note(&self, run: &RunId, f: impl FnOnce(&mut StoredRun)) {
+        if let Some(fences) = &self.fence {
+            fences.note(run, f);
+        }
+    }
+
+    /// For a retried create that found the run's id taken: `Ok` when the run is this one
+    /// (its first try committed, and only its answer was lost with the connection).
+    pub(crate) async fn created_already(
+        &self,
+        client: &Object,
+        run: &RunRecord,
+        what: &str,
+    ) -> Result<(), StoreError> {
+        let row = client
+            .query_opt(
+                "SELECT r.goal, r.created, l.worker FROM plan.runs r
+                 LEFT JOIN plan.leases l ON l.run = r.id WHERE r.id = $1",
+                &[&run.id.as_str()],
+            )
+            .await
+            .map_err(self.err(what))?;
+        let ours = row.is_some_and(|r| {
+            let holder: Option<&str> = r.get(2);
+            r.get::<_, &str>(0) == run.goal
+                && from_sql_time(r.get(1)).unix_millis() == run.created.unix_millis()
+                && match self.fence.as_ref().filter(|f| f.claims_created().is_some()) {
+                    Some(fences) => holder == Some(fences.worker()),
+                    None => true,
+                }
+        });
+        if ours {
+            Ok(())
+        } else {
+            Err(StoreError::new(format!(
+                "{what}: a run with this id is in the store already"
+            )))
+        }
+    }
+}
+
 #[async_trait]
 impl RunStore for PostgresStore {
+    async fn prune(&self, rule: &Prune) -> Result<Pruned, StoreError> {
+        self.prune_runs(rule).await
+    }
+
     async fn create_run(&self, run: &RunRecord) -> Result<(), StoreError> {
         let what = format!("cannot record run `{}`", run.id);
         let options = serde_json::to_string(&run.options).map_err(json_err("bad options"))?;
         let created = to_sql_time(run.created);
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(self.err(&what))?;
-        tx.execute(
-            "INSERT INTO plan.runs
-                (id, goal, created, updated, strategy, model, base_url, options, status)
-             VALUES ($1, $2, $3, $3, $4, $5, $6, $7::text::json, 'running')",
-            &[
-                &run.id.as_str(),
-                &run.goal,
-                &created,
-                &run.strategy,
-                &run.model,
-                &run.base_url,
-                &options,
-            ],
-        )
-        .await
-        .map_err(self.err(&what))?;
-        // A driving store holds the runs it creates from their first moment.
-        if let Some(fences) = &self.fence
-            && let Some(ttl) = fences.claims_created()
-        {
-            crate::driving::lease_created(&tx, self, &run.id, fences.worker(), ttl, &what).await?;
-        }
-        tx.commit().await.map_err(self.err(&what))?;
+        let (what, options) = (&what, &options);
+        self.retrying(what, move |attempt| async move {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await.map_err(self.err(what))?;
+            let inserted = tx
+                .execute(
+                    "INSERT INTO plan.runs
+                        (id, goal, created, updated, strategy, model, base_url, options, status)
+                     VALUES ($1, $2, $3, $3, $4, $5, $6, $7::text::json, 'running')",
+                    &[
+                        &run.id.as_str(),
+                        &run.goal,
+                        &created,
+                        &run.strategy,
+                        &run.model,
+                        &run.base_url,
+                        options,
+                    ],
+                )
+                .await;
+            if let Err(e) = inserted {
+                // A retry of a create whose commit was lost with its connection.
+                if attempt.is_retry() && is_unique_violation(&e) {
+                    drop(tx);
+                    return self.created_already(&client, run, what).await;
+                }
+                return Err(self.err(what)(e));
+            }
+            // A driving store holds the runs it creates from their first moment.
+            if let Some(fences) = &self.fence
+                && let Some(ttl) = fences.claims_created()
+            {
+                crate::driving::lease_created(&tx, self, &run.id, fences.worker(), ttl, what)
+                    .await?;
+            }
+            tx.commit().await.map_err(self.err(what))
+        })
+        .await?;
         if let Some(fences) = &self.fence
             && fences.claims_created().is_some()
         {
             fences.hold(&run.id, 1);
+            fences.start_journal(&StoredRun::new(run.clone()));
         }
         Ok(())
     }
@@ -291,24 +477,38 @@ impl RunStore for PostgresStore {
         let body = serde_json::to_string(plan).map_err(json_err("cannot encode the plan"))?;
         let what = format!("cannot save plan revision {revision} of run `{run}`");
         let now = to_sql_time(Timestamp::now());
-        let mut client = self.client().await?;
-        let tx = self.write_tx(&mut client, run, &what).await?;
-        tx.execute(
-            "INSERT INTO plan.plans (run, revision, plan, created)
-             VALUES ($1, $2, $3::text::json, $4)
-             ON CONFLICT (run, revision) DO UPDATE SET plan = EXCLUDED.plan,
-                                                      created = EXCLUDED.created",
-            &[&run.as_str(), &(revision as i32), &body, &now],
-        )
-        .await
-        .map_err(self.err(&what))?;
-        tx.execute(
-            "UPDATE plan.runs SET updated = $2 WHERE id = $1",
-            &[&run.as_str(), &now],
-        )
-        .await
-        .map_err(self.err(&what))?;
-        tx.commit().await.map_err(self.err(&what))
+        let (what, body) = (&what, &body);
+        // Saving a revision again replaces it: a retry is harmless.
+        let saved = self
+            .retrying(what, move |_| async move {
+                let mut client = self.client().await?;
+                let tx = self.write_tx(&mut client, run, what).await?;
+                tx.execute(
+                    "INSERT INTO plan.plans (run, revision, plan, created)
+                 VALUES ($1, $2, $3::text::json, $4)
+                 ON CONFLICT (run, revision) DO UPDATE SET plan = EXCLUDED.plan,
+                                                          created = EXCLUDED.created",
+                    &[&run.as_str(), &(revision as i32), body, &now],
+                )
+                .await
+                .map_err(self.err(what))?;
+                tx.execute(
+                    "UPDATE plan.runs SET updated = $2 WHERE id = $1",
+                    &[&run.as_str(), &now],
+                )
+                .await
+                .map_err(self.err(what))?;
+                tx.commit().await.map_err(self.err(what))
+            })
+            .await;
+        if saved.is_ok() {
+            self.note(run, |m| {
+                m.plans.retain(|p| p.revision != revision);
+                m.plans.push(PlanRevision::new(revision, plan.clone()));
+                m.plans.sort_by_key(|p| p.revision);
+            });
+        }
+        saved
     }
 
     async fn append_events(&self, run: &RunId, events: &[Event]) -> Result<(), StoreError> {
@@ -316,11 +516,26 @@ impl RunStore for PostgresStore {
             return Ok(());
         }
         let what = format!("cannot save the events of run `{run}`");
-        let mut client = self.client().await?;
-        let tx = self.write_tx(&mut client, run, &what).await?;
-        let first = reserve_seq(&tx, self, run, events.len()).await?;
-        insert_events(&tx, self, run, first, events).await?;
-        tx.commit().await.map_err(self.err(&what))
+        let what = &what;
+        let saved = self
+            .retrying(what, move |attempt| async move {
+                let mut client = self.client().await?;
+                // A retry of an append whose commit was lost with its connection: the
+                // events are at the journal's tail already (only the run's holder appends).
+                if attempt.is_retry() && journaled_already(&client, self, run, events, what).await?
+                {
+                    return Ok(());
+                }
+                let tx = self.write_tx(&mut client, run, what).await?;
+                let first = reserve_seq(&tx, self, run, events.len()).await?;
+                insert_events(&tx, self, run, first, events).await?;
+                tx.commit().await.map_err(self.err(what))
+            })
+            .await;
+        if saved.is_ok() {
+            self.note(run, |m| m.events.extend_from_slice(events));
+        }
+        saved
     }
 
     async fn commit_output(
@@ -330,60 +545,90 @@ impl RunStore for PostgresStore {
         events: &[Event],
     ) -> Result<(), StoreError> {
         let what = format!("cannot save the output of step `{}`", output.step);
-        let mut client = self.client().await?;
-        let tx = self.write_tx(&mut client, run, &what).await?;
-        // The row lock first: commits to one run are ordered, and numbered in order.
-        let first = reserve_seq(&tx, self, run, events.len()).await?;
-        let inserted = tx
-            .execute(
-                "INSERT INTO plan.outputs
-                    (run, step, output, attempts, fallback, revision, duration_ms, ts)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-                &[
-                    &run.as_str(),
-                    &output.step.as_str(),
-                    &output.output,
-                    &(output.attempts as i32),
-                    &output.fallback,
-                    &(output.revision as i32),
-                    &i64::try_from(output.duration_ms).unwrap_or(i64::MAX),
-                    &to_sql_time(output.ts),
-                ],
-            )
+        let what = &what;
+        let saved = self
+            .retrying(what, move |attempt| async move {
+                let mut client = self.client().await?;
+                let tx = self.write_tx(&mut client, run, what).await?;
+                // The row lock first: commits to one run are ordered, and numbered in order.
+                let first = reserve_seq(&tx, self, run, events.len()).await?;
+                let inserted = tx
+                    .execute(
+                        "INSERT INTO plan.outputs
+                        (run, step, output, attempts, fallback, revision, duration_ms, ts)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                        &[
+                            &run.as_str(),
+                            &output.step.as_str(),
+                            &output.output,
+                            &(output.attempts as i32),
+                            &output.fallback,
+                            &(output.revision as i32),
+                            &i64::try_from(output.duration_ms).unwrap_or(i64::MAX),
+                            &to_sql_time(output.ts),
+                        ],
+                    )
+                    .await;
+                if let Err(e) = inserted {
+                    if is_unique_violation(&e) {
+                        drop(tx);
+                        // A retry of this very commit, whose commit was lost with its
+                        // connection: done (its events were in the same transaction).
+                        if attempt.is_retry()
+                            && committed_already(&client, self, run, output, what).await?
+                        {
+                            return Ok(());
+                        }
+                        return Err(StoreError::new(format!(
+                            "step `{}` of run `{run}` already has a committed output: a completed \
+                         step is never redone, and its output is kept",
+                            output.step
+                        )));
+                    }
+                    return Err(self.err(what)(e));
+                }
+                insert_events(&tx, self, run, first, events).await?;
+                tx.commit().await.map_err(self.err(what))
+            })
             .await;
-        if let Err(e) = inserted {
-            if is_unique_violation(&e) {
-                return Err(StoreError::new(format!(
-                    "step `{}` of run `{run}` already has a committed output: a completed \
-                     step is never redone, and its output is kept",
-                    output.step
-                )));
-            }
-            return Err(self.err(&what)(e));
+        if saved.is_ok() {
+            self.note(run, |m| {
+                if !m.outputs.iter().any(|o| o.step == output.step) {
+                    m.outputs.push(output.clone());
+                    m.events.extend_from_slice(events);
+                }
+            });
         }
-        insert_events(&tx, self, run, first, events).await?;
-        tx.commit().await.map_err(self.err(&what))
+        saved
     }
 
     async fn set_status(&self, run: &RunId, status: RunStatus) -> Result<(), StoreError> {
         let what = "cannot update the run status";
-        let mut client = self.client().await?;
-        let tx = self.write_tx(&mut client, run, what).await?;
-        let n = tx
-            .execute(
-                "UPDATE plan.runs SET status = $2, updated = $3 WHERE id = $1",
-                &[
-                    &run.as_str(),
-                    &status.as_str(),
-                    &to_sql_time(Timestamp::now()),
-                ],
-            )
-            .await
-            .map_err(self.err(what))?;
-        if n == 0 {
-            return Err(no_run(run));
+        let saved = self
+            .retrying(what, move |_| async move {
+                let mut client = self.client().await?;
+                let tx = self.write_tx(&mut client, run, what).await?;
+                let n = tx
+                    .execute(
+                        "UPDATE plan.runs SET status = $2, updated = $3 WHERE id = $1",
+                        &[
+                            &run.as_str(),
+                            &status.as_str(),
+                            &to_sql_time(Timestamp::now()),
+                        ],
+                    )
+                    .await
+                    .map_err(self.err(what))?;
+                if n == 0 {
+                    return Err(no_run(run));
+                }
+                tx.commit().await.map_err(self.err(what))
+            })
+            .await;
+        if saved.is_ok() {
+            self.note(run, |m| m.status = status);
         }
-        tx.commit().await.map_err(self.err(what))
+        saved
     }
 
     async fn change_status(
@@ -393,32 +638,45 @@ impl RunStore for PostgresStore {
         to: RunStatus,
     ) -> Result<bool, StoreError> {
         let what = "cannot update the run status";
-        let mut client = self.client().await?;
-        let tx = self.write_tx(&mut client, run, what).await?;
-        let n = tx
-            .execute(
-                "UPDATE plan.runs SET status = $3, updated = $4 WHERE id = $1 AND status = $2",
-                &[
-                    &run.as_str(),
-                    &from.as_str(),
-                    &to.as_str(),
-                    &to_sql_time(Timestamp::now()),
-                ],
-            )
-            .await
-            .map_err(self.err(what))?;
-        if n == 1 {
-            tx.commit().await.map_err(self.err(what))?;
-            return Ok(true);
+        let changed = self
+            .retrying(what, move |attempt| async move {
+                let mut client = self.client().await?;
+                let tx = self.write_tx(&mut client, run, what).await?;
+                let n = tx
+                .execute(
+                    "UPDATE plan.runs SET status = $3, updated = $4 WHERE id = $1 AND status = $2",
+                    &[
+                        &run.as_str(),
+                        &from.as_str(),
+                        &to.as_str(),
+                        &to_sql_time(Timestamp::now()),
+                    ],
+                )
+                .await
+                .map_err(self.err(what))?;
+                if n == 1 {
+                    tx.commit().await.map_err(self.err(what))?;
+                    return Ok(true);
+                }
+                let known = tx
+                    .query_opt(
+                        "SELECT status FROM plan.runs WHERE id = $1",
+                        &[&run.as_str()],
+                    )
+                    .await
+                    .map_err(self.err("cannot read the run"))?;
+                match known {
+                    // A retry of a change whose commit was lost with its connection.
+                    Some(row) if attempt.is_retry() => Ok(row.get::<_, &str>(0) == to.as_str()),
+                    Some(_) => Ok(false),
+                    None => Err(no_run(run)),
+                }
+            })
+            .await?;
+        if changed {
+            self.note(run, |m| m.status = to);
         }
-        let known = tx
-            .query_opt("SELECT 1 FROM plan.runs WHERE id = $1", &[&run.as_str()])
-            .await
-            .map_err(self.err("cannot read the run"))?;
-        match known {
-            Some(_) => Ok(false),
-            None => Err(no_run(run)),
-        }
+        Ok(changed)
     }
 
     async fn finish_run(&self, run: &RunId, end: &RunEnd) -> Result<(), StoreError> {
@@ -428,31 +686,91 @@ impl RunStore for PostgresStore {
             Some(serde_json::to_string(&end.extras).map_err(json_err("cannot encode extras"))?)
         };
         let what = "cannot record the end of the run";
-        let mut client = self.client().await?;
-        let tx = self.write_tx(&mut client, run, what).await?;
-        let n = tx
-            .execute(
-                "UPDATE plan.runs SET status = $2, answer = $3, failure = $4,
-                        extras = $5::text::json, updated = $6
-                 WHERE id = $1",
-                &[
-                    &run.as_str(),
-                    &end.status.as_str(),
-                    &end.answer,
-                    &end.failure,
-                    &extras,
-                    &to_sql_time(Timestamp::now()),
-                ],
-            )
-            .await
-            .map_err(self.err(what))?;
-        if n == 0 {
-            return Err(no_run(run));
+        let extras = &extras;
+        let saved = self
+            .retrying(what, move |_| async move {
+                let mut client = self.client().await?;
+                let tx = self.write_tx(&mut client, run, what).await?;
+                let n = tx
+                    .execute(
+                        "UPDATE plan.runs SET status = $2, answer = $3, failure = $4,
+                            extras = $5::text::json, updated = $6
+                     WHERE id = $1",
+                        &[
+                            &run.as_str(),
+                            &end.status.as_str(),
+                            &end.answer,
+                            &end.failure,
+                            extras,
+                            &to_sql_time(Timestamp::now()),
+                        ],
+                    )
+                    .await
+                    .map_err(self.err(what))?;
+                if n == 0 {
+                    return Err(no_run(run));
+                }
+                tx.commit().await.map_err(self.err(what))
+            })
+            .await;
+        if saved.is_ok() {
+            self.note(run, |m| {
+                m.status = end.status;
+                m.answer.clone_from(&end.answer);
+                m.failure.clone_from(&end.failure);
+                m.extras.clone_from(&end.extras);
+            });
         }
-        tx.commit().await.map_err(self.err(what))
+        saved
     }
 
     async fn step_holders(
+        &self,
+        run: &RunId,
+    ) -> Result<std::collections::HashMap<StepId, String>, StoreError> {
+        self.retrying("cannot read the step leases", move |_| {
+            self.read_step_holders(run)
+        })
+        .await
+    }
+
+    async fn list_runs(&self) -> Result<Vec<RunSummary>, StoreError> {
+        self.retrying("cannot list runs", move |_| self.read_runs())
+            .await
+    }
+
+    async fn load_run(&self, run: &RunId) -> Result<Option<StoredRun>, StoreError> {
+        let loaded = self
+            .retrying(&format!("cannot load run `{run}`"), move |_| {
+                self.read_run(run)
+            })
+            .await?;
+        // A driving store's copy of a run it holds starts from the run as loaded.
+        if let (Some(fences), Some(stored)) = (&self.fence, &loaded)
+            && fences.token(run).is_some()
+        {
+            fences.start_journal(stored);
+        }
+        Ok(loaded)
+    }
+
+    async fn events_after(
+        &self,
+        run: &RunId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<JournalEntry>, StoreError> {
+        self.retrying(
+            &format!("cannot read the events of run `{run}`"),
+            move |_| self.read_events_after(run, after, limit),
+        )
+        .await
+    }
+}
+
+/// The reads of [`RunStore`], each one try (the trait's methods retry them).
+impl PostgresStore {
+    async fn read_step_holders(
         &self,
         run: &RunId,
     ) -> Result<std::collections::HashMap<StepId, String>, StoreError> {
@@ -496,7 +814,7 @@ impl RunStore for PostgresStore {
             .collect())
     }
 
-    async fn list_runs(&self) -> Result<Vec<RunSummary>, StoreError> {
+    async fn read_runs(&self) -> Result<Vec<RunSummary>, StoreError> {
         let client = self.client().await?;
         // Steps done: outputs of steps in the latest plan (a replan may drop a finished
         // step).
@@ -535,7 +853,7 @@ impl RunStore for PostgresStore {
             .collect())
     }
 
-    async fn load_run(&self, run: &RunId) -> Result<Option<StoredRun>, StoreError> {
+    async fn read_run(&self, run: &RunId) -> Result<Option<StoredRun>, StoreError> {
         let what = format!("cannot load run `{run}`");
         let mut client = self.client().await?;
         // One snapshot, so the run, its plans, outputs and events agree.
@@ -612,7 +930,7 @@ impl RunStore for PostgresStore {
         Ok(Some(stored))
     }
 
-    async fn events_after(
+    async fn read_events_after(
         &self,
         run: &RunId,
         after: u64,
@@ -638,5 +956,266 @@ impl RunStore for PostgresStore {
                 Ok(JournalEntry::new(row.get::<_, i64>(0) as u64, event))
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::StepTask;
+    use plan_core::{EventKind, Step};
+
+    /// A store on a fresh database, or `None` when PostgreSQL tests are skipped.
+    async fn store() -> Option<PostgresStore> {
+        let cluster = crate::testing::TempCluster::shared_or_skip()?;
+        Some(
+            PostgresStore::connect(&cluster.create_database())
+                .await
+                .unwrap(),
+        )
+    }
+
+    /// A time after `t` (at the store's millisecond precision), waiting for the clock.
+    async fn after(t: Timestamp) -> Timestamp {
+        loop {
+            let now = Timestamp::now();
+            if now.unix_millis() > t.unix_millis() {
+                return now;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    /// A run that got as far as `status`, with a plan, two events, an output and a
+    /// usage ledger.
+    async fn run_with(store: &PostgresStore, status: RunStatus) -> RunId {
+        let record = RunRecord::new(format!("a {status} run"));
+        let id = record.id.clone();
+        store.create_run(&record).await.unwrap();
+        let plan = Plan::new("g", vec![Step::new("a", "do a")]);
+        store.save_plan(&id, 0, &plan).await.unwrap();
+        let started = Event::now(id.clone(), EventKind::RunStarted { goal: "g".into() });
+        store.append_events(&id, &[started]).await.unwrap();
+        let done = Event::now(id.clone(), EventKind::progress(1, 1));
+        store
+            .commit_output(&id, &StepOutputRecord::new("a", "out"), &[done])
+            .await
+            .unwrap();
+        store.budget_ledger(&id).await.unwrap();
+        if status.is_terminal() {
+            store.finish_run(&id, &RunEnd::new(status)).await.unwrap();
+        } else {
+            store.set_status(&id, status).await.unwrap();
+        }
+        id
+    }
+
+    /// Rows naming `run` in every table of the schema `plan` with a `run` column, and its
+    /// `runs` row.
+    async fn rows_of(store: &PostgresStore, run: &RunId) -> i64 {
+        let client = store.client().await.unwrap();
+        let tables = client
+            .query(
+                "SELECT table_name::text FROM information_schema.columns
+                 WHERE table_schema = 'plan' AND column_name = 'run'",
+                &[],
+            )
+            .await
+            .unwrap();
+        assert!(
+            tables.len() >= 6,
+            "{} tables with a run column",
+            tables.len()
+        );
+        let mut rows = client
+            .query_one(
+                "SELECT count(*) FROM plan.runs WHERE id = $1",
+                &[&run.as_str()],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0);
+        for table in tables {
+            let table: String = table.get(0);
+            rows += client
+                .query_one(
+                    &format!("SELECT count(*) FROM plan.{table} WHERE run = $1"),
+                    &[&run.as_str()],
+                )
+                .await
+                .unwrap()
+                .get::<_, i64>(0);
+        }
+        rows
+    }
+
+    fn ids(pruned: &Pruned) -> Vec<RunId> {
+        let mut ids: Vec<RunId> = pruned.runs.iter().map(|r| r.id.clone()).collect();
+        ids.sort();
+        ids
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn prune_deletes_old_ended_runs_with_every_row_in_one_go() {
+        let Some(store) = store().await else { return };
+        let mut old = Vec::new();
+        for status in RunStatus::ALL {
+            old.push((status, run_with(&store, status).await));
+        }
+        // A lease and a step task that are over, on an ended run: they go with it.
+        let (_, succeeded) = old[3].clone();
+        store
+            .enqueue_step(&StepTask::new(
+                succeeded.clone(),
+                "a",
+                1,
+                serde_json::json!({}),
+            ))
+            .await
+            .unwrap();
+        let client = store.client().await.unwrap();
+        client
+            .execute(
+                "INSERT INTO plan.leases (run, worker, token, expires)
+                 VALUES ($1, 'gone', 1, now() - interval '1 minute')",
+                &[&succeeded.as_str()],
+            )
+            .await
+            .unwrap();
+        // 1 run, 1 plan, 2 events, 1 output, 1 ledger; + 1 step task, 1 lease.
+        assert_eq!(rows_of(&store, &succeeded).await, 8);
+        let last_old = store.list_runs().await.unwrap()[0].updated;
+        let cutoff = after(last_old).await;
+        after(cutoff).await;
+        let young = run_with(&store, RunStatus::Failed).await;
+        let ended = |keep_failed: bool| -> Vec<RunId> {
+            let mut ids: Vec<RunId> = old
+                .iter()
+                .filter(|(s, _)| {
+                    s.is_terminal()
+                        && !(keep_failed && matches!(s, RunStatus::Failed | RunStatus::Cancelled))
+                })
+                .map(|(_, id)| id.clone())
+                .collect();
+            ids.sort();
+            ids
+        };
+
+        let listed = store
+            .prune(&Prune::before(cutoff).dry_run(true))
+            .await
+            .unwrap();
+        assert!(listed.dry_run);
+        assert_eq!(ids(&listed), ended(false));
+        assert_eq!(listed.events(), 4 * 2);
+        assert_eq!(store.list_runs().await.unwrap().len(), 8);
+        assert_eq!(rows_of(&store, &succeeded).await, 8);
+
+        let pruned = store
+            .prune(&Prune::before(cutoff).keep_failed(true))
+            .await
+            .unwrap();
+        assert_eq!(ids(&pruned), ended(true));
+        for id in ended(true) {
+            assert_eq!(rows_of(&store, &id).await, 0, "rows of {id} left");
+        }
+        let pruned = store.prune(&Prune::before(cutoff)).await.unwrap();
+        assert_eq!(pruned.runs.len(), 2, "the failed and cancelled ones");
+        let left: Vec<RunId> = store
+            .list_runs()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(left.len(), 4, "{left:?}");
+        assert!(left.contains(&young));
+        for (status, id) in &old {
+            if !status.is_terminal() {
+                assert!(left.contains(id), "{status} run pruned");
+                assert_eq!(rows_of(&store, id).await, 6);
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_run_whose_lease_or_step_task_is_live_is_kept_whatever_its_status() {
+        let Some(store) = store().await else { return };
+        // A run that ended while its worker still holds the lease.
+        let leased = run_with(&store, RunStatus::Queued).await;
+        let ttl = Duration::from_secs(600);
+        let claim = store.claim("w1", ttl, &[]).await.unwrap().unwrap();
+        assert_eq!(claim.lease.run, leased);
+        store
+            .fenced(claim.lease.clone())
+            .finish_run(&leased, &RunEnd::new(RunStatus::Succeeded))
+            .await
+            .unwrap();
+        // A run cancelled while another worker still runs one of its steps.
+        let stepping = run_with(&store, RunStatus::Running).await;
+        store
+            .enqueue_step(&StepTask::new(
+                stepping.clone(),
+                "b",
+                1,
+                serde_json::json!({}),
+            ))
+            .await
+            .unwrap();
+        let step = store.claim_step("w2", ttl, &[]).await.unwrap().unwrap();
+        assert_eq!(step.task.run, stepping);
+        store
+            .finish_run(&stepping, &RunEnd::new(RunStatus::Cancelled))
+            .await
+            .unwrap();
+
+        let everything = Prune::before(after(Timestamp::now()).await);
+        let pruned = store.prune(&everything).await.unwrap();
+        assert!(pruned.runs.is_empty(), "{pruned:?}");
+        assert_eq!(store.list_runs().await.unwrap().len(), 2);
+
+        // Once the leases are given up (or expire), the runs go.
+        store.release(&claim.lease).await.unwrap();
+        let client = store.client().await.unwrap();
+        client
+            .execute(
+                "UPDATE plan.step_tasks SET expires = now() - interval '1 minute'
+                 WHERE run = $1",
+                &[&stepping.as_str()],
+            )
+            .await
+            .unwrap();
+        let pruned = store.prune(&everything).await.unwrap();
+        let mut both = vec![leased.clone(), stepping.clone()];
+        both.sort();
+        assert_eq!(ids(&pruned), both);
+        assert_eq!(rows_of(&store, &leased).await, 0);
+        assert_eq!(rows_of(&store, &stepping).await, 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_run_being_written_is_skipped_not_waited_for() {
+        let Some(store) = store().await else { return };
+        let busy = run_with(&store, RunStatus::Succeeded).await;
+        let idle = run_with(&store, RunStatus::Succeeded).await;
+        let everything = Prune::before(after(Timestamp::now()).await);
+        // Another transaction holds the busy run's row lock, as a writer does.
+        let mut client = store.client().await.unwrap();
+        let writer = client.transaction().await.unwrap();
+        writer
+            .execute(
+                "SELECT 1 FROM plan.runs WHERE id = $1 FOR UPDATE",
+                &[&busy.as_str()],
+            )
+            .await
+            .unwrap();
+        let pruned = tokio::time::timeout(Duration::from_secs(30), store.prune(&everything))
+            .await
+            .expect("prune waited for the writer")
+            .unwrap();
+        assert_eq!(ids(&pruned), [idle]);
+        writer.rollback().await.unwrap();
+        let pruned = store.prune(&everything).await.unwrap();
+        assert_eq!(ids(&pruned), [busy]);
     }
 }

@@ -49,6 +49,7 @@ pub struct TempCluster {
     run_as: Option<String>,
     reaper: Option<Child>,
     tls_cert: Option<PathBuf>,
+    max_connections: u32,
 }
 
 impl TempCluster {
@@ -58,7 +59,16 @@ impl TempCluster {
     /// [`ClusterError`] when the binaries are missing (it says to install the
     /// `postgresql` package) or the server does not start (with its log).
     pub fn start() -> Result<TempCluster, ClusterError> {
-        Self::start_inner(false)
+        Self::start_inner(false, 200)
+    }
+
+    /// Starts a new cluster that accepts at most `n` connections (3 of them kept for
+    /// superusers, as PostgreSQL does by default), for tests that run out of them.
+    ///
+    /// # Errors
+    /// As [`start`](Self::start).
+    pub fn start_with_max_connections(n: u32) -> Result<TempCluster, ClusterError> {
+        Self::start_inner(false, n.max(5))
     }
 
     /// Starts a new cluster that also accepts TLS, with a certificate for `localhost` and
@@ -67,10 +77,10 @@ impl TempCluster {
     /// # Errors
     /// As [`start`](Self::start), and when the certificate cannot be made.
     pub fn start_with_tls() -> Result<TempCluster, ClusterError> {
-        Self::start_inner(true)
+        Self::start_inner(true, 200)
     }
 
-    fn start_inner(tls: bool) -> Result<TempCluster, ClusterError> {
+    fn start_inner(tls: bool, max_connections: u32) -> Result<TempCluster, ClusterError> {
         let bin = find_bin_dir()?;
         let run_as = if nix::unistd::geteuid().is_root() {
             Some("postgres".to_owned())
@@ -85,6 +95,7 @@ impl TempCluster {
             run_as,
             reaper: None,
             tls_cert: None,
+            max_connections,
         };
         if tls {
             cluster.tls_cert = Some(cluster.make_certificate()?);
@@ -167,6 +178,199 @@ impl TempCluster {
             String::from_utf8_lossy(&out.stderr)
         );
         self.url(&name)
+    }
+
+    /// Stops the server as an administrator would for a restart (`pg_ctl stop -m fast`:
+    /// every client connection is ended, new ones are refused), keeping its data and
+    /// port; [`start_again`](Self::start_again) brings it back.
+    ///
+    /// # Errors
+    /// [`ClusterError`] when `pg_ctl` fails.
+    pub fn stop(&self) -> Result<(), ClusterError> {
+        let out = self
+            .command("pg_ctl")
+            .arg("-D")
+            .arg(self.data())
+            .args(["-m", "fast", "-w", "-t", "60", "stop"])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| ClusterError(format!("cannot run pg_ctl: {e}")))?;
+        if !out.status.success() {
+            return Err(ClusterError(format!(
+                "pg_ctl stop failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )));
+        }
+        Ok(())
+    }
+
+    /// Starts the server stopped by [`stop`](Self::stop) again, on the same port with
+    /// the same data, and waits until it accepts connections.
+    ///
+    /// # Errors
+    /// [`ClusterError`] with the server's log when it does not start.
+    pub fn start_again(&self) -> Result<(), ClusterError> {
+        self.pg_ctl_start()
+    }
+
+    /// [`stop`](Self::stop), then [`start_again`](Self::start_again): a fast restart.
+    ///
+    /// # Errors
+    /// As those.
+    pub fn restart(&self) -> Result<(), ClusterError> {
+        self.stop()?;
+        self.start_again()
+    }
+
+    /// Ends every client connection to the cluster (`pg_terminate_backend`), as an
+    /// administrator or a failover would; returns how many were ended.
+    ///
+    /// # Errors
+    /// [`ClusterError`] when the cluster cannot be reached.
+    pub fn terminate_backends(&self) -> Result<u64, ClusterError> {
+        let url = self.url("postgres");
+        block_on(async move {
+            let client = admin(&url, "plan-test-admin").await?;
+            // The holder of `stall_writes`'s lock last, once the others are gone (waiting
+            // up to 5 s for each): a write waiting for that lock is ended while it waits,
+            // never let through by the holder's end first.
+            let mut ended = 0;
+            for holder in [false, true] {
+                let rows = client
+                    .query(
+                        "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity
+                         WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()
+                           AND (coalesce(application_name, '') = $1) = $2",
+                        &[&HOLDER, &holder],
+                    )
+                    .await
+                    .map_err(|e| ClusterError(format!("cannot terminate the backends: {e}")))?;
+                ended += rows.len() as u64;
+            }
+            Ok(ended)
+        })
+    }
+
+    /// Stalls the writes to run `run` in the database at `url`: locks the run's row (as
+    /// a long transaction would) and returns once a writer waits for the lock, so that a
+    /// fault struck then lands on a write in flight. The lock is given up when the guard
+    /// is dropped, or when its connection is ended (a restart, `terminate_backends`).
+    ///
+    /// # Errors
+    /// [`ClusterError`] when the database cannot be reached, or no writer came within
+    /// 60 s.
+    pub fn stall_writes(&self, url: &str, run: &str) -> Result<HeldConnections, ClusterError> {
+        let (url, run) = (url.to_owned(), run.to_owned());
+        let (held, rx) = std::sync::mpsc::channel::<Result<usize, ClusterError>>();
+        let (release, released) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            block_on(async move {
+                let locked = async {
+                    let client = admin(&url, HOLDER).await?;
+                    let err = |e: tokio_postgres::Error| {
+                        ClusterError(format!("cannot stall the writes: {e}"))
+                    };
+                    client.batch_execute("BEGIN").await.map_err(err)?;
+                    client
+                        .query("SELECT 1 FROM plan.runs WHERE id = $1 FOR UPDATE", &[&run])
+                        .await
+                        .map_err(err)?;
+                    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+                    let watcher = admin(&url, "plan-test-admin").await?;
+                    loop {
+                        let waiting = watcher
+                            .query(
+                                "SELECT 1 FROM pg_stat_activity
+                                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                                &[],
+                            )
+                            .await
+                            .map_err(err)?;
+                        if !waiting.is_empty() {
+                            return Ok(client);
+                        }
+                        if std::time::Instant::now() > deadline {
+                            return Err(ClusterError("no write came to wait for the lock".into()));
+                        }
+                        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    }
+                };
+                match locked.await {
+                    Ok(client) => {
+                        let _ = held.send(Ok(1));
+                        let _ = released.await;
+                        drop(client);
+                    }
+                    Err(e) => {
+                        let _ = held.send(Err(e));
+                    }
+                }
+            });
+        });
+        let count = rx
+            .recv()
+            .map_err(|_| ClusterError("the lock holder stopped".into()))??;
+        Ok(HeldConnections {
+            count,
+            release: Some(release),
+            thread: Some(thread),
+        })
+    }
+
+    /// Takes every connection slot of the cluster and holds them until the returned
+    /// guard is dropped: other clients' connections are ended, and their new ones are
+    /// refused (`too many connections`) meanwhile.
+    ///
+    /// # Errors
+    /// [`ClusterError`] when the cluster cannot be reached.
+    pub fn hold_every_connection(&self) -> Result<HeldConnections, ClusterError> {
+        let url = self.url("postgres");
+        let (held, rx) = std::sync::mpsc::channel::<Result<usize, ClusterError>>();
+        let (release, released) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            block_on(async move {
+                let mut clients = Vec::new();
+                // Other clients reconnect as slots free up: take the slots, end the
+                // other connections, and again, until every client connection is ours.
+                for _ in 0..20 {
+                    loop {
+                        match admin(&url, HOLDER).await {
+                            Ok(c) => clients.push(c),
+                            Err(_) if !clients.is_empty() => break,
+                            Err(e) => {
+                                let _ = held.send(Err(e));
+                                return;
+                            }
+                        }
+                    }
+                    let Some(last) = clients.last() else { break };
+                    let ended = last
+                        .query(
+                            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                             WHERE backend_type = 'client backend'
+                               AND application_name <> $1",
+                            &[&HOLDER],
+                        )
+                        .await
+                        .map(|rows| rows.len())
+                        .unwrap_or(0);
+                    if ended == 0 {
+                        break;
+                    }
+                }
+                let _ = held.send(Ok(clients.len()));
+                let _ = released.await;
+                drop(clients);
+            });
+        });
+        let count = rx
+            .recv()
+            .map_err(|_| ClusterError("the connection holder stopped".into()))??;
+        Ok(HeldConnections {
+            count,
+            release: Some(release),
+            thread: Some(thread),
+        })
     }
 
     /// The test CA's certificate (PEM), for `sslrootcert`, when the cluster was started
@@ -305,9 +509,10 @@ impl TempCluster {
         let log = self.run_dir().join("server.log");
         let mut options = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off \
-             -c full_page_writes=off -c max_connections=200",
+             -c full_page_writes=off -c max_connections={}",
             self.port,
-            self.run_dir().display()
+            self.run_dir().display(),
+            self.max_connections
         );
         if self.tls_cert.is_some() {
             let tls = self.dir.join("tls");
@@ -380,6 +585,53 @@ impl Drop for TempCluster {
             .status();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// The application name of the connections [`TempCluster::hold_every_connection`] holds.
+const HOLDER: &str = "plan-test-holder";
+
+/// Connections a test holds ([`TempCluster::hold_every_connection`],
+/// [`TempCluster::stall_writes`]) until dropped.
+#[derive(Debug)]
+pub struct HeldConnections {
+    /// How many connections are held.
+    pub count: usize,
+    release: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for HeldConnections {
+    fn drop(&mut self) {
+        if let Some(release) = self.release.take() {
+            let _ = release.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Runs `f` on a runtime of its own (the cluster's helpers are blocking).
+fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("cannot start a runtime: {e}"))
+        .block_on(f)
+}
+
+/// A plain connection as the superuser, named `name` in `pg_stat_activity`.
+async fn admin(url: &str, name: &str) -> Result<tokio_postgres::Client, ClusterError> {
+    let mut config: tokio_postgres::Config = url
+        .parse()
+        .map_err(|e| ClusterError(format!("bad URL {url}: {e}")))?;
+    config.application_name(name);
+    let (client, connection) = config
+        .connect(tokio_postgres::NoTls)
+        .await
+        .map_err(|e| ClusterError(format!("cannot connect to {url}: {e}")))?;
+    tokio::spawn(connection);
+    Ok(client)
 }
 
 /// The directory with `initdb` and `pg_ctl`.

@@ -163,17 +163,22 @@ impl Worker {
         let mut executors: HashMap<plan_core::RunId, Arc<dyn StepExecutor>> = HashMap::new();
         let mut cannot: Vec<plan_core::RunId> = Vec::new();
         let mut told: HashSet<String> = HashSet::new();
+        // Claims are not retried through an outage (the loop looks again after `poll`,
+        // and a stop must not wait for the database); the work in hand rides it out.
+        let claims = self.store.clone().with_outage_bound(Duration::ZERO);
+        let mut unreachable = false;
         while !stop.is_cancelled() {
             while tasks.len() < self.config.concurrency && !stop.is_cancelled() {
-                let claim = match self
-                    .store
-                    .claim_step(name, self.config.lease, &cannot)
-                    .await
-                {
-                    Ok(Some(claim)) => claim,
-                    Ok(None) => break,
+                let claim = match claims.claim_step(name, self.config.lease, &cannot).await {
+                    Ok(claim) => {
+                        back_again(name, &mut unreachable);
+                        match claim {
+                            Some(claim) => claim,
+                            None => break,
+                        }
+                    }
                     Err(e) => {
-                        tracing::warn!(worker = %name, error = %e, "cannot claim a step");
+                        cannot_claim(name, &e, &mut unreachable);
                         break;
                     }
                 };
@@ -205,11 +210,16 @@ impl Worker {
                 }
             }
             while held.len() < self.config.concurrency && !stop.is_cancelled() {
-                let claim = match self.store.claim(name, self.config.lease, &cannot).await {
-                    Ok(Some(claim)) => claim,
-                    Ok(None) => break,
+                let claim = match claims.claim(name, self.config.lease, &cannot).await {
+                    Ok(claim) => {
+                        back_again(name, &mut unreachable);
+                        match claim {
+                            Some(claim) => claim,
+                            None => break,
+                        }
+                    }
                     Err(e) => {
-                        tracing::warn!(worker = %name, error = %e, "cannot claim work");
+                        cannot_claim(name, &e, &mut unreachable);
                         break;
                     }
                 };
@@ -340,6 +350,23 @@ impl Worker {
     }
 }
 
+/// Says that claiming failed: once per outage at `warn` (then at `debug` until a claim
+/// goes through again).
+fn cannot_claim(name: &str, e: &StoreError, unreachable: &mut bool) {
+    if std::mem::replace(unreachable, true) {
+        tracing::debug!(worker = %name, error = %e, "cannot claim work");
+    } else {
+        tracing::warn!(worker = %name, error = %e, "cannot claim work; trying again while the work in hand rides the outage out");
+    }
+}
+
+/// Says that claims go through again after they failed.
+fn back_again(name: &str, unreachable: &mut bool) {
+    if std::mem::take(unreachable) {
+        tracing::info!(worker = %name, "the store answers again: claiming work");
+    }
+}
+
 /// The task a joined driver was, finished or not.
 fn task_id(done: &Result<(tokio::task::Id, ()), tokio::task::JoinError>) -> tokio::task::Id {
     match done {
@@ -361,9 +388,12 @@ async fn drive(
     let lease = claim.lease;
     let run = lease.run.clone();
     let cancel = CancelToken::new();
+    // One fenced store for the run's writes and the lease's renewal: a write that finds
+    // the lease expired (the database was unreachable) takes it back for as long.
+    let fenced = store.fenced(lease.clone());
     let agent = match builder
         .executor(FleetExecutor::new(store.clone(), results))
-        .store(Arc::new(store.fenced(lease.clone())))
+        .store(Arc::new(fenced.clone()))
         .cancel_token(cancel.clone())
         .build()
     {
@@ -376,7 +406,6 @@ async fn drive(
     };
     // The lease is renewed while the run is driven; a lost lease, or a cancellation
     // asked for (`request_cancel`), cancels the run here.
-    let fenced = store.fenced(lease.clone());
     let keeper = fenced.keep_leases(ttl, cancel.clone());
     if claim.cancel_requested {
         tracing::info!(worker = %lease.worker, run = %run, "cancellation asked for: ending the run as cancelled");

@@ -79,6 +79,7 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     }
     let runtime = session::runtime(&base, true);
     let stop = stop_on_signals();
+    crate::cmd::runs::spawn_retention(&base, "plan worker").await?;
     Worker::new(store, config, Arc::new(runtime))
         .run(stop)
         .await

@@ -170,7 +170,7 @@ async fn finish_run(
     drop(agent);
     shutdown(tools).await;
     ui.finish().await;
-    let note = stopped(driving, &result);
+    let (result, note) = stopped(driving, result);
     conclude(
         result,
         args.execution.json,
@@ -253,7 +253,7 @@ pub async fn exec(args: ExecArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     drop(agent);
     shutdown(tools).await;
     ui.finish().await;
-    let note = stopped(&driving, &result);
+    let (result, note) = stopped(&driving, result);
     conclude(
         result,
         args.execution.json,
@@ -465,7 +465,7 @@ async fn continue_stored(
     drop(agent);
     shutdown(tools).await;
     ui.finish().await;
-    let note = stopped(&driving, &result);
+    let (result, note) = stopped(&driving, result);
     conclude(
         result,
         args.json,
@@ -477,17 +477,23 @@ async fn continue_stored(
     )
 }
 
-/// Why a run that did not succeed was stopped by its shared store (its lease lost, or a
-/// cancellation asked through the API), to say before the usual ending.
+/// Why a run that did not succeed was stopped by its shared store (its lease lost, a
+/// cancellation asked through the API, or the database unreachable for longer than the
+/// store waits: then the run ends here as interrupted, with the report this process
+/// has), to say before the usual ending.
 fn stopped(
     driving: &session::DrivingStore,
-    result: &Result<RunReport, StrategyError>,
-) -> Option<String> {
-    match result {
+    result: Result<RunReport, StrategyError>,
+) -> (Result<RunReport, StrategyError>, Option<String>) {
+    let note = match &result {
         Ok(report) if report.status == RunStatus::Succeeded => None,
         Ok(report) => driving.stopped_by_store(report.run_id.as_str()),
-        Err(_) => None,
-    }
+        Err(e) => match driving.outage(e) {
+            Some((report, why)) => return (Ok(report), Some(why)),
+            None => None,
+        },
+    };
+    (result, note)
 }
 
 /// Builds the agent with the run's tools wired in; when it cannot be built, the tools

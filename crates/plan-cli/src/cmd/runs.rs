@@ -1,4 +1,5 @@
-//! `plan runs` (one line per run, the id first) and `plan show RUN_ID`.
+//! `plan runs` (one line per run, the id first), `plan runs prune`, the `retention`
+//! setting `plan serve` and `plan worker` apply, and `plan show RUN_ID`.
 
 use std::process::ExitCode;
 use std::time::SystemTime;
@@ -8,7 +9,7 @@ use plan_exec::{RunReport, StoredRun};
 use plan_strategies::RunsError;
 use serde_json::Value;
 
-use crate::cli::{RunsArgs, ShowArgs};
+use crate::cli::{PruneArgs, RunsArgs, RunsCommand, ShowArgs};
 use crate::config::{Overrides, Settings};
 use crate::exit::Usage;
 use crate::render;
@@ -17,6 +18,9 @@ use crate::style::Palette;
 
 /// `plan runs`.
 pub async fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
+    if let Some(RunsCommand::Prune(prune_args)) = args.action {
+        return prune(prune_args).await;
+    }
     let settings = Settings::from_process(&Overrides::store(args.store.clone()))?;
     let Some(store) = session::open_existing_store(&settings.store).await? else {
         if args.json {
@@ -51,6 +55,137 @@ pub async fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `plan runs prune`: deletes (or with `--dry-run` lists) the ended runs inactive for
+/// longer than `--older-than`; one line per run and a total, or one JSON object.
+async fn prune(args: PruneArgs) -> anyhow::Result<ExitCode> {
+    let settings = Settings::from_process(&Overrides::store(args.store.clone()))?;
+    let rule = plan_exec::Prune::inactive_for(args.older_than)
+        .keep_failed(args.keep_failed)
+        .dry_run(args.dry_run);
+    let pruned = match session::open_existing_store(&settings.store).await? {
+        Some(store) => store
+            .prune(&rule)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot prune runs in {}: {e}", settings.store))?,
+        None => plan_exec::Pruned::new(Vec::new(), args.dry_run),
+    };
+    let older = plan_exec::format_age(args.older_than);
+    if args.json {
+        let runs: Vec<Value> = pruned
+            .runs
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "run_id": r.id, "status": r.status, "updated": r.updated, "events": r.events,
+                })
+            })
+            .collect();
+        let report = serde_json::json!({
+            "dry_run": pruned.dry_run,
+            "older_than": older,
+            "cutoff": rule.older_than,
+            "keep_failed": args.keep_failed,
+            "runs": runs,
+            "pruned": pruned.runs.len(),
+            "events": pruned.events(),
+        });
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let verb = if pruned.dry_run {
+        "would prune"
+    } else {
+        "pruned"
+    };
+    let now = SystemTime::now();
+    for r in &pruned.runs {
+        println!(
+            "{verb} {}  {:<9}  last active {}  {} event{}",
+            r.id,
+            r.status.as_str(),
+            age(now, r.updated),
+            r.events,
+            plural(r.events)
+        );
+    }
+    println!("{}", summary(&pruned, &older, args.keep_failed));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The total line of `plan runs prune` and of the retention log.
+fn summary(pruned: &plan_exec::Pruned, age: &str, keep_failed: bool) -> String {
+    let n = pruned.runs.len();
+    format!(
+        "{} {n} run{} ({} event{}) ended and inactive for more than {age}{}",
+        if pruned.dry_run {
+            "would prune"
+        } else {
+            "pruned"
+        },
+        plural(n as u64),
+        pruned.events(),
+        plural(pruned.events()),
+        if keep_failed {
+            ", keeping failed and cancelled runs"
+        } else {
+            ""
+        }
+    )
+}
+
+fn plural(n: u64) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+/// Applies the `retention` setting of plan.toml, when there is one, for `command` (`plan
+/// serve`, `plan worker`): in the background, prunes the store's ended runs inactive for
+/// longer than it at once and then hourly, and says on stderr what it pruned.
+///
+/// # Errors
+/// When the store cannot be opened.
+pub async fn spawn_retention(settings: &Settings, command: &'static str) -> anyhow::Result<()> {
+    let Some(keep_for) = settings.retention else {
+        return Ok(());
+    };
+    let store = session::open_store(&settings.store).await?;
+    let older = plan_exec::format_age(keep_for);
+    eprintln!(
+        "{command}: retention: deleting runs ended and inactive for more than {older}, now and hourly"
+    );
+    let report = move |result: Result<plan_exec::Pruned, plan_exec::StoreError>| match result {
+        Ok(pruned) if pruned.runs.is_empty() => {}
+        Ok(pruned) => {
+            const SHOWN: usize = 20;
+            let ids: Vec<&str> = pruned
+                .runs
+                .iter()
+                .take(SHOWN)
+                .map(|r| r.id.as_str())
+                .collect();
+            let more = pruned.runs.len().saturating_sub(SHOWN);
+            eprintln!(
+                "{command}: retention: {}: {}{}",
+                summary(&pruned, &older, false),
+                ids.join(" "),
+                if more > 0 {
+                    format!(" and {more} more")
+                } else {
+                    String::new()
+                }
+            );
+        }
+        Err(e) => {
+            eprintln!("{command}: retention: cannot prune runs (trying again in an hour): {e}")
+        }
+    };
+    tokio::spawn(plan_exec::keep_pruning(
+        store,
+        plan_exec::Retention::new(keep_for),
+        report,
+    ));
+    Ok(())
 }
 
 /// `plan show RUN_ID`.

@@ -67,9 +67,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             ""
         }
     );
-    plan_serve::serve(listener, service)
+    crate::cmd::runs::spawn_retention(&settings, "plan serve").await?;
+    plan_serve::serve_until(listener, service, stop_signal(), GRACE)
         .await
         .map_err(|e| anyhow::anyhow!("plan serve: {e}"))?;
+    eprintln!("plan serve: stopped");
     Ok(ExitCode::SUCCESS)
 }
 

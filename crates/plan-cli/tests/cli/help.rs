@@ -16,6 +16,7 @@ const COMMANDS: &[&[&str]] = &[
     &["worker"],
     &["submit"],
     &["runs"],
+    &["runs", "prune"],
     &["show"],
     &["graph"],
     &["sandbox"],

@@ -1,6 +1,7 @@
 //! The durable run store: the [`RunStore`] trait, its records, and run ids.
 
 mod follow;
+mod prune;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
@@ -13,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::StoreError;
 
 pub use follow::{follow, follow_with};
+pub use prune::{Prune, Pruned, PrunedRun, Retention, format_age, keep_pruning, parse_age};
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
 
@@ -436,6 +438,22 @@ pub trait RunStore: Send + Sync {
         after: u64,
         limit: usize,
     ) -> Result<Vec<JournalEntry>, StoreError>;
+
+    /// Deletes the ended runs `rule` selects (their last activity, `updated`, before
+    /// [`Prune::older_than`]), each with everything stored about it (plans, events,
+    /// outputs, and whatever else the store keeps per run), in one transaction; with
+    /// [`Prune::dry_run`], deletes nothing. Returns the runs deleted (or that would be).
+    ///
+    /// A run that has not ended (`queued`, `running`, `awaiting_approval`) is never
+    /// deleted; see [`Prune`] for which ended ones are. A store shared by a fleet also
+    /// keeps a run whose lease is live, whatever its status says.
+    ///
+    /// The default refuses with an error saying this store cannot prune, so stores
+    /// written before this method existed still compile.
+    async fn prune(&self, rule: &Prune) -> Result<Pruned, StoreError> {
+        let _ = rule;
+        Err(prune::cannot_prune())
+    }
 }
 
 #[async_trait]
@@ -490,6 +508,9 @@ impl<S: RunStore + ?Sized> RunStore for std::sync::Arc<S> {
     }
     async fn load_run(&self, run: &RunId) -> Result<Option<StoredRun>, StoreError> {
         (**self).load_run(run).await
+    }
+    async fn prune(&self, rule: &Prune) -> Result<Pruned, StoreError> {
+        (**self).prune(rule).await
     }
 }
 

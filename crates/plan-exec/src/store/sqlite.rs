@@ -5,11 +5,11 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use plan_core::{Event, Plan, RunId, RunStatus, StepId, Timestamp};
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::{
-    JournalEntry, PlanRevision, RunEnd, RunRecord, RunStore, RunSummary, StepOutputRecord,
-    StoredRun,
+    JournalEntry, PlanRevision, Prune, Pruned, PrunedRun, RunEnd, RunRecord, RunStore, RunSummary,
+    StepOutputRecord, StoredRun,
 };
 use crate::error::{Hint, StoreError};
 
@@ -223,8 +223,87 @@ fn touch(tx: &rusqlite::Transaction<'_>, run: &RunId) -> Result<(), StoreError> 
     Ok(())
 }
 
+/// The tables holding rows of a run, by the column naming it; `runs` itself goes last.
+const RUN_TABLES: [&str; 3] = ["events", "outputs", "plans"];
+
+/// [`RunStore::prune`] in one write transaction: the candidates are read and deleted
+/// under SQLite's write lock, so no other process changes their status in between.
+fn prune(c: &mut Connection, rule: &Prune) -> Result<Pruned, StoreError> {
+    let what = "cannot prune runs";
+    let behavior = if rule.dry_run {
+        TransactionBehavior::Deferred
+    } else {
+        TransactionBehavior::Immediate
+    };
+    let tx = c
+        .transaction_with_behavior(behavior)
+        .map_err(db_err(what))?;
+    let mut runs = Vec::new();
+    {
+        let mut stmt = tx
+            .prepare(
+                "SELECT r.id, r.status, r.updated_ms,
+                        (SELECT count(*) FROM events e WHERE e.run = r.id)
+                 FROM runs r WHERE r.updated_ms < ?1
+                 ORDER BY r.updated_ms, r.id",
+            )
+            .map_err(db_err(what))?;
+        let rows = stmt
+            .query_map(params![ms(rule.older_than)], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, i64>(3)?,
+                ))
+            })
+            .map_err(db_err(what))?;
+        for row in rows {
+            let (id, status, updated, events) = row.map_err(db_err(what))?;
+            // An unknown status reads as `running`, which is kept.
+            let status = parse_status(&status);
+            if rule.allows(status) {
+                runs.push(PrunedRun::new(
+                    RunId::new(id),
+                    status,
+                    ts(updated),
+                    u64::try_from(events).unwrap_or(0),
+                ));
+            }
+        }
+    }
+    if rule.dry_run {
+        return Ok(Pruned::new(runs, true));
+    }
+    for table in RUN_TABLES {
+        let mut stmt = tx
+            .prepare(&format!("DELETE FROM {table} WHERE run = ?1"))
+            .map_err(db_err(what))?;
+        for run in &runs {
+            stmt.execute(params![run.id.as_str()])
+                .map_err(db_err(what))?;
+        }
+    }
+    {
+        let mut stmt = tx
+            .prepare("DELETE FROM runs WHERE id = ?1")
+            .map_err(db_err(what))?;
+        for run in &runs {
+            stmt.execute(params![run.id.as_str()])
+                .map_err(db_err(what))?;
+        }
+    }
+    tx.commit().map_err(db_err(what))?;
+    Ok(Pruned::new(runs, false))
+}
+
 #[async_trait]
 impl RunStore for SqliteStore {
+    async fn prune(&self, rule: &Prune) -> Result<Pruned, StoreError> {
+        let rule = rule.clone();
+        self.with_conn(move |c| prune(c, &rule)).await
+    }
+
     async fn create_run(&self, run: &RunRecord) -> Result<(), StoreError> {
         let run = run.clone();
         self.with_conn(move |c| {
@@ -674,6 +753,149 @@ mod tests {
         let err = SqliteStore::open(&path).unwrap_err().to_string();
         assert!(err.contains("newer than this build"), "{err}");
         assert!(err.contains(&path.display().to_string()), "{err}");
+    }
+
+    /// Waits until the clock has passed `t` (at the stores' millisecond precision).
+    fn after(t: Timestamp) -> Timestamp {
+        loop {
+            let now = Timestamp::now();
+            if now.unix_millis() > t.unix_millis() {
+                return now;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+
+    /// A run that got as far as `status`, with a plan, an output and two events.
+    async fn run_with(store: &SqliteStore, status: RunStatus) -> RunId {
+        let record = RunRecord::new(format!("a {status} run"));
+        let id = record.id.clone();
+        store.create_run(&record).await.unwrap();
+        let plan = Plan::new("g", vec![plan_core::Step::new("a", "do a")]);
+        store.save_plan(&id, 0, &plan).await.unwrap();
+        let started = Event::now(id.clone(), EventKind::RunStarted { goal: "g".into() });
+        store.append_events(&id, &[started]).await.unwrap();
+        let done = Event::now(id.clone(), EventKind::progress(1, 1));
+        store
+            .commit_output(&id, &StepOutputRecord::new("a", "out"), &[done])
+            .await
+            .unwrap();
+        if status.is_terminal() {
+            store.finish_run(&id, &RunEnd::new(status)).await.unwrap();
+        } else {
+            store.set_status(&id, status).await.unwrap();
+        }
+        id
+    }
+
+    /// Rows naming `run` in every table that has a `run` column, and its `runs` row.
+    fn rows_of(path: &Path, run: &RunId) -> i64 {
+        let conn = Connection::open(path).unwrap();
+        let tables: Vec<String> = conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let mut rows = 0;
+        for table in tables {
+            let columns: Vec<String> = conn
+                .prepare(&format!("SELECT name FROM pragma_table_info('{table}')"))
+                .unwrap()
+                .query_map([], |r| r.get(0))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+            let column = if table == "runs" { "id" } else { "run" };
+            if columns.iter().any(|c| c == column) {
+                rows += conn
+                    .query_row(
+                        &format!("SELECT count(*) FROM {table} WHERE {column} = ?1"),
+                        params![run.as_str()],
+                        |r| r.get::<_, i64>(0),
+                    )
+                    .unwrap();
+            }
+        }
+        rows
+    }
+
+    #[tokio::test]
+    async fn prune_deletes_old_ended_runs_with_every_row_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("runs.db");
+        let store = SqliteStore::open(&path).unwrap();
+        let mut old = Vec::new();
+        for status in RunStatus::ALL {
+            old.push((status, run_with(&store, status).await));
+        }
+        let last_old = store.list_runs().await.unwrap()[0].updated;
+        let cutoff = after(last_old);
+        after(cutoff);
+        let young = run_with(&store, RunStatus::Succeeded).await;
+        let ended = |keep_failed: bool| -> Vec<RunId> {
+            old.iter()
+                .filter(|(s, _)| {
+                    s.is_terminal()
+                        && !(keep_failed && matches!(s, RunStatus::Failed | RunStatus::Cancelled))
+                })
+                .map(|(_, id)| id.clone())
+                .collect()
+        };
+        let ids = |p: &Pruned| {
+            let mut ids: Vec<RunId> = p.runs.iter().map(|r| r.id.clone()).collect();
+            ids.sort();
+            ids
+        };
+
+        // A dry run lists them and deletes nothing.
+        let rule = Prune::before(cutoff).dry_run(true);
+        let listed = store.prune(&rule).await.unwrap();
+        assert!(listed.dry_run);
+        assert_eq!(ids(&listed), ended(false));
+        assert_eq!(listed.events(), 4 * 2);
+        assert_eq!(store.list_runs().await.unwrap().len(), 8);
+
+        // keep_failed keeps failed and cancelled runs.
+        let pruned = store
+            .prune(&Prune::before(cutoff).keep_failed(true))
+            .await
+            .unwrap();
+        assert!(!pruned.dry_run);
+        assert_eq!(ids(&pruned), ended(true));
+        for id in ended(true) {
+            assert_eq!(rows_of(&path, &id), 0, "rows of {id} left");
+            assert_eq!(store.load_run(&id).await.unwrap(), None);
+        }
+        let pruned = store.prune(&Prune::before(cutoff)).await.unwrap();
+        let mut failed: Vec<RunId> = old
+            .iter()
+            .filter(|(s, _)| matches!(s, RunStatus::Failed | RunStatus::Cancelled))
+            .map(|(_, id)| id.clone())
+            .collect();
+        failed.sort();
+        assert_eq!(ids(&pruned), failed);
+
+        // What has not ended, and what is younger, is all there.
+        let left: Vec<RunId> = store
+            .list_runs()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(left.len(), 4, "{left:?}");
+        assert!(left.contains(&young));
+        for (status, id) in &old {
+            if !status.is_terminal() {
+                assert!(left.contains(id), "{status} run pruned");
+                // 1 run, 1 plan, 2 events, 1 output.
+                assert_eq!(rows_of(&path, id), 5);
+            }
+        }
+        let everything = Prune::before(after(Timestamp::now()));
+        assert_eq!(ids(&store.prune(&everything).await.unwrap()), [young]);
     }
 
     #[tokio::test]

@@ -336,3 +336,13 @@ fn a_fleet_rides_out_a_fast_restart() {
 fn a_fleet_rides_out_every_backend_terminated() {
     fleet_through(Fault::Terminate);
 }
+
+#[test]
+fn a_fleet_rides_out_an_8_s_outage() {
+    fleet_through(Fault::Outage);
+}
+
+#[test]
+fn a_fleet_rides_out_every_connection_slot_taken() {
+    fleet_through(Fault::Exhaust);
+}

@@ -271,14 +271,36 @@ pub async fn open_store(spec: &StoreSpec) -> anyhow::Result<Arc<dyn RunStore>> {
 }
 
 /// Connects to a PostgreSQL store; the message names the server and what to check,
-/// never the password.
+/// never the password. The store rides out an outage of up to `PLAN_DB_OUTAGE_SECS`
+/// seconds (default: the store's 60).
 pub async fn connect_postgres(url: &str) -> anyhow::Result<PostgresStore> {
-    PostgresStore::connect(url).await.map_err(|e| {
-        Usage::new(format!(
+    let bound = outage_bound()?;
+    let store = PostgresStore::connect(url).await.map_err(|e| {
+        anyhow::Error::from(Usage::new(format!(
             "{e}\n  hint: pass --store (or set PLAN_STORE) to use another store"
-        ))
-        .into()
+        )))
+    })?;
+    Ok(match bound {
+        Some(bound) => store.with_outage_bound(bound),
+        None => store,
     })
+}
+
+/// The variable that sets how long a process rides out a PostgreSQL outage.
+const OUTAGE_VAR: &str = "PLAN_DB_OUTAGE_SECS";
+
+/// `PLAN_DB_OUTAGE_SECS`, if set: whole seconds, at most a day.
+fn outage_bound() -> anyhow::Result<Option<Duration>> {
+    let Ok(value) = std::env::var(OUTAGE_VAR) else {
+        return Ok(None);
+    };
+    match value.trim().parse::<u64>() {
+        Ok(secs) if secs <= 86_400 => Ok(Some(Duration::from_secs(secs))),
+        _ => Err(Usage::new(format!(
+            "{OUTAGE_VAR}={value}: give a whole number of seconds from 0 to 86400 (how long a run rides out a database outage; default 60)"
+        ))
+        .into()),
+    }
 }
 
 /// How long this process's lease on a run it drives on a shared store lasts without

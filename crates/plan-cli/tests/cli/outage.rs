@@ -346,3 +346,95 @@ fn a_fleet_rides_out_an_8_s_outage() {
 fn a_fleet_rides_out_every_connection_slot_taken() {
     fleet_through(Fault::Exhaust);
 }
+
+/// Past its bound (`PLAN_DB_OUTAGE_SECS`, 2 s here), `plan run` stops as interrupted
+/// (exit 130) with its `--json` report, saying for how long the database was
+/// unreachable and how to continue; once the database is back, `plan resume` finishes
+/// the run without asking again for a step committed before the outage.
+#[test]
+fn past_the_bound_plan_run_stops_interrupted_and_resumes() {
+    let Some((cluster, _turn)) = cluster() else {
+        return;
+    };
+    let url = cluster.create_database();
+    let sb = Sandbox::new();
+    let server = agent_server(SIX);
+    server.latency(LATENCY);
+    let mut args = vec![
+        "run".to_owned(),
+        "--store".into(),
+        url.clone(),
+        "--strategy".into(),
+        "dag".into(),
+        "--json".into(),
+        "--quiet".into(),
+    ];
+    args.extend(model_flags(&server));
+    args.push("Count to six".into());
+    let child = sb
+        .plan(&args)
+        .env("PLAN_DB_OUTAGE_SECS", "2")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let id = first_run(&url);
+    let before = committed_steps(&url, &id, 2, &server);
+    cluster.stop().unwrap();
+    let out = child.wait_with_output().unwrap();
+    cluster.start_again().unwrap();
+    expect_code(&out, 130);
+    let report: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(report["run_id"], id.as_str(), "{report}");
+    assert_ne!(report["status"], "succeeded", "{report}");
+    let failure = report["failure"].as_str().unwrap_or_default();
+    assert!(
+        failure.contains("unreachable for") && failure.contains("longer than the 2 s"),
+        "{report}"
+    );
+    assert!(stderr(&out).contains("plan resume"), "{}", stderr(&out));
+
+    // The stopped process could not give its lease up: it expires, then the run
+    // continues here.
+    until("the stopped process's lease to expire", 30, || {
+        rt().block_on(async {
+            let store = PostgresStore::connect(&url).await.unwrap();
+            store
+                .lease_holder(&RunId::new(&id))
+                .await
+                .unwrap()
+                .is_none_or(|h| !h.live)
+        })
+    });
+    let mut args = vec![
+        "resume".to_owned(),
+        id.clone(),
+        "--store".into(),
+        url.clone(),
+        "--json".into(),
+        "--quiet".into(),
+    ];
+    args.extend(model_flags(&server));
+    let out = sb.plan(&args).output().unwrap();
+    expect_code(&out, 0);
+    let report: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(report["status"], "succeeded", "{report}");
+    nothing_asked_again(&before, &server, &url, &id);
+}
+
+/// Nonsense in `PLAN_DB_OUTAGE_SECS` is refused, naming it.
+#[test]
+fn a_nonsense_outage_bound_is_named() {
+    let sb = Sandbox::new();
+    let out = sb
+        .plan(["runs", "--store", "postgres://plan@127.0.0.1:9/plan"])
+        .env("PLAN_DB_OUTAGE_SECS", "a minute")
+        .output()
+        .unwrap();
+    expect_code(&out, 2);
+    assert!(
+        stderr(&out).contains("PLAN_DB_OUTAGE_SECS=a minute: give a whole number of seconds"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -166,6 +166,28 @@ impl Fault {
     }
 }
 
+/// `plan run --store URL --json` of the six steps against `server`, with `env` set, its
+/// output piped.
+fn spawn_plan_run(sb: &Sandbox, url: &str, server: &FakeOpenAi, env: (&str, &str)) -> Child {
+    let mut args = vec![
+        "run".to_owned(),
+        "--store".into(),
+        url.to_owned(),
+        "--strategy".into(),
+        "dag".into(),
+        "--json".into(),
+        "--quiet".into(),
+    ];
+    args.extend(model_flags(server));
+    args.push("Count to six".into());
+    sb.plan(&args)
+        .env(env.0, env.1)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 /// `plan run --store URL --json` of the six steps, striking `fault` once two steps are
 /// committed: it must succeed, asking for no committed step again.
 fn plan_run_through(fault: Fault) {
@@ -176,24 +198,7 @@ fn plan_run_through(fault: Fault) {
     let sb = Sandbox::new();
     let server = agent_server(SIX);
     server.latency(LATENCY);
-    let mut args = vec![
-        "run".to_owned(),
-        "--store".into(),
-        url.clone(),
-        "--strategy".into(),
-        "dag".into(),
-        "--json".into(),
-        "--quiet".into(),
-    ];
-    args.extend(model_flags(&server));
-    args.push("Count to six".into());
-    let child = sb
-        .plan(&args)
-        .env("RUST_LOG", "plan_postgres=info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_plan_run(&sb, &url, &server, ("RUST_LOG", "plan_postgres=info"));
     let id = first_run(&url);
     let before = committed_steps(&url, &id, 2, &server);
     fault.strike(cluster, &url, &id);
@@ -360,24 +365,7 @@ fn past_the_bound_plan_run_stops_interrupted_and_resumes() {
     let sb = Sandbox::new();
     let server = agent_server(SIX);
     server.latency(LATENCY);
-    let mut args = vec![
-        "run".to_owned(),
-        "--store".into(),
-        url.clone(),
-        "--strategy".into(),
-        "dag".into(),
-        "--json".into(),
-        "--quiet".into(),
-    ];
-    args.extend(model_flags(&server));
-    args.push("Count to six".into());
-    let child = sb
-        .plan(&args)
-        .env("PLAN_DB_OUTAGE_SECS", "2")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_plan_run(&sb, &url, &server, ("PLAN_DB_OUTAGE_SECS", "2"));
     let id = first_run(&url);
     let before = committed_steps(&url, &id, 2, &server);
     cluster.stop().unwrap();

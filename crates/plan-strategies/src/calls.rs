@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use plan_llm::{FinishReason, Message, Provider, Purpose, Request, ResponseFormat};
+use plan_llm::{FinishReason, Message, Provider, Purpose, Request, ResponseFormat, Usage};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -40,6 +40,58 @@ pub(crate) struct Decomposition {
     pub(crate) atomic: bool,
     #[serde(default)]
     pub(crate) subgoals: Vec<SubGoal>,
+}
+
+/// Why a reply was cut off at the length limit: at the call's token cap, or, when it
+/// stopped short of the cap, because the server's context window (prompt and reply
+/// together) was full. The usage tells them apart; a server that gives none is taken to
+/// have stopped at the cap.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct CutOff {
+    /// The call's token cap.
+    cap: u32,
+    /// What set the cap, in words (`planning's budget for a plan of at most 30 steps`).
+    set_by: String,
+    /// Prompt and reply tokens, when the reply stopped short of the cap.
+    context: Option<(u64, u64)>,
+}
+
+impl CutOff {
+    /// A reply cut off with this `usage` by a call capped at `cap` tokens (`set_by`).
+    pub(crate) fn new(cap: u32, usage: Usage, set_by: impl Into<String>) -> Self {
+        let short = usage.completion_tokens > 0 && usage.completion_tokens < u64::from(cap);
+        Self {
+            cap,
+            set_by: set_by.into(),
+            context: short.then_some((usage.prompt_tokens, usage.completion_tokens)),
+        }
+    }
+
+    /// Whether the server's context window, not the cap, ended the reply.
+    pub(crate) fn by_context(&self) -> bool {
+        self.context.is_some()
+    }
+
+    /// Where the reply stopped, to follow "the reply was cut off".
+    pub(crate) fn cause(&self) -> String {
+        match self.context {
+            Some((prompt, reply)) => format!(
+                "by the model server's context window after {reply} tokens (about {} tokens with the {prompt}-token prompt), short of the token limit of {} tokens",
+                prompt + reply,
+                self.cap
+            ),
+            None => format!("at the token limit ({} tokens, {})", self.cap, self.set_by),
+        }
+    }
+
+    /// What to do about it.
+    pub(crate) fn remedy(&self) -> &'static str {
+        if self.by_context() {
+            "start the model server with a larger context (llama.cpp: llama-server -c N; llama-cpp-python: --n_ctx N), or plan a shorter goal"
+        } else {
+            "a reply within the schema fits in that limit, so the model did not keep to the schema: use a larger model, or a server that constrains its replies to the schema"
+        }
+    }
 }
 
 /// A structured reply, and whether a reply on the way to it was cut off at the token limit
@@ -98,21 +150,25 @@ async fn structured_reply<T: DeserializeOwned>(
             usage: response.usage,
             duration: started.elapsed(),
         });
-        let cut = response.finish_reason == FinishReason::Length;
-        any_cut |= cut;
+        let cut = (response.finish_reason == FinishReason::Length).then(|| {
+            CutOff::new(
+                max_tokens,
+                response.usage,
+                format!("the {purpose} call's budget"),
+            )
+        });
+        any_cut |= cut.is_some();
         let parsed = extract_json(&response.content)
             .and_then(|v| {
                 serde_json::from_value::<T>(v)
                     .map_err(|e| format!("the JSON does not match the schema: {e}"))
             })
-            .map_err(|problem| {
-                if cut {
-                    format!(
-                        "the reply was cut off at the token limit ({max_tokens} tokens) before its JSON was complete: reply more briefly"
-                    )
-                } else {
-                    problem
-                }
+            .map_err(|problem| match &cut {
+                Some(cut) => format!(
+                    "the reply was cut off {} before its JSON was complete: reply more briefly",
+                    cut.cause()
+                ),
+                None => problem,
             });
         match parsed {
             Ok(value) => {
@@ -463,6 +519,33 @@ async fn synthesis_call(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cut_off_names_what_set_the_limit() {
+        let budget = CutOff::new(
+            13_328,
+            Usage::new(700, 13_328),
+            "planning's budget for a plan of at most 30 steps",
+        );
+        assert!(!budget.by_context());
+        assert!(
+            budget.cause().contains("13328 tokens, planning's budget"),
+            "{}",
+            budget.cause()
+        );
+        assert!(!budget.remedy().contains("--max-steps"));
+        let context = CutOff::new(13_328, Usage::new(700, 1_348), "planning's budget");
+        assert!(context.by_context());
+        assert!(
+            context.cause().contains("context window after 1348 tokens")
+                && context.cause().contains("about 2048 tokens"),
+            "{}",
+            context.cause()
+        );
+        assert!(context.remedy().contains("larger context"));
+        // No usage: taken to have stopped at the cap.
+        assert!(!CutOff::new(100, Usage::default(), "x").by_context());
+    }
 
     /// Constrained decoding of a direct answer must end within the routing call's token
     /// cap (planning's budget) at 2.5 characters a token, or the embedded model runs into

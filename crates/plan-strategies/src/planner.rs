@@ -7,11 +7,12 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures::StreamExt;
-use plan_core::{Limits, Plan, PlanGraph, RepairReport, Step, StepId};
+use plan_core::{Limits, Plan, PlanGraph, RepairChange, RepairReport, Step, StepId};
 use plan_llm::{Chunk, FinishReason, Message, Provider, Purpose, Request, ResponseFormat, Usage};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
+use crate::calls::CutOff;
 use crate::error::StrategyError;
 use crate::prompts::{bounded, plan_schema, plan_token_budget, render};
 use crate::stream::StepStreamParser;
@@ -549,18 +550,42 @@ impl LlmPlanner {
             .unwrap_or_else(|| plan_token_budget(self.config.max_steps))
     }
 
-    fn request(&self, messages: Vec<Message>, purpose: Purpose) -> Request {
+    /// How planning replies are asked for: with the plan schema, unless the provider
+    /// enforces JSON objects only (the system prompt then holds the schema). Chosen once
+    /// per planning call, before the first request, so that every re-prompt is asked for
+    /// as the first request was, even when the provider learns more about its server on
+    /// the way (a detected flavour, a refused mode).
+    fn response_format(&self) -> ResponseFormat {
         let caps = self.provider.capabilities();
-        let format = if caps.json_object && !caps.json_schema {
+        if caps.json_object && !caps.json_schema {
             ResponseFormat::JsonObject
         } else {
             ResponseFormat::JsonSchema {
                 name: "plan".to_owned(),
                 schema: plan_schema(self.config.max_steps),
             }
-        };
+        }
+    }
+
+    /// What set the token cap of planning calls, in words.
+    fn cap_source(&self) -> String {
+        match self.config.max_tokens {
+            Some(_) => "the planner's configured max_tokens".to_owned(),
+            None => format!(
+                "planning's budget for a plan of at most {} steps",
+                self.config.max_steps
+            ),
+        }
+    }
+
+    fn request(
+        &self,
+        messages: Vec<Message>,
+        purpose: Purpose,
+        format: &ResponseFormat,
+    ) -> Request {
         let mut request = Request::new(messages)
-            .with_response_format(format)
+            .with_response_format(format.clone())
             .with_purpose(purpose);
         request.temperature = self.config.temperature;
         request.max_tokens = Some(self.max_tokens());
@@ -572,7 +597,7 @@ impl LlmPlanner {
         request: &Request,
         purpose: &str,
         calls: &mut Vec<LlmCall>,
-    ) -> Result<(String, bool), StrategyError> {
+    ) -> Result<(String, Option<CutOff>), StrategyError> {
         let started = Instant::now();
         let response = self
             .provider
@@ -584,7 +609,8 @@ impl LlmPlanner {
             usage: response.usage,
             duration: started.elapsed(),
         });
-        let cut = response.finish_reason == FinishReason::Length;
+        let cut = (response.finish_reason == FinishReason::Length)
+            .then(|| CutOff::new(self.max_tokens(), response.usage, self.cap_source()));
         Ok((response.content, cut))
     }
 
@@ -595,7 +621,7 @@ impl LlmPlanner {
         sink: &StepSink,
         streamed: &mut Vec<Step>,
         calls: &mut Vec<LlmCall>,
-    ) -> Result<(String, bool), StrategyError> {
+    ) -> Result<(String, Option<CutOff>), StrategyError> {
         let purpose = plan_request.purpose();
         let purpose = purpose.as_str();
         let started = Instant::now();
@@ -641,6 +667,7 @@ impl LlmPlanner {
         if !finished {
             tracing::warn!("plan stream ended without a finish marker");
         }
+        let cut = cut.then(|| CutOff::new(self.max_tokens(), usage, self.cap_source()));
         Ok((text, cut))
     }
 
@@ -658,9 +685,11 @@ impl LlmPlanner {
         let mut streamed = Vec::new();
         let mut adjustments = Vec::new();
         let attempts_allowed = 1 + self.config.max_fix_attempts;
+        let format = self.response_format();
         let mut last: Option<(Option<Plan>, Vec<Problem>)> = None;
+        let mut last_cut = None;
         for attempt in 1..=attempts_allowed {
-            let req = self.request(messages.clone(), purpose.clone());
+            let req = self.request(messages.clone(), purpose.clone(), &format);
             let (text, cut) = match (attempt, sink) {
                 (1, Some(sink)) => {
                     self.call_streamed(&req, request, sink, &mut streamed, &mut calls)
@@ -669,12 +698,16 @@ impl LlmPlanner {
                 _ => self.call(&req, purpose.as_str(), &mut calls).await?,
             };
             let (plan, mut problems) = self.check_reply(request, &text);
-            if cut && plan.is_none() {
+            last_cut = None;
+            if let Some(cut) = cut
+                && plan.is_none()
+            {
                 // A reply cut by the token cap is not valid JSON: say why, not where it broke.
                 problems = vec![Problem::hard(format!(
-                    "the reply was cut off at the token limit ({} tokens) before the plan's JSON was complete: reply with fewer steps and shorter descriptions",
-                    self.max_tokens()
+                    "the reply was cut off {} before the plan's JSON was complete: reply with fewer steps and shorter descriptions",
+                    cut.cause()
                 ))];
+                last_cut = Some(cut);
             }
             if problems.is_empty()
                 && let Some(plan) = plan
@@ -684,6 +717,36 @@ impl LlmPlanner {
                     calls,
                     attempts: attempt,
                     repair: None,
+                    streamed,
+                    adjustments,
+                });
+            }
+            // What the repair pass can fix for sure (unknown or repeated dependencies,
+            // repeated or missing ids) is fixed here rather than sent back: a re-prompt
+            // costs a call, and a weak model often does worse the second time.
+            if let Some(plan) = &plan
+                && let Some((plan, report, changes)) = self.repair_instead(request, plan)
+            {
+                let texts: Vec<String> = problems.iter().map(|p| p.text.clone()).collect();
+                tracing::info!(
+                    changes = changes.len(),
+                    attempt,
+                    "plan repaired instead of re-prompting"
+                );
+                adjustments.extend(
+                    changes
+                        .iter()
+                        .map(|c| format!("the model's plan was repaired: {c}")),
+                );
+                return Ok(Planned {
+                    plan,
+                    calls,
+                    attempts: attempt,
+                    repair: Some(RepairNote {
+                        problems: texts,
+                        changes,
+                        report,
+                    }),
                     streamed,
                     adjustments,
                 });
@@ -720,6 +783,17 @@ impl LlmPlanner {
             });
         };
         let texts: Vec<String> = problems.iter().map(|p| p.text.clone()).collect();
+        if let (None, Some(cut)) = (&plan, &last_cut) {
+            // Not a plan too large for --max-steps: say what cut the reply and what helps.
+            return Err(StrategyError::InvalidReply {
+                purpose: purpose.as_str().to_owned(),
+                message: format!(
+                    "the last of {attempts_allowed} replies was cut off {} before the plan's JSON was complete; {}",
+                    cut.cause(),
+                    cut.remedy()
+                ),
+            });
+        }
         let Some(plan) = plan else {
             return Err(StrategyError::InvalidPlan {
                 attempts: attempts_allowed,
@@ -807,6 +881,42 @@ impl LlmPlanner {
                 (None, problems)
             }
         }
+    }
+
+    /// The repair of a reply whose every problem the repair pass fixes for sure: repeated
+    /// or missing ids, and dependencies on unknown ids, on the step itself or listed twice.
+    /// `None` when the reply has another problem (a cycle, too many steps, an unknown
+    /// agent, a finished step restated), which the model is asked to fix instead.
+    fn repair_instead(
+        &self,
+        request: &PlanRequest,
+        plan: &Plan,
+    ) -> Option<(Plan, RepairReport, Vec<String>)> {
+        let kept: HashSet<&StepId> = request.kept().iter().map(|f| &f.step.id).collect();
+        if plan
+            .steps
+            .iter()
+            .skip(kept.len())
+            .any(|s| kept.contains(&s.id))
+        {
+            return None;
+        }
+        let (repaired, report, changes) = crate::repair::repair_plan(plan.clone());
+        let sure = |c: &RepairChange| {
+            matches!(
+                c,
+                RepairChange::GeneratedId { .. }
+                    | RepairChange::RenamedDuplicateId { .. }
+                    | RepairChange::DroppedSelfDependency { .. }
+                    | RepairChange::DroppedUnknownDependency { .. }
+                    | RepairChange::DroppedRepeatedDependency { .. }
+            )
+        };
+        if report.is_empty() || !report.changes.iter().all(sure) {
+            return None;
+        }
+        let (_, remaining) = self.check_plan(request, repaired.clone());
+        remaining.is_empty().then_some((repaired, report, changes))
     }
 
     /// The repair pass: fixes what can be fixed mechanically in the last reply.
@@ -1037,6 +1147,110 @@ impl StepGate {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use plan_llm::{Capabilities, ChunkStream, LlmError, Reply, Response, ScriptedModel};
+
+    /// A provider that learns about its server with its first call, as the OpenAI adapter
+    /// does when it identifies llama-cpp-python (JSON object mode, no schema mode).
+    struct Learns(ScriptedModel);
+
+    #[async_trait]
+    impl Provider for Learns {
+        fn name(&self) -> &str {
+            "learns"
+        }
+        fn capabilities(&self) -> Capabilities {
+            if self.0.call_count() == 0 {
+                Capabilities::all().with_streaming(false)
+            } else {
+                Capabilities::default().with_json_object(true)
+            }
+        }
+        async fn complete(&self, request: &Request) -> Result<Response, LlmError> {
+            self.0.complete(request).await
+        }
+        async fn stream(&self, request: &Request) -> Result<ChunkStream, LlmError> {
+            self.0.stream(request).await
+        }
+    }
+
+    fn reply(steps: serde_json::Value) -> Reply {
+        Reply::text(serde_json::json!({ "goal": "g", "steps": steps }).to_string())
+    }
+
+    #[tokio::test]
+    async fn re_prompts_are_asked_for_as_the_first_request_was() {
+        let model = ScriptedModel::new()
+            // A cycle: the repair pass does not fix it for sure, the model is asked to.
+            .reply(reply(serde_json::json!([
+                {"id": "a", "description": "A", "dependencies": ["b"]},
+                {"id": "b", "description": "B", "dependencies": ["a"]}
+            ])))
+            .reply(reply(serde_json::json!([
+                {"id": "a", "description": "A", "dependencies": []},
+                {"id": "b", "description": "B", "dependencies": ["a"]}
+            ])));
+        let planner = LlmPlanner::new(Learns(model.clone()));
+        let planned = planner.plan(&PlanRequest::new("g")).await.unwrap();
+        assert_eq!(planned.attempts, 2);
+        let requests = model.requests();
+        assert_eq!(requests.len(), 2);
+        for r in &requests {
+            assert!(
+                matches!(&r.response_format, ResponseFormat::JsonSchema { name, .. } if name == "plan"),
+                "every request carries the plan schema: {:?}",
+                r.response_format
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn what_repair_fixes_for_sure_is_repaired_without_a_re_prompt() {
+        let model = ScriptedModel::new().reply(reply(serde_json::json!([
+            {"id": "venue", "description": "Book a venue", "dependencies": ["Choose a date"]},
+            {"id": "venue", "description": "Send invitations", "dependencies": ["venue", "venue"]}
+        ])));
+        let planned = LlmPlanner::new(model.clone())
+            .plan(&PlanRequest::new("g"))
+            .await
+            .unwrap();
+        assert_eq!(model.call_count(), 1, "no re-prompt");
+        assert_eq!(planned.attempts, 1);
+        let note = planned.repair.expect("the repair is reported");
+        assert!(
+            note.problems.iter().any(|p| p.contains("Choose a date")),
+            "{note:?}"
+        );
+        assert!(
+            planned
+                .adjustments
+                .iter()
+                .any(|a| a.contains("repaired") && a.contains("Choose a date")),
+            "{:?}",
+            planned.adjustments
+        );
+        let ids: Vec<&str> = planned.plan.steps.iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(ids, ["venue", "venue-2"]);
+    }
+
+    #[tokio::test]
+    async fn a_reply_cut_by_the_servers_context_names_it_not_the_step_cap() {
+        let cut = || {
+            Reply::text("{\"goal\": \"g\", \"steps\": [{\"id\": \"a\", \"description\": \"and then")
+                .with_finish_reason(FinishReason::Length)
+                .with_usage(Usage::new(700, 1_348))
+        };
+        let model = ScriptedModel::new().reply(cut()).reply(cut()).reply(cut());
+        let err = LlmPlanner::new(model)
+            .plan(&PlanRequest::new("g"))
+            .await
+            .unwrap_err();
+        assert!(err.hint().is_none(), "not a --max-steps problem: {err}");
+        let text = err.to_string();
+        assert!(
+            text.contains("context window") && text.contains("larger context"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn parse_reply_accepts_fences_arrays_and_missing_goal() {

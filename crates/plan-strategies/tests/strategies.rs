@@ -332,13 +332,14 @@ async fn streamed_planning_starts_the_first_step_before_the_plan_stream_ends() {
 
 #[tokio::test]
 async fn a_streamed_plan_that_ends_invalid_is_fixed_and_the_rest_still_runs() {
-    // `late` depends on a step that does not exist: it is held back, the plan is
+    // `late` and `later` wait for each other: they are held back, the plan is
     // re-prompted, and the fixed plan keeps the streamed steps unchanged.
     let fake = Fake::with_model(ScriptedModel::new().streaming(10, Duration::from_millis(5)))
         .plan(plan_json(&[
             ("a", "Do a", &[]),
             ("b", "Do b", &["a"]),
-            ("late", "Do late", &["ghost"]),
+            ("late", "Do late", &["later"]),
+            ("later", "Do later", &["late"]),
         ]))
         .plan(plan_json(&[
             ("a", "Do a", &[]),

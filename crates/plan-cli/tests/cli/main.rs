@@ -13,6 +13,7 @@ mod forecast;
 mod graph;
 mod help;
 mod live;
+mod llama_cpp;
 mod local;
 mod matrix;
 mod mcp;

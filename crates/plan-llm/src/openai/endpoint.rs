@@ -1,5 +1,6 @@
 //! What this process has learned about each OpenAI-compatible endpoint: the flavour the
-//! server identified itself as, and the structured-output modes it refused. Every
+//! server identified itself as, the structured-output modes it refused, and its context
+//! window when it told it (see [`super::context`]). Every
 //! [`OpenAi`](super::OpenAi) talking to the same base URL shares it, so a refused mode is
 //! asked for once per process, not once per call.
 
@@ -54,6 +55,8 @@ pub(crate) struct Learned {
     pub(crate) detected: Option<Option<Flavour>>,
     /// The strongest structured-output level the server has not refused.
     pub(crate) ceiling: Option<Level>,
+    /// The server's context window in tokens (prompt and reply together), once known.
+    pub(crate) context: Option<u32>,
 }
 
 static ENDPOINTS: LazyLock<Mutex<HashMap<String, Learned>>> =
@@ -95,6 +98,26 @@ pub(crate) fn refused(base_url: &str, provider: &str, refused: Level, next: Leve
             "the server refused {} structured output; using {} for this endpoint from now on",
             refused.name(),
             next.name(),
+        );
+    }
+}
+
+/// Records that `base_url`'s context window is `n_ctx` tokens (`how`: where that was
+/// learned). The smallest window heard of is kept; logged at debug level when it changes.
+pub(crate) fn context(base_url: &str, provider: &str, n_ctx: u32, how: &str) {
+    let changed = with(base_url, |l| {
+        let smaller = l.context.is_none_or(|c| n_ctx < c);
+        if smaller {
+            l.context = Some(n_ctx);
+        }
+        smaller
+    });
+    if changed {
+        tracing::debug!(
+            provider,
+            endpoint = %key(base_url),
+            n_ctx,
+            "the server's context window is {n_ctx} tokens ({how}); token caps are bounded by it"
         );
     }
 }
@@ -153,5 +176,16 @@ mod tests {
         refused(url, "p", Level::Schema, Level::Object);
         assert_eq!(learned(url).ceiling, Some(Level::Text));
         assert_eq!(learned("http://127.0.0.1:1/other/v1").ceiling, None);
+    }
+
+    #[test]
+    fn the_smallest_context_window_heard_of_is_kept_per_endpoint() {
+        let url = "http://127.0.0.1:1/context-test/v1";
+        assert_eq!(learned(url).context, None);
+        context(url, "p", 4096, "test");
+        context(url, "p", 2048, "test");
+        context(url, "p", 8192, "test");
+        assert_eq!(learned(&format!("{url}/")).context, Some(2048));
+        assert_eq!(learned("http://127.0.0.1:1/other-context/v1").context, None);
     }
 }

@@ -16,6 +16,7 @@ use crate::types::{
     Chunk, FinishReason, Message, Request, Response, ResponseFormat, Role, ToolChoice, Usage,
 };
 
+mod context;
 mod endpoint;
 mod flavour;
 mod strict;
@@ -108,13 +109,40 @@ impl OpenAi {
             builder = builder.bearer_auth(key.expose_secret());
         }
         let reply = builder.send().await.ok()?.error_for_status().ok()?;
-        let found = Flavour::identify(&reply.json::<Value>().await.ok()?);
+        let models = reply.json::<Value>().await.ok()?;
+        let found = Flavour::identify(&models);
         tracing::debug!(
             provider = %self.name,
             flavour = found.map_or("unknown", |f| f.name),
             "asked the server who it is"
         );
+        let window = match context::from_models(&models) {
+            Some(n) => Some(n),
+            None if found.is_some_and(|f| f.name == Flavour::llama_cpp().name) => {
+                self.props_context().await
+            }
+            None => None,
+        };
+        if let Some(n_ctx) = window {
+            endpoint::context(&self.base_url, &self.name, n_ctx, "the server reported it");
+        }
         found
+    }
+
+    /// llama.cpp's context window from `GET /props` at the server's root (the base URL
+    /// without its `/v1`); `None` when it does not say.
+    async fn props_context(&self) -> Option<u32> {
+        let root = self.base_url.trim_end_matches('/');
+        let root = root.strip_suffix("/v1").unwrap_or(root);
+        let mut builder = self
+            .client
+            .get(http::join(root, "props"))
+            .timeout(std::time::Duration::from_secs(5));
+        if let Some(key) = &self.key {
+            builder = builder.bearer_auth(key.expose_secret());
+        }
+        let reply = builder.send().await.ok()?.error_for_status().ok()?;
+        context::from_props(&reply.json::<Value>().await.ok()?)
     }
 
     /// The flavour as far as it is known without asking the server.
@@ -142,8 +170,15 @@ impl OpenAi {
     /// Sends the request, asking for its structured output in the strongest mode the server
     /// takes: a mode the server refuses (see [`endpoint::refuses_format`]) is replaced at
     /// once by the next one down (json_schema, json_object, instructions only), never
-    /// retried, and remembered for the endpoint.
-    async fn send(&self, request: &Request, stream: bool) -> Result<reqwest::Response, LlmError> {
+    /// retried, and remembered for the endpoint. The token cap is bounded by the server's
+    /// context window when it is known (see [`context`]); an error naming the window
+    /// teaches it, and the request is sent once more within it. Returns the response and
+    /// the token cap sent.
+    async fn send(
+        &self,
+        request: &Request,
+        stream: bool,
+    ) -> Result<(reqwest::Response, Option<u32>), LlmError> {
         let flavour = self.flavour().await;
         let asked = match &request.response_format {
             ResponseFormat::JsonSchema { .. } => Level::Schema,
@@ -154,11 +189,13 @@ impl OpenAi {
         if let Some(ceiling) = endpoint::learned(&self.base_url).ceiling {
             level = level.max(ceiling);
         }
+        let mut refitted = false;
         loop {
-            let body = self.body_at(request, asked, level, stream, flavour);
+            let mut body = self.body_at(request, asked, level, stream, flavour);
+            let cap = self.fit_to_context(&mut body);
             let response = self.post(&body).await?;
             if response.status().is_success() {
-                return Ok(response);
+                return Ok((response, cap));
             }
             let status = response.status().as_u16();
             let headers = response.headers().clone();
@@ -172,6 +209,14 @@ impl OpenAi {
                 level = next;
                 continue;
             }
+            if let Some(n_ctx) = context::from_error(&text) {
+                endpoint::context(&self.base_url, &self.name, n_ctx, "an error named it");
+                let mut again = body.clone();
+                if !refitted && self.fit_to_context(&mut again) < cap {
+                    refitted = true;
+                    continue;
+                }
+            }
             return Err(http::error_from_body(
                 &self.name,
                 status,
@@ -181,6 +226,31 @@ impl OpenAi {
                 parse_error,
             ));
         }
+    }
+
+    /// Lowers the token cap of `body` to what the server's context window leaves after the
+    /// prompt, when the window is known; returns the cap the body now carries.
+    fn fit_to_context(&self, body: &mut Value) -> Option<u32> {
+        let field = ["max_tokens", "max_completion_tokens"]
+            .into_iter()
+            .find(|f| body.get(*f).is_some())?;
+        let asked = body.get(field).and_then(Value::as_u64)?;
+        let asked = u32::try_from(asked).unwrap_or(u32::MAX);
+        let Some(n_ctx) = endpoint::learned(&self.base_url).context else {
+            return Some(asked);
+        };
+        let cap = context::bound(asked, n_ctx, context::prompt_estimate(body));
+        if cap < asked {
+            tracing::debug!(
+                provider = %self.name,
+                asked,
+                cap,
+                n_ctx,
+                "the token cap is bounded by the server's context window"
+            );
+            body[field] = json!(cap);
+        }
+        Some(cap)
     }
 
     /// The wire body for `request` with its structured output asked for at `level`: below
@@ -222,20 +292,27 @@ impl Provider for OpenAi {
         &self.name
     }
 
+    /// A schema is enforced in schema mode, and by llama.cpp's servers beside JSON object
+    /// mode ([`Flavour::json_object_schema`]): either way a request with a schema keeps it
+    /// on the wire, so callers ask for schema mode every time and [`send`](Self::send)
+    /// picks the form.
     fn capabilities(&self) -> Capabilities {
         let flavour = self.known_flavour();
         let ceiling = endpoint::learned(&self.base_url)
             .ceiling
             .unwrap_or(Level::Schema);
+        let object = flavour.json_object && ceiling <= Level::Object;
+        let schema = (flavour.json_schema && ceiling <= Level::Schema)
+            || (object && flavour.json_object_schema);
         Capabilities::default()
             .with_streaming(true)
             .with_tools(true)
-            .with_json_schema(flavour.json_schema && ceiling <= Level::Schema)
-            .with_json_object(flavour.json_object && ceiling <= Level::Object)
+            .with_json_schema(schema)
+            .with_json_object(object)
     }
 
     async fn complete(&self, request: &Request) -> Result<Response, LlmError> {
-        let response = self.send(request, false).await?;
+        let (response, cap) = self.send(request, false).await?;
         let text = response
             .text()
             .await
@@ -269,12 +346,23 @@ impl Provider for OpenAi {
                 arguments: call.function.arguments.unwrap_or_default(),
             });
         }
+        let finish = finish_reason(choice.finish_reason.as_deref().unwrap_or("stop"));
         if let Some(usage) = wire.usage {
+            if finish == FinishReason::Length
+                && let Some(n_ctx) = cap.and_then(|cap| {
+                    context::from_cut_reply(cap, usage.prompt_tokens, usage.completion_tokens)
+                })
+            {
+                endpoint::context(
+                    &self.base_url,
+                    &self.name,
+                    n_ctx,
+                    "a reply was cut off short of its token cap",
+                );
+            }
             chunks.push(Chunk::Usage(usage.into()));
         }
-        chunks.push(Chunk::Finish(finish_reason(
-            choice.finish_reason.as_deref().unwrap_or("stop"),
-        )));
+        chunks.push(Chunk::Finish(finish));
         collect_stream(
             &self.name,
             Box::pin(futures::stream::iter(chunks.into_iter().map(Ok))),
@@ -283,7 +371,7 @@ impl Provider for OpenAi {
     }
 
     async fn stream(&self, request: &Request) -> Result<ChunkStream, LlmError> {
-        let response = self.send(request, true).await?;
+        let (response, _) = self.send(request, true).await?;
         let events = http::sse_events(&self.name, response, self.key.clone());
         let decoder = StreamDecoder {
             provider: self.name.clone(),
@@ -688,6 +776,59 @@ mod tests {
         )
         .unwrap_err();
         assert!(cut.contains("truncated"), "{cut}");
+    }
+
+    /// llama-cpp-python constrains JSON object mode to a schema given beside it: callers
+    /// must keep asking with the schema (schema mode), or a re-prompt goes out without it.
+    #[test]
+    fn a_server_that_takes_the_schema_beside_json_object_counts_as_schema_mode() {
+        let url = "http://127.0.0.1:1/caps-test/v1";
+        let python = OpenAi::new("m", None)
+            .with_base_url(url)
+            .with_flavour(Flavour::llama_cpp_python());
+        assert!(python.capabilities().json_schema);
+        let schema = json!({"type": "object", "properties": {"a": {"type": "string"}}});
+        let asked = Request::new(vec![Message::user("hi")]).with_response_format(
+            ResponseFormat::JsonSchema {
+                name: "plan".into(),
+                schema: schema.clone(),
+            },
+        );
+        let body = python.body_at(
+            &asked,
+            Level::Schema,
+            Level::Schema.within(&Flavour::llama_cpp_python()),
+            false,
+            Flavour::llama_cpp_python(),
+        );
+        assert_eq!(
+            body["response_format"],
+            json!({"type": "json_object", "schema": schema})
+        );
+        // A server without that takes no schema: JSON object mode only.
+        let plain = OpenAi::new("m", None)
+            .with_base_url("http://127.0.0.1:1/caps-test-plain/v1")
+            .with_flavour(Flavour::compatible().with_detect(false));
+        assert!(!plain.capabilities().json_schema && plain.capabilities().json_object);
+    }
+
+    #[test]
+    fn a_known_context_window_bounds_the_token_cap() {
+        let url = "http://127.0.0.1:1/fit-test/v1";
+        let model = OpenAi::new("m", None)
+            .with_base_url(url)
+            .with_flavour(Flavour::llama_cpp_python());
+        let request = Request::new(vec![Message::user("x".repeat(300))]).with_max_tokens(13_328);
+        let mut body = wire_request("m", &request, false, Flavour::llama_cpp_python());
+        assert_eq!(
+            model.fit_to_context(&mut body),
+            Some(13_328),
+            "nothing known yet"
+        );
+        endpoint::context(url, "p", 2048, "test");
+        let cap = model.fit_to_context(&mut body).unwrap();
+        assert_eq!(cap, 2048 - (100 + 8 + 16));
+        assert_eq!(body["max_tokens"], json!(cap));
     }
 
     #[test]

@@ -163,6 +163,7 @@ struct Config {
     latency: Duration,
     key: Option<KeyFn>,
     models: Vec<String>,
+    models_body: Option<Value>,
 }
 
 struct Shared {
@@ -282,6 +283,7 @@ impl FakeOpenAi {
                 latency: Duration::ZERO,
                 key: None,
                 models: vec!["fake-model".to_owned()],
+                models_body: None,
             }),
             requests: Mutex::new(Vec::new()),
             in_flight: AtomicUsize::new(0),
@@ -365,6 +367,13 @@ impl FakeOpenAi {
     /// The model ids `GET /v1/models` lists (default: `fake-model`).
     pub fn models<S: Into<String>>(&self, ids: impl IntoIterator<Item = S>) -> &Self {
         self.shared.config().models = ids.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Answers `GET /v1/models` with this body as it is (a server's own shape), instead of
+    /// the list of [`models`](Self::models).
+    pub fn models_body(&self, body: Value) -> &Self {
+        self.shared.config().models_body = Some(body);
         self
     }
 
@@ -464,6 +473,9 @@ async fn chat(
 }
 
 async fn models(State(shared): State<Arc<Shared>>) -> Json<Value> {
+    if let Some(body) = shared.config().models_body.clone() {
+        return Json(body);
+    }
     let data: Vec<Value> = shared
         .config()
         .models

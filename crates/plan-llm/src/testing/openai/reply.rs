@@ -33,6 +33,9 @@ pub enum FakeReply {
     },
     /// The reply a function of the request decides.
     With(Responder),
+    /// A chat completion body sent as it is, with status 200: a recorded reply replayed
+    /// (its finish reason and usage included). A streamed request gets a 400.
+    Raw(Value),
 }
 
 impl FakeReply {
@@ -94,6 +97,7 @@ impl std::fmt::Debug for FakeReply {
                 .field("retry_after", retry_after)
                 .finish(),
             Self::With(_) => f.write_str("With(..)"),
+            Self::Raw(body) => f.debug_tuple("Raw").field(body).finish(),
         }
     }
 }
@@ -139,6 +143,12 @@ pub(super) fn render(reply: FakeReply, request: &FakeRequest, prompt_chars: usiz
         // `resolve` leaves none; answer like a server with a bug rather than panic.
         FakeReply::With(_) => {
             return error_response(500, "the responder returned no reply", None);
+        }
+        FakeReply::Raw(_) if request.stream => {
+            return error_response(400, "a raw reply cannot be streamed", None);
+        }
+        FakeReply::Raw(body) => {
+            return ([("content-type", "application/json")], body.to_string()).into_response();
         }
     };
     let completion_chars = text.len()

@@ -210,8 +210,11 @@ pub enum ExecError {
     /// The operation needs a run store and the runner has none.
     #[error("this needs a run store: give the runner one with `with_store`")]
     NoStore,
-    /// The run has no plan saved, so there is nothing to resume.
-    #[error("run `{0}` has no saved plan: it stopped before planning finished; start it again")]
+    /// The run has no complete plan saved, so there is nothing to resume without a
+    /// planner.
+    #[error(
+        "run `{0}` has no complete plan saved: it stopped before planning finished; resume it with a planner (`plan resume`) or start it again"
+    )]
     NoPlan(RunId),
     /// The run awaits approval of its plan: it continues when approved, or ends when
     /// rejected, not by resuming.

@@ -264,7 +264,8 @@ impl Runner {
     /// [`ExecError::Store`].
     pub async fn resume(&self, run_id: &RunId) -> Result<RunReport, ExecError> {
         let (session, point) = self.sessions.reopen(run_id).await?;
-        let Some(latest) = point.plan else {
+        // A runner cannot plan: a plan that is missing or incomplete stays unrun.
+        let Some(latest) = point.plan.filter(|_| !point.planning_unfinished) else {
             let err = ExecError::NoPlan(run_id.clone());
             return finish(&session, Err(err)).await;
         };
@@ -295,6 +296,8 @@ impl Runner {
     /// Like [`execute`](Self::execute), with the plan's steps arriving on `steps` (added
     /// to the steps already in `run.plan`). Steps start as soon as they and their
     /// dependencies are in; the plan is recorded (`plan_created`) when the stream ends.
+    /// Cancelled before that, the steps handed out so far are recorded, marked as an
+    /// incomplete plan ([`RunSession::plan_incomplete`]) that a resume plans again.
     ///
     /// # Errors
     /// As [`run_stream`](Self::run_stream).
@@ -458,6 +461,13 @@ impl Runner {
 
         if let Some(e) = failure {
             return Err(e);
+        }
+        // Cancelled while the plan was still streaming in: the steps handed out so far
+        // are recorded (the journal names them), as an incomplete plan a resume replaces.
+        if stream.is_some() && !state.steps.is_empty() {
+            let plan_so_far = Plan::new(goal.to_string(), state.steps.clone());
+            session.plan_created(&plan_so_far, revision).await?;
+            session.plan_incomplete(revision, "cancelled while the plan was streaming in");
         }
         // Steps that can never become ready (only possible for a streamed plan, which
         // reported its problems above) are skipped.

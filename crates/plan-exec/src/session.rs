@@ -246,14 +246,22 @@ fn mirror_strategy(mirror: &Mutex<StoredRun>) -> String {
         .unwrap_or_default()
 }
 
+/// The report extra that marks an incomplete plan revision.
+const INCOMPLETE_PLAN: &str = "incomplete_plan";
+
 /// Where a stored run stands, for continuing it: its latest plan, the outputs of the
 /// steps that completed (never run again), attempts so far and replans used.
 #[derive(Clone, Debug, Default)]
 #[non_exhaustive]
 pub struct ResumePoint {
-    /// The latest plan revision, if planning had finished.
+    /// The latest plan revision, if one was recorded.
     pub plan: Option<PlanRevision>,
-    /// Outputs of the completed steps of that plan.
+    /// Whether planning had not finished: there is no plan, or the latest one is only
+    /// the steps handed out before planning stopped (cancelled, failed or crashed while
+    /// streaming; see [`RunSession::plan_incomplete`]). A resume plans again.
+    pub planning_unfinished: bool,
+    /// Outputs of the completed steps of that plan; when planning had not finished, of
+    /// every step that completed.
     pub completed: HashMap<StepId, String>,
     /// Attempts started per step so far.
     pub attempts: HashMap<StepId, u32>,
@@ -268,20 +276,44 @@ pub struct ResumePoint {
 impl ResumePoint {
     /// Where `stored` stands.
     pub fn of(stored: &StoredRun) -> Self {
+        let plan = stored.latest_plan().cloned();
+        let incomplete = stored
+            .extras
+            .get(INCOMPLETE_PLAN)
+            .and_then(|v| v.get("revision"))
+            .and_then(serde_json::Value::as_u64);
+        let planning_unfinished = match &plan {
+            None => true,
+            Some(latest) => incomplete == Some(u64::from(latest.revision)),
+        };
         let mut point = ResumePoint {
-            plan: stored.latest_plan().cloned(),
+            plan,
+            planning_unfinished,
             strategy: stored.record.strategy.clone(),
             status: Some(stored.status),
             ..ResumePoint::default()
         };
-        if let Some(latest) = &point.plan {
-            for step in &latest.plan.steps {
-                if let Some(out) = stored.output(step.id.as_str()) {
-                    point.completed.insert(step.id.clone(), out.output.clone());
+        match &point.plan {
+            Some(latest) if !planning_unfinished => {
+                for step in &latest.plan.steps {
+                    if let Some(out) = stored.output(step.id.as_str()) {
+                        point.completed.insert(step.id.clone(), out.output.clone());
+                    }
+                    let n = stored.attempts(step.id.as_str());
+                    if n > 0 {
+                        point.attempts.insert(step.id.clone(), n);
+                    }
                 }
-                let n = stored.attempts(step.id.as_str());
-                if n > 0 {
-                    point.attempts.insert(step.id.clone(), n);
+            }
+            // Steps handed out while the plan was still being written may have finished:
+            // their outputs are committed, under ids the next plan may reuse.
+            _ => {
+                for out in &stored.outputs {
+                    point.completed.insert(out.step.clone(), out.output.clone());
+                    let n = stored.attempts(out.step.as_str());
+                    if n > 0 {
+                        point.attempts.insert(out.step.clone(), n);
+                    }
                 }
             }
         }
@@ -400,6 +432,24 @@ impl RunSession {
         self.with_mirror(|m| {
             m.extras.insert(key.into(), value);
         });
+    }
+
+    /// Marks plan revision `revision` as incomplete: planning stopped (cancelled or
+    /// failed) while the plan was streaming into the runner, so the revision recorded
+    /// holds only the steps handed out by then. The report says so (`incomplete_plan`),
+    /// and a resume plans again instead of running what is there
+    /// ([`ResumePoint::planning_unfinished`]).
+    pub fn plan_incomplete(&self, revision: u32, why: &str) {
+        self.set_extra(
+            INCOMPLETE_PLAN,
+            serde_json::json!({ "revision": revision, "reason": why }),
+        );
+    }
+
+    /// Clears the mark of [`plan_incomplete`](Self::plan_incomplete), once a complete plan
+    /// has replaced the incomplete one.
+    pub fn plan_completed(&self) {
+        self.remove_extra(INCOMPLETE_PLAN);
     }
 
     /// Drops a named part of the report (a goal tree that no longer fits the plan), so

@@ -280,16 +280,14 @@ impl Agent {
         let cx = &self.inner.cx;
         async {
             let outcome = match point.plan.clone() {
-                // It stopped before a plan was saved: plan again under the same run.
-                None => {
-                    let goal = session.record().goal;
-                    strategy.run(cx, &session, &goal).await
-                }
-                Some(latest) => {
+                Some(latest) if !point.planning_unfinished => {
                     strategy
                         .execute(cx, &session, PlanStart::resume(point, latest))
                         .await
                 }
+                // It stopped before its plan was complete: plan again under the same
+                // run, keeping the steps that finished.
+                _ => crate::strategy::plan_again(strategy.as_ref(), cx, &session, &point).await,
             };
             answer::finish(cx, &session, outcome, self.ending(PlanSource::Planned)).await
         }

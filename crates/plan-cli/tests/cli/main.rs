@@ -12,6 +12,7 @@ mod fleet;
 mod forecast;
 mod graph;
 mod help;
+mod interrupted;
 mod live;
 mod llama_cpp;
 mod local;

@@ -35,6 +35,20 @@ pub(crate) fn edited_start(
     plan: Plan,
     revision: u32,
 ) -> EditedStart {
+    carried_start(stored, point, plan, revision, "the approved plan")
+}
+
+/// Starts `plan`, which replaces whatever `stored` ran before (an approved edit, or a
+/// plan made again because planning had not finished), as revision `revision`, keeping
+/// the outputs of its unchanged steps (see the module docs). `by` names the new plan in
+/// the changes reported (`the approved plan changed it`).
+pub(crate) fn carried_start(
+    stored: &StoredRun,
+    point: &ResumePoint,
+    plan: Plan,
+    revision: u32,
+    by: &str,
+) -> EditedStart {
     let done = done_steps(stored);
     let mut taken: HashSet<StepId> = done.keys().cloned().collect();
     taken.extend(plan.steps.iter().map(|s| s.id.clone()));
@@ -60,9 +74,9 @@ pub(crate) fn edited_start(
         let new = fresh_id(&step.id, &taken);
         taken.insert(new.clone());
         let why = if ran.as_ref().is_some_and(|ran| unchanged(ran, as_edited)) {
-            "a step it depends on runs again"
+            "a step it depends on runs again".to_owned()
         } else {
-            "the approved plan changed it"
+            format!("{by} changed it")
         };
         changes.push(format!(
             "step `{}` had completed, but {why}: it runs again as `{new}`, since a run keeps one output per step id",

@@ -12,6 +12,7 @@ mod builtin;
 mod drive;
 mod edited;
 mod streamed;
+mod unfinished;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -36,7 +37,8 @@ pub use auto::Auto;
 pub(crate) use auto::{DIRECT, PLANNED, choose};
 pub use builtin::{Adaptive, Dag, Hierarchical, Linear, Reflective};
 pub(crate) use drive::chain;
-pub(crate) use edited::{EditedStart, edited_start};
+pub(crate) use edited::{EditedStart, carried_start, edited_start};
+pub(crate) use unfinished::plan_again;
 
 /// How plans are made and revised. Implement it to add a strategy of your own and
 /// register it in a [`StrategyRegistry`]; the built-in ones are [`Auto`], [`Linear`],

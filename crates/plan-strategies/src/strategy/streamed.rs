@@ -41,7 +41,29 @@ pub(super) async fn run_streamed(
         source.into_stream(),
     );
     let (planned, execution) = tokio::join!(planning, executing);
-    let planned = planned?;
+    let planned = match planned {
+        Ok(planned) => planned,
+        Err(e) => {
+            // The runner recorded the steps handed out so far as revision 0: not a plan
+            // to finish, so a resume plans again (keeping what finished).
+            if let Ok(execution) = &execution {
+                let why = if cx.runner.cancel_token().is_cancelled() {
+                    "cancelled".to_owned()
+                } else {
+                    e.to_string()
+                };
+                session.plan_incomplete(execution.revision, &why);
+                cx.record_adjustments(
+                    session,
+                    &[format!(
+                        "planning stopped before the plan was complete ({why}), after {} step(s) had been handed out: the plan recorded holds only those, and `plan resume` plans again, keeping the steps that finished",
+                        execution.plan.steps.len()
+                    )],
+                );
+            }
+            return Err(e);
+        }
+    };
     cx.record_adjustments(session, &planned.adjustments);
     add_repairs(session, planned.repair.as_slice());
     if streamed_consistent(&planned) {

@@ -226,3 +226,36 @@ pub fn park(sb: &Sandbox, record: plan_exec::RunRecord, plan: &plan_core::Plan) 
             session.id().to_string()
         })
 }
+
+/// Holds a fake server's request until released (a test interrupts the run meanwhile),
+/// off the server's executor, so that other requests are answered: start the server on a
+/// multi-thread runtime ([`FakeOpenAi::start`]) and call [`Hold::wait_here`] in a reply.
+#[derive(Clone, Default)]
+pub struct Hold(std::sync::Arc<(std::sync::Mutex<(bool, bool)>, std::sync::Condvar)>);
+
+impl Hold {
+    pub fn wait_here(&self) {
+        tokio::task::block_in_place(|| {
+            let (lock, cv) = &*self.0;
+            let mut s = lock.lock().unwrap();
+            s.0 = true;
+            cv.notify_all();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            while !s.1 && std::time::Instant::now() < deadline {
+                s = cv
+                    .wait_timeout(s, std::time::Duration::from_millis(50))
+                    .unwrap()
+                    .0;
+            }
+        });
+    }
+
+    pub fn holding(&self) -> bool {
+        self.0.0.lock().unwrap().0
+    }
+
+    pub fn release(&self) {
+        self.0.0.lock().unwrap().1 = true;
+        self.0.1.notify_all();
+    }
+}

@@ -150,6 +150,7 @@ fn bench() -> Result<()> {
         ("plan-strategies", "planned_workloads"),
         ("plan-strategies", "adaptive_failure"),
         ("plan-strategies", "forecast"),
+        ("plan-strategies", "replay"),
         ("plan-llm-local", "local_model"),
         ("plan-cli", "grounded_research"),
         ("plan-cli", "fleet"),

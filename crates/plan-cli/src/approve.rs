@@ -1,4 +1,8 @@
 //! `--approve`: show the plan, then run it, edit it in `$EDITOR`, or abort.
+//!
+//! The first plan is shown whole. A plan revised since it was shown (an edit) is shown as
+//! a diff against the plan before it, with the forecast's change when a forecaster is at
+//! hand; `p` shows the whole plan.
 
 use std::io::{BufRead, Write};
 use std::path::Path;
@@ -6,6 +10,7 @@ use std::process::Command;
 
 use anyhow::Context;
 use plan_core::{Plan, PlanGraph};
+use plan_exec::forecast::Forecaster;
 
 use crate::render;
 use crate::style::Palette;
@@ -20,13 +25,18 @@ pub enum Decision {
 }
 
 /// Asks on stderr, reading answers from `input`, until the user runs or aborts. End of
-/// input counts as abort.
-pub fn ask(mut plan: Plan, input: &mut dyn BufRead) -> anyhow::Result<Decision> {
+/// input counts as abort. An edited plan is shown as a diff against the plan before it,
+/// with how it changes the forecast of `forecaster` when there is one.
+pub fn ask_with(
+    mut plan: Plan,
+    forecaster: Option<&Forecaster>,
+    input: &mut dyn BufRead,
+) -> anyhow::Result<Decision> {
     let p = Palette::stderr();
     show(&plan, &p);
     loop {
         eprint!(
-            "{}run this plan?{:#} [r]un, [e]dit, [a]bort: ",
+            "{}run this plan?{:#} [r]un, [e]dit, [p]lan, [a]bort: ",
             p.bold, p.bold
         );
         let _ = std::io::stderr().flush();
@@ -39,15 +49,29 @@ pub fn ask(mut plan: Plan, input: &mut dyn BufRead) -> anyhow::Result<Decision> 
         match answer.trim().to_ascii_lowercase().as_str() {
             "r" | "run" | "y" | "yes" => return Ok(Decision::Run(plan)),
             "a" | "abort" | "n" | "no" | "q" | "quit" => return Ok(Decision::Abort),
+            "p" | "plan" | "show" => show(&plan, &p),
             "e" | "edit" => {
                 if let Some(edited) = edit(&plan, &p)? {
+                    show_revision(&plan, &edited, forecaster, &p);
                     plan = edited;
-                    show(&plan, &p);
                 }
             }
-            other => eprintln!("unknown answer {other:?}: type r to run, e to edit, a to abort"),
+            other => eprintln!(
+                "unknown answer {other:?}: type r to run, e to edit, p to show the whole plan, a to abort"
+            ),
         }
     }
+}
+
+/// A revised plan as a diff against the one before it (nothing has run, so no output is
+/// kept or invalidated), with the forecast's change when there is a forecaster.
+fn show_revision(before: &Plan, after: &Plan, forecaster: Option<&Forecaster>, p: &Palette) {
+    eprintln!(
+        "{}the edited plan{:#}, against the plan before it:\n{}",
+        p.bold,
+        p.bold,
+        crate::cmd::diff::revision_text(before, after, None, forecaster, p).trim_end()
+    );
 }
 
 fn show(plan: &Plan, p: &Palette) {

@@ -138,6 +138,31 @@ plan show --full 20261125-200000-3f9a\n  \
 plan show --json 20261125-200000-3f9a")]
     Show(ShowArgs),
 
+    /// Compare two versions of a run's plan: steps changed, outputs invalidated, forecast delta
+    #[command(
+        after_help = "Versions are numbered 0 (the first plan), 1, 2, ... in the order the run \
+made them: each replan and each edit approved in place of a waiting plan is a version.\n\n\
+Examples:\n  \
+plan diff 20261125-200000-3f9a\n  \
+plan diff 20261125-200000-3f9a 0 2 --json\n  \
+plan diff 20261125-200000-3f9a --list"
+    )]
+    Diff(DiffArgs),
+
+    /// Replay a run with no model, tool or program call: every reply served from what it recorded
+    #[command(
+        after_help = "A run records each call it makes (model, tool, program) with its reply and a hash \
+of its request. Replay drives the run's strategy and runner again with the current code, prompts \
+and settings, serving each request from the recording; a request the recording does not hold is \
+a divergence. Exit 0 when the replay did what the run did (same requests, same report, timings \
+aside), 1 when it diverged.\n\n\
+Examples:\n  \
+plan replay 20261125-200000-3f9a\n  \
+plan replay 20261125-200000-3f9a --check\n  \
+plan replay 20261125-200000-3f9a --json"
+    )]
+    Replay(ReplayArgs),
+
     /// Print a plan file (or a run's plan) as Mermaid, DOT or a text tree
     #[command(after_help = "Examples:\n  \
 plan graph offsite.json --format mermaid\n  \
@@ -355,6 +380,11 @@ pub struct ExecutionArgs {
     /// Write events as JSON lines to FILE as they happen
     #[arg(long, value_name = "FILE")]
     pub events: Option<PathBuf>,
+
+    /// Keep every model, tool and program request in full in the store, not only its
+    /// hash, so `plan replay --check` can show how a request changed
+    #[arg(long)]
+    pub record_requests: bool,
 
     /// Print the run report as one JSON object instead of the answer
     #[arg(long)]
@@ -812,6 +842,55 @@ pub struct ShowArgs {
     /// Print whole outputs instead of their first lines
     #[arg(long)]
     pub full: bool,
+}
+
+/// `plan replay`.
+#[derive(Debug, Clone, Args)]
+pub struct ReplayArgs {
+    /// The run, as listed by `plan runs`
+    #[arg(value_name = "RUN_ID")]
+    pub run_id: String,
+
+    /// Print only whether the replay did what the run did, and where it first differed
+    /// (with a diff of the request when the run was made with --record-requests)
+    #[arg(long)]
+    pub check: bool,
+
+    /// Print one JSON object: the verdict, the counts and the replay's report
+    #[arg(long)]
+    pub json: bool,
+
+    /// Run store: a SQLite file or a postgres:// URL [default: plan/runs.sqlite in the user data directory]
+    #[arg(long, value_name = "PATH|URL")]
+    pub store: Option<PathBuf>,
+}
+
+/// `plan diff`.
+#[derive(Debug, Clone, Args)]
+pub struct DiffArgs {
+    /// The run, as listed by `plan runs`
+    #[arg(value_name = "RUN_ID")]
+    pub run_id: String,
+
+    /// The version to compare from [default: the one before the last]
+    #[arg(value_name = "A", requires = "to", conflicts_with = "list")]
+    pub from: Option<usize>,
+
+    /// The version to compare to [default: the last]
+    #[arg(value_name = "B")]
+    pub to: Option<usize>,
+
+    /// List the run's plan versions (where each came from, its steps) instead
+    #[arg(long)]
+    pub list: bool,
+
+    /// Print one JSON object (with --list, a JSON array) instead of text
+    #[arg(long)]
+    pub json: bool,
+
+    /// Run store: a SQLite file or a postgres:// URL [default: plan/runs.sqlite in the user data directory]
+    #[arg(long, value_name = "PATH|URL")]
+    pub store: Option<PathBuf>,
 }
 
 /// Output formats of `plan graph`.

@@ -44,7 +44,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Plan(args) => runtime.block_on(cmd::run::plan(args, quiet)),
         Command::Exec(args) => runtime.block_on(cmd::run::exec(args, quiet)),
         Command::Resume(args) => runtime.block_on(cmd::run::resume(args, quiet)),
-        Command::Approve(args) => runtime.block_on(cmd::run::approve(args, quiet)),
+        Command::Approve(args) => runtime.block_on(async {
+            // A replan waiting for approval is shown as a diff first.
+            cmd::diff::before_approval(&args).await;
+            cmd::run::approve(args, quiet).await
+        }),
         Command::Reject(args) => runtime.block_on(cmd::run::reject(args)),
         Command::Wait(args) => runtime.block_on(cmd::run::wait(args)),
         Command::Serve(args) => runtime.block_on(cmd::serve::serve(args)),
@@ -52,6 +56,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Worker(args) => runtime.block_on(cmd::fleet::worker(args)),
         Command::Runs(args) => runtime.block_on(cmd::runs::runs(args)),
         Command::Show(args) => runtime.block_on(cmd::runs::show(args)),
+        Command::Diff(args) => runtime.block_on(cmd::diff::diff(args)),
+        Command::Replay(args) => runtime.block_on(cmd::replay::replay(args)),
         Command::Graph(args) => runtime.block_on(cmd::graph::run(args)),
         Command::Sandbox(SandboxCommand::Run(args)) => runtime.block_on(cmd::sandbox::run(args)),
         Command::Model(ModelCommand::Pull(_)) => cmd::model::pull(quiet),

@@ -306,6 +306,14 @@ pub enum EventKind {
         /// `done / total` as a percentage, 0 to 100.
         percent: f64,
     },
+    /// A call the run made to something outside it (a model, a tool, a program) and
+    /// what came back, kept so the run can be replayed without making the call again.
+    /// Journaled only: it never reaches event sinks (`--events`, live views) and is not
+    /// part of the events contract.
+    CallRecorded {
+        /// The call and its reply.
+        call: RecordedCall,
+    },
     /// The run ended.
     RunFinished {
         /// How it ended.
@@ -315,7 +323,94 @@ pub enum EventKind {
     },
 }
 
+/// What kind of thing a [`RecordedCall`] called.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum CallKind {
+    /// A model (planning, a step, synthesis, ...).
+    Model,
+    /// A tool a step called.
+    Tool,
+    /// A program a code step ran in the sandbox.
+    Program,
+}
+
+impl CallKind {
+    /// `model`, `tool` or `program`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallKind::Model => "model",
+            CallKind::Tool => "tool",
+            CallKind::Program => "program",
+        }
+    }
+}
+
+/// One call a run made outside itself, with its reply: what replay serves instead of
+/// making the call (see [`EventKind::CallRecorded`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct RecordedCall {
+    /// A model, a tool or a program.
+    pub kind: CallKind,
+    /// What it was for: a model call's purpose (`plan`, `step`, ...), a tool's name, a
+    /// program's language.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purpose: Option<String>,
+    /// The step it served, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<StepId>,
+    /// A hash of the whole request (SHA-256, hex): replay serves the reply to the request
+    /// with the same hash.
+    pub key: String,
+    /// The request in full, when the run recorded requests (for a readable diff when a
+    /// replay's request differs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<serde_json::Value>,
+    /// The reply: `{"ok": ...}` or `{"err": ...}`, in the caller's own form.
+    pub reply: serde_json::Value,
+}
+
+impl RecordedCall {
+    /// A recorded call of `kind` with request hash `key` and `reply`.
+    pub fn new(kind: CallKind, key: impl Into<String>, reply: serde_json::Value) -> Self {
+        Self {
+            kind,
+            purpose: None,
+            step: None,
+            key: key.into(),
+            request: None,
+            reply,
+        }
+    }
+
+    /// Sets what the call was for.
+    pub fn with_purpose(mut self, purpose: impl Into<String>) -> Self {
+        self.purpose = Some(purpose.into());
+        self
+    }
+
+    /// Sets the step it served.
+    pub fn with_step(mut self, step: Option<StepId>) -> Self {
+        self.step = step;
+        self
+    }
+
+    /// Keeps the request in full.
+    pub fn with_request(mut self, request: serde_json::Value) -> Self {
+        self.request = Some(request);
+        self
+    }
+}
+
 impl EventKind {
+    /// Whether the event is kept in the journal only and never sent to event sinks or
+    /// followers ([`EventKind::CallRecorded`]).
+    pub fn is_journal_only(&self) -> bool {
+        matches!(self, EventKind::CallRecorded { .. })
+    }
+
     /// A progress event with the percentage filled in.
     pub fn progress(done: usize, total: usize) -> Self {
         let percent = if total == 0 {
@@ -346,6 +441,7 @@ impl EventKind {
             EventKind::LlmCall { .. } => "llm_call",
             EventKind::ToolCall { .. } => "tool_call",
             EventKind::Progress { .. } => "progress",
+            EventKind::CallRecorded { .. } => "call_recorded",
             EventKind::RunFinished { .. } => "run_finished",
         }
     }

@@ -63,6 +63,7 @@
 )]
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
+mod diff;
 mod event;
 mod graph;
 mod index;
@@ -73,7 +74,10 @@ mod scheduler;
 mod state;
 mod tree;
 
-pub use event::{Event, EventKind, RunId, RunStatus, Timestamp};
+pub use diff::{
+    PlanDiff, PlanVersion, StepChange, StepField, VersionOrigin, WordChange, WordOp, word_diff,
+};
+pub use event::{CallKind, Event, EventKind, RecordedCall, RunId, RunStatus, Timestamp};
 pub use graph::{CriticalPath, Limits, PlanErrors, PlanGraph, PlanProblem};
 pub use model::{CodeLang, ParsePlanError, Plan, Step, StepBody, StepId, StepKind};
 pub use render::{render_dot, render_goal_tree, render_mermaid, render_text, status_mark};

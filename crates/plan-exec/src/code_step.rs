@@ -152,7 +152,7 @@ impl<P: Provider> CodeStepExecutor<P> {
     async fn run(&self, ctx: &StepContext, program: &Program) -> Result<RunOutput, StepError> {
         let span = crate::trace::tool_span(program.lang.as_str());
         let out = tokio::select! {
-            r = self.sandbox.run(program, &self.limits).instrument(span.clone()) => {
+            r = self.sandboxed(program).instrument(span.clone()) => {
                 r.map_err(|e| {
                     crate::trace::record_error(&span, "sandbox_unavailable");
                     StepError::fatal(format!("step `{}`: {e}", ctx.step().id))
@@ -170,6 +170,28 @@ impl<P: Provider> CodeStepExecutor<P> {
             duration_ms: u64::try_from(out.duration.as_millis()).unwrap_or(u64::MAX),
         });
         Ok(out)
+    }
+
+    /// Runs `program` in the sandbox, or serves its recorded run when the run is replayed
+    /// (and records it when the run records). The error is the sandbox's, in words.
+    async fn sandboxed(&self, program: &Program) -> Result<RunOutput, String> {
+        use crate::replay::{Call, ProgramKey, RecordedOutput, call};
+        let recorder = match call::<_, RecordedOutput, String>(
+            plan_core::CallKind::Program,
+            program.lang.as_str(),
+            &ProgramKey::of(program),
+            |d| format!("replay: {d}"),
+        ) {
+            Call::Served(result) => return result.map(crate::replay::recorded_run_output),
+            Call::Make(recorder) => recorder,
+        };
+        let result = self
+            .sandbox
+            .run(program, &self.limits)
+            .await
+            .map_err(|e| e.to_string());
+        recorder.done(&result.as_ref().map(crate::replay::recorded_output));
+        result
     }
 
     async fn run_given(&self, ctx: &StepContext, code: &str) -> Result<String, StepError> {

@@ -226,6 +226,15 @@ impl Emitter {
         }
     }
 
+    /// Journals an event that event sinks never see ([`EventKind::is_journal_only`]).
+    pub(crate) fn journal_only(&self, run: &RunId, kind: EventKind) {
+        let event = self.event(run, kind);
+        self.remember(|m| m.events.push(event.clone()));
+        if let Some(journal) = &self.0.journal {
+            let _ = journal.send(JournalMsg::Event(event));
+        }
+    }
+
     /// Waits until everything sent so far is written to the store.
     pub(crate) async fn flush(&self) -> Result<(), StoreError> {
         let Some(journal) = &self.0.journal else {

@@ -75,6 +75,7 @@ mod executor;
 pub mod forecast;
 mod llm;
 mod policy;
+pub mod replay;
 mod report;
 mod router;
 mod runner;

@@ -225,7 +225,12 @@ impl RunReport {
             replan_log,
             warnings,
             extras: run.extras.clone(),
-            events: run.events.clone(),
+            events: run
+                .events
+                .iter()
+                .filter(|e| !e.kind.is_journal_only())
+                .cloned()
+                .collect(),
         }
     }
 

@@ -400,7 +400,12 @@ impl Runner {
                 };
                 let span = step_span(session.span(), &state.steps[i]);
                 let recorder = span.clone();
-                tasks.spawn(
+                // The step's calls are recorded (or replayed) as the run's are.
+                let calls = crate::replay::current();
+                let step_id = state.steps[i].id.clone();
+                tasks.spawn(crate::replay::in_step(
+                    calls,
+                    step_id,
                     async move {
                         let run = job.run().await;
                         if let Err(e) = &run.result {
@@ -410,7 +415,7 @@ impl Runner {
                         run
                     }
                     .instrument(span),
-                );
+                ));
             }
             if tasks.is_empty() && (stream.is_none() || cancelled || failure.is_some()) {
                 break;

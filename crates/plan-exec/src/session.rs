@@ -379,6 +379,14 @@ impl RunSession {
         self.inner.emitter.emit(&self.inner.id, kind);
     }
 
+    /// Journals a call the run made outside itself with its reply, for replay
+    /// ([`crate::replay`]); event sinks never see it.
+    pub fn record_call(&self, call: plan_core::RecordedCall) {
+        self.inner
+            .emitter
+            .journal_only(&self.inner.id, EventKind::CallRecorded { call });
+    }
+
     /// Records a plan revision and emits `plan_created`.
     ///
     /// # Errors

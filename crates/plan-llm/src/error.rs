@@ -8,7 +8,11 @@ use std::time::Duration;
 /// says not to retry becomes [`LlmError::BadRequest`], one it says to retry becomes
 /// [`LlmError::Server`], so [`is_retryable`](LlmError::is_retryable) tells the whole story.
 /// 408 and 409 map to [`LlmError::Server`] (transient server-side conditions).
-#[derive(Clone, Debug, thiserror::Error)]
+///
+/// It serialises (externally tagged, `{"server": {...}}`), so a recorded run can replay a
+/// failed call as the same error.
+#[derive(Clone, Debug, thiserror::Error, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum LlmError {
     /// The key was missing, wrong or lacks permission (401/403).

@@ -75,6 +75,10 @@ impl PostgresStore {
             loop {
                 if let Some(entry) = st.buffered.next() {
                     st.seq = entry.seq;
+                    // Calls recorded for replay are the journal's alone.
+                    if entry.event.kind.is_journal_only() {
+                        continue;
+                    }
                     st.done = matches!(entry.event.kind, EventKind::RunFinished { .. });
                     return Some((Ok(entry), st));
                 }

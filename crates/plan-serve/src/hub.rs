@@ -99,7 +99,7 @@ impl Hub {
                 for entry in batch {
                     last = entry.seq;
                     let end = finished(&entry);
-                    if out.send(Arc::new(entry)).await.is_err() || end {
+                    if for_readers(&entry) && out.send(Arc::new(entry)).await.is_err() || end {
                         return;
                     }
                 }
@@ -111,7 +111,7 @@ impl Hub {
                     Ok(entry) if entry.seq == last + 1 => {
                         last = entry.seq;
                         let end = finished(&entry);
-                        if out.send(entry).await.is_err() || end {
+                        if for_readers(&entry) && out.send(entry).await.is_err() || end {
                             return;
                         }
                     }
@@ -126,6 +126,12 @@ impl Hub {
             }
         }
     }
+}
+
+/// Whether an entry goes to the run's readers: every event but the calls recorded for
+/// replay, which are the journal's alone.
+fn for_readers(entry: &JournalEntry) -> bool {
+    !entry.event.kind.is_journal_only()
 }
 
 /// A run's reader: follows the store from `from` and broadcasts every entry, until the

@@ -1,10 +1,12 @@
 //! The web view: `/` lists runs and starts one, `/runs/{id}` shows a run's plan as a DAG
 //! (SVG, laid out by dependency level, one `data-step-id`/`data-status` element per step)
-//! that updates live over Server-Sent Events, a step's details on click, usage, the answer
-//! (Markdown), and approve / edit / reject while the run waits for approval. Server-rendered
-//! HTML with a little plain JavaScript, served from `/assets/` (no inline script or style,
-//! so the strict Content-Security-Policy of `guard` holds); nothing is loaded from
-//! elsewhere.
+//! and beside it a timeline (one bar per step attempt, drawn by `web/timeline.js` from the
+//! events) and the plan's versions (`web/versions.js`: a version picked marks what it
+//! changed on the DAG), all updating live over Server-Sent Events, a step's details on
+//! click, usage, the answer (Markdown), and approve / edit / reject while the run waits for
+//! approval. Server-rendered HTML with a little plain JavaScript, served from `/assets/`
+//! (no inline script or style, so the strict Content-Security-Policy of `guard` holds);
+//! nothing is loaded from elsewhere.
 
 use std::sync::Arc;
 
@@ -90,6 +92,35 @@ svg .step[data-status=failed] rect { fill: #ffebe9; stroke: #cf222e; }
 svg .step[data-status=skipped] rect, svg .step[data-status=cancelled] rect { fill: #eaeef2; }
 svg .step text { font-size: 12px; pointer-events: none; }
 svg path { fill: none; stroke: #8c959f; stroke-width: 1.2; marker-end: url(#arrow); }
+.views { display: flex; flex-wrap: wrap; gap: 1.5rem; align-items: flex-start; }
+.views > section { max-width: 100%; overflow: auto; }
+#timeline-box { max-height: 36rem; }
+.views h2 { margin: .2rem 0 .5rem; font-size: 1.1rem; }
+svg .bar rect { fill: #eaeef2; stroke: #57606a; stroke-width: 1; rx: 3; cursor: pointer; }
+svg .bar text, svg .tick { font-size: 11px; }
+svg .bar text { pointer-events: none; }
+svg .axis { stroke: #8c959f; }
+svg .bar.completed rect, .key.completed { fill: #dafbe1; stroke: #1a7f37; background: #dafbe1; }
+svg .bar.running rect, .key.running { fill: #ddf4ff; stroke: #0969da; stroke-dasharray: 4 2; background: #ddf4ff; }
+svg .bar.retried rect, .key.retried { fill: #fff8c5; stroke: #9a6700; background: #fff8c5; }
+svg .bar.failed rect, svg .bar.interrupted rect, svg .bar.cancelled rect, .key.failed { fill: #ffebe9; stroke: #cf222e; background: #ffebe9; }
+svg .bar.fallback rect, .key.fallback { fill: #fbefff; stroke: #8250df; background: #fbefff; }
+svg .bar.critical rect, svg .step.critical rect { stroke: #bf3989; stroke-width: 3; }
+.key.critical { border: 3px solid #bf3989; }
+svg .bar.reused rect { fill-opacity: .4; stroke-dasharray: 2 2; }
+svg .bar.reused text, .key.reused { font-style: italic; }
+svg .step.diff-added rect { stroke: #1a7f37; stroke-width: 3; stroke-dasharray: 6 3; }
+svg .step.diff-changed rect { stroke: #9a6700; stroke-width: 3; stroke-dasharray: 6 3; }
+svg .step.diff-removed, svg .step.diff-absent { opacity: .35; }
+.key.diff-added { border: 2px dashed #1a7f37; } .key.diff-changed { border: 2px dashed #9a6700; }
+.key.diff-absent { opacity: .45; }
+#versions { margin: .2rem 0; padding-left: 0; list-style: none; }
+#versions li { display: inline-block; margin: 0 .3rem .3rem 0; }
+.version { font: inherit; font-size: 12px; border: 1px solid #8c959f; border-radius: 4px; background: #f6f8fa; cursor: pointer; }
+.version.selected { background: #ddf4ff; border-color: #0969da; }
+#version-diff { font-size: 13px; }
+.legend { font-size: 12px; margin: .4rem 0; max-width: 34rem; line-height: 1.9; }
+.key { display: inline-block; padding: 0 .4rem; margin-right: .3rem; border: 1px solid #8c959f; border-radius: 3px; }
 #details { white-space: pre-wrap; background: #f6f8fa; padding: .8rem; border-radius: 6px; }
 textarea { width: 100%; height: 16rem; font: 13px monospace; }
 form input[name=goal] { width: 60%; }
@@ -101,12 +132,19 @@ const INDEX_JS: &str = include_str!("web/index.js");
 /// The script of a run's page: the live DAG, step details, approval.
 const RUN_JS: &str = include_str!("web/run.js");
 
+/// The run page's timeline (one bar per step attempt), which `run.js` feeds the events.
+const TIMELINE_JS: &str = include_str!("web/timeline.js");
+
+/// The run page's plan versions and their differences on the DAG, fed by `run.js`.
+const VERSIONS_JS: &str = include_str!("web/versions.js");
+
 /// A page: its styles and scripts come from this server (`/assets/`), never inline, as
-/// the Content-Security-Policy requires.
-fn page(title: &str, body: &str, script: Option<&str>) -> Html<String> {
-    let script = script
+/// the Content-Security-Policy requires; `scripts` run in their order.
+fn page(title: &str, body: &str, scripts: &[&str]) -> Html<String> {
+    let script: String = scripts
+        .iter()
         .map(|s| format!("<script src=\"/assets/{s}\" defer></script>"))
-        .unwrap_or_default();
+        .collect();
     Html(format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>{}</title><link rel=\"stylesheet\" href=\"/assets/style.css\">{script}</head><body>{body}</body></html>",
         escape(title)
@@ -119,6 +157,8 @@ pub(crate) async fn asset(Path(name): Path<String>) -> Response {
         "style.css" => ("text/css; charset=utf-8", STYLE),
         "index.js" => ("text/javascript; charset=utf-8", INDEX_JS),
         "run.js" => ("text/javascript; charset=utf-8", RUN_JS),
+        "timeline.js" => ("text/javascript; charset=utf-8", TIMELINE_JS),
+        "versions.js" => ("text/javascript; charset=utf-8", VERSIONS_JS),
         _ => {
             return ApiError::new(StatusCode::NOT_FOUND, format!("no asset `{name}`"))
                 .into_response();
@@ -157,7 +197,7 @@ pub(crate) async fn index(State(service): State<Arc<PlanService>>) -> Result<Res
 <table><thead><tr><th>run</th><th>status</th><th>goal</th><th>strategy</th><th>progress</th><th>age</th></tr></thead><tbody>{rows}</tbody></table>
 "#
     );
-    Ok(page("plan: runs", &body, Some("index.js")).into_response())
+    Ok(page("plan: runs", &body, &["index.js"]).into_response())
 }
 
 fn age_text(secs: u64) -> String {
@@ -301,7 +341,10 @@ pub(crate) async fn run_page(
 <h1>{goal}</h1>
 <p id="run" data-run-id="{id}">run <code>{id}</code> · <span id="run-status" class="status st-{st}" data-status="{st}">{st}</span> · {strategy} · {model}</p>
 {approval}
-{svg}
+<div class="views"><section id="dag-box"><h2>Plan</h2>{svg}
+<h3>Versions</h3><p class="legend">pick one to mark what changed against the one before: <span class="key diff-added">added</span><span class="key diff-changed">changed</span><span class="key diff-absent">not in it</span></p><ol id="versions"></ol><p id="version-diff"></p></section>
+<section id="timeline-box"><h2>Timeline</h2><p class="legend">one bar per step attempt, by start: <span class="key completed">completed</span><span class="key running">running</span><span class="key retried">failed, retried</span><span class="key failed">failed</span><span class="key fallback">fallback</span><span class="key critical">critical path</span><span class="key reused">reused</span></p>
+<svg id="timeline" xmlns="http://www.w3.org/2000/svg" width="516" height="30"></svg></section></div>
 <h2>Step</h2><div id="details">Click a step to see its output, attempts, error and timing.</div>
 <div id="summary">{summary}</div>
 <script type="application/json" id="steps">{steps_json}</script>"#,
@@ -314,8 +357,12 @@ pub(crate) async fn run_page(
         summary = summary(&report),
         steps_json = steps_json.replace("</", "<\\/"),
     );
-    let mut response =
-        page(&format!("plan: {}", report.goal), &body, Some("run.js")).into_response();
+    let mut response = page(
+        &format!("plan: {}", report.goal),
+        &body,
+        &["timeline.js", "versions.js", "run.js"],
+    )
+    .into_response();
     response.headers_mut().insert(
         header::CACHE_CONTROL,
         header::HeaderValue::from_static("no-store"),

@@ -176,6 +176,7 @@ impl Agent {
             answer::finish(cx, session, outcome, self.ending(PlanSource::Planned)).await
         }
         .instrument(session.span().clone())
+        .journaled(self, session)
         .await
     }
 
@@ -254,6 +255,7 @@ impl Agent {
             answer::finish(cx, &session, outcome, self.ending(source)).await
         }
         .instrument(session.span().clone())
+        .journaled(self, &session)
         .await
     }
 
@@ -292,6 +294,7 @@ impl Agent {
             answer::finish(cx, &session, outcome, self.ending(PlanSource::Planned)).await
         }
         .instrument(session.span().clone())
+        .journaled(self, &session)
         .await
     }
 
@@ -363,6 +366,7 @@ impl Agent {
             Ok::<_, StrategyError>(Ok(session.report()))
         }
         .instrument(session.span().clone())
+        .journaled(self, &session)
         .await;
         match parked {
             Ok(Ok(waiting)) => Ok(waiting),
@@ -441,6 +445,7 @@ impl Agent {
             answer::finish(cx, &session, outcome, self.ending(PlanSource::Planned)).await
         }
         .instrument(session.span().clone())
+        .journaled(self, &session)
         .await
     }
 
@@ -589,6 +594,7 @@ impl Agent {
             answer::finish(cx, &session, outcome, self.ending(PlanSource::Planned)).await
         }
         .instrument(session.span().clone())
+        .journaled(self, &session)
         .await
     }
 }
@@ -693,3 +699,16 @@ impl plan_exec::EventSink for Tee {
         self.1.on_event(event);
     }
 }
+
+/// A session's work, with every call it makes outside the run journaled for replay.
+trait Journaled: std::future::Future + Sized {
+    fn journaled(
+        self,
+        agent: &Agent,
+        session: &RunSession,
+    ) -> impl std::future::Future<Output = Self::Output> {
+        plan_exec::replay::recording(session, agent.inner.spec.record_requests, self)
+    }
+}
+
+impl<F: std::future::Future> Journaled for F {}

@@ -1,6 +1,7 @@
 //! [`AgentBuilder`]: how an [`Agent`] is put together (model, planner, executors, sandbox,
 //! routes, retry layer, strategy, store, events).
 
+use plan_exec::replay::JournaledModel;
 use std::sync::Arc;
 
 use plan_core::StepKind;
@@ -464,7 +465,9 @@ impl AgentBuilder {
                     let mut team = AgentTeam::new((**catalogue).clone(), provider.clone())
                         .with_tools(self.tools.clone().unwrap_or_default());
                     if let Some(resolver) = self.resolver.clone() {
-                        team = team.with_model_resolver(move |spec: &str| resolver.resolve(spec));
+                        team = team.with_model_resolver(move |spec: &str| {
+                            resolver.resolve(spec).map(JournaledModel::wrap)
+                        });
                     }
                     router = team.routes(router)?;
                 }
@@ -521,14 +524,15 @@ impl AgentBuilder {
     }
 }
 
-/// `provider` with the agent's retry layer and one GenAI `chat` span per model call
-/// (retries included), under the step's or the planning's span.
+/// `provider` with the agent's retry layer, one GenAI `chat` span per model call
+/// (retries included), under the step's or the planning's span, and each call journaled
+/// for replay (or served from the journal when a run is replayed).
 fn layered(provider: Arc<dyn Provider>, retry: Option<RetryPolicy>) -> Arc<dyn Provider> {
     let provider: Arc<dyn Provider> = match retry {
         Some(policy) => Arc::new(provider.with_retry(policy)),
         None => provider,
     };
-    Arc::new(provider.with_tracing())
+    JournaledModel::wrap(Arc::new(provider.with_tracing()))
 }
 
 /// What an agent was built with, as its spec records it.

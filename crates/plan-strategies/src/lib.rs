@@ -54,6 +54,7 @@ mod options;
 mod planner;
 mod prompts;
 mod repair;
+pub mod replay;
 mod report;
 mod runs;
 mod runtime;

@@ -233,6 +233,39 @@ impl Runtime {
 
     /// The provider of `model`, at `base_url` if given, with this runtime's keys unless
     /// `no_keys` (see [`RunSpec::no_keys`]).
+    /// This runtime with every model replaced by a stand-in for replaying a recorded run
+    /// ([`ReplayModel`](plan_exec::replay::ReplayModel), with the capabilities the
+    /// recording says the run's model had): no model is built, loaded or called, and no
+    /// key is needed.
+    pub fn for_replay(&self, replayer: &Arc<plan_exec::replay::Replayer>) -> Self {
+        let mut providers = ProviderRegistry::empty();
+        let prefixes: Vec<String> = self
+            .providers
+            .prefixes()
+            .map(|(p, _)| p.to_owned())
+            .collect();
+        for prefix in prefixes {
+            let replayer = replayer.clone();
+            providers.register_optional_model(
+                &prefix,
+                "a recorded model (replay)",
+                move |spec: &ModelSpec,
+                      _: &ProviderConfig|
+                      -> Result<Arc<dyn Provider>, LlmError> {
+                    Ok(Arc::new(plan_exec::replay::ReplayModel::new(
+                        spec.to_string(),
+                        replayer.clone(),
+                    )))
+                },
+            );
+        }
+        Self {
+            providers,
+            in_process: Vec::new(),
+            ..self.clone()
+        }
+    }
+
     fn build_model(
         &self,
         model: &str,

@@ -60,6 +60,12 @@ pub struct RunSpec {
     /// The changes doors made to the spec after the run started, oldest first.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub overrides: Vec<SpecOverride>,
+    /// Every call the run makes outside itself (model, tool, program) is journaled with
+    /// its reply and a hash of its request, for replay; with this, the request is kept in
+    /// full too, so `plan replay --check` can show how a request changed (more store
+    /// space per call).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub record_requests: bool,
 }
 
 /// A run's limits.
@@ -243,6 +249,7 @@ impl Default for RunSpec {
             sandbox: SandboxChoice::Auto,
             needs: RunNeeds::default(),
             overrides: Vec::new(),
+            record_requests: false,
         }
     }
 }

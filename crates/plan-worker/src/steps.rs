@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use plan_core::{EventKind, Step};
-use plan_exec::{EventLog, StepContext, StepError, StepErrorKind, StepExecutor};
+use plan_exec::{EventLog, EventSink as _, StepContext, StepError, StepErrorKind, StepExecutor};
 use plan_postgres::{PostgresStore, StepClaim, StepListener, StepTask};
 use serde_json::{Value, json};
 use tracing::Instrument as _;
@@ -96,8 +96,11 @@ impl StepExecutor for FleetExecutor {
 fn decode(result: &Value, ctx: &StepContext) -> Result<String, StepError> {
     if let Some(events) = result.get("events").and_then(Value::as_array) {
         for e in events {
-            if let Ok(kind) = serde_json::from_value::<EventKind>(e.clone()) {
-                ctx.emit(kind);
+            match serde_json::from_value::<EventKind>(e.clone()) {
+                // The worker's calls, recorded for replay, join the run's journal.
+                Ok(EventKind::CallRecorded { call }) => plan_exec::replay::forward(call),
+                Ok(kind) => ctx.emit(kind),
+                Err(_) => {}
             }
         }
     }
@@ -195,7 +198,24 @@ pub(crate) async fn run_task(
     if let Some(parent) = t.task.get("traceparent").and_then(Value::as_str) {
         plan_exec::continue_trace(&span, parent);
     }
-    let outcome = executor.execute(&ctx).instrument(span).await;
+    // The step's calls are recorded for replay and go back with its result.
+    let recorded = {
+        let log = log.clone();
+        let run = t.run.clone();
+        Arc::new(move |call| {
+            log.on_event(&plan_core::Event::now(
+                run.clone(),
+                EventKind::CallRecorded { call },
+            ))
+        }) as Arc<dyn Fn(plan_core::RecordedCall) + Send + Sync>
+    };
+    let outcome = plan_exec::replay::recording_into(
+        recorded,
+        plan_core::StepId::new(t.step.clone()),
+        false,
+        executor.execute(&ctx).instrument(span),
+    )
+    .await;
     renewal.abort();
     let events: Vec<Value> = log
         .kinds()

@@ -48,6 +48,7 @@ pub async fn run(args: RunArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     }
     let runtime = session::runtime(&settings, quiet);
     let mut spec = settings.spec();
+    spec.record_requests = args.execution.record_requests;
     spec.needs = needs(
         search.as_ref().map(SearchChoice::name),
         &args.tools,
@@ -143,7 +144,7 @@ async fn check_plan(
     if !args.execution.approve {
         return Ok(Ok(outcome));
     }
-    match ask(ui, outcome.plan.clone(), cancel).await? {
+    match ask(ui, outcome.plan.clone(), forecaster, cancel).await? {
         Some(plan) => {
             // An edited plan keeps what planning produced (a goal tree only while the
             // plan is the one it was flattened into).
@@ -200,6 +201,7 @@ pub async fn exec(args: ExecArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     let cancel = interrupt::install();
     let runtime = session::runtime(&settings, quiet);
     let mut spec = settings.spec();
+    spec.record_requests = args.execution.record_requests;
     spec.needs = needs(None, &args.tools, &settings)?;
     if args.execution.approve {
         spec.approve = plan_strategies::Approval::Plan;
@@ -287,7 +289,7 @@ async fn check_prepared(
         return Ok(Err(Refused::OverBudget(refusal)));
     }
     if args.execution.approve {
-        match ask(ui, prepared.plan.clone(), cancel).await? {
+        match ask(ui, prepared.plan.clone(), forecaster, cancel).await? {
             Some(plan) => {
                 if plan != prepared.plan
                     && let Some(refusal) = over(&plan)
@@ -648,13 +650,14 @@ fn aborted() -> anyhow::Result<ExitCode> {
 async fn ask(
     ui: &Ui,
     plan: plan_core::Plan,
+    forecaster: &Forecaster,
     cancel: &CancelToken,
 ) -> anyhow::Result<Option<plan_core::Plan>> {
     let decision = ui.suspend(|| {
         tokio::task::block_in_place(|| {
             let stdin = std::io::stdin();
             let mut input = stdin.lock();
-            approve::ask(plan, &mut input)
+            approve::ask_with(plan, Some(forecaster), &mut input)
         })
     })?;
     if cancel.is_cancelled() {

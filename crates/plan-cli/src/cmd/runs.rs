@@ -191,32 +191,41 @@ pub async fn spawn_retention(settings: &Settings, command: &'static str) -> anyh
 /// `plan show RUN_ID`.
 pub async fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {
     let settings = Settings::from_process(&Overrides::store(args.store.clone()))?;
-    let missing = || {
-        Usage::new(format!(
-            "no run `{}` in {}: list runs with `plan runs` (or pass the --store the run used)",
-            args.run_id, settings.store
-        ))
-    };
-    let store = session::open_existing_store(&settings.store)
-        .await?
-        .ok_or_else(missing)?;
-    let runs = plan_strategies::Runs::new(store);
-    let id = RunId::new(args.run_id.clone());
-    let failed = |e: RunsError| -> anyhow::Error {
-        match e {
-            RunsError::NotFound(_) => missing().into(),
-            e => anyhow::anyhow!("cannot read the run store: {e}"),
-        }
-    };
-    let run = runs.load(&id).await.map_err(failed)?;
+    let (store, run) = load(&settings, &args.run_id).await?;
     // A fleet store knows which worker runs each running step.
-    let report = runs.report_of(&run).await;
+    let report = plan_strategies::Runs::new(store).report_of(&run).await;
     if args.json {
         println!("{}", report.to_json_pretty());
     } else {
         print!("{}", text(&run, &report, args.full, &Palette::stdout()));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The store of `settings` and run `run_id` in it, or an error saying how to find a run.
+pub async fn load(
+    settings: &Settings,
+    run_id: &str,
+) -> anyhow::Result<(std::sync::Arc<dyn plan_exec::RunStore>, StoredRun)> {
+    let missing = || {
+        Usage::new(format!(
+            "no run `{run_id}` in {}: list runs with `plan runs` (or pass the --store the run used)",
+            settings.store
+        ))
+    };
+    let store = session::open_existing_store(&settings.store)
+        .await?
+        .ok_or_else(missing)?;
+    let run = plan_strategies::Runs::new(store.clone())
+        .load(&RunId::new(run_id))
+        .await
+        .map_err(|e| -> anyhow::Error {
+            match e {
+                RunsError::NotFound(_) => missing().into(),
+                e => anyhow::anyhow!("cannot read the run store: {e}"),
+            }
+        })?;
+    Ok((store, run))
 }
 
 /// The step states of a stored run's latest plan, as its report has them.

@@ -847,3 +847,29 @@ fn a_cancel_request_through_the_store_stops_plan_run() {
     assert_eq!(v["status"], "cancelled", "{v}");
     assert!(committed(&url, &id).len() < 20, "it stopped before the end");
 }
+
+#[test]
+fn a_fleet_run_replays_with_zero_requests_with_the_steps_its_workers_ran() {
+    let Some(url) = database() else { return };
+    let sb = Sandbox::new();
+    let server = agent_server(&twenty_steps());
+    let mut fleet = Fleet::new(&sb, &url);
+    let id = fleet.submit(&server.base_url(), "Do twenty things");
+    fleet.start("one");
+    fleet.start("two");
+    assert_eq!(fleet.wait(&id)["status"], "succeeded");
+    let before = server.total_requests();
+    let out = output(&mut sb.plan(["replay", &id, "--json", "--store", &url]));
+    let said = format!("{}\n{}", stdout(&out), stderr(&out));
+    assert_eq!(
+        server.total_requests(),
+        before,
+        "the replay made requests\n{said}"
+    );
+    let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["faithful"], true, "{said}");
+    // A planning call, twenty steps and the synthesis: the steps' calls came back from
+    // the workers that ran them.
+    assert_eq!(v["calls_recorded"], 22, "{said}");
+    assert_eq!(v["calls_served"], 22, "{said}");
+}

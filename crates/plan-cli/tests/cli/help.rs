@@ -18,6 +18,8 @@ const COMMANDS: &[&[&str]] = &[
     &["runs"],
     &["runs", "prune"],
     &["show"],
+    &["diff"],
+    &["replay"],
     &["graph"],
     &["sandbox"],
     &["sandbox", "run"],

@@ -42,6 +42,10 @@ where
                 loop {
                     if let Some(entry) = buffered.next() {
                         seq = entry.seq;
+                        // Calls recorded for replay are the journal's alone.
+                        if entry.event.kind.is_journal_only() {
+                            continue;
+                        }
                         let finished = matches!(entry.event.kind, EventKind::RunFinished { .. });
                         return Some((Ok(entry), (seq, buffered, finished)));
                     }

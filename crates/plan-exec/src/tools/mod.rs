@@ -66,7 +66,8 @@ impl From<serde_json::Value> for ToolOutput {
 
 /// What can go wrong calling a tool. The tool loop returns these to the model as the
 /// call's result, so they say what to do differently.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum ToolError {
     /// No tool has that name.
@@ -407,6 +408,21 @@ impl ToolSet {
         ctx: &ToolContext,
     ) -> Result<ToolOutput, ToolError> {
         let span = crate::trace::tool_span(name);
+        // Recorded for replay, or served from the recording (the tool is then not run).
+        let keyed = serde_json::json!({ "tool": name, "args": &args });
+        let recorder = match crate::replay::call::<_, ToolOutput, ToolError>(
+            plan_core::CallKind::Tool,
+            name,
+            &keyed,
+            |d| ToolError::Unavailable {
+                tool: name.to_owned(),
+                message: format!("replay: {d}"),
+                retryable: false,
+            },
+        ) {
+            crate::replay::Call::Served(result) => return result,
+            crate::replay::Call::Make(recorder) => recorder,
+        };
         let result = async {
             self.validate(name, &args)?;
             let reg = self.tools.get(name).ok_or_else(|| self.unknown(name))?;
@@ -414,6 +430,7 @@ impl ToolSet {
         }
         .instrument(span.clone())
         .await;
+        recorder.done(&result);
         if result.is_err() {
             crate::trace::record_error(&span, "tool_error");
         }

@@ -1,4 +1,5 @@
-// A run's page: the live DAG, a step's details on click, the summary, approval.
+// A run's page: the live DAG, timeline (timeline.js) and plan versions (versions.js), a
+// step's details on click, the summary, approval.
 const runId = document.getElementById('run').dataset.runId;
 let steps = JSON.parse(document.getElementById('steps').textContent);
 const byId = () => Object.fromEntries(steps.map(s => [s.id, s]));
@@ -11,6 +12,9 @@ function show(id) {
   document.getElementById('details').textContent = lines.join('\n');
 }
 document.querySelectorAll('.step').forEach(g => g.addEventListener('click', () => show(g.dataset.stepId)));
+const reusedSteps = () => steps.filter(s => s.reused).map(s => s.id);
+Timeline.onSelect(show);
+Timeline.setReused(reusedSteps());
 function mark(step, status) {
   const g = document.querySelector(`.step[data-step-id="${CSS.escape(step)}"]`);
   if (g) g.setAttribute('data-status', status);
@@ -20,6 +24,7 @@ async function refresh() {
   if (!r.ok) return;
   const report = await r.json();
   steps = report.steps;
+  Timeline.setReused(reusedSteps());
   for (const s of steps) mark(s.id, s.status);
   const st = document.getElementById('run-status');
   st.textContent = report.status; st.dataset.status = report.status; st.className = `status st-${report.status}`;
@@ -29,6 +34,8 @@ async function refresh() {
 const live = new EventSource(`/api/runs/${runId}/events`);
 live.onmessage = (m) => {
   const e = JSON.parse(m.data);
+  Timeline.apply(e);
+  Versions.apply(e);
   if (e.event === 'step_started') mark(e.step, 'running');
   else if (e.event === 'step_completed') mark(e.step, 'completed');
   else if (e.event === 'step_failed' && !e.retrying) mark(e.step, 'failed');

@@ -85,6 +85,24 @@ plan resume 20261125-200000-3f9a\n  \
 plan resume --model openai:gpt-4o 20261125-200000-3f9a")]
     Resume(ResumeArgs),
 
+    /// Run a stored run again as a new run, running only what changed: a finished step
+    /// whose content and inputs are unchanged keeps its output
+    #[command(
+        after_help = "A step's key is a hash of what determines its output: its description, kind, \
+agent, fallback and program, the model, and the keys of the steps it depends on. A step whose \
+key matches a step the run finished reuses that output; every other step runs, and so does \
+everything downstream of it. A step marked \"always_run\": true in the plan always runs, with \
+what reads it. The \
+answer is written again only when a step ran. The report's `rerun` lists the steps reused and \
+executed.\n\n\
+Examples:\n  \
+plan rerun 20261125-200000-3f9a\n  \
+plan show 20261125-200000-3f9a --json | jq .plan > plan.json   # edit a step, then:\n  \
+plan rerun 20261125-200000-3f9a --plan plan.json\n  \
+plan rerun 20261125-200000-3f9a --from research --from write"
+    )]
+    Rerun(RerunArgs),
+
     /// Run the plan of a run that awaits approval (or an edited plan in its place)
     #[command(after_help = "Examples:\n  \
 plan approve 1m931ebcanh4d\n  \
@@ -222,6 +240,7 @@ impl Command {
             Command::Plan(a) => a.quiet.quiet,
             Command::Exec(a) => a.quiet.quiet,
             Command::Resume(a) => a.quiet.quiet,
+            Command::Rerun(a) => a.quiet.quiet,
             Command::Approve(a) => a.run.quiet.quiet,
             Command::Model(ModelCommand::Pull(a)) => a.quiet,
             _ => false,
@@ -730,6 +749,52 @@ pub struct ResumeArgs {
 
     /// Tools, MCP servers and agents the remaining steps may use (give those the run
     /// started with: they are not stored with it)
+    #[command(flatten)]
+    pub tools: ToolArgs,
+
+    /// Write events as JSON lines to FILE as they happen
+    #[arg(long, value_name = "FILE")]
+    pub events: Option<PathBuf>,
+
+    /// Print the run report as one JSON object instead of the answer
+    #[arg(long)]
+    pub json: bool,
+
+    /// Run store: a SQLite file or a postgres:// URL [default: plan/runs.sqlite in the user data directory]
+    #[arg(long, value_name = "PATH|URL")]
+    pub store: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub quiet: QuietArg,
+}
+
+/// `plan rerun`.
+#[derive(Debug, Clone, Args)]
+pub struct RerunArgs {
+    /// The run to re-run, as listed by `plan runs`
+    #[arg(value_name = "RUN_ID")]
+    pub run_id: String,
+
+    /// A plan to run instead of the run's own (an edited copy of it); its unchanged steps
+    /// keep their outputs
+    #[arg(long, value_name = "FILE")]
+    pub plan: Option<PathBuf>,
+
+    /// Run STEP again whatever changed, and every step downstream of it; repeatable
+    #[arg(long = "from", value_name = "STEP")]
+    pub from: Vec<String>,
+
+    /// Model to run on [default: the one the run recorded]; another model changes every
+    /// step's key, so every step runs
+    #[arg(long, value_name = "SPEC")]
+    pub model: Option<String>,
+
+    /// Endpoint to run on [default: the one the run recorded]
+    #[arg(long, value_name = "URL")]
+    pub base_url: Option<String>,
+
+    /// Tools, MCP servers and agents the steps may use (give those the run used: they are
+    /// not stored with it)
     #[command(flatten)]
     pub tools: ToolArgs,
 

@@ -44,6 +44,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Plan(args) => runtime.block_on(cmd::run::plan(args, quiet)),
         Command::Exec(args) => runtime.block_on(cmd::run::exec(args, quiet)),
         Command::Resume(args) => runtime.block_on(cmd::run::resume(args, quiet)),
+        Command::Rerun(args) => runtime.block_on(cmd::run::rerun(args, quiet)),
         Command::Approve(args) => runtime.block_on(async {
             // A replan waiting for approval is shown as a diff first.
             cmd::diff::before_approval(&args).await;

@@ -234,6 +234,14 @@ pub enum EventKind {
         /// Whether another attempt follows.
         retrying: bool,
     },
+    /// A step's output was taken from an earlier run instead of being produced again (a
+    /// re-run: the step and everything it reads are unchanged).
+    StepReused {
+        /// The step.
+        step: StepId,
+        /// The run whose output it reuses.
+        from: RunId,
+    },
     /// A step was not run because a step it depends on failed.
     StepSkipped {
         /// The step.
@@ -433,6 +441,7 @@ impl EventKind {
             EventKind::StepStarted { .. } => "step_started",
             EventKind::StepCompleted { .. } => "step_completed",
             EventKind::StepFailed { .. } => "step_failed",
+            EventKind::StepReused { .. } => "step_reused",
             EventKind::StepSkipped { .. } => "step_skipped",
             EventKind::FallbackUsed { .. } => "fallback_used",
             EventKind::PlanAdjusted { .. } => "plan_adjusted",

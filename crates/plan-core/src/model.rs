@@ -248,6 +248,11 @@ pub struct Step {
     /// The language of `code`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lang: Option<CodeLang>,
+    /// Run again by every re-run (`plan rerun`), even when nothing that determines its
+    /// output changed: for a step with effects beyond its output (a program that writes
+    /// or sends something, a tool that changes something).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub always_run: bool,
 }
 
 fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
@@ -277,6 +282,7 @@ impl Step {
             expected_output: None,
             code: None,
             lang: None,
+            always_run: false,
         }
     }
 
@@ -338,7 +344,14 @@ impl Step {
                 .or_else(|| self.expected_output.clone()),
             code: body.code.clone(),
             lang: body.lang,
+            always_run: self.always_run,
         })
+    }
+
+    /// Marks the step to run again in every re-run (its field `always_run`).
+    pub fn always_run(mut self) -> Self {
+        self.always_run = true;
+        self
     }
 }
 

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::event::{Event, EventKind, RunStatus, Timestamp};
+use crate::event::{Event, EventKind, RunId, RunStatus, Timestamp};
 use crate::model::{Plan, StepId};
 
 /// Where one step stands.
@@ -93,6 +93,9 @@ pub struct StepState {
     /// finished step kept across a replan) instead of being produced again.
     #[serde(default)]
     pub reused: bool,
+    /// The earlier run whose output it reuses, for a step a re-run did not run again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reused_from: Option<RunId>,
     /// When its first attempt started, in milliseconds after the run (session) started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_ms: Option<u64>,
@@ -116,6 +119,7 @@ impl StepState {
             error: None,
             fallback: false,
             reused: false,
+            reused_from: None,
             started_ms: None,
             duration_ms: None,
             worker: None,
@@ -430,6 +434,14 @@ impl RunState {
                     if s.started_ms.is_none() {
                         s.started_ms = started;
                     }
+                }
+            }
+            EventKind::StepReused { step, from } => {
+                if let Some(s) = self.get_mut(step) {
+                    s.status = StepStatus::Completed;
+                    s.error = None;
+                    s.reused = true;
+                    s.reused_from = Some(from.clone());
                 }
             }
             EventKind::StepCompleted { step, .. } => {

@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::error::{ExecError, StoreError};
 use crate::events::{Emitter, EventSink, JournalMsg, NoopSink};
 use crate::report::RunReport;
-use crate::store::{PlanRevision, RunEnd, RunRecord, RunStore, StoredRun};
+use crate::store::{PlanRevision, RunEnd, RunRecord, RunStore, StepOutputRecord, StoredRun};
 
 /// Where a run's sessions write: the store (if any) and the event sink. Cheap to clone;
 /// runners, agents and services keep one and open a [`RunSession`] per run.
@@ -377,6 +377,34 @@ impl RunSession {
     /// Emits an event: to the sink at once, to the store's journal in batches.
     pub fn emit(&self, kind: EventKind) {
         self.inner.emitter.emit(&self.inner.id, kind);
+    }
+
+    /// Commits `output`, taken from run `from`, as the output of step `step` of plan
+    /// revision `revision`, with a `step_reused` event: a re-run's step that is not run
+    /// again.
+    ///
+    /// # Errors
+    /// [`ExecError::Store`] (a step commits one output per run).
+    pub async fn reuse_output(
+        &self,
+        step: &StepId,
+        output: String,
+        from: &RunId,
+        revision: u32,
+    ) -> Result<(), ExecError> {
+        let mut record = StepOutputRecord::new(step.clone(), output);
+        record.attempts = 0;
+        record.revision = revision;
+        let emitter = &self.inner.emitter;
+        let event = emitter.event(
+            &self.inner.id,
+            EventKind::StepReused {
+                step: step.clone(),
+                from: from.clone(),
+            },
+        );
+        emitter.commit(record, event).await?;
+        Ok(())
     }
 
     /// Journals a call the run made outside itself with its reply, for replay

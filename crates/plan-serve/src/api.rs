@@ -13,10 +13,10 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures::{Stream, StreamExt as _};
-use plan_core::{Plan, PlanGraph, RunId};
+use plan_core::{Plan, PlanDiff, PlanGraph, PlanVersion, RunId};
 use plan_exec::{CancelToken, ExecError, RunReport, StoreError};
 use plan_strategies::{
-    Agent, CancelRequests, Continuable, Continuation, RunSettings, RunSpec, RunsError,
+    Agent, CancelRequests, Continuable, Continuation, Rerun, RunSettings, RunSpec, RunsError,
     RuntimeError, StrategyError,
 };
 use serde::Deserialize;
@@ -106,6 +106,9 @@ pub(crate) fn router(service: Arc<PlanService>) -> Router {
         .route("/api/runs/{id}/resume", post(resume))
         .route("/api/runs/{id}/approve", post(approve))
         .route("/api/runs/{id}/reject", post(reject))
+        .route("/api/runs/{id}/rerun", post(rerun))
+        .route("/api/runs/{id}/versions", get(versions_of))
+        .route("/api/runs/{id}/diff", get(diff_of))
         .layer(axum::middleware::from_fn_with_state(
             service.clone(),
             auth::require_token,
@@ -559,6 +562,167 @@ async fn resume(
             .await
         }
     }
+}
+
+/// `GET /api/runs/{id}/versions`: every plan the run had, numbered from 0 (the first
+/// plan, each replan, each edit approved in place of a waiting plan), as `plan diff
+/// --list --json` lists them.
+async fn versions_of(
+    State(service): State<Arc<PlanService>>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let run = load(&service, &id).await?;
+    let versions = PlanVersion::from_events(&run.events);
+    Ok(Json(json!(versions)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DiffQuery {
+    #[serde(default)]
+    from: Option<usize>,
+    #[serde(default)]
+    to: Option<usize>,
+}
+
+/// `GET /api/runs/{id}/diff?from=A&to=B`: how the run's plan changed between two versions
+/// (the last two by default), as `plan diff --json` says it: steps added, removed and
+/// changed, the finished outputs kept and invalidated, and the forecast of each version
+/// (calls, tokens, time, dollars when the model's price is known) from the store's
+/// history. What an approval of a replan is asked about.
+async fn diff_of(
+    State(service): State<Arc<PlanService>>,
+    Path(id): Path<String>,
+    Query(q): Query<DiffQuery>,
+) -> ApiResult<Json<Value>> {
+    let run = load(&service, &id).await?;
+    let versions = PlanVersion::from_events(&run.events);
+    let n = versions.len();
+    let (from, to) = match (q.from, q.to) {
+        (Some(a), Some(b)) => (a, b),
+        (None, None) if n >= 2 => (n - 2, n - 1),
+        (None, None) => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!("run `{id}` has {n} plan version(s): nothing to compare"),
+            ));
+        }
+        _ => return Err(ApiError::bad("give both from and to, or neither")),
+    };
+    if from >= n || to >= n {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!(
+                "run `{id}` has plan versions 0 to {}: GET /api/runs/{id}/versions lists them",
+                n.saturating_sub(1)
+            ),
+        ));
+    }
+    let spec = RunSpec::from_record(&run.record).unwrap_or_default();
+    let forecaster = plan_exec::forecast::Forecaster::mine(
+        service.store.as_ref(),
+        &spec.model,
+        spec.limits.concurrency,
+        service.runtime.model_price(&spec),
+    )
+    .await
+    .planning(run.events.iter().any(
+        |e| matches!(&e.kind, plan_core::EventKind::LlmCall { purpose, .. } if purpose == "plan"),
+    ));
+    let (a, b) = (&versions[from], &versions[to]);
+    // The diff's fields at the top level, as `plan diff --json` prints them.
+    let mut out = json!(PlanDiff::between_versions(a, b));
+    if let Some(map) = out.as_object_mut() {
+        map.insert("run_id".to_owned(), json!(id));
+        map.insert(
+            "from".to_owned(),
+            json!({"version": a.version, "origin": a.origin, "reason": a.reason}),
+        );
+        map.insert(
+            "to".to_owned(),
+            json!({"version": b.version, "origin": b.origin, "reason": b.reason}),
+        );
+        map.insert(
+            "forecast".to_owned(),
+            json!({"before": forecaster.forecast(&a.plan), "after": forecaster.forecast(&b.plan)}),
+        );
+    }
+    Ok(Json(out))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RerunBody {
+    #[serde(default)]
+    plan: Option<Value>,
+    #[serde(default)]
+    from: Vec<String>,
+}
+
+/// `POST /api/runs/{id}/rerun`: a new run of a stored run's goal, with its spec, running
+/// only what changed (`{"plan": {...}}` an edited plan, `{"from": ["step"]}` steps to run
+/// again with everything downstream). 201 with the new run's id.
+async fn rerun(
+    State(service): State<Arc<PlanService>>,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Response> {
+    let body: RerunBody = optional_json(body)?;
+    if service.fleet.is_some() {
+        return Err(ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            format!(
+                "re-runs are not served by a fleet server yet: run `plan rerun {id} --store` with the fleet's store"
+            ),
+        ));
+    }
+    let parent = load(&service, &id).await?;
+    let mut spec = RunSpec::from_record(&parent.record)
+        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
+    spec.overrides.clear();
+    if let Some(needs) = spec.needs.local_only() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "run `{id}` used {needs}, which only the process that started it has: re-run it there with `plan rerun`"
+            ),
+        ));
+    }
+    let mut request = Rerun::new();
+    if let Some(value) = body.plan {
+        let plan: Plan = serde_json::from_value(value).map_err(|e| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("the plan is not a plan: {e}"),
+            )
+        })?;
+        request = request.with_plan(plan);
+    }
+    for step in body.from {
+        request = request.from_step(step);
+    }
+    let agent = agent_for(&service, &spec)?;
+    let handle = agent
+        .start_rerun(&parent, request)
+        .await
+        .map_err(strategy_error)?;
+    let new = handle.id().clone();
+    let tracked = service
+        .runs
+        .track(&new, handle.cancel_token().clone())
+        .map_err(|e| runs_error(e, new.as_str()))?;
+    let key = new.clone();
+    tokio::spawn(async move {
+        if let Err(e) = handle.await {
+            tracing::warn!(run = %key, error = %e, "a re-run started by the server stopped");
+        }
+        drop(tracked);
+    });
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"run_id": new.as_str(), "parent": id})),
+    )
+        .into_response())
 }
 
 #[derive(Deserialize, Default)]

@@ -346,6 +346,7 @@ pub(crate) async fn run_page(
 <section id="timeline-box"><h2>Timeline</h2><p class="legend">one bar per step attempt, by start: <span class="key completed">completed</span><span class="key running">running</span><span class="key retried">failed, retried</span><span class="key failed">failed</span><span class="key fallback">fallback</span><span class="key critical">critical path</span><span class="key reused">reused</span></p>
 <svg id="timeline" xmlns="http://www.w3.org/2000/svg" width="516" height="30"></svg></section></div>
 <h2>Step</h2><div id="details">Click a step to see its output, attempts, error and timing.</div>
+<p id="step-actions"></p><p id="rerun-error" class="st-failed"></p>
 <div id="summary">{summary}</div>
 <script type="application/json" id="steps">{steps_json}</script>"#,
         goal = escape(&report.goal),

@@ -486,7 +486,7 @@ impl Agent {
 
     /// How a run's end is recorded: with its forecast and what it took, when runs are
     /// forecast.
-    fn ending(&self, source: PlanSource) -> Ending<'_> {
+    pub(crate) fn ending(&self, source: PlanSource) -> Ending<'_> {
         Ending::new(self.inner.forecasting.as_ref(), source)
     }
 
@@ -521,7 +521,7 @@ impl Agent {
         }
     }
 
-    async fn open(&self, goal: &str) -> Result<RunSession, StrategyError> {
+    pub(crate) async fn open(&self, goal: &str) -> Result<RunSession, StrategyError> {
         let record = self.inner.spec.to_record(goal);
         Ok(self.inner.sessions.create(record).await?)
     }
@@ -554,6 +554,27 @@ impl Agent {
         if parks {
             self.need_store("waiting for approval")?;
         }
+        self.spawn_run(&goal.clone(), move |agent, session| async move {
+            if parks {
+                agent.park(session, &goal).await
+            } else {
+                agent.run_started(session, &goal).await
+            }
+        })
+        .await
+    }
+
+    /// Creates a run of `goal` and runs `work` on it in the background: the handle has
+    /// the run's id at once, its events and its cancel.
+    pub(crate) async fn spawn_run<F, Fut>(
+        &self,
+        goal: &str,
+        work: F,
+    ) -> Result<RunHandle, StrategyError>
+    where
+        F: FnOnce(Agent, RunSession) -> Fut,
+        Fut: std::future::Future<Output = Result<RunReport, StrategyError>> + Send + 'static,
+    {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
             StrategyError::Config(
                 "starting a run needs a tokio runtime: call start from async code running on tokio"
@@ -563,16 +584,9 @@ impl Agent {
         let (events_in, events) = plan_exec::event_channel();
         let sink = Arc::new(Tee(self.inner.sessions.sink().clone(), events_in));
         let sessions = self.inner.sessions.clone().event_sink(sink);
-        let session = sessions.create(self.inner.spec.to_record(&goal)).await?;
+        let session = sessions.create(self.inner.spec.to_record(goal)).await?;
         let id = session.id().clone();
-        let agent = self.clone();
-        let task = runtime.spawn(async move {
-            if parks {
-                agent.park(session, &goal).await
-            } else {
-                agent.run_started(session, &goal).await
-            }
-        });
+        let task = runtime.spawn(work(self.clone(), session));
         Ok(RunHandle {
             id,
             cancel: self.inner.cancel.clone(),

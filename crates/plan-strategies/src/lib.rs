@@ -56,6 +56,7 @@ mod prompts;
 mod repair;
 pub mod replay;
 mod report;
+mod rerun;
 mod runs;
 mod runtime;
 mod spec;
@@ -75,6 +76,7 @@ pub use planner::{
 };
 pub use prompts::PLAN_SCHEMA;
 pub use report::{GoalResult, ReportExt, Usage};
+pub use rerun::Rerun;
 pub use runs::{
     CancelRequests, Cancelling, Continuable, Continuation, DEFAULT_REJECTION, Runs, RunsError,
     Tracked, WaitFor,

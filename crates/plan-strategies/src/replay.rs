@@ -2,7 +2,9 @@
 //! with every model reply, tool result and program run served from what the run recorded
 //! (see [`plan_exec::replay`]).
 //!
-//! A replay runs in memory and writes nothing to any store. Its report is compared with
+//! A replay runs in memory and writes nothing to any store. A run is driven as it was
+//! started: a goal planned, a given plan executed, a re-run re-run (reusing from its own
+//! journal the outputs it reused). Its report is compared with
 //! the stored one (status, answer, failure, the final plan, each step's status and
 //! output); any difference, any request the recording does not hold (a
 //! [`Divergence`]) and any recorded call the replay never asked for is reported, so
@@ -70,6 +72,17 @@ fn given_plan(stored: &StoredRun) -> Option<Plan> {
     None
 }
 
+/// The steps a re-run (`plan rerun`) reused, when `stored` is one.
+fn reused_steps(stored: &StoredRun) -> Option<std::collections::HashSet<String>> {
+    let reused = stored.extras.get("rerun")?.get("reused")?.as_array()?;
+    Some(
+        reused
+            .iter()
+            .filter_map(|s| s.as_str().map(str::to_owned))
+            .collect(),
+    )
+}
+
 /// Replays `stored` with the agent `builder` makes: build it for the run's own spec with
 /// every model standing in for the run's ([`Runtime::for_replay`](crate::Runtime::for_replay)),
 /// and without a store. The replay runs the goal as the run did (a given plan as a given
@@ -86,10 +99,17 @@ pub async fn replay(
     let agent = builder.sandbox(ReplaySandbox).build()?;
     let goal = stored.record.goal.clone();
     let given = given_plan(stored);
+    let reused = reused_steps(stored);
     let run = async {
-        match given {
-            Some(plan) => agent.execute(plan).await,
-            None => agent.run(goal).await,
+        match (reused, given) {
+            // A re-run: the steps it reused are reused again, from its own journal.
+            (Some(reused), _) => {
+                let mut own = stored.clone();
+                own.outputs.retain(|o| reused.contains(o.step.as_str()));
+                agent.rerun(&own, crate::Rerun::new()).await
+            }
+            (None, Some(plan)) => agent.execute(plan).await,
+            (None, None) => agent.run(goal).await,
         }
     };
     let report = replaying(replayer.clone(), run)

@@ -47,6 +47,13 @@ pub trait AgentFactory: Send + Sync {
             .collect()
     }
 
+    /// The price of `spec`'s model, when known (for forecasts in dollars). The default
+    /// knows no prices; [`Runtime`] knows its own list and the ones it was given.
+    fn model_price(&self, spec: &RunSpec) -> Option<Price> {
+        let _ = spec;
+        None
+    }
+
     /// An agent builder that continues a stored run of `spec` which has used `used` so
     /// far. [`Runtime`] gives it what is left of the run's own budget (tokens, and
     /// dollars at the model's price), so a run continued elsewhere, by a resume, an
@@ -309,6 +316,10 @@ impl Runtime {
 }
 
 impl AgentFactory for Runtime {
+    fn model_price(&self, spec: &RunSpec) -> Option<Price> {
+        self.price(spec)
+    }
+
     fn continuing(&self, spec: &RunSpec, used: RunUsage) -> Result<AgentBuilder, RuntimeError> {
         spec.validate()?;
         let price = self.price(spec);

@@ -21,7 +21,7 @@ pub async fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let settings = Settings::from_process(&Overrides::store(args.store.clone()))?;
     let (_, stored) = crate::cmd::runs::load(&settings, &args.run_id).await?;
     let id = stored.record.id.clone();
-    let spec = RunSpec::from_record(&stored.record)
+    let mut spec = RunSpec::from_record(&stored.record)
         .map_err(|e| Usage::new(format!("run `{id}` cannot be replayed: {e}")))?;
     if let Some(why) = unsupported(&spec) {
         return Err(Usage::new(format!(
@@ -29,6 +29,9 @@ pub async fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         ))
         .into());
     }
+    // Replay re-drives what was decided: a plan or replan a person approved as it was
+    // runs on, served from the recording, and one they edited shows as a divergence.
+    spec.approve = plan_strategies::Approval::None;
     let replayer = Arc::new(Replayer::of(&stored));
     let made_calls = plan_exec::RunUsage::of(&stored.events).llm_calls > 0;
     if replayer.recorded() == 0 && made_calls {

@@ -14,8 +14,8 @@ use plan_strategies::{
 
 use crate::approve::{self, Decision};
 use crate::cli::{
-    ApproveArgs, ExecArgs, PlanArgs, PlanFormat, RejectArgs, ResumeArgs, RunArgs, SandboxArg,
-    Strategy, WaitArgs,
+    ApproveArgs, ExecArgs, PlanArgs, PlanFormat, RejectArgs, RerunArgs, ResumeArgs, RunArgs,
+    SandboxArg, Strategy, WaitArgs,
 };
 use crate::cmd::graph::load_plan_file;
 use crate::cmd::tools::RunTools;
@@ -367,6 +367,56 @@ pub async fn plan(args: PlanArgs, quiet: bool) -> anyhow::Result<ExitCode> {
 /// `plan resume RUN_ID`.
 pub async fn resume(args: ResumeArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     continue_stored(args, quiet, None).await
+}
+
+/// `plan rerun RUN_ID [--plan FILE] [--from STEP]... [--model SPEC]`: a new run of the
+/// stored run's goal with its spec (the model and endpoint changed where a flag says),
+/// running only the steps whose content or inputs changed.
+pub async fn rerun(args: RerunArgs, quiet: bool) -> anyhow::Result<ExitCode> {
+    let settings = Settings::from_process(&Overrides::store(args.store.clone()))?;
+    let cancel = interrupt::install();
+    let (_, parent) = crate::cmd::runs::load(&settings, &args.run_id).await?;
+    let edited = match &args.plan {
+        Some(file) => Some(load_plan_file(file, usize::MAX)?),
+        None => None,
+    };
+    let mut spec = plan_strategies::RunSpec::from_record(&parent.record)
+        .map_err(|e| Usage::new(format!("run `{}` cannot be re-run: {e}", args.run_id)))?;
+    spec.overrides.clear();
+    let mut changes = plan_strategies::SpecChanges::default();
+    changes.model.clone_from(&args.model);
+    changes.base_url.clone_from(&args.base_url);
+    spec.apply(&changes, "rerun");
+    spec.validate()
+        .map_err(|e| Usage::new(format!("invalid setting {e}")))?;
+    let ui = Ui::start(quiet, args.events.as_deref())?;
+    let runtime = session::runtime(&settings, quiet);
+    let builder = session::agent(&runtime, &spec, &ui, &cancel)?;
+    let driving = session::DrivingStore::open(&settings.store, "rerun", &cancel).await?;
+    let builder = builder.store(driving.store.clone());
+    let tools = RunTools::open(&settings, &args.tools, None).await?;
+    let (agent, tools) = build_with_tools(builder, tools).await?;
+    let mut rerun = plan_strategies::Rerun::new();
+    if let Some(plan) = edited {
+        rerun = rerun.with_plan(plan);
+    }
+    for step in &args.from {
+        rerun = rerun.from_step(step.as_str());
+    }
+    let result = agent.rerun(&parent, rerun).await;
+    drop(agent);
+    shutdown(tools).await;
+    ui.finish().await;
+    let (result, note) = stopped(&driving, result);
+    conclude(
+        result,
+        args.json,
+        &args.store,
+        &cancel,
+        true,
+        settings.sandbox,
+        note,
+    )
 }
 
 /// `plan approve RUN_ID [--plan FILE]`: runs the plan of a run awaiting approval (or the

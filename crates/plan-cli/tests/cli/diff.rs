@@ -363,3 +363,46 @@ fn an_edit_at_approve_is_shown_as_a_diff_and_p_shows_the_whole_plan() {
     assert!(first < diff_at && diff_at < whole, "{err}");
     assert_eq!(server.count(&step_prompt("c")), 1);
 }
+
+/// The API says the same as `plan diff --json`: the versions and the diff of the last two,
+/// with both forecasts.
+#[test]
+fn the_api_lists_versions_and_diffs_them() {
+    use crate::serve::{TOKEN, authed, client, json_of, start, start_run, wait_status};
+    let sb = Sandbox::new();
+    let server = replanning_server();
+    let s = start(&sb, &model_flags(&server), &["--token", TOKEN]);
+    let c = client();
+    let id = start_run(
+        &c,
+        &s,
+        serde_json::json!({"goal": "Compare two things", "strategy": "adaptive"}),
+    );
+    wait_status(&c, &s, &id, "succeeded");
+    let get = |path: &str| {
+        json_of(
+            authed(&c, "GET", &format!("{}{path}", s.base))
+                .send()
+                .unwrap(),
+        )
+    };
+    let (code, versions) = get(&format!("/api/runs/{id}/versions"));
+    assert_eq!(code, 200, "{versions}");
+    assert_eq!(versions.as_array().unwrap().len(), 2, "{versions}");
+    assert_eq!(versions[1]["origin"], "replan");
+    let (code, api) = get(&format!("/api/runs/{id}/diff"));
+    assert_eq!(code, 200, "{api}");
+    let out = output(&mut sb.plan(["diff", &id, "--json"]));
+    let cli: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    for key in ["added", "removed", "changed", "kept", "invalidated"] {
+        assert_eq!(api[key], cli[key], "{key}: {api:#} vs {cli:#}");
+    }
+    assert!(api["forecast"]["before"]["calls"].is_array(), "{api:#}");
+    assert!(api["forecast"]["after"]["calls"].is_array(), "{api:#}");
+    let (code, e) = get(&format!("/api/runs/{id}/diff?from=0&to=7"));
+    assert_eq!(code, 404, "{e}");
+    assert!(
+        e["error"].as_str().unwrap().contains("versions 0 to 1"),
+        "{e}"
+    );
+}

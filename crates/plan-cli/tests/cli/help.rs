@@ -20,6 +20,7 @@ const COMMANDS: &[&[&str]] = &[
     &["show"],
     &["diff"],
     &["replay"],
+    &["rerun"],
     &["graph"],
     &["sandbox"],
     &["sandbox", "run"],

@@ -26,6 +26,7 @@ mod postgres;
 mod prune;
 mod readme;
 mod replay;
+mod rerun;
 mod research;
 mod research_eval;
 mod run;

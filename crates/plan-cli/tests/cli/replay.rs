@@ -112,6 +112,71 @@ fn a_run_with_a_failure_and_a_replan_replays_its_error_and_its_replan() {
 }
 
 #[test]
+fn a_failed_verification_and_a_fallback_replay_as_they_happened() {
+    // A check that fails the run.
+    let sb = Sandbox::new();
+    let server = agent_server(
+        r#"{"goal": "Compare two things", "steps": [
+            {"id": "count", "description": "Count the items", "dependencies": []},
+            {"id": "check", "description": "Check the count is 25", "dependencies": ["count"],
+             "kind": "verify"}]}"#,
+    );
+    server.on_first(
+        "Check to make (step `check`)",
+        FakeReply::text("FAIL: the count is 24, the list has 25 items"),
+    );
+    let id = run(&sb, &server, "dag", &[]);
+    assert_eq!(show(&sb, &id)["status"], "failed");
+    let json = assert_faithful(&sb, &server, &id);
+    assert_eq!(json["report"]["status"], "failed");
+    // A step whose own body fails and whose fallback answers.
+    let sb = Sandbox::new();
+    let server = agent_server(
+        r#"{"goal": "Compare two things", "steps": [
+            {"id": "a", "description": "Describe the first thing", "dependencies": []},
+            {"id": "b", "description": "Describe the second thing", "dependencies": [],
+             "fallback": {"description": "Recall the second thing from memory"}}]}"#,
+    );
+    server.on_first(
+        "Your step (`b`):\nDescribe the second thing\n",
+        FakeReply::error(400, "fake failure"),
+    );
+    server.on_first(
+        "Recall the second thing from memory",
+        FakeReply::text("FALLBACK OUTPUT of b"),
+    );
+    let id = run(&sb, &server, "dag", &[]);
+    let json = assert_faithful(&sb, &server, &id);
+    let b = &json["report"]["steps"][1];
+    assert_eq!(b["fallback"], true, "{b}");
+    assert_eq!(b["output"], "FALLBACK OUTPUT of b");
+}
+
+#[test]
+fn an_approved_run_replays_without_waiting() {
+    let sb = Sandbox::new();
+    let server = agent_server(DIAMOND);
+    let mut args: Vec<String> = ["run", "Compare two things", "--json", "--approve"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    args.extend(model_flags(&server));
+    let mut child = sb
+        .plan(&args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    child.stdin.take().unwrap().write_all(b"r\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let report: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(report["status"], "succeeded", "{}", stderr(&out));
+    assert_faithful(&sb, &server, report["run_id"].as_str().unwrap());
+}
+
+#[test]
 fn code_steps_replay_without_running_their_programs() {
     let sb = Sandbox::new();
     let server = agent_server("{}");

@@ -8,8 +8,26 @@ function show(id) {
   const lines = [`${s.id}: ${s.status}, ${s.attempts} attempt(s)`];
   if (s.duration_ms != null) lines.push(`took ${(s.duration_ms / 1000).toFixed(1)} s`);
   if (s.error) lines.push(`error: ${s.error}`);
+  if (s.reused_from) lines.push(`reused from run ${s.reused_from}`);
   if (s.output) lines.push('', s.output);
   document.getElementById('details').textContent = lines.join('\n');
+  // Re-run from here: a new run that runs this step and everything downstream of it
+  // again, and reuses the rest.
+  const actions = document.getElementById('step-actions');
+  if (!actions) return;
+  actions.replaceChildren();
+  const b = document.createElement('button');
+  b.id = 'rerun-from';
+  b.dataset.step = s.id;
+  b.textContent = 're-run from here';
+  b.addEventListener('click', () => rerunFrom(s.id));
+  actions.append(b);
+}
+async function rerunFrom(step) {
+  const r = await fetch(`/api/runs/${runId}/rerun`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ from: [step] }) });
+  const body = await r.json();
+  if (r.ok) location.href = `/runs/${body.run_id}`;
+  else document.getElementById('rerun-error').textContent = body.error;
 }
 document.querySelectorAll('.step').forEach(g => g.addEventListener('click', () => show(g.dataset.stepId)));
 const reusedSteps = () => steps.filter(s => s.reused).map(s => s.id);

@@ -133,6 +133,9 @@ pub(crate) enum Door {
     Mcp,
     /// `plan worker` on a PostgreSQL store, `plan submit`, `plan wait --json`.
     Worker,
+    /// `plan exec PLAN.json` against an unscripted model, then `plan rerun RUN_ID --from
+    /// ROOT... --json` against the scenario's: every step runs again, in the re-run.
+    Rerun,
 }
 
 impl Door {
@@ -146,6 +149,7 @@ impl Door {
             Door::Serve => "serve",
             Door::Mcp => "mcp",
             Door::Worker => "worker",
+            Door::Rerun => "rerun",
         }
     }
 
@@ -162,6 +166,7 @@ impl Door {
             Door::Serve => serve(&w, sc),
             Door::Mcp => mcp(&w, sc),
             Door::Worker => worker(&w, sc)?,
+            Door::Rerun => rerun(&w, sc),
         })
     }
 }
@@ -369,6 +374,48 @@ fn exec(w: &World, sc: &Scenario) -> Outcome {
     let out = output(&mut w.plan(&args));
     let report = report_in(&stdout(&out)).unwrap_or_else(|| w.stored_report(None, None));
     w.outcome(Door::Exec, report, events_in(&events), said(&out))
+}
+
+/// `plan exec` of the scenario's plan on an unscripted model (every step succeeds), then
+/// `plan rerun --from` each of its first steps on the scenario's model: the re-run runs
+/// every step again under the parent's recorded spec, and the promises are checked on
+/// it.
+fn rerun(w: &World, sc: &Scenario) -> Outcome {
+    let parent_server = agent_server(&sc.plan);
+    let file = w.sb.write("plan.json", &sc.plan);
+    let mut args = vec![
+        "exec".to_owned(),
+        file.display().to_string(),
+        "--json".into(),
+    ];
+    args.extend(model_flags(&parent_server));
+    args.extend(budget_flags(sc));
+    if let Some(s) = sc.strategy {
+        args.extend(["--strategy".to_owned(), s.to_owned()]);
+    }
+    let out = output(&mut w.plan(&args));
+    let parent = report_in(&stdout(&out))
+        .unwrap_or_else(|| panic!("the parent run printed no report\n{}", said(&out)));
+    let id = parent["run_id"].as_str().unwrap().to_owned();
+    let plan: Value = serde_json::from_str(&sc.plan).unwrap();
+    let events = w.sb.path("events.jsonl");
+    let mut args = vec![
+        "rerun".to_owned(),
+        id,
+        "--json".into(),
+        "--events".into(),
+        events.display().to_string(),
+        "--base-url".into(),
+        w.server.base_url(),
+    ];
+    for s in plan["steps"].as_array().unwrap() {
+        if s["dependencies"].as_array().is_none_or(Vec::is_empty) {
+            args.extend(["--from".to_owned(), s["id"].as_str().unwrap().to_owned()]);
+        }
+    }
+    let out = output(&mut w.plan(&args));
+    let report = report_in(&stdout(&out)).unwrap_or_else(|| w.stored_report(None, None));
+    w.outcome(Door::Rerun, report, events_in(&events), said(&out))
 }
 
 /// Holds the first model call of one step until released: the run is then surely in the

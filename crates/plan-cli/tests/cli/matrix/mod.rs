@@ -1,7 +1,7 @@
 //! The door × promise matrix. Every way into a run (a *door*: `plan run`, `plan exec`,
 //! `plan resume` after Ctrl-C, `plan run --approve`, `plan approve` of a parked run, the
 //! HTTP API of `plan serve`, the `run` tool of `plan mcp`, a fleet worker through `plan
-//! submit` + `plan wait`) must keep every promise of the contract it can carry (verify
+//! submit` + `plan wait`, `plan rerun` of a finished run) must keep every promise of the contract it can carry (verify
 //! gates, fallbacks, adaptive replans, token budgets, the retry bound, the hierarchical
 //! goal tree, auto routing, trace spans, warnings, the forecast recorded with the run).
 //!
@@ -78,6 +78,7 @@ matrix! {
         serve = Serve,
         mcp = Mcp,
         worker = Worker,
+        rerun = Rerun,
     ],
     promises: [
         verify_gate = VerifyGate,

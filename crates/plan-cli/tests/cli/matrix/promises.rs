@@ -54,6 +54,18 @@ pub(crate) fn not_applicable(door: Door, promise: Promise) -> Option<&'static st
              (DESIGN: an invalid plan file is a usage error), so no change to a model's plan \
              can be warned about",
         ),
+        (Door::Rerun, Promise::HierarchicalTree) => Some(
+            "`plan rerun` runs the parent's plan, as written: the goal tree is made by \
+             hierarchical planning (decomposition), and a re-run makes no planning call",
+        ),
+        (Door::Rerun, Promise::AutoRoute) => Some(
+            "`plan rerun` runs the parent's plan and never routes it: the parent here is a \
+             `plan exec` run, which runs auto as dag",
+        ),
+        (Door::Rerun, Promise::Warnings) => Some(
+            "`plan rerun` runs a plan that was recorded (or a plan file, validated and never \
+             repaired): no change to a model's plan can be warned about",
+        ),
         _ => None,
     }
 }

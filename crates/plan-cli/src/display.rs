@@ -62,6 +62,7 @@ impl Forecasting {
                 Some(self.forecaster.forecast(plan).summary())
             }
             EventKind::StepCompleted { step, .. }
+            | EventKind::StepReused { step, .. }
             | EventKind::StepFailed {
                 step,
                 retrying: false,
@@ -365,6 +366,9 @@ pub fn plain_line(kind: &EventKind, p: &Palette) -> Option<String> {
         }
         EventKind::StepSkipped { step, reason } => {
             format!("{dim}-{dim:#} {b}{step}{b:#} skipped: {reason}")
+        }
+        EventKind::StepReused { step, from } => {
+            format!("{ok}↺{ok:#} {b}{step}{b:#} reused from run {from}: unchanged, not run again")
         }
         EventKind::FallbackUsed { step, error } => {
             format!("{warn}↪ fallback{warn:#} for {b}{step}{b:#} after: {error}")

@@ -328,6 +328,7 @@ pub(crate) async fn run_page(
             .unwrap_or_default();
         format!(
             r#"<section id="approval"><h2>Waiting for approval</h2>
+<p id="approval-diff"></p>
 <button id="approve">Approve</button> <button id="reject">Reject</button>
 <details><summary>Edit the plan</summary><textarea id="plan-json">{}</textarea><button id="approve-edited">Approve the edited plan</button></details>
 <p id="approval-error" class="st-failed"></p></section>"#,

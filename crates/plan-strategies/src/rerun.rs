@@ -7,14 +7,16 @@
 //! step whose key matches a step the parent finished reuses that output (a `step_reused`
 //! event, `reused_from` in its state) and is not run; every other step runs, and so does
 //! everything downstream of it, whose keys changed with it. `from` forces steps and their
-//! downstream closure to run whatever the keys say, and so does a step marked
-//! `always_run` (its output may differ each time, so what reads it runs too). The answer is written again only when a step ran; when nothing did, the parent's
+//! downstream closure to run whatever the keys say, and so does a step with effects
+//! beyond its output (marked `always_run`, a program run unisolated, a step that may call
+//! MCP or agent tools; see `has_effects`): its output may differ each time, so what reads
+//! it runs too. The answer is written again only when a step ran; when nothing did, the parent's
 //! answer is the answer, and no model is called at all.
 
 use std::collections::HashMap;
 
-use plan_core::{PlanGraph, RunId, StepId, downstream_of, step_keys};
-use plan_exec::{RunReport, RunSession, StoredRun};
+use plan_core::{PlanGraph, RunId, StepId, StepKind, downstream_of, step_keys};
+use plan_exec::{RunReport, RunSession, SandboxChoice, StoredRun};
 use serde_json::json;
 use tracing::Instrument as _;
 
@@ -128,12 +130,13 @@ impl Agent {
             })
             .collect();
         let keys = step_keys(&plan, &self.inner.model);
-        // Steps asked for and steps that always run are run, and whatever reads them.
+        // Steps asked for and steps with effects beyond their output are run, and
+        // whatever reads them.
         let mut from = rerun.from.clone();
         from.extend(
             plan.steps
                 .iter()
-                .filter(|s| s.always_run)
+                .filter(|s| self.has_effects(s))
                 .map(|s| s.id.clone()),
         );
         let forced = downstream_of(&plan, &from);
@@ -152,6 +155,19 @@ impl Agent {
             parent: parent_id,
             parent_answer: parent.answer.clone(),
         })
+    }
+
+    /// Whether `step` may do more than produce its output, so that a re-run must run it
+    /// again: marked `always_run`; a program run unisolated (the `process` sandbox, where
+    /// it can write anywhere); a model step of a run whose steps may call MCP servers'
+    /// tools or agent profiles' (which may change things: only the built-in tools are
+    /// known to be read-only or sandboxed).
+    fn has_effects(&self, step: &plan_core::Step) -> bool {
+        let spec = &self.inner.spec;
+        let program = step.kind == StepKind::Code || step.code.is_some();
+        step.always_run
+            || (program && spec.sandbox == SandboxChoice::Process)
+            || (!program && (!spec.needs.mcp.is_empty() || spec.needs.agents))
     }
 
     async fn run_rerun(

@@ -406,3 +406,35 @@ fn the_api_lists_versions_and_diffs_them() {
         "{e}"
     );
 }
+
+/// The web view of a replan waiting for approval shows what it changes and the forecast
+/// of both plans, not only a whole new plan.
+#[test]
+fn a_waiting_replan_is_shown_as_a_diff_on_the_web_page() {
+    use crate::serve::{TOKEN, client, start, start_run, wait_status};
+    use crate::support::browser::{LivePage, chromium};
+    let Some(browser) = chromium() else { return };
+    let sb = Sandbox::new();
+    let server = replanning_server();
+    let s = start(&sb, &model_flags(&server), &["--token", TOKEN]);
+    let c = client();
+    let id = start_run(
+        &c,
+        &s,
+        serde_json::json!({"goal": "Compare two things", "strategy": "adaptive", "approve": "replans"}),
+    );
+    wait_status(&c, &s, &id, "awaiting_approval");
+    let mut page = LivePage::open(browser, &format!("{}/runs/{id}?token={TOKEN}", s.base));
+    let text = page.wait_for(
+        r#"!!document.getElementById('approval-diff')
+            && document.getElementById('approval-diff').textContent.includes('Forecast')
+            && document.getElementById('approval-diff').textContent"#,
+        "the waiting replan as a diff",
+    );
+    let text = text.as_str().unwrap();
+    assert!(text.contains("This plan (v1) against v0"), "{text}");
+    assert!(text.contains("added b2, d"), "{text}");
+    assert!(text.contains("removed b"), "{text}");
+    assert!(text.contains("keeps the outputs of a"), "{text}");
+    assert!(text.contains("calls "), "{text}");
+}

@@ -340,3 +340,45 @@ fn re_run_from_here_on_the_web_page() {
         "the reused steps on the re-run's timeline",
     );
 }
+
+/// A program run unisolated may write anywhere: a re-run runs it again, with what reads
+/// it, while the step beside it is reused.
+#[test]
+fn an_unisolated_program_runs_again_in_a_rerun() {
+    let sb = Sandbox::new();
+    let server = agent_server("{}");
+    // The sandbox's uid is not this one: a file anyone may write.
+    use std::os::unix::fs::PermissionsExt as _;
+    let log = sb.work().join("runs.log");
+    std::fs::write(&log, "").unwrap();
+    std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o666)).unwrap();
+    for dir in [sb.work(), sb.work().parent().unwrap().to_path_buf()] {
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode() | 0o711;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    sb.write(
+        "plan.json",
+        &serde_json::json!({"goal": "Count", "steps": [
+            {"id": "write", "description": "Write a line", "kind": "code", "lang": "bash",
+             "code": format!("echo ran >> {}; wc -l < {}", log.display(), log.display())},
+            {"id": "say", "description": "Say the count", "dependencies": ["write"]},
+            {"id": "other", "description": "Something else"}]})
+        .to_string(),
+    );
+    let mut args: Vec<String> = ["exec", "plan.json", "--json", "--sandbox", "process"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    args.extend(model_flags(&server));
+    let out = output(&mut sb.plan(args));
+    let parent: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(parent["status"], "succeeded", "{}", stderr(&out));
+    let report = rerun(&sb, parent["run_id"].as_str().unwrap(), &[]);
+    assert_eq!(report["status"], "succeeded");
+    assert_eq!(std::fs::read_to_string(&log).unwrap().lines().count(), 2);
+    assert_eq!(
+        report["rerun"]["executed"],
+        serde_json::json!(["write", "say"])
+    );
+    assert_eq!(report["rerun"]["reused"], serde_json::json!(["other"]));
+}

@@ -73,3 +73,30 @@ on('approve-edited', () => {
   catch (err) { document.getElementById('approval-error').textContent = 'not JSON: ' + err.message; return; }
   answer('approve', { plan });
 });
+// A replan waiting for approval is shown as what it changes against the plan before it,
+// with the forecast of each (the first plan, with nothing to compare, is the whole plan).
+async function approvalDiff() {
+  const box = document.getElementById('approval-diff');
+  if (!box) return;
+  const r = await fetch(`/api/runs/${runId}/diff`);
+  if (!r.ok) return;
+  const d = await r.json();
+  const ids = xs => xs.map(s => s.id || s).join(', ');
+  const parts = [];
+  if (d.added.length) parts.push(`added ${ids(d.added)}`);
+  if (d.removed.length) parts.push(`removed ${ids(d.removed)}`);
+  if (d.changed.length) parts.push(`changed ${d.changed.map(c => `${c.id} (${c.fields.join(', ')})`).join(', ')}`);
+  if (d.kept.length) parts.push(`keeps the outputs of ${ids(d.kept)}`);
+  if (d.invalidated.length) parts.push(`invalidates ${ids(d.invalidated)}`);
+  const range = ([lo, hi]) => lo === hi ? `${lo}` : `${lo}-${hi}`;
+  const tokens = f => [f.prompt_tokens[0] + f.completion_tokens[0], f.prompt_tokens[1] + f.completion_tokens[1]];
+  const secs = ([lo, hi]) => `${(lo / 1000).toFixed(1)}-${(hi / 1000).toFixed(1)} s`;
+  const usd = f => f.usd ? `$${f.usd[0].toFixed(4)}-${f.usd[1].toFixed(4)}` : 'cost unknown';
+  const [a, b] = [d.forecast.before, d.forecast.after];
+  box.textContent = `This plan (v${d.to.version}) against v${d.from.version}: ${parts.length ? parts.join('; ') : 'no step changed'}.`
+    + (d.to.reason ? ` Why: ${d.to.reason}.` : '')
+    + ` Forecast: calls ${range(a.calls)} → ${range(b.calls)}, tokens ${range(tokens(a))} → ${range(tokens(b))},`
+    + ` time ${secs(a.wall_ms)} → ${secs(b.wall_ms)}, ${usd(a)} → ${usd(b)}.`;
+}
+approvalDiff();
+

@@ -70,8 +70,8 @@ impl Agent {
     /// a changed model changes every key, so every step runs.
     ///
     /// # Errors
-    /// [`StrategyError::Config`] when the parent has no plan or `from` names a step the
-    /// plan does not have; [`StrategyError::Plan`] for an invalid edited plan; as
+    /// [`StrategyError::Config`] when the parent has no plan (or only the part streamed
+    /// before planning stopped) or `from` names a step the plan does not have; [`StrategyError::Plan`] for an invalid edited plan; as
     /// [`execute`](Self::execute) for the run.
     pub async fn rerun(
         &self,
@@ -107,6 +107,11 @@ impl Agent {
                 "run `{parent_id}` has no plan to re-run: it stopped before planning finished (resume it instead)"
             )));
         };
+        if rerun.plan.is_none() && plan_exec::ResumePoint::of(parent).planning_unfinished {
+            return Err(StrategyError::Config(format!(
+                "run `{parent_id}` has only part of a plan: planning stopped before it was complete (resume it instead, or give a whole plan to re-run)"
+            )));
+        }
         let plan = rerun.plan.unwrap_or_else(|| latest.plan.clone());
         PlanGraph::with_limits(plan.clone(), &plan_core::Limits::with_max_steps(usize::MAX))?;
         if let Some(unknown) = rerun.from.iter().find(|s| plan.step(s.as_str()).is_none()) {

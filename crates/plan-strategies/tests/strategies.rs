@@ -386,6 +386,12 @@ async fn a_streamed_step_changed_by_the_fix_is_cancelled_and_the_fixed_plan_runs
         .await
         .unwrap();
     assert!(report.is_success(), "{:?}", report.failure);
+    // The fixed plan completes the streamed one: nothing is left marked incomplete.
+    assert!(
+        !report.extras.contains_key("incomplete_plan"),
+        "{:?}",
+        report.extras
+    );
     let events = log.events();
     let revisions: Vec<u32> = events
         .iter()

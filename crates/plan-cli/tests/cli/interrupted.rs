@@ -132,6 +132,15 @@ fn ctrl_c_while_planning_then_resume_plans_again_and_keeps_finished_steps() {
         "the report marks the streamed fragment as an incomplete plan\n{stored:#}"
     );
 
+    // A re-run needs a whole plan: this run has only the part streamed before Ctrl-C.
+    let out = output(&mut sb.plan(["rerun", &run]));
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("resume it instead"),
+        "{}",
+        stderr(&out)
+    );
+
     let steps_before = server.count(&step_prompt("a"));
     assert_eq!(steps_before, 1, "step `a` ran once before Ctrl-C");
     let resumed_events = sb.path("resumed.jsonl");

@@ -74,6 +74,8 @@ pub(super) async fn run_streamed(
     }
     // The fixed plan differs from what was streamed: run it, keeping what is unchanged.
     tracing::info!("streamed plan was replaced after validation; running the fixed plan");
+    // The streamed steps were stopped to make way for the fixed plan, which completes it.
+    session.plan_completed();
     cx.record_calls(session, &planned.calls);
     let done: HashMap<StepId, String> = match &execution {
         Ok(r) => r.completed_outputs(),

@@ -9,8 +9,7 @@ use plan_strategies::RunSpec;
 use plan_strategies::replay::Replay;
 use serde_json::json;
 
-use crate::cli::{ReplayArgs, ToolArgs};
-use crate::cmd::tools::RunTools;
+use crate::cli::ReplayArgs;
 use crate::config::{Overrides, Settings};
 use crate::exit::Usage;
 use crate::session;
@@ -25,7 +24,7 @@ pub async fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         .map_err(|e| Usage::new(format!("run `{id}` cannot be replayed: {e}")))?;
     if let Some(why) = unsupported(&spec) {
         return Err(Usage::new(format!(
-            "run `{id}` cannot be replayed: it used {why}, which replay does not serve yet (runs of models, built-in tools and code steps can be replayed)"
+            "run `{id}` cannot be replayed: it used {why}, which replay does not serve yet (runs of models, tools, MCP servers and code steps can be replayed)"
         ))
         .into());
     }
@@ -42,27 +41,15 @@ pub async fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     }
     let runtime = session::runtime(&settings, true).for_replay(&replayer);
     let builder = session::headless_agent(&runtime, &spec)?;
-    // The built-in tools the run had, so its requests list the same tools; their calls
-    // are served from the recording, and no MCP server is started.
-    let tools = if spec.needs.tools.is_empty() {
-        None
+    // The tools the run was offered, as stand-ins with the same specs, so its requests
+    // list the same tools; their calls are served from the recording, and no MCP server
+    // is started.
+    let builder = if replayer.tool_specs().is_empty() {
+        builder
     } else {
-        let mut without_mcp = settings.clone();
-        without_mcp.mcp.clear();
-        let args = ToolArgs {
-            tools: spec.needs.tools.clone(),
-            ..ToolArgs::default()
-        };
-        RunTools::open(&without_mcp, &args, None).await?
-    };
-    let builder = match &tools {
-        Some(t) => t.wire(builder),
-        None => builder,
+        builder.tools(plan_exec::replay::recorded_tools(&replayer))
     };
     let replay = plan_strategies::replay::replay(&stored, replayer, builder).await;
-    if let Some(t) = tools {
-        t.shutdown().await;
-    }
     let replay = replay.map_err(session::strategy_error)?;
     if args.json {
         println!(
@@ -83,9 +70,6 @@ pub async fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
 fn unsupported(spec: &RunSpec) -> Option<String> {
     let needs = &spec.needs;
     let mut what = Vec::new();
-    if !needs.mcp.is_empty() {
-        what.push("MCP servers");
-    }
     if needs.agents {
         what.push("agent profiles");
     }

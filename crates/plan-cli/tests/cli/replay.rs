@@ -247,6 +247,46 @@ fn built_in_tool_calls_replay_without_running_the_tool() {
 }
 
 #[test]
+fn an_mcp_servers_tool_calls_replay_without_starting_the_server() {
+    let sb = Sandbox::new();
+    let docs = sb.dir.path().join("docs");
+    std::fs::create_dir_all(&docs).unwrap();
+    let secret = docs.join("secret.txt");
+    std::fs::write(&secret, "the launch code is tangerine-42\n").unwrap();
+    let server = FakeOpenAi::start_detached();
+    let path = secret.display().to_string();
+    server.otherwise(FakeReply::with(move |r| match r.tool_result() {
+        Some(result) => FakeReply::text(format!("The file says: {}", result.trim())),
+        None if !r.tools().is_empty() => {
+            FakeReply::tool_call("read_text_file", serde_json::json!({"path": path}))
+        }
+        None => FakeReply::text("FINAL ANSWER"),
+    }));
+    sb.write(
+        "plan.json",
+        r#"{"goal": "Find the launch code", "steps": [
+            {"id": "read", "description": "Read the secret file and report the launch code"}]}"#,
+    );
+    let mut args: Vec<String> = vec![
+        "exec".into(),
+        "plan.json".into(),
+        "--json".into(),
+        "--mcp".into(),
+        plan_mcp::testing::filesystem_spec(&docs),
+    ];
+    args.extend(model_flags(&server));
+    let out = output(&mut sb.plan(args));
+    let report: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(report["status"], "succeeded", "{}", stderr(&out));
+    let then = report["steps"][0]["output"].as_str().unwrap().to_owned();
+    assert!(then.contains("tangerine-42"), "{then}");
+    // Gone: a replay that asked the server would not find it (and it starts no server).
+    std::fs::remove_dir_all(&docs).unwrap();
+    let json = assert_faithful(&sb, &server, report["run_id"].as_str().unwrap());
+    assert_eq!(json["report"]["steps"][0]["output"], then.as_str());
+}
+
+#[test]
 fn a_run_resumed_after_kill_9_replays_as_one_run() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(4)

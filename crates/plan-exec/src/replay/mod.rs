@@ -18,6 +18,8 @@ mod model;
 mod program;
 mod replayer;
 mod sandbox;
+#[cfg(feature = "tools")]
+mod tool;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -33,6 +35,8 @@ pub use model::{JournaledModel, ReplayModel};
 pub(crate) use program::{ProgramKey, RecordedOutput, recorded_output, recorded_run_output};
 pub use replayer::{Divergence, Replayer};
 pub use sandbox::ReplaySandbox;
+#[cfg(feature = "tools")]
+pub use tool::{RecordedTool, recorded_tools};
 
 /// What the current task does with the calls it makes.
 #[derive(Clone)]

@@ -25,10 +25,12 @@ impl JournaledModel {
     }
 
     /// What answers: the model's name and capabilities, recorded with each reply so a
-    /// replay's stand-in model can say the same ([`ReplayModel`]).
-    fn about(&self) -> Value {
+    /// replay's stand-in model can say the same ([`ReplayModel`]), and the tools the
+    /// request offered, so a replay can offer the same without starting their servers
+    /// ([`Replayer::tool_specs`](super::Replayer::tool_specs)).
+    fn about(&self, request: &Request) -> Value {
         let caps = self.inner.capabilities();
-        json!({
+        let mut about = json!({
             "name": self.inner.name(),
             "capabilities": {
                 "streaming": caps.streaming,
@@ -36,7 +38,11 @@ impl JournaledModel {
                 "json_object": caps.json_object,
                 "tools": caps.tools,
             },
-        })
+        });
+        if !request.tools.is_empty() {
+            about["tools"] = json!(request.tools);
+        }
+        about
     }
 }
 
@@ -123,7 +129,7 @@ impl Provider for JournaledModel {
             Call::Served(reply) => reply,
             Call::Make(recorder) => {
                 // What the caller saw when it shaped the request.
-                let about = self.about();
+                let about = self.about(request);
                 let reply = self.inner.complete(request).await;
                 recorder.done_with(&reply, Some(about));
                 reply
@@ -144,7 +150,7 @@ impl Provider for JournaledModel {
             }
             Call::Make(recorder) => {
                 // What the caller saw when it shaped the request.
-                let about = self.about();
+                let about = self.about(request);
                 match self.inner.stream(request).await {
                     Err(e) => {
                         recorder.done_with::<Streamed, _>(&Err(e.clone()), Some(about));

@@ -133,6 +133,26 @@ impl Replayer {
             .with_tools(flag("tools"))
     }
 
+    /// Every tool the run's model calls were offered (by name, the first spec recorded
+    /// for each), in name order: what a replay offers in their place, so that its
+    /// requests list the same tools without their servers being started.
+    pub fn tool_specs(&self) -> Vec<plan_llm::ToolSpec> {
+        let s = self.lock();
+        let mut specs: std::collections::BTreeMap<String, plan_llm::ToolSpec> =
+            std::collections::BTreeMap::new();
+        for c in s.calls.iter().filter(|c| c.kind == CallKind::Model) {
+            let Some(tools) = c.reply.pointer("/by/tools").and_then(|t| t.as_array()) else {
+                continue;
+            };
+            for t in tools {
+                if let Ok(spec) = serde_json::from_value::<plan_llm::ToolSpec>(t.clone()) {
+                    specs.entry(spec.name.clone()).or_insert(spec);
+                }
+            }
+        }
+        specs.into_values().collect()
+    }
+
     /// The reply recorded for the request with `key`, or the divergence.
     pub(crate) fn serve(
         &self,

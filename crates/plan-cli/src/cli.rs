@@ -657,6 +657,11 @@ pub struct SubmitArgs {
     #[arg(long, value_name = "WHEN", num_args = 0..=1, default_missing_value = "plan", value_parser = ["plan", "replans"])]
     pub approve: Option<String>,
 
+    /// Keep every model, tool and program request in full in the store, not only its
+    /// hash, so `plan replay --check` can show how a request changed
+    #[arg(long)]
+    pub record_requests: bool,
+
     /// The fleet's run store: a postgres:// URL [default: $PLAN_STORE]
     #[arg(long, value_name = "URL")]
     pub store: Option<PathBuf>,

@@ -58,6 +58,8 @@ impl StepExecutor for FleetExecutor {
                 "dependencies": dependencies,
                 // The worker running it continues the trace of the step's span here.
                 "traceparent": plan_exec::traceparent(&tracing::Span::current()),
+                // And records the step's calls as the run does (requests in full or not).
+                "record_requests": plan_exec::replay::records_full_requests(),
             }),
         );
         let unavailable = |e: plan_exec::StoreError| {
@@ -209,10 +211,15 @@ pub(crate) async fn run_task(
             ))
         }) as Arc<dyn Fn(plan_core::RecordedCall) + Send + Sync>
     };
+    let full_requests = t
+        .task
+        .get("record_requests")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
     let outcome = plan_exec::replay::recording_into(
         recorded,
         plan_core::StepId::new(t.step.clone()),
-        false,
+        full_requests,
         executor.execute(&ctx).instrument(span),
     )
     .await;

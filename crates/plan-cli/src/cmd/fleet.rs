@@ -41,7 +41,12 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
         return Err(Usage::new("the goal is empty: say what the run should achieve").into());
     }
     let store = fleet_store(&settings, "submit").await?;
-    let record = queued_record(&settings, &args.goal, args.approve.as_deref());
+    let record = queued_record(
+        &settings,
+        &args.goal,
+        args.approve.as_deref(),
+        args.record_requests,
+    );
     let id = SessionBuilder::new()
         .store(Arc::new(store))
         .enqueue(record)
@@ -52,10 +57,16 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// The record of a run queued for the fleet: its goal and spec (strategy, model spec,
-/// endpoint, limits, budget; never a key), and the approval it asks for (`plan`,
-/// `replans`).
-pub fn queued_record(settings: &Settings, goal: &str, approve: Option<&str>) -> RunRecord {
+/// endpoint, limits, budget; never a key), the approval it asks for (`plan`,
+/// `replans`), and whether its calls' requests are recorded in full.
+pub fn queued_record(
+    settings: &Settings,
+    goal: &str,
+    approve: Option<&str>,
+    record_requests: bool,
+) -> RunRecord {
     let mut spec = settings.spec();
+    spec.record_requests = record_requests;
     spec.approve = match approve {
         Some("plan") => Approval::Plan,
         Some("replans") => Approval::Replans,

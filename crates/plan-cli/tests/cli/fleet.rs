@@ -873,3 +873,43 @@ fn a_fleet_run_replays_with_zero_requests_with_the_steps_its_workers_ran() {
     assert_eq!(v["calls_recorded"], 22, "{said}");
     assert_eq!(v["calls_served"], 22, "{said}");
 }
+
+#[test]
+fn a_fleet_run_made_with_record_requests_keeps_the_workers_requests_in_full() {
+    let Some(url) = database() else { return };
+    let sb = Sandbox::new();
+    let server = agent_server(&twenty_steps());
+    let mut fleet = Fleet::new(&sb, &url);
+    let out = output(&mut sb.plan([
+        "submit",
+        "--store",
+        &url,
+        "--strategy",
+        "dag",
+        "--model",
+        "openai:fake-model",
+        "--base-url",
+        &server.base_url(),
+        "--record-requests",
+        "Do twenty things",
+    ]));
+    expect_code(&out, 0);
+    let id = stdout(&out).trim().to_owned();
+    fleet.start("one");
+    assert_eq!(fleet.wait(&id)["status"], "succeeded");
+    let steps_in_full = rt().block_on(async {
+        let store = PostgresStore::connect(&url).await.unwrap();
+        let run = store.load_run(&RunId::new(&id)).await.unwrap().unwrap();
+        run.events
+            .iter()
+            .filter(|e| match &e.kind {
+                EventKind::CallRecorded { call } => call.step.is_some() && call.request.is_some(),
+                _ => false,
+            })
+            .count()
+    });
+    assert_eq!(
+        steps_in_full, 20,
+        "every step's call, recorded by a worker, in full"
+    );
+}

@@ -118,6 +118,21 @@ pub async fn recording_into<F: Future>(
     SCOPE.scope(scope, fut).await
 }
 
+/// Whether the current task records requests in full (see [`recording`]): what a step
+/// run elsewhere is told, so its calls are recorded as the run's are.
+pub fn records_full_requests() -> bool {
+    matches!(
+        current(),
+        Some(Scope {
+            mode: Mode::Record {
+                full_requests: true,
+                ..
+            },
+            ..
+        })
+    )
+}
+
 /// Journals `call`, made on the current task's behalf somewhere else (a fleet worker's
 /// [`recording_into`]), as the current task's own calls are journaled; a no-op when the
 /// current task records nothing.

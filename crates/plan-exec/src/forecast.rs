@@ -425,6 +425,25 @@ impl Forecaster {
         Self::new(history, concurrency, price)
     }
 
+    /// Forecasts plans the way `run` got its plan: made by a model (a planning call, or
+    /// any model call, before its first plan) or given as it is (`plan exec`).
+    #[must_use]
+    pub fn planning_as(self, run: &StoredRun) -> Self {
+        let mut before_plan = true;
+        for e in &run.events {
+            match &e.kind {
+                EventKind::PlanCreated { .. } | EventKind::Replanned { .. } => {
+                    before_plan = false;
+                }
+                EventKind::LlmCall { purpose, .. } if before_plan || purpose == "plan" => {
+                    return self.planning(true);
+                }
+                _ => {}
+            }
+        }
+        self.planning(false)
+    }
+
     /// For a plan given as it is (not made by a model): no planning call is forecast.
     #[must_use]
     pub fn for_given_plan(self) -> Self {

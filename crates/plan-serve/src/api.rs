@@ -16,8 +16,8 @@ use futures::{Stream, StreamExt as _};
 use plan_core::{Plan, PlanDiff, PlanGraph, PlanVersion, RunId};
 use plan_exec::{CancelToken, ExecError, RunReport, StoreError};
 use plan_strategies::{
-    Agent, CancelRequests, Continuable, Continuation, Rerun, RunSettings, RunSpec, RunsError,
-    RuntimeError, StrategyError,
+    Agent, CancelRequests, Continuable, Continuation, Rerun, RunHandle, RunSettings, RunSpec,
+    RunsError, RuntimeError, StrategyError,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -320,6 +320,13 @@ async fn start_run(
         .start(request.goal.clone())
         .await
         .map_err(|e| ApiError::bad(e.to_string()))?;
+    let id = in_background(&service, handle)?;
+    Ok((StatusCode::CREATED, Json(json!({"run_id": id.as_str()}))).into_response())
+}
+
+/// Tracks a run this server started (so it can be cancelled and is saved at shutdown)
+/// and lets it run to its end in the background; its id.
+fn in_background(service: &PlanService, handle: RunHandle) -> ApiResult<RunId> {
     let id = handle.id().clone();
     let tracked = service
         .runs
@@ -332,7 +339,7 @@ async fn start_run(
         }
         drop(tracked);
     });
-    Ok((StatusCode::CREATED, Json(json!({"run_id": id.as_str()}))).into_response())
+    Ok(id)
 }
 
 /// `GET /api/runs`: the runs, newest first, as `plan runs --json` lists them.
@@ -626,9 +633,7 @@ async fn diff_of(
         service.runtime.model_price(&spec),
     )
     .await
-    .planning(run.events.iter().any(
-        |e| matches!(&e.kind, plan_core::EventKind::LlmCall { purpose, .. } if purpose == "plan"),
-    ));
+    .planning_as(&run);
     let (a, b) = (&versions[from], &versions[to]);
     // The diff's fields at the top level, as `plan diff --json` prints them.
     let mut out = json!(PlanDiff::between_versions(a, b));
@@ -706,18 +711,7 @@ async fn rerun(
         .start_rerun(&parent, request)
         .await
         .map_err(strategy_error)?;
-    let new = handle.id().clone();
-    let tracked = service
-        .runs
-        .track(&new, handle.cancel_token().clone())
-        .map_err(|e| runs_error(e, new.as_str()))?;
-    let key = new.clone();
-    tokio::spawn(async move {
-        if let Err(e) = handle.await {
-            tracing::warn!(run = %key, error = %e, "a re-run started by the server stopped");
-        }
-        drop(tracked);
-    });
+    let new = in_background(&service, handle)?;
     Ok((
         StatusCode::CREATED,
         Json(json!({"run_id": new.as_str(), "parent": id})),

@@ -8,8 +8,8 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use plan_core::{
-    EventKind, Plan, PlanDiff, PlanVersion, RunStatus, Step, StepChange, StepField, StepId,
-    VersionOrigin, WordChange, WordOp,
+    Plan, PlanDiff, PlanVersion, RunStatus, Step, StepChange, StepField, StepId, VersionOrigin,
+    WordChange, WordOp,
 };
 use plan_exec::forecast::{Basis, Forecast, Forecaster};
 use plan_exec::{RunStore, StoredRun};
@@ -208,21 +208,7 @@ async fn forecaster_of(run: &StoredRun, settings: &Settings, store: &dyn RunStor
     let price = plan_strategies::model_price(&model, base_url.as_deref(), &settings.prices);
     Forecaster::mine(store, &model, concurrency, price)
         .await
-        .planning(planned(run))
-}
-
-/// Whether a model made the run's plan (a planning call before its first plan, or any
-/// call for a plan), rather than it being given (`plan exec`).
-fn planned(run: &StoredRun) -> bool {
-    let mut before_plan = true;
-    for e in &run.events {
-        match &e.kind {
-            EventKind::PlanCreated { .. } | EventKind::Replanned { .. } => before_plan = false,
-            EventKind::LlmCall { purpose, .. } if before_plan || purpose == "plan" => return true,
-            _ => {}
-        }
-    }
-    false
+        .planning_as(run)
 }
 
 /// A version in one line: where it came from and its size.

@@ -185,6 +185,11 @@ impl Recorder {
         Self { record: None }
     }
 
+    /// Whether the reply will be journaled (what it costs to describe it is then worth it).
+    pub(crate) fn is_on(&self) -> bool {
+        self.record.is_some()
+    }
+
     /// Journals `reply` (a no-op outside a recording scope).
     pub(crate) fn done<T: Serialize, E: Serialize>(self, reply: &Result<T, E>) {
         self.done_with(reply, None);

@@ -129,9 +129,9 @@ impl Provider for JournaledModel {
             Call::Served(reply) => reply,
             Call::Make(recorder) => {
                 // What the caller saw when it shaped the request.
-                let about = self.about(request);
+                let about = recorder.is_on().then(|| self.about(request));
                 let reply = self.inner.complete(request).await;
-                recorder.done_with(&reply, Some(about));
+                recorder.done_with(&reply, about);
                 reply
             }
         }
@@ -149,6 +149,9 @@ impl Provider for JournaledModel {
                 Ok(Box::pin(futures::stream::iter(items)))
             }
             Call::Make(recorder) => {
+                if !recorder.is_on() {
+                    return self.inner.stream(request).await;
+                }
                 // What the caller saw when it shaped the request.
                 let about = self.about(request);
                 match self.inner.stream(request).await {

@@ -409,7 +409,15 @@ impl ToolSet {
     ) -> Result<ToolOutput, ToolError> {
         let span = crate::trace::tool_span(name);
         // Recorded for replay, or served from the recording (the tool is then not run).
-        let keyed = serde_json::json!({ "tool": name, "args": &args });
+        #[derive(Serialize)]
+        struct Keyed<'a> {
+            tool: &'a str,
+            args: &'a serde_json::Value,
+        }
+        let keyed = Keyed {
+            tool: name,
+            args: &args,
+        };
         let recorder = match crate::replay::call::<_, ToolOutput, ToolError>(
             plan_core::CallKind::Tool,
             name,

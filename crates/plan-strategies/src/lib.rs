@@ -100,9 +100,9 @@ pub use agents::{AgentCatalogue, AgentError, AgentProfile, AgentTeam, ModelResol
 #[cfg(feature = "search-index")]
 pub use research::ResearchSetup;
 pub use research::{
-    Grounded, GroundedAnswer, GroundedRun, GroundingConfig, ModelCall, RESEARCH_PLANNER_GUIDANCE,
-    RETRIEVAL_TAG, ResearchAgent, ResearchConfig, ResearchError, ResearchInput, ResearchOutput,
-    Retrieval, Source, SourceLedger, citation_tags, default_research_plan, query_for_step,
-    question_query, research_catalogue,
+    Grounded, GroundedAnswer, GroundedRun, GroundingConfig, ModelCall, PartRetrieval, QuestionPart,
+    RESEARCH_PLANNER_GUIDANCE, RETRIEVAL_TAG, ResearchAgent, ResearchConfig, ResearchError,
+    ResearchInput, ResearchOutput, Retrieval, Source, SourceLedger, citation_tags,
+    default_research_plan, query_for_step, question_parts, question_query, research_catalogue,
 };
 // --- end agents and research ---

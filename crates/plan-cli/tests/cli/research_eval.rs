@@ -1,8 +1,9 @@
 //! Grounded research measured: `plan run --research DIR QUESTION --json` on the questions
-//! of `testdata/research-corpus/questions.toml` (answerable ones with their gold files,
-//! and `[[unanswerable]]` ones), scored for citation recall and precision and for
-//! abstention. Shared by the `grounded` CLI test (a fixed subset, with floors) and the
-//! `grounded_research` bench (the full set), so both measure the same thing.
+//! of a corpus's `questions.toml` (answerable ones with their gold files, `[[question]]`
+//! and `[[multipart]]`, and `[[unanswerable]]` ones), scored for citation recall and
+//! precision and for abstention. Shared by the `grounded` CLI test (a fixed subset, with
+//! floors) and the `grounded_research` bench (every question of both corpora), so both
+//! measure the same thing.
 
 #![allow(dead_code)] // the test and the bench each use part of it
 
@@ -14,14 +15,21 @@ use std::time::Instant;
 use serde::Deserialize;
 use serde_json::Value;
 
-/// The research corpus.
+/// The research corpus the thresholds and prompts were tuned on.
 pub fn corpus() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata/research-corpus")
+}
+
+/// The held-out corpus: operations documents written separately, never tuned on.
+pub fn held_out_corpus() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata/ops-corpus")
 }
 
 #[derive(Deserialize)]
 struct QuestionFile {
     question: Vec<Answerable>,
+    #[serde(default)]
+    multipart: Vec<Answerable>,
     #[serde(default)]
     unanswerable: Vec<Unanswerable>,
 }
@@ -30,7 +38,12 @@ struct QuestionFile {
 struct Answerable {
     id: String,
     question: String,
-    answer: String,
+    /// One phrase of the answer...
+    #[serde(default)]
+    answer: Option<String>,
+    /// ...or one per part of the question.
+    #[serde(default)]
+    answers: Vec<String>,
     files: Vec<String>,
 }
 
@@ -43,35 +56,46 @@ struct Unanswerable {
 /// One question of the set.
 #[derive(Clone, Debug)]
 pub struct Case {
+    /// The folder of documents it is asked about.
+    pub corpus: PathBuf,
     /// Its id in questions.toml.
     pub id: String,
     /// The question asked.
     pub question: String,
     /// The files that hold the answer (empty: the documents do not answer it).
     pub gold: Vec<String>,
-    /// A phrase of the right answer, when there is one.
-    pub answer: Option<String>,
+    /// Phrases of the right answer (one per part), when there is one.
+    pub answers: Vec<String>,
 }
 
-/// Every question of questions.toml: the answerable ones, then the unanswerable ones.
+/// Every question of the tuning corpus's questions.toml.
 pub fn cases() -> Vec<Case> {
-    let text = std::fs::read_to_string(corpus().join("questions.toml")).unwrap();
+    cases_of(&corpus())
+}
+
+/// Every question of `dir/questions.toml`: the answerable ones (one part, then several),
+/// then the unanswerable ones.
+pub fn cases_of(dir: &Path) -> Vec<Case> {
+    let text = std::fs::read_to_string(dir.join("questions.toml")).unwrap();
     let file: QuestionFile = toml::from_str(&text).unwrap();
     let mut cases: Vec<Case> = file
         .question
         .into_iter()
+        .chain(file.multipart)
         .map(|q| Case {
+            corpus: dir.to_owned(),
             id: q.id,
             question: q.question,
             gold: q.files,
-            answer: Some(q.answer),
+            answers: q.answer.into_iter().chain(q.answers).collect(),
         })
         .collect();
     cases.extend(file.unanswerable.into_iter().map(|q| Case {
+        corpus: dir.to_owned(),
         id: q.id,
         question: q.question,
         gold: Vec::new(),
-        answer: None,
+        answers: Vec::new(),
     }));
     cases
 }
@@ -95,13 +119,13 @@ pub struct RunResult {
     pub secs: f64,
 }
 
-/// Runs `plan run --research CORPUS QUESTION --json` with the embedded model from
+/// Runs `plan run --research CORPUS QUESTION --json` (the case's corpus) with the embedded model from
 /// `model_dir`, caches under `home` (a fresh one builds the index), and no network.
 pub fn run_case(plan: &Path, home: &Path, model_dir: &Path, case: &Case) -> RunResult {
     let started = Instant::now();
     let out = Command::new(plan)
         .args(["run", "--research"])
-        .arg(corpus())
+        .arg(&case.corpus)
         .arg(&case.question)
         .arg("--json")
         .current_dir(home)
@@ -192,8 +216,12 @@ impl Scores {
             if hits == r.case.gold.len() {
                 s.fully_cited += 1;
             }
-            if let Some(phrase) = &r.case.answer
-                && r.answer.to_lowercase().contains(&phrase.to_lowercase())
+            let answer = r.answer.to_lowercase();
+            if !r.case.answers.is_empty()
+                && r.case
+                    .answers
+                    .iter()
+                    .all(|p| answer.contains(&p.to_lowercase()))
             {
                 s.answer_phrases += 1;
             }

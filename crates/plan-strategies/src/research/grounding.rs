@@ -14,9 +14,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use plan_core::{RunStatus, StepId, StepKind, StepStatus};
-use plan_exec::{RunSession, SearchQuery};
+use plan_exec::{RunSession, SearchHit, SearchQuery};
 use serde_json::json;
 
+use super::parts::question_parts;
 use super::{ResearchAgent, ResearchError, Source, citation_tags, remove_tags};
 use crate::error::StrategyError;
 use crate::planner::LlmCall;
@@ -33,12 +34,13 @@ pub const RETRIEVAL_TAG: &str = "doc";
 /// sentences (the sources are appended, not written by the model).
 const ANSWER_MAX_TOKENS: u32 = 300;
 
-/// The words that make a sentence a question without saying what it is about; they are
-/// left out of the retrieval query so that coverage measures the subject.
-const QUESTION_WORDS: &[&str] = &[
+/// The words that make a sentence a question without saying what it is about (the
+/// question words, and the asker's own pronouns: "how do I...", "what should we..."); they
+/// are left out of the retrieval query so that coverage measures the subject.
+pub(super) const QUESTION_WORDS: &[&str] = &[
     "who", "whom", "whose", "what", "which", "when", "where", "why", "how", "do", "does", "did",
     "can", "could", "would", "should", "much", "many", "long", "big", "large", "old", "name",
-    "called", "and", "tell", "me", "please",
+    "called", "and", "tell", "me", "please", "i", "i'm", "my", "we", "our", "you", "your",
 ];
 
 /// How a research answer is grounded.
@@ -87,24 +89,46 @@ pub fn question_query(question: &str) -> String {
     }
 }
 
+/// What the search found for one part of the question (a question in one part has one).
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct PartRetrieval {
+    /// The part as asked (the whole question when it does not split).
+    pub text: String,
+    /// The query sent for it.
+    pub query: String,
+    /// The passages its search returned, best first, each with its coverage of this
+    /// part's query (a passage several parts found keeps one tag).
+    pub passages: Vec<Source>,
+    /// Its grounds: the best passage when it covers enough of the part, and the others
+    /// that do and score close to it. Empty when nothing relevant was found.
+    pub grounds: Vec<Source>,
+    /// The best coverage of the part among its passages (`None` when the backend does not
+    /// measure it).
+    pub best_coverage: Option<f32>,
+}
+
 /// What the search found for the question before planning: every passage (tagged
-/// `doc#n`) and the relevant ones the answer rests on.
+/// `doc#n`) and the relevant ones the answer rests on. A question in several parts
+/// ([`question_parts`]) is searched part by part, and each part is judged on its own.
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub struct Retrieval {
     /// The question.
     pub question: String,
-    /// The query sent ([`question_query`]).
+    /// The query sent ([`question_query`]); for a question in several parts, the parts'
+    /// queries joined by ` | `.
     pub query: String,
-    /// Every passage returned, best first.
+    /// Every passage returned, best first (part by part), each once.
     pub passages: Vec<Source>,
-    /// The passages the answer rests on: the best one when it covers enough of the
-    /// question, and the others that cover enough and score close to it. Empty when
-    /// nothing relevant was found.
+    /// The passages the answer rests on: every part's grounds. Empty when some part has
+    /// nothing relevant.
     pub grounds: Vec<Source>,
-    /// The best coverage of the question among the passages (`None` when the backend does
-    /// not measure it).
+    /// How well the least covered part is covered: the best coverage of that part among
+    /// its passages (`None` when the backend does not measure it).
     pub best_coverage: Option<f32>,
+    /// The parts of the question, each with what its search found.
+    pub parts: Vec<PartRetrieval>,
     /// The least coverage that counted as relevant.
     pub min_coverage: f32,
     /// The least coverage for a direct answer under `auto`.
@@ -112,19 +136,27 @@ pub struct Retrieval {
 }
 
 impl Retrieval {
-    /// Whether anything relevant was found (else the run abstains).
+    /// Whether something relevant was found for every part (else the run abstains).
     pub fn is_answerable(&self) -> bool {
-        !self.grounds.is_empty()
+        !self.parts.is_empty() && self.parts.iter().all(|p| !p.grounds.is_empty())
     }
 
     /// Whether the passages cover the question well enough to answer it without a plan
-    /// (the `auto` strategy's route). A backend that does not measure coverage never
-    /// does.
+    /// (the `auto` strategy's route): a question in one part when its best passage covers
+    /// at least `direct_coverage` of it; a question in several parts when every part has
+    /// relevant passages (each part was searched on its own, which is what a plan's
+    /// search steps would do). A backend that does not measure coverage never does.
     pub fn covers_question(&self) -> bool {
+        let needed = if self.parts.len() > 1 {
+            self.min_coverage
+        } else {
+            self.direct_coverage
+        };
         self.is_answerable()
             && self
-                .best_coverage
-                .is_some_and(|c| c >= self.direct_coverage)
+                .parts
+                .iter()
+                .all(|p| p.best_coverage.is_some_and(|c| c >= needed))
     }
 
     /// The passages, for the planner's prompt: what the documents say about the question,
@@ -143,17 +175,39 @@ impl Retrieval {
         text
     }
 
-    /// The answer of a run that found nothing relevant.
+    /// The answer of a run that found nothing relevant for some part of the question.
     pub fn abstention(&self) -> String {
-        let best = match self.best_coverage {
+        let closest = |best: Option<f32>, empty: bool| match best {
             Some(c) => format!(
-                " (the closest passage covers {:.0}% of the question; {:.0}% is needed)",
+                " (the closest passage covers {:.0}% of it; {:.0}% is needed)",
                 c * 100.0,
                 self.min_coverage * 100.0
             ),
-            None if self.passages.is_empty() => " (the search returned nothing)".to_owned(),
+            None if empty => " (the search returned nothing)".to_owned(),
             None => String::new(),
         };
+        let missing: Vec<&PartRetrieval> =
+            self.parts.iter().filter(|p| p.grounds.is_empty()).collect();
+        if self.parts.len() > 1 && !missing.is_empty() {
+            let what: Vec<String> = missing
+                .iter()
+                .map(|p| {
+                    format!(
+                        "\"{}\"{}",
+                        p.text,
+                        closest(p.best_coverage, p.passages.is_empty())
+                    )
+                })
+                .collect();
+            return format!(
+                "The documents do not contain a full answer to this question: no passage was \
+                 found about {}. Nothing is cited, and no answer is given from outside the \
+                 documents.",
+                what.join(", nor about ")
+            );
+        }
+        let best = closest(self.best_coverage, self.passages.is_empty())
+            .replace(" of it;", " of the question;");
         format!(
             "The documents do not contain an answer to this question: no passage about it \
              was found{best}. Nothing is cited, and no answer is given from outside the \
@@ -169,6 +223,12 @@ impl Retrieval {
             "best_coverage": self.best_coverage,
             "min_coverage": self.min_coverage,
             "passages": self.passages.iter().map(|s| s.hit.location()).collect::<Vec<_>>(),
+            "parts": self.parts.iter().map(|p| json!({
+                "text": p.text,
+                "query": p.query,
+                "best_coverage": p.best_coverage,
+                "found": !p.grounds.is_empty(),
+            })).collect::<Vec<_>>(),
         })
     }
 }
@@ -189,19 +249,21 @@ fn relevant(s: &Source, min_coverage: f32) -> bool {
     s.hit.coverage.is_none_or(|c| c >= min_coverage)
 }
 
-/// The grounds among `passages` (best first): the best passage when relevant, and the
-/// relevant others scoring at least `score_ratio` of it.
+/// The grounds among `passages` (best first): the best-scoring relevant passage, and the
+/// relevant others scoring at least `score_ratio` of it. A passage that ranks first on
+/// common words but covers little of the query does not hide a relevant one below it.
 fn grounds_of(passages: &[Source], config: &GroundingConfig) -> Vec<Source> {
-    let Some(best) = passages.first() else {
+    let relevant: Vec<&Source> = passages
+        .iter()
+        .filter(|s| relevant(s, config.min_coverage))
+        .collect();
+    let Some(best) = relevant.first() else {
         return Vec::new();
     };
-    if !relevant(best, config.min_coverage) {
-        return Vec::new();
-    }
     let floor = best.hit.score * config.score_ratio;
-    passages
-        .iter()
-        .filter(|s| relevant(s, config.min_coverage) && s.hit.score >= floor)
+    relevant
+        .into_iter()
+        .filter(|s| s.hit.score >= floor)
         .cloned()
         .collect()
 }
@@ -254,21 +316,87 @@ impl ResearchAgent {
         question: &str,
         config: &GroundingConfig,
     ) -> Result<Retrieval, ResearchError> {
-        let query = question_query(question);
-        let hits = self
-            .backend
-            .search(&SearchQuery::new(&query).with_limit(config.passages.max(1)))
-            .await?;
-        let passages = self
-            .ledger
-            .record(&StepId::new(RETRIEVAL_TAG), &query, hits);
-        let grounds = grounds_of(&passages, config);
-        let best_coverage = passages
+        let asked = question_parts(question);
+        // Several parts share the passages: fewer per part keeps the prompt short.
+        let per_part = if asked.len() > 1 {
+            config.passages.div_ceil(asked.len()).max(3)
+        } else {
+            config.passages.max(1)
+        };
+        // Every distinct passage once (by place), with the query that found it first.
+        let mut found: Vec<(String, SearchHit)> = Vec::new();
+        let mut by_part: Vec<Vec<(usize, SearchHit)>> = Vec::with_capacity(asked.len());
+        for part in &asked {
+            let hits = self
+                .backend
+                .search(&SearchQuery::new(&part.query).with_limit(per_part))
+                .await?;
+            let mut mine = Vec::with_capacity(hits.len());
+            for hit in hits {
+                let at = match found
+                    .iter()
+                    .position(|(_, h)| h.source == hit.source && h.line == hit.line)
+                {
+                    Some(at) => at,
+                    None => {
+                        found.push((part.query.clone(), hit.clone()));
+                        found.len() - 1
+                    }
+                };
+                mine.push((at, hit));
+            }
+            by_part.push(mine);
+        }
+        let passages = self.ledger.record_found(&StepId::new(RETRIEVAL_TAG), found);
+        let mut parts = Vec::with_capacity(asked.len());
+        let mut grounds: Vec<Source> = Vec::new();
+        for (part, mine) in asked.into_iter().zip(by_part) {
+            let part_passages: Vec<Source> = mine
+                .into_iter()
+                .map(|(at, hit)| Source {
+                    tag: passages[at].tag.clone(),
+                    step: passages[at].step.clone(),
+                    query: part.query.clone(),
+                    hit,
+                })
+                .collect();
+            let part_grounds = grounds_of(&part_passages, config);
+            for g in &part_grounds {
+                if !grounds.iter().any(|k| k.tag == g.tag) {
+                    grounds.push(g.clone());
+                }
+            }
+            parts.push(PartRetrieval {
+                best_coverage: part_passages
+                    .iter()
+                    .filter_map(|s| s.hit.coverage)
+                    .reduce(f32::max),
+                text: part.text,
+                query: part.query,
+                passages: part_passages,
+                grounds: part_grounds,
+            });
+        }
+        if parts.iter().any(|p| p.grounds.is_empty()) {
+            grounds.clear();
+        }
+        // The question is as well covered as its least covered part.
+        let best_coverage = parts
             .iter()
-            .filter_map(|s| s.hit.coverage)
-            .reduce(f32::max);
+            .map(|p| p.best_coverage)
+            .reduce(|a, b| match (a, b) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                _ => None,
+            })
+            .flatten();
+        let query = parts
+            .iter()
+            .map(|p| p.query.as_str())
+            .collect::<Vec<_>>()
+            .join(" | ");
         tracing::debug!(
             query,
+            parts = parts.len(),
             passages = passages.len(),
             grounds = grounds.len(),
             ?best_coverage,
@@ -280,6 +408,7 @@ impl ResearchAgent {
             passages,
             grounds,
             best_coverage,
+            parts,
             min_coverage: config.min_coverage,
             direct_coverage: config.direct_coverage,
         })
@@ -302,8 +431,10 @@ impl ResearchAgent {
         let (body, call) = match report {
             Some(report) => (body_of(report).to_owned(), None),
             None => {
+                let parts: Vec<&str> = retrieval.parts.iter().map(|p| p.text.as_str()).collect();
                 let user = super::prompts::answer_user(
                     &retrieval.question,
+                    &parts,
                     &retrieval.passages,
                     findings,
                     self.config.max_context_chars,
@@ -629,10 +760,16 @@ mod tests {
     }
 
     #[test]
-    fn nothing_is_grounded_when_the_best_passage_is_off_topic() {
+    fn an_off_topic_first_passage_does_not_hide_a_relevant_one() {
         let config = GroundingConfig::default();
         let passages = vec![source(1, "a.md", 5.0, 0.5), source(2, "b.md", 4.0, 0.9)];
-        assert!(grounds_of(&passages, &config).is_empty());
+        let files: Vec<String> = grounds_of(&passages, &config)
+            .into_iter()
+            .map(|s| s.hit.source)
+            .collect();
+        assert_eq!(files, ["b.md"]);
+        let off_topic = vec![source(1, "a.md", 5.0, 0.5), source(2, "b.md", 4.0, 0.3)];
+        assert!(grounds_of(&off_topic, &config).is_empty());
         assert!(grounds_of(&[], &config).is_empty());
     }
 

@@ -8,14 +8,17 @@
 
 mod grounded_run;
 mod grounding;
+mod parts;
 mod prompts;
 mod setup;
 
 pub use grounded_run::GroundedRun;
 
 pub use grounding::{
-    Grounded, GroundedAnswer, GroundingConfig, RETRIEVAL_TAG, Retrieval, question_query,
+    Grounded, GroundedAnswer, GroundingConfig, PartRetrieval, RETRIEVAL_TAG, Retrieval,
+    question_query,
 };
+pub use parts::{QuestionPart, question_parts};
 
 #[cfg(feature = "search-index")]
 pub use setup::ResearchSetup;
@@ -57,13 +60,22 @@ impl SourceLedger {
     /// Records the hits of a search step, replacing what an earlier attempt of the same
     /// step recorded, and returns them tagged.
     pub fn record(&self, step: &StepId, query: &str, hits: Vec<SearchHit>) -> Vec<Source> {
+        self.record_found(
+            step,
+            hits.into_iter().map(|h| (query.to_owned(), h)).collect(),
+        )
+    }
+
+    /// As [`record`](Self::record), for hits of several queries (each with the query that
+    /// found it), tagged in order.
+    pub fn record_found(&self, step: &StepId, hits: Vec<(String, SearchHit)>) -> Vec<Source> {
         let tagged: Vec<Source> = hits
             .into_iter()
             .enumerate()
-            .map(|(i, hit)| Source {
+            .map(|(i, (query, hit))| Source {
                 tag: format!("{step}#{}", i + 1),
                 step: step.clone(),
-                query: query.to_owned(),
+                query,
                 hit,
             })
             .collect();

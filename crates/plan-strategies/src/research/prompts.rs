@@ -56,9 +56,11 @@ fact followed by the tag of its passage in square brackets, exactly as given (fo
 answer the question, say so.";
 
 /// The grounded answer's prompt: the passages retrieved for the question, the findings of
-/// the steps (each cut to `cap` characters), then the question.
+/// the steps (each cut to `cap` characters), then the question (and its parts, when it has
+/// several).
 pub(super) fn answer_user(
     question: &str,
+    parts: &[&str],
     passages: &[Source],
     findings: &[(StepId, String)],
     cap: usize,
@@ -76,8 +78,16 @@ pub(super) fn answer_user(
             ));
         }
     }
-    text.push_str(&format!(
-        "\nQuestion: {question}\nAnswer in one or two sentences:"
-    ));
+    if parts.len() > 1 {
+        text.push_str(&format!("\nQuestion: {question}\nIt asks:\n"));
+        for (i, part) in parts.iter().enumerate() {
+            text.push_str(&format!("{}. {part}?\n", i + 1));
+        }
+        text.push_str("Answer every part, one sentence each:");
+    } else {
+        text.push_str(&format!(
+            "\nQuestion: {question}\nAnswer in one or two sentences:"
+        ));
+    }
     text
 }

@@ -1,6 +1,7 @@
 //! The research agent on the shared corpus: search steps query the real local index, and
 //! the report's sources are the files the searches returned, whatever the script says.
 
+mod parts;
 mod support;
 
 use std::sync::Arc;

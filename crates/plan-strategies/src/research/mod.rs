@@ -449,29 +449,39 @@ impl ResearchAgent {
             .collect()
     }
 
-    fn context(&self, input: &ResearchInput) -> String {
-        let mut text = String::new();
+    /// The passages retrieved for the question, as the steps' prompts begin with them
+    /// (the same for every step of the run, so a model that keeps the cache of a shared
+    /// prompt prefix reads them once).
+    fn passages(&self) -> String {
         let retrieved = self.retrieved();
-        if !retrieved.is_empty() {
-            text.push_str("## Passages retrieved for the question\n");
-            for s in &retrieved {
-                text.push_str(&grounding::passage_line(s));
-            }
-            text.push('\n');
+        if retrieved.is_empty() {
+            return String::new();
         }
+        let mut text = String::from("## Passages retrieved for the question\n");
+        for s in &retrieved {
+            text.push_str(&grounding::passage_line(s));
+        }
+        text.push('\n');
+        text
+    }
+
+    /// The outputs of the step's dependencies, each cut to `max_context_chars`.
+    fn outputs(&self, input: &ResearchInput) -> String {
+        let mut text = String::new();
         for (id, output) in &input.dependencies {
             text.push_str(&format!(
                 "## Output of step `{id}`\n{}\n\n",
                 cap(output, self.config.max_context_chars)
             ));
         }
-        if text.is_empty() {
+        if text.is_empty() && self.retrieved().is_empty() {
             text.push_str("(no earlier results)\n");
         }
         text
     }
 
-    /// The sources cited in the dependency outputs, as a list for the prompt.
+    /// The sources cited in the dependency outputs, as a list for the prompt (the
+    /// retrieved passages are already at its top).
     fn cited_in_context(&self, input: &ResearchInput) -> Vec<Source> {
         let mut tags = Vec::new();
         for (_, output) in &input.dependencies {
@@ -481,13 +491,7 @@ impl ResearchAgent {
                 }
             }
         }
-        let mut sources: Vec<Source> = tags.iter().filter_map(|t| self.ledger.get(t)).collect();
-        for s in self.retrieved() {
-            if !sources.iter().any(|k| k.tag == s.tag) {
-                sources.push(s);
-            }
-        }
-        sources
+        tags.iter().filter_map(|t| self.ledger.get(t)).collect()
     }
 
     async fn ask(
@@ -534,7 +538,12 @@ impl ResearchAgent {
     /// # Errors
     /// [`ResearchError::Llm`].
     pub async fn analyze(&self, input: &ResearchInput) -> Result<ResearchOutput, ResearchError> {
-        let user = prompts::analyze_user(&input.goal, &input.step, &self.context(input));
+        let user = prompts::analyze_user(
+            &self.passages(),
+            &input.goal,
+            &input.step,
+            &self.outputs(input),
+        );
         let (reply, call) = self
             .ask(
                 Purpose::Analyze,
@@ -558,9 +567,20 @@ impl ResearchAgent {
     /// # Errors
     /// [`ResearchError::Llm`].
     pub async fn synthesize(&self, input: &ResearchInput) -> Result<ResearchOutput, ResearchError> {
-        let available = self.cited_in_context(input);
-        let user =
-            prompts::synthesize_user(&input.goal, &input.step, &self.context(input), &available);
+        let mut available = self.cited_in_context(input);
+        let user = prompts::synthesize_user(
+            &self.passages(),
+            &input.goal,
+            &input.step,
+            &self.outputs(input),
+            &available,
+        );
+        // The passages at the top of the prompt may be cited too.
+        for s in self.retrieved() {
+            if !available.iter().any(|k| k.tag == s.tag) {
+                available.push(s);
+            }
+        }
         let (reply, call) = self
             .ask(
                 Purpose::Synthesize,

@@ -23,17 +23,23 @@ fn task(goal: &str, step: &Step) -> String {
     text
 }
 
-pub(super) fn analyze_user(goal: &str, step: &Step, context: &str) -> String {
-    format!("{}\n{context}", task(goal, step))
+/// An analyze step's prompt: the retrieved passages first (shared by every step of the
+/// run, so a cached prompt prefix covers them), then the goal and the task, then the
+/// dependency outputs.
+pub(super) fn analyze_user(passages: &str, goal: &str, step: &Step, outputs: &str) -> String {
+    format!("{passages}{}\n{outputs}", task(goal, step))
 }
 
+/// A synthesize step's prompt: as [`analyze_user`], then the sources cited in the
+/// dependency outputs.
 pub(super) fn synthesize_user(
+    passages: &str,
     goal: &str,
     step: &Step,
-    context: &str,
+    outputs: &str,
     sources: &[Source],
 ) -> String {
-    let mut text = format!("{}\n{context}", task(goal, step));
+    let mut text = analyze_user(passages, goal, step, outputs);
     if !sources.is_empty() {
         text.push_str("Sources you may cite:\n");
         for s in sources {

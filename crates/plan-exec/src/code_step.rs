@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use plan_core::{CodeLang, EventKind, Step};
-use plan_llm::{Message, Provider, Purpose, Request};
+use plan_llm::{CallRecord, Message, Provider, Purpose, Request};
 
 use crate::context::StepContext;
 use crate::error::StepError;
@@ -339,13 +339,11 @@ impl<P: Provider> StepExecutor for CodeStepExecutor<P> {
                 r = crate::runner::model_call(self.provider.complete(&request)) => r.map_err(StepError::from)?,
                 () = ctx.cancel_token().cancelled() => return Err(StepError::cancelled()),
             };
-            ctx.emit(EventKind::LlmCall {
-                purpose: Purpose::Code.as_str().to_owned(),
-                step: Some(step.id.clone()),
-                prompt_tokens: response.usage.prompt_tokens,
-                completion_tokens: response.usage.completion_tokens,
-                duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-            });
+            ctx.account_call(&CallRecord::new(
+                Purpose::Code.as_str(),
+                response.usage,
+                started.elapsed(),
+            ));
             let (lang, code) = extract_program(&response.content, self.lang);
             let mut program = with_deps(Program::new(lang, code.clone()), ctx);
             let mut bad_path = None;

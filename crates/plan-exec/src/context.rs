@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use plan_core::{EventKind, RunId, Step, StepId};
 
+use plan_llm::CallRecord;
+
 use crate::events::Emitter;
 
 /// A cancellation signal shared by a run and its steps.
@@ -183,6 +185,25 @@ impl StepContext {
     /// [`EventKind::ToolCall`]); it is stamped with the time and the run id.
     pub fn emit(&self, kind: EventKind) {
         self.events.emit(&self.run, kind);
+    }
+
+    /// Accounts a model call made for this step: its `llm_call` event, from which the
+    /// run's usage and forecasts are derived.
+    pub fn account_call(&self, call: &CallRecord) {
+        self.emit(llm_call_event(call, Some(self.step().id.clone())));
+    }
+}
+
+/// The `llm_call` event of a model call, made for `step` or (`None`) for the run: the one
+/// way a model call enters a run's journal ([`StepContext::account_call`],
+/// [`RunSession::account_call`](crate::RunSession::account_call)).
+pub fn llm_call_event(call: &CallRecord, step: Option<plan_core::StepId>) -> EventKind {
+    EventKind::LlmCall {
+        purpose: call.purpose.clone(),
+        step,
+        prompt_tokens: call.usage.prompt_tokens,
+        completion_tokens: call.usage.completion_tokens,
+        duration_ms: call.duration_ms(),
     }
 }
 

@@ -87,7 +87,7 @@ mod trace;
 pub use trace::{TRACEPARENT, continue_trace, new_traceparent, traceparent};
 mod verdict;
 
-pub use context::{CancelToken, DependencyOutput, StepContext, cap_output};
+pub use context::{CancelToken, DependencyOutput, StepContext, cap_output, llm_call_event};
 pub use error::{ExecError, Hint, MAX_RETRY_AFTER, StepError, StepErrorKind, StoreError};
 pub use events::{
     ChannelSink, EventLog, EventReceiver, EventSink, FnSink, NoopSink, event_channel, sink_fn,

@@ -4,8 +4,8 @@ use std::fmt::Write as _;
 use std::time::Instant;
 
 use async_trait::async_trait;
-use plan_core::{EventKind, StepKind};
-use plan_llm::{Message, Provider, Purpose, Request, ResponseFormat};
+use plan_core::StepKind;
+use plan_llm::{CallRecord, Message, Provider, Purpose, Request, ResponseFormat};
 
 use crate::context::StepContext;
 use crate::error::StepError;
@@ -132,14 +132,12 @@ impl<P: Provider> StepExecutor for LlmStepExecutor<P> {
             () = ctx.cancel_token().cancelled() => return Err(StepError::cancelled()),
         };
         let response = result.map_err(StepError::from)?;
-        ctx.emit(EventKind::LlmCall {
-            // Verify steps too: the event counts step calls, the request says which kind.
-            purpose: Purpose::Step.as_str().to_owned(),
-            step: Some(ctx.step().id.clone()),
-            prompt_tokens: response.usage.prompt_tokens,
-            completion_tokens: response.usage.completion_tokens,
-            duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-        });
+        // Verify steps too: the event counts step calls, the request says which kind.
+        ctx.account_call(&CallRecord::new(
+            Purpose::Step.as_str(),
+            response.usage,
+            started.elapsed(),
+        ));
         if response.content.trim().is_empty() {
             return Err(StepError::retryable(format!(
                 "the model ({}) returned an empty reply for step `{}`",

@@ -379,6 +379,12 @@ impl RunSession {
         self.inner.emitter.emit(&self.inner.id, kind);
     }
 
+    /// Accounts a model call made for the run (planning, critique, the answer): its
+    /// `llm_call` event, from which the run's usage and forecasts are derived.
+    pub fn account_call(&self, call: &plan_llm::CallRecord) {
+        self.emit(crate::context::llm_call_event(call, None));
+    }
+
     /// Commits `output`, taken from run `from`, as the output of step `step` of plan
     /// revision `revision`, with a `step_reused` event: a re-run's step that is not run
     /// again.

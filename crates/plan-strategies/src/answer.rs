@@ -10,10 +10,10 @@ use crate::error::StrategyError;
 use crate::forecast::Ending;
 use crate::hierarchy::render_tree;
 use crate::options::{AnswerSource, StrategyOptions};
-use crate::planner::LlmCall;
 use crate::prompts::bounded;
 use crate::report::GoalResult;
 use crate::strategy::{Outcome, StrategyContext};
+use plan_llm::CallRecord;
 
 /// Writes the answer of a succeeded outcome and finishes the run in its session; an error
 /// from the strategy ends the run as failed and is returned, unless the run was cancelled
@@ -225,7 +225,7 @@ async fn write_answer(
     goal: &str,
     reading: Reading,
     tree: Option<&str>,
-    calls: &mut Vec<LlmCall>,
+    calls: &mut Vec<CallRecord>,
 ) -> Result<Written, StrategyError> {
     let options = cx.options();
     let cap = options.synthesis_step_cap.max(1);
@@ -278,7 +278,7 @@ async fn summarise_round(
     cx: &StrategyContext,
     goal: &str,
     level: Vec<Readable>,
-    calls: &mut Vec<LlmCall>,
+    calls: &mut Vec<CallRecord>,
     cuts: &mut Vec<String>,
 ) -> Result<Vec<Readable>, StrategyError> {
     let options = cx.options();

@@ -8,7 +8,9 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::error::StrategyError;
-use crate::planner::{LlmCall, extract_json};
+use plan_llm::CallRecord;
+
+use crate::planner::extract_json;
 use crate::prompts::{
     CRITIQUE_SCHEMA, DECOMPOSE_SCHEMA, STRUCTURED_TOKEN_BUDGET, render, schema_compact,
     schema_value,
@@ -110,7 +112,7 @@ async fn structured<T: DeserializeOwned>(
     user: String,
     schema: &str,
     max_tokens: u32,
-    calls: &mut Vec<LlmCall>,
+    calls: &mut Vec<CallRecord>,
 ) -> Result<T, StrategyError> {
     structured_reply(provider, purpose, system, user, schema, max_tokens, calls)
         .await
@@ -125,7 +127,7 @@ async fn structured_reply<T: DeserializeOwned>(
     user: String,
     schema: &str,
     max_tokens: u32,
-    calls: &mut Vec<LlmCall>,
+    calls: &mut Vec<CallRecord>,
 ) -> Result<Reply<T>, StrategyError> {
     let mut any_cut = false;
     let tag = purpose.clone();
@@ -145,11 +147,7 @@ async fn structured_reply<T: DeserializeOwned>(
             .complete(&request)
             .await
             .map_err(|e| StrategyError::llm(purpose, e))?;
-        calls.push(LlmCall {
-            purpose: purpose.to_owned(),
-            usage: response.usage,
-            duration: started.elapsed(),
-        });
+        calls.push(CallRecord::new(purpose, response.usage, started.elapsed()));
         let cut = (response.finish_reason == FinishReason::Length).then(|| {
             CutOff::new(
                 max_tokens,
@@ -198,7 +196,7 @@ pub(crate) async fn critique(
     provider: &dyn Provider,
     goal: &str,
     plan_json: &str,
-    calls: &mut Vec<LlmCall>,
+    calls: &mut Vec<CallRecord>,
 ) -> Result<Critique, StrategyError> {
     let system = render(
         "critique_system",
@@ -226,7 +224,7 @@ pub(crate) async fn decompose(
     goal: &str,
     ancestors: &[String],
     max_subgoals: usize,
-    calls: &mut Vec<LlmCall>,
+    calls: &mut Vec<CallRecord>,
 ) -> Result<Decomposition, StrategyError> {
     let system = render(
         "decompose_system",
@@ -329,7 +327,7 @@ pub(crate) async fn decide(
     provider: &dyn Provider,
     goal: &str,
     max_steps: usize,
-    calls: &mut Vec<LlmCall>,
+    calls: &mut Vec<CallRecord>,
 ) -> Result<Route, StrategyError> {
     let system = ROUTE_SYSTEM.replace("{max_steps}", &max_steps.to_string());
     let schema = route_schema(max_steps).to_string();
@@ -370,7 +368,7 @@ async fn full_answer(
     goal: &str,
     routed: String,
     why: &str,
-    calls: &mut Vec<LlmCall>,
+    calls: &mut Vec<CallRecord>,
 ) -> Route {
     let request = Request::new(vec![
         Message::system(ANSWER_SYSTEM),
@@ -389,11 +387,11 @@ async fn full_answer(
             };
         }
     };
-    calls.push(LlmCall {
-        purpose: ANSWER_PURPOSE.to_owned(),
-        usage: response.usage,
-        duration: started.elapsed(),
-    });
+    calls.push(CallRecord::new(
+        ANSWER_PURPOSE,
+        response.usage,
+        started.elapsed(),
+    ));
     let full = response.content.trim();
     if full.is_empty() {
         return Route::Direct {
@@ -468,7 +466,7 @@ pub(crate) async fn synthesize(
     goal: &str,
     steps: &[SynthesisInput],
     tree: Option<&str>,
-    calls: &mut Vec<LlmCall>,
+    calls: &mut Vec<CallRecord>,
 ) -> Result<String, StrategyError> {
     synthesis_call(provider, synthesis_messages(goal, steps, tree)?, calls).await
 }
@@ -482,7 +480,7 @@ pub(crate) async fn summarise_part(
     (part, parts): (usize, usize),
     steps: &[SynthesisInput],
     max_chars: usize,
-    calls: &mut Vec<LlmCall>,
+    calls: &mut Vec<CallRecord>,
 ) -> Result<String, StrategyError> {
     let messages = part_messages(goal, part, parts, steps, max_chars)?;
     synthesis_call(provider, messages, calls).await
@@ -492,7 +490,7 @@ pub(crate) async fn summarise_part(
 async fn synthesis_call(
     provider: &dyn Provider,
     messages: Vec<Message>,
-    calls: &mut Vec<LlmCall>,
+    calls: &mut Vec<CallRecord>,
 ) -> Result<String, StrategyError> {
     let mut request = Request::new(messages).with_purpose(Purpose::Synthesize);
     // The prompt's own framing: an answer that starts writing it is echoing the prompt.
@@ -508,11 +506,11 @@ async fn synthesis_call(
         .complete(&request)
         .await
         .map_err(|e| StrategyError::llm(Purpose::Synthesize.as_str(), e))?;
-    calls.push(LlmCall {
-        purpose: Purpose::Synthesize.as_str().to_owned(),
-        usage: response.usage,
-        duration: started.elapsed(),
-    });
+    calls.push(CallRecord::new(
+        Purpose::Synthesize.as_str(),
+        response.usage,
+        started.elapsed(),
+    ));
     Ok(response.content.trim().to_owned())
 }
 

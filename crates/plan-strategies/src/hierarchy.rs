@@ -9,9 +9,9 @@ use plan_llm::Provider;
 
 use crate::calls::{SubGoal, decompose};
 use crate::error::StrategyError;
-use crate::planner::LlmCall;
 use crate::report::GoalResult;
 use plan_core::StepState;
+use plan_llm::CallRecord;
 
 /// Limits of a decomposition.
 #[derive(Clone, Copy, Debug)]
@@ -30,7 +30,7 @@ pub(crate) async fn build_tree(
     provider: &dyn Provider,
     goal: &str,
     limits: TreeLimits,
-    calls: &mut Vec<LlmCall>,
+    calls: &mut Vec<CallRecord>,
 ) -> Result<GoalTree, StrategyError> {
     if limits.max_depth == 0 {
         return Ok(GoalTree::new(
@@ -48,7 +48,7 @@ pub(crate) async fn build_tree(
     Ok(GoalTree::new(goal, children))
 }
 
-type Split = (Option<Vec<GoalNode>>, Vec<LlmCall>);
+type Split = (Option<Vec<GoalNode>>, Vec<CallRecord>);
 
 /// Asks whether `goal` (at `depth`) splits; returns its children (None: atomic).
 fn split<'a>(

@@ -71,8 +71,8 @@ pub use error::StrategyError;
 pub use options::{AnswerSource, PlanningMode, StrategyOptions};
 pub use plan_exec::RunReport;
 pub use planner::{
-    AgentInfo, FailedStep, FinishedStep, LlmCall, LlmPlanner, PlanContext, PlanRequest, Planned,
-    Planner, PlannerConfig, RepairNote, ReplanContext, StepSink, StepSource, step_channel,
+    AgentInfo, FailedStep, FinishedStep, LlmPlanner, PlanContext, PlanRequest, Planned, Planner,
+    PlannerConfig, RepairNote, ReplanContext, StepSink, StepSource, step_channel,
 };
 pub use prompts::PLAN_SCHEMA;
 pub use report::{GoalResult, ReportExt, Usage};
@@ -100,7 +100,7 @@ pub use agents::{AgentCatalogue, AgentError, AgentProfile, AgentTeam, ModelResol
 #[cfg(feature = "search-index")]
 pub use research::ResearchSetup;
 pub use research::{
-    Grounded, GroundedAnswer, GroundedRun, GroundingConfig, ModelCall, PartRetrieval, QuestionPart,
+    Grounded, GroundedAnswer, GroundedRun, GroundingConfig, PartRetrieval, QuestionPart,
     RESEARCH_PLANNER_GUIDANCE, RETRIEVAL_TAG, ResearchAgent, ResearchConfig, ResearchError,
     ResearchInput, ResearchOutput, Retrieval, Source, SourceLedger, citation_tags,
     default_research_plan, query_for_step, question_parts, question_query, research_catalogue,

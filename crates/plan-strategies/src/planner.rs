@@ -3,12 +3,14 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use async_trait::async_trait;
 use futures::StreamExt;
 use plan_core::{Limits, Plan, PlanGraph, RepairChange, RepairReport, Step, StepId};
-use plan_llm::{Chunk, FinishReason, Message, Provider, Purpose, Request, ResponseFormat, Usage};
+use plan_llm::{
+    CallRecord, Chunk, FinishReason, Message, Provider, Purpose, Request, ResponseFormat, Usage,
+};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
@@ -220,29 +222,6 @@ impl PlanRequest {
     }
 }
 
-/// One model call made on the way to a result (for `llm_call` events and usage).
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct LlmCall {
-    /// What it was for (`plan`, `replan`, `improve`, `critique`, `decompose`, `synthesize`).
-    pub purpose: String,
-    /// Its token counts.
-    pub usage: Usage,
-    /// Its wall-clock time.
-    pub duration: Duration,
-}
-
-impl LlmCall {
-    /// A call made for `purpose`, with its token counts and wall-clock time.
-    pub fn new(purpose: impl Into<String>, usage: Usage, duration: Duration) -> Self {
-        Self {
-            purpose: purpose.into(),
-            usage,
-            duration,
-        }
-    }
-}
-
 /// What the repair pass changed in a plan the model could not get right.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[non_exhaustive]
@@ -262,7 +241,7 @@ pub struct Planned {
     /// The valid plan. When replanning: the finished steps first, then the new ones.
     pub plan: Plan,
     /// The model calls made.
-    pub calls: Vec<LlmCall>,
+    pub calls: Vec<CallRecord>,
     /// Replies received (1 when the first one was valid).
     pub attempts: u32,
     /// Set when the repair pass had to fix the last reply.
@@ -288,7 +267,7 @@ impl Planned {
     }
 
     /// Adds the model calls made.
-    pub fn with_calls(mut self, calls: Vec<LlmCall>) -> Self {
+    pub fn with_calls(mut self, calls: Vec<CallRecord>) -> Self {
         self.calls.extend(calls);
         self
     }
@@ -596,7 +575,7 @@ impl LlmPlanner {
         &self,
         request: &Request,
         purpose: &str,
-        calls: &mut Vec<LlmCall>,
+        calls: &mut Vec<CallRecord>,
     ) -> Result<(String, Option<CutOff>), StrategyError> {
         let started = Instant::now();
         let response = self
@@ -604,11 +583,7 @@ impl LlmPlanner {
             .complete(request)
             .await
             .map_err(|e| StrategyError::llm(purpose, e))?;
-        calls.push(LlmCall {
-            purpose: purpose.to_owned(),
-            usage: response.usage,
-            duration: started.elapsed(),
-        });
+        calls.push(CallRecord::new(purpose, response.usage, started.elapsed()));
         let cut = (response.finish_reason == FinishReason::Length)
             .then(|| CutOff::new(self.max_tokens(), response.usage, self.cap_source()));
         Ok((response.content, cut))
@@ -620,7 +595,7 @@ impl LlmPlanner {
         plan_request: &PlanRequest,
         sink: &StepSink,
         streamed: &mut Vec<Step>,
-        calls: &mut Vec<LlmCall>,
+        calls: &mut Vec<CallRecord>,
     ) -> Result<(String, Option<CutOff>), StrategyError> {
         let purpose = plan_request.purpose();
         let purpose = purpose.as_str();
@@ -659,11 +634,7 @@ impl LlmPlanner {
                 _ => {}
             }
         }
-        calls.push(LlmCall {
-            purpose: purpose.to_owned(),
-            usage,
-            duration: started.elapsed(),
-        });
+        calls.push(CallRecord::new(purpose, usage, started.elapsed()));
         if !finished {
             tracing::warn!("plan stream ended without a finish marker");
         }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use plan_core::EventKind;
-use plan_llm::{Provider, Purpose, Usage};
+use plan_llm::{CallRecord, Provider, Purpose, Usage};
 
 use super::{
     ToolCallRecord, ToolContext, ToolLoop, ToolLoopConfig, ToolLoopError, ToolObserver, ToolSet,
@@ -102,13 +102,8 @@ impl ToolObserver for Events<'_> {
     }
 
     fn model_called(&self, usage: &Usage, duration: Duration) {
-        self.ctx.emit(EventKind::LlmCall {
-            purpose: Purpose::Step.as_str().to_owned(),
-            step: Some(self.ctx.step().id.clone()),
-            prompt_tokens: usage.prompt_tokens,
-            completion_tokens: usage.completion_tokens,
-            duration_ms: millis(duration),
-        });
+        self.ctx
+            .account_call(&CallRecord::new(Purpose::Step.as_str(), *usage, duration));
     }
 }
 

@@ -20,11 +20,11 @@ use serde_json::json;
 use super::parts::question_parts;
 use super::{ResearchAgent, ResearchError, Source, citation_tags, remove_tags};
 use crate::error::StrategyError;
-use crate::planner::LlmCall;
 use crate::strategy::{
     DIRECT, Dag, DirectAnswer, Outcome, PLANNED, PlanOutcome, PlanStart, Planning, Strategy,
     StrategyContext, StrategyKind, choose,
 };
+use plan_llm::CallRecord;
 
 /// The step name of the passages retrieved for the question: they are cited as
 /// `[doc#1]`, `[doc#2]`, ...
@@ -427,7 +427,7 @@ impl ResearchAgent {
         retrieval: &Retrieval,
         findings: &[(StepId, String)],
         report: Option<&str>,
-    ) -> Result<(GroundedAnswer, Option<LlmCall>), ResearchError> {
+    ) -> Result<(GroundedAnswer, Option<CallRecord>), ResearchError> {
         let (body, call) = match report {
             Some(report) => (body_of(report).to_owned(), None),
             None => {
@@ -447,7 +447,6 @@ impl ResearchAgent {
                         self.config.max_tokens.or(Some(ANSWER_MAX_TOKENS)),
                     )
                     .await?;
-                let call = LlmCall::new("synthesize", call.usage, call.duration);
                 (text.trim().to_owned(), Some(call))
             }
         };

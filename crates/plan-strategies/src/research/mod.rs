@@ -24,11 +24,10 @@ pub use parts::{QuestionPart, question_parts};
 pub use setup::ResearchSetup;
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use plan_core::{Step, StepId, StepKind};
 use plan_exec::{SearchBackend, SearchError, SearchHit, SearchQuery};
-use plan_llm::{LlmError, Message, Provider, Purpose, Request, Usage};
+use plan_llm::{CallRecord, LlmError, Message, Provider, Purpose, Request};
 use serde::{Deserialize, Serialize};
 
 /// A search hit with its citation tag.
@@ -259,16 +258,6 @@ impl ResearchInput {
     }
 }
 
-/// One model call made by a research step, for events and usage.
-#[derive(Clone, Copy, Debug, PartialEq)]
-#[non_exhaustive]
-pub struct ModelCall {
-    /// Tokens used.
-    pub usage: Usage,
-    /// How long it took.
-    pub duration: Duration,
-}
-
 /// What a research step produced.
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
@@ -276,7 +265,7 @@ pub struct ResearchOutput {
     /// The step's output text (for a synthesize step, the report with its sources).
     pub text: String,
     /// The model call made, if any.
-    pub model_call: Option<ModelCall>,
+    pub model_call: Option<CallRecord>,
     /// The sources the output cites, resolved through the ledger.
     pub cited: Vec<Source>,
     /// Tags the model cited that no search returned (removed from the text).
@@ -500,19 +489,13 @@ impl ResearchAgent {
         system: &str,
         user: String,
         max_tokens: Option<u32>,
-    ) -> Result<(String, ModelCall), LlmError> {
+    ) -> Result<(String, CallRecord), LlmError> {
         let mut request =
             Request::new(vec![Message::system(system), Message::user(user)]).with_purpose(purpose);
         request.max_tokens = max_tokens;
-        let started = Instant::now();
-        let response = self.provider.complete(&request).await?;
-        Ok((
-            response.content,
-            ModelCall {
-                usage: response.usage,
-                duration: started.elapsed(),
-            },
-        ))
+        let (response, call) =
+            plan_llm::complete_recorded(self.provider.as_ref(), &request).await?;
+        Ok((response.content, call))
     }
 
     /// Keeps only citations of real sources; returns the cleaned text, the cited sources

@@ -59,14 +59,8 @@ impl StepExecutor for ResearchAgent {
             e if e.is_retryable() => StepError::retryable(e.to_string()),
             e => StepError::fatal(e.to_string()),
         })?;
-        if let Some(call) = output.model_call {
-            ctx.emit(EventKind::LlmCall {
-                purpose: kind.as_str().to_owned(),
-                step: Some(step_id),
-                prompt_tokens: call.usage.prompt_tokens,
-                completion_tokens: call.usage.completion_tokens,
-                duration_ms: millis(call.duration),
-            });
+        if let Some(call) = &output.model_call {
+            ctx.account_call(call);
         }
         Ok(output.text)
     }

@@ -15,7 +15,9 @@ use super::{
 };
 use crate::calls::{Route, decide};
 use crate::error::StrategyError;
-use crate::planner::{LlmCall, parse_reply};
+use plan_llm::CallRecord;
+
+use crate::planner::parse_reply;
 use crate::report::Usage;
 use crate::traced::{record_route, route_span};
 use tracing::Instrument;
@@ -110,7 +112,7 @@ impl Strategy for Auto {
 }
 
 /// `outcome` with the `earlier` calls (the routing call) before its own.
-fn after_calls(earlier: Vec<LlmCall>, mut outcome: PlanOutcome) -> PlanOutcome {
+fn after_calls(earlier: Vec<CallRecord>, mut outcome: PlanOutcome) -> PlanOutcome {
     let own = std::mem::take(&mut outcome.calls);
     outcome.usage = Usage::default();
     outcome.with_calls(earlier).with_calls(own)
@@ -120,7 +122,7 @@ fn after_calls(earlier: Vec<LlmCall>, mut outcome: PlanOutcome) -> PlanOutcome {
 async fn route(
     cx: &StrategyContext,
     goal: &str,
-    calls: &mut Vec<LlmCall>,
+    calls: &mut Vec<CallRecord>,
 ) -> Result<Route, StrategyError> {
     let span = route_span();
     let route = decide(cx.provider().as_ref(), goal, cx.max_steps, calls)

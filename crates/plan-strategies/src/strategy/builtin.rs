@@ -12,7 +12,9 @@ use crate::calls::critique;
 use crate::error::StrategyError;
 use crate::hierarchy::{RunTree, TreeLimits, build_tree};
 use crate::options::PlanningMode;
-use crate::planner::{LlmCall, PlanRequest};
+use plan_llm::CallRecord;
+
+use crate::planner::PlanRequest;
 
 /// Asks the planner once and records what it did.
 async fn plan_once(cx: &StrategyContext, goal: &str) -> Result<PlanOutcome, StrategyError> {
@@ -113,7 +115,7 @@ impl Strategy for Hierarchical {
     }
 
     async fn plan(&self, cx: &StrategyContext, goal: &str) -> Result<PlanOutcome, StrategyError> {
-        let mut calls: Vec<LlmCall> = Vec::new();
+        let mut calls: Vec<CallRecord> = Vec::new();
         let tree = build_tree(cx.provider.as_ref(), goal, tree_limits(cx), &mut calls).await?;
         let flat = tree.flatten()?;
         let mut out = PlanOutcome::new(flat.plan).with_calls(calls);
@@ -251,7 +253,7 @@ async fn reflect(
     goal: &str,
     mut out: PlanOutcome,
 ) -> Result<PlanOutcome, StrategyError> {
-    let mut calls: Vec<LlmCall> = Vec::new();
+    let mut calls: Vec<CallRecord> = Vec::new();
     for _ in 0..cx.options.reflection_rounds {
         let verdict = critique(
             cx.provider.as_ref(),

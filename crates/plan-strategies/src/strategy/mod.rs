@@ -30,7 +30,9 @@ use crate::calls::Critique;
 use crate::error::StrategyError;
 use crate::hierarchy::RunTree;
 use crate::options::StrategyOptions;
-use crate::planner::{LlmCall, Planner, RepairNote};
+use plan_llm::CallRecord;
+
+use crate::planner::{Planner, RepairNote};
 use crate::report::{GoalResult, Usage};
 
 pub use auto::Auto;
@@ -180,7 +182,7 @@ pub struct PlanOutcome {
     /// Every change made to the model's plan (re-prompts, repairs), in words.
     pub adjustments: Vec<String>,
     /// The model calls made.
-    pub calls: Vec<LlmCall>,
+    pub calls: Vec<CallRecord>,
     /// Model usage of those calls.
     pub usage: Usage,
     /// The route the strategy chose for the goal ([`Auto`]: `planned`), recorded as the
@@ -204,7 +206,7 @@ impl PlanOutcome {
     }
 
     /// Adds model calls (and their usage).
-    pub fn with_calls(mut self, calls: Vec<LlmCall>) -> Self {
+    pub fn with_calls(mut self, calls: Vec<CallRecord>) -> Self {
         for c in &calls {
             self.usage.llm_calls += 1;
             self.usage.prompt_tokens += c.usage.prompt_tokens;
@@ -239,7 +241,7 @@ pub struct DirectAnswer {
     pub answer: String,
     /// The model calls that wrote it (the routing call, and the call that wrote a long
     /// answer in full).
-    pub calls: Vec<LlmCall>,
+    pub calls: Vec<CallRecord>,
     /// What may still be wrong with the answer (it may be cut), in words; recorded as the
     /// report's `warnings`.
     pub warnings: Vec<String>,
@@ -250,7 +252,7 @@ pub struct DirectAnswer {
 
 impl DirectAnswer {
     /// `answer`, written by `calls`, with nothing wrong with it.
-    pub fn new(answer: impl Into<String>, calls: Vec<LlmCall>) -> Self {
+    pub fn new(answer: impl Into<String>, calls: Vec<CallRecord>) -> Self {
         Self {
             answer: answer.into(),
             calls,
@@ -449,16 +451,10 @@ impl StrategyContext {
         Ok(())
     }
 
-    /// Records model calls made outside the runner as `llm_call` events.
-    pub fn record_calls(&self, session: &RunSession, calls: &[LlmCall]) {
+    /// Accounts model calls made outside the runner (their `llm_call` events).
+    pub fn record_calls(&self, session: &RunSession, calls: &[CallRecord]) {
         for c in calls {
-            session.emit(EventKind::LlmCall {
-                purpose: c.purpose.clone(),
-                step: None,
-                prompt_tokens: c.usage.prompt_tokens,
-                completion_tokens: c.usage.completion_tokens,
-                duration_ms: u64::try_from(c.duration.as_millis()).unwrap_or(u64::MAX),
-            });
+            session.account_call(c);
         }
     }
 

@@ -22,12 +22,17 @@ pub(crate) struct GenParams {
     pub(crate) repeat_window: usize,
     pub(crate) format: ResponseFormat,
     pub(crate) stop: Vec<String>,
+    /// Whether the keys and values of a prompt prefix left in the cache by the previous
+    /// generation may be reused (see [`Engine::generate`]).
+    pub(crate) reuse_prefix: bool,
 }
 
 /// What a generation produced, besides its text.
 #[derive(Debug)]
 pub(crate) struct Outcome {
     pub(crate) prompt_tokens: usize,
+    /// Prompt tokens whose keys and values were already in the cache (not run again).
+    pub(crate) reused_tokens: usize,
     pub(crate) completion_tokens: usize,
     pub(crate) finish: FinishReason,
 }
@@ -40,6 +45,33 @@ pub(crate) struct Engine {
     pub(crate) tok_env: TokEnv,
     /// Tokens that end the assistant's turn.
     pub(crate) stop_tokens: Vec<u32>,
+    /// The tokens whose keys and values are in the model's cache, at positions
+    /// `0..cached.len()`: the last prompt and the reply tokens run after it.
+    pub(crate) cached: Vec<u32>,
+}
+
+/// Prompt tokens run in one forward pass at most: between chunks a generation whose
+/// caller went away stops. Chunking changes no number (each token's arithmetic does not
+/// depend on the batch it runs in).
+const PREFILL_CHUNK: usize = 256;
+
+/// Runs `tokens` at `pos` in `model` and records them in `cached` (what the model's cache
+/// holds). On an error the cache is forgotten from `pos` on.
+fn run_cached(
+    model: &mut Llama,
+    cached: &mut Vec<u32>,
+    tokens: &[u32],
+    pos: usize,
+) -> Result<(), LocalError> {
+    cached.truncate(pos);
+    model.run(tokens, pos).map_err(LocalError::Inference)?;
+    cached.extend_from_slice(tokens);
+    Ok(())
+}
+
+/// How many leading tokens `a` and `b` share.
+fn common_prefix(a: &[u32], b: &[u32]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
 impl Engine {
@@ -88,14 +120,27 @@ impl Engine {
         Ok(matcher)
     }
 
+    /// Forgets what the cache holds (after a panic its contents are not to be trusted):
+    /// the next generation runs its whole prompt.
+    pub(crate) fn forget_cache(&mut self) {
+        self.cached.clear();
+    }
+
     /// Generates a reply to `prompt` (already tokenised), calling `on_text` with each
     /// piece of text as it is decoded. `on_text` returns false to stop early (the caller
-    /// went away).
+    /// went away); `alive` is asked between prompt chunks and reply tokens, and false
+    /// stops the generation too.
+    ///
+    /// With [`GenParams::reuse_prefix`], only the prompt tokens after the longest prefix
+    /// it shares with [`Engine::cached`] are run (at least one, for the logits): their
+    /// keys and values are already in the cache, computed by the same arithmetic, so the
+    /// reply is the same as from an empty cache.
     pub(crate) fn generate(
         &mut self,
         prompt: &[u32],
         params: &GenParams,
         on_text: &mut dyn FnMut(&str) -> bool,
+        alive: &(dyn Fn() -> bool + Sync),
     ) -> Result<Outcome, LocalError> {
         let context = self.model.context();
         if prompt.is_empty() || prompt.len() >= context {
@@ -111,8 +156,25 @@ impl Engine {
         let budget = params.max_tokens.min(context - prompt.len());
         let mut rng = rand::rngs::StdRng::seed_from_u64(params.seed);
         let mut text = TextOut::new(&params.stop);
-        self.model.run(prompt, 0).map_err(LocalError::Inference)?;
-        let mut pos = prompt.len();
+        let reused = if params.reuse_prefix {
+            common_prefix(&self.cached, prompt).min(prompt.len() - 1)
+        } else {
+            0
+        };
+        let stopped = |generated| Outcome {
+            prompt_tokens: prompt.len(),
+            reused_tokens: reused,
+            completion_tokens: generated,
+            finish: FinishReason::Stop,
+        };
+        let mut pos = reused;
+        for chunk in prompt[reused..].chunks(PREFILL_CHUNK) {
+            if !alive() {
+                return Ok(stopped(0));
+            }
+            run_cached(&mut self.model, &mut self.cached, chunk, pos)?;
+            pos += chunk.len();
+        }
         let mut generated = 0usize;
         let trie = self.tok_env.tok_trie();
         let mut recent: std::collections::VecDeque<u32> =
@@ -181,11 +243,7 @@ impl Engine {
                     match text.push(trie.token(t)) {
                         Push::More(piece) => {
                             if !piece.is_empty() && !on_text(&piece) {
-                                return Ok(Outcome {
-                                    prompt_tokens: prompt.len(),
-                                    completion_tokens: generated,
-                                    finish: FinishReason::Stop,
-                                });
+                                return Ok(stopped(generated));
                             }
                         }
                         Push::Stop(piece) => {
@@ -199,11 +257,7 @@ impl Engine {
                 }
             }
             if stopped_by_text {
-                return Ok(Outcome {
-                    prompt_tokens: prompt.len(),
-                    completion_tokens: generated,
-                    finish: FinishReason::Stop,
-                });
+                return Ok(stopped(generated));
             }
             if matcher.as_ref().is_some_and(Matcher::is_stopped) {
                 break FinishReason::Stop;
@@ -211,7 +265,10 @@ impl Engine {
             if generated >= budget {
                 break FinishReason::Length;
             }
-            self.model.run(&batch, pos).map_err(LocalError::Inference)?;
+            if !alive() {
+                return Ok(stopped(generated));
+            }
+            run_cached(&mut self.model, &mut self.cached, &batch, pos)?;
             pos += batch.len();
         };
         let rest = text.finish();
@@ -220,6 +277,7 @@ impl Engine {
         }
         Ok(Outcome {
             prompt_tokens: prompt.len(),
+            reused_tokens: reused,
             completion_tokens: generated,
             finish,
         })

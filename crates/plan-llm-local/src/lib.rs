@@ -23,7 +23,12 @@
 //! # Running it ([`LocalModel`], feature `inference`, default)
 //! Free text, JSON object and JSON schema replies (enforced token by token with
 //! llguidance), temperature, `max_tokens`, stop sequences and streaming. Generation runs
-//! on a thread of its own, one request at a time.
+//! on a thread of its own, one request at a time: concurrent calls queue first come, first
+//! served, and loads of the same file in one process share one model and its queue, so
+//! calls never compete for the same cores. A request reuses the cached keys and values of
+//! the prompt prefix it shares with the previous one (system prompt, goal, passages) and
+//! runs only the rest; the reply is the same as without
+//! ([`LocalConfig::with_prefix_reuse`], [`LocalModel::prefill_stats`]).
 //!
 //! ```no_run
 //! # #[cfg(feature = "inference")]
@@ -80,7 +85,11 @@ mod model;
 #[cfg(feature = "inference")]
 mod provider;
 #[cfg(feature = "inference")]
+mod queue;
+#[cfg(feature = "inference")]
 mod registry;
+#[cfg(feature = "inference")]
+mod shared;
 #[cfg(feature = "inference")]
 mod tokenizer;
 
@@ -93,7 +102,7 @@ pub use fetch::{
 };
 #[cfg(feature = "inference")]
 pub use provider::{
-    LoadStats, LocalConfig, LocalModel, MAX_CONTEXT, PROVIDER_NAME, default_threads,
+    LoadStats, LocalConfig, LocalModel, MAX_CONTEXT, PROVIDER_NAME, PrefillStats, default_threads,
 };
 #[cfg(feature = "inference")]
 pub use registry::{LocalFactory, MODEL_ID, register, register_factory};

@@ -17,6 +17,8 @@ use crate::engine::{Engine, GenParams, Outcome};
 use crate::error::LocalError;
 use crate::fetch::{FetchEvent, FetchOptions, ModelStore};
 use crate::model::Llama;
+use crate::queue::Ticket;
+use crate::shared::{Counters, Key, Loaded, get_or_load};
 use crate::tokenizer::Tokenizer;
 
 /// The provider name used in logs and reports.
@@ -55,6 +57,11 @@ pub struct LocalConfig {
     pub repeat_penalty: f32,
     /// How many of the latest reply tokens the penalty looks at.
     pub repeat_window: usize,
+    /// Whether a request reuses the keys and values of the prompt prefix it shares with
+    /// the previous request (the same system prompt, goal or passages): only the rest of
+    /// its prompt is run. Replies are the same either way; off, every prompt is run
+    /// whole (for comparing). Default on.
+    pub prefix_reuse: bool,
 }
 
 impl Default for LocalConfig {
@@ -70,6 +77,7 @@ impl Default for LocalConfig {
             default_temperature: 0.0,
             repeat_penalty: 1.05,
             repeat_window: 64,
+            prefix_reuse: true,
         }
     }
 }
@@ -123,6 +131,13 @@ impl LocalConfig {
         self.repeat_window = window;
         self
     }
+
+    /// Turns reuse of a shared prompt prefix on or off (see
+    /// [`prefix_reuse`](Self::prefix_reuse)).
+    pub fn with_prefix_reuse(mut self, reuse: bool) -> Self {
+        self.prefix_reuse = reuse;
+        self
+    }
 }
 
 /// The default thread count: 1 on machines with 2 cores or fewer, else half, at most 4.
@@ -141,25 +156,43 @@ pub struct LoadStats {
     pub tokenizer: Duration,
 }
 
-struct Shared {
-    engine: Mutex<Engine>,
-    template: ChatTemplate,
-    pool: rayon::ThreadPool,
-    tokenizer: Tokenizer,
-    threads: usize,
+/// Prompt tokens a loaded model ran and reused, over every request it served (through
+/// any of its handles: see [`LocalModel::prefill_stats`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PrefillStats {
+    /// Requests generated.
+    pub requests: u64,
+    /// Prompt tokens run through the model.
+    pub prefilled: u64,
+    /// Prompt tokens whose keys and values were reused from the previous request's
+    /// cache instead (a shared prefix).
+    pub reused: u64,
+}
+
+/// The settings of one handle: loads of the same model share the engine, not these.
+struct Settings {
     seed: u64,
     default_max_tokens: u32,
     default_temperature: f32,
     repeat_penalty: f32,
     repeat_window: usize,
-    load: LoadStats,
+    prefix_reuse: bool,
 }
 
 /// The embedded model, run in-process on the CPU, as a [`Provider`] named `local`.
 ///
 /// Generation runs on a thread of its own (never on the async runtime) and requests are
-/// served one at a time: concurrent calls wait for the model. Cloning is cheap and shares
-/// the loaded model.
+/// served one at a time, first come first served: concurrent calls wait their turn, and
+/// a call whose caller goes away (its stream dropped) gives its turn up. Loads of the same
+/// file with the same [`context_size`](LocalConfig::context_size) and
+/// [`threads`](LocalConfig::threads) share one loaded model and its queue within the
+/// process (so a run's planner, its agent profiles and its research agent never decode at
+/// the same time on the same cores); the other settings belong to each handle. Cloning is
+/// cheap and shares the loaded model.
+///
+/// A request reuses the cached keys and values of the prompt prefix it shares with the
+/// previous one (see [`LocalConfig::prefix_reuse`] and [`prefill_stats`](Self::prefill_stats)).
 ///
 /// Supports free text, [`ResponseFormat::JsonObject`] and [`ResponseFormat::JsonSchema`]
 /// (enforced token by token, so a reply that finishes normally always parses and matches
@@ -167,20 +200,23 @@ struct Shared {
 /// No native tool calls: tools are ignored, and a request that requires one is rejected.
 #[derive(Clone)]
 pub struct LocalModel {
-    shared: Arc<Shared>,
+    loaded: Arc<Loaded>,
+    settings: Arc<Settings>,
 }
 
 impl std::fmt::Debug for LocalModel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LocalModel")
-            .field("threads", &self.shared.threads)
+            .field("threads", &self.loaded.threads)
+            .field("prefix_reuse", &self.settings.prefix_reuse)
             .finish_non_exhaustive()
     }
 }
 
 impl LocalModel {
-    /// Loads the model, fetching it first if needed. Blocks (seconds): from async code
-    /// call it through `tokio::task::spawn_blocking`.
+    /// Loads the model, fetching it first if needed, or shares the one this process has
+    /// already loaded from the same file with the same context size and threads. Blocks
+    /// (seconds): from async code call it through `tokio::task::spawn_blocking`.
     ///
     /// # Errors
     /// [`LocalError::Fetch`] when the model cannot be fetched, [`LocalError::Load`] and
@@ -211,98 +247,45 @@ impl LocalModel {
             Some(p) => p.clone(),
             None => config.store.ensure(&config.fetch, progress)?,
         };
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .thread_name(|i| format!("plan-local-{i}"))
-            .build()
-            .map_err(|e| LocalError::Config(format!("cannot start {threads} threads: {e}")))?;
-        let load_err = |message: String| LocalError::Load {
-            path: path.clone(),
-            message,
-        };
-        let started = Instant::now();
-        let file = std::fs::File::open(&path).map_err(|e| load_err(e.to_string()))?;
-        let mut reader = std::io::BufReader::new(file);
-        let content = candle_core::quantized::gguf_file::Content::read(&mut reader)
-            .map_err(|e| load_err(e.to_string()))?;
-        let model = pool
-            .install(|| Llama::load(&content, &mut reader, config.context_size))
-            .map_err(load_err)?;
-        let weights = started.elapsed();
-
-        let started = Instant::now();
-        let tokenizer = Tokenizer::from_gguf(&content)?;
-        let template = ChatTemplate::new(
-            content
-                .metadata
-                .get("tokenizer.chat_template")
-                .and_then(|v| v.to_string().ok())
-                .cloned(),
-        )?;
-        let mut stop_tokens = vec![tokenizer.eos_token()];
-        for s in ["<|im_end|>", "<|endoftext|>", "<|im_start|>"] {
-            if let Some(id) = tokenizer.token_id(s)
-                && !stop_tokens.contains(&id)
-            {
-                stop_tokens.push(id);
-            }
-        }
-        let n_vocab = model.hyper.vocab;
-        let tok_env = tokenizer.tok_env(n_vocab, &stop_tokens)?;
-        let mut factory = ParserFactory::new(
-            &tok_env,
-            toktrie::InferenceCapabilities {
-                ff_tokens: true,
-                backtrack: false,
-                conditional_ff_tokens: false,
-                fork: false,
-            },
-            &llguidance::earley::SlicedBiasComputer::general_slices(),
-        )
-        .map_err(|e| LocalError::Tokenizer(e.to_string()))?;
-        // Libraries do not print: llguidance's warnings go to its buffer, not stderr.
-        factory.quiet();
-        let tokenizer_time = started.elapsed();
-        let engine = Engine {
-            model,
-            tokenizer: tokenizer.clone(),
-            factory: Arc::new(factory),
-            tok_env,
-            stop_tokens,
-        };
+        let key = Key::new(&path, config.context_size, threads)?;
+        let loaded = get_or_load(key, || load_model(path, config.context_size, threads))?;
         Ok(Self {
-            shared: Arc::new(Shared {
-                engine: Mutex::new(engine),
-                template,
-                pool,
-                tokenizer,
-                threads,
+            loaded,
+            settings: Arc::new(Settings {
                 seed: config.seed,
                 default_max_tokens: config.default_max_tokens,
                 default_temperature: config.default_temperature,
                 repeat_penalty: config.repeat_penalty,
                 repeat_window: config.repeat_window,
-                load: LoadStats {
-                    weights,
-                    tokenizer: tokenizer_time,
-                },
+                prefix_reuse: config.prefix_reuse,
             }),
         })
     }
 
     /// The model's tokenizer.
     pub fn tokenizer(&self) -> &Tokenizer {
-        &self.shared.tokenizer
+        &self.loaded.tokenizer
     }
 
     /// The number of inference threads.
     pub fn threads(&self) -> usize {
-        self.shared.threads
+        self.loaded.threads
     }
 
-    /// How long loading took.
+    /// How long loading took (the first load, when this one shared it).
     pub fn load_stats(&self) -> LoadStats {
-        self.shared.load
+        self.loaded.load
+    }
+
+    /// Prompt tokens run and reused so far by the loaded model: over every request of
+    /// every handle sharing it.
+    pub fn prefill_stats(&self) -> PrefillStats {
+        self.loaded.counters.get()
+    }
+
+    /// Requests waiting for the model, the one being generated included.
+    pub fn queued(&self) -> u64 {
+        self.loaded.queue.len()
     }
 
     /// The prompt tokens a request would be run with (chat template applied, plus the
@@ -311,17 +294,21 @@ impl LocalModel {
     /// # Errors
     /// [`LocalError::Template`] or [`LocalError::Tokenizer`].
     pub fn prompt_tokens(&self, request: &Request) -> Result<Vec<u32>, LocalError> {
-        let text = self.shared.template.render(&with_format_hint(request))?;
-        self.shared.tokenizer.encode(&text)
+        let text = self.loaded.template.render(&with_format_hint(request))?;
+        self.loaded.tokenizer.encode(&text)
     }
 
-    /// Runs a request to the end on the calling thread, passing text pieces to `on_text`
-    /// as they are decoded. Blocking; [`Provider::stream`] wraps it on a thread of its own.
+    /// Runs a request to the end on the calling thread once `ticket`'s turn comes,
+    /// passing text pieces to `on_text` as they are decoded; `alive` says whether the
+    /// caller still wants the reply (asked before the turn is taken up and during the
+    /// generation). Blocking; [`Provider::stream`] wraps it on a thread of its own.
     fn run(
         &self,
         request: &Request,
+        ticket: Ticket,
         on_text: &mut (dyn FnMut(&str) -> bool + Send),
-    ) -> Result<Outcome, LocalError> {
+        alive: &(dyn Fn() -> bool + Sync),
+    ) -> Result<Option<Outcome>, LocalError> {
         if !request.tools.is_empty()
             && matches!(
                 request.tool_choice,
@@ -334,29 +321,122 @@ impl LocalModel {
         }
         Engine::grammar(&request.response_format)?;
         let prompt = self.prompt_tokens(request)?;
+        let settings = &self.settings;
         let params = GenParams {
-            max_tokens: request.max_tokens.unwrap_or(self.shared.default_max_tokens) as usize,
-            temperature: request
-                .temperature
-                .unwrap_or(self.shared.default_temperature),
-            seed: self.shared.seed,
-            repeat_penalty: self.shared.repeat_penalty,
-            repeat_window: self.shared.repeat_window,
+            max_tokens: request.max_tokens.unwrap_or(settings.default_max_tokens) as usize,
+            temperature: request.temperature.unwrap_or(settings.default_temperature),
+            seed: settings.seed,
+            repeat_penalty: settings.repeat_penalty,
+            repeat_window: settings.repeat_window,
             format: request.response_format.clone(),
             stop: request.stop.clone(),
+            reuse_prefix: settings.prefix_reuse,
         };
-        let mut guard = self
-            .shared
-            .engine
-            .lock()
-            // Every generation starts from an empty cache, so a panic in an earlier one
-            // leaves nothing to distrust.
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let engine: &mut Engine = &mut guard;
-        self.shared
+        let asked = Instant::now();
+        let _turn = ticket.wait();
+        if !alive() {
+            // The caller went away while waiting: the next one is served at once.
+            return Ok(None);
+        }
+        let waited = asked.elapsed();
+        let mut engine = self.loaded.engine();
+        let engine: &mut Engine = &mut engine;
+        let started = Instant::now();
+        let outcome = self
+            .loaded
             .pool
-            .install(|| engine.generate(&prompt, &params, on_text))
+            .install(|| engine.generate(&prompt, &params, on_text, alive))?;
+        self.loaded
+            .counters
+            .add(outcome.prompt_tokens, outcome.reused_tokens);
+        tracing::debug!(
+            prompt_tokens = outcome.prompt_tokens,
+            reused_tokens = outcome.reused_tokens,
+            completion_tokens = outcome.completion_tokens,
+            queued_ms = waited.as_millis() as u64,
+            generation_ms = started.elapsed().as_millis() as u64,
+            "local model generation"
+        );
+        Ok(Some(outcome))
     }
+}
+
+/// Loads the model file at `path` with a cache of `context` tokens and `threads`
+/// inference threads.
+fn load_model(path: PathBuf, context: usize, threads: usize) -> Result<Loaded, LocalError> {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("plan-local-{i}"))
+        .build()
+        .map_err(|e| LocalError::Config(format!("cannot start {threads} threads: {e}")))?;
+    let load_err = |message: String| LocalError::Load {
+        path: path.clone(),
+        message,
+    };
+    let started = Instant::now();
+    let file = std::fs::File::open(&path).map_err(|e| load_err(e.to_string()))?;
+    let mut reader = std::io::BufReader::new(file);
+    let content = candle_core::quantized::gguf_file::Content::read(&mut reader)
+        .map_err(|e| load_err(e.to_string()))?;
+    let model = pool
+        .install(|| Llama::load(&content, &mut reader, context))
+        .map_err(load_err)?;
+    let weights = started.elapsed();
+
+    let started = Instant::now();
+    let tokenizer = Tokenizer::from_gguf(&content)?;
+    let template = ChatTemplate::new(
+        content
+            .metadata
+            .get("tokenizer.chat_template")
+            .and_then(|v| v.to_string().ok())
+            .cloned(),
+    )?;
+    let mut stop_tokens = vec![tokenizer.eos_token()];
+    for s in ["<|im_end|>", "<|endoftext|>", "<|im_start|>"] {
+        if let Some(id) = tokenizer.token_id(s)
+            && !stop_tokens.contains(&id)
+        {
+            stop_tokens.push(id);
+        }
+    }
+    let n_vocab = model.hyper.vocab;
+    let tok_env = tokenizer.tok_env(n_vocab, &stop_tokens)?;
+    let mut factory = ParserFactory::new(
+        &tok_env,
+        toktrie::InferenceCapabilities {
+            ff_tokens: true,
+            backtrack: false,
+            conditional_ff_tokens: false,
+            fork: false,
+        },
+        &llguidance::earley::SlicedBiasComputer::general_slices(),
+    )
+    .map_err(|e| LocalError::Tokenizer(e.to_string()))?;
+    // Libraries do not print: llguidance's warnings go to its buffer, not stderr.
+    factory.quiet();
+    let tokenizer_time = started.elapsed();
+    let engine = Engine {
+        model,
+        tokenizer: tokenizer.clone(),
+        factory: Arc::new(factory),
+        tok_env,
+        stop_tokens,
+        cached: Vec::new(),
+    };
+    Ok(Loaded {
+        queue: Arc::default(),
+        engine: Mutex::new(engine),
+        template,
+        pool,
+        tokenizer,
+        threads,
+        load: LoadStats {
+            weights,
+            tokenizer: tokenizer_time,
+        },
+        counters: Counters::default(),
+    })
 }
 
 /// The messages with a hint about the reply format added to the system prompt (the
@@ -423,19 +503,23 @@ impl Provider for LocalModel {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Chunk, LlmError>>(64);
         let model = self.clone();
         let request = request.clone();
+        // The place in the queue is taken now, in the order the calls were made.
+        let ticket = self.loaded.queue.ticket();
         std::thread::Builder::new()
             .name("plan-local-gen".to_owned())
             .spawn(move || {
+                let alive = || !tx.is_closed();
                 let mut on_text =
                     |piece: &str| tx.blocking_send(Ok(Chunk::Text(piece.to_owned()))).is_ok();
-                match model.run(&request, &mut on_text) {
-                    Ok(outcome) => {
+                match model.run(&request, ticket, &mut on_text, &alive) {
+                    Ok(Some(outcome)) => {
                         let _ = tx.blocking_send(Ok(Chunk::Usage(Usage::new(
                             outcome.prompt_tokens as u64,
                             outcome.completion_tokens as u64,
                         ))));
                         let _ = tx.blocking_send(Ok(Chunk::Finish(outcome.finish)));
                     }
+                    Ok(None) => {}
                     Err(e) => {
                         let _ = tx.blocking_send(Err(to_llm_error(e)));
                     }
@@ -448,5 +532,51 @@ impl Provider for LocalModel {
         Ok(Box::pin(futures::stream::poll_fn(move |cx| {
             rx.poll_recv(cx)
         })))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// After a panic during a generation the cache is not trusted: the next one runs its
+    /// whole prompt.
+    #[test]
+    fn a_panic_forgets_the_cached_prefix() {
+        let path = crate::fetch::ModelStore::default()
+            .ensure(&FetchOptions::default(), &mut |_| {})
+            .unwrap();
+        // A context no other test uses: a model of its own.
+        let model = LocalModel::load(
+            LocalConfig::default()
+                .with_model_path(path)
+                .with_context_size(640),
+        )
+        .unwrap();
+        let request = Request::new(vec![plan_llm::Message::user("Name a colour.")])
+            .with_temperature(0.0)
+            .with_max_tokens(2);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(model.complete(&request)).unwrap();
+        rt.block_on(model.complete(&request)).unwrap();
+        assert!(model.prefill_stats().reused > 0);
+        let loaded = model.loaded.clone();
+        let panicked = std::thread::spawn(move || {
+            let _engine = loaded.engine();
+            panic!("a bug in the middle of a generation");
+        })
+        .join();
+        assert!(panicked.is_err() && model.loaded.engine.is_poisoned());
+        let before = model.prefill_stats();
+        rt.block_on(model.complete(&request)).unwrap();
+        let after = model.prefill_stats();
+        assert_eq!(after.reused, before.reused);
+        assert_eq!(
+            after.prefilled - before.prefilled,
+            model.prompt_tokens(&request).unwrap().len() as u64
+        );
+        assert!(!model.loaded.engine.is_poisoned());
     }
 }

@@ -410,3 +410,200 @@ fn plan_model_path_env_pointing_at_a_corrupted_file_fails() {
         "the child test did not run: {stdout}"
     );
 }
+
+/// A model of its own (no other test uses `context` tokens), so its statistics and cache
+/// are this test's alone; loads with the same `context` share it.
+fn own_model(context: usize, reuse: bool) -> LocalModel {
+    let config = LocalConfig::default()
+        .with_model_path(model_file())
+        .with_context_size(context)
+        .with_prefix_reuse(reuse);
+    LocalModel::load(config).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Reply text, finish reason and usage of a request.
+fn reply(model: &LocalModel, request: &Request) -> (String, FinishReason, plan_llm::Usage) {
+    let r = runtime().block_on(model.complete(request)).unwrap();
+    (r.content, r.finish_reason, r.usage)
+}
+
+const PASSAGES: &str = "Passages:\n[doc#1] runbooks/db-failover.md: When the primary \
+database stops answering health checks for 30 seconds, the orchestrator promotes the replica \
+in the other zone; confirm with `dbctl status --cluster main`.\n[doc#2] policies/on-call.md: \
+On-call engineers acknowledge a page within 5 minutes and escalate after 15 minutes.\n";
+
+fn question(q: &str) -> Vec<Message> {
+    vec![
+        Message::system("You answer from the passages given, citing their tags."),
+        Message::user(format!("{PASSAGES}\nQuestion: {q}")),
+    ]
+}
+
+/// Requests that share a prompt prefix with the one before (passages, a conversation
+/// continued, the very same prompt) reuse its cached keys and values and give exactly the
+/// replies a model that runs every prompt whole gives: greedy, sampled and constrained.
+#[test]
+fn prefix_reuse_gives_the_replies_of_a_fresh_model() {
+    let reusing = own_model(1536, true);
+    let fresh = own_model(1472, false);
+    let first = Request::new(question("How long before the replica is promoted?"))
+        .with_temperature(0.0)
+        .with_max_tokens(24);
+    let (first_text, ..) = reply(&reusing, &first);
+    let mut conversation = first.messages.clone();
+    conversation.push(Message::assistant(first_text.clone()));
+    conversation.push(Message::user("And which command confirms it?"));
+    let requests = [
+        // The conversation continued: its prompt starts with the first prompt and reply.
+        Request::new(conversation)
+            .with_temperature(0.0)
+            .with_max_tokens(24),
+        // Same passages, another question, sampled (seeded).
+        Request::new(question("When is a page escalated?"))
+            .with_temperature(0.9)
+            .with_max_tokens(24),
+        // The same prompt again: all but its last token are reused.
+        Request::new(question("When is a page escalated?"))
+            .with_temperature(0.9)
+            .with_max_tokens(24),
+        // Constrained by a schema.
+        Request::new(question("Which zone holds the replica?"))
+            .with_temperature(0.0)
+            .with_max_tokens(40)
+            .with_response_format(ResponseFormat::JsonSchema {
+                name: "answer".into(),
+                schema: json!({
+                    "type": "object",
+                    "properties": {"answer": {"type": "string", "maxLength": 60}},
+                    "required": ["answer"]
+                }),
+            }),
+    ];
+    let mut previous = reusing.prompt_tokens(&first).unwrap();
+    let mut stats = reusing.prefill_stats();
+    assert_eq!(stats.requests, 1);
+    assert_eq!(stats.reused, 0);
+    assert_eq!(stats.prefilled, previous.len() as u64);
+    for (i, request) in requests.iter().enumerate() {
+        let got = reply(&reusing, request);
+        let want = reply(&fresh, request);
+        assert_eq!(got, want, "request {i}");
+        let prompt = reusing.prompt_tokens(request).unwrap();
+        let shared = previous
+            .iter()
+            .zip(&prompt)
+            .take_while(|(a, b)| a == b)
+            .count();
+        let now = reusing.prefill_stats();
+        let reused = now.reused - stats.reused;
+        // At least the prefix shared with the previous prompt (more when the previous
+        // reply's tokens match too), never the prompt's last token.
+        assert!(
+            reused as usize >= shared.min(prompt.len() - 1) && (reused as usize) < prompt.len(),
+            "request {i}: reused {reused} of {} tokens, {shared} shared with the previous prompt",
+            prompt.len()
+        );
+        // The format hint of a schema request goes into its system prompt: it shares
+        // less.
+        if i < 3 {
+            assert!(shared > 40, "request {i} shares only {shared} tokens");
+        }
+        eprintln!("request {i}: reused {reused} of {} tokens", prompt.len());
+        assert_eq!(
+            now.prefilled - stats.prefilled + reused,
+            prompt.len() as u64
+        );
+        assert_eq!(now.requests, stats.requests + 1);
+        if i == 2 {
+            assert_eq!(reused as usize, prompt.len() - 1, "the same prompt again");
+        }
+        (previous, stats) = (prompt, now);
+    }
+    let fresh_stats = fresh.prefill_stats();
+    assert_eq!(fresh_stats.reused, 0);
+    assert_eq!(fresh_stats.requests, requests.len() as u64);
+}
+
+/// Loads of the same file with the same engine settings share one model (and its queue
+/// and statistics); another thread count is another model.
+#[test]
+fn loads_of_the_same_file_share_one_model() {
+    let a = own_model(1280, true);
+    let b = own_model(1280, false);
+    let other = LocalModel::load(
+        LocalConfig::default()
+            .with_model_path(model_file())
+            .with_context_size(1280)
+            .with_threads(a.threads() + 1),
+    )
+    .unwrap();
+    let request = Request::new(vec![Message::user("Name a colour.")])
+        .with_temperature(0.0)
+        .with_max_tokens(4);
+    let rt = runtime();
+    // Both handles at once: served one after the other by the one engine.
+    let (ra, rb) =
+        rt.block_on(async { futures::join!(a.complete(&request), b.complete(&request)) });
+    assert_eq!(ra.unwrap().content, rb.unwrap().content);
+    assert_eq!(a.prefill_stats().requests, 2);
+    assert_eq!(a.prefill_stats(), b.prefill_stats());
+    assert_eq!(other.prefill_stats().requests, 0);
+    assert_eq!(a.queued(), 0);
+}
+
+/// Calls are served in the order they were made, and a call whose stream is dropped
+/// while it waits gives its turn up without running.
+#[test]
+fn calls_are_served_in_order_and_a_dropped_one_gives_its_turn_up() {
+    use futures::FutureExt;
+
+    let model = own_model(1344, true);
+    // A reply of at least 200 pieces: more than a stream buffers (64), so a call whose
+    // stream is not read keeps its turn until the stream is read or dropped.
+    let long = |what: &str| {
+        Request::new(vec![Message::user(format!("List digits about {what}."))])
+            .with_temperature(0.0)
+            .with_max_tokens(600)
+            .with_response_format(ResponseFormat::JsonSchema {
+                name: "digits".into(),
+                schema: json!({
+                    "type": "object",
+                    "properties": {"digits": {
+                        "type": "array", "minItems": 200,
+                        "items": {"type": "integer", "minimum": 0, "maximum": 9}
+                    }},
+                    "required": ["digits"]
+                }),
+            })
+    };
+    let rt = runtime();
+    rt.block_on(async {
+        let mut first = model.stream(&long("the sea")).await.unwrap();
+        assert!(matches!(first.next().await, Some(Ok(Chunk::Text(_)))));
+        let dropped = model.stream(&long("mountains")).await.unwrap();
+        let mut second = model.stream(&long("rivers")).await.unwrap();
+        let mut third = model.stream(&long("forests")).await.unwrap();
+        assert_eq!(model.queued(), 4);
+        drop(dropped);
+        drop(first);
+        // The second is served next (the dropped call skipped) and keeps its turn: the
+        // third has nothing to say until the second is gone.
+        match futures::future::select(second.next(), third.next()).await {
+            futures::future::Either::Left((Some(Ok(Chunk::Text(_))), _)) => {}
+            futures::future::Either::Left((other, _)) => panic!("second: {other:?}"),
+            futures::future::Either::Right((chunk, _)) => {
+                panic!("the third call was served before the second: {chunk:?}")
+            }
+        }
+        assert!(third.next().now_or_never().is_none());
+        drop(second);
+        assert!(matches!(third.next().await, Some(Ok(Chunk::Text(_)))));
+        drop(third);
+    });
+    // Queued behind the rest, so it ends after they are counted.
+    let last = Request::new(vec![Message::user("Name a colour.")]).with_max_tokens(2);
+    reply(&model, &last);
+    // The first, second, third and last calls ran; the dropped one never did.
+    assert_eq!(model.prefill_stats().requests, 4);
+    assert_eq!(model.queued(), 0);
+}

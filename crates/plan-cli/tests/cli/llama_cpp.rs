@@ -72,6 +72,10 @@ fn server(models: Value, replies: Vec<FakeReply>) -> FakeOpenAi {
 }
 
 fn plan_plan(server: &FakeOpenAi) -> std::process::Output {
+    plan_plan_with(server, "openai:smollm2")
+}
+
+fn plan_plan_with(server: &FakeOpenAi, spec: &str) -> std::process::Output {
     let sb = Sandbox::new();
     output(&mut sb.plan([
         "plan",
@@ -79,7 +83,7 @@ fn plan_plan(server: &FakeOpenAi) -> std::process::Output {
         "--format",
         "json",
         "--model",
-        "openai:smollm2",
+        spec,
         "--base-url",
         &server.base_url(),
     ]))
@@ -135,6 +139,36 @@ fn the_llama_cpp_python_exchange_ends_in_a_repaired_plan_with_the_schema_sent() 
     );
     assert_eq!(server.total_requests(), 1, "repaired, not re-prompted");
     assert_schema_on_every_request(&server);
+}
+
+/// `openai-compatible:` does not know the server until it asks: the planner's first
+/// request is still made with the schema, which the server's flavour then puts beside
+/// `json_object` (found by a real llama-cpp-python server: the planner used to choose plain
+/// JSON object mode before the server had said who it is).
+#[test]
+fn a_compatible_spec_sends_the_schema_to_a_server_it_has_not_identified_yet() {
+    let llama = server(
+        llama_cpp_python_models(),
+        vec![plan_with_description_dependencies()],
+    );
+    let out = plan_plan_with(&llama, "openai-compatible:smollm2");
+    expect_code(&out, 0);
+    assert_eq!(llama.total_requests(), 1);
+    assert_schema_on_every_request(&llama);
+
+    // A server that names no known flavour takes JSON object mode only: the schema goes
+    // into the instructions.
+    let generic = server(
+        json!({"object": "list", "data": [{"id": "smollm2", "object": "model"}]}),
+        vec![plan_with_description_dependencies()],
+    );
+    let out = plan_plan_with(&generic, "openai-compatible:smollm2");
+    expect_code(&out, 0);
+    let request = &generic.requests()[0];
+    assert_eq!(request.body["response_format"]["type"], "json_object");
+    assert!(request.body["response_format"].get("schema").is_none());
+    let prompt = request.body["messages"].to_string();
+    assert!(prompt.contains("\\\"steps\\\""), "the schema is in the prompt: {prompt}");
 }
 
 /// A first reply cut off by the server's context (short of the token cap asked for)

@@ -296,13 +296,19 @@ impl Provider for OpenAi {
     /// mode ([`Flavour::json_object_schema`]): either way a request with a schema keeps it
     /// on the wire, so callers ask for schema mode every time and [`send`](Self::send)
     /// picks the form.
+    ///
+    /// Before the server has said who it is (a flavour that detects, not asked yet),
+    /// schema mode is reported: whatever the server turns out to take, a request with a
+    /// schema is sent in the best form it has (schema mode, the schema beside JSON object
+    /// mode, or the schema in the instructions), while a request without one would lose
+    /// the schema on a server that could have enforced it.
     fn capabilities(&self) -> Capabilities {
+        let learned = endpoint::learned(&self.base_url);
         let flavour = self.known_flavour();
-        let ceiling = endpoint::learned(&self.base_url)
-            .ceiling
-            .unwrap_or(Level::Schema);
+        let ceiling = learned.ceiling.unwrap_or(Level::Schema);
+        let pending = self.flavour.detect && learned.detected.is_none();
         let object = flavour.json_object && ceiling <= Level::Object;
-        let schema = (flavour.json_schema && ceiling <= Level::Schema)
+        let schema = ((flavour.json_schema || pending) && ceiling <= Level::Schema)
             || (object && flavour.json_object_schema);
         Capabilities::default()
             .with_streaming(true)

@@ -168,7 +168,10 @@ fn a_compatible_spec_sends_the_schema_to_a_server_it_has_not_identified_yet() {
     assert_eq!(request.body["response_format"]["type"], "json_object");
     assert!(request.body["response_format"].get("schema").is_none());
     let prompt = request.body["messages"].to_string();
-    assert!(prompt.contains("\\\"steps\\\""), "the schema is in the prompt: {prompt}");
+    assert!(
+        prompt.contains("\\\"steps\\\""),
+        "the schema is in the prompt: {prompt}"
+    );
 }
 
 /// A first reply cut off by the server's context (short of the token cap asked for)

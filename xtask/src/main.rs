@@ -1,8 +1,10 @@
-//! Developer tasks: `cargo xtask ci | test | examples | bench | fetch-model | invariants`.
+//! Developer tasks: `cargo xtask ci | test | examples | bench | fetch-model | invariants |
+//! llama-server-test | llama-bench`.
 
 mod examples;
 mod fetch_model;
 mod invariants;
+mod llama;
 
 use std::process::{Command, ExitCode};
 
@@ -43,7 +45,11 @@ fn run() -> Result<()> {
         Some("invariants") => invariants::check_workspace(),
         Some("fetch-model") => fetch_model::fetch_model(),
         Some("bench") => bench(),
-        _ => bail!("usage: cargo xtask <ci|test [--clippy]|examples|bench|invariants|fetch-model>"),
+        Some("llama-server-test") => llama::server_test(),
+        Some("llama-bench") => llama::side_by_side(),
+        _ => bail!(
+            "usage: cargo xtask <ci|test [--clippy]|examples|bench|invariants|fetch-model|llama-server-test|llama-bench>"
+        ),
     }
 }
 
@@ -138,7 +144,8 @@ impl Phase {
     }
 }
 
-/// Runs every benchmark; each prints its figures.
+/// Runs every benchmark; each prints its figures (the embedded model's beside llama.cpp's),
+/// and the real llama-cpp-python server tests.
 fn bench() -> Result<()> {
     ensure_system_packages()?;
     fetch_model::fetch_model()?;
@@ -151,14 +158,16 @@ fn bench() -> Result<()> {
         ("plan-strategies", "adaptive_failure"),
         ("plan-strategies", "forecast"),
         ("plan-strategies", "replay"),
-        ("plan-llm-local", "local_model"),
         ("plan-cli", "grounded_research"),
         ("plan-cli", "fleet"),
         ("plan-cli", "sse_fanout"),
     ] {
         cargo(&["bench", "--locked", "-p", krate, "--bench", bench])?;
     }
-    Ok(())
+    // The embedded model's bench, then llama.cpp's speed beside it, then the CLI against
+    // a real llama-cpp-python server (its ~10-minute build is too long for CI).
+    llama::side_by_side()?;
+    llama::server_test()
 }
 
 /// Installs the pinned MCP servers (npm) and the Python MCP SDK (a venv) the tests use,

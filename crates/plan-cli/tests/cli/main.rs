@@ -16,6 +16,7 @@ mod help;
 mod interrupted;
 mod live;
 mod llama_cpp;
+mod llama_server;
 mod local;
 mod matrix;
 mod mcp;

@@ -263,7 +263,8 @@ impl PostgresStore {
     }
 }
 
-/// The channel a finished step task is announced on (the run id as the payload).
+/// The channel finished step tasks are announced on: the payload holds their keys,
+/// `RUN STEP_KEY`, one a line (one notification for a batch of results).
 pub const STEP_DONE_CHANNEL: &str = "plan_step_done";
 
 /// A step attempt queued for the fleet: which run, step and attempt, and what the
@@ -306,6 +307,41 @@ pub struct StepClaim {
     pub token: i64,
 }
 
+/// Claims as the arrays of a statement over several of them.
+struct ClaimKeys {
+    runs: Vec<String>,
+    steps: Vec<String>,
+    attempts: Vec<i32>,
+    workers: Vec<String>,
+    tokens: Vec<i64>,
+}
+
+impl ClaimKeys {
+    fn of(claims: &[StepClaim]) -> Self {
+        Self {
+            runs: claims
+                .iter()
+                .map(|c| c.task.run.as_str().to_owned())
+                .collect(),
+            steps: claims.iter().map(|c| c.task.step.clone()).collect(),
+            attempts: claims.iter().map(|c| c.task.attempt).collect(),
+            workers: claims.iter().map(|c| c.worker.clone()).collect(),
+            tokens: claims.iter().map(|c| c.token).collect(),
+        }
+    }
+
+    /// The 1-based positions a statement returned, as a flag for each claim.
+    fn flags(&self, positions: Vec<i64>) -> Vec<bool> {
+        let mut flags = vec![false; self.runs.len()];
+        for i in positions {
+            if let Some(slot) = usize::try_from(i - 1).ok().and_then(|i| flags.get_mut(i)) {
+                *slot = true;
+            }
+        }
+        flags
+    }
+}
+
 /// The payload announcing a finished task of `step` (its key) in `run`.
 fn done_key(run: &RunId, step: &str) -> String {
     format!("{run} {step}")
@@ -324,6 +360,45 @@ impl StepListener {
     pub async fn wait(&self, run: &RunId, step: &str, at_most: Duration) {
         self.routed.wait(done_key(run, step), at_most).await;
     }
+
+    /// Watches for the results of `step` (its task key) in `run` from now on: start
+    /// watching before queueing the task, so that a result recorded before the waiting
+    /// begins is not missed.
+    pub fn watch(&self, run: &RunId, step: &str) -> StepWatch {
+        StepWatch(self.routed.watch(done_key(run, step)))
+    }
+}
+
+/// Announcements of one step's results ([`StepListener::watch`]).
+pub struct StepWatch(crate::follow::Watch);
+
+impl StepWatch {
+    /// Waits until a result is announced (or was, since the watch began, and not yet
+    /// waited for), or `at_most` passes.
+    pub async fn wait(&self, at_most: Duration) {
+        self.0.wait(at_most).await;
+    }
+}
+
+/// The longest payload one `NOTIFY` on [`STEP_DONE_CHANNEL`] carries (PostgreSQL takes
+/// fewer than 8,000 bytes): a batch of results whose keys are longer is recorded in
+/// several statements.
+const DONE_PAYLOAD: usize = 7_000;
+
+/// The channel new step tasks are announced on (the payload is empty): workers with room
+/// claim them at once.
+pub const STEPS_CHANNEL: &str = "plan_steps";
+
+/// Wakes a worker when step tasks were queued (`NOTIFY plan_steps`).
+pub struct StepsListener {
+    listener: Listener,
+}
+
+impl StepsListener {
+    /// Waits until step tasks are announced, or `at_most` passes.
+    pub async fn wait(&self, at_most: Duration) {
+        let _ = tokio::time::timeout(at_most, self.listener.wake.notified()).await;
+    }
 }
 
 impl PostgresStore {
@@ -333,38 +408,68 @@ impl PostgresStore {
     /// # Errors
     /// [`StoreError`] when the database cannot be reached.
     pub async fn enqueue_step(&self, task: &StepTask) -> Result<(), StoreError> {
-        self.retrying("cannot queue a step", move |_| async move {
-            let what = format!("cannot queue step `{}` of run `{}`", task.step, task.run);
-            let body = task.task.to_string();
+        self.enqueue_steps(std::slice::from_ref(task)).await?;
+        Ok(())
+    }
+
+    /// Queues step attempts for any worker in one statement, which wakes the workers
+    /// once ([`STEPS_CHANNEL`]); says for each whether it was queued now (`false`: it
+    /// was queued already, and may have a result). Retried through an outage (a task
+    /// queued by a try whose answer was lost then reads as queued already).
+    ///
+    /// # Errors
+    /// [`StoreError`] when the database cannot be reached.
+    pub async fn enqueue_steps(&self, tasks: &[StepTask]) -> Result<Vec<bool>, StoreError> {
+        if tasks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let runs: Vec<&str> = tasks.iter().map(|t| t.run.as_str()).collect();
+        let steps: Vec<&str> = tasks.iter().map(|t| t.step.as_str()).collect();
+        let attempts: Vec<i32> = tasks.iter().map(|t| t.attempt).collect();
+        let bodies: Vec<String> = tasks.iter().map(|t| t.task.to_string()).collect();
+        let (runs, steps, attempts, bodies) = (&runs, &steps, &attempts, &bodies);
+        self.retrying("cannot queue steps", move |_| async move {
+            let what = match tasks {
+                [one] => format!("cannot queue step `{}` of run `{}`", one.step, one.run),
+                _ => format!("cannot queue {} steps", tasks.len()),
+            };
             let client = self.client().await?;
-            let inserted = client
-                .execute(
-                    "INSERT INTO plan.step_tasks (run, step, attempt, task)
-                     VALUES ($1, $2, $3, $4::text::json)
-                     ON CONFLICT (run, step, attempt) DO NOTHING",
-                    &[&task.run.as_str(), &task.step, &task.attempt, &body],
+            let row = client
+                .query_one(
+                    &format!(
+                        "WITH queued AS (
+                             INSERT INTO plan.step_tasks (run, step, attempt, task)
+                             SELECT t.run, t.step, t.attempt, t.task::json
+                             FROM unnest($1::text[], $2::text[], $3::int[], $4::text[])
+                                  AS t(run, step, attempt, task)
+                             ON CONFLICT (run, step, attempt) DO NOTHING
+                             RETURNING run, step, attempt)
+                         SELECT coalesce((SELECT array_agg(i) FROM queued q
+                                          JOIN unnest($1::text[], $2::text[], $3::int[])
+                                               WITH ORDINALITY AS k(run, step, attempt, i)
+                                            ON k.run = q.run AND k.step = q.step
+                                           AND k.attempt = q.attempt), '{{}}'::bigint[]),
+                                (SELECT pg_notify('{STEPS_CHANNEL}', '')
+                                 WHERE EXISTS (SELECT 1 FROM queued))::text"
+                    ),
+                    &[runs, steps, attempts, bodies],
                 )
                 .await
                 .map_err(|e| self.inner.errors.store(&what, &e))?;
-            if inserted == 1 {
-                client
-                    .execute(
-                        "SELECT pg_notify($1, $2)",
-                        &[&WORK_CHANNEL, &task.run.as_str()],
-                    )
-                    .await
-                    .map_err(|e| self.inner.errors.store(&what, &e))?;
+            let queued: Vec<i64> = row.get(0);
+            let mut now = vec![false; tasks.len()];
+            for i in queued {
+                if let Some(slot) = usize::try_from(i - 1).ok().and_then(|i| now.get_mut(i)) {
+                    *slot = true;
+                }
             }
-            Ok(())
+            Ok(now)
         })
         .await
     }
 
-    /// Claims the next step task for `worker` under a lease of `ttl`: a queued task, or
-    /// one whose lease expired, from the run with the fewest tasks in hand first (so one
-    /// large run does not starve the others), oldest first. Tasks of runs in `skip`, of
-    /// runs that ended, and of steps already committed or finished by another attempt
-    /// (the task's step key is `ID@DIGEST`) are passed over.
+    /// Claims the next step task for `worker` under a lease of `ttl`; see
+    /// [`claim_steps`](Self::claim_steps).
     ///
     /// # Errors
     /// [`StoreError`] when the database cannot be reached.
@@ -374,12 +479,36 @@ impl PostgresStore {
         ttl: Duration,
         skip: &[RunId],
     ) -> Result<Option<StepClaim>, StoreError> {
+        Ok(self
+            .claim_steps(worker, ttl, skip, 1)
+            .await?
+            .into_iter()
+            .next())
+    }
+
+    /// Claims up to `n` step tasks for `worker` under leases of `ttl`, in one statement:
+    /// queued tasks, or ones whose lease expired, from the runs with the fewest tasks in
+    /// hand first (so one large run does not starve the others), oldest first. Tasks of
+    /// runs in `skip`, of runs that ended, and of steps already committed or finished by
+    /// another attempt (the task's step key is `ID@DIGEST`) are passed over. Concurrent
+    /// claims never get the same task.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the database cannot be reached.
+    pub async fn claim_steps(
+        &self,
+        worker: &str,
+        ttl: Duration,
+        skip: &[RunId],
+        n: usize,
+    ) -> Result<Vec<StepClaim>, StoreError> {
+        let n = i64::try_from(n.max(1)).unwrap_or(i64::MAX);
         self.retrying("cannot claim a step", move |_| async move {
             let what = "cannot claim a step";
             let skip: Vec<&str> = skip.iter().map(RunId::as_str).collect();
             let client = self.client().await?;
-            let row = client
-                .query_opt(
+            let rows = client
+                .query(
                     "WITH inflight AS (
                          SELECT run, count(*) AS n FROM plan.step_tasks
                          WHERE state = 'claimed' AND expires > now()
@@ -400,7 +529,7 @@ impl PostgresStore {
                                            WHERE d.run = t.run AND d.step = t.step
                                              AND d.state = 'done' AND (d.result->>'ok') IS NOT NULL)
                          ORDER BY coalesce(i.n, 0), t.created
-                         LIMIT 1
+                         LIMIT $4
                          FOR UPDATE OF t SKIP LOCKED)
                      UPDATE plan.step_tasks t
                      SET state = 'claimed', worker = $2, token = t.token + 1,
@@ -409,60 +538,86 @@ impl PostgresStore {
                      FROM next
                      WHERE t.run = next.run AND t.step = next.step AND t.attempt = next.attempt
                      RETURNING t.run, t.step, t.attempt, t.task::text, t.token",
-                    &[&skip, &worker, &millis(ttl)],
+                    &[&skip, &worker, &millis(ttl), &n],
                 )
                 .await
                 .map_err(|e| self.inner.errors.store(what, &e))?;
-            let Some(row) = row else {
-                return Ok(None);
-            };
-            let task: String = row.get(3);
-            Ok(Some(StepClaim {
-                task: StepTask {
-                    run: RunId::new(row.get::<_, String>(0)),
-                    step: row.get(1),
-                    attempt: row.get(2),
-                    task: serde_json::from_str(&task)
-                        .map_err(|e| StoreError::new(format!("{what}: a task is not JSON: {e}")))?,
-                },
-                worker: worker.to_owned(),
-                token: row.get(4),
-            }))
+            rows.iter()
+                .map(|row| {
+                    let task: String = row.get(3);
+                    Ok(StepClaim {
+                        task: StepTask {
+                            run: RunId::new(row.get::<_, String>(0)),
+                            step: row.get(1),
+                            attempt: row.get(2),
+                            task: serde_json::from_str(&task).map_err(|e| {
+                                StoreError::new(format!("{what}: a task is not JSON: {e}"))
+                            })?,
+                        },
+                        worker: worker.to_owned(),
+                        token: row.get(4),
+                    })
+                })
+                .collect()
         })
         .await
     }
 
     /// Extends a step task's lease; `false` when it was lost (another worker claimed the
-    /// task). A lease that expired while nobody claimed the task (the database was
-    /// unreachable) is taken back.
+    /// task). See [`renew_steps`](Self::renew_steps).
     ///
     /// # Errors
     /// [`StoreError`] when the database cannot be reached.
     pub async fn renew_step(&self, claim: &StepClaim, ttl: Duration) -> Result<bool, StoreError> {
-        let t = &claim.task;
+        Ok(self.renew_steps(std::slice::from_ref(claim), ttl).await?[0])
+    }
+
+    /// Extends the leases of claimed step tasks by `ttl` from now, in one statement; says
+    /// for each whether it is still held (`false`: another worker claimed the task). A
+    /// lease that expired while nobody claimed the task (the database was unreachable)
+    /// is taken back. One try: its callers renew again.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the database cannot be reached.
+    pub async fn renew_steps(
+        &self,
+        claims: &[StepClaim],
+        ttl: Duration,
+    ) -> Result<Vec<bool>, StoreError> {
+        if claims.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys = ClaimKeys::of(claims);
         let client = self.client().await?;
-        let n = client
-            .execute(
-                "UPDATE plan.step_tasks SET expires = now() + $6::bigint * interval '1 millisecond'
-                 WHERE run = $1 AND step = $2 AND attempt = $3 AND worker = $4 AND token = $5
-                   AND state = 'claimed'",
+        let row = client
+            .query_one(
+                "WITH k AS (
+                     SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::text[],
+                                          $5::bigint[])
+                         WITH ORDINALITY AS k(run, step, attempt, worker, token, i)),
+                 renewed AS (
+                     UPDATE plan.step_tasks t
+                     SET expires = now() + $6::bigint * interval '1 millisecond'
+                     FROM k
+                     WHERE t.run = k.run AND t.step = k.step AND t.attempt = k.attempt
+                       AND t.worker = k.worker AND t.token = k.token AND t.state = 'claimed'
+                     RETURNING k.i)
+                 SELECT coalesce(array_agg(i), '{}'::bigint[]) FROM renewed",
                 &[
-                    &t.run.as_str(),
-                    &t.step,
-                    &t.attempt,
-                    &claim.worker,
-                    &claim.token,
+                    &keys.runs,
+                    &keys.steps,
+                    &keys.attempts,
+                    &keys.workers,
+                    &keys.tokens,
                     &millis(ttl),
                 ],
             )
             .await
             .map_err(|e| self.inner.errors.store("cannot renew a step lease", &e))?;
-        Ok(n == 1)
+        Ok(keys.flags(row.get(0)))
     }
 
-    /// Records a claimed task's result, only while nobody else claimed the task: `false`
-    /// when its lease expired and another worker took it over (the late result is
-    /// refused and changes nothing). Retried through a database outage.
+    /// Records a claimed task's result; see [`complete_steps`](Self::complete_steps).
     ///
     /// # Errors
     /// [`StoreError`] when the database cannot be reached.
@@ -471,69 +626,119 @@ impl PostgresStore {
         claim: &StepClaim,
         result: &serde_json::Value,
     ) -> Result<bool, StoreError> {
-        self.retrying(
-            "cannot record the result of a step",
-            move |attempt| async move {
-                let t = &claim.task;
-                let what = format!("cannot record the result of step `{}`", t.step);
-                let body = result.to_string();
-                let client = self.client().await?;
-                let n = client
-                    .execute(
-                        "UPDATE plan.step_tasks
-                     SET state = 'done', result = $6::text::json, finished = clock_timestamp()
-                     WHERE run = $1 AND step = $2 AND attempt = $3 AND worker = $4 AND token = $5
-                       AND state = 'claimed'",
+        Ok(self
+            .complete_steps(&[(claim.clone(), result.clone())])
+            .await?[0])
+    }
+
+    /// Records the results of claimed tasks, each only while nobody else claimed it, in
+    /// one statement per few dozen results, which also wakes their waiters
+    /// ([`STEP_DONE_CHANNEL`]). Says for each whether it was recorded: `false` when its
+    /// lease expired and another worker took the task over (the late result is refused
+    /// and changes nothing). Retried through a database outage.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the database cannot be reached.
+    pub async fn complete_steps(
+        &self,
+        done: &[(StepClaim, serde_json::Value)],
+    ) -> Result<Vec<bool>, StoreError> {
+        let mut recorded = Vec::with_capacity(done.len());
+        let mut start = 0;
+        while start < done.len() {
+            let mut end = start;
+            let mut payload = 0;
+            while end < done.len() {
+                let t = &done[end].0.task;
+                payload += done_key(&t.run, &t.step).len() + 1;
+                if payload > DONE_PAYLOAD && end > start {
+                    break;
+                }
+                end += 1;
+            }
+            recorded.extend(self.complete_batch(&done[start..end]).await?);
+            start = end;
+        }
+        Ok(recorded)
+    }
+
+    async fn complete_batch(
+        &self,
+        done: &[(StepClaim, serde_json::Value)],
+    ) -> Result<Vec<bool>, StoreError> {
+        let claims: Vec<StepClaim> = done.iter().map(|(c, _)| c.clone()).collect();
+        let keys = ClaimKeys::of(&claims);
+        let bodies: Vec<String> = done.iter().map(|(_, r)| r.to_string()).collect();
+        let (keys, bodies) = (&keys, &bodies);
+        let what = match done {
+            [(one, _)] => format!("cannot record the result of step `{}`", one.task.step),
+            _ => format!("cannot record the results of {} steps", done.len()),
+        };
+        let what = &what;
+        self.retrying(what, move |attempt| async move {
+            let client = self.client().await?;
+            let row = client
+                .query_one(
+                    &format!(
+                        "WITH k AS (
+                             SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::text[],
+                                                  $5::bigint[], $6::text[])
+                                 WITH ORDINALITY AS k(run, step, attempt, worker, token, result, i)),
+                         done AS (
+                             UPDATE plan.step_tasks t
+                             SET state = 'done', result = k.result::json,
+                                 finished = clock_timestamp()
+                             FROM k
+                             WHERE t.run = k.run AND t.step = k.step AND t.attempt = k.attempt
+                               AND t.worker = k.worker AND t.token = k.token
+                               AND t.state = 'claimed'
+                             RETURNING k.i, t.run || ' ' || t.step AS key)
+                         SELECT coalesce((SELECT array_agg(i) FROM done), '{{}}'::bigint[]),
+                                (SELECT pg_notify('{STEP_DONE_CHANNEL}', string_agg(key, E'\n'))
+                                 FROM done HAVING count(*) > 0)::text"
+                    ),
+                    &[
+                        &keys.runs,
+                        &keys.steps,
+                        &keys.attempts,
+                        &keys.workers,
+                        &keys.tokens,
+                        bodies,
+                    ],
+                )
+                .await
+                .map_err(|e| self.inner.errors.store(what, &e))?;
+            let mut recorded = keys.flags(row.get(0));
+            if attempt.is_retry() && recorded.contains(&false) {
+                // A retry whose first try committed (its answer lost with the
+                // connection): those tasks are done under these very claims.
+                let row = client
+                    .query_one(
+                        "SELECT coalesce(array_agg(k.i), '{}'::bigint[])
+                         FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::bigint[])
+                              WITH ORDINALITY AS k(run, step, attempt, worker, token, i)
+                         JOIN plan.step_tasks t
+                           ON t.run = k.run AND t.step = k.step AND t.attempt = k.attempt
+                          AND t.worker = k.worker AND t.token = k.token AND t.state = 'done'",
                         &[
-                            &t.run.as_str(),
-                            &t.step,
-                            &t.attempt,
-                            &claim.worker,
-                            &claim.token,
-                            &body,
+                            &keys.runs,
+                            &keys.steps,
+                            &keys.attempts,
+                            &keys.workers,
+                            &keys.tokens,
                         ],
                     )
                     .await
-                    .map_err(|e| self.inner.errors.store(&what, &e))?;
-                if n == 0 && attempt.is_retry() {
-                    // A retry whose first try committed (its answer lost with the
-                    // connection): the task is done under this very claim.
-                    let done = client
-                        .query_opt(
-                            "SELECT 1 FROM plan.step_tasks
-                         WHERE run = $1 AND step = $2 AND attempt = $3 AND worker = $4
-                           AND token = $5 AND state = 'done'",
-                            &[
-                                &t.run.as_str(),
-                                &t.step,
-                                &t.attempt,
-                                &claim.worker,
-                                &claim.token,
-                            ],
-                        )
-                        .await
-                        .map_err(|e| self.inner.errors.store(&what, &e))?;
-                    return Ok(done.is_some());
-                }
-                if n == 1 {
-                    client
-                        .execute(
-                            "SELECT pg_notify($1, $2)",
-                            &[&STEP_DONE_CHANNEL, &done_key(&t.run, &t.step)],
-                        )
-                        .await
-                        .map_err(|e| self.inner.errors.store(&what, &e))?;
-                }
-                Ok(n == 1)
-            },
-        )
+                    .map_err(|e| self.inner.errors.store(what, &e))?;
+                let before = keys.flags(row.get(0));
+                recorded = recorded.iter().zip(before).map(|(a, b)| *a || b).collect();
+            }
+            Ok(recorded)
+        })
         .await
     }
 
-    /// The result of a step attempt, once a worker recorded it; failing that, a
-    /// successful result of an earlier attempt of the same step (a step that finished
-    /// is never run again, even when the worker driving the run died before recording
-    /// it in the journal).
+    /// The result of a step attempt; see [`step_results`](Self::step_results).
     ///
     /// # Errors
     /// [`StoreError`] when the database cannot be reached.
@@ -543,29 +748,64 @@ impl PostgresStore {
         step: &str,
         attempt: i32,
     ) -> Result<Option<serde_json::Value>, StoreError> {
+        Ok(self
+            .step_results(&[(run.clone(), step.to_owned(), attempt)])
+            .await?
+            .pop()
+            .flatten())
+    }
+
+    /// The results of step attempts (run, step key, attempt), in one statement: each
+    /// once a worker recorded it; failing that, a successful result of an earlier attempt
+    /// of the same step (a step that finished is never run again, even when the worker
+    /// driving the run died before recording it in the journal).
+    ///
+    /// # Errors
+    /// [`StoreError`] when the database cannot be reached.
+    pub async fn step_results(
+        &self,
+        wanted: &[(RunId, String, i32)],
+    ) -> Result<Vec<Option<serde_json::Value>>, StoreError> {
+        if wanted.is_empty() {
+            return Ok(Vec::new());
+        }
+        let runs: Vec<&str> = wanted.iter().map(|(r, _, _)| r.as_str()).collect();
+        let steps: Vec<&str> = wanted.iter().map(|(_, s, _)| s.as_str()).collect();
+        let attempts: Vec<i32> = wanted.iter().map(|(_, _, a)| *a).collect();
+        let (runs, steps, attempts) = (&runs, &steps, &attempts);
         self.retrying("cannot read a step result", move |_| async move {
             let client = self.client().await?;
-            let row = client
-                .query_opt(
-                    "SELECT result::text FROM plan.step_tasks
-                     WHERE run = $1 AND step = $2 AND state = 'done'
-                       AND (attempt = $3 OR (result->>'ok') IS NOT NULL)
-                     ORDER BY (attempt = $3) DESC, (result->>'ok') IS NOT NULL DESC, attempt DESC
-                     LIMIT 1",
-                    &[&run.as_str(), &step, &attempt],
+            let rows = client
+                .query(
+                    "SELECT DISTINCT ON (k.i) k.i, t.result::text
+                     FROM unnest($1::text[], $2::text[], $3::int[])
+                          WITH ORDINALITY AS k(run, step, attempt, i)
+                     JOIN plan.step_tasks t
+                       ON t.run = k.run AND t.step = k.step AND t.state = 'done'
+                      AND (t.attempt = k.attempt OR (t.result->>'ok') IS NOT NULL)
+                     ORDER BY k.i, (t.attempt = k.attempt) DESC,
+                              (t.result->>'ok') IS NOT NULL DESC, t.attempt DESC",
+                    &[runs, steps, attempts],
                 )
                 .await
                 .map_err(|e| self.inner.errors.store("cannot read a step result", &e))?;
-            row.map(|r| {
-                serde_json::from_str(&r.get::<_, String>(0))
-                    .map_err(|e| StoreError::new(format!("a step result is not JSON: {e}")))
-            })
-            .transpose()
+            let mut results = vec![None; runs.len()];
+            for row in rows {
+                let i = usize::try_from(row.get::<_, i64>(0) - 1).unwrap_or(usize::MAX);
+                let body: String = row.get(1);
+                let value = serde_json::from_str(&body)
+                    .map_err(|e| StoreError::new(format!("a step result is not JSON: {e}")))?;
+                if let Some(slot) = results.get_mut(i) {
+                    *slot = Some(value);
+                }
+            }
+            Ok(results)
         })
         .await
     }
 
-    /// Gives up a step attempt nobody needs any more (its run was cancelled).
+    /// Gives up a step attempt nobody needs any more (its run was cancelled), and wakes
+    /// whoever waits for it (a driver that took the run over queues it again).
     ///
     /// # Errors
     /// [`StoreError`] when the database cannot be reached.
@@ -574,8 +814,13 @@ impl PostgresStore {
             let client = self.client().await?;
             client
                 .execute(
-                    "DELETE FROM plan.step_tasks
-                     WHERE run = $1 AND step = $2 AND attempt = $3 AND state <> 'done'",
+                    &format!(
+                        "WITH dropped AS (
+                             DELETE FROM plan.step_tasks
+                             WHERE run = $1 AND step = $2 AND attempt = $3 AND state <> 'done'
+                             RETURNING run || ' ' || step AS key)
+                         SELECT pg_notify('{STEP_DONE_CHANNEL}', key) FROM dropped"
+                    ),
                     &[&run.as_str(), &step, &attempt],
                 )
                 .await
@@ -585,8 +830,8 @@ impl PostgresStore {
         .await
     }
 
-    /// For a run's step tasks: how long each waited from being queued to being claimed,
-    /// and the time from the first task queued to the last one finished (for benchmarks
+    /// For a run's step tasks: how long each waited from being queued to being claimed
+    /// (in the order they were queued), and the time from the first task queued to the last one finished (for benchmarks
     /// and operators).
     ///
     /// # Errors
@@ -600,7 +845,7 @@ impl PostgresStore {
         let rows = client
             .query(
                 "SELECT extract(epoch FROM claimed - created)::float8 FROM plan.step_tasks
-                 WHERE run = $1 AND claimed IS NOT NULL",
+                 WHERE run = $1 AND claimed IS NOT NULL ORDER BY created",
                 &[&run.as_str()],
             )
             .await
@@ -619,6 +864,18 @@ impl PostgresStore {
             .map_err(|e| self.inner.errors.store(what, &e))?
             .get(0);
         Ok((waits, Duration::from_secs_f64(span.unwrap_or(0.0).max(0.0))))
+    }
+
+    /// A connection listening for new step tasks ([`STEPS_CHANNEL`]).
+    ///
+    /// # Errors
+    /// [`StoreError`] when the connection cannot be opened.
+    pub async fn steps_listener(&self) -> Result<StepsListener, StoreError> {
+        Ok(StepsListener {
+            listener: self
+                .listen_on(STEPS_CHANNEL, None, "listen for step tasks")
+                .await?,
+        })
     }
 
     /// A connection listening for step results ([`STEP_DONE_CHANNEL`]).

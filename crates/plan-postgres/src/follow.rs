@@ -261,27 +261,69 @@ pub(crate) struct Routed {
 }
 
 impl Routed {
-    /// Wakes the waiters for `key` (every waiter for an empty key: the connection closed).
-    pub(crate) fn wake(&self, key: &str) {
+    /// Wakes the waiters for `keys`, one a line (every waiter for an empty payload: the
+    /// connection closed).
+    pub(crate) fn wake(&self, keys: &str) {
         let waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
-        if key.is_empty() {
+        if keys.is_empty() {
             waiters.values().for_each(|n| n.notify_waiters());
-        } else if let Some(n) = waiters.get(key) {
-            n.notify_waiters();
-            n.notify_one();
+            return;
+        }
+        for key in keys.split('\n') {
+            if let Some(n) = waiters.get(key) {
+                n.notify_waiters();
+                n.notify_one();
+            }
         }
     }
 
     /// Waits until `key` is announced, or `at_most` passes.
     pub(crate) async fn wait(&self, key: String, at_most: Duration) {
+        self.watch(key).wait(at_most).await;
+    }
+
+    /// Watches `key` from now: an announcement made before [`Watch::wait`] is called is
+    /// not missed.
+    pub(crate) fn watch(&self, key: String) -> Watch {
         let notify = {
             let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
             waiters.entry(key.clone()).or_default().clone()
         };
-        let _ = tokio::time::timeout(at_most, notify.notified()).await;
-        let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
-        if waiters.get(&key).is_some_and(|n| Arc::strong_count(n) <= 2) {
-            waiters.remove(&key);
+        Watch {
+            routed: self.clone(),
+            key,
+            notify,
+        }
+    }
+}
+
+/// A key watched for announcements ([`Routed::watch`]); unwatched when dropped.
+pub(crate) struct Watch {
+    routed: Routed,
+    key: String,
+    notify: Arc<Notify>,
+}
+
+impl Watch {
+    /// Waits until the key is announced (or was, since the watch began, and not yet
+    /// waited for), or `at_most` passes.
+    pub(crate) async fn wait(&self, at_most: Duration) {
+        let _ = tokio::time::timeout(at_most, self.notify.notified()).await;
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let mut waiters = self
+            .routed
+            .waiters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if waiters
+            .get(&self.key)
+            .is_some_and(|n| Arc::strong_count(n) <= 2)
+        {
+            waiters.remove(&self.key);
         }
     }
 }

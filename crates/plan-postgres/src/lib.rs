@@ -12,12 +12,19 @@
 //!   this build.
 //! - Events are numbered per run from 1 with no gaps, even with several writers; each
 //!   append sends `NOTIFY plan_events` with the run id, and [`PostgresStore::follow`]
-//!   wakes on it.
+//!   wakes on it. An append, or a step's output with its events, is one statement (the
+//!   lease check of a fenced store, the numbering, the rows and the notification);
+//!   only when it writes nothing (a lease to take back, an unknown run) does a
+//!   transaction follow to say why.
 //! - A step's output is committed once: a second commit is an error and changes nothing.
 //! - A fleet of workers shares the runs through leases ([`PostgresStore::claim`],
 //!   [`PostgresStore::renew`], [`PostgresStore::release`]): claims use `FOR UPDATE SKIP
 //!   LOCKED`, a run becoming claimable sends `NOTIFY plan_work`, and a worker's writes go
-//!   through [`PostgresStore::fenced`], which refuses them once its lease is lost.
+//!   through [`PostgresStore::fenced`], which refuses them once its lease is lost. Step
+//!   tasks go in batches, one statement each: queued ([`PostgresStore::enqueue_steps`],
+//!   `NOTIFY plan_steps`), claimed ([`PostgresStore::claim_steps`]), renewed, recorded
+//!   under their claims ([`PostgresStore::complete_steps`], one `NOTIFY plan_step_done`
+//!   naming them all) and read ([`PostgresStore::step_results`]).
 //! - A process that runs its own runs on the shared store (`plan run`) drives them
 //!   through a [`Driver`] (built on [`PostgresStore::driving`]): each run it creates is
 //!   leased to it in the same transaction, the leases are renewed while it lives
@@ -83,8 +90,8 @@ pub use address::{PgAddress, TlsMode, is_postgres_url, redact};
 pub use driver::{ClaimError, Driver, StoreStop};
 pub use driving::{LeaseKeeper, Renewal};
 pub use fleet::{
-    Claim, Lease, LeaseHolder, STEP_DONE_CHANNEL, StepClaim, StepListener, StepTask, WORK_CHANNEL,
-    WorkListener,
+    Claim, Lease, LeaseHolder, STEP_DONE_CHANNEL, STEPS_CHANNEL, StepClaim, StepListener, StepTask,
+    StepWatch, StepsListener, WORK_CHANNEL, WorkListener,
 };
 pub use follow::EventsListener;
 pub use ledger::RunLedger;

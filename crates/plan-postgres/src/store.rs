@@ -128,6 +128,17 @@ impl PostgresStore {
         })
     }
 
+    /// This store with a connection pool of its own (its tables are not checked again),
+    /// for calls that must not wait behind the others' for a connection, or that are made
+    /// on another tokio runtime: a pool's connections are driven by the runtime that
+    /// opened them. Not fenced; the outage bound is kept.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the pool cannot be set up.
+    pub fn with_own_pool(&self) -> Result<PostgresStore, StoreError> {
+        Ok(Self::open_unmigrated(self.inner.address.clone())?.with_outage_bound(self.outage_bound))
+    }
+
     /// The address it is connected to (its `Display` hides the password).
     pub fn address(&self) -> &PgAddress {
         &self.inner.address
@@ -206,6 +217,14 @@ fn no_run(run: &RunId) -> StoreError {
     StoreError::new(format!("no run `{run}` in the run store"))
 }
 
+fn already_committed(run: &RunId, output: &StepOutputRecord) -> StoreError {
+    StoreError::new(format!(
+        "step `{}` of run `{run}` already has a committed output: a completed step is never \
+         redone, and its output is kept",
+        output.step
+    ))
+}
+
 fn parse_status(s: &str) -> RunStatus {
     RunStatus::parse(s).unwrap_or(RunStatus::Running)
 }
@@ -261,6 +280,123 @@ async fn insert_events(
     .await
     .map_err(store.err(&what))?;
     Ok(())
+}
+
+/// The events of one journal write as the arrays its statement takes.
+struct EventColumns {
+    times: Vec<SystemTime>,
+    names: Vec<&'static str>,
+    bodies: Vec<String>,
+}
+
+impl EventColumns {
+    fn of(events: &[Event]) -> Self {
+        Self {
+            times: events.iter().map(|e| to_sql_time(e.ts)).collect(),
+            names: events.iter().map(|e| e.kind.name()).collect(),
+            bodies: events.iter().map(Event::to_json_line).collect(),
+        }
+    }
+}
+
+/// The lease check of a fenced journal write, as the first part of its one statement
+/// (`$2` worker, `$3` token): the lease row is share-locked, so a takeover waits for the
+/// write to commit, and a write under a lease that is no longer held changes nothing.
+const FENCE_CTE: &str = "fence AS (
+         SELECT 1 FROM plan.leases
+         WHERE run = $1 AND worker = $2 AND token = $3 AND expires > now()
+         FOR SHARE),";
+
+/// Reserves the event positions (`$4` events, `$5` the time) on the run's row, which
+/// orders the writes to one run; `base` is the position before the first.
+const SEQ_CTE: &str = "seq AS (
+         UPDATE plan.runs SET last_seq = last_seq + $4, updated = $5
+         WHERE id = $1 AND EXISTS (SELECT 1 FROM fence)
+         RETURNING last_seq - $4 AS base),
+     events AS (
+         INSERT INTO plan.events (run, seq, ts, event, body)
+         SELECT $1, seq.base + t.ord, t.ts, t.event, t.body::json
+         FROM seq, unnest($6::timestamptz[], $7::text[], $8::text[])
+              WITH ORDINALITY AS t(ts, event, body, ord)
+         RETURNING 1)";
+
+/// The same without a lease: `fence` always holds (`$2` and `$3` unused).
+const NO_FENCE_CTE: &str = "fence AS (SELECT $2::text, $3::bigint),";
+
+impl PostgresStore {
+    /// The lease a write to `run` is fenced by in this store, if any: (worker, token).
+    fn fence_of(&self, run: &RunId) -> Option<(&str, i64)> {
+        let fences = self.fence.as_ref()?;
+        Some((fences.worker(), fences.token(run)?))
+    }
+
+    /// Appends `events` to the journal of `run` (and commits `output` with them) in one
+    /// statement: the lease check of a fenced store, the event positions, the rows and
+    /// the notification. `Ok(false)` when it wrote nothing: the lease check failed (it
+    /// may have expired while nobody took the run over) or the run is not in the store;
+    /// the caller then takes the transactional path, which tells these apart. The
+    /// statement returns one row, with the notification sent, only when it wrote.
+    async fn write_journal_fast(
+        &self,
+        client: &Object,
+        run: &RunId,
+        output: Option<&StepOutputRecord>,
+        events: &[Event],
+    ) -> Result<bool, tokio_postgres::Error> {
+        let columns = EventColumns::of(events);
+        let (worker, token) = self.fence_of(run).unwrap_or(("", 0));
+        let fence = if self.fence_of(run).is_some() {
+            FENCE_CTE
+        } else {
+            NO_FENCE_CTE
+        };
+        let n = events.len() as i64;
+        let now = to_sql_time(Timestamp::now());
+        let id = run.as_str();
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![
+            &id,
+            &worker,
+            &token,
+            &n,
+            &now,
+            &columns.times,
+            &columns.names,
+            &columns.bodies,
+        ];
+        let output_cte;
+        let (step, attempts, revision, duration, ts);
+        if let Some(o) = output {
+            output_cte = ",
+     output AS (
+         INSERT INTO plan.outputs
+             (run, step, output, attempts, fallback, revision, duration_ms, ts)
+         SELECT $1, $9::text, $10::text, $11::int, $12::boolean, $13::int, $14::bigint,
+                $15::timestamptz
+         FROM seq
+         RETURNING 1)";
+            step = o.step.as_str();
+            attempts = o.attempts as i32;
+            revision = o.revision as i32;
+            duration = i64::try_from(o.duration_ms).unwrap_or(i64::MAX);
+            ts = to_sql_time(o.ts);
+            params.extend_from_slice(&[
+                &step as &(dyn ToSql + Sync),
+                &o.output,
+                &attempts,
+                &o.fallback,
+                &revision,
+                &duration,
+                &ts,
+            ]);
+        } else {
+            output_cte = "";
+        }
+        let sql = format!(
+            "WITH {fence}\n     {SEQ_CTE}{output_cte}\nSELECT pg_notify('{EVENTS_CHANNEL}', $1) FROM seq"
+        );
+        let rows = client.query(&sql, &params).await?;
+        Ok(!rows.is_empty())
+    }
 }
 
 impl PostgresStore {
@@ -526,6 +662,14 @@ impl RunStore for PostgresStore {
                 {
                     return Ok(());
                 }
+                // One statement; the transaction below only when it wrote nothing.
+                if self
+                    .write_journal_fast(&client, run, None, events)
+                    .await
+                    .map_err(self.err(what))?
+                {
+                    return Ok(());
+                }
                 let tx = self.write_tx(&mut client, run, what).await?;
                 let first = reserve_seq(&tx, self, run, events.len()).await?;
                 insert_events(&tx, self, run, first, events).await?;
@@ -549,6 +693,30 @@ impl RunStore for PostgresStore {
         let saved = self
             .retrying(what, move |attempt| async move {
                 let mut client = self.client().await?;
+                // One statement; the transaction below only when it wrote nothing (the
+                // lease check failed, or no such run), to tell why.
+                let fast = match self
+                    .write_journal_fast(&client, run, Some(output), events)
+                    .await
+                {
+                    Ok(wrote) => Ok(wrote),
+                    Err(e) if is_unique_violation(&e) => Err(e),
+                    Err(e) => return Err(self.err(what)(e)),
+                };
+                match fast {
+                    Ok(true) => return Ok(()),
+                    Ok(false) => {}
+                    Err(_) => {
+                        // A retry of this very commit, whose commit was lost with its
+                        // connection: done (its events were in the same statement).
+                        if attempt.is_retry()
+                            && committed_already(&client, self, run, output, what).await?
+                        {
+                            return Ok(());
+                        }
+                        return Err(already_committed(run, output));
+                    }
+                }
                 let tx = self.write_tx(&mut client, run, what).await?;
                 // The row lock first: commits to one run are ordered, and numbered in order.
                 let first = reserve_seq(&tx, self, run, events.len()).await?;
@@ -579,11 +747,7 @@ impl RunStore for PostgresStore {
                         {
                             return Ok(());
                         }
-                        return Err(StoreError::new(format!(
-                            "step `{}` of run `{run}` already has a committed output: a completed \
-                         step is never redone, and its output is kept",
-                            output.step
-                        )));
+                        return Err(already_committed(run, output));
                     }
                     return Err(self.err(what)(e));
                 }

@@ -50,6 +50,8 @@ pub struct TempCluster {
     reaper: Option<Child>,
     tls_cert: Option<PathBuf>,
     max_connections: u32,
+    /// Whether `pg_stat_statements` is loaded ([`TempCluster::start_with_statement_stats`]).
+    statement_stats: bool,
 }
 
 impl TempCluster {
@@ -60,6 +62,21 @@ impl TempCluster {
     /// `postgresql` package) or the server does not start (with its log).
     pub fn start() -> Result<TempCluster, ClusterError> {
         Self::start_inner(false, 200)
+    }
+
+    /// Starts a new cluster that counts the statements it runs: `pg_stat_statements` is
+    /// loaded (`shared_preload_libraries`), counting top-level statements only
+    /// (`pg_stat_statements.track = top`). A database reads the counts once it has the
+    /// extension ([`StatementStats::enable`]).
+    ///
+    /// # Errors
+    /// As [`start`](Self::start), and when the server has no `pg_stat_statements`
+    /// (Debian's `postgresql` package has it).
+    pub fn start_with_statement_stats() -> Result<TempCluster, ClusterError> {
+        let mut cluster = Self::prepare(false, 200)?;
+        cluster.statement_stats = true;
+        cluster.launch()?;
+        Ok(cluster)
     }
 
     /// Starts a new cluster that accepts at most `n` connections (3 of them kept for
@@ -81,6 +98,13 @@ impl TempCluster {
     }
 
     fn start_inner(tls: bool, max_connections: u32) -> Result<TempCluster, ClusterError> {
+        let mut cluster = Self::prepare(tls, max_connections)?;
+        cluster.launch()?;
+        Ok(cluster)
+    }
+
+    /// A cluster initialised in a temporary directory, not started yet.
+    fn prepare(tls: bool, max_connections: u32) -> Result<TempCluster, ClusterError> {
         let bin = find_bin_dir()?;
         let run_as = if nix::unistd::geteuid().is_root() {
             Some("postgres".to_owned())
@@ -96,18 +120,24 @@ impl TempCluster {
             reaper: None,
             tls_cert: None,
             max_connections,
+            statement_stats: false,
         };
         if tls {
             cluster.tls_cert = Some(cluster.make_certificate()?);
         }
         cluster.initdb()?;
+        Ok(cluster)
+    }
+
+    /// Starts the prepared cluster on a free port.
+    fn launch(&mut self) -> Result<(), ClusterError> {
         let mut last = String::new();
         for _ in 0..5 {
-            cluster.port = free_port()?;
-            match cluster.pg_ctl_start() {
+            self.port = free_port()?;
+            match self.pg_ctl_start() {
                 Ok(()) => {
-                    cluster.reaper = cluster.spawn_reaper();
-                    return Ok(cluster);
+                    self.reaper = self.spawn_reaper();
+                    return Ok(());
                 }
                 Err(e) => last = e.0,
             }
@@ -514,6 +544,12 @@ impl TempCluster {
             self.run_dir().display(),
             self.max_connections
         );
+        if self.statement_stats {
+            options.push_str(
+                " -c shared_preload_libraries=pg_stat_statements \
+                 -c pg_stat_statements.track=top -c pg_stat_statements.max=10000",
+            );
+        }
         if self.tls_cert.is_some() {
             let tls = self.dir.join("tls");
             options.push_str(&format!(
@@ -584,6 +620,101 @@ impl Drop for TempCluster {
             .stderr(Stdio::null())
             .status();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The statements one database ran, counted by `pg_stat_statements` in a cluster started
+/// with [`TempCluster::start_with_statement_stats`]: for benchmarks that count what a
+/// run costs the database.
+#[derive(Debug)]
+pub struct StatementStats {
+    url: String,
+}
+
+/// A statement (normalised: its constants are `$n`) and how often it ran.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StatementCount {
+    /// The statement's text.
+    pub query: String,
+    /// How many times it ran.
+    pub calls: i64,
+    /// How long it took on average, in milliseconds.
+    pub mean_ms: f64,
+}
+
+impl StatementStats {
+    /// Creates the extension in the database at `url` (a cluster's URL from
+    /// [`TempCluster::create_database`]).
+    ///
+    /// # Errors
+    /// [`ClusterError`] when the database cannot be reached or the cluster was not
+    /// started with statement statistics.
+    pub fn enable(url: &str) -> Result<StatementStats, ClusterError> {
+        let url = url.to_owned();
+        block_on(async {
+            let client = admin(&url, "plan-test-stats").await?;
+            client
+                .batch_execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+                .await
+                .map_err(|e| {
+                    ClusterError(format!(
+                        "cannot count statements (start the cluster with \
+                         TempCluster::start_with_statement_stats): {e}"
+                    ))
+                })
+        })?;
+        Ok(StatementStats { url })
+    }
+
+    /// Forgets every count so far (the whole cluster's).
+    ///
+    /// # Errors
+    /// [`ClusterError`] when the database cannot be reached.
+    pub fn reset(&self) -> Result<(), ClusterError> {
+        let url = self.url.clone();
+        block_on(async move {
+            let client = admin(&url, "plan-test-stats").await?;
+            client
+                .batch_execute("SELECT pg_stat_statements_reset()")
+                .await
+                .map_err(|e| ClusterError(format!("cannot reset the statement counts: {e}")))
+        })
+    }
+
+    /// The top-level statements this database ran since the last reset, other than
+    /// transaction control (`BEGIN`, `COMMIT`, ...) and these counts' own, most run
+    /// first.
+    ///
+    /// # Errors
+    /// [`ClusterError`] when the database cannot be reached.
+    pub fn counts(&self) -> Result<Vec<StatementCount>, ClusterError> {
+        let url = self.url.clone();
+        block_on(async move {
+            let client = admin(&url, "plan-test-stats").await?;
+            let rows = client
+                .query(
+                    "SELECT query, sum(calls)::bigint AS calls,
+                            (sum(total_exec_time) / greatest(sum(calls), 1))::float8
+                     FROM pg_stat_statements
+                     WHERE toplevel
+                       AND dbid = (SELECT oid FROM pg_database
+                                   WHERE datname = current_database())
+                       AND query !~* '^\\s*(BEGIN|COMMIT|ROLLBACK|START TRANSACTION|END|SAVEPOINT|RELEASE)\\M'
+                       AND query !~* 'pg_stat_statements'
+                     GROUP BY query ORDER BY calls DESC, query",
+                    &[],
+                )
+                .await
+                .map_err(|e| ClusterError(format!("cannot read the statement counts: {e}")))?;
+            Ok(rows
+                .iter()
+                .map(|r| StatementCount {
+                    query: r.get(0),
+                    calls: r.get(1),
+                    mean_ms: r.get(2),
+                })
+                .collect())
+        })
     }
 }
 

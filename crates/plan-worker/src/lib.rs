@@ -8,7 +8,10 @@
 //! - a step task, of any run: the worker runs it with its own executor (model, tools,
 //!   sandbox) and records the result. Tasks are claimed from the run with the fewest in
 //!   hand first, so one huge run does not starve the others, and the run's concurrency
-//!   holds across the fleet because only its driver queues its steps.
+//!   holds across the fleet because only its driver queues its steps. A thread of the
+//!   worker's own claims them as soon as they are announced (`NOTIFY plan_steps`), as
+//!   many as it has room for in one statement; the results of steps that finish
+//!   together are recorded, and the leases of all its steps renewed, in one statement.
 //!
 //! Everything a driven run writes goes through a store
 //! [fenced](plan_postgres::PostgresStore::fenced) by the run's lease, and a step's result
@@ -55,6 +58,8 @@
 //! ```
 #![deny(missing_docs)]
 
+mod batch;
+mod claimer;
 mod steps;
 
 pub use steps::FleetExecutor;
@@ -155,67 +160,47 @@ impl Worker {
     pub async fn run(&self, stop: CancelToken) -> Result<(), StoreError> {
         let listener = self.store.work_listener().await?;
         let results = Arc::new(self.store.step_listener().await?);
+        let work = steps::StepWork::new(self.store.clone(), self.config.lease);
         let name = &self.config.name;
+        let mut claimer = claimer::Claimer::start(
+            &self.store,
+            name,
+            self.config.concurrency,
+            self.config.lease,
+            self.config.poll,
+        )?;
         tracing::info!(worker = %name, concurrency = self.config.concurrency, "worker started");
         let mut held: JoinSet<()> = JoinSet::new();
         let mut leases: Vec<(tokio::task::Id, Lease)> = Vec::new();
         let mut tasks: JoinSet<()> = JoinSet::new();
-        let mut executors: HashMap<plan_core::RunId, Arc<dyn StepExecutor>> = HashMap::new();
+        let agents = Agents {
+            store: self.store.clone(),
+            factory: self.factory.clone(),
+        };
+        let mut executors: HashMap<plan_core::RunId, Arc<ExecutorCell>> = HashMap::new();
+        // Runs whose executor cannot be made here, as the step tasks find them.
+        let (refused_tx, mut refused_rx) =
+            tokio::sync::mpsc::unbounded_channel::<(plan_core::RunId, String)>();
         let mut cannot: Vec<plan_core::RunId> = Vec::new();
         let mut told: HashSet<String> = HashSet::new();
         // Claims are not retried through an outage (the loop looks again after `poll`,
         // and a stop must not wait for the database); the work in hand rides it out.
         let claims = self.store.clone().with_outage_bound(Duration::ZERO);
         let mut unreachable = false;
+        // Runs are looked for when one was announced, a slot for runs freed, or `poll`
+        // passed; step tasks are claimed by the claimer's thread.
+        let mut look_runs = true;
         while !stop.is_cancelled() {
-            while tasks.len() < self.config.concurrency && !stop.is_cancelled() {
-                let claim = match claims.claim_step(name, self.config.lease, &cannot).await {
-                    Ok(claim) => {
-                        back_again(name, &mut unreachable);
-                        match claim {
-                            Some(claim) => claim,
-                            None => break,
-                        }
-                    }
-                    Err(e) => {
-                        cannot_claim(name, &e, &mut unreachable);
-                        break;
-                    }
-                };
-                let run = claim.task.run.clone();
-                let executor = match executors.get(&run) {
-                    Some(e) => Ok(e.clone()),
-                    None => self.executor_for(&run).await,
-                };
-                match executor {
-                    Ok(executor) => {
-                        if executors.len() >= EXECUTOR_CACHE {
-                            executors.clear();
-                        }
-                        executors.insert(run, executor.clone());
-                        tracing::debug!(worker = %name, run = %claim.task.run, step = %claim.task.step, "claimed a step");
-                        tasks.spawn(steps::run_task(
-                            self.store.clone(),
-                            claim,
-                            executor,
-                            self.config.lease,
-                        ));
-                    }
-                    Err(why) => {
-                        if told.insert(why.clone()) {
-                            tracing::warn!(worker = %name, run = %run, "leaving runs to other workers: {why}");
-                        }
-                        cannot.push(run);
-                    }
-                }
-            }
-            while held.len() < self.config.concurrency && !stop.is_cancelled() {
+            while look_runs && held.len() < self.config.concurrency && !stop.is_cancelled() {
                 let claim = match claims.claim(name, self.config.lease, &cannot).await {
                     Ok(claim) => {
                         back_again(name, &mut unreachable);
                         match claim {
                             Some(claim) => claim,
-                            None => break,
+                            None => {
+                                look_runs = false;
+                                break;
+                            }
                         }
                     }
                     Err(e) => {
@@ -224,7 +209,7 @@ impl Worker {
                     }
                 };
                 let run = claim.lease.run.clone();
-                match self.agent_for(&claim).await {
+                match agents.agent_for(&claim).await {
                     Ok((builder, approval)) => {
                         tracing::info!(worker = %name, run = %run, status = %claim.status, "claimed a run");
                         let lease = claim.lease.clone();
@@ -242,20 +227,57 @@ impl Worker {
                         if told.insert(why.clone()) {
                             tracing::warn!(worker = %name, run = %run, "leaving runs to other workers: {why}");
                         }
+                        claimer.skip(run.clone());
                         cannot.push(run);
                         let _ = self.store.release(&claim.lease).await;
                     }
                 }
             }
             tokio::select! {
-                () = listener.wait(self.config.poll) => {}
+                () = listener.wait(self.config.poll) => look_runs = true,
+                Some(claimed) = claimer.next() => {
+                    for claim in claimed {
+                        let run = claim.task.run.clone();
+                        if executors.len() >= EXECUTOR_CACHE && !executors.contains_key(&run) {
+                            executors.clear();
+                        }
+                        // The run's executor is made once, by its first task, off this
+                        // loop.
+                        let executor = executors.entry(run.clone()).or_default().clone();
+                        let (agents, refused, work) =
+                            (agents.clone(), refused_tx.clone(), work.clone());
+                        let slot = claimer.slot();
+                        tracing::debug!(worker = %name, run = %claim.task.run, step = %claim.task.step, "claimed a step");
+                        tasks.spawn(async move {
+                            match executor.get_or_init(|| agents.executor_for(run.clone())).await {
+                                Ok(executor) => steps::run_task(claim, executor.clone(), work, slot).await,
+                                // Its lease runs out, and another worker claims it.
+                                Err(why) => {
+                                    let _ = refused.send((run, why.clone()));
+                                }
+                            }
+                        });
+                    }
+                }
                 Some(done) = held.join_next_with_id(), if !held.is_empty() => {
                     leases.retain(|(task, _)| *task != task_id(&done));
+                    look_runs = true;
+                }
+                Some((run, why)) = refused_rx.recv() => {
+                    if told.insert(why.clone()) {
+                        tracing::warn!(worker = %name, run = %run, "leaving runs to other workers: {why}");
+                    }
+                    executors.remove(&run);
+                    claimer.skip(run.clone());
+                    if !cannot.contains(&run) {
+                        cannot.push(run);
+                    }
                 }
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
                 () = stop.cancelled() => {}
             }
         }
+        drop(claimer);
         tracing::info!(worker = %name, runs = held.len(), steps = tasks.len(), "stopping: no more claims; finishing the work in hand");
         let deadline = tokio::time::Instant::now() + self.config.grace;
         // Steps in hand may finish within the grace period; those that do not are
@@ -290,9 +312,23 @@ impl Worker {
         tracing::info!(worker = %name, "worker stopped");
         Ok(())
     }
+}
 
+/// A run's step executor on this worker, made once by the first of its tasks here, or
+/// why this worker cannot run its steps.
+type ExecutorCell = tokio::sync::OnceCell<Result<Arc<dyn StepExecutor>, String>>;
+
+/// What a worker makes agents and executors from.
+#[derive(Clone)]
+struct Agents {
+    store: PostgresStore,
+    factory: Arc<dyn AgentFactory>,
+}
+
+impl Agents {
     /// The step executor for a run's steps on this worker, from the run's record.
-    async fn executor_for(&self, run: &plan_core::RunId) -> Result<Arc<dyn StepExecutor>, String> {
+    async fn executor_for(&self, run: plan_core::RunId) -> Result<Arc<dyn StepExecutor>, String> {
+        let run = &run;
         let stored = self
             .store
             .load_run(run)
@@ -326,9 +362,9 @@ impl Worker {
     }
 
     /// The agent builder of a stored run's spec, or why this worker cannot run it. Its
-    /// budget is metered against the run's usage ledger in the store, which every worker
-    /// working on the run charges (the driver's calls and every step task's), opened
-    /// here and so raised to what the run's journal shows it used.
+    /// budget, if it has one, is metered against the run's usage ledger in the store,
+    /// which every worker working on the run charges (the driver's calls and every step
+    /// task's), opened here and so raised to what the run's journal shows it used.
     async fn builder_for(&self, stored: &StoredRun) -> Result<AgentBuilder, String> {
         let record = &stored.record;
         let spec = RunSpec::from_record(record).map_err(|e| e.to_string())?;
@@ -339,6 +375,14 @@ impl Worker {
             ));
         }
         let used = plan_exec::RunUsage::of(&stored.events);
+        // A run without a budget charges no ledger (a statement per model call): a budget
+        // given later (`plan resume`) opens the ledger raised to the journal's usage.
+        if spec.budget.tokens.is_none() && spec.budget.usd.is_none() {
+            return self
+                .factory
+                .continuing(&spec, used)
+                .map_err(|e| e.to_string());
+        }
         let ledger = self
             .store
             .budget_ledger(&record.id)
@@ -352,7 +396,7 @@ impl Worker {
 
 /// Says that claiming failed: once per outage at `warn` (then at `debug` until a claim
 /// goes through again).
-fn cannot_claim(name: &str, e: &StoreError, unreachable: &mut bool) {
+pub(crate) fn cannot_claim(name: &str, e: &StoreError, unreachable: &mut bool) {
     if std::mem::replace(unreachable, true) {
         tracing::debug!(worker = %name, error = %e, "cannot claim work");
     } else {
@@ -361,7 +405,7 @@ fn cannot_claim(name: &str, e: &StoreError, unreachable: &mut bool) {
 }
 
 /// Says that claims go through again after they failed.
-fn back_again(name: &str, unreachable: &mut bool) {
+pub(crate) fn back_again(name: &str, unreachable: &mut bool) {
     if std::mem::take(unreachable) {
         tracing::info!(worker = %name, "the store answers again: claiming work");
     }

@@ -1,21 +1,35 @@
 //! Steps run across the fleet: the worker driving a run queues each step attempt as a
 //! task ([`FleetExecutor`]), and any worker claims it, runs it with its own executor and
-//! records the result under the task's lease ([`run_task`]).
+//! records the result under the task's lease ([`run_task`]). The store calls the steps of
+//! a run (or of a worker) make at once go in batches: one statement queues the tasks the
+//! run's steps start together, one reads the results announced together, and a worker
+//! records the results of its steps that finish together, and renews the leases of all
+//! its steps, in one statement each.
 
+use std::collections::HashMap;
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use plan_core::{EventKind, Step};
-use plan_exec::{EventLog, EventSink as _, StepContext, StepError, StepErrorKind, StepExecutor};
+use plan_core::{EventKind, RunId, Step};
+use plan_exec::{
+    CancelToken, EventLog, EventSink as _, StepContext, StepError, StepErrorKind, StepExecutor,
+};
 use plan_postgres::{PostgresStore, StepClaim, StepListener, StepTask};
 use serde_json::{Value, json};
 use tracing::Instrument as _;
 
-/// How long a waiting step looks at its task again without a notification.
-const RECHECK: Duration = Duration::from_millis(500);
+use crate::batch::Batcher;
+
+/// How long a waiting step waits for its result's notification before it looks anyway
+/// (and queues its task again should it be gone).
+const RECHECK: Duration = Duration::from_secs(2);
+
+/// The most requests in one batched statement.
+const BATCH: usize = 256;
 
 /// A step executor that runs nothing itself: it queues the step attempt for the fleet
 /// and waits for the result a worker records (the events the step emitted there, its
@@ -23,12 +37,29 @@ const RECHECK: Duration = Duration::from_millis(500);
 pub struct FleetExecutor {
     store: PostgresStore,
     listener: Arc<StepListener>,
+    /// Queues tasks; says for each whether it was queued now.
+    enqueue: Batcher<StepTask, bool>,
+    /// Reads results: (run, step key, attempt).
+    results: Batcher<(RunId, String, i32), Option<Value>>,
 }
 
 impl FleetExecutor {
-    /// An executor queueing steps in `store`, woken by `listener`.
+    /// An executor queueing steps in `store`, woken by `listener`. Needs a tokio runtime.
     pub fn new(store: PostgresStore, listener: Arc<StepListener>) -> Self {
-        Self { store, listener }
+        let queue = store.clone();
+        let read = store.clone();
+        Self {
+            store,
+            listener,
+            enqueue: Batcher::new(BATCH, move |tasks: Vec<StepTask>| {
+                let store = queue.clone();
+                async move { store.enqueue_steps(&tasks).await }
+            }),
+            results: Batcher::new(BATCH, move |wanted: Vec<(RunId, String, i32)>| {
+                let store = read.clone();
+                async move { store.step_results(&wanted).await }
+            }),
+        }
     }
 }
 
@@ -65,31 +96,41 @@ impl StepExecutor for FleetExecutor {
         let unavailable = |e: plan_exec::StoreError| {
             StepError::retryable(format!("the fleet's store failed: {e}"))
         };
-        self.store.enqueue_step(&task).await.map_err(unavailable)?;
-        let mut looks = 0u32;
-        loop {
-            if let Some(result) = self
-                .store
-                .step_result(&task.run, &task.step, task.attempt)
+        let wanted = (task.run.clone(), task.step.clone(), task.attempt);
+        // A task queued before (by a driver that lost the run to this one) may have its
+        // result already; a new one has none until its notification.
+        // Watched before it is queued: a result recorded at once is not missed.
+        let watch = self.listener.watch(&task.run, &task.step);
+        let queued_now = self.enqueue.call(task.clone()).await.map_err(unavailable)?;
+        if !queued_now
+            && let Some(result) = self
+                .results
+                .call(wanted.clone())
                 .await
                 .map_err(unavailable)?
-            {
-                return decode(&result, ctx);
-            }
+        {
+            return decode(&result, ctx);
+        }
+        loop {
             tokio::select! {
-                () = self.listener.wait(&task.run, &task.step, RECHECK) => {
-                    // Now and then, queue it again should it be gone: a driver that lost
-                    // this run to us drops the tasks it was waiting for when it stops.
-                    looks += 1;
-                    if looks.is_multiple_of(4) {
-                        self.store.enqueue_step(&task).await.map_err(unavailable)?;
-                    }
-                }
+                () = watch.wait(RECHECK) => {}
                 () = ctx.cancel_token().cancelled() => {
                     let _ = self.store.drop_step(&task.run, &task.step, task.attempt).await;
                     return Err(StepError::cancelled());
                 }
             }
+            if let Some(result) = self
+                .results
+                .call(wanted.clone())
+                .await
+                .map_err(unavailable)?
+            {
+                return decode(&result, ctx);
+            }
+            // Woken with no result (the task was dropped), or none for a while: queue it
+            // again should it be gone, as a driver that lost this run to us drops the
+            // tasks it was waiting for when it stops.
+            self.enqueue.call(task.clone()).await.map_err(unavailable)?;
         }
     }
 }
@@ -126,13 +167,98 @@ fn decode(result: &Value, ctx: &StepContext) -> Result<String, StepError> {
     Err(e)
 }
 
-/// Runs a claimed step task with `executor`, renewing its lease, and records the result
-/// (refused if the lease was lost meanwhile).
+/// What a worker shares among the steps it runs: one statement records the results of
+/// the steps that finish together, and one renews the leases of all its steps.
+#[derive(Clone)]
+pub(crate) struct StepWork {
+    complete: Arc<Batcher<(StepClaim, Value), bool>>,
+    leases: Arc<StepLeases>,
+}
+
+impl StepWork {
+    /// For a worker on `store` whose step leases last `ttl`. Needs a tokio runtime; the
+    /// renewals stop when the last clone is dropped.
+    pub(crate) fn new(store: PostgresStore, ttl: Duration) -> Self {
+        let recorder = store.clone();
+        let leases = Arc::new(StepLeases::default());
+        let renewing = Arc::downgrade(&leases);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(ttl / 3).await;
+                let Some(leases) = renewing.upgrade() else {
+                    return;
+                };
+                leases.renew(&store, ttl).await;
+            }
+        });
+        Self {
+            complete: Arc::new(Batcher::new(BATCH, move |done: Vec<(StepClaim, Value)>| {
+                let store = recorder.clone();
+                async move { store.complete_steps(&done).await }
+            })),
+            leases,
+        }
+    }
+}
+
+/// The step leases a worker holds, renewed together; a lost one cancels its step.
+#[derive(Default)]
+struct StepLeases {
+    next: AtomicU64,
+    held: Mutex<HashMap<u64, (StepClaim, CancelToken)>>,
+}
+
+impl StepLeases {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, (StepClaim, CancelToken)>> {
+        self.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Renews the held leases until `forget` is called with the returned key.
+    fn hold(&self, claim: StepClaim, cancel: CancelToken) -> u64 {
+        let key = self.next.fetch_add(1, Ordering::Relaxed);
+        self.lock().insert(key, (claim, cancel));
+        key
+    }
+
+    fn forget(&self, key: u64) {
+        self.lock().remove(&key);
+    }
+
+    /// Renews every held lease in one statement; a lost one cancels its step. A failed
+    /// renewal is tried again next time.
+    async fn renew(&self, store: &PostgresStore, ttl: Duration) {
+        let held: Vec<(u64, StepClaim)> = self
+            .lock()
+            .iter()
+            .map(|(k, (c, _))| (*k, c.clone()))
+            .collect();
+        if held.is_empty() {
+            return;
+        }
+        let claims: Vec<StepClaim> = held.iter().map(|(_, c)| c.clone()).collect();
+        let Ok(renewed) = store.renew_steps(&claims, ttl).await else {
+            return;
+        };
+        for ((key, claim), kept) in held.iter().zip(renewed) {
+            if kept {
+                continue;
+            }
+            if let Some((_, cancel)) = self.lock().remove(key) {
+                tracing::warn!(worker = %claim.worker, run = %claim.task.run, step = %claim.task.step, "lost the lease of a step; stopping it here");
+                cancel.cancel();
+            }
+        }
+    }
+}
+
+/// Runs a claimed step task with `executor`, its lease renewed with the worker's other
+/// steps', and records the result with theirs (refused if the lease was lost meanwhile).
+/// The step's slot is given back once it ran, before its result is recorded.
 pub(crate) async fn run_task(
-    store: PostgresStore,
     claim: StepClaim,
     executor: Arc<dyn StepExecutor>,
-    ttl: Duration,
+    work: StepWork,
+    slot: crate::claimer::Slot,
 ) {
     let t = &claim.task;
     let goal = t
@@ -145,12 +271,9 @@ pub(crate) async fn run_task(
         .get("step")
         .and_then(|s| serde_json::from_value(s.clone()).ok());
     let Some(step) = step else {
-        let _ = store
-            .complete_step(
-                &claim,
-                &json!({"error": {"kind": "fatal", "message": "the step task could not be read"}}),
-            )
-            .await;
+        let unreadable =
+            json!({"error": {"kind": "fatal", "message": "the step task could not be read"}});
+        let _ = work.complete.call((claim.clone(), unreadable)).await;
         return;
     };
     let log = EventLog::new();
@@ -173,21 +296,7 @@ pub(crate) async fn run_task(
         let output = d.get("output").and_then(Value::as_str).unwrap_or_default();
         ctx = ctx.with_dependency(&Step::new(id, description), output);
     }
-    let renewal = {
-        let store = store.clone();
-        let claim = claim.clone();
-        let cancel = ctx.cancel_token().clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(ttl / 3).await;
-                if !store.renew_step(&claim, ttl).await.unwrap_or(true) {
-                    tracing::warn!(worker = %claim.worker, run = %claim.task.run, step = %claim.task.step, "lost the lease of a step; stopping it here");
-                    cancel.cancel();
-                    return;
-                }
-            }
-        })
-    };
+    let renewal = work.leases.hold(claim.clone(), ctx.cancel_token().clone());
     // The step's work is part of the run's trace: a child of the driver's step span.
     let span = tracing::info_span!(
         parent: None,
@@ -223,7 +332,8 @@ pub(crate) async fn run_task(
         executor.execute(&ctx).instrument(span),
     )
     .await;
-    renewal.abort();
+    work.leases.forget(renewal);
+    drop(slot);
     let events: Vec<Value> = log
         .kinds()
         .into_iter()
@@ -244,7 +354,7 @@ pub(crate) async fn run_task(
             }, "events": events})
         }
     };
-    match store.complete_step(&claim, &result).await {
+    match work.complete.call((claim.clone(), result)).await {
         Ok(true) => {}
         Ok(false) => tracing::warn!(
             worker = %claim.worker, run = %t.run, step = %t.step,

@@ -57,7 +57,13 @@ pub(crate) struct Learned {
     pub(crate) ceiling: Option<Level>,
     /// The server's context window in tokens (prompt and reply together), once known.
     pub(crate) context: Option<u32>,
+    /// Times the server was asked who it is and did not answer (busy, restarting).
+    pub(crate) unanswered: u8,
 }
+
+/// Times a server that does not answer `GET /models` is asked again (one per request)
+/// before it is taken for one that names no flavour.
+pub(crate) const DETECTION_TRIES: u8 = 3;
 
 static ENDPOINTS: LazyLock<Mutex<HashMap<String, Learned>>> =
     LazyLock::new(|| Mutex::new(HashMap::new()));
@@ -79,6 +85,17 @@ pub(crate) fn learned(base_url: &str) -> Learned {
 /// Records the flavour the server at `base_url` identified (or that it named none).
 pub(crate) fn detected(base_url: &str, flavour: Option<Flavour>) {
     with(base_url, |l| l.detected = Some(flavour));
+}
+
+/// Records that the server at `base_url` did not say who it is; after
+/// [`DETECTION_TRIES`] such answers it is taken for one that names no flavour.
+pub(crate) fn unanswered(base_url: &str) {
+    with(base_url, |l| {
+        l.unanswered = l.unanswered.saturating_add(1);
+        if l.unanswered >= DETECTION_TRIES {
+            l.detected = Some(None);
+        }
+    });
 }
 
 /// Records that `base_url` refused `refused` and will be asked for `next` from now on.

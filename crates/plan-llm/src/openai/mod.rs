@@ -94,13 +94,25 @@ impl OpenAi {
         if let Some(found) = endpoint::learned(&self.base_url).detected {
             return found.unwrap_or(self.flavour);
         }
-        let found = self.identify().await;
-        endpoint::detected(&self.base_url, found);
-        found.unwrap_or(self.flavour)
+        match self.identify().await {
+            Ok(found) => {
+                endpoint::detected(&self.base_url, found);
+                found.unwrap_or(self.flavour)
+            }
+            // Not answered (busy, restarting, unreachable): this request goes out as the
+            // configured flavour, and the next one asks again (a few times at most).
+            Err(()) => {
+                endpoint::unanswered(&self.base_url);
+                self.flavour
+            }
+        }
     }
 
-    /// Asks the server who it is (`GET /models`); `None` when it does not say.
-    async fn identify(&self) -> Option<Flavour> {
+    /// Asks the server who it is (`GET /models`): `Ok(None)` when it answered without
+    /// saying (or has no such endpoint), `Err(())` when it did not answer in time or
+    /// answered with a server error, so that a busy server (llama-cpp-python answers
+    /// between completions only) is asked again rather than taken for an unknown one.
+    async fn identify(&self) -> Result<Option<Flavour>, ()> {
         let mut builder = self
             .client
             .get(http::join(&self.base_url, "models"))
@@ -108,8 +120,25 @@ impl OpenAi {
         if let Some(key) = &self.key {
             builder = builder.bearer_auth(key.expose_secret());
         }
-        let reply = builder.send().await.ok()?.error_for_status().ok()?;
-        let models = reply.json::<Value>().await.ok()?;
+        let reply = match builder.send().await {
+            Ok(reply) => reply,
+            Err(e) => {
+                let e = e.without_url();
+                tracing::debug!(provider = %self.name, error = %e, "the server did not say who it is");
+                return Err(());
+            }
+        };
+        let status = reply.status();
+        if status.is_server_error() || status.as_u16() == 429 {
+            tracing::debug!(provider = %self.name, %status, "the server did not say who it is");
+            return Err(());
+        }
+        let Ok(reply) = reply.error_for_status() else {
+            return Ok(None);
+        };
+        let Ok(models) = reply.json::<Value>().await else {
+            return Ok(None);
+        };
         let found = Flavour::identify(&models);
         tracing::debug!(
             provider = %self.name,
@@ -126,7 +155,7 @@ impl OpenAi {
         if let Some(n_ctx) = window {
             endpoint::context(&self.base_url, &self.name, n_ctx, "the server reported it");
         }
-        found
+        Ok(found)
     }
 
     /// llama.cpp's context window from `GET /props` at the server's root (the base URL

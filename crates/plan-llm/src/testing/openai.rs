@@ -164,6 +164,10 @@ struct Config {
     key: Option<KeyFn>,
     models: Vec<String>,
     models_body: Option<Value>,
+    /// `GET /models` requests still to answer with 503 (a busy server).
+    models_unavailable: usize,
+    /// `GET /models` requests received.
+    models_asked: usize,
 }
 
 struct Shared {
@@ -284,6 +288,8 @@ impl FakeOpenAi {
                 key: None,
                 models: vec!["fake-model".to_owned()],
                 models_body: None,
+                models_unavailable: 0,
+                models_asked: 0,
             }),
             requests: Mutex::new(Vec::new()),
             in_flight: AtomicUsize::new(0),
@@ -368,6 +374,18 @@ impl FakeOpenAi {
     pub fn models<S: Into<String>>(&self, ids: impl IntoIterator<Item = S>) -> &Self {
         self.shared.config().models = ids.into_iter().map(Into::into).collect();
         self
+    }
+
+    /// Answers the next `n` `GET /v1/models` with 503, as a server too busy to say who it
+    /// is (llama-cpp-python answers it between completions only).
+    pub fn models_unavailable(&self, n: usize) -> &Self {
+        self.shared.config().models_unavailable = n;
+        self
+    }
+
+    /// How many `GET /v1/models` requests the server received.
+    pub fn models_asked(&self) -> usize {
+        self.shared.config().models_asked
     }
 
     /// Answers `GET /v1/models` with this body as it is (a server's own shape), instead of
@@ -472,9 +490,22 @@ async fn chat(
     reply::render(reply, &request, text.len())
 }
 
-async fn models(State(shared): State<Arc<Shared>>) -> Json<Value> {
+async fn models(State(shared): State<Arc<Shared>>) -> Response {
+    use axum::response::IntoResponse as _;
+    {
+        let mut config = shared.config();
+        config.models_asked += 1;
+        if config.models_unavailable > 0 {
+            config.models_unavailable -= 1;
+            return (
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "the server is busy",
+            )
+                .into_response();
+        }
+    }
     if let Some(body) = shared.config().models_body.clone() {
-        return Json(body);
+        return Json(body).into_response();
     }
     let data: Vec<Value> = shared
         .config()
@@ -482,5 +513,5 @@ async fn models(State(shared): State<Arc<Shared>>) -> Json<Value> {
         .iter()
         .map(|id| json!({"id": id, "object": "model", "created": 0, "owned_by": "fake"}))
         .collect();
-    Json(json!({"object": "list", "data": data}))
+    Json(json!({"object": "list", "data": data})).into_response()
 }

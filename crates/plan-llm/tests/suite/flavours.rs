@@ -216,3 +216,47 @@ async fn a_plain_server_error_is_not_taken_for_a_refused_mode() {
         "nothing was learned from it"
     );
 }
+
+/// llama-cpp-python answers `GET /v1/models` only between completions: a server too busy
+/// to say who it is is not taken for an unknown one. The request goes out as the spec's
+/// own flavour (the schema in the instructions), and the next request asks again and gets
+/// the server's own mode (the schema beside `json_object`).
+#[tokio::test]
+async fn a_server_too_busy_to_say_who_it_is_is_asked_again() {
+    use plan_llm::testing::{FakeOpenAi, FakeReply};
+
+    let server = FakeOpenAi::start().await;
+    server
+        .models_body(serde_json::json!({"object": "list", "data": [
+            {"id": "smollm2", "object": "model", "owned_by": "me", "permissions": []}
+        ]}))
+        .models_unavailable(1)
+        .otherwise(FakeReply::Text(
+            r#"{"city": "Oslo", "population": 700000}"#.to_owned(),
+        ));
+    let config =
+        ProviderConfig::from_vars([("OPENAI_API_KEY", "sk-test")]).with_base_url(server.base_url());
+    let provider = ProviderRegistry::builtin()
+        .build(&"openai-compatible:smollm2".parse().unwrap(), &config)
+        .unwrap();
+    let ask = Request::new(vec![Message::user("Largest city in Norway?")]);
+    for _ in 0..2 {
+        let answer = generate_structured::<Answer, _>(provider.as_ref(), &ask)
+            .await
+            .unwrap();
+        assert_eq!(answer.value.city, "Oslo");
+    }
+    assert_eq!(server.models_asked(), 2, "asked again after the 503");
+    let chats = server.requests();
+    assert_eq!(chats.len(), 2);
+    let first = &chats[0].body["response_format"];
+    assert_eq!(first["type"], "json_object", "{first}");
+    assert!(first.get("schema").is_none(), "{first}");
+    assert!(chats[0].body["messages"].to_string().contains("population"));
+    let second = &chats[1].body["response_format"];
+    assert_eq!(second["type"], "json_object", "{second}");
+    assert!(
+        second["schema"]["properties"]["city"].is_object(),
+        "{second}"
+    );
+}

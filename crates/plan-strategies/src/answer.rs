@@ -4,6 +4,7 @@ use std::collections::HashSet;
 
 use plan_core::{RunStatus, StepId, StepKind, StepStatus};
 use plan_exec::{RunReport, RunSession};
+use plan_llm::CallRecord;
 
 use crate::calls::{SynthesisInput, summarise_part, synthesize};
 use crate::error::StrategyError;
@@ -13,7 +14,6 @@ use crate::options::{AnswerSource, StrategyOptions};
 use crate::prompts::bounded;
 use crate::report::GoalResult;
 use crate::strategy::{Outcome, StrategyContext};
-use plan_llm::CallRecord;
 
 /// Writes the answer of a succeeded outcome and finishes the run in its session; an error
 /// from the strategy ends the run as failed and is returned, unless the run was cancelled

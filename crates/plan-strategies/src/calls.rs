@@ -3,13 +3,13 @@
 
 use std::time::Instant;
 
-use plan_llm::{FinishReason, Message, Provider, Purpose, Request, ResponseFormat, Usage};
+use plan_llm::{
+    CallRecord, FinishReason, Message, Provider, Purpose, Request, ResponseFormat, Usage,
+};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::error::StrategyError;
-use plan_llm::CallRecord;
-
 use crate::planner::extract_json;
 use crate::prompts::{
     CRITIQUE_SCHEMA, DECOMPOSE_SCHEMA, STRUCTURED_TOKEN_BUDGET, render, schema_compact,

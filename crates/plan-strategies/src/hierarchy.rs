@@ -5,13 +5,12 @@ use std::collections::{HashMap, HashSet};
 
 use futures::future::{BoxFuture, try_join_all};
 use plan_core::{FlatPlan, GoalNode, GoalTree, Plan, Step, StepId};
-use plan_llm::Provider;
+use plan_llm::{CallRecord, Provider};
 
 use crate::calls::{SubGoal, decompose};
 use crate::error::StrategyError;
 use crate::report::GoalResult;
 use plan_core::StepState;
-use plan_llm::CallRecord;
 
 /// Limits of a decomposition.
 #[derive(Clone, Copy, Debug)]

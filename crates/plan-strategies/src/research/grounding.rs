@@ -15,6 +15,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use plan_core::{RunStatus, StepId, StepKind, StepStatus};
 use plan_exec::{RunSession, SearchHit, SearchQuery};
+use plan_llm::CallRecord;
 use serde_json::json;
 
 use super::parts::question_parts;
@@ -24,7 +25,6 @@ use crate::strategy::{
     DIRECT, Dag, DirectAnswer, Outcome, PLANNED, PlanOutcome, PlanStart, Planning, Strategy,
     StrategyContext, StrategyKind, choose,
 };
-use plan_llm::CallRecord;
 
 /// The step name of the passages retrieved for the question: they are cited as
 /// `[doc#1]`, `[doc#2]`, ...
@@ -100,8 +100,8 @@ pub struct PartRetrieval {
     /// The passages its search returned, best first, each with its coverage of this
     /// part's query (a passage several parts found keeps one tag).
     pub passages: Vec<Source>,
-    /// Its grounds: the best passage when it covers enough of the part, and the others
-    /// that do and score close to it. Empty when nothing relevant was found.
+    /// Its grounds: the best-scoring passage that covers enough of the part, and the
+    /// others that do and score close to it. Empty when nothing relevant was found.
     pub grounds: Vec<Source>,
     /// The best coverage of the part among its passages (`None` when the backend does not
     /// measure it).

@@ -8,6 +8,7 @@
 use async_trait::async_trait;
 use plan_core::{EventKind, Limits, PlanGraph};
 use plan_exec::RunSession;
+use plan_llm::CallRecord;
 use serde_json::{Value, json};
 
 use super::{
@@ -15,8 +16,6 @@ use super::{
 };
 use crate::calls::{Route, decide};
 use crate::error::StrategyError;
-use plan_llm::CallRecord;
-
 use crate::planner::parse_reply;
 use crate::report::Usage;
 use crate::traced::{record_route, route_span};

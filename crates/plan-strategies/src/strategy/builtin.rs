@@ -3,6 +3,7 @@
 use async_trait::async_trait;
 use plan_core::Plan;
 use plan_exec::RunSession;
+use plan_llm::CallRecord;
 
 use super::{
     Outcome, PlanOutcome, PlanStart, Strategy, StrategyContext, chain, drop_tree, kept_tree,
@@ -12,8 +13,6 @@ use crate::calls::critique;
 use crate::error::StrategyError;
 use crate::hierarchy::{RunTree, TreeLimits, build_tree};
 use crate::options::PlanningMode;
-use plan_llm::CallRecord;
-
 use crate::planner::PlanRequest;
 
 /// Asks the planner once and records what it did.

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use plan_core::{EventKind, GoalTree, Plan, RunStatus, StepId, StepState};
 use plan_exec::{Execution, RunSession, Runner};
-use plan_llm::Provider;
+use plan_llm::{CallRecord, Provider};
 use serde::{Deserialize, Serialize};
 
 use crate::agents::AgentCatalogue;
@@ -30,8 +30,6 @@ use crate::calls::Critique;
 use crate::error::StrategyError;
 use crate::hierarchy::RunTree;
 use crate::options::StrategyOptions;
-use plan_llm::CallRecord;
-
 use crate::planner::{Planner, RepairNote};
 use crate::report::{GoalResult, Usage};
 

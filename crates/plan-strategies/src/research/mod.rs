@@ -441,21 +441,21 @@ impl ResearchAgent {
     /// The passages retrieved for the question, as the steps' prompts begin with them
     /// (the same for every step of the run, so a model that keeps the cache of a shared
     /// prompt prefix reads them once).
-    fn passages(&self) -> String {
-        let retrieved = self.retrieved();
+    fn passages(retrieved: &[Source]) -> String {
         if retrieved.is_empty() {
             return String::new();
         }
         let mut text = String::from("## Passages retrieved for the question\n");
-        for s in &retrieved {
+        for s in retrieved {
             text.push_str(&grounding::passage_line(s));
         }
         text.push('\n');
         text
     }
 
-    /// The outputs of the step's dependencies, each cut to `max_context_chars`.
-    fn outputs(&self, input: &ResearchInput) -> String {
+    /// The outputs of the step's dependencies, each cut to `max_context_chars` (a note
+    /// that there are none when the prompt has no passages either).
+    fn outputs(&self, input: &ResearchInput, has_passages: bool) -> String {
         let mut text = String::new();
         for (id, output) in &input.dependencies {
             text.push_str(&format!(
@@ -463,7 +463,7 @@ impl ResearchAgent {
                 cap(output, self.config.max_context_chars)
             ));
         }
-        if text.is_empty() && self.retrieved().is_empty() {
+        if text.is_empty() && !has_passages {
             text.push_str("(no earlier results)\n");
         }
         text
@@ -521,11 +521,12 @@ impl ResearchAgent {
     /// # Errors
     /// [`ResearchError::Llm`].
     pub async fn analyze(&self, input: &ResearchInput) -> Result<ResearchOutput, ResearchError> {
+        let retrieved = self.retrieved();
         let user = prompts::analyze_user(
-            &self.passages(),
+            &Self::passages(&retrieved),
             &input.goal,
             &input.step,
-            &self.outputs(input),
+            &self.outputs(input, !retrieved.is_empty()),
         );
         let (reply, call) = self
             .ask(
@@ -550,16 +551,17 @@ impl ResearchAgent {
     /// # Errors
     /// [`ResearchError::Llm`].
     pub async fn synthesize(&self, input: &ResearchInput) -> Result<ResearchOutput, ResearchError> {
+        let retrieved = self.retrieved();
         let mut available = self.cited_in_context(input);
         let user = prompts::synthesize_user(
-            &self.passages(),
+            &Self::passages(&retrieved),
             &input.goal,
             &input.step,
-            &self.outputs(input),
+            &self.outputs(input, !retrieved.is_empty()),
             &available,
         );
         // The passages at the top of the prompt may be cited too.
-        for s in self.retrieved() {
+        for s in retrieved {
             if !available.iter().any(|k| k.tag == s.tag) {
                 available.push(s);
             }

@@ -10,11 +10,13 @@
 use std::sync::Arc;
 
 use plan_core::{EventKind, Plan, Step, StepKind};
-use plan_exec::{
-    EventLog, LlmStepExecutor, Router, Runner, Tool, ToolContext, ToolError, ToolOutput, ToolSet,
-};
+use plan_exec::events::EventLog;
+use plan_exec::llm::LlmStepExecutor;
+use plan_exec::router::Router;
+use plan_exec::runner::Runner;
 use plan_llm::{LlmError, Provider, Reply, ScriptedModel};
 use plan_strategies::{AgentCatalogue, AgentTeam};
+use plan_tools::{Tool, ToolContext, ToolError, ToolOutput, ToolSet};
 use schemars::JsonSchema;
 use serde::Deserialize;
 

@@ -1,4 +1,4 @@
-//! An event sink of your own: implement `plan_exec::EventSink` to watch a run as it
+//! An event sink of your own: implement `plan_exec::events::EventSink` to watch a run as it
 //! happens. This one counts events per kind and writes a progress line on stderr; a real
 //! one might feed metrics or a UI. Sinks are called from the runner's tasks, so they must
 //! be quick: count, format, or hand the event to a channel.
@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use plan_core::{Event, EventKind};
-use plan_exec::EventSink;
+use plan_exec::events::EventSink;
 use plan_llm::{Purpose, Reply, ScriptedModel};
 use plan_strategies::Agent;
 

@@ -1,4 +1,4 @@
-//! A step executor of your own: implement `plan_exec::StepExecutor` and the runner runs
+//! A step executor of your own: implement `plan_exec::executor::StepExecutor` and the runner runs
 //! your steps with its scheduling, retries, fallbacks and journal around them.
 //!
 //! This one answers `search` steps from a local glossary (a stand-in for a database or an
@@ -14,10 +14,14 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use plan_core::{EventKind, Plan, Step, StepKind, StepStatus};
-use plan_exec::{
-    Backoff, EventLog, LlmStepExecutor, Router, RunOptions, Runner, StepContext, StepError,
-    StepExecutor, StepPolicy,
-};
+use plan_exec::context::StepContext;
+use plan_exec::error::StepError;
+use plan_exec::events::EventLog;
+use plan_exec::executor::StepExecutor;
+use plan_exec::llm::LlmStepExecutor;
+use plan_exec::policy::{Backoff, RunOptions, StepPolicy};
+use plan_exec::router::Router;
+use plan_exec::runner::Runner;
 use plan_llm::{Reply, ScriptedModel};
 
 /// Looks terms up in a glossary; the first lookup of each term fails as a flaky backend

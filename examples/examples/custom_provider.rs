@@ -93,7 +93,7 @@ async fn main() -> Result<(), LlmError> {
     let totals = meter.totals();
     println!(
         "usage: {} calls, {} prompt + {} completion tokens",
-        totals.calls, totals.prompt_tokens, totals.completion_tokens
+        totals.llm_calls, totals.prompt_tokens, totals.completion_tokens
     );
     Ok(())
 }

@@ -1,4 +1,4 @@
-//! A sandbox of your own: implement `plan_exec::Sandbox`. This one wraps a real backend
+//! A sandbox of your own: implement `plan_sandbox::Sandbox`. This one wraps a real backend
 //! (bubblewrap when it works here, else a plain process) with a policy and an audit log:
 //! only the languages on its allow-list run, every request is logged, and a refused
 //! program gets a `RunOutput` of its own (exit code 126, the reason on stderr), built with
@@ -14,11 +14,10 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use plan_core::{CodeLang, Plan, Step, StepKind, StepStatus};
-use plan_exec::{
-    CodeStepExecutor, Isolation, Limits, Program, RunOutput, Runner, Sandbox, SandboxChoice,
-    SandboxError,
-};
+use plan_exec::code_step::CodeStepExecutor;
+use plan_exec::runner::Runner;
 use plan_llm::{Reply, ScriptedModel};
+use plan_sandbox::{Isolation, Limits, Program, RunOutput, Sandbox, SandboxChoice, SandboxError};
 
 /// One line of the audit log.
 #[derive(Debug)]

@@ -1,4 +1,4 @@
-//! A run store of your own: implement `plan_exec::RunStore` (here over a
+//! A run store of your own: implement `plan_exec::store::RunStore` (here over a
 //! `Mutex<HashMap>`), prove it with the store conformance suite
 //! (`plan_exec::conformance::check_store`, feature `test-support`), then journal an
 //! agent's run in it and read the report back with `RunReport::from_stored`, as
@@ -16,9 +16,11 @@ use anyhow::ensure;
 use async_trait::async_trait;
 use plan_core::{Event, Plan, RunId, RunStatus, Timestamp};
 use plan_exec::conformance::check_store;
-use plan_exec::{
-    JournalEntry, PlanRevision, RunEnd, RunRecord, RunReport, RunStore, RunSummary,
-    StepOutputRecord, StoreError, StoredRun,
+use plan_exec::error::StoreError;
+use plan_exec::report::RunReport;
+use plan_exec::store::{
+    JournalEntry, PlanRevision, RunEnd, RunRecord, RunStore, RunSummary, StepOutputRecord,
+    StoredRun,
 };
 use plan_llm::{Purpose, Reply, ScriptedModel};
 use plan_strategies::Agent;

@@ -13,8 +13,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use async_trait::async_trait;
-use plan_exec::{RunSession, SqliteStore};
+use plan_exec::session::RunSession;
 use plan_llm::{LlmError, Purpose, Reply, Request, Role, ScriptedModel};
+use plan_sqlite::SqliteStore;
 use plan_strategies::{
     Agent, Outcome, PlanOutcome, PlanRequest, PlanStart, Strategy, StrategyContext, StrategyError,
     StrategyRegistry,

@@ -1,4 +1,4 @@
-//! A tool of your own: implement `plan_exec::Tool` (typed arguments whose JSON schema the
+//! A tool of your own: implement `plan_tools::Tool` (typed arguments whose JSON schema the
 //! model sees) and hand it to a `ToolLoop`. The loop validates the model's arguments
 //! against the schema, runs the tool, and feeds results — and errors — back to the model.
 //!
@@ -9,10 +9,10 @@
 
 use std::sync::{Arc, Mutex};
 
-use plan_exec::{
+use plan_llm::{Message, Reply, Role, ScriptedModel};
+use plan_tools::{
     Tool, ToolCallRecord, ToolContext, ToolError, ToolLoop, ToolObserver, ToolOutput, ToolSet,
 };
-use plan_llm::{Message, Reply, Role, ScriptedModel};
 use schemars::JsonSchema;
 use serde::Deserialize;
 

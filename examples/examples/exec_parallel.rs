@@ -6,10 +6,13 @@
 use std::time::Duration;
 
 use plan_core::{Plan, Step, StepBody, StepKind};
-use plan_exec::{
-    Backoff, LlmStepExecutor, RunOptions, RunStore, Runner, SqliteStore, StepPolicy, event_channel,
-};
+use plan_exec::events::event_channel;
+use plan_exec::llm::LlmStepExecutor;
+use plan_exec::policy::{Backoff, RunOptions, StepPolicy};
+use plan_exec::runner::Runner;
+use plan_exec::store::RunStore;
 use plan_llm::{LlmError, Reply, ScriptedModel};
+use plan_sqlite::SqliteStore;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

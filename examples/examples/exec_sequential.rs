@@ -3,7 +3,9 @@
 //! Events are printed as JSON lines as they happen.
 
 use plan_core::{Plan, Step};
-use plan_exec::{LlmStepExecutor, Runner, sink_fn};
+use plan_exec::events::sink_fn;
+use plan_exec::llm::LlmStepExecutor;
+use plan_exec::runner::Runner;
 use plan_llm::{Reply, Request, ScriptedModel, Usage};
 
 #[tokio::main]

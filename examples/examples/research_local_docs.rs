@@ -12,9 +12,9 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use plan_exec::LocalIndexConfig;
 use plan_llm::{Purpose, Reply, ScriptedModel};
 use plan_strategies::{Agent, ResearchConfig, ResearchSetup, StrategyKind, default_research_plan};
+use plan_tools::search::LocalIndexConfig;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

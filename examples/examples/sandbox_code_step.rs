@@ -11,8 +11,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_trait::async_trait;
 use plan_core::{CodeLang, Step, StepKind};
-use plan_exec::{CodeStepExecutor, Limits, SandboxChoice, StepContext, StepExecutor};
+use plan_exec::code_step::CodeStepExecutor;
+use plan_exec::context::StepContext;
+use plan_exec::executor::StepExecutor;
 use plan_llm::{LlmError, Provider, Request, Response, Usage};
+use plan_sandbox::{Limits, SandboxChoice};
 
 /// Replies with a buggy program first, then a fixed one once it sees the error.
 struct StandIn {

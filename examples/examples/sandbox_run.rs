@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use plan_exec::{Limits, Program, SandboxChoice};
+use plan_sandbox::{Limits, Program, SandboxChoice};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

@@ -5,7 +5,8 @@
 //!     cargo run -p plan-examples --example strategy_adaptive
 
 use plan_core::EventKind;
-use plan_exec::{RunOptions, StepPolicy, sink_fn};
+use plan_exec::events::sink_fn;
+use plan_exec::policy::{RunOptions, StepPolicy};
 use plan_llm::{LlmError, Purpose, Reply, ScriptedModel};
 use plan_strategies::{Agent, StrategyKind};
 

@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use plan_core::EventKind;
-use plan_exec::sink_fn;
+use plan_exec::events::sink_fn;
 use plan_llm::{Purpose, Reply, ScriptedModel};
 use plan_strategies::{Agent, StrategyKind};
 

@@ -10,11 +10,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use plan_exec::{
-    FsRoot, ListFilesTool, LocalIndex, LocalIndexConfig, ReadFileTool, SearchDocsTool,
-    ToolCallRecord, ToolContext, ToolLoop, ToolObserver, ToolSet,
-};
 use plan_llm::{Message, Reply, Role, ScriptedModel};
+use plan_tools::builtin::{FsRoot, ListFilesTool, ReadFileTool, SearchDocsTool};
+use plan_tools::search::{LocalIndex, LocalIndexConfig};
+use plan_tools::{ToolCallRecord, ToolContext, ToolLoop, ToolObserver, ToolSet};
 
 struct Print;
 

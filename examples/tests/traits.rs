@@ -7,7 +7,10 @@ use std::sync::Arc;
 
 use plan_core::{Plan, RunId};
 use plan_exec::conformance::check_store;
-use plan_exec::{RunSession, RunStore, Runner, SessionBuilder, StepExecutor};
+use plan_exec::executor::StepExecutor;
+use plan_exec::runner::Runner;
+use plan_exec::session::{RunSession, SessionBuilder};
+use plan_exec::store::RunStore;
 use plan_llm::{Reply, ScriptedModel};
 use plan_strategies::{
     Agent, PlanStart, Planner, Strategy, StrategyContext, StrategyKind, StrategyRegistry,
@@ -37,13 +40,13 @@ fn key_types_are_send_and_sync() {
     is_send_sync::<StrategyRegistry>();
     is_send_sync::<StrategyContext>();
     is_send_sync::<StrategyKind>();
-    is_send_sync::<plan_exec::RunReport>();
+    is_send_sync::<plan_exec::report::RunReport>();
     is_send_sync::<Arc<dyn Strategy>>();
     is_send_sync::<Arc<dyn Planner>>();
     is_send_sync::<Arc<dyn RunStore>>();
     is_send_sync::<Arc<dyn StepExecutor>>();
-    is_send_sync::<Arc<dyn plan_exec::Sandbox>>();
-    is_send_sync::<Arc<dyn plan_exec::EventSink>>();
+    is_send_sync::<Arc<dyn plan_sandbox::Sandbox>>();
+    is_send_sync::<Arc<dyn plan_exec::events::EventSink>>();
     is_send_sync::<custom_store::MemoryStore>();
 }
 

@@ -82,6 +82,7 @@ const STORE_WRITES: [&str; 6] = [
 fn may_write_store(path: &str) -> bool {
     path.ends_with("plan-exec/src/session.rs")
         || path.contains("plan-exec/src/store/")
+        || path.ends_with("plan-sqlite/src/lib.rs")
         || path.ends_with("plan-exec/src/conformance.rs")
         || path.ends_with("plan-postgres/src/store.rs")
         // The store's retry layer, whose tests write to check what a retry recognises.
@@ -159,48 +160,68 @@ fn store_writers(root: &std::path::Path) -> Result<Vec<String>> {
     Ok(out)
 }
 
-/// Crates a user of plan-exec's runner alone (no default features) must not compile.
-const HEAVY: [&str; 6] = [
-    "rusqlite",
-    "libsqlite3-sys",
-    "seccompiler",
-    "nix",
-    "jsonschema",
-    "tantivy",
-];
+/// The heavy crates: a bundled SQLite, the seccomp compiler and `nix` (the sandbox
+/// backends), JSON-schema validation (tools) and tantivy (the local index).
+const SQLITE: [&str; 2] = ["rusqlite", "libsqlite3-sys"];
+const SECCOMP: [&str; 2] = ["seccompiler", "nix"];
+const TANTIVY: &str = "tantivy";
+const JSONSCHEMA: &str = "jsonschema";
 
-/// The heavy crates in `cargo tree -p plan-exec --no-default-features -e normal`.
-fn heavy_in_runner_alone() -> Result<Vec<String>> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let out = Command::new(cargo)
-        .args([
-            "tree",
-            "-p",
-            "plan-exec",
-            "--no-default-features",
-            "-e",
-            "normal",
-            "--prefix",
-            "none",
-            "--locked",
-        ])
-        .output()
-        .context("could not run cargo tree")?;
-    if !out.status.success() {
-        bail!(
-            "cargo tree failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut found: Vec<String> = text
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .filter(|name| HEAVY.contains(name))
-        .map(|name| format!("plan-exec without default features still builds {name}"))
+/// What each library crate must not compile, as `cargo tree -p CRATE -e normal` resolves
+/// it (its own default features, nothing a sibling turns on): the runner alone builds
+/// none of the heavy crates, and the store, the strategies and the server leave the SQLite
+/// store, the sandbox backends and the local index to the binary.
+fn weight_limits() -> Vec<(&'static str, Vec<&'static str>)> {
+    let no_backends: Vec<&str> = SQLITE
+        .iter()
+        .chain(&SECCOMP)
+        .copied()
+        .chain([TANTIVY])
         .collect();
-    found.sort();
-    found.dedup();
+    let mut runner = no_backends.clone();
+    runner.push(JSONSCHEMA);
+    vec![
+        ("plan-exec", runner),
+        ("plan-postgres", no_backends.clone()),
+        ("plan-strategies", no_backends.clone()),
+        ("plan-serve", no_backends.clone()),
+        ("plan-worker", no_backends),
+    ]
+}
+
+/// The heavy crates `cargo tree -p CRATE -e normal` lists, for each crate of
+/// [`weight_limits`], as violations.
+fn too_heavy() -> Result<Vec<String>> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let mut found = Vec::new();
+    for (krate, banned) in weight_limits() {
+        let out = Command::new(&cargo)
+            .args([
+                "tree", "-p", krate, "-e", "normal", "--prefix", "none", "--locked",
+            ])
+            .output()
+            .context("could not run cargo tree")?;
+        if !out.status.success() {
+            bail!(
+                "cargo tree -p {krate} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut heavy: Vec<String> = text
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|name| banned.contains(name))
+            .map(|name| {
+                format!(
+                    "{krate} builds {name} (`cargo tree -p {krate} -e normal -i {name}` shows why)"
+                )
+            })
+            .collect();
+        heavy.sort();
+        heavy.dedup();
+        found.extend(heavy);
+    }
     Ok(found)
 }
 
@@ -210,7 +231,7 @@ pub fn check_workspace() -> Result<()> {
     let mut violations = violations(&graph);
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     violations.extend(store_writers(&root)?);
-    violations.extend(heavy_in_runner_alone()?);
+    violations.extend(too_heavy()?);
     if violations.is_empty() {
         println!("architecture invariants hold");
         Ok(())
@@ -263,6 +284,24 @@ fn violations(graph: &DepGraph) -> Vec<String> {
     );
     forbid(
         &mut out,
+        "plan-sandbox",
+        &["plan-llm", "plan-exec", "plan-strategies"],
+        "the sandbox runs programs: it knows nothing about models or runs",
+    );
+    forbid(
+        &mut out,
+        "plan-tools",
+        &["plan-strategies", "plan-llm-local", "plan-sqlite"],
+        "tools sit beside the runner, below the strategies",
+    );
+    forbid(
+        &mut out,
+        "plan-sqlite",
+        &["plan-strategies", "plan-llm-local", "plan-tools"],
+        "a store is a leaf below the strategies: it implements plan-exec's RunStore",
+    );
+    forbid(
+        &mut out,
         "plan-strategies",
         &["plan-llm-local"],
         "strategies work with any provider",
@@ -307,8 +346,8 @@ mod tests {
     }
 
     #[test]
-    fn the_runner_alone_builds_no_heavy_crate() {
-        let heavy = heavy_in_runner_alone().unwrap();
+    fn the_library_crates_leave_the_heavy_crates_to_the_binary() {
+        let heavy = too_heavy().unwrap();
         assert!(heavy.is_empty(), "{}", heavy.join("\n"));
     }
 

@@ -153,7 +153,7 @@ fn bench() -> Result<()> {
         ("plan-core", "schedule"),
         ("plan-core", "large_plan"),
         ("plan-exec", "workloads"),
-        ("plan-exec", "sandbox"),
+        ("plan-sandbox", "sandbox"),
         ("plan-strategies", "planned_workloads"),
         ("plan-strategies", "adaptive_failure"),
         ("plan-strategies", "forecast"),

@@ -17,7 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use plan_core::RunId;
-use plan_exec::RunStore as _;
+use plan_exec::store::RunStore as _;
 use plan_llm::testing::{FakeOpenAi, FakeReply};
 use plan_postgres::PostgresStore;
 use plan_postgres::testing::{StatementCount, StatementStats, TempCluster};

@@ -286,21 +286,21 @@ pub enum SandboxArg {
 
 impl SandboxArg {
     /// The library's choice for this value.
-    pub fn choice(self) -> plan_exec::SandboxChoice {
+    pub fn choice(self) -> plan_sandbox::SandboxChoice {
         match self {
-            SandboxArg::Auto => plan_exec::SandboxChoice::Auto,
-            SandboxArg::Bwrap => plan_exec::SandboxChoice::Bwrap,
-            SandboxArg::Process => plan_exec::SandboxChoice::Process,
-            SandboxArg::None => plan_exec::SandboxChoice::None,
+            SandboxArg::Auto => plan_sandbox::SandboxChoice::Auto,
+            SandboxArg::Bwrap => plan_sandbox::SandboxChoice::Bwrap,
+            SandboxArg::Process => plan_sandbox::SandboxChoice::Process,
+            SandboxArg::None => plan_sandbox::SandboxChoice::None,
         }
     }
 
     /// The flag value of a library choice.
-    pub fn from_choice(choice: plan_exec::SandboxChoice) -> SandboxArg {
+    pub fn from_choice(choice: plan_sandbox::SandboxChoice) -> SandboxArg {
         match choice {
-            plan_exec::SandboxChoice::Bwrap => SandboxArg::Bwrap,
-            plan_exec::SandboxChoice::Process => SandboxArg::Process,
-            plan_exec::SandboxChoice::None => SandboxArg::None,
+            plan_sandbox::SandboxChoice::Bwrap => SandboxArg::Bwrap,
+            plan_sandbox::SandboxChoice::Process => SandboxArg::Process,
+            plan_sandbox::SandboxChoice::None => SandboxArg::None,
             _ => SandboxArg::Auto,
         }
     }
@@ -891,7 +891,7 @@ pub struct PruneArgs {
 
 /// An age: `30d`, `12h`, `90m`.
 fn age(s: &str) -> Result<std::time::Duration, String> {
-    plan_exec::parse_age(s)
+    plan_exec::store::parse_age(s)
 }
 
 /// `plan show`.

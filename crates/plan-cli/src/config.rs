@@ -201,7 +201,7 @@ impl FileConfig {
                 .into());
             }
         }
-        if let Some(Err(why)) = config.retention.as_deref().map(plan_exec::parse_age) {
+        if let Some(Err(why)) = config.retention.as_deref().map(plan_exec::store::parse_age) {
             return Err(Usage::new(format!(
                 "invalid configuration file {}: retention: {why}",
                 path.display()
@@ -487,7 +487,7 @@ impl Settings {
             retention: file
                 .retention
                 .as_deref()
-                .and_then(|r| plan_exec::parse_age(r).ok()),
+                .and_then(|r| plan_exec::store::parse_age(r).ok()),
             price,
             mcp: file.mcp.iter().filter_map(|t| t.to_config().ok()).collect(),
             prices: file.prices,

@@ -3,8 +3,8 @@
 //! from the same forecaster), and the `--budget-usd` refusal in the CLI's words.
 
 use plan_core::Plan;
-use plan_exec::RunStore;
 use plan_exec::forecast::{Forecaster, History};
+use plan_exec::store::RunStore;
 
 use crate::config::Settings;
 

@@ -1,6 +1,6 @@
 //! Ctrl-C: the first press cancels the run gracefully, the second exits at once.
 
-use plan_exec::CancelToken;
+use plan_exec::context::CancelToken;
 
 use crate::exit;
 

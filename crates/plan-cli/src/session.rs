@@ -8,10 +8,13 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use plan_core::Event;
-use plan_exec::{CancelToken, ChannelSink, RunStore, SqliteStore, event_channel};
+use plan_exec::context::CancelToken;
+use plan_exec::events::{ChannelSink, event_channel};
+use plan_exec::store::RunStore;
 use plan_llm::{LlmError, LlmHint, ModelSpec, ProviderConfig, ProviderRegistry};
 use plan_llm_local::{FetchEvent, LocalConfig, LocalFactory, ModelStore};
 use plan_postgres::PostgresStore;
+use plan_sqlite::SqliteStore;
 use plan_strategies::{
     AgentBuilder, AgentFactory as _, RunSpec, Runtime, RuntimeError, StrategyError,
 };
@@ -377,7 +380,7 @@ impl DrivingStore {
     /// store waits: the run's report as this process knows it, ended as interrupted
     /// (the database still says `running`, and the run is continued with `plan resume`
     /// once it is back), and what happened.
-    pub fn outage(&self, error: &StrategyError) -> Option<(plan_exec::RunReport, String)> {
+    pub fn outage(&self, error: &StrategyError) -> Option<(plan_exec::report::RunReport, String)> {
         let down = plan_postgres::Unreachable::find(error)?;
         let store = self.driver.as_ref()?.store();
         let run = store.held_leases().into_iter().next()?.run;
@@ -390,7 +393,7 @@ impl DrivingStore {
         );
         stored.status = plan_core::RunStatus::Cancelled;
         stored.failure = Some(why.clone());
-        Some((plan_exec::RunReport::from_stored(&stored), why))
+        Some((plan_exec::report::RunReport::from_stored(&stored), why))
     }
 
     /// Takes `run` over for this process before continuing it: on a shared store it must
@@ -494,8 +497,8 @@ pub fn strategy_error(e: StrategyError) -> anyhow::Error {
 }
 
 /// What the CLI user does about a library's hint.
-pub fn flag_hint(hint: plan_exec::Hint) -> Option<&'static str> {
-    use plan_exec::Hint;
+pub fn flag_hint(hint: plan_exec::error::Hint) -> Option<&'static str> {
+    use plan_exec::error::Hint;
     Some(match hint {
         Hint::MaxSteps => "raise --max-steps",
         Hint::MaxReplans => "raise --max-replans",

@@ -8,9 +8,13 @@
 use std::time::{Duration, Instant};
 
 use plan_core::{Plan, Step};
+use plan_exec::context::StepContext;
+use plan_exec::executor::executor_fn;
+use plan_exec::llm::LlmStepExecutor;
+use plan_exec::policy::{RunOptions, StepPolicy};
+use plan_exec::runner::Runner;
 use plan_exec::testing::answer_by_step;
 use plan_exec::testing::workloads::{Workload, fan_out, reference};
-use plan_exec::{LlmStepExecutor, RunOptions, Runner, StepContext, StepPolicy, executor_fn};
 use plan_llm::testing::FakeOpenAi;
 use plan_llm::{Flavour, OpenAi};
 

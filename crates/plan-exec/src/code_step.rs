@@ -12,7 +12,7 @@ use plan_llm::{CallRecord, Message, Provider, Purpose, Request};
 use crate::context::StepContext;
 use crate::error::StepError;
 use crate::executor::StepExecutor;
-use crate::sandbox::{Limits, Program, RunOutput, Sandbox};
+use plan_sandbox::{Limits, Program, RunOutput, Sandbox};
 use tracing::Instrument;
 
 /// The comment that declares an output file in a generated program.
@@ -221,7 +221,7 @@ fn lang_name(lang: CodeLang) -> &'static str {
 fn with_deps(mut program: Program, ctx: &StepContext) -> Program {
     for dep in ctx.dependencies() {
         let name = format!("deps/{}.txt", dep.id);
-        if crate::sandbox::check_relative(&name).is_ok() {
+        if plan_sandbox::check_relative(&name).is_ok() {
             program = program.with_file(name, dep.output.clone());
         }
     }
@@ -348,7 +348,7 @@ impl<P: Provider> StepExecutor for CodeStepExecutor<P> {
             let mut program = with_deps(Program::new(lang, code.clone()), ctx);
             let mut bad_path = None;
             for name in declared_outputs(&code) {
-                if let Err(e) = crate::sandbox::check_relative(&name) {
+                if let Err(e) = plan_sandbox::check_relative(&name) {
                     bad_path = Some(e.to_string());
                 }
                 program = program.collect(name);

@@ -1,5 +1,5 @@
 //! A conformance suite for [`RunStore`] implementations (feature `test-support`): the
-//! contract that [`RunSession`](crate::RunSession), the runners and `plan show` rely on,
+//! contract that [`RunSession`](crate::session::RunSession), the runners and `plan show` rely on,
 //! checked against any store.
 //!
 //! Run it from your store's tests. It creates its own runs (with fresh ids) and never
@@ -7,7 +7,8 @@
 //!
 //! ```
 //! use std::sync::Arc;
-//! use plan_exec::{SqliteStore, conformance::check_store};
+//! use plan_sqlite::SqliteStore;
+//! use plan_exec::conformance::check_store;
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -265,7 +266,7 @@ async fn create(store: &dyn RunStore, goal: &str) -> Result<RunRecord, String> {
     Ok(r)
 }
 
-async fn load(store: &dyn RunStore, run: &RunId) -> Result<crate::StoredRun, String> {
+async fn load(store: &dyn RunStore, run: &RunId) -> Result<crate::store::StoredRun, String> {
     store
         .load_run(run)
         .await
@@ -726,7 +727,7 @@ async fn events_after(store: &dyn RunStore) -> Result<(), String> {
 }
 
 /// An executor that echoes its step and its inputs, and remembers which steps it ran.
-fn echo(ran: Arc<Mutex<Vec<String>>>) -> impl crate::StepExecutor + 'static {
+fn echo(ran: Arc<Mutex<Vec<String>>>) -> impl crate::executor::StepExecutor + 'static {
     executor_fn(move |ctx: StepContext| {
         let ran = ran.clone();
         async move {

@@ -127,7 +127,7 @@ impl StepContext {
     }
 
     /// Sends this context's events to `sink`.
-    pub fn with_event_sink(mut self, sink: Arc<dyn crate::EventSink>) -> Self {
+    pub fn with_event_sink(mut self, sink: Arc<dyn crate::events::EventSink>) -> Self {
         self.events = Emitter::to_sink(sink);
         self
     }
@@ -196,7 +196,7 @@ impl StepContext {
 
 /// The `llm_call` event of a model call, made for `step` or (`None`) for the run: the one
 /// way a model call enters a run's journal ([`StepContext::account_call`],
-/// [`RunSession::account_call`](crate::RunSession::account_call)).
+/// [`RunSession::account_call`](crate::session::RunSession::account_call)).
 pub fn llm_call_event(call: &CallRecord, step: Option<plan_core::StepId>) -> EventKind {
     EventKind::LlmCall {
         purpose: call.purpose.clone(),

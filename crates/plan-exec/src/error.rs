@@ -190,7 +190,7 @@ pub enum Hint {
 }
 
 /// Why a run could not be carried out (step failures are not errors: they are in the
-/// [`RunReport`](crate::RunReport)).
+/// [`RunReport`](crate::report::RunReport)).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ExecError {

@@ -1,9 +1,9 @@
 //! Where run events go: the [`EventSink`] observer trait and ready-made sinks.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use plan_core::{Event, EventKind, RunId, Timestamp};
+use plan_llm::{Usage, UsageTotals};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::StoreError;
@@ -144,13 +144,6 @@ pub(crate) enum JournalMsg {
     Flush(oneshot::Sender<Result<(), StoreError>>),
 }
 
-#[derive(Default)]
-struct Usage {
-    calls: AtomicU64,
-    prompt: AtomicU64,
-    completion: AtomicU64,
-}
-
 struct EmitterInner {
     /// The wall-clock time and the runtime's instant when the emitter was made: events
     /// are stamped from the runtime's monotonic clock, so durations read from a journal
@@ -160,7 +153,8 @@ struct EmitterInner {
     journal: Option<mpsc::UnboundedSender<JournalMsg>>,
     /// The session's in-memory copy of the journal.
     mirror: Option<Arc<Mutex<StoredRun>>>,
-    usage: Usage,
+    /// The usage of the `llm_call` events emitted so far.
+    usage: Mutex<UsageTotals>,
 }
 
 /// Stamps events, counts model usage, and sends each event to the sink and the journal.
@@ -192,7 +186,7 @@ impl Emitter {
             sink,
             journal,
             mirror,
-            usage: Usage::default(),
+            usage: Mutex::new(UsageTotals::default()),
         }))
     }
 
@@ -286,21 +280,16 @@ impl Emitter {
             ..
         } = kind
         {
-            let u = &self.0.usage;
-            u.calls.fetch_add(1, Ordering::Relaxed);
-            u.prompt.fetch_add(*prompt_tokens, Ordering::Relaxed);
-            u.completion
-                .fetch_add(*completion_tokens, Ordering::Relaxed);
+            self.0
+                .usage
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .add_call(Usage::new(*prompt_tokens, *completion_tokens));
         }
     }
 
-    /// (calls, prompt tokens, completion tokens) seen so far.
-    pub(crate) fn usage(&self) -> (u64, u64, u64) {
-        let u = &self.0.usage;
-        (
-            u.calls.load(Ordering::Relaxed),
-            u.prompt.load(Ordering::Relaxed),
-            u.completion.load(Ordering::Relaxed),
-        )
+    /// The usage of the `llm_call` events emitted so far.
+    pub(crate) fn usage(&self) -> UsageTotals {
+        *self.0.usage.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }

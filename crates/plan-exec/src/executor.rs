@@ -14,7 +14,7 @@ use crate::error::StepError;
 /// executor only does the work, reports model or tool calls with
 /// [`StepContext::emit`], and says how it failed ([`StepError::retryable`],
 /// [`StepError::fatal`]). Object-safe, so executors of different types share a
-/// [`Router`](crate::Router).
+/// [`Router`](crate::router::Router).
 #[async_trait]
 pub trait StepExecutor: Send + Sync {
     /// Runs `ctx.step()` and returns its output text.
@@ -55,7 +55,8 @@ impl<F> std::fmt::Debug for FnExecutor<F> {
 /// and returns a future of the output: tools, test doubles, no-op steps.
 ///
 /// ```
-/// use plan_exec::{executor_fn, StepContext};
+/// use plan_exec::executor::executor_fn;
+/// use plan_exec::context::StepContext;
 ///
 /// let upper = executor_fn(|ctx: StepContext| async move {
 ///     Ok(ctx.step().description.to_uppercase())

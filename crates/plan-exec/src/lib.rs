@@ -1,31 +1,46 @@
-//! Running plans: step executors, sequential and parallel runners, policies, the sandbox
-//! and the durable run store.
+//! Running plans: step executors, sequential and parallel runners, policies, the run
+//! session and the run store trait, reports and events.
 //!
-//! - A [`StepExecutor`] runs one step given its [`StepContext`] (the goal, the step, the
-//!   capped outputs of its direct dependencies, a [`CancelToken`], an event emitter, the
-//!   attempt number). [`LlmStepExecutor`] asks a model through any `plan_llm::Provider`;
-//!   [`executor_fn`] makes one from a closure; a [`Router`] picks one by a step's `agent`
-//!   and `kind`.
-//! - A [`Runner`] (sequential, or parallel with a concurrency bound) runs a plan on the
-//!   one scheduling core, `plan_core::Scheduler`: each step starts the moment its last
-//!   dependency completes. [`StepPolicy`] sets timeouts, retries with [`Backoff`] and
-//!   fallbacks; failed steps skip their dependents. Plans may also arrive as a stream
-//!   ([`Runner::run_stream`]).
-//! - A [`RunSession`] owns a run's lifecycle: it creates (or reopens) the run, records
-//!   plan revisions, journals events (batched) and step outputs to a [`RunStore`]
-//!   ([`SqliteStore`]), moves its status and finishes it. Nothing else writes to a store.
-//!   Every state change is an `Event` sent to an [`EventSink`]; the run's report,
-//!   [`RunReport`], is built from its journal ([`RunReport::from_stored`]), so a live run,
-//!   a finished one and one read back from the store report alike.
-//! - [`Runner::resume`] (and any strategy, through [`SessionBuilder::reopen`]) continues a
-//!   run after a crash or a cancellation without redoing completed steps.
+//! Items are exported by module:
+//! - [`executor`]: a [`StepExecutor`](executor::StepExecutor) runs one step given its
+//!   [`StepContext`](context::StepContext) ([`context`]: the goal, the step, the capped
+//!   outputs of its direct dependencies, a cancel token, an event emitter, the attempt
+//!   number). [`llm::LlmStepExecutor`] asks a model through any `plan_llm::Provider`;
+//!   [`code_step::CodeStepExecutor`] has a model write a program and runs it in a
+//!   `plan_sandbox::Sandbox`; [`executor::executor_fn`] makes one from a closure; a
+//!   [`router::Router`] picks one by a step's `agent` and `kind`.
+//! - [`runner`]: a [`Runner`](runner::Runner) (sequential, or parallel with a concurrency
+//!   bound) runs a plan on the one scheduling core, `plan_core::Scheduler`: each step
+//!   starts the moment its last dependency completes. [`policy`] sets timeouts, retries
+//!   with backoff and fallbacks; failed steps skip their dependents. Plans may also
+//!   arrive as a stream ([`Runner::run_stream`](runner::Runner::run_stream)).
+//! - [`session`]: a [`RunSession`](session::RunSession) owns a run's lifecycle: it
+//!   creates (or reopens) the run, records plan revisions, journals events (batched) and
+//!   step outputs to a [`RunStore`](store::RunStore) ([`store`]; plan-sqlite and
+//!   plan-postgres implement it), moves its status and finishes it. Nothing else writes
+//!   to a store. Every state change is an `Event` sent to an [`EventSink`](events::EventSink)
+//!   ([`events`]); the run's report ([`report`]) is built from its journal, so a live
+//!   run, a finished one and one read back from the store report alike.
+//! - [`Runner::resume`](runner::Runner::resume) (and any strategy, through
+//!   [`SessionBuilder::reopen`](session::SessionBuilder::reopen)) continues a run after a
+//!   crash or a cancellation without redoing completed steps.
+//! - [`replay`] records every call a run makes outside itself and replays a run from the
+//!   recording; [`forecast`] predicts a run's cost from past runs; [`trace`] carries
+//!   OpenTelemetry context; [`error`] holds the error types.
+//!
+//! The sandbox backends (plan-sandbox), the tools and search (plan-tools) and the SQLite
+//! store (plan-sqlite) are crates of their own, so a crate that needs the runner alone
+//! compiles none of seccomp, tantivy or SQLite.
 //!
 //! ```
 //! use plan_core::{Plan, Step};
-//! use plan_exec::{executor_fn, EventLog, Runner, StepContext};
+//! use plan_exec::context::StepContext;
+//! use plan_exec::events::EventLog;
+//! use plan_exec::executor::executor_fn;
+//! use plan_exec::runner::Runner;
 //!
 //! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), plan_exec::ExecError> {
+//! # async fn main() -> Result<(), plan_exec::error::ExecError> {
 //! let plan = Plan::new("Say hello politely", vec![
 //!     Step::new("greet", "Say hello"),
 //!     Step::new("polish", "Make it polite").depends_on(["greet"]),
@@ -44,20 +59,10 @@
 //! ```
 //!
 //! # Features
-//! Default: `sqlite`, `sandbox`, `tools`. With `default-features = false` you get the
-//! runner, the session, the `RunStore` trait, the `Sandbox` trait and the LLM step
-//! executor, and compile none of SQLite, seccomp, nix, JSON-schema validation or tantivy.
-//! - `sqlite`: `SqliteStore`, the run store in one SQLite file (bundled SQLite).
-//! - `sandbox`: the Linux sandbox backends (`BwrapSandbox` with its seccomp filter,
-//!   `ProcessSandbox`); without it, a [`SandboxChoice`] other than `none` says this build
-//!   has no backend.
-//! - `tools`: tools and search (`Tool`, `ToolSet` with JSON-schema validation, the tool
-//!   loop, built-in tools, `SearchBackend`, Brave search).
-//! - `search-index`: the local full-text index (`LocalIndex`, tantivy); implies `tools`.
-//! - `test-support`: `testing`, which points plan-llm's fake OpenAI server
+//! - `test-support`: [`testing`], which points plan-llm's fake OpenAI server
 //!   (`plan_llm::testing::FakeOpenAi`, enabled with this feature) at plan-exec's step
-//!   prompts, and the benchmarks' reference workloads; `conformance::check_store`, the
-//!   conformance suite for any [`RunStore`].
+//!   prompts, and the benchmarks' reference workloads; [`conformance::check_store`], the
+//!   conformance suite for any run store.
 #![deny(missing_docs)]
 #![cfg_attr(
     not(test),
@@ -65,79 +70,23 @@
 )]
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
-// Running plans (the `exec` area).
+pub mod code_step;
 #[cfg(feature = "test-support")]
 pub mod conformance;
-mod context;
-mod error;
-mod events;
-mod executor;
+pub mod context;
+pub mod error;
+pub mod events;
+pub mod executor;
 pub mod forecast;
-mod llm;
-mod policy;
+pub mod llm;
+pub mod policy;
 pub mod replay;
-mod report;
-mod router;
-mod runner;
-mod session;
-mod store;
+pub mod report;
+pub mod router;
+pub mod runner;
+pub mod session;
+pub mod store;
 #[cfg(feature = "test-support")]
 pub mod testing;
-mod trace;
-pub use trace::{TRACEPARENT, continue_trace, new_traceparent, traceparent};
-mod verdict;
-
-pub use context::{CancelToken, DependencyOutput, StepContext, cap_output, llm_call_event};
-pub use error::{ExecError, Hint, MAX_RETRY_AFTER, StepError, StepErrorKind, StoreError};
-pub use events::{
-    ChannelSink, EventLog, EventReceiver, EventSink, FnSink, NoopSink, event_channel, sink_fn,
-};
-pub use executor::{FnExecutor, StepExecutor, executor_fn};
-pub use llm::LlmStepExecutor;
-pub use policy::{Backoff, RunOptions, StepPolicy};
-pub use report::{Execution, Replan, RunReport, RunUsage};
-pub use router::Router;
-pub use runner::{PlanRun, Runner};
-pub use session::{ResumePoint, RunSession, SessionBuilder};
-#[cfg(feature = "sqlite")]
-pub use store::SqliteStore;
-pub use store::{
-    JournalEntry, PlanRevision, Prune, Pruned, PrunedRun, Retention, RunEnd, RunRecord, RunStore,
-    RunSummary, StepOutputRecord, StoredRun, follow, follow_with, format_age, keep_pruning,
-    new_run_id, parse_age,
-};
-
-mod code_step;
-mod sandbox;
-
-// The sandbox and code steps.
-pub use code_step::{
-    CodeStepExecutor, OUTPUT_MARKER, OutputCheck, declared_outputs, extract_program,
-};
-#[cfg(all(target_os = "linux", feature = "sandbox"))]
-pub use sandbox::{BwrapConfig, BwrapSandbox, ProcessSandbox};
-pub use sandbox::{
-    Isolation, LazySandbox, LimitHit, Limits, MissingFile, OutputFile, ParseSandboxChoiceError,
-    Program, RunOutput, Sandbox, SandboxChoice, SandboxError,
-};
-
-// --- tools and search (research) ---
-#[cfg(feature = "tools")]
-mod search;
-#[cfg(feature = "tools")]
-mod tools;
-
-#[cfg(feature = "tools")]
-pub use search::{
-    BraveSearch, BraveSearchConfig, SearchBackend, SearchError, SearchHit, SearchQuery,
-};
-#[cfg(feature = "search-index")]
-pub use search::{LocalIndex, LocalIndexConfig, RefreshStats};
-#[cfg(feature = "tools")]
-pub use tools::{
-    CodeLanguage, DynTool, FsRoot, ListFilesArgs, ListFilesTool, ReadFileArgs, ReadFileTool,
-    RunCodeArgs, RunCodeTool, SearchDocsArgs, SearchDocsTool, Tool, ToolCallMode, ToolCallRecord,
-    ToolContext, ToolError, ToolLoop, ToolLoopConfig, ToolLoopError, ToolLoopOutcome, ToolObserver,
-    ToolOutput, ToolSet, ToolStepExecutor, tool_schema,
-};
-// --- end tools and search ---
+pub mod trace;
+pub mod verdict;

@@ -142,7 +142,7 @@ impl StepPolicy {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use plan_exec::StepPolicy;
+    /// use plan_exec::policy::StepPolicy;
     /// use plan_llm::RetryPolicy;
     /// let retry = RetryPolicy::default(); // 4 attempts, at most 90 s of waits
     /// assert_eq!(
@@ -167,7 +167,7 @@ impl StepPolicy {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use plan_exec::StepPolicy;
+    /// use plan_exec::policy::StepPolicy;
     /// use plan_llm::RetryPolicy;
     /// let retry = RetryPolicy::default()
     ///     .with_max_attempts(2)

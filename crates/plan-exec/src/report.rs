@@ -1,4 +1,4 @@
-//! Reports: [`Execution`] (one plan revision run by a [`Runner`](crate::Runner)) and
+//! Reports: [`Execution`] (one plan revision run by a [`Runner`](crate::runner::Runner)) and
 //! [`RunReport`] (a whole run, the CLI's `--json` contract), built from the run's journal
 //! by [`RunReport::from_stored`] whether the run is live, finished or read back later.
 
@@ -7,43 +7,32 @@ use std::collections::HashMap;
 use plan_core::{
     Event, EventKind, Plan, RunId, RunState, RunStatus, StepId, StepState, StepStatus, Timestamp,
 };
+use plan_llm::{Usage, UsageTotals};
 use serde::{Deserialize, Serialize};
 
 use crate::store::StoredRun;
 
-/// Model usage over a run, counted from its `llm_call` events.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[non_exhaustive]
-pub struct RunUsage {
-    /// Model calls.
-    pub llm_calls: u64,
-    /// Prompt tokens.
-    pub prompt_tokens: u64,
-    /// Completion tokens.
-    pub completion_tokens: u64,
-}
-
-impl RunUsage {
-    /// Usage counted from `events`.
-    pub fn of(events: &[Event]) -> Self {
-        let mut u = Self::default();
-        for e in events {
-            if let EventKind::LlmCall {
-                prompt_tokens,
-                completion_tokens,
-                ..
-            } = &e.kind
-            {
-                u.llm_calls += 1;
-                u.prompt_tokens += prompt_tokens;
-                u.completion_tokens += completion_tokens;
-            }
+/// A run's model usage, derived from its journal: one call per `llm_call` event (every
+/// model call a run makes is journaled as one, by
+/// [`llm_call_event`](crate::context::llm_call_event)). The report's usage, the budget
+/// carried into a continuation and a replay's check that no model was called all read it
+/// here.
+pub fn usage_of(events: &[Event]) -> UsageTotals {
+    let mut totals = UsageTotals::default();
+    for e in events {
+        if let EventKind::LlmCall {
+            prompt_tokens,
+            completion_tokens,
+            ..
+        } = &e.kind
+        {
+            totals.add_call(Usage::new(*prompt_tokens, *completion_tokens));
         }
-        u
     }
+    totals
 }
 
-/// What one execution of a plan revision did ([`Runner::execute`](crate::Runner::execute)):
+/// What one execution of a plan revision did ([`Runner::execute`](crate::runner::Runner::execute)):
 /// what a strategy looks at to decide what comes next.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
@@ -60,7 +49,7 @@ pub struct Execution {
     /// Every step of the plan, in plan order.
     pub steps: Vec<StepState>,
     /// Model usage of the steps.
-    pub usage: RunUsage,
+    pub usage: UsageTotals,
     /// How long it took.
     pub duration_ms: u64,
 }
@@ -141,7 +130,7 @@ pub struct RunReport {
     /// The answer, when the run succeeded.
     pub answer: Option<String>,
     /// Model usage.
-    pub usage: RunUsage,
+    pub usage: UsageTotals,
     /// How many times the plan was revised after a failure.
     pub replans: u32,
     /// Wall-clock time of the latest session of the run (until now while it runs).
@@ -218,7 +207,7 @@ impl RunReport {
             plan,
             steps: state.into_steps(),
             answer: run.answer.clone(),
-            usage: RunUsage::of(&run.events),
+            usage: usage_of(&run.events),
             replans: replan_log.len() as u32,
             duration_ms,
             failure: run.failure.clone(),

@@ -18,7 +18,9 @@ use crate::executor::StepExecutor;
 /// matches nothing fails with a fatal error naming the step.
 ///
 /// ```
-/// use plan_exec::{executor_fn, Router, StepContext};
+/// use plan_exec::executor::executor_fn;
+/// use plan_exec::router::Router;
+/// use plan_exec::context::StepContext;
 /// use plan_core::StepKind;
 ///
 /// let router = Router::default()

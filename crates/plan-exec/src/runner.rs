@@ -23,7 +23,7 @@ use crate::error::{ExecError, StepError, StepErrorKind};
 use crate::events::{Emitter, EventSink};
 use crate::executor::StepExecutor;
 use crate::policy::{RunOptions, StepPolicy};
-use crate::report::{Execution, RunReport, RunUsage};
+use crate::report::{Execution, RunReport};
 use crate::session::{RunSession, SessionBuilder};
 use crate::store::{RunRecord, RunStore, StepOutputRecord};
 
@@ -502,7 +502,6 @@ impl Runner {
         } else {
             RunStatus::Failed
         };
-        let (llm_calls, prompt_tokens, completion_tokens) = emitter.usage();
         plan.steps = state.steps;
         Ok(Execution {
             run_id,
@@ -510,11 +509,7 @@ impl Runner {
             plan,
             revision,
             steps: state.reports,
-            usage: RunUsage {
-                llm_calls,
-                prompt_tokens,
-                completion_tokens,
-            },
+            usage: emitter.usage(),
             duration_ms: millis(t0.elapsed()),
         })
     }
@@ -943,7 +938,7 @@ impl ModelCalls {
 /// not tried again (that would make the call again, retry layer and all); its fallback
 /// runs, or the plan is revised. Outside a step attempt (a tool loop of its own) it only
 /// runs `call`.
-pub(crate) async fn model_call<F: Future>(call: F) -> F::Output {
+pub async fn model_call<F: Future>(call: F) -> F::Output {
     let calls = MODEL_CALLS.try_with(Arc::clone).ok();
     if let Some(calls) = &calls {
         calls.started.fetch_add(1, Ordering::SeqCst);

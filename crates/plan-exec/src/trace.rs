@@ -67,7 +67,7 @@ pub fn continue_trace(span: &Span, traceparent: &str) -> bool {
 }
 
 /// An `execute_tool` span for a tool call or a program run (`gen_ai.tool.name`).
-pub(crate) fn tool_span(tool: &str) -> Span {
+pub fn tool_span(tool: &str) -> Span {
     tracing::info_span!(
         "execute_tool",
         otel.name = format!("execute_tool {tool}"),
@@ -79,7 +79,7 @@ pub(crate) fn tool_span(tool: &str) -> Span {
 }
 
 /// Marks a span failed with this `error.type`.
-pub(crate) fn record_error(span: &Span, kind: &str) {
+pub fn record_error(span: &Span, kind: &str) {
     span.record("error.type", kind);
     span.record("otel.status_code", "ERROR");
 }

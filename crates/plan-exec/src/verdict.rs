@@ -41,7 +41,7 @@ pub(crate) fn system_prompt(step: &Step, custom: Option<&str>, default: &str) ->
 ///   asking again until the model says PASS is not verification, so it is not retried;
 ///   the step's fallback runs, or the plan is revised;
 /// - no verdict: a retryable error (the model may give one when asked again).
-pub(crate) fn step_output(step: &Step, reply: String) -> Result<String, StepError> {
+pub fn step_output(step: &Step, reply: String) -> Result<String, StepError> {
     if step.kind != StepKind::Verify {
         return Ok(reply);
     }

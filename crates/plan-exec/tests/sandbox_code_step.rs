@@ -1,13 +1,19 @@
 //! The code step executor end to end: scripted model, real bubblewrap sandbox.
 #![cfg(target_os = "linux")]
 
+// The sandbox suite's helpers (bubblewrap or a visible skip), shared with plan-sandbox.
+#[path = "../../plan-sandbox/tests/sandbox_support/mod.rs"]
 mod sandbox_support;
 
 use std::sync::Arc;
 
 use plan_core::{CodeLang, EventKind, Step, StepKind};
-use plan_exec::{CodeStepExecutor, EventLog, Sandbox, StepContext, StepExecutor};
+use plan_exec::code_step::CodeStepExecutor;
+use plan_exec::context::StepContext;
+use plan_exec::events::EventLog;
+use plan_exec::executor::StepExecutor;
 use plan_llm::{Reply, ScriptedModel};
+use plan_sandbox::Sandbox;
 use sandbox_support::{bwrap, turn};
 
 async fn sandbox() -> Option<Arc<dyn Sandbox>> {

@@ -12,6 +12,7 @@ use tokio::sync::Semaphore;
 use crate::error::LlmError;
 use crate::pricing::Price;
 use crate::provider::{Capabilities, ChunkStream, Provider};
+use crate::record::UsageTotals;
 use crate::types::{Chunk, Request, Response, Usage};
 
 /// When and how long to retry. Retries errors for which
@@ -309,25 +310,6 @@ impl<P: Provider> Provider for ConcurrencyLimit<P> {
     }
 }
 
-/// Totals read from a [`UsageMeter`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct UsageTotals {
-    /// Calls made (failed ones included).
-    pub calls: u64,
-    /// Prompt tokens summed.
-    pub prompt_tokens: u64,
-    /// Completion tokens summed.
-    pub completion_tokens: u64,
-}
-
-impl UsageTotals {
-    /// Prompt and completion tokens together.
-    pub fn total_tokens(&self) -> u64 {
-        self.prompt_tokens + self.completion_tokens
-    }
-}
-
 /// A run's usage as its [`BudgetLedger`] keeps it: the calls of every process working on
 /// the run, together.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -575,7 +557,7 @@ impl UsageMeter {
                 limit_usd,
             });
         }
-        s.totals.calls += 1;
+        s.totals.llm_calls += 1;
         Ok(())
     }
 
@@ -850,7 +832,7 @@ mod tests {
             "{text}"
         );
         assert_eq!(seen.call_count(), 0);
-        assert_eq!(meter.totals().calls, 0);
+        assert_eq!(meter.totals().llm_calls, 0);
     }
 
     /// A charge that fails keeps the usage, counts it in the next budget check, and

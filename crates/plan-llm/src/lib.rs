@@ -68,13 +68,13 @@ pub use config::{ModelSpec, ProviderConfig, build_provider};
 pub use error::{LlmError, LlmHint};
 pub use layers::{
     BudgetLedger, ConcurrencyLimit, LedgerError, LedgerTotals, Metered, ProviderExt, Retry,
-    RetryPolicy, Timeout, UsageMeter, UsageTotals,
+    RetryPolicy, Timeout, UsageMeter,
 };
 pub use ollama::{OLLAMA_BASE_URL, Ollama};
 pub use openai::{Flavour, OPENAI_BASE_URL, OpenAi};
 pub use pricing::{Price, known_price};
 pub use provider::{Capabilities, ChunkStream, Provider, collect_stream, response_to_chunks};
-pub use record::{CallRecord, complete_recorded};
+pub use record::{CallRecord, UsageTotals, complete_recorded};
 pub use registry::{ProviderFactory, ProviderRegistry};
 pub use scripted::{Reply, ScriptedModel};
 pub use secret::ApiKey;

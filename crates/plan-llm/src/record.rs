@@ -2,8 +2,11 @@
 //! wall time. Every part of plan that calls a model makes one (with
 //! [`complete_recorded`] where it makes the call itself), and a run turns each into one
 //! `llm_call` event of its journal, from which its usage and forecasts are derived.
+//! [`UsageTotals`]: usage summed over calls.
 
 use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
 
 use crate::{LlmError, Provider, Purpose, Request, Response, Usage};
 
@@ -33,6 +36,53 @@ impl CallRecord {
     /// Its wall-clock time in whole milliseconds, as events carry it.
     pub fn duration_ms(&self) -> u64 {
         u64::try_from(self.duration.as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
+/// Model usage summed over calls: how many, and their tokens. The one totals type: a
+/// [`UsageMeter`](crate::UsageMeter) reads its totals as one, plan-exec derives a run's usage from its
+/// journal as one (the `--json` report's `usage`), and a list of [`CallRecord`]s sums
+/// to one ([`of_calls`](Self::of_calls)).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct UsageTotals {
+    /// Model calls (for a meter: made, failed ones included).
+    pub llm_calls: u64,
+    /// Prompt tokens summed.
+    pub prompt_tokens: u64,
+    /// Completion tokens summed.
+    pub completion_tokens: u64,
+}
+
+impl UsageTotals {
+    /// Totals with these counts.
+    pub fn new(llm_calls: u64, prompt_tokens: u64, completion_tokens: u64) -> Self {
+        Self {
+            llm_calls,
+            prompt_tokens,
+            completion_tokens,
+        }
+    }
+
+    /// The totals of `calls`.
+    pub fn of_calls<'a>(calls: impl IntoIterator<Item = &'a CallRecord>) -> Self {
+        let mut totals = Self::default();
+        for call in calls {
+            totals.add_call(call.usage);
+        }
+        totals
+    }
+
+    /// Counts one more call, with its tokens.
+    pub fn add_call(&mut self, usage: Usage) {
+        self.llm_calls += 1;
+        self.prompt_tokens += usage.prompt_tokens;
+        self.completion_tokens += usage.completion_tokens;
+    }
+
+    /// Prompt and completion tokens together.
+    pub fn total_tokens(&self) -> u64 {
+        self.prompt_tokens + self.completion_tokens
     }
 }
 

@@ -3,8 +3,8 @@
 //! - **Client.** [`McpServerConfig`] says how to reach a server: a command line run as a
 //!   child process (stdio), or a streamable-HTTP URL. [`McpTools::connect`] starts every
 //!   server, completes the handshake and lists their tools, each an [`McpTool`]: an
-//!   ordinary [`DynTool`](plan_exec::DynTool) named `<server>__<tool>` where names clash,
-//!   whose arguments a [`ToolSet`](plan_exec::ToolSet) validates against the server's
+//!   ordinary [`DynTool`](plan_tools::DynTool) named `<server>__<tool>` where names clash,
+//!   whose arguments a [`ToolSet`](plan_tools::ToolSet) validates against the server's
 //!   schema. Starting a server is bounded by its start-up timeout, each call by its call
 //!   timeout; a failure names the server and the tool. Child processes lead their own
 //!   process group and are reaped on [`McpTools::shutdown`] or drop, grandchildren (what
@@ -18,7 +18,7 @@
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), plan_mcp::McpError> {
-//! use plan_exec::{ToolContext, ToolSet};
+//! use plan_tools::{ToolContext, ToolSet};
 //! use plan_mcp::{McpServerConfig, McpTools};
 //!
 //! let server = McpServerConfig::parse("npx -y @modelcontextprotocol/server-everything@2026.8.31")?;

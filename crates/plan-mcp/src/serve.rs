@@ -20,7 +20,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use plan_core::{Event, EventKind, RunId};
-use plan_exec::{CancelToken, RunReport, RunStore};
+use plan_exec::context::CancelToken;
+use plan_exec::report::RunReport;
+use plan_exec::store::RunStore;
 use plan_strategies::{AgentBuilder, AgentFactory, RunSettings, RunSpec, Runs, RunsError};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
@@ -47,7 +49,7 @@ pub const DEFAULT_WAIT_SECS: u64 = 60;
 /// spec is recorded with it.
 ///
 /// ```no_run
-/// # async fn demo(store: plan_exec::SqliteStore) {
+/// # async fn demo(store: plan_sqlite::SqliteStore) {
 /// use std::sync::Arc;
 /// use plan_llm::{ProviderConfig, ProviderRegistry};
 /// use plan_mcp::{PlanServer, serve_stdio};
@@ -448,7 +450,7 @@ fn describe(event: &Event) -> Option<String> {
 /// Sends the run's events as progress notifications (when the caller asked for them with
 /// a progress token), numbered so progress always increases.
 async fn forward_progress(
-    events: Option<plan_exec::EventReceiver>,
+    events: Option<plan_exec::events::EventReceiver>,
     progress: Option<(ProgressToken, Peer<RoleServer>)>,
 ) {
     let Some(mut events) = events else { return };
@@ -534,7 +536,7 @@ pub async fn serve_stdio(server: PlanServer) -> Result<(), crate::McpError> {
 mod tests {
     use super::*;
     use async_trait::async_trait;
-    use plan_exec::RunSession;
+    use plan_exec::session::RunSession;
     use plan_llm::{ProviderConfig, ProviderRegistry};
     use plan_strategies::{
         Dag, Outcome, PlanOutcome, PlanStart, Runtime, Strategy, StrategyContext, StrategyError,
@@ -575,7 +577,7 @@ mod tests {
         let runtime = Runtime::new(ProviderRegistry::builtin(), ProviderConfig::default())
             .with_strategies(strategies);
         let dir = tempfile::tempdir().unwrap();
-        let store = plan_exec::SqliteStore::open(dir.path().join("runs.sqlite")).unwrap();
+        let store = plan_sqlite::SqliteStore::open(dir.path().join("runs.sqlite")).unwrap();
         let server = PlanServer::new(
             Arc::new(runtime),
             RunSpec::new("openai:gpt-4o-mini", "auto"),
@@ -675,7 +677,7 @@ mod tests {
     #[tokio::test]
     async fn nonsense_settings_are_a_tool_error_naming_the_value() {
         let dir = tempfile::tempdir().unwrap();
-        let store = plan_exec::SqliteStore::open(dir.path().join("runs.sqlite")).unwrap();
+        let store = plan_sqlite::SqliteStore::open(dir.path().join("runs.sqlite")).unwrap();
         let runtime = Runtime::new(ProviderRegistry::builtin(), ProviderConfig::default());
         let server = PlanServer::new(
             Arc::new(runtime),

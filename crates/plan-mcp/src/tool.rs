@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use plan_exec::{DynTool, ToolContext, ToolError, ToolOutput};
 use plan_llm::ToolSpec;
+use plan_tools::{DynTool, ToolContext, ToolError, ToolOutput};
 use rmcp::model::{CallToolResult, ContentBlock, ResourceContents, Tool as RemoteTool};
 
 use crate::McpError;
@@ -15,7 +15,7 @@ use crate::client::McpServer;
 ///
 /// Its name is the server's tool name made safe for models (`[A-Za-z0-9_-]`), prefixed
 /// `<server>__` when names clash ([`McpTools`](crate::McpTools) decides); its schema is
-/// the server's input schema, against which a [`ToolSet`](plan_exec::ToolSet) validates
+/// the server's input schema, against which a [`ToolSet`](plan_tools::ToolSet) validates
 /// arguments before the call. Text, structured content and resources come back as the
 /// tool's output; a result the server marks as an error, a crash, a timeout or a protocol
 /// error is a [`ToolError::Failed`] naming the server and the tool.

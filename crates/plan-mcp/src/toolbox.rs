@@ -6,11 +6,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use plan_exec::{
-    DynTool, FsRoot, ListFilesTool, ReadFileTool, RunCodeTool, Sandbox, SearchBackend,
-    SearchDocsTool, SearchError, SearchHit, SearchQuery, ToolSet,
-};
+use plan_sandbox::Sandbox;
 use plan_strategies::{AgentCatalogue, AgentError};
+use plan_tools::builtin::{FsRoot, ListFilesTool, ReadFileTool, RunCodeTool, SearchDocsTool};
+use plan_tools::search::{SearchBackend, SearchError, SearchHit, SearchQuery};
+use plan_tools::{DynTool, ToolSet};
 use serde::Serialize;
 
 use crate::{McpError, McpServerConfig, McpTools};
@@ -316,7 +316,7 @@ fn builtins(config: &ToolboxConfig) -> Result<ToolSet, ToolboxError> {
     let sandbox: Arc<dyn Sandbox> = config
         .sandbox
         .clone()
-        .unwrap_or_else(|| Arc::new(plan_exec::SandboxChoice::None.lazy()));
+        .unwrap_or_else(|| Arc::new(plan_sandbox::SandboxChoice::None.lazy()));
     let tools: [Arc<dyn DynTool>; 4] = [
         Arc::new(ReadFileTool::new(root.clone())),
         Arc::new(ListFilesTool::new(root)),

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use plan_exec::{DynTool, ToolSet};
+use plan_tools::{DynTool, ToolSet};
 
 use crate::McpError;
 use crate::client::McpServer;

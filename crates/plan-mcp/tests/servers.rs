@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use plan_exec::{ToolContext, ToolError, ToolSet};
 use plan_mcp::{McpError, McpServerConfig, McpTools, testing};
+use plan_tools::{ToolContext, ToolError, ToolSet};
 use serde_json::json;
 
 /// The everything server, connected with the default (generous) start-up timeout and

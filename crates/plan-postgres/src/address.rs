@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use plan_exec::{Hint, StoreError};
+use plan_exec::error::{Hint, StoreError};
 use tokio_postgres::config::{Host, SslMode};
 
 /// Whether `text` is a PostgreSQL URL (`postgres://` or `postgresql://`), as opposed to a

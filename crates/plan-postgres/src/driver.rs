@@ -6,7 +6,8 @@
 use std::time::Duration;
 
 use plan_core::RunId;
-use plan_exec::{CancelToken, StoreError};
+use plan_exec::context::CancelToken;
+use plan_exec::error::StoreError;
 
 use crate::driving::LeaseKeeper;
 use crate::fleet::LeaseHolder;
@@ -34,10 +35,10 @@ const RELEASE_TIMEOUT: Duration = Duration::from_secs(2);
 /// ```no_run
 /// use std::sync::Arc;
 /// use std::time::Duration;
-/// use plan_exec::CancelToken;
+/// use plan_exec::context::CancelToken;
 /// use plan_postgres::{Driver, PostgresStore};
 ///
-/// # async fn f() -> Result<(), plan_exec::StoreError> {
+/// # async fn f() -> Result<(), plan_exec::error::StoreError> {
 /// let shared = PostgresStore::connect("postgres://plan@db.internal:5432/plan").await?;
 /// let cancel = CancelToken::new();
 /// let driver = Driver::open(&shared, "my-app@host-42", Duration::from_secs(5), &cancel);

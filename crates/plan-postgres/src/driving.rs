@@ -13,7 +13,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use plan_core::RunId;
-use plan_exec::{CancelToken, StoreError, StoredRun};
+use plan_exec::context::CancelToken;
+use plan_exec::error::StoreError;
+use plan_exec::store::StoredRun;
 
 use crate::fleet::{Lease, LeaseHolder, WORK_CHANNEL, millis};
 use crate::store::PostgresStore;

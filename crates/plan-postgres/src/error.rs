@@ -1,7 +1,7 @@
 //! Database errors as [`StoreError`]s that say what failed, never with the password.
 
 use deadpool_postgres::PoolError;
-use plan_exec::{Hint, StoreError};
+use plan_exec::error::{Hint, StoreError};
 use tokio_postgres::error::SqlState;
 
 use crate::address::PgAddress;

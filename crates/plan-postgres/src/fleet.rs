@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use plan_core::{RunId, RunStatus};
-use plan_exec::StoreError;
+use plan_exec::error::StoreError;
 
 use crate::follow::{Listener, Routed};
 use crate::store::PostgresStore;

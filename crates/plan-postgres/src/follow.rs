@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use futures::{Stream, StreamExt as _};
 use plan_core::{EventKind, RunId};
-use plan_exec::{JournalEntry, RunStore, StoreError};
+use plan_exec::error::StoreError;
+use plan_exec::store::{JournalEntry, RunStore};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_postgres::AsyncMessage;
@@ -51,7 +52,7 @@ impl Drop for Listener {
 
 impl PostgresStore {
     /// The run's events after position `after` (0 for all), then every new one as it is
-    /// committed, ending after `run_finished`: like [`plan_exec::follow`], but each
+    /// committed, ending after `run_finished`: like [`plan_exec::store::follow`], but each
     /// follower holds a `LISTEN` connection and wakes on the append's `NOTIFY` instead
     /// of polling (it still reads every two seconds should a notification be missed).
     pub fn follow<'a>(
@@ -330,7 +331,7 @@ impl Drop for Watch {
 
 /// One `LISTEN` connection for any number of followers of any runs, each woken only
 /// when its own run gets events: a server following hundreds of runs holds one
-/// connection, not one per follower. Use it with [`plan_exec::follow_with`].
+/// connection, not one per follower. Use it with [`plan_exec::store::follow_with`].
 pub struct EventsListener {
     _listener: Listener,
     routed: Routed,

@@ -4,7 +4,7 @@
 
 use async_trait::async_trait;
 use plan_core::RunId;
-use plan_exec::StoreError;
+use plan_exec::error::StoreError;
 use plan_llm::{BudgetLedger, LedgerError, LedgerTotals, Usage};
 use tokio_postgres::Row;
 

@@ -1,5 +1,5 @@
 //! A PostgreSQL run store for plan: [`PostgresStore`] implements
-//! [`plan_exec::RunStore`], so runs, their plan revisions, journals and step outputs live
+//! [`plan_exec::store::RunStore`], so runs, their plan revisions, journals and step outputs live
 //! in a database that every process and every person can reach.
 //!
 //! - Connect with a URL, `postgres://USER[:PASSWORD]@HOST[:PORT]/DB` (or
@@ -48,7 +48,11 @@
 //! ```no_run
 //! use std::sync::Arc;
 //! use plan_core::{Plan, Step};
-//! use plan_exec::{executor_fn, Runner, RunStore, SessionBuilder, StepContext};
+//! use plan_exec::executor::executor_fn;
+//! use plan_exec::runner::Runner;
+//! use plan_exec::store::RunStore;
+//! use plan_exec::session::SessionBuilder;
+//! use plan_exec::context::StepContext;
 //! use plan_postgres::PostgresStore;
 //!
 //! # #[tokio::main(flavor = "current_thread")]

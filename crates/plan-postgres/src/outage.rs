@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use backon::{BackoffBuilder as _, ExponentialBuilder};
 use deadpool_postgres::PoolError;
-use plan_exec::StoreError;
+use plan_exec::error::StoreError;
 use tokio_postgres::error::SqlState;
 
 use crate::store::PostgresStore;
@@ -315,7 +315,7 @@ mod tests {
     async fn a_retry_recognises_what_its_first_try_committed() {
         use crate::store::{committed_already, journaled_already};
         use plan_core::{Event, EventKind};
-        use plan_exec::{RunRecord, RunStore as _, StepOutputRecord};
+        use plan_exec::store::{RunRecord, RunStore as _, StepOutputRecord};
 
         let Some(cluster) = crate::testing::TempCluster::shared_or_skip() else {
             return;

@@ -1,7 +1,7 @@
 //! The store's tables, in the `plan` schema, and their migrations: SQL embedded in the
 //! crate, applied in order under an advisory lock when a store is opened.
 
-use plan_exec::{Hint, StoreError};
+use plan_exec::error::{Hint, StoreError};
 use tokio_postgres::Client;
 
 use crate::error::PgErrors;

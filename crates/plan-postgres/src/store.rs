@@ -6,9 +6,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
 use plan_core::{Event, Plan, RunId, RunStatus, StepId, Timestamp};
-use plan_exec::{
+use plan_exec::error::StoreError;
+use plan_exec::store::{
     JournalEntry, PlanRevision, Prune, Pruned, PrunedRun, RunEnd, RunRecord, RunStore, RunSummary,
-    StepOutputRecord, StoreError, StoredRun,
+    StepOutputRecord, StoredRun,
 };
 use tokio_postgres::Transaction;
 use tokio_postgres::types::ToSql;

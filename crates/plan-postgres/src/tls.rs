@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use plan_exec::{Hint, StoreError};
+use plan_exec::error::{Hint, StoreError};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::pki_types::pem::PemObject;

@@ -4,7 +4,8 @@
 use std::time::{Duration, Instant};
 
 use plan_core::RunId;
-use plan_exec::{CancelToken, RunRecord, RunStore};
+use plan_exec::context::CancelToken;
+use plan_exec::store::{RunRecord, RunStore};
 use plan_postgres::testing::TempCluster;
 use plan_postgres::{ClaimError, Driver, PostgresStore, StoreStop};
 

@@ -7,7 +7,8 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use plan_core::{Event, EventKind, RunId, RunStatus};
-use plan_exec::{CancelToken, RunRecord, RunStore, StepOutputRecord};
+use plan_exec::context::CancelToken;
+use plan_exec::store::{RunRecord, RunStore, StepOutputRecord};
 use plan_postgres::testing::{SKIP_VAR, TempCluster};
 use plan_postgres::{Driver, PostgresStore, Renewal, Unreachable};
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use futures::FutureExt as _;
 use plan_core::RunId;
-use plan_exec::{RunRecord, RunStore};
+use plan_exec::store::{RunRecord, RunStore};
 use plan_postgres::testing::{StatementStats, TempCluster};
 use plan_postgres::{PostgresStore, StepTask};
 use serde_json::json;

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
 use plan_core::{Event, EventKind, RunId, RunStatus};
-use plan_exec::{RunRecord, RunStore, StepOutputRecord};
+use plan_exec::store::{RunRecord, RunStore, StepOutputRecord};
 use plan_postgres::testing::TempCluster;
 use plan_postgres::{PostgresStore, SCHEMA_VERSION};
 
@@ -485,7 +485,7 @@ async fn driving_stores_hold_their_runs_and_cancellation_goes_through_the_lease(
         Renewal::CancelRequested
     );
     // A keeper cancels the run's token on it.
-    let cancel = plan_exec::CancelToken::new();
+    let cancel = plan_exec::context::CancelToken::new();
     let _keeper = driver.keep_leases(Duration::from_millis(300), cancel.clone());
     tokio::time::timeout(Duration::from_secs(30), cancel.cancelled())
         .await

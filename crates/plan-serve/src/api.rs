@@ -14,7 +14,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures::{Stream, StreamExt as _};
 use plan_core::{Plan, PlanDiff, PlanGraph, PlanVersion, RunId};
-use plan_exec::{CancelToken, ExecError, RunReport, StoreError};
+use plan_exec::context::CancelToken;
+use plan_exec::error::{ExecError, StoreError};
+use plan_exec::report::RunReport;
 use plan_strategies::{
     Agent, CancelRequests, Continuable, Continuation, Rerun, RunHandle, RunSettings, RunSpec,
     RunsError, RuntimeError, StrategyError,
@@ -121,7 +123,7 @@ pub(crate) fn router(service: Arc<PlanService>) -> Router {
         .with_state(service)
 }
 
-async fn load(service: &PlanService, id: &str) -> ApiResult<plan_exec::StoredRun> {
+async fn load(service: &PlanService, id: &str) -> ApiResult<plan_exec::store::StoredRun> {
     service
         .runs
         .load(&RunId::new(id))
@@ -350,7 +352,9 @@ async fn list_runs(State(service): State<Arc<PlanService>>) -> ApiResult<Json<Va
         .await
         .map_err(ApiError::internal)?;
     Ok(Json(Value::Array(
-        runs.iter().map(plan_exec::RunSummary::to_listing).collect(),
+        runs.iter()
+            .map(plan_exec::store::RunSummary::to_listing)
+            .collect(),
     )))
 }
 
@@ -442,7 +446,7 @@ async fn events(
     // The stream holds its slot until it ends; it ends when the server shuts down too.
     let closing = service.closing.clone();
     let stream = futures::stream::unfold((rx, slot), |(mut rx, slot)| async move {
-        let entry: std::sync::Arc<plan_exec::JournalEntry> = rx.recv().await?;
+        let entry: std::sync::Arc<plan_exec::store::JournalEntry> = rx.recv().await?;
         let event = SseEvent::default()
             .id(entry.seq.to_string())
             .data(entry.event.to_json_line());

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use plan_core::RunId;
-use plan_exec::{CancelToken, RunRecord, RunStore};
+use plan_exec::context::CancelToken;
+use plan_exec::store::{RunRecord, RunStore};
 
 /// A fleet of workers behind a shared store (the CLI's is PostgreSQL with `plan worker`s).
 /// With one, the server:

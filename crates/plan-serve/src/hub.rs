@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use futures::StreamExt as _;
 use plan_core::{EventKind, RunId};
-use plan_exec::{JournalEntry, RunStore};
+use plan_exec::store::{JournalEntry, RunStore};
 use tokio::sync::broadcast;
 
 use crate::Fleet;
@@ -145,7 +145,7 @@ async fn read(hub: Arc<Hub>, source: Source, run: RunId, from: u64, feed: Feed) 
             let run = waited.clone();
             async move { waiter.wait(&run).await }
         };
-        let mut entries = std::pin::pin!(plan_exec::follow_with(
+        let mut entries = std::pin::pin!(plan_exec::store::follow_with(
             source.store.as_ref(),
             &run,
             from,

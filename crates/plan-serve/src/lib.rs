@@ -27,7 +27,7 @@
 //! `{"error": "..."}`.
 //!
 //! ```no_run
-//! # async fn demo(store: std::sync::Arc<dyn plan_exec::RunStore>) -> std::io::Result<()> {
+//! # async fn demo(store: std::sync::Arc<dyn plan_exec::store::RunStore>) -> std::io::Result<()> {
 //! use std::sync::Arc;
 //! use plan_llm::{ProviderConfig, ProviderRegistry};
 //! use plan_serve::{PlanService, ServeConfig, serve};
@@ -58,7 +58,7 @@ mod web;
 use std::sync::Arc;
 use std::time::Duration;
 
-use plan_exec::RunStore;
+use plan_exec::store::RunStore;
 use plan_strategies::{AgentFactory, RunSettings, RunSpec, Runs};
 use serde::Deserialize;
 
@@ -204,7 +204,7 @@ pub struct PlanService {
     /// The event streams open per client address.
     pub(crate) streams: Arc<guard::StreamSlots>,
     /// Cancelled when the server shuts down: the event streams end.
-    pub(crate) closing: plan_exec::CancelToken,
+    pub(crate) closing: plan_exec::context::CancelToken,
 }
 
 impl std::fmt::Debug for PlanService {
@@ -234,7 +234,7 @@ impl PlanService {
             fleet: None,
             hub: Arc::default(),
             streams: Arc::default(),
-            closing: plan_exec::CancelToken::new(),
+            closing: plan_exec::context::CancelToken::new(),
         }
     }
 

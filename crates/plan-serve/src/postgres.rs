@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use plan_core::RunId;
-use plan_exec::{CancelToken, RunRecord, SessionBuilder};
+use plan_exec::context::CancelToken;
+use plan_exec::session::SessionBuilder;
+use plan_exec::store::RunRecord;
 use plan_postgres::{EventsListener, PostgresStore};
 
 use crate::{Fleet, Held};
@@ -39,7 +41,7 @@ impl PostgresFleet {
     pub async fn new(
         store: PostgresStore,
         name: impl Into<String>,
-    ) -> Result<PostgresFleet, plan_exec::StoreError> {
+    ) -> Result<PostgresFleet, plan_exec::error::StoreError> {
         let events = store.events_listener().await?;
         Ok(PostgresFleet {
             store,

@@ -14,7 +14,7 @@ use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use plan_core::{PlanGraph, RunId, RunStatus, StepStatus};
-use plan_exec::RunReport;
+use plan_exec::report::RunReport;
 
 use crate::PlanService;
 use crate::api::ApiError;

@@ -7,10 +7,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use plan_core::RunId;
-use plan_exec::{CancelToken, RunRecord, SqliteStore};
+use plan_exec::context::CancelToken;
+use plan_exec::store::RunRecord;
 use plan_llm::testing::{FakeOpenAi, FakeReply};
 use plan_llm::{ProviderConfig, ProviderRegistry};
 use plan_serve::{Fleet, Held, PlanService, ServeConfig};
+use plan_sqlite::SqliteStore;
 use plan_strategies::{RunSpec, Runtime};
 use serde_json::{Value, json};
 

@@ -5,10 +5,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use plan_exec::{RunStore as _, SqliteStore};
+use plan_exec::store::RunStore as _;
 use plan_llm::testing::{FakeOpenAi, FakeReply};
 use plan_llm::{ProviderConfig, ProviderRegistry};
 use plan_serve::{PlanService, ServeConfig};
+use plan_sqlite::SqliteStore;
 use plan_strategies::{RunSpec, Runtime};
 
 /// Four layers of five steps.

@@ -9,11 +9,13 @@
 use std::time::Duration;
 
 use plan_exec::forecast::{Forecast, History};
+use plan_exec::llm::LlmStepExecutor;
+use plan_exec::store::RunStore;
 use plan_exec::testing::workloads::reference;
 use plan_exec::testing::{answer_by_step, default_reply};
-use plan_exec::{LlmStepExecutor, RunStore, SqliteStore};
 use plan_llm::testing::{FakeOpenAi, FakeReply};
 use plan_llm::{Flavour, OpenAi};
+use plan_sqlite::SqliteStore;
 use plan_strategies::{Agent, PlannerConfig, StrategyKind};
 
 const LATENCY: Duration = Duration::from_millis(100);

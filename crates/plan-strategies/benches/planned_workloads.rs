@@ -22,9 +22,10 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use futures::StreamExt;
 use plan_core::{Plan, Step};
+use plan_exec::llm::LlmStepExecutor;
+use plan_exec::policy::{RunOptions, StepPolicy};
 use plan_exec::testing::workloads::{Workload, layered, reference};
 use plan_exec::testing::{answer_by_step, default_reply};
-use plan_exec::{LlmStepExecutor, RunOptions, StepPolicy};
 use plan_llm::testing::{FakeOpenAi, FakeReply, FakeRequest};
 use plan_llm::{
     Capabilities, Chunk, ChunkStream, FinishReason, Flavour, LlmError, OpenAi, Provider, Request,

@@ -11,9 +11,10 @@ use std::time::{Duration, Instant};
 
 use plan_core::EventKind;
 use plan_exec::replay::{ReplayModel, Replayer};
+use plan_exec::store::{RunStore, StoredRun};
 use plan_exec::testing::workloads::layered;
-use plan_exec::{RunStore, SqliteStore, StoredRun};
 use plan_llm::{Reply, ScriptedModel};
+use plan_sqlite::SqliteStore;
 use plan_strategies::{Agent, AgentBuilder, RunSpec, StrategyKind};
 
 const CONCURRENCY: usize = 64;

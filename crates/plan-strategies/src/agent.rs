@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use plan_core::{Plan, PlanGraph, RunId};
-use plan_exec::{CancelToken, RunReport, RunSession, SessionBuilder};
+use plan_exec::context::CancelToken;
+use plan_exec::report::RunReport;
+use plan_exec::session::{RunSession, SessionBuilder};
 use tracing::Instrument;
 
 use crate::answer;
@@ -301,7 +303,7 @@ impl Agent {
     /// What runs one step of this agent's plans (its router: code steps in the sandbox,
     /// the others with the model and tools), for running steps one at a time elsewhere (a
     /// fleet worker executing steps of runs another worker drives).
-    pub fn step_executor(&self) -> Arc<dyn plan_exec::StepExecutor> {
+    pub fn step_executor(&self) -> Arc<dyn plan_exec::executor::StepExecutor> {
         self.inner.cx.runner().executor().clone()
     }
 
@@ -397,7 +399,7 @@ impl Agent {
     ///
     /// # Errors
     /// [`StrategyError::Plan`] for an invalid edited plan; [`StrategyError::Exec`] with
-    /// [`ExecError::NotAwaitingApproval`](plan_exec::ExecError::NotAwaitingApproval) when
+    /// [`ExecError::NotAwaitingApproval`](plan_exec::error::ExecError::NotAwaitingApproval) when
     /// the run is not waiting (answered already); [`StrategyError::Config`] without a
     /// store.
     pub async fn approve(
@@ -438,7 +440,7 @@ impl Agent {
                         .execute(cx, &session, PlanStart::resume(point, latest))
                         .await
                 }
-                (None, _) => Err(StrategyError::Exec(plan_exec::ExecError::NoPlan(
+                (None, _) => Err(StrategyError::Exec(plan_exec::error::ExecError::NoPlan(
                     run_id.clone(),
                 ))),
             };
@@ -581,7 +583,7 @@ impl Agent {
                     .to_owned(),
             )
         })?;
-        let (events_in, events) = plan_exec::event_channel();
+        let (events_in, events) = plan_exec::events::event_channel();
         let sink = Arc::new(Tee(self.inner.sessions.sink().clone(), events_in));
         let sessions = self.inner.sessions.clone().event_sink(sink);
         let session = sessions.create(self.inner.spec.to_record(goal)).await?;
@@ -637,7 +639,7 @@ impl Agent {
 pub struct RunHandle {
     id: RunId,
     cancel: CancelToken,
-    events: Option<plan_exec::EventReceiver>,
+    events: Option<plan_exec::events::EventReceiver>,
     task: tokio::task::JoinHandle<Result<RunReport, StrategyError>>,
 }
 
@@ -658,7 +660,7 @@ impl RunHandle {
 
     /// The run's events from `run_started` on, as they happen; the receiver ends after
     /// the run's last event. `None` once taken.
-    pub fn events(&mut self) -> Option<plan_exec::EventReceiver> {
+    pub fn events(&mut self) -> Option<plan_exec::events::EventReceiver> {
         self.events.take()
     }
 
@@ -705,9 +707,12 @@ impl std::future::Future for RunHandle {
 }
 
 /// Sends each event to the agent's own sink and to a started run's handle.
-struct Tee(Arc<dyn plan_exec::EventSink>, plan_exec::ChannelSink);
+struct Tee(
+    Arc<dyn plan_exec::events::EventSink>,
+    plan_exec::events::ChannelSink,
+);
 
-impl plan_exec::EventSink for Tee {
+impl plan_exec::events::EventSink for Tee {
     fn on_event(&self, event: &plan_core::Event) {
         self.0.on_event(event);
         self.1.on_event(event);

@@ -3,7 +3,8 @@
 use std::collections::HashSet;
 
 use plan_core::{RunStatus, StepId, StepKind, StepStatus};
-use plan_exec::{RunReport, RunSession};
+use plan_exec::report::RunReport;
+use plan_exec::session::RunSession;
 use plan_llm::CallRecord;
 
 use crate::calls::{SynthesisInput, summarise_part, synthesize};
@@ -130,7 +131,7 @@ async fn end(
     status: RunStatus,
     answer: Option<String>,
     failure: Option<String>,
-) -> Result<RunReport, plan_exec::ExecError> {
+) -> Result<RunReport, plan_exec::error::ExecError> {
     ending.before(session).await;
     let mut report = session.finish(status, answer, failure).await?;
     ending.after(session, &mut report).await;

@@ -5,13 +5,20 @@ use plan_exec::replay::JournaledModel;
 use std::sync::Arc;
 
 use plan_core::StepKind;
+use plan_exec::code_step::CodeStepExecutor;
+use plan_exec::context::CancelToken;
+use plan_exec::events::{EventSink, NoopSink};
+use plan_exec::executor::StepExecutor;
 use plan_exec::forecast::Forecaster;
-use plan_exec::{
-    CancelToken, CodeStepExecutor, EventSink, LlmStepExecutor, NoopSink, Router, RunOptions,
-    RunStore, Runner, Sandbox, SandboxChoice, SessionBuilder, StepExecutor, ToolSet,
-    ToolStepExecutor,
-};
+use plan_exec::llm::LlmStepExecutor;
+use plan_exec::policy::RunOptions;
+use plan_exec::router::Router;
+use plan_exec::runner::Runner;
+use plan_exec::session::SessionBuilder;
+use plan_exec::store::RunStore;
 use plan_llm::{BudgetLedger, Price, Provider, ProviderExt as _, RetryPolicy, UsageMeter};
+use plan_sandbox::{Sandbox, SandboxChoice};
+use plan_tools::{ToolSet, ToolStepExecutor};
 
 use crate::agent::{Agent, Inner};
 use crate::agents::{AgentCatalogue, AgentTeam, ModelResolver};
@@ -189,7 +196,7 @@ impl AgentBuilder {
         self
     }
 
-    /// Runs steps with this executor (a [`plan_exec::Router`] to route by agent or kind)
+    /// Runs steps with this executor (a [`plan_exec::router::Router`] to route by agent or kind)
     /// instead of the default executors over the provider.
     ///
     /// By default, steps of kind `code` and steps that carry their own `code` run in the

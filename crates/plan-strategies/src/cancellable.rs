@@ -5,7 +5,7 @@
 
 use async_trait::async_trait;
 use futures::StreamExt as _;
-use plan_exec::CancelToken;
+use plan_exec::context::CancelToken;
 use plan_llm::{Capabilities, ChunkStream, LlmError, Provider, Request, Response};
 use std::sync::Arc;
 

@@ -42,7 +42,7 @@ pub enum StrategyError {
     Config(String),
     /// Executing the plan failed outside any step (the runner or the store).
     #[error("execution error: {0}")]
-    Exec(#[source] plan_exec::ExecError),
+    Exec(#[source] plan_exec::error::ExecError),
     /// A run names a strategy that is not registered.
     #[error(transparent)]
     UnknownStrategy(#[from] crate::strategy::UnknownStrategy),
@@ -62,26 +62,26 @@ pub enum StrategyError {
     Cancelled,
 }
 
-impl From<plan_exec::ExecError> for StrategyError {
-    fn from(e: plan_exec::ExecError) -> Self {
+impl From<plan_exec::error::ExecError> for StrategyError {
+    fn from(e: plan_exec::error::ExecError) -> Self {
         match e {
-            plan_exec::ExecError::InvalidPlan(p) => StrategyError::Plan(p),
+            plan_exec::error::ExecError::InvalidPlan(p) => StrategyError::Plan(p),
             other => StrategyError::Exec(other),
         }
     }
 }
 
-impl From<plan_exec::StoreError> for StrategyError {
-    fn from(e: plan_exec::StoreError) -> Self {
-        StrategyError::Exec(plan_exec::ExecError::Store(e))
+impl From<plan_exec::error::StoreError> for StrategyError {
+    fn from(e: plan_exec::error::StoreError) -> Self {
+        StrategyError::Exec(plan_exec::error::ExecError::Store(e))
     }
 }
 
 impl StrategyError {
     /// The setting or action that fixes it, if one does.
-    pub fn hint(&self) -> Option<plan_exec::Hint> {
+    pub fn hint(&self) -> Option<plan_exec::error::Hint> {
         match self {
-            StrategyError::InvalidPlan { .. } => Some(plan_exec::Hint::MaxSteps),
+            StrategyError::InvalidPlan { .. } => Some(plan_exec::error::Hint::MaxSteps),
             StrategyError::Exec(e) => e.hint(),
             _ => None,
         }

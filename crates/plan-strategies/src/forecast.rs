@@ -8,7 +8,9 @@
 use std::sync::Arc;
 
 use plan_exec::forecast::{ACTUAL_KEY, FORECAST_KEY, Forecaster};
-use plan_exec::{RunReport, RunSession, RunStore};
+use plan_exec::report::RunReport;
+use plan_exec::session::RunSession;
+use plan_exec::store::RunStore;
 use plan_llm::Price;
 
 /// Whether a run's plan was made by the model or given as it is (no planning call to
@@ -149,8 +151,9 @@ impl<'a> Ending<'a> {
 #[cfg(test)]
 mod tests {
     use plan_core::{Plan, Step};
-    use plan_exec::{RunStore, SqliteStore};
+    use plan_exec::store::RunStore;
     use plan_llm::{Price, Reply, ScriptedModel};
+    use plan_sqlite::SqliteStore;
     use serde_json::Value;
 
     use crate::Agent;

@@ -4,7 +4,7 @@
 //! An [`Agent`] turns a goal into a plan with a [`Planner`] (by default the [`LlmPlanner`]:
 //! a schema-shaped reply, validated, re-prompted with the exact problems, then repaired),
 //! runs it with plan-exec's parallel runner according to its [`Strategy`], and writes the
-//! answer with one final model call. Each run lives in a `plan_exec::RunSession`, and its
+//! answer with one final model call. Each run lives in a `plan_exec::session::RunSession`, and its
 //! [`RunReport`] is built from the run's journal.
 //!
 //! [`Strategy`] is a trait: the six built-in strategies ([`Auto`], which answers directly
@@ -69,13 +69,13 @@ pub use builder::AgentBuilder;
 pub use calls::Critique;
 pub use error::StrategyError;
 pub use options::{AnswerSource, PlanningMode, StrategyOptions};
-pub use plan_exec::RunReport;
+pub use plan_exec::report::RunReport;
 pub use planner::{
     AgentInfo, FailedStep, FinishedStep, LlmPlanner, PlanContext, PlanRequest, Planned, Planner,
     PlannerConfig, RepairNote, ReplanContext, StepSink, StepSource, step_channel,
 };
 pub use prompts::PLAN_SCHEMA;
-pub use report::{GoalResult, ReportExt, Usage};
+pub use report::{GoalResult, ReportExt};
 pub use rerun::Rerun;
 pub use runs::{
     CancelRequests, Cancelling, Continuable, Continuation, DEFAULT_REJECTION, Runs, RunsError,

@@ -10,6 +10,7 @@ use futures::StreamExt;
 use plan_core::{Limits, Plan, PlanGraph, RepairChange, RepairReport, Step, StepId};
 use plan_llm::{
     CallRecord, Chunk, FinishReason, Message, Provider, Purpose, Request, ResponseFormat, Usage,
+    UsageTotals,
 };
 use serde::Serialize;
 use tokio::sync::mpsc;
@@ -273,12 +274,8 @@ impl Planned {
     }
 
     /// The usage of all calls, added up.
-    pub fn usage(&self) -> Usage {
-        let mut u = Usage::default();
-        for c in &self.calls {
-            u += c.usage;
-        }
-        u
+    pub fn usage(&self) -> UsageTotals {
+        UsageTotals::of_calls(&self.calls)
     }
 }
 

@@ -15,7 +15,8 @@ use std::sync::Arc;
 
 use plan_core::{EventKind, Plan, RecordedCall};
 use plan_exec::replay::{Divergence, ReplaySandbox, Replayer, replaying};
-use plan_exec::{RunReport, StoredRun};
+use plan_exec::report::RunReport;
+use plan_exec::store::StoredRun;
 
 use crate::builder::AgentBuilder;
 use crate::error::StrategyError;

@@ -1,23 +1,11 @@
 //! What the strategies add to a run's [`RunReport`]: the goal tree ([`GoalResult`]),
-//! critiques and repairs ([`ReportExt`]), and planning [`Usage`].
+//! critiques and repairs ([`ReportExt`]).
 
-use plan_exec::RunReport;
+use plan_exec::report::RunReport;
 use serde::{Deserialize, Serialize};
 
 use crate::calls::Critique;
 use crate::planner::RepairNote;
-
-/// Model usage over a whole run: planning, steps, critique, synthesis.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[non_exhaustive]
-pub struct Usage {
-    /// Model calls.
-    pub llm_calls: u64,
-    /// Prompt tokens.
-    pub prompt_tokens: u64,
-    /// Completion tokens.
-    pub completion_tokens: u64,
-}
 
 /// A node of the goal tree with its rolled-up result (hierarchical strategy).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

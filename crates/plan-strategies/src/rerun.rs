@@ -16,7 +16,10 @@
 use std::collections::HashMap;
 
 use plan_core::{PlanGraph, RunId, StepId, StepKind, downstream_of, step_keys};
-use plan_exec::{RunReport, RunSession, SandboxChoice, StoredRun};
+use plan_exec::report::RunReport;
+use plan_exec::session::RunSession;
+use plan_exec::store::StoredRun;
+use plan_sandbox::SandboxChoice;
 use serde_json::json;
 use tracing::Instrument as _;
 
@@ -107,7 +110,7 @@ impl Agent {
                 "run `{parent_id}` has no plan to re-run: it stopped before planning finished (resume it instead)"
             )));
         };
-        if rerun.plan.is_none() && plan_exec::ResumePoint::of(parent).planning_unfinished {
+        if rerun.plan.is_none() && plan_exec::session::ResumePoint::of(parent).planning_unfinished {
             return Err(StrategyError::Config(format!(
                 "run `{parent_id}` has only part of a plan: planning stopped before it was complete (resume it instead, or give a whole plan to re-run)"
             )));

@@ -18,9 +18,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::StreamExt as _;
 use plan_core::{RunId, RunStatus, StepStatus};
-use plan_exec::{
-    CancelToken, EventSink, ExecError, RunReport, RunStore, SessionBuilder, StoreError, StoredRun,
-};
+use plan_exec::context::CancelToken;
+use plan_exec::error::{ExecError, StoreError};
+use plan_exec::events::EventSink;
+use plan_exec::report::RunReport;
+use plan_exec::session::SessionBuilder;
+use plan_exec::store::{RunStore, StoredRun};
 
 use crate::error::StrategyError;
 use crate::spec::{RunSpec, SpecError};
@@ -180,8 +183,8 @@ pub struct Continuable {
 
 impl Continuable {
     /// What the run has used so far, wherever it ran (its budget's spent part).
-    pub fn used(&self) -> plan_exec::RunUsage {
-        plan_exec::RunUsage::of(&self.stored.events)
+    pub fn used(&self) -> plan_llm::UsageTotals {
+        plan_exec::report::usage_of(&self.stored.events)
     }
 }
 
@@ -215,7 +218,7 @@ pub trait CancelRequests: Send + Sync {
 /// [`check_continuable`](Self::check_continuable) refuses to continue twice.
 ///
 /// ```no_run
-/// # async fn f(store: std::sync::Arc<dyn plan_exec::RunStore>) -> Result<(), plan_strategies::RunsError> {
+/// # async fn f(store: std::sync::Arc<dyn plan_exec::store::RunStore>) -> Result<(), plan_strategies::RunsError> {
 /// use std::time::Duration;
 /// use plan_core::RunId;
 /// use plan_strategies::{Runs, WaitFor};
@@ -430,7 +433,12 @@ impl Runs {
         mut seq: u64,
         until: WaitFor,
     ) -> Result<u64, RunsError> {
-        let mut events = std::pin::pin!(plan_exec::follow(self.store.as_ref(), run, seq, POLL));
+        let mut events = std::pin::pin!(plan_exec::store::follow(
+            self.store.as_ref(),
+            run,
+            seq,
+            POLL
+        ));
         let recheck = async {
             match until {
                 WaitFor::EndOrApproval => tokio::time::sleep(STATUS_CHECK).await,

@@ -17,7 +17,8 @@ use plan_llm::{
     ProviderRegistry, RetryPolicy, UsageMeter,
 };
 
-use plan_exec::{RunOptions, RunUsage, StepPolicy};
+use plan_exec::policy::{RunOptions, StepPolicy};
+use plan_llm::UsageTotals;
 
 use crate::agent::Agent;
 use crate::builder::AgentBuilder;
@@ -63,7 +64,7 @@ pub trait AgentFactory: Send + Sync {
     ///
     /// # Errors
     /// As [`agent`](Self::agent).
-    fn continuing(&self, spec: &RunSpec, used: RunUsage) -> Result<AgentBuilder, RuntimeError> {
+    fn continuing(&self, spec: &RunSpec, used: UsageTotals) -> Result<AgentBuilder, RuntimeError> {
         let _ = used;
         self.agent(spec)
     }
@@ -82,7 +83,7 @@ pub trait AgentFactory: Send + Sync {
     fn continuing_with_ledger(
         &self,
         spec: &RunSpec,
-        used: RunUsage,
+        used: UsageTotals,
         ledger: Arc<dyn BudgetLedger>,
     ) -> Result<AgentBuilder, RuntimeError> {
         let _ = ledger;
@@ -320,7 +321,7 @@ impl AgentFactory for Runtime {
         self.price(spec)
     }
 
-    fn continuing(&self, spec: &RunSpec, used: RunUsage) -> Result<AgentBuilder, RuntimeError> {
+    fn continuing(&self, spec: &RunSpec, used: UsageTotals) -> Result<AgentBuilder, RuntimeError> {
         spec.validate()?;
         let price = self.price(spec);
         self.build_agent(&spec.clone().with_budget_used(used, price))
@@ -342,7 +343,7 @@ impl AgentFactory for Runtime {
     fn continuing_with_ledger(
         &self,
         spec: &RunSpec,
-        used: RunUsage,
+        used: UsageTotals,
         ledger: Arc<dyn BudgetLedger>,
     ) -> Result<AgentBuilder, RuntimeError> {
         // The ledger holds what the run used (`used` included): the whole budget is

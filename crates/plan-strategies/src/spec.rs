@@ -18,8 +18,10 @@
 //! written before the spec existed still load ([`RunSpec::from_record`] reads their
 //! loose option keys).
 
-use plan_exec::{RunRecord, RunUsage, SandboxChoice};
+use plan_exec::store::RunRecord;
 use plan_llm::Price;
+use plan_llm::UsageTotals;
+use plan_sandbox::SandboxChoice;
 use serde::{Deserialize, Serialize};
 
 /// The version of the spec this build writes; a record with a newer one is refused.
@@ -413,7 +415,7 @@ impl RunSpec {
     /// This spec with its budget less what a run has used so far (`price`: what its
     /// tokens cost, for a budget in dollars). A budget used up becomes zero, which a
     /// meter refuses at the next model call.
-    pub fn with_budget_used(mut self, used: RunUsage, price: Option<Price>) -> RunSpec {
+    pub fn with_budget_used(mut self, used: UsageTotals, price: Option<Price>) -> RunSpec {
         let tokens = used.prompt_tokens + used.completion_tokens;
         if let Some(budget) = self.budget.tokens.as_mut() {
             *budget = budget.saturating_sub(tokens);
@@ -850,7 +852,7 @@ mod approve_wire {
 
 /// The sandbox choice by its CLI name.
 mod sandbox_name {
-    use plan_exec::SandboxChoice;
+    use plan_sandbox::SandboxChoice;
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub(super) fn serialize<S: Serializer>(c: &SandboxChoice, s: S) -> Result<S::Ok, S::Error> {
@@ -949,7 +951,7 @@ mod tests {
         let mut spec = RunSpec::default();
         spec.budget.tokens = Some(1000);
         spec.budget.usd = Some(1.0);
-        let mut used = RunUsage::default();
+        let mut used = UsageTotals::default();
         used.prompt_tokens = 300;
         used.completion_tokens = 100;
         // $1 per million tokens either way: 400 tokens cost $0.0004.

@@ -9,9 +9,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use plan_core::{Plan, RunStatus, Step, StepId};
-use plan_exec::{CancelToken, RunOptions, RunStore, SqliteStore, StepPolicy};
+use plan_exec::context::CancelToken;
+use plan_exec::policy::{RunOptions, StepPolicy};
+use plan_exec::store::RunStore;
 use plan_llm::testing::{FakeOpenAi, FakeReply, FakeRequest};
 use plan_llm::{Flavour, OpenAi};
+use plan_sqlite::SqliteStore;
 use plan_strategies::{Agent, AgentBuilder, ReportExt, RunReport, StrategyKind};
 
 const GOAL: &str = "Fetch and parse the data";

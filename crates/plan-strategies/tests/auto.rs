@@ -4,7 +4,7 @@
 mod support;
 
 use plan_core::{EventKind, RunStatus};
-use plan_exec::EventLog;
+use plan_exec::events::EventLog;
 use plan_llm::Purpose;
 use plan_strategies::{Agent, Planning, StrategyKind};
 use support::*;
@@ -137,7 +137,7 @@ fn auto_stored(model: plan_llm::ScriptedModel, dir: &std::path::Path, log: &Even
         .strategy(StrategyKind::Auto)
         .run_options(no_retries())
         .event_sink(log.clone())
-        .store(plan_exec::SqliteStore::open(dir.join("runs.db")).unwrap())
+        .store(plan_sqlite::SqliteStore::open(dir.join("runs.db")).unwrap())
         .build()
         .unwrap()
 }
@@ -182,7 +182,8 @@ async fn planning_first_keeps_the_routing_plan_and_reports_the_planned_route() {
     assert_eq!(planned.plan.steps.len(), 2);
     assert_eq!(planned.route.as_deref(), Some("planned"));
     assert_eq!(
-        planned.usage.llm_calls, 1,
+        planned.usage().llm_calls,
+        1,
         "the routing call was the planning call"
     );
     let report = agent.execute_planned(planned).await.unwrap();
@@ -221,8 +222,8 @@ async fn a_direct_answer_needs_no_approval_and_the_run_says_so() {
         report.warnings
     );
     // The store holds the same ended run.
-    let store = plan_exec::SqliteStore::open(dir.path().join("runs.db")).unwrap();
-    let stored = plan_exec::RunStore::load_run(&store, &report.run_id)
+    let store = plan_sqlite::SqliteStore::open(dir.path().join("runs.db")).unwrap();
+    let stored = plan_exec::store::RunStore::load_run(&store, &report.run_id)
         .await
         .unwrap()
         .unwrap();

@@ -7,13 +7,12 @@ mod support;
 use std::sync::Arc;
 
 use plan_core::{EventKind, Plan, RunStatus, Step, StepBody, StepKind, StepStatus};
-use plan_exec::{
-    Backoff, DynTool, RunOptions, StepPolicy, ToolContext, ToolError, ToolOutput, ToolSet,
-};
+use plan_exec::policy::{Backoff, RunOptions, StepPolicy};
 use plan_llm::{Capabilities, Purpose, Reply, Request, ScriptedModel, ToolSpec};
 use plan_strategies::{
     Agent, AgentCatalogue, AgentProfile, RunReport, StrategyKind, StrategyOptions,
 };
+use plan_tools::{DynTool, ToolContext, ToolError, ToolOutput, ToolSet};
 use support::{Fake, is_for, step_of, system_text, user_text};
 
 // --- verify verdicts on the tool and team routes ---

@@ -8,9 +8,10 @@ use std::sync::Arc;
 
 use plan_core::EventKind;
 use plan_exec::replay::{ReplayModel, Replayer};
+use plan_exec::store::{RunStore, StoredRun};
 use plan_exec::testing::workloads::reference;
-use plan_exec::{RunStore, SqliteStore, StoredRun};
 use plan_llm::{Purpose, Reply, ScriptedModel};
+use plan_sqlite::SqliteStore;
 use plan_strategies::{Agent, AgentBuilder, StrategyKind};
 
 fn builder(strategy: StrategyKind) -> AgentBuilder {

@@ -9,8 +9,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use plan_core::{EventKind, RunId, RunStatus};
-use plan_exec::{CancelToken, RunRecord, RunStore, SessionBuilder, SqliteStore, StoreError};
+use plan_exec::context::CancelToken;
+use plan_exec::error::StoreError;
+use plan_exec::session::SessionBuilder;
+use plan_exec::store::{RunRecord, RunStore};
 use plan_llm::{Capabilities, ScriptedModel};
+use plan_sqlite::SqliteStore;
 use plan_strategies::{
     Agent, AgentBuilder, Approval, CancelRequests, Cancelling, Continuation, RunSpec, Runs,
     RunsError, StrategyError, StrategyKind, WaitFor,
@@ -251,7 +255,7 @@ async fn reject_ends_a_waiting_run_once_with_its_reason() {
     assert!(
         matches!(
             e,
-            StrategyError::Exec(plan_exec::ExecError::NotAwaitingApproval { .. })
+            StrategyError::Exec(plan_exec::error::ExecError::NotAwaitingApproval { .. })
         ),
         "{e}"
     );

@@ -5,8 +5,9 @@ mod support;
 use std::time::Duration;
 
 use plan_core::{EventKind, RunStatus};
-use plan_exec::{EventLog, SqliteStore};
+use plan_exec::events::EventLog;
 use plan_llm::{Purpose, Request, ScriptedModel};
+use plan_sqlite::SqliteStore;
 use plan_strategies::{Agent, PlannerConfig, PlanningMode, ReportExt, StrategyKind};
 use support::*;
 
@@ -807,7 +808,7 @@ async fn plan_only_and_execute() {
     let agent = agent(&fake, StrategyKind::Dag).build().unwrap();
     let planned = agent.plan_only("compare").await.unwrap();
     assert_eq!(planned.plan.steps.len(), 3);
-    assert_eq!(planned.usage.llm_calls, 1);
+    assert_eq!(planned.usage().llm_calls, 1);
     assert!(fake.step_requests().is_empty());
     let report = agent.execute(planned.plan).await.unwrap();
     assert!(report.is_success());
@@ -916,7 +917,7 @@ async fn a_cancelled_run_is_reported_and_resumes_where_it_stopped() {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("runs.db");
     let _ = std::fs::remove_file(&path);
-    let cancel = plan_exec::CancelToken::new();
+    let cancel = plan_exec::context::CancelToken::new();
     // Cancelled as `compare`, the second step, asks the model: `search` is done, `compare`
     // is in flight (each call takes 150 ms) and `check` never starts, however fast or slow
     // the machine.
@@ -1121,7 +1122,7 @@ async fn code_steps_run_their_programs_in_the_sandbox() {
     // With code execution off, the code steps fail and the model writes nothing.
     let fake = Fake::non_streaming().plan(plan);
     let report = agent(&fake, StrategyKind::Dag)
-        .sandbox(plan_exec::SandboxChoice::None.lazy())
+        .sandbox(plan_sandbox::SandboxChoice::None.lazy())
         .build()
         .unwrap()
         .run("g")
@@ -1153,10 +1154,10 @@ async fn a_failed_verification_fails_its_step_once_and_its_fallback_runs() {
         .provider(fake.model.clone())
         .strategy(StrategyKind::Dag)
         .run_options(
-            plan_exec::RunOptions::default().with_policy(
-                plan_exec::StepPolicy::default()
+            plan_exec::policy::RunOptions::default().with_policy(
+                plan_exec::policy::StepPolicy::default()
                     .with_retries(3)
-                    .with_backoff(plan_exec::Backoff::none()),
+                    .with_backoff(plan_exec::policy::Backoff::none()),
             ),
         )
         .build()
@@ -1236,11 +1237,13 @@ async fn added_routes_keep_the_default_ones_and_guidance_reaches_the_planner() {
         {"id": "square", "description": "Print 7 squared", "kind": "code", "dependencies": ["find"]}]}"#;
     let fake = Fake::non_streaming().plan(plan);
     let report = agent(&fake, StrategyKind::Dag)
-        .sandbox(plan_exec::SandboxChoice::None.lazy())
+        .sandbox(plan_sandbox::SandboxChoice::None.lazy())
         .routes(|router| {
             router.route_kind(
                 plan_core::StepKind::Search,
-                plan_exec::executor_fn(|_| async { Ok("found by the added route".to_owned()) }),
+                plan_exec::executor::executor_fn(|_| async {
+                    Ok("found by the added route".to_owned())
+                }),
             )
         })
         .planner_guidance("Search the documents before you answer.")

@@ -3,7 +3,7 @@
 
 use std::future::Future;
 
-use plan_exec::StoreError;
+use plan_exec::error::StoreError;
 use tokio::sync::{mpsc, oneshot};
 
 type Request<T, R> = (T, oneshot::Sender<Result<R, StoreError>>);

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use plan_core::RunId;
-use plan_exec::StoreError;
+use plan_exec::error::StoreError;
 use plan_postgres::{PostgresStore, StepClaim};
 use tokio::sync::{Notify, mpsc};
 

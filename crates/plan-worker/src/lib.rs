@@ -41,12 +41,12 @@
 //!
 //! ```no_run
 //! use std::sync::Arc;
-//! use plan_exec::CancelToken;
+//! use plan_exec::context::CancelToken;
 //! use plan_llm::{ProviderConfig, ProviderRegistry};
 //! use plan_strategies::Runtime;
 //! use plan_worker::{Worker, WorkerConfig};
 //!
-//! # async fn demo(store: plan_postgres::PostgresStore) -> Result<(), plan_exec::StoreError> {
+//! # async fn demo(store: plan_postgres::PostgresStore) -> Result<(), plan_exec::error::StoreError> {
 //! let runtime = Runtime::new(ProviderRegistry::builtin(), ProviderConfig::from_env());
 //! let worker = Worker::new(
 //!     store,
@@ -69,7 +69,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use plan_core::RunStatus;
-use plan_exec::{CancelToken, RunStore, StepExecutor, StoreError, StoredRun};
+use plan_exec::context::CancelToken;
+use plan_exec::error::StoreError;
+use plan_exec::executor::StepExecutor;
+use plan_exec::store::{RunStore, StoredRun};
 use plan_postgres::{Claim, Lease, PostgresStore, StepListener};
 use plan_strategies::{AgentBuilder, AgentFactory, Approval, RunSpec};
 use tokio::task::JoinSet;
@@ -374,7 +377,7 @@ impl Agents {
                 id = record.id
             ));
         }
-        let used = plan_exec::RunUsage::of(&stored.events);
+        let used = plan_exec::report::usage_of(&stored.events);
         // A run without a budget charges no ledger (a statement per model call): a budget
         // given later (`plan resume`) opens the ledger raised to the journal's usage.
         if spec.budget.tokens.is_none() && spec.budget.usd.is_none() {

@@ -15,9 +15,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use plan_core::{EventKind, RunId, Step};
-use plan_exec::{
-    CancelToken, EventLog, EventSink as _, StepContext, StepError, StepErrorKind, StepExecutor,
-};
+use plan_exec::context::{CancelToken, StepContext};
+use plan_exec::error::{StepError, StepErrorKind};
+use plan_exec::events::{EventLog, EventSink as _};
+use plan_exec::executor::StepExecutor;
 use plan_postgres::{PostgresStore, StepClaim, StepListener, StepTask};
 use serde_json::{Value, json};
 use tracing::Instrument as _;
@@ -88,12 +89,12 @@ impl StepExecutor for FleetExecutor {
                 "step": ctx.step(),
                 "dependencies": dependencies,
                 // The worker running it continues the trace of the step's span here.
-                "traceparent": plan_exec::traceparent(&tracing::Span::current()),
+                "traceparent": plan_exec::trace::traceparent(&tracing::Span::current()),
                 // And records the step's calls as the run does (requests in full or not).
                 "record_requests": plan_exec::replay::records_full_requests(),
             }),
         );
-        let unavailable = |e: plan_exec::StoreError| {
+        let unavailable = |e: plan_exec::error::StoreError| {
             StepError::retryable(format!("the fleet's store failed: {e}"))
         };
         let wanted = (task.run.clone(), task.step.clone(), task.attempt);
@@ -307,7 +308,7 @@ pub(crate) async fn run_task(
         plan.worker = %claim.worker,
     );
     if let Some(parent) = t.task.get("traceparent").and_then(Value::as_str) {
-        plan_exec::continue_trace(&span, parent);
+        plan_exec::trace::continue_trace(&span, parent);
     }
     // The step's calls are recorded for replay and go back with its result.
     let recorded = {

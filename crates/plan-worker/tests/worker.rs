@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use plan_core::{RunId, RunStatus};
-use plan_exec::{CancelToken, RunStore as _, SessionBuilder};
+use plan_exec::context::CancelToken;
+use plan_exec::session::SessionBuilder;
+use plan_exec::store::RunStore as _;
 use plan_llm::testing::{FakeOpenAi, FakeReply};
 use plan_llm::{ProviderConfig, ProviderRegistry};
 use plan_postgres::PostgresStore;
@@ -98,7 +100,7 @@ async fn a_queued_run_runs_with_the_spec_it_recorded() {
     handle.await.unwrap().unwrap();
 
     let stored = store.load_run(&run).await.unwrap().unwrap();
-    let report = plan_exec::RunReport::from_stored(&stored);
+    let report = plan_exec::report::RunReport::from_stored(&stored);
     assert_eq!(report.answer.as_deref(), Some("the answer"));
     assert_eq!(report.steps.len(), 3);
     assert_eq!(fake.count("You are a planner"), 1);
@@ -203,7 +205,7 @@ async fn a_runs_token_budget_holds_across_the_workers_running_its_steps() {
     }
 
     let stored = store.load_run(&run).await.unwrap().unwrap();
-    let report = plan_exec::RunReport::from_stored(&stored);
+    let report = plan_exec::report::RunReport::from_stored(&stored);
     assert_eq!(
         status,
         RunStatus::Failed,
@@ -237,7 +239,7 @@ async fn a_runs_token_budget_holds_across_the_workers_running_its_steps() {
     // The ledger holds every call the fake server answered, each once: the journal's
     // usage (the tokens in the server's replies), and no less than the four long replies.
     let ledger = store.ledger_usage(&run).await.unwrap();
-    let journal = plan_exec::RunUsage::of(&stored.events);
+    let journal = plan_exec::report::usage_of(&stored.events);
     assert_eq!(
         (ledger.prompt_tokens, ledger.completion_tokens),
         (journal.prompt_tokens, journal.completion_tokens)

@@ -12,7 +12,7 @@ use plan_core::{
     WordChange, WordOp,
 };
 use plan_exec::forecast::{Basis, Forecast, Forecaster};
-use plan_exec::{RunStore, StoredRun};
+use plan_exec::store::{RunStore, StoredRun};
 use serde::Serialize;
 
 use crate::cli::{ApproveArgs, DiffArgs};

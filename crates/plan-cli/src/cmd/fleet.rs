@@ -5,7 +5,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use plan_exec::{CancelToken, RunRecord, SessionBuilder};
+use plan_exec::context::CancelToken;
+use plan_exec::session::SessionBuilder;
+use plan_exec::store::RunRecord;
 use plan_postgres::PostgresStore;
 use plan_worker::{Worker, WorkerConfig};
 

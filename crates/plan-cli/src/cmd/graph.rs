@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use plan_core::{
     Limits, Plan, PlanGraph, RunId, RunState, render_dot, render_mermaid, render_text,
 };
-use plan_exec::RunStore;
+use plan_exec::store::RunStore;
 
 use crate::cli::{GraphArgs, GraphFormat};
 use crate::config::{Overrides, Settings, read_input};

@@ -32,7 +32,7 @@ pub async fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     // runs on, served from the recording, and one they edited shows as a divergence.
     spec.approve = plan_strategies::Approval::None;
     let replayer = Arc::new(Replayer::of(&stored));
-    let made_calls = plan_exec::RunUsage::of(&stored.events).llm_calls > 0;
+    let made_calls = plan_exec::report::usage_of(&stored.events).llm_calls > 0;
     if replayer.recorded() == 0 && made_calls {
         return Err(Usage::new(format!(
             "run `{id}` recorded none of its calls: it was made by a version of plan from before replay; run it again to replay it"
@@ -47,7 +47,7 @@ pub async fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let builder = if replayer.tool_specs().is_empty() {
         builder
     } else {
-        builder.tools(plan_exec::replay::recorded_tools(&replayer))
+        builder.tools(plan_tools::replay::recorded_tools(&replayer))
     };
     let replay = plan_strategies::replay::replay(&stored, replayer, builder).await;
     let replay = replay.map_err(session::strategy_error)?;

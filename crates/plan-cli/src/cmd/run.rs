@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use plan_core::{RunId, RunStatus};
-use plan_exec::CancelToken;
+use plan_exec::context::CancelToken;
 use plan_exec::forecast::Forecaster;
 use plan_strategies::{
     AgentFactory as _, Continuation, DEFAULT_REJECTION, GroundedRun, Planning, RunReport, Runs,
@@ -885,10 +885,10 @@ async fn open_research(
     provider: Arc<dyn plan_llm::Provider>,
     question: &str,
 ) -> anyhow::Result<GroundedRun> {
-    use plan_exec::LocalIndexConfig;
     use plan_strategies::{
         RESEARCH_PLANNER_GUIDANCE, ResearchAgent, ResearchConfig, ResearchSetup,
     };
+    use plan_tools::search::LocalIndexConfig;
 
     // `provider` is the agent's model with its layers (retry, budget meter, span).
     match choice {
@@ -913,9 +913,9 @@ async fn open_research(
                 .map_err(|e| anyhow::anyhow!("cannot search {}: {e}", dir.display()))
         }
         SearchChoice::Brave => {
-            let brave = plan_exec::BraveSearch::from_env()
+            let brave = plan_tools::search::BraveSearch::from_env()
                 .map_err(|e| Usage::new(format!("--search brave: {e}")))?;
-            let backend: Arc<dyn plan_exec::SearchBackend> = Arc::new(brave);
+            let backend: Arc<dyn plan_tools::search::SearchBackend> = Arc::new(brave);
             let agent = ResearchAgent::new(backend.clone(), provider);
             let about = format!("{RESEARCH_PLANNER_GUIDANCE} The search steps search the web.");
             GroundedRun::retrieve(agent, backend, &about, question)

@@ -5,7 +5,8 @@ use std::process::ExitCode;
 use std::time::SystemTime;
 
 use plan_core::{RunId, RunState, RunStatus, StepStatus, Timestamp};
-use plan_exec::{RunReport, StoredRun};
+use plan_exec::report::RunReport;
+use plan_exec::store::StoredRun;
 use plan_strategies::RunsError;
 use serde_json::Value;
 
@@ -36,7 +37,10 @@ pub async fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
         .map_err(|e| anyhow::anyhow!("cannot read the run store: {e}"))?;
     runs.truncate(args.limit);
     if args.json {
-        let list: Vec<Value> = runs.iter().map(plan_exec::RunSummary::to_listing).collect();
+        let list: Vec<Value> = runs
+            .iter()
+            .map(plan_exec::store::RunSummary::to_listing)
+            .collect();
         println!("{}", serde_json::to_string_pretty(&list)?);
         return Ok(ExitCode::SUCCESS);
     }
@@ -61,7 +65,7 @@ pub async fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
 /// longer than `--older-than`; one line per run and a total, or one JSON object.
 async fn prune(args: PruneArgs) -> anyhow::Result<ExitCode> {
     let settings = Settings::from_process(&Overrides::store(args.store.clone()))?;
-    let rule = plan_exec::Prune::inactive_for(args.older_than)
+    let rule = plan_exec::store::Prune::inactive_for(args.older_than)
         .keep_failed(args.keep_failed)
         .dry_run(args.dry_run);
     let pruned = match session::open_existing_store(&settings.store).await? {
@@ -69,9 +73,9 @@ async fn prune(args: PruneArgs) -> anyhow::Result<ExitCode> {
             .prune(&rule)
             .await
             .map_err(|e| anyhow::anyhow!("cannot prune runs in {}: {e}", settings.store))?,
-        None => plan_exec::Pruned::new(Vec::new(), args.dry_run),
+        None => plan_exec::store::Pruned::new(Vec::new(), args.dry_run),
     };
-    let older = plan_exec::format_age(args.older_than);
+    let older = plan_exec::store::format_age(args.older_than);
     if args.json {
         let runs: Vec<Value> = pruned
             .runs
@@ -115,7 +119,7 @@ async fn prune(args: PruneArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// The total line of `plan runs prune` and of the retention log.
-fn summary(pruned: &plan_exec::Pruned, age: &str, keep_failed: bool) -> String {
+fn summary(pruned: &plan_exec::store::Pruned, age: &str, keep_failed: bool) -> String {
     let n = pruned.runs.len();
     format!(
         "{} {n} run{} ({} event{}) ended and inactive for more than {age}{}",
@@ -150,39 +154,41 @@ pub async fn spawn_retention(settings: &Settings, command: &'static str) -> anyh
         return Ok(());
     };
     let store = session::open_store(&settings.store).await?;
-    let older = plan_exec::format_age(keep_for);
+    let older = plan_exec::store::format_age(keep_for);
     eprintln!(
         "{command}: retention: deleting runs ended and inactive for more than {older}, now and hourly"
     );
-    let report = move |result: Result<plan_exec::Pruned, plan_exec::StoreError>| match result {
-        Ok(pruned) if pruned.runs.is_empty() => {}
-        Ok(pruned) => {
-            const SHOWN: usize = 20;
-            let ids: Vec<&str> = pruned
-                .runs
-                .iter()
-                .take(SHOWN)
-                .map(|r| r.id.as_str())
-                .collect();
-            let more = pruned.runs.len().saturating_sub(SHOWN);
-            eprintln!(
-                "{command}: retention: {}: {}{}",
-                summary(&pruned, &older, false),
-                ids.join(" "),
-                if more > 0 {
-                    format!(" and {more} more")
-                } else {
-                    String::new()
-                }
-            );
-        }
-        Err(e) => {
-            eprintln!("{command}: retention: cannot prune runs (trying again in an hour): {e}")
+    let report = move |result: Result<plan_exec::store::Pruned, plan_exec::error::StoreError>| {
+        match result {
+            Ok(pruned) if pruned.runs.is_empty() => {}
+            Ok(pruned) => {
+                const SHOWN: usize = 20;
+                let ids: Vec<&str> = pruned
+                    .runs
+                    .iter()
+                    .take(SHOWN)
+                    .map(|r| r.id.as_str())
+                    .collect();
+                let more = pruned.runs.len().saturating_sub(SHOWN);
+                eprintln!(
+                    "{command}: retention: {}: {}{}",
+                    summary(&pruned, &older, false),
+                    ids.join(" "),
+                    if more > 0 {
+                        format!(" and {more} more")
+                    } else {
+                        String::new()
+                    }
+                );
+            }
+            Err(e) => {
+                eprintln!("{command}: retention: cannot prune runs (trying again in an hour): {e}")
+            }
         }
     };
-    tokio::spawn(plan_exec::keep_pruning(
+    tokio::spawn(plan_exec::store::keep_pruning(
         store,
-        plan_exec::Retention::new(keep_for),
+        plan_exec::store::Retention::new(keep_for),
         report,
     ));
     Ok(())
@@ -206,7 +212,7 @@ pub async fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {
 pub async fn load(
     settings: &Settings,
     run_id: &str,
-) -> anyhow::Result<(std::sync::Arc<dyn plan_exec::RunStore>, StoredRun)> {
+) -> anyhow::Result<(std::sync::Arc<dyn plan_exec::store::RunStore>, StoredRun)> {
     let missing = || {
         Usage::new(format!(
             "no run `{run_id}` in {}: list runs with `plan runs` (or pass the --store the run used)",

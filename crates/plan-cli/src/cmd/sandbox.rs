@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use plan_core::CodeLang;
-use plan_exec::{Isolation, Limits, Program};
+use plan_sandbox::{Isolation, Limits, Program};
 
 use crate::cli::{Lang, SandboxRunArgs};
 use crate::config::{Overrides, Settings, read_input};
@@ -54,13 +54,17 @@ pub async fn run(args: SandboxRunArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(code))
 }
 
-fn cannot_run(error: &plan_exec::SandboxError) -> ExitCode {
+fn cannot_run(error: &plan_sandbox::SandboxError) -> ExitCode {
     let p = crate::style::Palette::stderr();
     eprintln!(
         "{}error{:#}: the sandbox could not run the program: {error}",
         p.error, p.error
     );
-    if let Some(hint) = error.hint().and_then(crate::session::flag_hint) {
+    let hint = error
+        .wants_another_backend()
+        .then_some(plan_exec::error::Hint::Sandbox)
+        .and_then(crate::session::flag_hint);
+    if let Some(hint) = hint {
         eprintln!("  hint: {hint}");
     }
     ExitCode::from(exit::SANDBOX_UNAVAILABLE)

@@ -6,9 +6,9 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use plan_exec::SearchBackend;
 use plan_mcp::{McpServerConfig, Toolbox, ToolboxConfig, ToolboxError};
 use plan_strategies::{AgentBuilder, AgentCatalogue};
+use plan_tools::search::SearchBackend;
 
 use crate::cli::{ToolArgs, ToolsArgs};
 use crate::config::{Overrides, Settings};

@@ -3,9 +3,9 @@
 //! and a finished step the edit changed runs again under a fresh id.
 
 use plan_core::{Plan, RunStatus};
-use plan_exec::SqliteStore;
 use plan_llm::testing::{FakeOpenAi, FakeReply};
 use plan_llm::{Flavour, OpenAi};
+use plan_sqlite::SqliteStore;
 use plan_strategies::{Agent, StrategyKind};
 use serde_json::Value;
 

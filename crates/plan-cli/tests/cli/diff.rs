@@ -7,9 +7,9 @@ use std::io::Write;
 use std::process::Stdio;
 
 use plan_core::RunStatus;
-use plan_exec::SqliteStore;
 use plan_llm::testing::{FakeOpenAi, FakeReply};
 use plan_llm::{Flavour, OpenAi};
+use plan_sqlite::SqliteStore;
 use plan_strategies::{Agent, StrategyKind};
 use serde_json::Value;
 

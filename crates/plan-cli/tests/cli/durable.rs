@@ -2,7 +2,7 @@
 //! (a wait that outlives the process that planned it), and `plan resume` refusing it.
 
 use plan_core::Plan;
-use plan_exec::RunRecord;
+use plan_exec::store::RunRecord;
 use serde_json::Value;
 
 use crate::support::{DIAMOND, Sandbox, agent_server, expect_code, output, stderr, stdout};

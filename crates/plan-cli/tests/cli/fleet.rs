@@ -8,7 +8,7 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use plan_core::{EventKind, RunId};
-use plan_exec::RunStore as _;
+use plan_exec::store::RunStore as _;
 use plan_llm::testing::FakeOpenAi;
 use plan_postgres::PostgresStore;
 use plan_postgres::testing::TempCluster;

@@ -13,7 +13,7 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use plan_core::RunId;
-use plan_exec::RunStore as _;
+use plan_exec::store::RunStore as _;
 use plan_llm::testing::FakeOpenAi;
 use plan_postgres::PostgresStore;
 use plan_postgres::testing::{SKIP_VAR, TempCluster};

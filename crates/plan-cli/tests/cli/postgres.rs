@@ -25,7 +25,7 @@ fn database() -> Option<String> {
 
 /// The status of run `id` as the database has it, read directly.
 fn stored_status(url: &str, id: &str) -> Option<String> {
-    use plan_exec::RunStore as _;
+    use plan_exec::store::RunStore as _;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -11,7 +11,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
 
 use plan_core::{RunId, RunStatus, Timestamp};
-use plan_exec::{RunEnd, RunRecord, RunStore};
+use plan_exec::store::{RunEnd, RunRecord, RunStore};
 use plan_postgres::testing::TempCluster;
 use serde_json::Value;
 use tokio::runtime::Runtime;
@@ -234,7 +234,7 @@ fn prune_on_sqlite_deletes_old_ended_runs_and_never_a_waiting_or_running_one() {
     let path = sb.store();
     let store_arg = path.to_str().unwrap().to_owned();
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let store = plan_exec::SqliteStore::open(&path).unwrap();
+    let store = plan_sqlite::SqliteStore::open(&path).unwrap();
     let runs = seed(&runtime(), &sb, &store_arg, &store);
     prune_checks(&sb, &store_arg, &runs);
     // The default store is the same file.
@@ -404,7 +404,7 @@ fn serve_applies_the_retention_of_plan_toml_at_start() {
     let path = sb.store();
     let store_arg = path.to_str().unwrap().to_owned();
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let store = plan_exec::SqliteStore::open(&path).unwrap();
+    let store = plan_sqlite::SqliteStore::open(&path).unwrap();
     let (done, waiting) = old_and_waiting(&runtime(), &sb, &store_arg, &store);
     let server = agent_server(DIAMOND);
     let mut args = vec!["serve".to_owned(), "--addr".into(), "127.0.0.1:0".into()];

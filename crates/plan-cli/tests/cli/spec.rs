@@ -3,7 +3,8 @@
 //! nonsense values are refused wherever they come from.
 
 use plan_core::Plan;
-use plan_exec::{RunStore as _, SqliteStore};
+use plan_exec::store::RunStore as _;
+use plan_sqlite::SqliteStore;
 use plan_strategies::RunSpec;
 use serde_json::Value;
 

@@ -11,15 +11,13 @@
 //! Which calls are recorded or replayed is decided per task: [`recording`] and
 //! [`replaying`] set it for a future, the runner carries it into each step's task with the
 //! step's id, and the three call sites — [`JournaledModel`] (every model of an agent),
-//! the tool set and the code step executor — look it up.
+//! plan-tools' `ToolSet` and the code step executor — look it up ([`call`]).
 
 mod key;
 mod model;
 mod program;
 mod replayer;
 mod sandbox;
-#[cfg(feature = "tools")]
-mod tool;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -35,8 +33,6 @@ pub use model::{JournaledModel, ReplayModel};
 pub(crate) use program::{ProgramKey, RecordedOutput, recorded_output, recorded_run_output};
 pub use replayer::{Divergence, Replayer};
 pub use sandbox::ReplaySandbox;
-#[cfg(feature = "tools")]
-pub use tool::{RecordedTool, recorded_tools};
 
 /// What the current task does with the calls it makes.
 #[derive(Clone)]
@@ -168,7 +164,7 @@ pub(crate) async fn in_step<F: Future>(scope: Option<Scope>, step: StepId, fut: 
 }
 
 /// What a call site does with one call.
-pub(crate) enum Call<R> {
+pub enum Call<R> {
     /// Make it; then [`Recorder::done`] journals the reply (when recording).
     Make(Recorder),
     /// Do not make it: here is the recorded reply.
@@ -176,7 +172,7 @@ pub(crate) enum Call<R> {
 }
 
 /// Journals one call's reply once it is made.
-pub(crate) struct Recorder {
+pub struct Recorder {
     record: Option<Box<(Target, RecordedCall)>>,
 }
 
@@ -186,18 +182,18 @@ impl Recorder {
     }
 
     /// Whether the reply will be journaled (what it costs to describe it is then worth it).
-    pub(crate) fn is_on(&self) -> bool {
+    pub fn is_on(&self) -> bool {
         self.record.is_some()
     }
 
     /// Journals `reply` (a no-op outside a recording scope).
-    pub(crate) fn done<T: Serialize, E: Serialize>(self, reply: &Result<T, E>) {
+    pub fn done<T: Serialize, E: Serialize>(self, reply: &Result<T, E>) {
         self.done_with(reply, None);
     }
 
     /// Journals `reply` with `about` beside it (what answered: a model's name and
     /// capabilities).
-    pub(crate) fn done_with<T: Serialize, E: Serialize>(
+    pub fn done_with<T: Serialize, E: Serialize>(
         self,
         reply: &Result<T, E>,
         about: Option<serde_json::Value>,
@@ -221,7 +217,7 @@ impl Recorder {
 /// Decides what to do with a call of `kind` for `purpose` whose request is `request`:
 /// outside any scope, make it; recording, make it and journal the reply; replaying,
 /// serve the recorded reply (or the error `diverged` makes of the divergence).
-pub(crate) fn call<Q, T, E>(
+pub fn call<Q, T, E>(
     kind: CallKind,
     purpose: &str,
     request: &Q,

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::sandbox::{Isolation, LimitHit, MissingFile, OutputFile, Program, RunOutput};
+use plan_sandbox::{Isolation, LimitHit, MissingFile, OutputFile, Program, RunOutput};
 
 /// What identifies a program's run for replay: everything that can change its output
 /// except the work dir's path and the limits (settings of the run, checked elsewhere).
@@ -92,29 +92,28 @@ pub(crate) fn recorded_run_output(r: RecordedOutput) -> RunOutput {
         .into_iter()
         .find(|l| l.as_str() == name)
     });
-    RunOutput {
-        exit_code: r.exit_code,
-        signal: r.signal,
-        stdout: r.stdout,
-        stderr: r.stderr,
-        stdout_truncated: r.stdout_truncated,
-        stderr_truncated: r.stderr_truncated,
-        limit_hit,
-        duration: Duration::from_millis(r.duration_ms),
-        isolation,
-        files: r
-            .files
-            .into_iter()
-            .map(|(path, contents, truncated)| OutputFile {
-                path,
-                contents,
-                truncated,
-            })
-            .collect(),
-        missing_files: r
-            .missing_files
-            .into_iter()
-            .map(|(path, reason)| MissingFile::new(path, reason))
-            .collect(),
-    }
+    // The sandbox's types are non-exhaustive: built, then filled in field by field.
+    let mut out = RunOutput::new(r.exit_code, isolation);
+    out.signal = r.signal;
+    out.stdout = r.stdout;
+    out.stderr = r.stderr;
+    out.stdout_truncated = r.stdout_truncated;
+    out.stderr_truncated = r.stderr_truncated;
+    out.limit_hit = limit_hit;
+    out.duration = Duration::from_millis(r.duration_ms);
+    out.files = r
+        .files
+        .into_iter()
+        .map(|(path, contents, truncated)| {
+            let mut file = OutputFile::new(path, contents);
+            file.truncated = truncated;
+            file
+        })
+        .collect();
+    out.missing_files = r
+        .missing_files
+        .into_iter()
+        .map(|(path, reason)| MissingFile::new(path, reason))
+        .collect();
+    out
 }

@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 
-use crate::sandbox::{Isolation, Limits, Program, RunOutput, Sandbox, SandboxError};
+use plan_sandbox::{Isolation, Limits, Program, RunOutput, Sandbox, SandboxError};
 
 /// The sandbox a replayed run is built with: ready (so code steps ask for their
 /// programs as they did), and running nothing — every program's run is served from the

@@ -2,8 +2,6 @@
 
 mod follow;
 mod prune;
-#[cfg(feature = "sqlite")]
-mod sqlite;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -15,8 +13,6 @@ use crate::error::StoreError;
 
 pub use follow::{follow, follow_with};
 pub use prune::{Prune, Pruned, PrunedRun, Retention, format_age, keep_pruning, parse_age};
-#[cfg(feature = "sqlite")]
-pub use sqlite::SqliteStore;
 
 /// What a run was started with: enough to show it and to resume it.
 ///
@@ -358,7 +354,7 @@ impl StoredRun {
 
 /// Where runs are journaled: the run, every plan revision, every event and every step
 /// output. Async and object-safe so that a server database can implement it. Only a
-/// [`RunSession`](crate::RunSession) writes to it, from one task per run, in order.
+/// [`RunSession`](crate::session::RunSession) writes to it, from one task per run, in order.
 ///
 /// Implement it for your own database; `plan_exec::conformance::check_store` (feature
 /// `test-support`) checks an implementation against the contract the runners rely on.

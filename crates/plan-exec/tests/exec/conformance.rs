@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use plan_exec::SqliteStore;
 use plan_exec::conformance::check_store;
+use plan_sqlite::SqliteStore;
 
 #[tokio::test]
 async fn sqlite_in_memory_passes_the_store_conformance_suite() {
@@ -31,8 +31,11 @@ async fn sqlite_file_passes_the_store_conformance_suite_twice() {
 struct Sloppy(SqliteStore);
 
 #[async_trait::async_trait]
-impl plan_exec::RunStore for Sloppy {
-    async fn create_run(&self, run: &plan_exec::RunRecord) -> Result<(), plan_exec::StoreError> {
+impl plan_exec::store::RunStore for Sloppy {
+    async fn create_run(
+        &self,
+        run: &plan_exec::store::RunRecord,
+    ) -> Result<(), plan_exec::error::StoreError> {
         self.0.create_run(run).await
     }
     async fn save_plan(
@@ -40,22 +43,22 @@ impl plan_exec::RunStore for Sloppy {
         run: &plan_core::RunId,
         revision: u32,
         plan: &plan_core::Plan,
-    ) -> Result<(), plan_exec::StoreError> {
+    ) -> Result<(), plan_exec::error::StoreError> {
         self.0.save_plan(run, revision, plan).await
     }
     async fn append_events(
         &self,
         run: &plan_core::RunId,
         events: &[plan_core::Event],
-    ) -> Result<(), plan_exec::StoreError> {
+    ) -> Result<(), plan_exec::error::StoreError> {
         self.0.append_events(run, events).await
     }
     async fn commit_output(
         &self,
         run: &plan_core::RunId,
-        output: &plan_exec::StepOutputRecord,
+        output: &plan_exec::store::StepOutputRecord,
         events: &[plan_core::Event],
-    ) -> Result<(), plan_exec::StoreError> {
+    ) -> Result<(), plan_exec::error::StoreError> {
         let _ = self.0.commit_output(run, output, events).await;
         Ok(())
     }
@@ -63,17 +66,19 @@ impl plan_exec::RunStore for Sloppy {
         &self,
         run: &plan_core::RunId,
         status: plan_core::RunStatus,
-    ) -> Result<(), plan_exec::StoreError> {
+    ) -> Result<(), plan_exec::error::StoreError> {
         self.0.set_status(run, status).await
     }
     async fn finish_run(
         &self,
         run: &plan_core::RunId,
-        end: &plan_exec::RunEnd,
-    ) -> Result<(), plan_exec::StoreError> {
+        end: &plan_exec::store::RunEnd,
+    ) -> Result<(), plan_exec::error::StoreError> {
         self.0.finish_run(run, end).await
     }
-    async fn list_runs(&self) -> Result<Vec<plan_exec::RunSummary>, plan_exec::StoreError> {
+    async fn list_runs(
+        &self,
+    ) -> Result<Vec<plan_exec::store::RunSummary>, plan_exec::error::StoreError> {
         let mut runs = self.0.list_runs().await?;
         runs.reverse();
         Ok(runs)
@@ -81,7 +86,7 @@ impl plan_exec::RunStore for Sloppy {
     async fn load_run(
         &self,
         run: &plan_core::RunId,
-    ) -> Result<Option<plan_exec::StoredRun>, plan_exec::StoreError> {
+    ) -> Result<Option<plan_exec::store::StoredRun>, plan_exec::error::StoreError> {
         self.0.load_run(run).await
     }
     async fn events_after(
@@ -89,7 +94,7 @@ impl plan_exec::RunStore for Sloppy {
         run: &plan_core::RunId,
         after: u64,
         limit: usize,
-    ) -> Result<Vec<plan_exec::JournalEntry>, plan_exec::StoreError> {
+    ) -> Result<Vec<plan_exec::store::JournalEntry>, plan_exec::error::StoreError> {
         self.0.events_after(run, after, limit).await
     }
 }

@@ -9,12 +9,14 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use plan_core::{EventKind, Plan, RunId, RunStatus, Step};
+use plan_exec::llm::LlmStepExecutor;
+use plan_exec::policy::{Backoff, RunOptions, StepPolicy};
+use plan_exec::runner::Runner;
+use plan_exec::store::{RunRecord, RunStore};
 use plan_exec::testing::{answer_by_step, default_reply};
-use plan_exec::{
-    Backoff, LlmStepExecutor, RunOptions, RunRecord, RunStore, Runner, SqliteStore, StepPolicy,
-};
 use plan_llm::testing::FakeOpenAi;
 use plan_llm::{Flavour, OpenAi};
+use plan_sqlite::SqliteStore;
 
 const CHILD_ENV: &str = "PLAN_EXEC_CRASH_CHILD";
 const WIDTHS: [usize; 4] = [3, 3, 3, 3];
@@ -110,7 +112,7 @@ async fn runs_survive_sigkill_at_random_points_and_resume_without_redoing_work()
     while kills < 20 && runs < 25 {
         runs += 1;
         let prefix = format!("r{runs}");
-        let id = plan_exec::new_run_id();
+        let id = plan_exec::store::new_run_id();
         let plan = crash_plan(&prefix);
         let mut snapshots: Vec<Snapshot> = Vec::new();
         let mut kills_this_run = 0;

@@ -6,10 +6,14 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use plan_core::{EventKind, RunStatus, Step, StepBody, StepStatus};
-use plan_exec::{
-    Backoff, CancelToken, EventLog, RunOptions, RunStore, Runner, SqliteStore, StepContext,
-    StepError, StepPolicy, executor_fn,
-};
+use plan_exec::context::{CancelToken, StepContext};
+use plan_exec::error::StepError;
+use plan_exec::events::EventLog;
+use plan_exec::executor::executor_fn;
+use plan_exec::policy::{Backoff, RunOptions, StepPolicy};
+use plan_exec::runner::Runner;
+use plan_exec::store::RunStore;
+use plan_sqlite::SqliteStore;
 
 use crate::support::*;
 
@@ -191,7 +195,7 @@ async fn fatal_error_fails_at_once_and_skips_dependents() {
             if ctx.step().id.as_str() == "a" {
                 return Err(StepError::fatal("bad request: the prompt is malformed"));
             }
-            plan_exec::StepExecutor::execute(&*inner, &ctx).await
+            plan_exec::executor::StepExecutor::execute(&*inner, &ctx).await
         }
     }))
     .with_options(RunOptions::default().with_policy(fast_policy().with_retries(5)))
@@ -272,7 +276,7 @@ async fn cancellation_stops_in_flight_steps_and_resume_finishes_the_run() {
                 ctx.cancel_token().cancelled().await;
                 return Err(StepError::cancelled());
             }
-            plan_exec::StepExecutor::execute(&*inner, &ctx).await
+            plan_exec::executor::StepExecutor::execute(&*inner, &ctx).await
         }
     }))
     .with_store(store.clone())

@@ -3,10 +3,13 @@
 use std::time::Duration;
 
 use plan_core::{EventKind, Plan, Step, StepKind};
-use plan_exec::{
-    Backoff, EventLog, LlmStepExecutor, RunOptions, Runner, StepContext, StepErrorKind,
-    StepExecutor, StepPolicy, cap_output,
-};
+use plan_exec::context::{StepContext, cap_output};
+use plan_exec::error::StepErrorKind;
+use plan_exec::events::EventLog;
+use plan_exec::executor::StepExecutor;
+use plan_exec::llm::LlmStepExecutor;
+use plan_exec::policy::{Backoff, RunOptions, StepPolicy};
+use plan_exec::runner::Runner;
 use plan_llm::{LlmError, Purpose, Reply, Request, ScriptedModel, Usage};
 
 fn render(request: &Request) -> String {

@@ -4,7 +4,11 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use plan_core::{Plan, Step, StepStatus};
-use plan_exec::{Backoff, RunOptions, Runner, StepContext, StepError, StepPolicy, executor_fn};
+use plan_exec::context::StepContext;
+use plan_exec::error::StepError;
+use plan_exec::executor::executor_fn;
+use plan_exec::policy::{Backoff, RunOptions, StepPolicy};
+use plan_exec::runner::Runner;
 use proptest::prelude::*;
 
 /// A random DAG: step i may depend on any earlier step.
@@ -62,12 +66,12 @@ proptest! {
 fn key_types_are_send_and_sync() {
     fn check<T: Send + Sync>() {}
     check::<Runner>();
-    check::<plan_exec::StepContext>();
-    check::<plan_exec::SqliteStore>();
-    check::<plan_exec::Router>();
-    check::<plan_exec::RunReport>();
-    check::<plan_exec::EventLog>();
-    check::<plan_exec::ExecError>();
-    check::<Box<dyn plan_exec::StepExecutor>>();
-    check::<Box<dyn plan_exec::RunStore>>();
+    check::<plan_exec::context::StepContext>();
+    check::<plan_sqlite::SqliteStore>();
+    check::<plan_exec::router::Router>();
+    check::<plan_exec::report::RunReport>();
+    check::<plan_exec::events::EventLog>();
+    check::<plan_exec::error::ExecError>();
+    check::<Box<dyn plan_exec::executor::StepExecutor>>();
+    check::<Box<dyn plan_exec::store::RunStore>>();
 }

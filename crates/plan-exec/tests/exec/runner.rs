@@ -4,9 +4,14 @@ use std::time::Duration;
 
 use futures::StreamExt as _;
 use plan_core::{EventKind, RunStatus, Step, StepKind, StepStatus};
-use plan_exec::{
-    EventLog, ExecError, Router, RunOptions, RunRecord, Runner, StepContext, executor_fn,
-};
+use plan_exec::context::StepContext;
+use plan_exec::error::ExecError;
+use plan_exec::events::EventLog;
+use plan_exec::executor::executor_fn;
+use plan_exec::policy::RunOptions;
+use plan_exec::router::Router;
+use plan_exec::runner::Runner;
+use plan_exec::store::RunRecord;
 
 use crate::support::*;
 

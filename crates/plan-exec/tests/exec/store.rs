@@ -1,7 +1,9 @@
 //! The SQLite run store through the public API.
 
 use plan_core::{Event, EventKind, RunId, RunStatus, StepId};
-use plan_exec::{RunRecord, RunStore, Runner, SqliteStore, StepOutputRecord, new_run_id};
+use plan_exec::runner::Runner;
+use plan_exec::store::{RunRecord, RunStore, StepOutputRecord, new_run_id};
+use plan_sqlite::SqliteStore;
 
 use crate::support::*;
 
@@ -114,9 +116,10 @@ async fn runs_list_newest_first_and_ids_sort_by_time() {
 
 #[tokio::test]
 async fn a_strategy_can_drive_a_run_with_revisions_through_the_session() {
-    use plan_exec::{PlanRun, SessionBuilder};
+    use plan_exec::runner::PlanRun;
+    use plan_exec::session::SessionBuilder;
     let store = SqliteStore::in_memory().unwrap();
-    let log = plan_exec::EventLog::new();
+    let log = plan_exec::events::EventLog::new();
     let probe = Probe::default();
     let runner = Runner::parallel(probe.executor(|_| std::time::Duration::from_millis(1)));
     let sessions = SessionBuilder::new()
@@ -167,7 +170,7 @@ async fn a_strategy_can_drive_a_run_with_revisions_through_the_session() {
     assert_eq!(stored.first(), Some(&"run_started"));
     assert_eq!(stored.last(), Some(&"run_finished"));
     // The report of the live session and of the stored run are the same object.
-    let reread = plan_exec::RunReport::from_stored(&run);
+    let reread = plan_exec::report::RunReport::from_stored(&run);
     assert_eq!(
         serde_json::to_value(&finished).unwrap(),
         serde_json::to_value(&reread).unwrap()

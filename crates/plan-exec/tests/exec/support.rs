@@ -6,7 +6,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use plan_core::{EventKind, Plan, Step};
-use plan_exec::{StepContext, StepError, StepExecutor, executor_fn};
+use plan_exec::context::StepContext;
+use plan_exec::error::StepError;
+use plan_exec::executor::{StepExecutor, executor_fn};
 
 /// A plan from `(id, deps)` pairs; descriptions are `do <id>`.
 pub fn plan(steps: &[(&str, &[&str])]) -> Plan {

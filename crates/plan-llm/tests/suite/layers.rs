@@ -304,7 +304,11 @@ async fn the_meter_sums_usage_and_enforces_the_budget() {
     collect_stream("x", s).await.unwrap();
     let totals = meter.totals();
     assert_eq!(
-        (totals.calls, totals.prompt_tokens, totals.completion_tokens),
+        (
+            totals.llm_calls,
+            totals.prompt_tokens,
+            totals.completion_tokens
+        ),
         (2, 140, 60)
     );
     assert_eq!(meter.remaining(), Some(50));

@@ -2,8 +2,10 @@
 
 use std::sync::Arc;
 
-use plan_exec::{Router, StepExecutor, ToolLoopConfig, ToolSet, ToolStepExecutor};
+use plan_exec::executor::StepExecutor;
+use plan_exec::router::Router;
 use plan_llm::{LlmError, Provider};
+use plan_tools::{ToolLoopConfig, ToolSet, ToolStepExecutor};
 
 use super::{AgentCatalogue, AgentError, AgentProfile};
 
@@ -35,7 +37,10 @@ where
 /// ```
 /// use std::sync::Arc;
 /// use plan_core::{Step, StepKind};
-/// use plan_exec::{executor_fn, Router, StepContext, ToolSet};
+/// use plan_exec::executor::executor_fn;
+/// use plan_exec::router::Router;
+/// use plan_exec::context::StepContext;
+/// use plan_tools::ToolSet;
 /// use plan_strategies::{AgentCatalogue, AgentProfile, AgentTeam};
 /// # use plan_llm::{Provider, Request, Response, LlmError, Usage};
 /// # struct Echo;

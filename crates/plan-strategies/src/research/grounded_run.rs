@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use plan_exec::SearchBackend;
+use plan_tools::search::SearchBackend;
 
 use super::{Grounded, GroundingConfig, ResearchAgent, ResearchError, Retrieval};
 use crate::builder::AgentBuilder;

@@ -8,14 +8,15 @@
 //! its rank), not from the model. The model writes the words; citations it adds are kept
 //! only when they name a relevant passage a search really returned.
 //!
-//! [coverage]: plan_exec::SearchHit::coverage
+//! [coverage]: plan_tools::search::SearchHit::coverage
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use plan_core::{RunStatus, StepId, StepKind, StepStatus};
-use plan_exec::{RunSession, SearchHit, SearchQuery};
+use plan_exec::session::RunSession;
 use plan_llm::CallRecord;
+use plan_tools::search::{SearchHit, SearchQuery};
 use serde_json::json;
 
 use super::parts::question_parts;
@@ -50,7 +51,7 @@ pub struct GroundingConfig {
     /// Passages retrieved for the question before planning (default 5).
     pub passages: usize,
     /// The least share of the question a passage must cover to be relevant (default
-    /// 0.6; see [`SearchHit::coverage`](plan_exec::SearchHit::coverage)). When no
+    /// 0.6; see [`SearchHit::coverage`](plan_tools::search::SearchHit::coverage)). When no
     /// passage reaches it, the run abstains.
     pub min_coverage: f32,
     /// A relevant passage besides the best one is a source of the answer when its score
@@ -716,7 +717,7 @@ fn findings(outcome: &Outcome) -> Vec<(StepId, String)> {
 
 #[cfg(test)]
 mod tests {
-    use plan_exec::SearchHit;
+    use plan_tools::search::SearchHit;
 
     use super::*;
 

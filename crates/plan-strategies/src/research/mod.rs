@@ -26,8 +26,8 @@ pub use setup::ResearchSetup;
 use std::sync::{Arc, Mutex};
 
 use plan_core::{Step, StepId, StepKind};
-use plan_exec::{SearchBackend, SearchError, SearchHit, SearchQuery};
 use plan_llm::{CallRecord, LlmError, Message, Provider, Purpose, Request};
+use plan_tools::search::{SearchBackend, SearchError, SearchHit, SearchQuery};
 use serde::{Deserialize, Serialize};
 
 /// A search hit with its citation tag.

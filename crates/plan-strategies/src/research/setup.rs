@@ -6,7 +6,10 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use plan_core::{EventKind, StepKind};
-use plan_exec::{Router, StepContext, StepError, StepExecutor};
+use plan_exec::context::StepContext;
+use plan_exec::error::StepError;
+use plan_exec::executor::StepExecutor;
+use plan_exec::router::Router;
 
 use super::{ResearchAgent, ResearchError, ResearchInput, research_catalogue};
 
@@ -97,9 +100,9 @@ impl ResearchAgent {
 #[cfg(feature = "search-index")]
 #[derive(Clone, Debug)]
 pub struct ResearchSetup {
-    index: plan_exec::LocalIndex,
+    index: plan_tools::search::LocalIndex,
     agent: ResearchAgent,
-    refresh: plan_exec::RefreshStats,
+    refresh: plan_tools::search::RefreshStats,
 }
 
 #[cfg(feature = "search-index")]
@@ -110,7 +113,9 @@ impl ResearchSetup {
     ///
     /// ```
     /// # async fn demo(provider: std::sync::Arc<dyn plan_llm::Provider>) -> Result<(), plan_strategies::ResearchError> {
-    /// use plan_exec::{LlmStepExecutor, LocalIndexConfig, Router};
+    /// use plan_exec::llm::LlmStepExecutor;
+    /// use plan_tools::search::LocalIndexConfig;
+    /// use plan_exec::router::Router;
     /// use plan_strategies::{ResearchConfig, ResearchSetup};
     ///
     /// let setup = ResearchSetup::open(
@@ -128,17 +133,18 @@ impl ResearchSetup {
     /// # Errors
     /// [`ResearchError::Search`] when the folder cannot be read or the index written.
     pub async fn open(
-        config: plan_exec::LocalIndexConfig,
+        config: plan_tools::search::LocalIndexConfig,
         provider: Arc<dyn plan_llm::Provider>,
         research: super::ResearchConfig,
     ) -> Result<Self, ResearchError> {
-        let index = tokio::task::spawn_blocking(move || plan_exec::LocalIndex::open(config))
-            .await
-            .map_err(|e| {
-                ResearchError::Search(plan_exec::SearchError::Index(format!(
-                    "the index task failed: {e}"
-                )))
-            })??;
+        let index =
+            tokio::task::spawn_blocking(move || plan_tools::search::LocalIndex::open(config))
+                .await
+                .map_err(|e| {
+                    ResearchError::Search(plan_tools::search::SearchError::Index(format!(
+                        "the index task failed: {e}"
+                    )))
+                })??;
         let refresh = index.refresh_async().await?;
         let agent = ResearchAgent::new(Arc::new(index.clone()), provider).with_config(research);
         Ok(Self {
@@ -149,12 +155,12 @@ impl ResearchSetup {
     }
 
     /// The index.
-    pub fn index(&self) -> &plan_exec::LocalIndex {
+    pub fn index(&self) -> &plan_tools::search::LocalIndex {
         &self.index
     }
 
     /// What the refresh on opening did.
-    pub fn refresh_stats(&self) -> plan_exec::RefreshStats {
+    pub fn refresh_stats(&self) -> plan_tools::search::RefreshStats {
         self.refresh
     }
 

@@ -7,7 +7,7 @@
 
 use async_trait::async_trait;
 use plan_core::{EventKind, Limits, PlanGraph};
-use plan_exec::RunSession;
+use plan_exec::session::RunSession;
 use plan_llm::CallRecord;
 use serde_json::{Value, json};
 
@@ -17,7 +17,6 @@ use super::{
 use crate::calls::{Route, decide};
 use crate::error::StrategyError;
 use crate::planner::parse_reply;
-use crate::report::Usage;
 use crate::traced::{record_route, route_span};
 use tracing::Instrument;
 
@@ -113,7 +112,6 @@ impl Strategy for Auto {
 /// `outcome` with the `earlier` calls (the routing call) before its own.
 fn after_calls(earlier: Vec<CallRecord>, mut outcome: PlanOutcome) -> PlanOutcome {
     let own = std::mem::take(&mut outcome.calls);
-    outcome.usage = Usage::default();
     outcome.with_calls(earlier).with_calls(own)
 }
 

@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use plan_core::Plan;
-use plan_exec::RunSession;
+use plan_exec::session::RunSession;
 use plan_llm::CallRecord;
 
 use super::{

@@ -3,7 +3,9 @@
 use std::collections::HashSet;
 
 use plan_core::{Plan, PlanGraph, RunStatus, Step, StepId, StepStatus};
-use plan_exec::{Execution, PlanRun, RunSession};
+use plan_exec::report::Execution;
+use plan_exec::runner::PlanRun;
+use plan_exec::session::RunSession;
 
 use super::{Outcome, PlanStart, StrategyContext, add_repairs};
 use crate::error::StrategyError;

@@ -13,7 +13,8 @@
 use std::collections::{HashMap, HashSet};
 
 use plan_core::{Limits, Plan, PlanGraph, Step, StepId};
-use plan_exec::{ResumePoint, StoredRun};
+use plan_exec::session::ResumePoint;
+use plan_exec::store::StoredRun;
 
 use super::PlanStart;
 
@@ -158,7 +159,7 @@ fn fresh_id(id: &StepId, taken: &HashSet<StepId>) -> StepId {
 
 #[cfg(test)]
 mod tests {
-    use plan_exec::{PlanRevision, RunRecord, StepOutputRecord};
+    use plan_exec::store::{PlanRevision, RunRecord, StepOutputRecord};
 
     use super::*;
 

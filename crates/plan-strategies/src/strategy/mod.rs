@@ -21,8 +21,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use plan_core::{EventKind, GoalTree, Plan, RunStatus, StepId, StepState};
-use plan_exec::{Execution, RunSession, Runner};
-use plan_llm::{CallRecord, Provider};
+use plan_exec::report::Execution;
+use plan_exec::runner::Runner;
+use plan_exec::session::RunSession;
+use plan_llm::{CallRecord, Provider, UsageTotals};
 use serde::{Deserialize, Serialize};
 
 use crate::agents::AgentCatalogue;
@@ -31,7 +33,7 @@ use crate::error::StrategyError;
 use crate::hierarchy::RunTree;
 use crate::options::StrategyOptions;
 use crate::planner::{Planner, RepairNote};
-use crate::report::{GoalResult, Usage};
+use crate::report::GoalResult;
 
 pub use auto::Auto;
 pub(crate) use auto::{DIRECT, PLANNED, choose};
@@ -179,10 +181,8 @@ pub struct PlanOutcome {
     pub repairs: Vec<RepairNote>,
     /// Every change made to the model's plan (re-prompts, repairs), in words.
     pub adjustments: Vec<String>,
-    /// The model calls made.
+    /// The model calls made (their usage: [`usage`](Self::usage)).
     pub calls: Vec<CallRecord>,
-    /// Model usage of those calls.
-    pub usage: Usage,
     /// The route the strategy chose for the goal ([`Auto`]: `planned`), recorded as the
     /// report's `route` with the plan; `None` for strategies that always plan.
     pub route: Option<String>,
@@ -198,27 +198,26 @@ impl PlanOutcome {
             repairs: Vec::new(),
             adjustments: Vec::new(),
             calls: Vec::new(),
-            usage: Usage::default(),
             route: None,
         }
     }
 
-    /// Adds model calls (and their usage).
+    /// Adds model calls.
     pub fn with_calls(mut self, calls: Vec<CallRecord>) -> Self {
-        for c in &calls {
-            self.usage.llm_calls += 1;
-            self.usage.prompt_tokens += c.usage.prompt_tokens;
-            self.usage.completion_tokens += c.usage.completion_tokens;
-        }
         self.calls.extend(calls);
         self
+    }
+
+    /// The model usage of the calls made.
+    pub fn usage(&self) -> UsageTotals {
+        UsageTotals::of_calls(&self.calls)
     }
 }
 
 /// What planning first made of a goal ([`Strategy::plan_or_answer`],
 /// [`Agent::plan_or_answer`](crate::Agent::plan_or_answer)): a plan, or the goal answered
 /// with no plan. `A` is the form of the answer: a [`DirectAnswer`] from a strategy, the
-/// finished run's [`RunReport`](plan_exec::RunReport) from the agent. Exactly these two
+/// finished run's [`RunReport`](plan_exec::report::RunReport) from the agent. Exactly these two
 /// (not `non_exhaustive`), so a door can match both.
 #[derive(Clone, Debug)]
 // One is made per run and matched at once: boxing the plan would only burden callers.
@@ -315,7 +314,10 @@ impl PlanStart {
 
     /// Continues a stored run: its latest plan (already recorded), completed outputs,
     /// attempts and replans.
-    pub fn resume(point: plan_exec::ResumePoint, plan: plan_exec::PlanRevision) -> Self {
+    pub fn resume(
+        point: plan_exec::session::ResumePoint,
+        plan: plan_exec::store::PlanRevision,
+    ) -> Self {
         Self {
             plan: plan.plan,
             revision: plan.revision,

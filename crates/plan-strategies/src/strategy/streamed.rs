@@ -3,8 +3,8 @@
 use std::collections::HashMap;
 
 use plan_core::{Plan, Step, StepId};
-use plan_exec::PlanRun;
-use plan_exec::RunSession;
+use plan_exec::runner::PlanRun;
+use plan_exec::session::RunSession;
 
 use super::{Outcome, PlanStart, StrategyContext, add_repairs};
 use crate::error::StrategyError;

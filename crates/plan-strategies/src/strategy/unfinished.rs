@@ -9,7 +9,7 @@
 //! new plan repeats unchanged; a finished step it changes runs again under a fresh id
 //! (see [`carried_start`]), and each such change is reported.
 
-use plan_exec::{ResumePoint, RunSession};
+use plan_exec::session::{ResumePoint, RunSession};
 
 use super::{Outcome, PlanStart, Strategy, StrategyContext, carried_start};
 use crate::error::StrategyError;

@@ -170,9 +170,12 @@ mod team {
 
     use async_trait::async_trait;
     use plan_core::{EventKind, Plan, Step, StepKind};
-    use plan_exec::{EventLog, Router, Runner, Tool, ToolContext, ToolError, ToolOutput, ToolSet};
+    use plan_exec::events::EventLog;
+    use plan_exec::router::Router;
+    use plan_exec::runner::Runner;
     use plan_llm::{Capabilities, LlmError, Provider, Request, Response, ToolCall, Usage};
     use plan_strategies::{AgentCatalogue, AgentError, AgentTeam};
+    use plan_tools::{Tool, ToolContext, ToolError, ToolOutput, ToolSet};
     use schemars::JsonSchema;
     use serde::Deserialize;
 
@@ -293,7 +296,8 @@ mod team {
             });
         let router = team
             .routes(
-                Router::default().with_default(plan_exec::LlmStepExecutor::new(default.clone())),
+                Router::default()
+                    .with_default(plan_exec::llm::LlmStepExecutor::new(default.clone())),
             )
             .unwrap();
         let plan = Plan::new(

@@ -7,8 +7,8 @@ mod support;
 use std::sync::Arc;
 
 use plan_core::{Step, StepId, StepKind};
-use plan_exec::{LocalIndex, LocalIndexConfig};
 use plan_strategies::{ResearchAgent, ResearchError, ResearchInput};
+use plan_tools::search::{LocalIndex, LocalIndexConfig};
 use support::{Script, corpus, questions};
 
 fn index() -> Arc<LocalIndex> {
@@ -228,7 +228,10 @@ async fn uncited_report_lists_the_sources_it_was_given() {
 #[tokio::test]
 async fn a_planned_run_routes_research_steps_and_cites_real_files() {
     use plan_core::EventKind;
-    use plan_exec::{EventLog, LlmStepExecutor, Router, Runner};
+    use plan_exec::events::EventLog;
+    use plan_exec::llm::LlmStepExecutor;
+    use plan_exec::router::Router;
+    use plan_exec::runner::Runner;
     use plan_strategies::default_research_plan;
 
     let index = index();
@@ -277,7 +280,9 @@ async fn a_planned_run_routes_research_steps_and_cites_real_files() {
 
 #[tokio::test]
 async fn steps_naming_research_agents_run_as_their_kind() {
-    use plan_exec::{Router, StepContext, StepExecutor};
+    use plan_exec::context::StepContext;
+    use plan_exec::executor::StepExecutor;
+    use plan_exec::router::Router;
     let index = index();
     let agent = ResearchAgent::new(index, Arc::new(Script::new(Vec::<String>::new())));
     let router = agent.routes(Router::default());
@@ -292,7 +297,8 @@ async fn steps_naming_research_agents_run_as_their_kind() {
 async fn research_through_the_agent(
     source: plan_strategies::AnswerSource,
 ) -> (plan_strategies::RunReport, Script) {
-    use plan_exec::{LlmStepExecutor, Router};
+    use plan_exec::llm::LlmStepExecutor;
+    use plan_exec::router::Router;
     use plan_strategies::{Agent, default_research_plan};
 
     let model = Script::new([
@@ -348,7 +354,8 @@ async fn grounded_agent(
     strategy: plan_strategies::StrategyKind,
     model: &Script,
 ) -> (plan_strategies::Agent, plan_strategies::Retrieval) {
-    use plan_exec::{LlmStepExecutor, Router};
+    use plan_exec::llm::LlmStepExecutor;
+    use plan_exec::router::Router;
     use plan_strategies::{Agent, Grounded, GroundingConfig};
 
     let research = ResearchAgent::new(index(), Arc::new(model.clone()));

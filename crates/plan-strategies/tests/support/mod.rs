@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use plan_core::{Event, EventKind};
-use plan_exec::{RunOptions, StepPolicy};
+use plan_exec::policy::{RunOptions, StepPolicy};
 use plan_llm::{Capabilities, LlmError, Purpose, Reply, Request, Role, ScriptedModel};
 
 /// What a step worker answers for a step id.

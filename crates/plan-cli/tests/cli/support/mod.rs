@@ -206,15 +206,15 @@ pub fn wait_for_event(path: &Path, name: &str, secs: u64) -> serde_json::Value {
 /// Stores a run of `record` planned with `plan` and stopped for approval, as `plan serve`
 /// or the library's `Agent::plan_for_approval` leave it, in the sandbox's store; returns
 /// its id.
-pub fn park(sb: &Sandbox, record: plan_exec::RunRecord, plan: &plan_core::Plan) -> String {
+pub fn park(sb: &Sandbox, record: plan_exec::store::RunRecord, plan: &plan_core::Plan) -> String {
     std::fs::create_dir_all(sb.store().parent().unwrap()).unwrap();
-    let store = plan_exec::SqliteStore::open(sb.store()).unwrap();
+    let store = plan_sqlite::SqliteStore::open(sb.store()).unwrap();
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap()
         .block_on(async {
-            let session = plan_exec::SessionBuilder::new()
+            let session = plan_exec::session::SessionBuilder::new()
                 .store(std::sync::Arc::new(store))
                 .create(record)
                 .await

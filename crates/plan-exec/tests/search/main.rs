@@ -1,8 +1,0 @@
-//! Search backends through the public API: the local index over the shared research corpus
-//! (feature `search-index`) and the Brave adapter against a local server that replays the
-//! documented wire format.
-
-#[cfg(feature = "search-index")]
-mod local;
-
-mod brave;

@@ -79,8 +79,8 @@ pub use registry::{ProviderFactory, ProviderRegistry};
 pub use scripted::{Reply, ScriptedModel};
 pub use secret::ApiKey;
 pub use structured::{
-    Structured, StructuredMode, extract_json, generate_json, generate_structured, schema_for,
-    validate_json,
+    Structured, StructuredCall, StructuredMode, extract_json, generate_json, generate_structured,
+    schema_for, validate_json,
 };
 pub use traced::{CAPTURE_CONTENT_VAR, Traced};
 pub use types::{

@@ -1,16 +1,14 @@
 //! Structured model calls other than planning: the critique (reflection), the
 //! decomposition (hierarchical planning) and the synthesis of the answer.
 
-use std::time::Instant;
-
 use plan_llm::{
-    CallRecord, FinishReason, Message, Provider, Purpose, Request, ResponseFormat, Usage,
+    CallRecord, LlmError, Message, Provider, Purpose, Request, StructuredCall, Usage,
+    complete_recorded,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::error::StrategyError;
-use crate::planner::extract_json;
 use crate::prompts::{
     CRITIQUE_SCHEMA, DECOMPOSE_SCHEMA, STRUCTURED_TOKEN_BUDGET, render, schema_compact,
     schema_value,
@@ -119,7 +117,9 @@ async fn structured<T: DeserializeOwned>(
         .map(|reply| reply.value)
 }
 
-/// As [`structured`], also saying whether a reply was cut off at the token limit.
+/// As [`structured`], also saying whether a reply was cut off at the token limit. The
+/// call is plan-llm's [`StructuredCall`]: the best format the provider takes, an unusable
+/// reply sent back once with what was wrong, every call made recorded in `calls`.
 async fn structured_reply<T: DeserializeOwned>(
     provider: &dyn Provider,
     purpose: Purpose,
@@ -129,65 +129,37 @@ async fn structured_reply<T: DeserializeOwned>(
     max_tokens: u32,
     calls: &mut Vec<CallRecord>,
 ) -> Result<Reply<T>, StrategyError> {
-    let mut any_cut = false;
-    let tag = purpose.clone();
-    let purpose = tag.as_str();
-    let mut messages = vec![Message::system(system), Message::user(user)];
-    let mut last_problem = String::new();
-    for attempt in 0..2 {
-        let request = Request::new(messages.clone())
-            .with_response_format(ResponseFormat::JsonSchema {
-                name: purpose.to_owned(),
-                schema: schema_value(schema),
-            })
-            .with_max_tokens(max_tokens)
-            .with_purpose(tag.clone());
-        let started = Instant::now();
-        let response = provider
-            .complete(&request)
-            .await
-            .map_err(|e| StrategyError::llm(purpose, e))?;
-        calls.push(CallRecord::new(purpose, response.usage, started.elapsed()));
-        let cut = (response.finish_reason == FinishReason::Length).then(|| {
-            CutOff::new(
-                max_tokens,
-                response.usage,
-                format!("the {purpose} call's budget"),
-            )
-        });
-        any_cut |= cut.is_some();
-        let parsed = extract_json(&response.content)
-            .and_then(|v| {
-                serde_json::from_value::<T>(v)
-                    .map_err(|e| format!("the JSON does not match the schema: {e}"))
-            })
-            .map_err(|problem| match &cut {
-                Some(cut) => format!(
-                    "the reply was cut off {} before its JSON was complete: reply more briefly",
-                    cut.cause()
-                ),
-                None => problem,
+    let name = purpose.as_str().to_owned();
+    let request = Request::new(vec![Message::system(system), Message::user(user)])
+        .with_max_tokens(max_tokens)
+        .with_purpose(purpose);
+    let schema = schema_value(schema);
+    let convert = |value| {
+        serde_json::from_value::<T>(value)
+            .map_err(|e| format!("the JSON does not match the schema: {e}"))
+    };
+    // One repair in the provider's best mode, as a planning reply gets; the strategies
+    // check the value themselves (a plan over its cap is reported with the flag).
+    let reply = match StructuredCall::new(&name, &schema)
+        .with_repairs(1)
+        .with_next_mode_on_invalid(false)
+        .without_schema_check()
+        .run_as(provider, &request, calls, convert)
+        .await
+    {
+        Ok(reply) => reply,
+        Err(LlmError::StructuredOutput { mut attempts, .. }) => {
+            // The last attempt's problem (each starts with its mode).
+            return Err(StrategyError::InvalidReply {
+                purpose: name,
+                message: attempts.pop().unwrap_or_default(),
             });
-        match parsed {
-            Ok(value) => {
-                return Ok(Reply {
-                    value,
-                    cut: any_cut,
-                });
-            }
-            Err(problem) => {
-                tracing::debug!(purpose, attempt, %problem, "structured reply rejected");
-                messages.push(Message::assistant(response.content));
-                messages.push(Message::user(format!(
-                    "That reply could not be used: {problem}. Reply again with one JSON object matching the schema, and nothing else."
-                )));
-                last_problem = problem;
-            }
         }
-    }
-    Err(StrategyError::InvalidReply {
-        purpose: purpose.to_owned(),
-        message: last_problem,
+        Err(e) => return Err(StrategyError::llm(&name, e)),
+    };
+    Ok(Reply {
+        value: reply.value,
+        cut: reply.cut,
     })
 }
 
@@ -375,9 +347,11 @@ async fn full_answer(
         Message::user(format!("Goal: {goal}")),
     ])
     .with_purpose(Purpose::Other(ANSWER_PURPOSE.to_owned()));
-    let started = Instant::now();
-    let response = match provider.complete(&request).await {
-        Ok(response) => response,
+    let response = match complete_recorded(provider, &request).await {
+        Ok((response, record)) => {
+            calls.push(record);
+            response
+        }
         Err(e) => {
             return Route::Direct {
                 answer: routed,
@@ -387,11 +361,6 @@ async fn full_answer(
             };
         }
     };
-    calls.push(CallRecord::new(
-        ANSWER_PURPOSE,
-        response.usage,
-        started.elapsed(),
-    ));
     let full = response.content.trim();
     if full.is_empty() {
         return Route::Direct {
@@ -402,7 +371,7 @@ async fn full_answer(
         };
     }
     let mut warnings = Vec::new();
-    if response.finish_reason == FinishReason::Length {
+    if response.finish_reason.is_truncated() {
         warnings.push(
             "the direct answer was cut off at the model's output token limit: it is incomplete"
                 .to_owned(),
@@ -501,16 +470,10 @@ async fn synthesis_call(
         "\nHow the goal was broken down:".to_owned(),
         "\nYour step (`".to_owned(),
     ];
-    let started = Instant::now();
-    let response = provider
-        .complete(&request)
+    let (response, record) = complete_recorded(provider, &request)
         .await
         .map_err(|e| StrategyError::llm(Purpose::Synthesize.as_str(), e))?;
-    calls.push(CallRecord::new(
-        Purpose::Synthesize.as_str(),
-        response.usage,
-        started.elapsed(),
-    ));
+    calls.push(record);
     Ok(response.content.trim().to_owned())
 }
 

@@ -574,13 +574,10 @@ impl LlmPlanner {
         purpose: &str,
         calls: &mut Vec<CallRecord>,
     ) -> Result<(String, Option<CutOff>), StrategyError> {
-        let started = Instant::now();
-        let response = self
-            .provider
-            .complete(request)
+        let (response, record) = plan_llm::complete_recorded(self.provider.as_ref(), request)
             .await
             .map_err(|e| StrategyError::llm(purpose, e))?;
-        calls.push(CallRecord::new(purpose, response.usage, started.elapsed()));
+        calls.push(record);
         let cut = (response.finish_reason == FinishReason::Length)
             .then(|| CutOff::new(self.max_tokens(), response.usage, self.cap_source()));
         Ok((response.content, cut))
@@ -1000,23 +997,26 @@ fn merge(request: &PlanRequest, reply: Plan) -> Plan {
     Plan::new(request.goal.clone(), steps)
 }
 
-/// The first JSON value in `text` (after any prose or code fence).
+/// The first JSON value in `text`, found by plan-llm's one extraction
+/// ([`plan_llm::extract_json`]: the whole text, a code fence, or the first complete value
+/// after prose); when there is none, what is wrong, in words the model can act on.
 pub(crate) fn extract_json(text: &str) -> Result<serde_json::Value, String> {
+    if let Some(value) = plan_llm::extract_json(text) {
+        return Ok(value);
+    }
+    let none =
+        || "the reply contains no JSON object: reply with the plan as one JSON object".to_owned();
     let Some(start) = text.find(['{', '[']) else {
-        return Err(
-            "the reply contains no JSON object: reply with the plan as one JSON object".to_owned(),
-        );
+        return Err(none());
     };
-    let mut values =
-        serde_json::Deserializer::from_str(&text[start..]).into_iter::<serde_json::Value>();
-    match values.next() {
-        Some(Ok(v)) => Ok(v),
+    match serde_json::Deserializer::from_str(&text[start..])
+        .into_iter::<serde_json::Value>()
+        .next()
+    {
         Some(Err(e)) => Err(format!(
             "the reply is not valid JSON ({e}): reply with one complete JSON object"
         )),
-        None => Err(
-            "the reply contains no JSON object: reply with the plan as one JSON object".to_owned(),
-        ),
+        _ => Err(none()),
     }
 }
 

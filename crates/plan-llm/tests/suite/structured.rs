@@ -3,7 +3,7 @@
 use plan_llm::testing::{FakeResponse, FakeServer};
 use plan_llm::{
     Capabilities, LlmError, Message, Provider, Reply, Request, ResponseFormat, ScriptedModel,
-    StructuredMode, generate_json, generate_structured, schema_for,
+    StructuredCall, StructuredMode, generate_json, generate_structured, schema_for,
 };
 use serde::Deserialize;
 use serde_json::json;
@@ -46,13 +46,17 @@ async fn native_schema_mode_is_used_when_available() {
 
 #[tokio::test]
 async fn invalid_output_falls_back_and_failure_lists_every_attempt() {
+    // By default, each mode is asked once.
     let model = ScriptedModel::new()
         .reply(Reply::json(json!({"city": "Oslo"})))
         .reply(Reply::text("not json at all"))
         .reply(Reply::text(
             "Sure, here it is: {\"city\": \"Oslo\", \"population\": \"many\"}",
         ));
-    let err = generate_structured::<Answer, _>(&model, &ask())
+    let (name, schema) = schema_for::<Answer>();
+    let mut calls = Vec::new();
+    let err = StructuredCall::new(&name, &schema)
+        .run(&model, &ask(), &mut calls)
         .await
         .unwrap_err();
     let LlmError::StructuredOutput {
@@ -63,6 +67,11 @@ async fn invalid_output_falls_back_and_failure_lists_every_attempt() {
     };
     assert_eq!(schema, "Answer");
     assert_eq!(attempts.len(), 3, "{attempts:?}");
+    assert_eq!(
+        calls.len(),
+        3,
+        "every call is recorded, the failed ones too"
+    );
     assert!(
         attempts[0].starts_with(
             "json schema mode: does not match the schema: $: missing required property `population`"
@@ -91,6 +100,52 @@ async fn invalid_output_falls_back_and_failure_lists_every_attempt() {
     assert!(
         instructed.messages[0].content.contains("\"population\""),
         "the schema is in the instructions"
+    );
+}
+
+#[tokio::test]
+async fn an_unusable_reply_is_sent_back_once_with_what_was_wrong_before_the_next_mode() {
+    let model = ScriptedModel::new()
+        .reply(Reply::json(json!({"city": "Oslo"})))
+        .reply(Reply::json(json!({"city": "Oslo", "population": "many"})))
+        .reply(Reply::text("{\"city\": \"Oslo\", \"population\": 709000}"));
+    let (name, schema) = schema_for::<Answer>();
+    let mut calls = Vec::new();
+    let answer = StructuredCall::new(&name, &schema)
+        .with_repairs(1)
+        .run(&model, &ask(), &mut calls)
+        .await
+        .unwrap();
+    assert_eq!(answer.value["population"], 709000);
+    assert_eq!(answer.mode, StructuredMode::JsonObject);
+    assert_eq!(
+        answer.failed_attempts.len(),
+        2,
+        "{:?}",
+        answer.failed_attempts
+    );
+    assert_eq!(calls.len(), 3, "one record per call made");
+    let requests = model.requests();
+    // The repair goes back in the same mode, with the model's reply and the problem.
+    assert!(matches!(
+        requests[1].response_format,
+        ResponseFormat::JsonSchema { .. }
+    ));
+    let problem = &requests[1].messages.last().unwrap().content;
+    assert!(
+        problem.contains("missing required property `population`"),
+        "{problem}"
+    );
+    assert_eq!(requests[1].messages.len(), ask().messages.len() + 2);
+    // The next mode starts from the caller's request again.
+    assert!(matches!(
+        requests[2].response_format,
+        ResponseFormat::JsonObject
+    ));
+    assert_eq!(
+        requests[2].messages.len(),
+        ask().messages.len() + 1,
+        "system + user"
     );
 }
 
@@ -205,4 +260,45 @@ async fn each_adapter_asks_natively() {
         json!("string")
     );
     let _: &dyn Provider = provider.as_ref();
+}
+
+#[tokio::test]
+async fn a_call_that_stays_in_one_mode_ends_after_its_repairs() {
+    let model = ScriptedModel::new()
+        .reply(Reply::json(json!({"city": "Oslo"})))
+        .reply(Reply::json(json!({"city": "Oslo"})))
+        .reply(Reply::json(json!({"city": "Oslo", "population": 1})));
+    let (name, schema) = schema_for::<Answer>();
+    let mut calls = Vec::new();
+    let err = StructuredCall::new(&name, &schema)
+        .with_repairs(1)
+        .with_next_mode_on_invalid(false)
+        .run(&model, &ask(), &mut calls)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, LlmError::StructuredOutput { ref attempts, .. } if attempts.len() == 2),
+        "{err:?}"
+    );
+    assert_eq!(calls.len(), 2, "the third reply is never asked for");
+}
+
+#[tokio::test]
+async fn without_the_schema_check_the_conversion_decides() {
+    // A reply over the schema's `maxItems` passes to a caller that checks it itself.
+    let schema =
+        json!({"type": "object", "properties": {"steps": {"type": "array", "maxItems": 1}}});
+    let model = ScriptedModel::new().reply(Reply::json(json!({"steps": [1, 2]})));
+    let mut calls = Vec::new();
+    let got = StructuredCall::new("steps", &schema)
+        .without_schema_check()
+        .run(&model, &ask(), &mut calls)
+        .await
+        .unwrap();
+    assert_eq!(got.value["steps"], json!([1, 2]));
+    let model = ScriptedModel::new().reply(Reply::json(json!({"steps": [1, 2]})));
+    let checked = StructuredCall::new("steps", &schema)
+        .run(&model, &ask(), &mut calls)
+        .await;
+    assert!(checked.is_err(), "checked by default");
 }

@@ -307,6 +307,21 @@ pub struct StepClaim {
     pub token: i64,
 }
 
+/// The last claim of a step task ([`PostgresStore::step_task_claims`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TaskClaimed {
+    /// The task's step key.
+    pub step: String,
+    /// The worker of its last claim; `None` when nobody claimed it.
+    pub worker: Option<String>,
+    /// Which claim of the task that is (1 for the first).
+    pub token: i64,
+    /// Whether it was claimed in the statement that queued it: its run's driver ran it
+    /// ([`PostgresStore::enqueue_claimed_steps`]).
+    pub when_queued: bool,
+}
+
 /// Claims as the arrays of a statement over several of them.
 struct ClaimKeys {
     runs: Vec<String>,
@@ -434,10 +449,10 @@ impl PostgresStore {
                 _ => format!("cannot queue {} steps", tasks.len()),
             };
             let client = self.client().await?;
-            let row = client
-                .query_one(
-                    &format!(
-                        "WITH queued AS (
+            let row = crate::cached::query_one(
+                &client,
+                &format!(
+                    "WITH queued AS (
                              INSERT INTO plan.step_tasks (run, step, attempt, task)
                              SELECT t.run, t.step, t.attempt, t.task::json
                              FROM unnest($1::text[], $2::text[], $3::int[], $4::text[])
@@ -451,11 +466,11 @@ impl PostgresStore {
                                            AND k.attempt = q.attempt), '{{}}'::bigint[]),
                                 (SELECT pg_notify('{STEPS_CHANNEL}', '')
                                  WHERE EXISTS (SELECT 1 FROM queued))::text"
-                    ),
-                    &[runs, steps, attempts, bodies],
-                )
-                .await
-                .map_err(|e| self.inner.errors.store(&what, &e))?;
+                ),
+                &[runs, steps, attempts, bodies],
+            )
+            .await
+            .map_err(|e| self.inner.errors.store(&what, &e))?;
             let queued: Vec<i64> = row.get(0);
             let mut now = vec![false; tasks.len()];
             for i in queued {
@@ -464,6 +479,71 @@ impl PostgresStore {
                 }
             }
             Ok(now)
+        })
+        .await
+    }
+
+    /// Queues step attempts already claimed by `worker` under leases of `ttl`, in one
+    /// statement: the tasks of a run whose driver has room to run them itself. They are
+    /// claimed tasks like any other (their leases renewed, their results recorded under
+    /// them, taken over by another worker when a lease expires), but nobody is woken.
+    /// Says for each the claim, or `None` when it was queued already (it may have a
+    /// result). Retried through an outage (a task queued by a try whose answer was lost
+    /// then reads as queued already, and is left to expire and be claimed again).
+    ///
+    /// # Errors
+    /// [`StoreError`] when the database cannot be reached.
+    pub async fn enqueue_claimed_steps(
+        &self,
+        worker: &str,
+        ttl: Duration,
+        tasks: &[StepTask],
+    ) -> Result<Vec<Option<StepClaim>>, StoreError> {
+        if tasks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let runs: Vec<&str> = tasks.iter().map(|t| t.run.as_str()).collect();
+        let steps: Vec<&str> = tasks.iter().map(|t| t.step.as_str()).collect();
+        let attempts: Vec<i32> = tasks.iter().map(|t| t.attempt).collect();
+        let bodies: Vec<String> = tasks.iter().map(|t| t.task.to_string()).collect();
+        let (runs, steps, attempts, bodies) = (&runs, &steps, &attempts, &bodies);
+        let what = "cannot queue steps";
+        self.retrying(what, move |_| async move {
+            let client = self.client().await?;
+            let row = crate::cached::query_one(
+                &client,
+                "WITH queued AS (
+                     INSERT INTO plan.step_tasks (run, step, attempt, task, state, worker,
+                                                  token, expires, created, claimed)
+                     SELECT t.run, t.step, t.attempt, t.task::json, 'claimed', $5, 1,
+                            now() + $6::bigint * interval '1 millisecond', c.now, c.now
+                     FROM (SELECT clock_timestamp() AS now) c,
+                          unnest($1::text[], $2::text[], $3::int[], $4::text[])
+                          AS t(run, step, attempt, task)
+                     ON CONFLICT (run, step, attempt) DO NOTHING
+                     RETURNING run, step, attempt)
+                 SELECT coalesce(array_agg(k.i), '{}'::bigint[])
+                 FROM queued q
+                 JOIN unnest($1::text[], $2::text[], $3::int[])
+                      WITH ORDINALITY AS k(run, step, attempt, i)
+                   ON k.run = q.run AND k.step = q.step AND k.attempt = q.attempt",
+                &[runs, steps, attempts, bodies, &worker, &millis(ttl)],
+            )
+            .await
+            .map_err(|e| self.inner.errors.store(what, &e))?;
+            let queued: Vec<i64> = row.get(0);
+            let mut claims = vec![None; tasks.len()];
+            for i in queued {
+                let Some(i) = usize::try_from(i - 1).ok().filter(|i| *i < tasks.len()) else {
+                    continue;
+                };
+                claims[i] = Some(StepClaim {
+                    task: tasks[i].clone(),
+                    worker: worker.to_owned(),
+                    token: 1,
+                });
+            }
+            Ok(claims)
         })
         .await
     }
@@ -507,9 +587,9 @@ impl PostgresStore {
             let what = "cannot claim a step";
             let skip: Vec<&str> = skip.iter().map(RunId::as_str).collect();
             let client = self.client().await?;
-            let rows = client
-                .query(
-                    "WITH inflight AS (
+            let rows = crate::cached::query(
+                &client,
+                "WITH inflight AS (
                          SELECT run, count(*) AS n FROM plan.step_tasks
                          WHERE state = 'claimed' AND expires > now()
                          GROUP BY run),
@@ -517,17 +597,23 @@ impl PostgresStore {
                          SELECT t.run, t.step, t.attempt FROM plan.step_tasks t
                          JOIN plan.runs r ON r.id = t.run AND r.status IN ('queued', 'running')
                          LEFT JOIN inflight i ON i.run = t.run
+                         -- a step whose output is committed, or that another attempt
+                         -- finished, is never run again: looked up by key for each
+                         -- candidate (a lateral probe), so a claim costs what is queued,
+                         -- not what the run has finished
+                         LEFT JOIN LATERAL (SELECT 1 AS hit FROM plan.outputs o
+                                            WHERE o.run = t.run
+                                              AND o.step = split_part(t.step, '@', 1)
+                                            LIMIT 1) committed ON true
+                         LEFT JOIN LATERAL (SELECT 1 AS hit FROM plan.step_tasks d
+                                            WHERE d.run = t.run AND d.step = t.step
+                                              AND d.state = 'done'
+                                              AND (d.result->>'ok') IS NOT NULL
+                                            LIMIT 1) finished ON true
                          WHERE t.state <> 'done'
                            AND (t.state = 'ready' OR t.expires < now())
                            AND NOT (t.run = ANY($1))
-                           -- a step whose output is committed, or that another attempt
-                           -- finished, is never run again
-                           AND NOT EXISTS (SELECT 1 FROM plan.outputs o
-                                           WHERE o.run = t.run
-                                             AND o.step = split_part(t.step, '@', 1))
-                           AND NOT EXISTS (SELECT 1 FROM plan.step_tasks d
-                                           WHERE d.run = t.run AND d.step = t.step
-                                             AND d.state = 'done' AND (d.result->>'ok') IS NOT NULL)
+                           AND committed.hit IS NULL AND finished.hit IS NULL
                          ORDER BY coalesce(i.n, 0), t.created
                          LIMIT $4
                          FOR UPDATE OF t SKIP LOCKED)
@@ -538,10 +624,10 @@ impl PostgresStore {
                      FROM next
                      WHERE t.run = next.run AND t.step = next.step AND t.attempt = next.attempt
                      RETURNING t.run, t.step, t.attempt, t.task::text, t.token",
-                    &[&skip, &worker, &millis(ttl), &n],
-                )
-                .await
-                .map_err(|e| self.inner.errors.store(what, &e))?;
+                &[&skip, &worker, &millis(ttl), &n],
+            )
+            .await
+            .map_err(|e| self.inner.errors.store(what, &e))?;
             rows.iter()
                 .map(|row| {
                     let task: String = row.get(3);
@@ -589,9 +675,9 @@ impl PostgresStore {
         }
         let keys = ClaimKeys::of(claims);
         let client = self.client().await?;
-        let row = client
-            .query_one(
-                "WITH k AS (
+        let row = crate::cached::query_one(
+            &client,
+            "WITH k AS (
                      SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::text[],
                                           $5::bigint[])
                          WITH ORDINALITY AS k(run, step, attempt, worker, token, i)),
@@ -603,17 +689,17 @@ impl PostgresStore {
                        AND t.worker = k.worker AND t.token = k.token AND t.state = 'claimed'
                      RETURNING k.i)
                  SELECT coalesce(array_agg(i), '{}'::bigint[]) FROM renewed",
-                &[
-                    &keys.runs,
-                    &keys.steps,
-                    &keys.attempts,
-                    &keys.workers,
-                    &keys.tokens,
-                    &millis(ttl),
-                ],
-            )
-            .await
-            .map_err(|e| self.inner.errors.store("cannot renew a step lease", &e))?;
+            &[
+                &keys.runs,
+                &keys.steps,
+                &keys.attempts,
+                &keys.workers,
+                &keys.tokens,
+                &millis(ttl),
+            ],
+        )
+        .await
+        .map_err(|e| self.inner.errors.store("cannot renew a step lease", &e))?;
         Ok(keys.flags(row.get(0)))
     }
 
@@ -677,8 +763,8 @@ impl PostgresStore {
         let what = &what;
         self.retrying(what, move |attempt| async move {
             let client = self.client().await?;
-            let row = client
-                .query_one(
+            let row = crate::cached::query_one(
+                &client,
                     &format!(
                         "WITH k AS (
                              SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::text[],
@@ -775,9 +861,9 @@ impl PostgresStore {
         let (runs, steps, attempts) = (&runs, &steps, &attempts);
         self.retrying("cannot read a step result", move |_| async move {
             let client = self.client().await?;
-            let rows = client
-                .query(
-                    "SELECT DISTINCT ON (k.i) k.i, t.result::text
+            let rows = crate::cached::query(
+                &client,
+                "SELECT DISTINCT ON (k.i) k.i, t.result::text
                      FROM unnest($1::text[], $2::text[], $3::int[])
                           WITH ORDINALITY AS k(run, step, attempt, i)
                      JOIN plan.step_tasks t
@@ -785,10 +871,10 @@ impl PostgresStore {
                       AND (t.attempt = k.attempt OR (t.result->>'ok') IS NOT NULL)
                      ORDER BY k.i, (t.attempt = k.attempt) DESC,
                               (t.result->>'ok') IS NOT NULL DESC, t.attempt DESC",
-                    &[runs, steps, attempts],
-                )
-                .await
-                .map_err(|e| self.inner.errors.store("cannot read a step result", &e))?;
+                &[runs, steps, attempts],
+            )
+            .await
+            .map_err(|e| self.inner.errors.store("cannot read a step result", &e))?;
             let mut results = vec![None; runs.len()];
             for row in rows {
                 let i = usize::try_from(row.get::<_, i64>(0) - 1).unwrap_or(usize::MAX);
@@ -864,6 +950,32 @@ impl PostgresStore {
             .map_err(|e| self.inner.errors.store(what, &e))?
             .get(0);
         Ok((waits, Duration::from_secs_f64(span.unwrap_or(0.0).max(0.0))))
+    }
+
+    /// Who holds or held each step task of a run, in the order they were queued (for
+    /// operators and tests).
+    ///
+    /// # Errors
+    /// [`StoreError`] when the database cannot be reached.
+    pub async fn step_task_claims(&self, run: &RunId) -> Result<Vec<TaskClaimed>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT step, worker, token, claimed = created FROM plan.step_tasks
+                 WHERE run = $1 ORDER BY created, step, attempt",
+                &[&run.as_str()],
+            )
+            .await
+            .map_err(|e| self.inner.errors.store("cannot read the step tasks", &e))?;
+        Ok(rows
+            .iter()
+            .map(|r| TaskClaimed {
+                step: r.get(0),
+                worker: r.get(1),
+                token: r.get(2),
+                when_queued: r.get::<_, Option<bool>>(3).unwrap_or(false),
+            })
+            .collect())
     }
 
     /// A connection listening for new step tasks ([`STEPS_CHANNEL`]).

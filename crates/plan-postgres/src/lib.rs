@@ -77,6 +77,7 @@
 #![deny(missing_docs)]
 
 mod address;
+mod cached;
 mod driver;
 mod driving;
 mod error;
@@ -95,7 +96,7 @@ pub use driver::{ClaimError, Driver, StoreStop};
 pub use driving::{LeaseKeeper, Renewal};
 pub use fleet::{
     Claim, Lease, LeaseHolder, STEP_DONE_CHANNEL, STEPS_CHANNEL, StepClaim, StepListener, StepTask,
-    StepWatch, StepsListener, WORK_CHANNEL, WorkListener,
+    StepWatch, StepsListener, TaskClaimed, WORK_CHANNEL, WorkListener,
 };
 pub use follow::EventsListener;
 pub use ledger::RunLedger;

@@ -395,7 +395,7 @@ impl PostgresStore {
         let sql = format!(
             "WITH {fence}\n     {SEQ_CTE}{output_cte}\nSELECT pg_notify('{EVENTS_CHANNEL}', $1) FROM seq"
         );
-        let rows = client.query(&sql, &params).await?;
+        let rows = crate::cached::query(client, &sql, &params).await?;
         Ok(!rows.is_empty())
     }
 }
@@ -1103,18 +1103,18 @@ impl PostgresStore {
     ) -> Result<Vec<JournalEntry>, StoreError> {
         let what = format!("cannot read the events of run `{run}`");
         let client = self.client().await?;
-        let rows = client
-            .query(
-                "SELECT seq, body::text FROM plan.events
-                 WHERE run = $1 AND seq > $2 ORDER BY seq LIMIT $3",
-                &[
-                    &run.as_str(),
-                    &i64::try_from(after).unwrap_or(i64::MAX),
-                    &i64::try_from(limit).unwrap_or(i64::MAX),
-                ],
-            )
-            .await
-            .map_err(self.err(&what))?;
+        let rows = crate::cached::query(
+            &client,
+            "SELECT seq, body::text FROM plan.events
+             WHERE run = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+            &[
+                &run.as_str(),
+                &i64::try_from(after).unwrap_or(i64::MAX),
+                &i64::try_from(limit).unwrap_or(i64::MAX),
+            ],
+        )
+        .await
+        .map_err(self.err(&what))?;
         rows.iter()
             .map(|row| {
                 let event: Event = serde_json::from_str(row.get(1)).map_err(json_err(&what))?;

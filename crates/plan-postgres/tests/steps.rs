@@ -169,3 +169,75 @@ async fn a_batch_of_results_is_one_statement_with_its_notification() {
     let total: i64 = counts.iter().map(|c| c.calls).sum();
     assert_eq!(total, 4, "queue, claim, record, read: {counts:#?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_queued_claimed_are_nobody_elses_until_their_lease_runs_out() {
+    let Some(cluster) = TempCluster::shared_or_skip() else {
+        return;
+    };
+    let store = PostgresStore::connect(&cluster.create_database())
+        .await
+        .unwrap();
+    let run = new_run(&store).await;
+    let short = Duration::from_millis(300);
+    let claimed = store
+        .enqueue_claimed_steps("driver", short, &tasks(&run, 3))
+        .await
+        .unwrap();
+    assert!(
+        claimed.iter().all(|c| c
+            .as_ref()
+            .is_some_and(|c| c.worker == "driver" && c.token == 1)),
+        "{claimed:?}"
+    );
+    let claimed: Vec<_> = claimed.into_iter().flatten().collect();
+    // Queued again, by a driver that took the run over: nothing new is claimed.
+    let mut again = tasks(&run, 4);
+    again.rotate_right(1);
+    let queued = store
+        .enqueue_claimed_steps("other", short, &again)
+        .await
+        .unwrap();
+    assert_eq!(
+        queued[0].as_ref().map(|c| c.task.step.as_str()),
+        Some("s3@0")
+    );
+    assert!(queued[1..].iter().all(Option::is_none), "{queued:?}");
+    // The first is recorded at once; the others' leases run out and the fleet claims
+    // them, and then the late results of the first claims are refused.
+    let first = (claimed[0].clone(), json!({"ok": "did s0"}));
+    assert_eq!(store.complete_steps(&[first]).await.unwrap(), vec![true]);
+    let mut taken = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while taken.len() < 2 && tokio::time::Instant::now() < deadline {
+        taken.extend(
+            store
+                .claim_steps("w", Duration::from_secs(60), &[], 5)
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(|c| c.task.step != "s3@0"),
+        );
+        // The leases lapse on the database's clock: looked at again shortly.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut keys: Vec<_> = taken
+        .iter()
+        .map(|c| (c.task.step.as_str(), c.token))
+        .collect();
+    keys.sort();
+    assert_eq!(keys, [("s1@0", 2), ("s2@0", 2)]);
+    let late: Vec<_> = claimed[1..]
+        .iter()
+        .map(|c| (c.clone(), json!({"ok": "late"})))
+        .collect();
+    assert_eq!(
+        store.complete_steps(&late).await.unwrap(),
+        vec![false, false]
+    );
+    let read = store
+        .step_results(&[(run.clone(), "s0@0".to_owned(), 1)])
+        .await
+        .unwrap();
+    assert_eq!(read, [Some(json!({"ok": "did s0"}))]);
+}

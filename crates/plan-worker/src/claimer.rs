@@ -107,6 +107,14 @@ impl Claimer {
         }
     }
 
+    /// The worker's step slots, for a driver that runs its own run's steps when one is
+    /// free ([`Slots::try_take`]).
+    pub(crate) fn slots(&self) -> Slots {
+        Slots {
+            shared: self.shared.clone(),
+        }
+    }
+
     /// Passes over the tasks of `run` from now on (this worker cannot serve it).
     pub(crate) fn skip(&self, run: RunId) {
         let mut skip = self.shared.skip.lock().unwrap_or_else(|e| e.into_inner());
@@ -115,6 +123,28 @@ impl Claimer {
         }
         drop(skip);
         self.shared.wake.notify_one();
+    }
+}
+
+/// The step slots of a worker, shared by its claimer and its drivers ([`Claimer::slots`]).
+#[derive(Clone)]
+pub(crate) struct Slots {
+    shared: Arc<Shared>,
+}
+
+impl Slots {
+    /// A free slot, taken now, or `None` when every slot is held (or the claimer is
+    /// claiming with the free ones).
+    pub(crate) fn try_take(&self) -> Option<Slot> {
+        self.shared
+            .room
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |room| {
+                room.checked_sub(1)
+            })
+            .ok()
+            .map(|_| Slot {
+                shared: self.shared.clone(),
+            })
     }
 }
 
@@ -161,7 +191,13 @@ async fn claim_loop(
     let mut unreachable = false;
     let mut look = true;
     while !shared.stop.load(Ordering::SeqCst) {
-        let room = shared.room.load(Ordering::SeqCst);
+        // The free slots are reserved for this claim (a driver running its own steps
+        // takes none meanwhile); those it leaves are given back.
+        let room = if look {
+            shared.room.swap(0, Ordering::SeqCst)
+        } else {
+            0
+        };
         if look && room == 0 {
             // Tasks may wait for a slot: the next one freed wakes this loop.
             shared.saturated.store(true, Ordering::SeqCst);
@@ -177,7 +213,9 @@ async fn claim_loop(
                     crate::back_again(&worker, &mut unreachable);
                     // Fewer than asked for: none are left until more are announced.
                     look = claimed.len() == room;
-                    shared.room.fetch_sub(claimed.len(), Ordering::SeqCst);
+                    shared
+                        .room
+                        .fetch_add(room - claimed.len(), Ordering::SeqCst);
                     if look {
                         shared.saturated.store(true, Ordering::SeqCst);
                     }
@@ -187,6 +225,7 @@ async fn claim_loop(
                     continue;
                 }
                 Err(e) => {
+                    shared.room.fetch_add(room, Ordering::SeqCst);
                     // Tried again after `poll`, or when the listener is back.
                     crate::cannot_claim(&worker, &e, &mut unreachable);
                 }

@@ -12,6 +12,10 @@
 //!   worker's own claims them as soon as they are announced (`NOTIFY plan_steps`), as
 //!   many as it has room for in one statement; the results of steps that finish
 //!   together are recorded, and the leases of all its steps renewed, in one statement.
+//!   The driving worker runs the steps it has room for itself, claimed in the statement
+//!   that queues them (no announcement, no claim, no read of the result); the others are
+//!   the fleet's. Either way a step runs under its task's lease and its result is
+//!   recorded under it, so a takeover finds every finished step.
 //!
 //! Everything a driven run writes goes through a store
 //! [fenced](plan_postgres::PostgresStore::fenced) by the run's lease, and a step's result
@@ -216,13 +220,24 @@ impl Worker {
                     Ok((builder, approval)) => {
                         tracing::info!(worker = %name, run = %run, status = %claim.status, "claimed a run");
                         let lease = claim.lease.clone();
+                        // The driver runs the steps it has room for here, with the
+                        // executor the run's tasks claimed here use.
+                        let local = steps::Local::new(
+                            &self.store,
+                            name,
+                            self.config.lease,
+                            claimer.slots(),
+                            executors.entry(run.clone()).or_default().clone(),
+                            agents.clone(),
+                            work.clone(),
+                        );
                         let handle = held.spawn(drive(
                             self.store.clone(),
                             claim,
                             builder,
                             approval,
                             self.config.lease,
-                            results.clone(),
+                            (results.clone(), local),
                         ));
                         leases.push((handle.id(), lease));
                     }
@@ -253,7 +268,9 @@ impl Worker {
                         tracing::debug!(worker = %name, run = %claim.task.run, step = %claim.task.step, "claimed a step");
                         tasks.spawn(async move {
                             match executor.get_or_init(|| agents.executor_for(run.clone())).await {
-                                Ok(executor) => steps::run_task(claim, executor.clone(), work, slot).await,
+                                Ok(executor) => {
+                                    steps::run_task(claim, executor.clone(), work, slot).await;
+                                }
                                 // Its lease runs out, and another worker claims it.
                                 Err(why) => {
                                     let _ = refused.send((run, why.clone()));
@@ -423,14 +440,15 @@ fn task_id(done: &Result<(tokio::task::Id, ()), tokio::task::JoinError>) -> toki
 }
 
 /// Runs a claimed run to its end through a store fenced by its lease, renewing the lease
-/// meanwhile; a lost lease cancels the run here (the new holder continues it).
+/// meanwhile; a lost lease cancels the run here (the new holder continues it). The steps
+/// this worker has room for run here ([`steps::Local`]); the others are the fleet's.
 async fn drive(
     store: PostgresStore,
     claim: Claim,
     builder: AgentBuilder,
     (approve, planned): (Approval, bool),
     ttl: Duration,
-    results: Arc<StepListener>,
+    (results, local): (Arc<StepListener>, steps::Local),
 ) {
     let lease = claim.lease;
     let run = lease.run.clone();
@@ -439,7 +457,7 @@ async fn drive(
     // the lease expired (the database was unreachable) takes it back for as long.
     let fenced = store.fenced(lease.clone());
     let agent = match builder
-        .executor(FleetExecutor::new(store.clone(), results))
+        .executor(FleetExecutor::new(store.clone(), results).with_local(local))
         .store(Arc::new(fenced.clone()))
         .cancel_token(cancel.clone())
         .build()

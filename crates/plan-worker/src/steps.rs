@@ -42,6 +42,66 @@ pub struct FleetExecutor {
     enqueue: Batcher<StepTask, bool>,
     /// Reads results: (run, step key, attempt).
     results: Batcher<(RunId, String, i32), Option<Value>>,
+    /// When the driving worker runs the steps it has room for itself.
+    local: Option<Local>,
+}
+
+/// What a driving worker needs to run its run's steps itself: its free step slots, the
+/// run's step executor there, and its step work (leases, results).
+pub(crate) struct Local {
+    slots: crate::claimer::Slots,
+    executor: Arc<crate::ExecutorCell>,
+    agents: crate::Agents,
+    work: StepWork,
+    /// Queues tasks claimed by this worker: the claim of each, or `None` when it was
+    /// queued already.
+    enqueue: Batcher<StepTask, Option<StepClaim>>,
+}
+
+impl Local {
+    /// For the steps of `run`, driven by `worker` (step leases of `ttl`).
+    pub(crate) fn new(
+        store: &PostgresStore,
+        worker: &str,
+        ttl: Duration,
+        slots: crate::claimer::Slots,
+        executor: Arc<crate::ExecutorCell>,
+        agents: crate::Agents,
+        work: StepWork,
+    ) -> Self {
+        let (queue, worker) = (store.clone(), worker.to_owned());
+        Self {
+            slots,
+            executor,
+            agents,
+            work,
+            enqueue: Batcher::new(BATCH, move |tasks: Vec<StepTask>| {
+                let (store, worker) = (queue.clone(), worker.clone());
+                async move { store.enqueue_claimed_steps(&worker, ttl, &tasks).await }
+            }),
+        }
+    }
+
+    /// Runs `task` here if a slot is free and the run's executor can be made here:
+    /// queued claimed by this worker, run, and its result recorded under that claim.
+    /// `Ok(Some(result))` once recorded; `Ok(None)` when it was not run here (no free
+    /// slot, queued already, or its lease was lost meanwhile: the fleet runs it).
+    async fn run(&self, task: &StepTask) -> Result<Option<Value>, plan_exec::error::StoreError> {
+        let Some(slot) = self.slots.try_take() else {
+            return Ok(None);
+        };
+        let made = self
+            .executor
+            .get_or_init(|| self.agents.executor_for(task.run.clone()))
+            .await;
+        let Ok(executor) = made else {
+            return Ok(None);
+        };
+        let Some(claim) = self.enqueue.call(task.clone()).await? else {
+            return Ok(None);
+        };
+        Ok(run_task(claim, executor.clone(), self.work.clone(), slot).await)
+    }
 }
 
 impl FleetExecutor {
@@ -60,7 +120,14 @@ impl FleetExecutor {
                 let store = read.clone();
                 async move { store.step_results(&wanted).await }
             }),
+            local: None,
         }
+    }
+
+    /// Runs the steps it has room for on this worker itself ([`Local`]), queued claimed.
+    pub(crate) fn with_local(mut self, local: Local) -> Self {
+        self.local = Some(local);
+        self
     }
 }
 
@@ -102,6 +169,20 @@ impl StepExecutor for FleetExecutor {
         // result already; a new one has none until its notification.
         // Watched before it is queued: a result recorded at once is not missed.
         let watch = self.listener.watch(&task.run, &task.step);
+        // A step this worker has room for runs here, claimed as it is queued; the others
+        // (and one whose lease was lost meanwhile) are the fleet's.
+        if let Some(local) = &self.local {
+            let ran = tokio::select! {
+                ran = local.run(&task) => ran.map_err(unavailable)?,
+                () = ctx.cancel_token().cancelled() => {
+                    let _ = self.store.drop_step(&task.run, &task.step, task.attempt).await;
+                    return Err(StepError::cancelled());
+                }
+            };
+            if let Some(result) = ran {
+                return decode(&result, ctx);
+            }
+        }
         let queued_now = self.enqueue.call(task.clone()).await.map_err(unavailable)?;
         if !queued_now
             && let Some(result) = self
@@ -260,7 +341,7 @@ pub(crate) async fn run_task(
     executor: Arc<dyn StepExecutor>,
     work: StepWork,
     slot: crate::claimer::Slot,
-) {
+) -> Option<Value> {
     let t = &claim.task;
     let goal = t
         .task
@@ -274,8 +355,11 @@ pub(crate) async fn run_task(
     let Some(step) = step else {
         let unreadable =
             json!({"error": {"kind": "fatal", "message": "the step task could not be read"}});
-        let _ = work.complete.call((claim.clone(), unreadable)).await;
-        return;
+        let recorded = work
+            .complete
+            .call((claim.clone(), unreadable.clone()))
+            .await;
+        return matches!(recorded, Ok(true)).then_some(unreadable);
     };
     let log = EventLog::new();
     let mut ctx = StepContext::new(goal, step)
@@ -297,7 +381,11 @@ pub(crate) async fn run_task(
         let output = d.get("output").and_then(Value::as_str).unwrap_or_default();
         ctx = ctx.with_dependency(&Step::new(id, description), output);
     }
-    let renewal = work.leases.hold(claim.clone(), ctx.cancel_token().clone());
+    // Renewed until the step ran, or its run here was dropped (its driver cancelled).
+    let renewal = Held {
+        leases: &work.leases,
+        key: work.leases.hold(claim.clone(), ctx.cancel_token().clone()),
+    };
     // The step's work is part of the run's trace: a child of the driver's step span.
     let span = tracing::info_span!(
         parent: None,
@@ -333,7 +421,7 @@ pub(crate) async fn run_task(
         executor.execute(&ctx).instrument(span),
     )
     .await;
-    work.leases.forget(renewal);
+    drop(renewal);
     drop(slot);
     let events: Vec<Value> = log
         .kinds()
@@ -355,14 +443,30 @@ pub(crate) async fn run_task(
             }, "events": events})
         }
     };
-    match work.complete.call((claim.clone(), result)).await {
-        Ok(true) => {}
-        Ok(false) => tracing::warn!(
-            worker = %claim.worker, run = %t.run, step = %t.step,
-            "the step's result came after its lease was lost: refused (another worker runs it)"
-        ),
-        Err(e) => {
-            tracing::warn!(worker = %claim.worker, run = %t.run, error = %e, "cannot record a step result")
+    match work.complete.call((claim.clone(), result.clone())).await {
+        Ok(true) => Some(result),
+        Ok(false) => {
+            tracing::warn!(
+                worker = %claim.worker, run = %t.run, step = %t.step,
+                "the step's result came after its lease was lost: refused (another worker runs it)"
+            );
+            None
         }
+        Err(e) => {
+            tracing::warn!(worker = %claim.worker, run = %t.run, error = %e, "cannot record a step result");
+            None
+        }
+    }
+}
+
+/// A step lease renewed with the worker's others until dropped.
+struct Held<'a> {
+    leases: &'a StepLeases,
+    key: u64,
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.leases.forget(self.key);
     }
 }

@@ -745,6 +745,45 @@ fn a_runs_trace_continues_across_workers() {
     );
 }
 
+/// The worker driving a run runs the steps it has room for itself, each claimed as it is
+/// queued; the steps beyond its room are claimed by the rest of the fleet.
+#[test]
+fn the_driving_worker_runs_the_steps_it_has_room_for_and_the_fleet_the_rest() {
+    let Some(url) = database() else { return };
+    let sb = Sandbox::new();
+    let server = agent_server(&twenty_steps());
+    // Long enough that a layer's steps (run concurrency 4) overlap on two slots a worker.
+    server.latency(Duration::from_millis(100));
+    let mut fleet = Fleet::new(&sb, &url);
+    fleet.start("w1");
+    fleet.start("w2");
+    let id = fleet.submit(&server.base_url(), "Do twenty things");
+    let report = fleet.wait(&id);
+    assert_eq!(report["status"], "succeeded", "{report}");
+    let (driver, tasks) = rt().block_on(async {
+        let store = PostgresStore::connect(&url).await.unwrap();
+        let run = RunId::new(&id);
+        let driver = store.lease_holder(&run).await.unwrap().unwrap().worker;
+        (driver, store.step_task_claims(&run).await.unwrap())
+    });
+    assert_eq!(tasks.len(), 20, "one task a step: {tasks:?}");
+    // Claimed in the statement that queued it: run by the driver itself.
+    let by_driver = tasks
+        .iter()
+        .filter(|t| t.when_queued && t.worker.as_deref() == Some(driver.as_str()))
+        .count();
+    let by_fleet = tasks.iter().filter(|t| !t.when_queued).count();
+    assert!(
+        by_driver >= 5,
+        "{driver} ran {by_driver} steps itself: {tasks:?}"
+    );
+    assert!(by_fleet >= 5, "the fleet ran {by_fleet} steps: {tasks:?}");
+    assert!(
+        tasks.iter().all(|t| t.worker.is_some() && t.token >= 1),
+        "every step ran: {tasks:?}"
+    );
+}
+
 /// A `plan run` that uses what only its machine has (here, a built-in file tool) is not
 /// taken over by a worker when its process dies: the worker says why, once, and `plan
 /// resume` continues the run where it started.

@@ -347,14 +347,39 @@ impl ClaimKeys {
 
     /// The 1-based positions a statement returned, as a flag for each claim.
     fn flags(&self, positions: Vec<i64>) -> Vec<bool> {
-        let mut flags = vec![false; self.runs.len()];
-        for i in positions {
-            if let Some(slot) = usize::try_from(i - 1).ok().and_then(|i| flags.get_mut(i)) {
-                *slot = true;
-            }
-        }
-        flags
+        flags_at(self.runs.len(), positions)
     }
+}
+
+/// Step tasks as the arrays of a statement that queues them.
+struct TaskKeys<'a> {
+    runs: Vec<&'a str>,
+    steps: Vec<&'a str>,
+    attempts: Vec<i32>,
+    bodies: Vec<String>,
+}
+
+impl<'a> TaskKeys<'a> {
+    fn of(tasks: &'a [StepTask]) -> Self {
+        Self {
+            runs: tasks.iter().map(|t| t.run.as_str()).collect(),
+            steps: tasks.iter().map(|t| t.step.as_str()).collect(),
+            attempts: tasks.iter().map(|t| t.attempt).collect(),
+            bodies: tasks.iter().map(|t| t.task.to_string()).collect(),
+        }
+    }
+}
+
+/// The 1-based `positions` a statement returned over `n` rows of arrays, as a flag for
+/// each row.
+fn flags_at(n: usize, positions: Vec<i64>) -> Vec<bool> {
+    let mut flags = vec![false; n];
+    for i in positions {
+        if let Some(slot) = usize::try_from(i - 1).ok().and_then(|i| flags.get_mut(i)) {
+            *slot = true;
+        }
+    }
+    flags
 }
 
 /// The payload announcing a finished task of `step` (its key) in `run`.
@@ -438,11 +463,9 @@ impl PostgresStore {
         if tasks.is_empty() {
             return Ok(Vec::new());
         }
-        let runs: Vec<&str> = tasks.iter().map(|t| t.run.as_str()).collect();
-        let steps: Vec<&str> = tasks.iter().map(|t| t.step.as_str()).collect();
-        let attempts: Vec<i32> = tasks.iter().map(|t| t.attempt).collect();
-        let bodies: Vec<String> = tasks.iter().map(|t| t.task.to_string()).collect();
-        let (runs, steps, attempts, bodies) = (&runs, &steps, &attempts, &bodies);
+        let keys = TaskKeys::of(tasks);
+        let (runs, steps, attempts, bodies) =
+            (&keys.runs, &keys.steps, &keys.attempts, &keys.bodies);
         self.retrying("cannot queue steps", move |_| async move {
             let what = match tasks {
                 [one] => format!("cannot queue step `{}` of run `{}`", one.step, one.run),
@@ -471,14 +494,7 @@ impl PostgresStore {
             )
             .await
             .map_err(|e| self.inner.errors.store(&what, &e))?;
-            let queued: Vec<i64> = row.get(0);
-            let mut now = vec![false; tasks.len()];
-            for i in queued {
-                if let Some(slot) = usize::try_from(i - 1).ok().and_then(|i| now.get_mut(i)) {
-                    *slot = true;
-                }
-            }
-            Ok(now)
+            Ok(flags_at(tasks.len(), row.get(0)))
         })
         .await
     }
@@ -502,11 +518,9 @@ impl PostgresStore {
         if tasks.is_empty() {
             return Ok(Vec::new());
         }
-        let runs: Vec<&str> = tasks.iter().map(|t| t.run.as_str()).collect();
-        let steps: Vec<&str> = tasks.iter().map(|t| t.step.as_str()).collect();
-        let attempts: Vec<i32> = tasks.iter().map(|t| t.attempt).collect();
-        let bodies: Vec<String> = tasks.iter().map(|t| t.task.to_string()).collect();
-        let (runs, steps, attempts, bodies) = (&runs, &steps, &attempts, &bodies);
+        let keys = TaskKeys::of(tasks);
+        let (runs, steps, attempts, bodies) =
+            (&keys.runs, &keys.steps, &keys.attempts, &keys.bodies);
         let what = "cannot queue steps";
         self.retrying(what, move |_| async move {
             let client = self.client().await?;
@@ -531,19 +545,18 @@ impl PostgresStore {
             )
             .await
             .map_err(|e| self.inner.errors.store(what, &e))?;
-            let queued: Vec<i64> = row.get(0);
-            let mut claims = vec![None; tasks.len()];
-            for i in queued {
-                let Some(i) = usize::try_from(i - 1).ok().filter(|i| *i < tasks.len()) else {
-                    continue;
-                };
-                claims[i] = Some(StepClaim {
-                    task: tasks[i].clone(),
-                    worker: worker.to_owned(),
-                    token: 1,
-                });
-            }
-            Ok(claims)
+            let queued = flags_at(tasks.len(), row.get(0));
+            Ok(tasks
+                .iter()
+                .zip(queued)
+                .map(|(task, queued)| {
+                    queued.then(|| StepClaim {
+                        task: task.clone(),
+                        worker: worker.to_owned(),
+                        token: 1,
+                    })
+                })
+                .collect())
         })
         .await
     }
